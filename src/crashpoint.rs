@@ -1,0 +1,49 @@
+//! Deterministic crash points for the reliability tests.
+//!
+//! With the `crash-points` cargo feature, `TIERSEED_CRASH_AT=NAME:N` makes
+//! the process abort (no unwinding, no destructors, like a power cut seen
+//! from user space) on the N-th arrival at the point named NAME. Without
+//! the feature, `hit` compiles to nothing, so release builds cannot crash
+//! on purpose.
+
+/// Every named window in the commit protocol, for tests to iterate over.
+pub const CRASH_POINTS: &[&str] = &[
+    "tier.sealed_not_indexed",
+    "copy.sealed_before_commit",
+    "copy.after_commit",
+    "phase.before_commit",
+    "phase.after_commit",
+    "switch.between_batches",
+    "switch.before_source_removal",
+];
+
+#[cfg(feature = "crash-points")]
+pub(crate) fn hit(name: &str) {
+    use std::sync::Mutex;
+    static COUNTS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+    let Ok(spec) = std::env::var("TIERSEED_CRASH_AT") else { return };
+    let Some((point, n)) = spec.rsplit_once(':') else { return };
+    if point != name {
+        return;
+    }
+    let Ok(n) = n.parse::<u64>() else { return };
+    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    let count = match counts.iter_mut().find(|(p, _)| p == name) {
+        Some((_, c)) => {
+            *c += 1;
+            *c
+        }
+        None => {
+            counts.push((name.to_string(), 1));
+            1
+        }
+    };
+    if count == n {
+        eprintln!("tierseed: crash point {name} reached ({n}), aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub(crate) fn hit(_name: &str) {}

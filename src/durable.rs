@@ -1,0 +1,134 @@
+//! The one way tierseed writes a file durably outside RocksDB, and the
+//! versioned, checksummed envelope every persisted record travels in.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Suffix of files being written; `open` of a tier removes leftovers.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// Writes `bytes` to `path` so that after return the file exists with
+/// exactly these bytes even across power loss: write a temp file beside it,
+/// fsync it, rename it over `path`, fsync the directory.
+///
+/// With `read_only`, the file's permissions are set read-only before the
+/// rename, because a sealed container is never modified again.
+pub(crate) fn write_durable(path: &Path, bytes: &[u8], read_only: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(TEMP_SUFFIX);
+    let tmp = dir.join(tmp_name);
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        if read_only {
+            let mut perm = f.metadata()?.permissions();
+            perm.set_readonly(true);
+            f.set_permissions(perm)?;
+        }
+        drop(f);
+        fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    sync_dir(dir)
+}
+
+/// Fsyncs a directory so that renames and unlinks in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// The envelope's fixed overhead: magic (4), version (2), flags (2),
+/// payload length (4) before the payload; CRC-32 (4) after it.
+pub(crate) const ENVELOPE_OVERHEAD: usize = 16;
+
+/// Wraps `payload` as `magic | version u16 | 0u16 | len u32 | payload | crc32`,
+/// all little-endian; the CRC covers everything before it.
+pub(crate) fn seal_envelope(magic: &[u8; 4], version: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + ENVELOPE_OVERHEAD);
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks and unwraps an envelope made by [`seal_envelope`]; `what` names the
+/// record in the error.
+pub(crate) fn open_envelope<'a>(
+    magic: &[u8; 4],
+    version: u16,
+    bytes: &'a [u8],
+    what: &dyn Fn() -> String,
+) -> Result<&'a [u8]> {
+    if bytes.len() < ENVELOPE_OVERHEAD {
+        return Err(Error::corrupt_record(what(), format!("{} bytes is shorter than the envelope", bytes.len())));
+    }
+    if &bytes[..4] != magic {
+        return Err(Error::corrupt_record(what(), format!("bad magic {:02x?}", &bytes[..4])));
+    }
+    let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
+    let stored = u32::from_le_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    if crc32fast::hash(body) != stored {
+        return Err(Error::corrupt_record(what(), "checksum mismatch"));
+    }
+    let found = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if found != version {
+        return Err(Error::UnsupportedVersion { what: what(), found: found.into(), supported: version.into() });
+    }
+    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    if len != bytes.len() - ENVELOPE_OVERHEAD {
+        return Err(Error::corrupt_record(what(), format!("length field {len} does not match the record")));
+    }
+    Ok(&bytes[12..12 + len])
+}
+
+/// Encodes a serde value with postcard and seals it in an envelope.
+pub(crate) fn encode_record<T: serde::Serialize>(magic: &[u8; 4], version: u16, value: &T) -> Vec<u8> {
+    // postcard's to_stdvec only fails for types serde cannot describe
+    // (such as maps with non-serializable keys); ours are plain structs.
+    let payload = postcard::to_stdvec(value).unwrap_or_default();
+    seal_envelope(magic, version, &payload)
+}
+
+/// Opens an envelope and decodes its postcard payload.
+pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(
+    magic: &[u8; 4],
+    version: u16,
+    bytes: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<T> {
+    let payload = open_envelope(magic, version, bytes, what)?;
+    postcard::from_bytes(payload).map_err(|e| Error::corrupt_record(what(), format!("undecodable payload: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_detects_every_single_bit_flip() {
+        let sealed = seal_envelope(b"TEST", 1, b"some payload bytes");
+        let what = || "test record".to_string();
+        assert_eq!(open_envelope(b"TEST", 1, &sealed, &what).ok(), Some(&b"some payload bytes"[..]));
+        for bit in 0..sealed.len() * 8 {
+            let mut bad = sealed.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(open_envelope(b"TEST", 1, &bad, &what).is_err(), "flip of bit {bit} undetected");
+        }
+        for len in 0..sealed.len() {
+            assert!(open_envelope(b"TEST", 1, &sealed[..len], &what).is_err());
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! The resumption context: the only record of a job's progress.
+//!
+//! One RocksDB under the state directory. Every commit is one atomic,
+//! synced `WriteBatch`. Every record is postcard inside the envelope of
+//! `durable.rs` (magic, version, length, CRC-32).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use super::phv::Phv;
+use super::{Counters, Mode, Phase, Report};
+use crate::durable::{decode_record, encode_record};
+use crate::error::{Error, Result};
+use crate::selection::Selection;
+use crate::tier::FileEntry;
+use crate::ContainerId;
+
+const CTX_MAGIC: &[u8; 4] = b"TSCX";
+const CTX_VERSION: u16 = 1;
+const K_JOB: &[u8] = b"job";
+const K_PROGRESS: &[u8] = b"progress";
+const K_SNAPSHOT: &[u8] = b"snapshot";
+const K_PHF: &[u8] = b"phf";
+const K_REPORT: &[u8] = b"report";
+/// Selected files are stored in chunks of this many entries.
+pub(crate) const FILES_PER_CHUNK: usize = 1024;
+
+/// Written once when the job is created.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct JobRecord {
+    pub(crate) job_id: [u8; 16],
+    pub(crate) source: [u8; 16],
+    pub(crate) target: [u8; 16],
+    pub(crate) selection: Selection,
+    pub(crate) mode: Mode,
+    pub(crate) gamma: f64,
+    /// Reference time for `older_than`, fixed at creation so that a
+    /// re-run of Select selects the same files.
+    pub(crate) created: i64,
+}
+
+/// Rewritten by every commit.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct ProgressRecord {
+    pub(crate) phase_done: Option<Phase>,
+    /// Snapshot index to resume Copy from.
+    pub(crate) copy_cursor: u64,
+    /// File chunks upserted into the target namespace.
+    pub(crate) switch_cursor: u64,
+    /// File chunks removed from the source namespace (move mode).
+    pub(crate) remove_cursor: u64,
+    pub(crate) counters: Counters,
+    pub(crate) resumes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct PhfRef {
+    pub(crate) file: String,
+    pub(crate) keys: u64,
+}
+
+/// One open context with its lock.
+pub(crate) struct Context {
+    dir: PathBuf,
+    db: DB,
+    _lock: File,
+    poisoned: Option<String>,
+}
+
+/// A batch of changes that commits atomically.
+#[derive(Default)]
+pub(crate) struct Commit {
+    batch: WriteBatch,
+}
+
+impl Commit {
+    pub(crate) fn progress(&mut self, p: &ProgressRecord) -> &mut Self {
+        self.batch.put(K_PROGRESS, encode_record(CTX_MAGIC, CTX_VERSION, p));
+        self
+    }
+    pub(crate) fn job(&mut self, j: &JobRecord) -> &mut Self {
+        self.batch.put(K_JOB, encode_record(CTX_MAGIC, CTX_VERSION, j));
+        self
+    }
+    pub(crate) fn snapshot(&mut self, s: &[ContainerId]) -> &mut Self {
+        let raw: Vec<u64> = s.iter().map(|c| c.0).collect();
+        self.batch.put(K_SNAPSHOT, encode_record(CTX_MAGIC, CTX_VERSION, &raw));
+        self
+    }
+    pub(crate) fn files(&mut self, files: &[FileEntry]) -> &mut Self {
+        for (i, chunk) in files.chunks(FILES_PER_CHUNK).enumerate() {
+            self.batch.put(files_key(i as u64), encode_record(CTX_MAGIC, CTX_VERSION, &chunk.to_vec()));
+        }
+        self
+    }
+    pub(crate) fn phf(&mut self, r: &PhfRef) -> &mut Self {
+        self.batch.put(K_PHF, encode_record(CTX_MAGIC, CTX_VERSION, r));
+        self
+    }
+    pub(crate) fn phv(&mut self, phv: &mut Phv) -> &mut Self {
+        for (i, bytes) in phv.take_dirty() {
+            self.batch.put(phv_key(i), bytes);
+        }
+        self
+    }
+    pub(crate) fn report(&mut self, r: &Report) -> &mut Self {
+        self.batch.put(K_REPORT, encode_record(CTX_MAGIC, CTX_VERSION, r));
+        self
+    }
+}
+
+fn files_key(i: u64) -> Vec<u8> {
+    format!("files/{i:010}").into_bytes()
+}
+
+fn phv_key(i: usize) -> Vec<u8> {
+    format!("phv/{i:010}").into_bytes()
+}
+
+impl Context {
+    /// Opens (or with `create`, creates) the context in `dir`, taking its
+    /// lock: a second run or resume on the same state fails clearly.
+    pub(crate) fn open(dir: &Path, create: bool) -> Result<Context> {
+        if create {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        } else if !dir.join("ctx").is_dir() {
+            return Err(Error::NoJob { state_dir: dir.to_path_buf() });
+        }
+        let lock_path = dir.join("job.lock");
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { what: "job state", path: lock_path, hint: "job in progress: another seed run/resume is using this state directory" });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let mut opts = Options::default();
+        opts.create_if_missing(create);
+        opts.set_max_background_jobs(2);
+        let path = dir.join("ctx");
+        let db = DB::open(&opts, &path).map_err(|e| Error::db(&path, e))?;
+        Ok(Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None })
+    }
+
+    /// Opens the context read-only, without the lock, for `status`.
+    pub(crate) fn read_only(dir: &Path) -> Result<DbReader> {
+        let path = dir.join("ctx");
+        if !path.is_dir() {
+            return Err(Error::NoJob { state_dir: dir.to_path_buf() });
+        }
+        let db = DB::open_for_read_only(&Options::default(), &path, false).map_err(|e| Error::db(&path, e))?;
+        Ok(DbReader { dir: dir.to_path_buf(), db })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Commits atomically and durably. After a failure the context is
+    /// poisoned: the state on disk is unknown, so nothing more is written
+    /// through this handle.
+    pub(crate) fn commit(&mut self, c: Commit) -> Result<()> {
+        if let Some(cause) = &self.poisoned {
+            return Err(Error::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() });
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        crate::crashpoint::hit("phase.before_commit");
+        if let Err(e) = self.db.write_opt(c.batch, &wo) {
+            let err = Error::db(self.dir.join("ctx"), e);
+            self.poisoned = Some(err.to_string());
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn reader(&self) -> Reader<'_> {
+        Reader { dir: &self.dir, db: &self.db }
+    }
+}
+
+/// A read-only context opened for status.
+pub(crate) struct DbReader {
+    dir: PathBuf,
+    db: DB,
+}
+
+impl DbReader {
+    pub(crate) fn reader(&self) -> Reader<'_> {
+        Reader { dir: &self.dir, db: &self.db }
+    }
+}
+
+/// Typed reads of context records.
+pub(crate) struct Reader<'a> {
+    dir: &'a Path,
+    db: &'a DB,
+}
+
+impl Reader<'_> {
+    fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
+        let path = self.dir.join("ctx");
+        match self.db.get(key).map_err(|e| Error::db(&path, e))? {
+            None => Ok(None),
+            Some(v) => decode_record(CTX_MAGIC, CTX_VERSION, &v, &|| {
+                format!("context record {:?} in {}", String::from_utf8_lossy(key), path.display())
+            })
+            .map(Some),
+        }
+    }
+
+    fn need<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<T> {
+        self.get(key)?.ok_or_else(|| {
+            Error::corrupt_record(format!("context in {}", self.dir.display()), format!("record {:?} is missing", String::from_utf8_lossy(key)))
+        })
+    }
+
+    pub(crate) fn job(&self) -> Result<Option<JobRecord>> {
+        self.get(K_JOB)
+    }
+    pub(crate) fn progress(&self) -> Result<ProgressRecord> {
+        self.need(K_PROGRESS)
+    }
+    pub(crate) fn snapshot(&self) -> Result<Vec<ContainerId>> {
+        Ok(self.need::<Vec<u64>>(K_SNAPSHOT)?.into_iter().map(ContainerId).collect())
+    }
+    pub(crate) fn phf(&self) -> Result<PhfRef> {
+        self.need(K_PHF)
+    }
+    pub(crate) fn report(&self) -> Result<Option<Report>> {
+        self.get(K_REPORT)
+    }
+    pub(crate) fn file_chunk(&self, i: u64) -> Result<Vec<FileEntry>> {
+        self.need(&files_key(i))
+    }
+
+    /// Loads every PHV chunk into `phv`; a missing chunk is corruption.
+    pub(crate) fn load_phv(&self, phv: &mut Phv) -> Result<()> {
+        let path = self.dir.join("ctx");
+        let mut seen = 0usize;
+        for item in self.db.iterator(IteratorMode::From(b"phv/", rocksdb::Direction::Forward)) {
+            let (k, v) = item.map_err(|e| Error::db(&path, e))?;
+            let Some(idx) = k.strip_prefix(b"phv/") else { break };
+            let i: usize = std::str::from_utf8(idx)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| Error::corrupt_record(format!("context in {}", self.dir.display()), "malformed PHV chunk key"))?;
+            phv.load_chunk(i, &v)?;
+            seen += 1;
+        }
+        if seen != phv.chunk_count() {
+            return Err(Error::corrupt_record(
+                format!("PHV in {}", path.display()),
+                format!("{seen} chunks present, {} expected", phv.chunk_count()),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,495 @@
+//! The seeding engine: the seven phases, the resumption context, suspend
+//! and resume.
+
+mod context;
+mod estimate;
+mod phf;
+mod phv;
+mod run;
+mod walk;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::selection::Selection;
+use crate::tier::{SourceTier, TargetTier};
+use crate::ContainerId;
+
+use context::{Commit, Context, JobRecord, ProgressRecord};
+
+pub use estimate::Estimate;
+
+/// Copy leaves the files in the source namespace; move removes them once
+/// they are in the target's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Keep the source namespace as it is.
+    #[default]
+    Copy,
+    /// Remove the selected files from the source namespace after Switch.
+    Move,
+}
+
+/// The phases of a job, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    /// Resolve the selection; snapshot the source container ids.
+    Select,
+    /// Build and persist the PHF over the source index.
+    BuildPhf,
+    /// Walk the selected trees and set their PHV bits.
+    Mark,
+    /// Stream the snapshot's containers, copying marked segments.
+    Copy,
+    /// Check that every marked segment reached the target.
+    Verify,
+    /// Write the namespace entries into the target (and, in move mode,
+    /// remove them from the source).
+    Switch,
+    /// Record the final report.
+    Done,
+}
+
+impl Phase {
+    /// Every phase in order.
+    pub const ALL: [Phase; 7] = [Phase::Select, Phase::BuildPhf, Phase::Mark, Phase::Copy, Phase::Verify, Phase::Switch, Phase::Done];
+
+    /// The phase's name as used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Select => "select",
+            Phase::BuildPhf => "build-phf",
+            Phase::Mark => "mark",
+            Phase::Copy => "copy",
+            Phase::Verify => "verify",
+            Phase::Switch => "switch",
+            Phase::Done => "done",
+        }
+    }
+
+    /// The phase that follows one recorded as done (`None`: nothing done).
+    pub fn after(done: Option<Phase>) -> Phase {
+        match done {
+            None => Phase::Select,
+            Some(p) => Phase::ALL.get(p as usize + 1).copied().unwrap_or(Phase::Done),
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A job's counters, committed with its progress.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Files selected.
+    pub files_selected: u64,
+    /// Their logical bytes.
+    pub bytes_selected: u64,
+    /// Source containers in the snapshot.
+    pub containers_total: u64,
+    /// Distinct segments (data and recipe) marked.
+    pub segments_marked: u64,
+    /// Source containers whose segments were read (re-reads after a resume
+    /// count again).
+    pub containers_read: u64,
+    /// Source containers skipped without reading data: nothing marked.
+    pub containers_skipped: u64,
+    /// Segments written to the target.
+    pub segments_copied: u64,
+    /// Bytes written to the target.
+    pub bytes_copied: u64,
+    /// Marked segments the target already had.
+    pub segments_deduplicated: u64,
+    /// Their bytes.
+    pub bytes_deduplicated: u64,
+    /// Target containers sealed.
+    pub target_containers: u64,
+    /// Namespace entries written to the target.
+    pub files_switched: u64,
+    /// Namespace entries removed from the source (move mode).
+    pub files_removed: u64,
+}
+
+/// The final report of a completed job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The job's id.
+    pub job_id: String,
+    /// Copy or move.
+    pub mode: Mode,
+    /// What was done.
+    pub counters: Counters,
+    /// How many times the job was resumed.
+    pub resumes: u64,
+}
+
+/// Where a suspended (or running) job stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The job's id.
+    pub job_id: String,
+    /// The last phase recorded as done.
+    pub phase_done: Option<Phase>,
+    /// The phase a resume starts at.
+    pub next_phase: Phase,
+    /// Copy cursor: snapshot containers fully handled.
+    pub copy_cursor: u64,
+    /// Counters as of the last commit.
+    pub counters: Counters,
+    /// Rough completion estimate, 0 to 100.
+    pub percent: f64,
+}
+
+/// What [`Seeder::run`] ended with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Every phase done.
+    Completed(Report),
+    /// Suspended at a commit point; resume with [`Seeder::resume`].
+    Suspended(Progress),
+}
+
+/// Something that happened in a job, delivered to the [`Observer`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A job started (`resumed`: from an existing context).
+    Started {
+        /// The job's id.
+        job_id: String,
+        /// True when resuming.
+        resumed: bool,
+    },
+    /// A phase began.
+    PhaseStarted(Phase),
+    /// A phase's completion was committed.
+    PhaseFinished(Phase),
+    /// Mark progress: segments marked so far.
+    Marked {
+        /// Distinct segments marked so far.
+        segments: u64,
+    },
+    /// A source container had nothing marked and was skipped unread.
+    ContainerSkipped {
+        /// The source container.
+        source: ContainerId,
+        /// Snapshot containers handled so far.
+        done: u64,
+        /// Snapshot size.
+        total: u64,
+    },
+    /// A source container's marked segments were read and handled.
+    ContainerCopied {
+        /// The source container.
+        source: ContainerId,
+        /// Segments read from it.
+        segments: u64,
+        /// Bytes read from it.
+        bytes: u64,
+        /// Snapshot containers handled so far.
+        done: u64,
+        /// Snapshot size.
+        total: u64,
+    },
+    /// A target container was sealed (and will be committed next).
+    TargetSealed {
+        /// The new target container.
+        target: ContainerId,
+        /// Segments in it.
+        segments: u64,
+        /// Bytes in it.
+        bytes: u64,
+    },
+    /// Namespace entries were switched (upserted to the target).
+    Switched {
+        /// Entries switched so far.
+        files: u64,
+        /// Entries to switch.
+        total: u64,
+    },
+    /// The job suspended at a commit point.
+    Suspended(Progress),
+    /// The job completed.
+    Completed(Report),
+    /// The job failed; the context holds the last committed state.
+    Failed {
+        /// The phase that failed.
+        phase: Phase,
+        /// The error message.
+        message: String,
+    },
+}
+
+/// Receives [`Event`]s. Called on the job's thread: keep it quick.
+pub trait Observer: Send + Sync {
+    /// Called for every event.
+    fn event(&self, event: &Event);
+}
+
+impl<F: Fn(&Event) + Send + Sync> Observer for F {
+    fn event(&self, event: &Event) {
+        self(event)
+    }
+}
+
+/// Asks a running job to suspend at its next commit point. Clone it freely
+/// and call [`suspend`](Self::suspend) from any thread or signal handler.
+#[derive(Clone, Debug, Default)]
+pub struct SuspendHandle(Arc<AtomicBool>);
+
+impl SuspendHandle {
+    /// Requests suspension; `run` returns [`Outcome::Suspended`] after the
+    /// next commit point (in Copy: within one target container).
+    pub fn suspend(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once suspension was requested.
+    pub fn is_requested(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Builds a new job; see [`Seeder::builder`].
+pub struct SeederBuilder<'a> {
+    source: &'a dyn SourceTier,
+    target: &'a dyn TargetTier,
+    state_dir: PathBuf,
+    selection: Selection,
+    mode: Mode,
+    threads: usize,
+    gamma: f64,
+    observer: Option<Arc<dyn Observer + 'a>>,
+}
+
+impl<'a> SeederBuilder<'a> {
+    /// Which files to move (required: an empty selection is an error).
+    pub fn selection(mut self, s: Selection) -> Self {
+        self.selection = s;
+        self
+    }
+    /// Copy (default) or move.
+    pub fn mode(mut self, m: Mode) -> Self {
+        self.mode = m;
+        self
+    }
+    /// Worker threads (default: all cores).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+    /// PHF gamma (default 1.7; 1.05 to 5.0).
+    pub fn gamma(mut self, g: f64) -> Self {
+        self.gamma = g;
+        self
+    }
+    /// Receives the job's events.
+    pub fn observer(mut self, o: impl Observer + 'a) -> Self {
+        self.observer = Some(Arc::new(o));
+        self
+    }
+
+    /// Creates the job's context in the state directory. Fails if an
+    /// unfinished (or finished, not yet abandoned) job is there.
+    pub fn build(self) -> Result<Seeder<'a>> {
+        self.selection.matcher(0)?;
+        phf::check_gamma(self.gamma)?;
+        if self.threads == 0 {
+            return Err(Error::InvalidConfig("threads must be at least 1".into()));
+        }
+        let mut ctx = Context::open(&self.state_dir, true)?;
+        if ctx.reader().job()?.is_some() {
+            let phase = ctx.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
+            return Err(Error::JobExists { state_dir: self.state_dir.clone(), phase });
+        }
+        let job = JobRecord {
+            job_id: *uuid::Uuid::new_v4().as_bytes(),
+            source: *self.source.tier_id()?.as_bytes(),
+            target: *self.target.tier_id()?.as_bytes(),
+            selection: self.selection,
+            mode: self.mode,
+            gamma: self.gamma,
+            created: now_secs(),
+        };
+        let mut c = Commit::default();
+        c.job(&job).progress(&ProgressRecord::default());
+        ctx.commit(c)?;
+        Ok(Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false))
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// A seeding job between one source and one target.
+///
+/// ```no_run
+/// # fn main() -> tierseed::Result<()> {
+/// use tierseed::{LocalTier, Outcome, Seeder, Selection};
+/// let src = LocalTier::open("/tiers/active")?;
+/// let dst = LocalTier::open("/tiers/archive")?;
+/// let mut job = Seeder::builder(&src, &dst, "/var/lib/seed/job1").selection(Selection::all()).build()?;
+/// let stop = job.suspend_handle(); // call stop.suspend() from anywhere
+/// match job.run()? {
+///     Outcome::Completed(report) => println!("copied {} bytes", report.counters.bytes_copied),
+///     Outcome::Suspended(_) => {
+///         let mut job = Seeder::resume("/var/lib/seed/job1", &src, &dst)?;
+///         job.run()?;
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Seeder<'a> {
+    source: &'a dyn SourceTier,
+    target: &'a dyn TargetTier,
+    ctx: Context,
+    job: JobRecord,
+    threads: usize,
+    observer: Option<Arc<dyn Observer + 'a>>,
+    suspend: SuspendHandle,
+    resumed: bool,
+    commits_enabled: bool,
+}
+
+impl<'a> Seeder<'a> {
+    /// Starts building a new job.
+    pub fn builder(source: &'a dyn SourceTier, target: &'a dyn TargetTier, state_dir: impl AsRef<Path>) -> SeederBuilder<'a> {
+        SeederBuilder {
+            source,
+            target,
+            state_dir: state_dir.as_ref().to_path_buf(),
+            selection: Selection::new(),
+            mode: Mode::Copy,
+            threads: default_threads(),
+            gamma: 1.7,
+            observer: None,
+        }
+    }
+
+    fn assemble(
+        source: &'a dyn SourceTier,
+        target: &'a dyn TargetTier,
+        ctx: Context,
+        job: JobRecord,
+        threads: usize,
+        observer: Option<Arc<dyn Observer + 'a>>,
+        resumed: bool,
+    ) -> Seeder<'a> {
+        Seeder { source, target, ctx, job, threads, observer, suspend: SuspendHandle::default(), resumed, commits_enabled: true }
+    }
+
+    /// Reopens the job in `state_dir`. The tiers must be the ones the job
+    /// was created with (checked by their UUIDs); the context is untouched
+    /// otherwise. `run` then starts at the first phase not recorded done.
+    pub fn resume(state_dir: impl AsRef<Path>, source: &'a dyn SourceTier, target: &'a dyn TargetTier) -> Result<Seeder<'a>> {
+        let dir = state_dir.as_ref();
+        let ctx = Context::open(dir, false)?;
+        let job = ctx.reader().job()?.ok_or_else(|| Error::NoJob { state_dir: dir.to_path_buf() })?;
+        for (role, expected, found) in [("source", job.source, source.tier_id()?), ("target", job.target, target.tier_id()?)] {
+            if *found.as_bytes() != expected {
+                return Err(Error::TierMismatch {
+                    state_dir: dir.to_path_buf(),
+                    role,
+                    expected: uuid::Uuid::from_bytes(expected).to_string(),
+                    found: found.to_string(),
+                });
+            }
+        }
+        Ok(Seeder::assemble(source, target, ctx, job, default_threads(), None, true))
+    }
+
+    /// Sets the observer (for a resumed job).
+    pub fn with_observer(mut self, o: impl Observer + 'a) -> Self {
+        self.observer = Some(Arc::new(o));
+        self
+    }
+
+    /// Sets the number of worker threads (for a resumed job).
+    pub fn with_threads(mut self, n: usize) -> Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Benchmark-only: skip the per-container context commits of the Copy
+    /// phase (phase commits still happen). A crash in this mode loses the
+    /// Copy phase's progress, so never use it outside a measurement.
+    #[doc(hidden)]
+    pub fn disable_copy_commits_for_bench(mut self) -> Self {
+        self.commits_enabled = false;
+        self
+    }
+
+    /// A handle that suspends this job from any thread.
+    pub fn suspend_handle(&self) -> SuspendHandle {
+        self.suspend.clone()
+    }
+
+    /// The job's id.
+    pub fn job_id(&self) -> String {
+        uuid::Uuid::from_bytes(self.job.job_id).to_string()
+    }
+
+    /// Removes the job's context (state files this crate created) from
+    /// `state_dir`. Refuses while a job runs there.
+    pub fn abandon(state_dir: impl AsRef<Path>) -> Result<()> {
+        let dir = state_dir.as_ref();
+        let ctx = Context::open(dir, false)?;
+        drop(ctx);
+        let ctx_dir = dir.join("ctx");
+        std::fs::remove_dir_all(&ctx_dir).map_err(|e| Error::io(&ctx_dir, e))?;
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (name.starts_with("phf-") && name.ends_with(".bin")) || name == "job.lock" {
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        crate::durable::sync_dir(dir)
+    }
+
+    /// The state of the job in `state_dir`, read without taking its lock
+    /// (works while the job runs).
+    pub fn status(state_dir: impl AsRef<Path>) -> Result<Progress> {
+        let dir = state_dir.as_ref();
+        let db = Context::read_only(dir)?;
+        let r = db.reader();
+        let job = r.job()?.ok_or_else(|| Error::NoJob { state_dir: dir.to_path_buf() })?;
+        Ok(progress_of(&job, &r.progress()?))
+    }
+}
+
+/// Share of the work each phase stands for, for `percent`.
+const WEIGHTS: [f64; 7] = [2.0, 8.0, 10.0, 70.0, 2.0, 8.0, 0.0];
+
+pub(crate) fn progress_of(job: &JobRecord, p: &ProgressRecord) -> Progress {
+    let next = Phase::after(p.phase_done);
+    let done: f64 = WEIGHTS[..next as usize].iter().sum();
+    let within = match next {
+        Phase::Copy if p.counters.containers_total > 0 => p.copy_cursor as f64 / p.counters.containers_total as f64,
+        Phase::Switch if p.counters.files_selected > 0 => {
+            (p.switch_cursor as f64 * context::FILES_PER_CHUNK as f64 / p.counters.files_selected as f64).min(1.0)
+        }
+        _ => 0.0,
+    };
+    Progress {
+        job_id: uuid::Uuid::from_bytes(job.job_id).to_string(),
+        phase_done: p.phase_done,
+        next_phase: next,
+        copy_cursor: p.copy_cursor,
+        counters: p.counters,
+        percent: if next == Phase::Done { 100.0 } else { done + within * WEIGHTS[next as usize] },
+    }
+}

@@ -1,0 +1,164 @@
+//! The perfect hash function over the source index, built by streaming the
+//! index through the tier trait, and its persisted blob.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Mutex;
+
+use boomphf::Mphf;
+use serde::{Deserialize, Serialize};
+
+use crate::durable::{decode_record, encode_record, write_durable};
+use crate::error::{Error, Result};
+use crate::fingerprint::PhfKey;
+use crate::tier::SourceTier;
+use crate::{ContainerId, Fingerprint};
+
+const PHF_MAGIC: &[u8; 4] = b"TSPH";
+const PHF_VERSION: u16 = 1;
+/// The boomphf release the blob was built with (pinned in Cargo.toml). A
+/// blob from another release is refused rather than trusted.
+pub(crate) const BOOMPHF_VERSION: &str = "0.6.0";
+/// Fingerprints fetched from the tier per page while building.
+const PAGE: usize = 1 << 16;
+
+/// The PHF plus what it was built over.
+pub(crate) struct Phf {
+    mphf: Mphf<PhfKey>,
+    /// Number of keys, which is also the number of slots.
+    pub(crate) keys: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PhfBlob {
+    boomphf_version: String,
+    gamma: f64,
+    keys: u64,
+    mphf: Mphf<PhfKey>,
+}
+
+impl Phf {
+    /// The slot of a fingerprint that is known to be a key. For a
+    /// non-member the answer is arbitrary (or `None`): callers confirm
+    /// membership through the source index before trusting a slot.
+    pub(crate) fn slot(&self, fp: &Fingerprint) -> Option<u64> {
+        self.mphf.try_hash(&fp.phf_key()).filter(|s| *s < self.keys)
+    }
+
+    /// Builds the PHF over every fingerprint of `source`'s index that lives
+    /// in a snapshot container (`in_snapshot`), streaming the index in
+    /// pages: memory holds one page per worker, never the whole index.
+    pub(crate) fn build(source: &dyn SourceTier, in_snapshot: &(dyn Fn(ContainerId) -> bool + Sync), gamma: f64, threads: usize) -> Result<Phf> {
+        check_gamma(gamma)?;
+        // First pass: count the keys (the builder needs the count up front).
+        let mut keys = 0u64;
+        let mut after = None;
+        loop {
+            let page = source.fingerprints(after.as_ref(), PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            keys += page.iter().filter(|(_, c)| in_snapshot(*c)).count() as u64;
+        }
+        if keys == 0 {
+            return Ok(Phf { mphf: Mphf::new(gamma, &[]), keys: 0 });
+        }
+        let stream = KeyStream { source, in_snapshot, failure: Mutex::new(None) };
+        // boomphf panics (rather than returning an error) on duplicate keys
+        // and when the stream does not match the count; a tier error stops
+        // the stream short, which ends in such a panic. Turn all of them into
+        // an error, preferring the tier's own error when there was one.
+        let built = catch_unwind(AssertUnwindSafe(|| Mphf::from_chunked_iterator_parallel(gamma, &stream, Some(64), keys, threads.max(1))));
+        let failure = stream.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match (built, failure) {
+            (_, Some(e)) => Err(e),
+            (Ok(mphf), None) => Ok(Phf { mphf, keys }),
+            (Err(_), None) => Err(Error::InvalidConfig(
+                "the PHF build failed: the source index changed during the build or holds colliding fingerprints".into(),
+            )),
+        }
+    }
+
+    /// Writes the blob durably to `path`.
+    pub(crate) fn persist(&self, path: &Path, gamma: f64) -> Result<()> {
+        let blob = PhfBlob { boomphf_version: BOOMPHF_VERSION.into(), gamma, keys: self.keys, mphf: self.mphf.clone() };
+        write_durable(path, &encode_record(PHF_MAGIC, PHF_VERSION, &blob), false)
+    }
+
+    /// Loads and checks a blob written by [`persist`](Self::persist).
+    pub(crate) fn load(path: &Path, expected_keys: u64) -> Result<Phf> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let what = || format!("PHF blob {}", path.display());
+        let blob: PhfBlob = decode_record(PHF_MAGIC, PHF_VERSION, &bytes, &what)?;
+        if blob.boomphf_version != BOOMPHF_VERSION {
+            return Err(Error::corrupt_record(what(), format!("built by boomphf {}, this build uses {BOOMPHF_VERSION}", blob.boomphf_version)));
+        }
+        if blob.keys != expected_keys {
+            return Err(Error::corrupt_record(what(), format!("{} keys, the job context says {expected_keys}", blob.keys)));
+        }
+        Ok(Phf { mphf: blob.mphf, keys: blob.keys })
+    }
+
+    /// Approximate in-memory size of the function, in bits per key.
+    pub(crate) fn bits_per_key(&self) -> f64 {
+        let bytes = postcard::to_stdvec(&self.mphf).map(|v| v.len()).unwrap_or(0);
+        if self.keys == 0 { 0.0 } else { bytes as f64 * 8.0 / self.keys as f64 }
+    }
+}
+
+pub(crate) fn check_gamma(gamma: f64) -> Result<()> {
+    // boomphf asserts gamma > 1.01; above 5 the structure only grows.
+    if gamma.is_finite() && (1.05..=5.0).contains(&gamma) {
+        Ok(())
+    } else {
+        Err(Error::InvalidConfig(format!("PHF gamma {gamma} must be between 1.05 and 5.0 (1.7 is a good default)")))
+    }
+}
+
+/// The source index as a re-iterable stream of pages, as boomphf's chunked
+/// construction wants it.
+struct KeyStream<'a> {
+    source: &'a dyn SourceTier,
+    in_snapshot: &'a (dyn Fn(ContainerId) -> bool + Sync),
+    failure: Mutex<Option<Error>>,
+}
+
+struct Pages<'s, 'a> {
+    stream: &'s KeyStream<'a>,
+    after: Option<Fingerprint>,
+    done: bool,
+}
+
+impl<'s, 'a> IntoIterator for &'s KeyStream<'a> {
+    type Item = Vec<PhfKey>;
+    type IntoIter = Pages<'s, 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Pages { stream: self, after: None, done: false }
+    }
+}
+
+impl Iterator for Pages<'_, '_> {
+    type Item = Vec<PhfKey>;
+    fn next(&mut self) -> Option<Vec<PhfKey>> {
+        if self.done {
+            return None;
+        }
+        match self.stream.source.fingerprints(self.after.as_ref(), PAGE) {
+            Ok(page) if page.is_empty() => {
+                self.done = true;
+                None
+            }
+            Ok(page) => {
+                self.after = page.last().map(|p| p.0);
+                Some(page.iter().filter(|(_, c)| (self.stream.in_snapshot)(*c)).map(|(f, _)| f.phf_key()).collect())
+            }
+            Err(e) => {
+                let mut slot = self.stream.failure.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(e);
+                self.done = true;
+                // Stop the build now rather than let boomphf retry passes
+                // over a stream that can no longer be read.
+                std::panic::resume_unwind(Box::new("tier error during PHF build"));
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Ingest: files, directory trees or readers -> segments -> containers.
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use rayon::prelude::*;
+
+use super::{LocalTier, validate_path};
+use crate::container::ContainerKind;
+use crate::error::{Error, Result};
+use crate::pack::Packer;
+use crate::tier::{FileEntry, TargetTier, Tier};
+use crate::tree::{Child, build_tree};
+use crate::Fingerprint;
+
+/// What an ingest did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestStats {
+    /// Files added to the namespace.
+    pub files: u64,
+    /// Entries skipped (symlinks, special files), each with a warning.
+    pub skipped: u64,
+    /// Sum of the files' sizes.
+    pub logical_bytes: u64,
+    /// Bytes of new segments stored (data and recipes).
+    pub new_bytes: u64,
+    /// Segments stored for the first time.
+    pub segments_new: u64,
+    /// Segments found already stored (in the tier or earlier in the batch).
+    pub segments_dedup: u64,
+}
+
+/// How many chunks are hashed in parallel at a time.
+const HASH_BATCH: usize = 64;
+
+/// One ingest batch: packers for both kinds and the namespace entries that
+/// become visible once every container they depend on is sealed.
+struct Batch<'a> {
+    tier: &'a LocalTier,
+    data: Packer,
+    meta: Packer,
+    entries: Vec<FileEntry>,
+    stats: IngestStats,
+}
+
+impl<'a> Batch<'a> {
+    fn new(tier: &'a LocalTier) -> Self {
+        let size = tier.container_target_size();
+        Batch { tier, data: Packer::new(ContainerKind::Data, size), meta: Packer::new(ContainerKind::Meta, size), entries: Vec::new(), stats: IngestStats::default() }
+    }
+
+    /// Stores the segments that are neither pending in this batch nor in
+    /// the tier's index (one batched lookup per call).
+    fn store(&mut self, kind: ContainerKind, segs: Vec<(Fingerprint, Vec<u8>)>) -> Result<()> {
+        let fps: Vec<Fingerprint> = segs.iter().map(|(f, _)| *f).collect();
+        let known = self.tier.locate(&fps)?;
+        for ((fp, bytes), k) in segs.into_iter().zip(known) {
+            let packer = match kind {
+                ContainerKind::Data => &mut self.data,
+                ContainerKind::Meta => &mut self.meta,
+            };
+            if k.is_some() || packer.holds(&fp) {
+                self.stats.segments_dedup += 1;
+                continue;
+            }
+            self.stats.segments_new += 1;
+            self.stats.new_bytes += bytes.len() as u64;
+            packer.add(self.tier, fp, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn add_reader(&mut self, name: &str, mtime: i64, reader: &mut dyn Read) -> Result<()> {
+        validate_path(name)?;
+        let cfg = self.tier.config;
+        let chunker = fastcdc::v2020::StreamCDC::new(reader, cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max);
+        let mut leaves = Vec::new();
+        let mut size = 0u64;
+        let mut pending: Vec<Vec<u8>> = Vec::with_capacity(HASH_BATCH);
+        let mut flush = |batch: &mut Self, pending: &mut Vec<Vec<u8>>, leaves: &mut Vec<Child>| -> Result<()> {
+            let hashed: Vec<(Fingerprint, Vec<u8>)> = std::mem::take(pending).into_par_iter().map(|d| (Fingerprint::of(&d), d)).collect();
+            leaves.extend(hashed.iter().map(|(f, d)| Child { fingerprint: *f, len: d.len() as u64 }));
+            batch.store(ContainerKind::Data, hashed)
+        };
+        for chunk in chunker {
+            let chunk = chunk.map_err(|e| Error::io(name, std::io::Error::other(e.to_string())))?;
+            size += chunk.length as u64;
+            pending.push(chunk.data);
+            if pending.len() == HASH_BATCH {
+                flush(self, &mut pending, &mut leaves)?;
+            }
+        }
+        flush(self, &mut pending, &mut leaves)?;
+        let mut recipes = Vec::new();
+        let (root, height) = build_tree(leaves, cfg.fanout as usize, &mut |fp, bytes| {
+            recipes.push((fp, bytes));
+            Ok(())
+        })?;
+        self.store(ContainerKind::Meta, recipes)?;
+        self.stats.files += 1;
+        self.stats.logical_bytes += size;
+        self.entries.push(FileEntry { path: name.to_string(), size, mtime, root, height });
+        Ok(())
+    }
+
+    fn add_path(&mut self, path: &Path, name: &str) -> Result<()> {
+        let md = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        let ft = md.file_type();
+        if ft.is_dir() {
+            let mut children: Vec<_> = fs::read_dir(path)
+                .map_err(|e| Error::io(path, e))?
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| Error::io(path, e))?;
+            children.sort_by_key(|c| c.file_name());
+            for c in children {
+                let fname = c.file_name();
+                let Some(fname) = fname.to_str() else {
+                    log::warn!("skipping {}: name is not UTF-8", c.path().display());
+                    self.stats.skipped += 1;
+                    continue;
+                };
+                self.add_path(&c.path(), &format!("{name}/{fname}"))?;
+            }
+            Ok(())
+        } else if ft.is_file() {
+            let mtime = md.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64);
+            let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            self.add_reader(name, mtime, &mut f).map_err(|e| match e {
+                Error::Io { source, .. } => Error::io(path, source),
+                e => e,
+            })
+        } else {
+            log::warn!("skipping {}: not a regular file or directory", path.display());
+            self.stats.skipped += 1;
+            Ok(())
+        }
+    }
+
+    /// Seals the last containers, then publishes the namespace entries, so
+    /// no entry is ever durable before the segments it names.
+    fn finish(mut self) -> Result<IngestStats> {
+        self.data.seal(self.tier)?;
+        self.meta.seal(self.tier)?;
+        for chunk in self.entries.chunks(1024) {
+            self.tier.upsert_files(chunk)?;
+        }
+        Ok(self.stats)
+    }
+}
+
+impl LocalTier {
+    /// Ingests files and directory trees. Each argument's last component
+    /// becomes the first component of its namespace paths (`/a/b/dir` ->
+    /// `dir/...`). Symlinks and special files are skipped with a warning.
+    pub fn ingest_paths(&self, paths: &[impl AsRef<Path>]) -> Result<IngestStats> {
+        let mut batch = Batch::new(self);
+        for p in paths {
+            let p = p.as_ref();
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| Error::InvalidPath { path: p.display().to_string(), reason: "has no UTF-8 final component".into() })?;
+            batch.add_path(p, name)?;
+        }
+        batch.finish()
+    }
+
+    /// Ingests one file from a reader, under namespace path `name`.
+    pub fn ingest_reader(&self, name: &str, mtime: i64, mut reader: impl Read) -> Result<IngestStats> {
+        let mut batch = Batch::new(self);
+        batch.add_reader(name, mtime, &mut reader)?;
+        batch.finish()
+    }
+
+    /// Ingests many in-memory files `(name, mtime, bytes)` as one batch.
+    pub fn ingest_many<'b>(&self, files: impl IntoIterator<Item = (&'b str, i64, &'b [u8])>) -> Result<IngestStats> {
+        let mut batch = Batch::new(self);
+        for (name, mtime, mut bytes) in files {
+            batch.add_reader(name, mtime, &mut bytes)?;
+        }
+        batch.finish()
+    }
+}

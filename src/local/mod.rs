@@ -1,0 +1,565 @@
+//! `LocalTier`: both tier traits over a local directory.
+//!
+//! Layout of a tier directory:
+//! - `containers/<id:016x>.tsc`: sealed, read-only container files;
+//! - `db/`: one RocksDB with column families `index` (fingerprint ->
+//!   container id), `namespace` (path -> file entry) and `meta` (tier record
+//!   and allocation counters);
+//! - `tier.lock`: held exclusively while the tier is open.
+
+mod ingest;
+mod paths;
+mod restore;
+
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+
+use crate::container::{self, ContainerKind, ContainerMeta, SegmentEntry};
+use crate::durable::{self, TEMP_SUFFIX, decode_record, encode_record};
+use crate::error::{Error, Result};
+use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
+use crate::tree::MAX_FANOUT;
+use crate::{ContainerId, Fingerprint};
+
+pub use ingest::IngestStats;
+pub use paths::{MAX_PATH_LEN, validate_path};
+pub use restore::VerifyReport;
+
+const CF_INDEX: &str = "index";
+const CF_NAMESPACE: &str = "namespace";
+const CF_META: &str = "meta";
+const KEY_TIER: &[u8] = b"tier";
+const KEY_ALLOC: &[u8] = b"alloc";
+const META_MAGIC: &[u8; 4] = b"TSMT";
+const NS_MAGIC: &[u8; 4] = b"TSNS";
+const FORMAT_VERSION: u16 = 1;
+
+/// Settings fixed when a tier is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierConfig {
+    /// Target container size in bytes (default 4 MiB).
+    pub container_size: u64,
+    /// FastCDC minimum chunk size (default 4 KiB).
+    pub chunk_min: u32,
+    /// FastCDC average chunk size (default 16 KiB).
+    pub chunk_avg: u32,
+    /// FastCDC maximum chunk size (default 64 KiB).
+    pub chunk_max: u32,
+    /// Children per recipe segment (default 1024).
+    pub fanout: u32,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        TierConfig { container_size: 4 << 20, chunk_min: 4 << 10, chunk_avg: 16 << 10, chunk_max: 64 << 10, fanout: 1024 }
+    }
+}
+
+impl TierConfig {
+    fn check(&self) -> Result<()> {
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&self.chunk_min)
+            || !(AVERAGE_MIN..=AVERAGE_MAX).contains(&self.chunk_avg)
+            || !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.chunk_max)
+            || !(self.chunk_min <= self.chunk_avg && self.chunk_avg <= self.chunk_max)
+        {
+            return bad(format!(
+                "chunk sizes min {} avg {} max {} must satisfy {MINIMUM_MIN}..={MINIMUM_MAX}, {AVERAGE_MIN}..={AVERAGE_MAX}, {MAXIMUM_MIN}..={MAXIMUM_MAX} and min <= avg <= max",
+                self.chunk_min, self.chunk_avg, self.chunk_max
+            ));
+        }
+        if !(2..=MAX_FANOUT as u32).contains(&self.fanout) {
+            return bad(format!("fanout {} must be in 2..={MAX_FANOUT}", self.fanout));
+        }
+        if !(64 << 10..=container::MAX_DATA_LEN / 2).contains(&self.container_size) {
+            return bad(format!("container size {} must be between 64 KiB and 512 MiB", self.container_size));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TierRecord {
+    id: [u8; 16],
+    config: TierConfig,
+}
+
+/// Allocation counters, updated in the same atomic batch as the index
+/// entries of each new container.
+#[derive(Clone, Copy, Default, Serialize, Deserialize)]
+struct Alloc {
+    next_container: u64,
+    containers: u64,
+    segments: u64,
+    stored_bytes: u64,
+}
+
+/// Summary figures for `seed info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierInfo {
+    /// The tier's UUID.
+    pub id: TierId,
+    /// Containers sealed.
+    pub containers: u64,
+    /// Distinct segments indexed.
+    pub segments: u64,
+    /// Files in the namespace.
+    pub files: u64,
+    /// Sum of the files' sizes.
+    pub logical_bytes: u64,
+    /// Segment bytes stored in containers.
+    pub stored_bytes: u64,
+}
+
+impl TierInfo {
+    /// Logical bytes per stored byte (1.0 for an empty tier).
+    pub fn dedup_ratio(&self) -> f64 {
+        if self.stored_bytes == 0 { 1.0 } else { self.logical_bytes as f64 / self.stored_bytes as f64 }
+    }
+}
+
+/// A tier stored in a local directory. Implements [`SourceTier`] and
+/// [`TargetTier`].
+///
+/// Only one `LocalTier` may have a directory open at a time (in any
+/// process); a second open fails with [`Error::Locked`]. After a failed
+/// durable write the handle is poisoned and refuses writes until reopened.
+pub struct LocalTier {
+    dir: PathBuf,
+    db: DB,
+    id: TierId,
+    config: TierConfig,
+    alloc: Mutex<Alloc>,
+    poisoned: OnceLock<String>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for LocalTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTier").field("dir", &self.dir).field("id", &self.id).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LocalTier {
+    /// Creates a new, empty tier in `dir` (created if missing; it must not
+    /// already hold a tier).
+    pub fn create(dir: impl AsRef<Path>, config: TierConfig) -> Result<LocalTier> {
+        config.check()?;
+        let dir = dir.as_ref();
+        fs::create_dir_all(dir.join("containers")).map_err(|e| Error::io(dir, e))?;
+        if dir.join("db").exists() {
+            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "already holds a tier".into() });
+        }
+        let lock = Self::take_lock(dir)?;
+        let db = Self::open_db(dir, true)?;
+        let id = uuid::Uuid::new_v4();
+        let record = TierRecord { id: *id.as_bytes(), config };
+        let meta = cf(&db, CF_META);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
+        batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, FORMAT_VERSION, &record));
+        db.write_opt(batch, &synced()).map_err(|e| Error::db(dir.join("db"), e))?;
+        durable::sync_dir(dir)?;
+        Ok(LocalTier {
+            dir: dir.to_path_buf(),
+            db,
+            id,
+            config,
+            alloc: Mutex::new(Alloc::default()),
+            poisoned: OnceLock::new(),
+            _lock: lock,
+        })
+    }
+
+    /// Opens an existing tier, recovering from a crash: temp files and
+    /// container files that no index entry can point to (written but never
+    /// indexed) are removed, with a log line naming each.
+    pub fn open(dir: impl AsRef<Path>) -> Result<LocalTier> {
+        let dir = dir.as_ref();
+        if !dir.join("db").is_dir() {
+            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
+        }
+        let lock = Self::take_lock(dir)?;
+        let db = Self::open_db(dir, false)?;
+        let meta = cf(&db, CF_META);
+        let dbp = dir.join("db");
+        let tier_bytes = db.get_cf(meta, KEY_TIER).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| Error::NotATier {
+            path: dir.to_path_buf(),
+            reason: "tier record missing".into(),
+        })?;
+        let record: TierRecord = decode_record(META_MAGIC, FORMAT_VERSION, &tier_bytes, &|| format!("tier record in {}", dbp.display()))?;
+        let alloc_bytes = db.get_cf(meta, KEY_ALLOC).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| Error::NotATier {
+            path: dir.to_path_buf(),
+            reason: "allocation record missing".into(),
+        })?;
+        let alloc: Alloc = decode_record(META_MAGIC, FORMAT_VERSION, &alloc_bytes, &|| format!("allocation record in {}", dbp.display()))?;
+        let tier = LocalTier {
+            dir: dir.to_path_buf(),
+            db,
+            id: uuid::Uuid::from_bytes(record.id),
+            config: record.config,
+            alloc: Mutex::new(alloc),
+            poisoned: OnceLock::new(),
+            _lock: lock,
+        };
+        tier.recover(alloc.next_container)?;
+        Ok(tier)
+    }
+
+    fn take_lock(dir: &Path) -> Result<File> {
+        let path = dir.join("tier.lock");
+        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(fs::TryLockError::WouldBlock) => {
+                Err(Error::Locked { what: "tier", path, hint: "another process or handle has this tier open" })
+            }
+            Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
+    fn open_db(dir: &Path, create: bool) -> Result<DB> {
+        let mut opts = Options::default();
+        opts.create_if_missing(create);
+        opts.create_missing_column_families(create);
+        opts.set_max_background_jobs(2);
+        let path = dir.join("db");
+        DB::open_cf(&opts, &path, [CF_INDEX, CF_NAMESPACE, CF_META]).map_err(|e| Error::db(path, e))
+    }
+
+    /// Removes leftovers of a crash between writing a container and
+    /// committing its index entries. A container's index entries and the
+    /// bump of `next_container` are one atomic batch, so any file whose id
+    /// is at or past `next_container` was never indexed.
+    fn recover(&self, next_container: u64) -> Result<()> {
+        let cdir = self.containers_dir();
+        let entries = fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))?;
+        let mut removed = false;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&cdir, e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let orphan = if name.ends_with(TEMP_SUFFIX) {
+                Some("unfinished temp file")
+            } else if let Some(id) = parse_container_name(&name) {
+                (id >= next_container).then_some("container written but never indexed")
+            } else {
+                log::warn!("{}: unexpected file {name:?} left alone", cdir.display());
+                None
+            };
+            if let Some(why) = orphan {
+                let p = entry.path();
+                log::warn!("recovery: removing {} ({why})", p.display());
+                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            durable::sync_dir(&cdir)?;
+        }
+        Ok(())
+    }
+
+    /// The tier's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The settings the tier was created with.
+    pub fn config(&self) -> TierConfig {
+        self.config
+    }
+
+    fn containers_dir(&self) -> PathBuf {
+        self.dir.join("containers")
+    }
+
+    pub(crate) fn container_path(&self, id: ContainerId) -> PathBuf {
+        self.containers_dir().join(format!("{id}.tsc"))
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+
+    fn dberr(&self, e: rocksdb::Error) -> Error {
+        Error::db(self.db_path(), e)
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match self.poisoned.get() {
+            Some(cause) => Err(Error::Poisoned { what: format!("tier {}", self.dir.display()), cause: cause.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the first durable-write failure; every later write refuses.
+    fn poison<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            let _ = self.poisoned.set(e.to_string());
+        }
+        r
+    }
+
+    fn open_container(&self, id: ContainerId) -> Result<(File, PathBuf)> {
+        let path = self.container_path(id);
+        match File::open(&path) {
+            Ok(f) => Ok((f, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::MissingContainer { id, context: format!(" (expected at {})", path.display()) })
+            }
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn namespace_value(entry: &FileEntry) -> Vec<u8> {
+        encode_record(NS_MAGIC, FORMAT_VERSION, entry)
+    }
+
+    fn decode_namespace(&self, key: &[u8], value: &[u8]) -> Result<FileEntry> {
+        decode_record(NS_MAGIC, FORMAT_VERSION, value, &|| format!("namespace entry {:?} in {}", String::from_utf8_lossy(key), self.db_path().display()))
+    }
+
+    /// Summary figures: containers, segments, files, logical and stored bytes.
+    pub fn info(&self) -> Result<TierInfo> {
+        let alloc = *lock(&self.alloc);
+        let mut files = 0;
+        let mut logical_bytes = 0;
+        self.for_each_file(&mut |e| {
+            files += 1;
+            logical_bytes += e.size;
+            Ok(())
+        })?;
+        Ok(TierInfo {
+            id: self.id,
+            containers: alloc.containers,
+            segments: alloc.segments,
+            files,
+            logical_bytes,
+            stored_bytes: alloc.stored_bytes,
+        })
+    }
+
+    pub(crate) fn for_each_file(&self, f: &mut dyn FnMut(FileEntry) -> Result<()>) -> Result<()> {
+        for item in self.db.iterator_cf(cf(&self.db, CF_NAMESPACE), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| self.dberr(e))?;
+            f(self.decode_namespace(&k, &v)?)?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn parse_container_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".tsc")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    // The three families are created with the database and opened by name
+    // on every open, so a missing handle is a programming error.
+    db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} not opened"))
+}
+
+fn synced() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+fn decode_container_id(bytes: &[u8]) -> Option<ContainerId> {
+    <[u8; 8]>::try_from(bytes).ok().map(|b| ContainerId(u64::from_le_bytes(b)))
+}
+
+impl Tier for LocalTier {
+    fn tier_id(&self) -> Result<TierId> {
+        Ok(self.id)
+    }
+
+    fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
+        let index = cf(&self.db, CF_INDEX);
+        let keys: Vec<&[u8]> = fingerprints.iter().map(|f| &f.0[..]).collect();
+        let mut out = Vec::with_capacity(fingerprints.len());
+        for (r, fp) in self.db.batched_multi_get_cf(index, keys, false).into_iter().zip(fingerprints) {
+            match r.map_err(|e| self.dberr(e))? {
+                None => out.push(None),
+                Some(v) => out.push(Some(decode_container_id(&v).ok_or_else(|| {
+                    Error::corrupt_record(format!("index entry for {fp} in {}", self.db_path().display()), "value is not a container id")
+                })?)),
+            }
+        }
+        Ok(out)
+    }
+
+    fn list_files(&self, after: Option<&str>, limit: usize) -> Result<Vec<FileEntry>> {
+        let ns = cf(&self.db, CF_NAMESPACE);
+        let mode = match after {
+            Some(a) => IteratorMode::From(a.as_bytes(), Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(ns, mode) {
+            let (k, v) = item.map_err(|e| self.dberr(e))?;
+            if after.is_some_and(|a| a.as_bytes() == &*k) {
+                continue;
+            }
+            out.push(self.decode_namespace(&k, &v)?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>> {
+        let ns = cf(&self.db, CF_NAMESPACE);
+        let keys: Vec<&[u8]> = paths.iter().map(|p| p.as_bytes()).collect();
+        self.db
+            .batched_multi_get_cf(ns, keys, false)
+            .into_iter()
+            .zip(paths)
+            .map(|(r, p)| match r.map_err(|e| self.dberr(e))? {
+                None => Ok(None),
+                Some(v) => self.decode_namespace(p.as_bytes(), &v).map(Some),
+            })
+            .collect()
+    }
+}
+
+impl SourceTier for LocalTier {
+    fn container_ids(&self) -> Result<Vec<ContainerId>> {
+        let next = lock(&self.alloc).next_container;
+        let cdir = self.containers_dir();
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))? {
+            let entry = entry.map_err(|e| Error::io(&cdir, e))?;
+            if let Some(id) = parse_container_name(&entry.file_name().to_string_lossy()) {
+                // A container being written right now is not yet indexed.
+                if id < next {
+                    ids.push(ContainerId(id));
+                }
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
+        let (f, path) = self.open_container(id)?;
+        container::read_meta(&f, id, &path)
+    }
+
+    fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
+        let (f, path) = self.open_container(id)?;
+        let meta = container::read_meta(&f, id, &path)?;
+        container::read_segments(&f, &meta, which, &path)
+    }
+
+    fn fingerprint_count(&self) -> Result<u64> {
+        Ok(lock(&self.alloc).segments)
+    }
+
+    fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        let index = cf(&self.db, CF_INDEX);
+        let mode = match after {
+            Some(a) => IteratorMode::From(&a.0[..], Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        let mut out = Vec::with_capacity(limit.min(1 << 16));
+        for item in self.db.iterator_cf(index, mode) {
+            let (k, v) = item.map_err(|e| self.dberr(e))?;
+            let bad = || Error::corrupt_record(format!("index entry {:02x?} in {}", &k[..k.len().min(32)], self.db_path().display()), "malformed key or value");
+            let fp = Fingerprint::from_slice(&k).ok_or_else(bad)?;
+            if after == Some(&fp) {
+                continue;
+            }
+            out.push((fp, decode_container_id(&v).ok_or_else(bad)?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<()> {
+        self.check_poison()?;
+        let paths: Vec<String> = entries.iter().map(|e| e.path.clone()).collect();
+        let current = self.file_entries(&paths)?;
+        let ns = cf(&self.db, CF_NAMESPACE);
+        let mut batch = WriteBatch::default();
+        for (want, have) in entries.iter().zip(current) {
+            match have {
+                Some(h) if h.root == want.root => batch.delete_cf(ns, want.path.as_bytes()),
+                Some(_) => log::warn!("{}: {:?} changed since it was selected; kept", self.dir.display(), want.path),
+                None => {}
+            }
+        }
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)
+    }
+}
+
+impl TargetTier for LocalTier {
+    fn container_target_size(&self) -> u64 {
+        self.config.container_size
+    }
+
+    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId> {
+        self.check_poison()?;
+        // One writer at a time: ids are handed out in order and each
+        // container's index batch carries the next id.
+        let mut alloc = lock(&self.alloc);
+        let id = ContainerId(alloc.next_container);
+        let bytes = container::encode(id, kind, segments);
+        let path = self.container_path(id);
+        let r = durable::write_durable(&path, &bytes, true);
+        self.poison(r)?;
+        crate::crashpoint::hit("tier.sealed_not_indexed");
+
+        // Index every fingerprint the tier does not already have; a known
+        // one keeps its mapping so nothing is ever referenced twice.
+        let fps: Vec<Fingerprint> = segments.iter().map(|(f, _)| *f).collect();
+        let known = self.locate(&fps)?;
+        let index = cf(&self.db, CF_INDEX);
+        let mut next = *alloc;
+        next.next_container += 1;
+        next.containers += 1;
+        let mut batch = WriteBatch::default();
+        let mut fresh = std::collections::HashSet::new();
+        for ((fp, b), k) in segments.iter().zip(known) {
+            if k.is_none() && fresh.insert(*fp) {
+                batch.put_cf(index, fp.0, id.0.to_le_bytes());
+                next.segments += 1;
+                next.stored_bytes += b.len() as u64;
+            }
+        }
+        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &next));
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)?;
+        *alloc = next;
+        Ok(id)
+    }
+
+    fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
+        self.check_poison()?;
+        let ns = cf(&self.db, CF_NAMESPACE);
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            validate_path(&e.path)?;
+            batch.put_cf(ns, e.path.as_bytes(), Self::namespace_value(e));
+        }
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)
+    }
+}

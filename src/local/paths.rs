@@ -1,0 +1,70 @@
+//! Namespace path rules, and joining a namespace path under a directory
+//! without ever leaving it.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Longest namespace path accepted, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// Checks that `path` is a relative, `/`-separated path with no empty, `.`
+/// or `..` component and no NUL byte.
+pub fn validate_path(path: &str) -> Result<()> {
+    let bad = |reason: &str| Err(Error::InvalidPath { path: path.chars().take(200).collect(), reason: reason.into() });
+    if path.is_empty() {
+        return bad("empty path");
+    }
+    if path.len() > MAX_PATH_LEN {
+        return bad("longer than 4096 bytes");
+    }
+    if path.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    if path.starts_with('/') {
+        return bad("absolute paths are not allowed");
+    }
+    for comp in path.split('/') {
+        match comp {
+            "" => return bad("empty path component"),
+            "." | ".." => return bad("'.' and '..' components are not allowed"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Joins a validated namespace path under `root`, refusing to pass through
+/// an existing symlink (which could point outside `root`).
+pub(crate) fn safe_join(root: &Path, path: &str) -> Result<PathBuf> {
+    validate_path(path)?;
+    let mut out = root.to_path_buf();
+    for comp in path.split('/') {
+        out.push(comp);
+        if let Ok(md) = std::fs::symlink_metadata(&out) {
+            if md.file_type().is_symlink() {
+                return Err(Error::InvalidPath {
+                    path: path.into(),
+                    reason: format!("{} is a symlink; refusing to restore through it", out.display()),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_paths_are_rejected() {
+        for p in ["", "/etc/passwd", "a/../b", "..", "./a", "a//b", "a/", "a\0b"] {
+            assert!(validate_path(p).is_err(), "{p:?} accepted");
+        }
+        assert!(validate_path(&"a".repeat(4097)).is_err());
+        for p in ["a", "a/b/c.txt", "dir with space/ü", "a/..b/c.."] {
+            assert!(validate_path(p).is_ok(), "{p:?} rejected");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Restore files and scrub the whole tier.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use super::{LocalTier, lock, parse_container_name, paths::safe_join};
+use crate::container;
+use crate::error::{Error, Result};
+use crate::read::{fetch_recipes, read_file};
+use crate::tier::{FileEntry, Tier};
+use crate::{ContainerId, Fingerprint};
+
+/// What [`LocalTier::verify`] checked and what it found wrong.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Container files scrubbed.
+    pub containers: u64,
+    /// Segments whose bytes were hashed and matched.
+    pub segments: u64,
+    /// Namespace entries whose trees were walked.
+    pub files: u64,
+    /// Every problem found (at most [`VerifyReport::MAX_PROBLEMS`]), each
+    /// naming the container, segment or file.
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Problems beyond this many are counted, not listed.
+    pub const MAX_PROBLEMS: usize = 1000;
+
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, p: String) {
+        if self.problems.len() < Self::MAX_PROBLEMS {
+            self.problems.push(p);
+        }
+    }
+}
+
+impl LocalTier {
+    /// The namespace entry for `path`.
+    pub fn entry(&self, path: &str) -> Result<FileEntry> {
+        self.file_entries(&[path.to_string()])?
+            .pop()
+            .flatten()
+            .ok_or_else(|| Error::FileNotFound { path: path.into(), tier: self.dir.display().to_string() })
+    }
+
+    /// Writes the file at namespace `path` to `out`, every byte verified
+    /// against its fingerprint before it is written. Returns the length.
+    pub fn restore(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
+        let entry = self.entry(path)?;
+        let n = read_file(self, entry.root, entry.height, path, &mut |b| out.write_all(b).map_err(|e| Error::io(path, e)))?;
+        if n != entry.size {
+            return Err(Error::corrupt_record(format!("file {path:?}"), format!("tree holds {n} bytes, namespace says {}", entry.size)));
+        }
+        Ok(n)
+    }
+
+    /// Restores the file at namespace `path` into directory `dir`, at
+    /// `dir/path`; never writes outside `dir`. The file appears only once
+    /// complete (written to a temp name, then renamed).
+    pub fn restore_to_dir(&self, path: &str, dir: &Path) -> Result<u64> {
+        let dest = safe_join(dir, path)?;
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        self.restore_to_file(path, &dest)
+    }
+
+    /// Restores the file at namespace `path` to the file `dest`.
+    pub fn restore_to_file(&self, path: &str, dest: &Path) -> Result<u64> {
+        let mut tmp_name = dest.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tierseed-restore");
+        let tmp = dest.with_file_name(tmp_name);
+        let result = (|| {
+            let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            let n = self.restore(path, &mut std::io::BufWriter::new(&mut f))?;
+            let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.entry(path)?.mtime.max(0) as u64);
+            let _ = f.set_modified(mtime);
+            fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+            Ok(n)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Scrubs the whole tier: every container's checksums and every
+    /// segment's fingerprint; every index entry resolves to a container
+    /// that holds it; every namespace entry's tree is complete.
+    pub fn verify(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let next = lock(&self.alloc).next_container;
+        // 1. Scrub containers, counting for each how many of its distinct
+        // fingerprints the index maps to it.
+        let cdir = self.containers_dir();
+        let mut ids: Vec<u64> = fs::read_dir(&cdir)
+            .map_err(|e| Error::io(&cdir, e))?
+            .filter_map(|e| e.ok().and_then(|e| parse_container_name(&e.file_name().to_string_lossy())))
+            .collect();
+        ids.sort_unstable();
+        let present: HashSet<u64> = ids.iter().copied().collect();
+        let mut accounted = 0u64;
+        for &raw in &ids {
+            let id = ContainerId(raw);
+            if raw >= next {
+                report.problem(format!("container {id} is not indexed (past the allocation counter)"));
+                continue;
+            }
+            report.containers += 1;
+            let (meta, segs) = match container::scrub_file(&self.container_path(id), id) {
+                Ok(x) => x,
+                Err(e) => {
+                    report.problem(e.to_string());
+                    continue;
+                }
+            };
+            let mut distinct = HashSet::new();
+            for (e, b) in meta.segments.iter().zip(&segs) {
+                if Fingerprint::of(b) != e.fingerprint {
+                    report.problem(Error::CorruptSegment { container: id, fingerprint: e.fingerprint }.to_string());
+                } else {
+                    report.segments += 1;
+                    distinct.insert(e.fingerprint);
+                }
+            }
+            let fps: Vec<Fingerprint> = distinct.into_iter().collect();
+            accounted += self.locate(&fps)?.iter().filter(|c| **c == Some(id)).count() as u64;
+        }
+        for raw in 0..next {
+            if !present.contains(&raw) {
+                report.problem(format!("container {} is indexed but its file is missing", ContainerId(raw)));
+            }
+        }
+        // 2. The index: every entry points to a scrubbed container holding
+        // it. The sum above counts entries that do; compare with all.
+        let mut entries = 0u64;
+        let mut after = None;
+        loop {
+            let page = crate::tier::SourceTier::fingerprints(self, after.as_ref(), 1 << 16)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            entries += page.len() as u64;
+        }
+        if entries != accounted {
+            report.problem(format!("{} index entries do not resolve to a sound container holding them", entries.saturating_sub(accounted)));
+        }
+        if entries != lock(&self.alloc).segments {
+            report.problem(format!("index holds {entries} entries, the allocation record counts {}", lock(&self.alloc).segments));
+        }
+        // 3. Namespace: every tree complete (recipes read and verified,
+        // leaves present in the index). Shared subtrees are walked once.
+        let mut seen: HashSet<Fingerprint> = HashSet::new();
+        let mut files = Vec::new();
+        self.for_each_file(&mut |e| {
+            files.push(e);
+            Ok(())
+        })?;
+        for f in files {
+            report.files += 1;
+            if let Err(e) = self.check_tree(&f, &mut seen) {
+                report.problem(format!("file {:?}: {e}", f.path));
+            }
+        }
+        Ok(report)
+    }
+
+    fn check_tree(&self, f: &FileEntry, seen: &mut HashSet<Fingerprint>) -> Result<()> {
+        let mut level_fps = vec![f.root];
+        let mut level = f.height;
+        while level >= 1 {
+            level_fps.retain(|fp| seen.insert(*fp));
+            let mut next = Vec::new();
+            for chunk in level_fps.chunks(256) {
+                for r in fetch_recipes(self, chunk, level, &f.path)? {
+                    if level == 1 {
+                        let leaves: Vec<Fingerprint> = r.children.iter().map(|c| c.fingerprint).collect();
+                        for (c, loc) in r.children.iter().zip(self.locate(&leaves)?) {
+                            if loc.is_none() {
+                                return Err(Error::MissingSegment { path: f.path.clone(), fingerprint: c.fingerprint, tier: self.dir.display().to_string() });
+                            }
+                        }
+                    } else {
+                        next.extend(r.children.iter().map(|c| c.fingerprint));
+                    }
+                }
+            }
+            level_fps = next;
+            level -= 1;
+        }
+        Ok(())
+    }
+}

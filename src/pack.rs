@@ -1,0 +1,74 @@
+//! Packing segments into containers of a target size.
+//!
+//! Shared by ingest and by the seeding engine's Copy phase, so that both
+//! write containers the same way and both deduplicate within the batch.
+
+use std::collections::HashSet;
+
+use crate::container::ContainerKind;
+use crate::error::Result;
+use crate::tier::TargetTier;
+use crate::{ContainerId, Fingerprint};
+
+/// What a sealed container held, reported to the caller.
+pub(crate) struct Sealed {
+    pub(crate) id: ContainerId,
+    pub(crate) fingerprints: Vec<Fingerprint>,
+    pub(crate) bytes: u64,
+}
+
+/// Accumulates segments of one kind until the target size, then writes
+/// them through [`TargetTier::write_container`].
+pub(crate) struct Packer {
+    kind: ContainerKind,
+    target_size: u64,
+    segments: Vec<(Fingerprint, Vec<u8>)>,
+    bytes: u64,
+    pending: HashSet<Fingerprint>,
+}
+
+impl Packer {
+    pub(crate) fn new(kind: ContainerKind, target_size: u64) -> Self {
+        Packer { kind, target_size: target_size.max(1), segments: Vec::new(), bytes: 0, pending: HashSet::new() }
+    }
+
+    /// Whether `fp` is already waiting in this packer.
+    pub(crate) fn holds(&self, fp: &Fingerprint) -> bool {
+        self.pending.contains(fp)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Adds a segment unless it is already pending. If adding it would pass
+    /// the target size, first seals what is pending and returns that.
+    pub(crate) fn add(&mut self, target: &dyn TargetTier, fp: Fingerprint, bytes: Vec<u8>) -> Result<Option<Sealed>> {
+        if self.pending.contains(&fp) {
+            return Ok(None);
+        }
+        let sealed = if !self.segments.is_empty() && self.bytes + bytes.len() as u64 > self.target_size {
+            self.seal(target)?
+        } else {
+            None
+        };
+        self.bytes += bytes.len() as u64;
+        self.pending.insert(fp);
+        self.segments.push((fp, bytes));
+        Ok(sealed)
+    }
+
+    /// Writes whatever is pending as one container (nothing if empty).
+    pub(crate) fn seal(&mut self, target: &dyn TargetTier) -> Result<Option<Sealed>> {
+        if self.segments.is_empty() {
+            return Ok(None);
+        }
+        let refs: Vec<(Fingerprint, &[u8])> = self.segments.iter().map(|(f, b)| (*f, b.as_slice())).collect();
+        let id = target.write_container(self.kind, &refs)?;
+        let sealed = Sealed { id, fingerprints: self.segments.iter().map(|(f, _)| *f).collect(), bytes: self.bytes };
+        self.segments.clear();
+        self.pending.clear();
+        self.bytes = 0;
+        Ok(Some(sealed))
+    }
+}

@@ -1,0 +1,153 @@
+//! Which files a job moves.
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::tier::FileEntry;
+
+/// Which files of the source namespace a job selects.
+///
+/// A file is selected when it matches any glob, prefix or explicit path
+/// (or [`Selection::all`] was set) **and**, if [`Selection::older_than`] was
+/// given, its mtime is older than that. A selection with no criterion at all
+/// is an error, not a no-op job.
+///
+/// ```
+/// use tierseed::Selection;
+/// let s = Selection::new().glob("projects/**/*.iso").prefix("home/alice").older_than_days(30);
+/// assert!(!s.is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    all: bool,
+    globs: Vec<String>,
+    prefixes: Vec<String>,
+    paths: Vec<String>,
+    older_than_secs: Option<u64>,
+}
+
+impl Selection {
+    /// An empty selection; add criteria with the builder methods.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every file in the namespace.
+    pub fn all() -> Self {
+        Selection { all: true, ..Self::default() }
+    }
+
+    /// Adds a glob. `*` and `?` do not cross `/`; `**` does.
+    pub fn glob(mut self, pattern: impl Into<String>) -> Self {
+        self.globs.push(pattern.into());
+        self
+    }
+
+    /// Adds a path prefix, matched by whole components: `home/a` selects
+    /// `home/a` and `home/a/x`, not `home/ab`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefixes.push(prefix.into());
+        self
+    }
+
+    /// Adds an explicit path; it must exist in the source namespace.
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.paths.push(path.into());
+        self
+    }
+
+    /// Keeps only files whose mtime is at least `secs` seconds before the
+    /// job's creation.
+    pub fn older_than_secs(mut self, secs: u64) -> Self {
+        self.older_than_secs = Some(secs);
+        self
+    }
+
+    /// Same as [`older_than_secs`](Self::older_than_secs) in days.
+    pub fn older_than_days(self, days: u64) -> Self {
+        self.older_than_secs(days.saturating_mul(86_400))
+    }
+
+    /// Alias of [`older_than_secs`](Self::older_than_secs) taking a duration.
+    pub fn older_than(self, d: std::time::Duration) -> Self {
+        self.older_than_secs(d.as_secs())
+    }
+
+    /// True when the selection has no criterion at all.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.globs.is_empty() && self.prefixes.is_empty() && self.paths.is_empty() && self.older_than_secs.is_none()
+    }
+
+    /// The explicit paths, which must exist.
+    pub(crate) fn explicit_paths(&self) -> &[String] {
+        &self.paths
+    }
+
+    /// Compiles the selection for matching, with `now` as the reference
+    /// time for `older_than`.
+    pub(crate) fn matcher(&self, now: i64) -> Result<Matcher> {
+        if self.is_empty() {
+            return Err(Error::EmptySelection);
+        }
+        let mut b = GlobSetBuilder::new();
+        for g in &self.globs {
+            let glob = GlobBuilder::new(g)
+                .literal_separator(true)
+                .build()
+                .map_err(|e| Error::InvalidConfig(format!("glob {g:?}: {e}")))?;
+            b.add(glob);
+        }
+        let globs = b.build().map_err(|e| Error::InvalidConfig(format!("globs: {e}")))?;
+        let cutoff = self.older_than_secs.map(|s| now.saturating_sub(s.min(i64::MAX as u64) as i64));
+        Ok(Matcher { sel: self.clone(), globs, cutoff })
+    }
+}
+
+pub(crate) struct Matcher {
+    sel: Selection,
+    globs: GlobSet,
+    cutoff: Option<i64>,
+}
+
+impl Matcher {
+    pub(crate) fn matches(&self, e: &FileEntry) -> bool {
+        let s = &self.sel;
+        let has_names = s.all || !s.globs.is_empty() || !s.prefixes.is_empty() || !s.paths.is_empty();
+        let named = !has_names
+            || s.all
+            || self.globs.is_match(&e.path)
+            || s.prefixes.iter().any(|p| prefix_matches(p, &e.path))
+            || s.paths.iter().any(|p| p == &e.path);
+        named && self.cutoff.is_none_or(|c| e.mtime <= c)
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Fingerprint;
+
+    fn f(path: &str, mtime: i64) -> FileEntry {
+        FileEntry { path: path.into(), size: 0, mtime, root: Fingerprint([0; 32]), height: 1 }
+    }
+
+    #[test]
+    fn criteria() {
+        assert!(matches!(Selection::new().matcher(0), Err(Error::EmptySelection)));
+        let m = Selection::new().prefix("home/a").matcher(0).unwrap();
+        assert!(m.matches(&f("home/a", 0)) && m.matches(&f("home/a/x", 0)) && !m.matches(&f("home/ab", 0)));
+        let m = Selection::new().glob("*.txt").matcher(0).unwrap();
+        assert!(m.matches(&f("a.txt", 0)) && !m.matches(&f("d/a.txt", 0)));
+        let m = Selection::new().glob("**/*.txt").older_than_secs(100).matcher(1000).unwrap();
+        assert!(m.matches(&f("d/a.txt", 900)) && !m.matches(&f("d/a.txt", 901)));
+        let m = Selection::new().older_than_secs(10).matcher(100).unwrap();
+        assert!(m.matches(&f("x", 90)) && !m.matches(&f("x", 95)));
+        assert!(Selection::new().glob("[").matcher(0).is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! The tier traits: what the seeding engine needs from a source and a target.
+//!
+//! They are synchronous, object-safe and batch-oriented: each call carries
+//! many fingerprints or segments so that an implementation over a network
+//! or a database pays its round trip once per batch. The engine only ever
+//! sees these traits; it never sees a path on disk, and a tier never sees
+//! the PHF or PHV.
+
+use serde::{Deserialize, Serialize};
+
+use crate::container::{ContainerKind, ContainerMeta, SegmentEntry};
+use crate::error::Result;
+use crate::{ContainerId, Fingerprint};
+
+/// A tier's stable identity, stored in the tier when it is created.
+pub type TierId = uuid::Uuid;
+
+/// One file in a tier's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative, `/`-separated, UTF-8 path.
+    pub path: String,
+    /// Logical size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// Fingerprint of the root recipe segment.
+    pub root: Fingerprint,
+    /// Level of the root recipe (1 for files of up to one recipe's fanout
+    /// of chunks).
+    pub height: u8,
+}
+
+/// What every tier offers, source or target.
+pub trait Tier: Send + Sync {
+    /// The tier's stable UUID. It never changes for the life of the tier.
+    fn tier_id(&self) -> Result<TierId>;
+
+    /// For each fingerprint, the container that holds it in this tier's
+    /// index, or `None`. The answer reflects every container whose
+    /// [`TargetTier::write_container`] has returned.
+    fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>>;
+
+    /// Up to `limit` namespace entries in path order, starting after `after`.
+    /// An empty result means the end.
+    fn list_files(&self, after: Option<&str>, limit: usize) -> Result<Vec<FileEntry>>;
+
+    /// The namespace entries for these paths (`None` where there is none).
+    fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>>;
+}
+
+/// A tier data is read from.
+///
+/// Reads must be repeatable: a sealed container's metadata and segments do
+/// not change between calls. The engine snapshots the container ids at the
+/// start of a job and ignores containers written later.
+pub trait SourceTier: Tier {
+    /// Every container id, ascending.
+    fn container_ids(&self) -> Result<Vec<ContainerId>>;
+
+    /// A container's metadata (kind and segment table), reading no segment
+    /// bytes. Errors if the container does not exist or fails its checks.
+    fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta>;
+
+    /// The bytes of the chosen segments of one container, in the order
+    /// asked. `which` holds entries of that container's metadata. The bytes
+    /// are returned as stored; the caller verifies them.
+    fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>>;
+
+    /// How many fingerprints the index holds now.
+    fn fingerprint_count(&self) -> Result<u64>;
+
+    /// Up to `limit` index entries (fingerprint, container) in fingerprint
+    /// order, starting after `after`. Paging lets the engine stream an index
+    /// of any size without holding it in memory. Empty means the end.
+    fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>>;
+
+    /// Removes namespace entries, in move mode. An entry is removed only if
+    /// its root still equals the given one (so a file rewritten since the
+    /// job selected it is kept). Durable on return; idempotent.
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<()>;
+}
+
+/// A tier data is written to.
+pub trait TargetTier: Tier {
+    /// The size, in bytes, that the engine should pack target containers to.
+    fn container_target_size(&self) -> u64;
+
+    /// Writes one container of the given kind holding these segments, whose
+    /// fingerprints the caller has verified.
+    ///
+    /// Durability: when this returns `Ok`, the container is sealed (written,
+    /// fsynced, renamed, its directory fsynced) and every segment in it is
+    /// durably indexed, so [`Tier::locate`] finds it even after a crash. A
+    /// fingerprint the tier already indexes keeps its existing mapping. After
+    /// an error, the tier may refuse further writes until it is reopened.
+    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId>;
+
+    /// Inserts or replaces namespace entries. Durable on return; idempotent.
+    fn upsert_files(&self, entries: &[FileEntry]) -> Result<()>;
+}
