@@ -178,9 +178,6 @@ pub enum Error {
         /// The underlying error.
         source: Box<Error>,
     },
-    /// A fault injected by [`FaultyTier`](crate::FaultyTier).
-    #[error("injected fault: {0}")]
-    Injected(String),
 }
 
 impl Error {

@@ -25,11 +25,12 @@ pub(crate) struct Packer {
     segments: Vec<(Fingerprint, Vec<u8>)>,
     bytes: u64,
     pending: HashSet<Fingerprint>,
+    first_tag: Option<u64>,
 }
 
 impl Packer {
     pub(crate) fn new(kind: ContainerKind, target_size: u64) -> Self {
-        Packer { kind, target_size: target_size.max(1), segments: Vec::new(), bytes: 0, pending: HashSet::new() }
+        Packer { kind, target_size: target_size.max(1), segments: Vec::new(), bytes: 0, pending: HashSet::new(), first_tag: None }
     }
 
     /// Whether `fp` is already waiting in this packer.
@@ -37,13 +38,15 @@ impl Packer {
         self.pending.contains(fp)
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+    /// The tag of the oldest pending segment (the engine tags segments with
+    /// their source container's snapshot index, so this bounds the cursor).
+    pub(crate) fn first_tag(&self) -> Option<u64> {
+        self.first_tag
     }
 
     /// Adds a segment unless it is already pending. If adding it would pass
     /// the target size, first seals what is pending and returns that.
-    pub(crate) fn add(&mut self, target: &dyn TargetTier, fp: Fingerprint, bytes: Vec<u8>) -> Result<Option<Sealed>> {
+    pub(crate) fn add(&mut self, target: &dyn TargetTier, fp: Fingerprint, bytes: Vec<u8>, tag: u64) -> Result<Option<Sealed>> {
         if self.pending.contains(&fp) {
             return Ok(None);
         }
@@ -54,6 +57,7 @@ impl Packer {
         };
         self.bytes += bytes.len() as u64;
         self.pending.insert(fp);
+        self.first_tag.get_or_insert(tag);
         self.segments.push((fp, bytes));
         Ok(sealed)
     }
@@ -68,6 +72,7 @@ impl Packer {
         let sealed = Sealed { id, fingerprints: self.segments.iter().map(|(f, _)| *f).collect(), bytes: self.bytes };
         self.segments.clear();
         self.pending.clear();
+        self.first_tag = None;
         self.bytes = 0;
         Ok(Some(sealed))
     }

@@ -97,12 +97,6 @@ impl Phf {
         }
         Ok(Phf { mphf: blob.mphf, keys: blob.keys })
     }
-
-    /// Approximate in-memory size of the function, in bits per key.
-    pub(crate) fn bits_per_key(&self) -> f64 {
-        let bytes = postcard::to_stdvec(&self.mphf).map(|v| v.len()).unwrap_or(0);
-        if self.keys == 0 { 0.0 } else { bytes as f64 * 8.0 / self.keys as f64 }
-    }
 }
 
 pub(crate) fn check_gamma(gamma: f64) -> Result<()> {

@@ -25,6 +25,7 @@ impl Phv {
         Phv { bits: bitvec![u64, Lsb0; 0; slots as usize], dirty: BTreeSet::new() }
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> u64 {
         self.bits.len() as u64
     }
@@ -100,6 +101,7 @@ impl Phv {
     }
 
     /// Iterates set slots.
+    #[cfg(test)]
     pub(crate) fn ones(&self) -> impl Iterator<Item = u64> + '_ {
         self.bits.iter_ones().map(|i| i as u64)
     }

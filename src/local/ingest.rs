@@ -67,7 +67,7 @@ impl<'a> Batch<'a> {
             }
             self.stats.segments_new += 1;
             self.stats.new_bytes += bytes.len() as u64;
-            packer.add(self.tier, fp, bytes)?;
+            packer.add(self.tier, fp, bytes, 0)?;
         }
         Ok(())
     }
@@ -79,7 +79,7 @@ impl<'a> Batch<'a> {
         let mut leaves = Vec::new();
         let mut size = 0u64;
         let mut pending: Vec<Vec<u8>> = Vec::with_capacity(HASH_BATCH);
-        let mut flush = |batch: &mut Self, pending: &mut Vec<Vec<u8>>, leaves: &mut Vec<Child>| -> Result<()> {
+        let flush = |batch: &mut Self, pending: &mut Vec<Vec<u8>>, leaves: &mut Vec<Child>| -> Result<()> {
             let hashed: Vec<(Fingerprint, Vec<u8>)> = std::mem::take(pending).into_par_iter().map(|d| (Fingerprint::of(&d), d)).collect();
             leaves.extend(hashed.iter().map(|(f, d)| Child { fingerprint: *f, len: d.len() as u64 }));
             batch.store(ContainerKind::Data, hashed)

@@ -1,0 +1,118 @@
+//! `estimate`: a dry run that writes nothing.
+
+use serde::{Deserialize, Serialize};
+
+use super::phf::Phf;
+use super::phv::Phv;
+use super::walk::mark;
+use super::{Seeder, now_secs};
+use crate::error::{Error, Result};
+use crate::selection::Selection;
+use crate::tier::{FileEntry, SourceTier, Tier};
+use crate::{ContainerId, Fingerprint};
+
+/// What a job with a given selection would do, computed without writing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Estimate {
+    /// Files selected.
+    pub files: u64,
+    /// Their logical bytes.
+    pub logical_bytes: u64,
+    /// Distinct segments (data and recipe) the selection needs.
+    pub segments: u64,
+    /// Segments that would be copied (not yet on the target).
+    pub segments_to_copy: u64,
+    /// Their bytes.
+    pub bytes_to_copy: u64,
+    /// Segments the target already holds.
+    pub segments_on_target: u64,
+    /// Their bytes.
+    pub bytes_on_target: u64,
+    /// Bytes referenced only by the selected files: reclaimable on the
+    /// source after a move (once its garbage collection runs).
+    pub bytes_reclaimable: u64,
+    /// Source containers holding at least one needed segment.
+    pub containers_touched: u64,
+    /// Source containers in all.
+    pub containers_total: u64,
+}
+
+impl Seeder<'_> {
+    /// Computes what a job with `selection` would move, without writing
+    /// anything: builds the PHF in memory, marks the selected trees and the
+    /// unselected ones, then reads container metadata (never data).
+    pub fn estimate(source: &dyn SourceTier, target: &dyn Tier, selection: &Selection) -> Result<Estimate> {
+        let matcher = selection.matcher(now_secs())?;
+        let mut selected: Vec<FileEntry> = Vec::new();
+        let mut others: Vec<FileEntry> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = source.list_files(after.as_deref(), 4096)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.path.clone());
+            for e in page {
+                if matcher.matches(&e) { selected.push(e) } else { others.push(e) }
+            }
+        }
+        let explicit = selection.explicit_paths();
+        for p in explicit {
+            if !selected.iter().any(|e| &e.path == p) {
+                return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
+            }
+        }
+        if selected.is_empty() {
+            return Err(Error::EmptySelection);
+        }
+        let snapshot = source.container_ids()?;
+        let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let phf = Phf::build(source, &in_snapshot, 1.7, threads)?;
+        let mut wanted = Phv::zeroed(phf.keys);
+        let mut kept = Phv::zeroed(phf.keys);
+        let segments = mark(source, &phf, &in_snapshot, &selected, &mut wanted, &mut |_| {})?;
+        mark(source, &phf, &in_snapshot, &others, &mut kept, &mut |_| {})?;
+        let mut est = Estimate {
+            files: selected.len() as u64,
+            logical_bytes: selected.iter().map(|f| f.size).sum(),
+            segments,
+            containers_total: snapshot.len() as u64,
+            ..Estimate::default()
+        };
+        for &cid in &snapshot {
+            let meta = source.read_metadata(cid)?;
+            let marked: Vec<(Fingerprint, u64, u32)> = meta
+                .segments
+                .iter()
+                .filter_map(|e| phf.slot(&e.fingerprint).filter(|s| wanted.get(*s)).map(|s| (e.fingerprint, s, e.len)))
+                .collect();
+            if marked.is_empty() {
+                continue;
+            }
+            let fps: Vec<Fingerprint> = marked.iter().map(|m| m.0).collect();
+            // Count a segment where the index places it, so a segment stored
+            // twice (or a fingerprint the PHF does not know) is never counted.
+            let homes = source.locate(&fps)?;
+            let on_target = target.locate(&fps)?;
+            let mut touched = false;
+            for ((&(_, slot, len), home), there) in marked.iter().zip(homes).zip(on_target) {
+                if home != Some(cid) {
+                    continue;
+                }
+                touched = true;
+                let len = u64::from(len);
+                if there.is_some() {
+                    est.segments_on_target += 1;
+                    est.bytes_on_target += len;
+                } else {
+                    est.segments_to_copy += 1;
+                    est.bytes_to_copy += len;
+                }
+                if !kept.get(slot) {
+                    est.bytes_reclaimable += len;
+                }
+            }
+            est.containers_touched += u64::from(touched);
+        }
+        Ok(est)
+    }
+}

@@ -1,0 +1,531 @@
+//! The phases of a job and their commit points.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::sync_channel;
+
+use rayon::prelude::*;
+
+use super::context::{Commit, FILES_PER_CHUNK, PhfRef, ProgressRecord};
+use super::phf::Phf;
+use super::phv::Phv;
+use super::walk::{affected_files, mark};
+use super::{Event, Mode, Outcome, Phase, Report, Seeder, progress_of};
+use crate::container::{ContainerKind, SegmentEntry};
+use crate::crashpoint;
+use crate::error::{Error, Result};
+use crate::pack::{Packer, Sealed};
+use crate::tier::FileEntry;
+use crate::{ContainerId, Fingerprint};
+
+/// Copy commits at least this often (in source containers) even when no
+/// target container is sealed, so a resume after a run of fully
+/// deduplicated containers does not redo much lookup work.
+const COMMIT_EVERY_CONTAINERS: u64 = 64;
+/// Source containers read ahead of the one being written.
+const READ_AHEAD: usize = 2;
+/// Files named in an error, at most.
+const MAX_FILES_NAMED: usize = 20;
+
+/// What the engine holds in memory while it runs; everything here can be
+/// rebuilt from the context.
+#[derive(Default)]
+pub(super) struct State {
+    prog: ProgressRecord,
+    snapshot: Vec<ContainerId>,
+    files: Vec<FileEntry>,
+    phf: Option<Phf>,
+    phv: Option<Phv>,
+}
+
+enum Flow {
+    Continue,
+    Suspended,
+}
+
+/// One source container's worth of work handed from the reader thread to
+/// the writer.
+struct Loaded {
+    index: u64,
+    id: ContainerId,
+    kind: ContainerKind,
+    /// Marked segments: fingerprint, slot, verified bytes.
+    segments: Vec<(Fingerprint, u64, Vec<u8>)>,
+    bytes: u64,
+    /// Nothing was marked: the data was not read.
+    skipped: bool,
+}
+
+impl Seeder<'_> {
+    fn emit(&self, e: Event) {
+        if let Some(o) = &self.observer {
+            o.event(&e);
+        }
+    }
+
+    /// Runs the job from the first phase not recorded as done, until it
+    /// completes, fails, or is suspended at a commit point.
+    pub fn run(&mut self) -> Result<Outcome> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("thread pool: {e}")))?;
+        let mut st = State { prog: self.ctx.reader().progress()?, ..State::default() };
+        self.emit(Event::Started { job_id: self.job_id(), resumed: self.resumed });
+        if self.resumed {
+            st.prog.resumes += 1;
+            self.resumed = false;
+        }
+        let result = pool.install(|| self.run_phases(&mut st, &pool));
+        if let Err(e) = &result {
+            self.emit(Event::Failed { phase: Phase::after(st.prog.phase_done), message: e.to_string() });
+        }
+        result
+    }
+
+    fn run_phases(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Outcome> {
+        loop {
+            let phase = Phase::after(st.prog.phase_done);
+            if phase == Phase::Done && st.prog.phase_done == Some(Phase::Done) {
+                let report = self.ctx.reader().report()?.ok_or_else(|| Error::corrupt_record("context", "job is done but has no report"))?;
+                self.emit(Event::Completed(report.clone()));
+                return Ok(Outcome::Completed(report));
+            }
+            self.emit(Event::PhaseStarted(phase));
+            let flow = match phase {
+                Phase::Select => self.select(st),
+                Phase::BuildPhf => self.build_phf(st),
+                Phase::Mark => self.mark(st),
+                Phase::Copy => self.copy(st, pool),
+                Phase::Verify => self.verify(st),
+                Phase::Switch => self.switch(st),
+                Phase::Done => self.done(st),
+            }
+            .map_err(|e| e.in_phase(phase.name()))?;
+            if let Flow::Suspended = flow {
+                return Ok(self.suspended(st));
+            }
+            self.emit(Event::PhaseFinished(phase));
+            if phase != Phase::Done && self.suspend.is_requested() {
+                return Ok(self.suspended(st));
+            }
+        }
+    }
+
+    fn suspended(&self, st: &State) -> Outcome {
+        let p = progress_of(&self.job, &st.prog);
+        self.emit(Event::Suspended(p.clone()));
+        Outcome::Suspended(p)
+    }
+
+    /// Commits `extra` plus the progress record, with `phase` recorded done.
+    fn commit_phase(&mut self, st: &mut State, phase: Phase, extra: Commit) -> Result<()> {
+        let mut c = extra;
+        st.prog.phase_done = Some(phase);
+        c.progress(&st.prog);
+        self.ctx.commit(c)?;
+        crashpoint::hit("phase.after_commit");
+        Ok(())
+    }
+
+    // Lazy loaders: a resumed job reads what the phases before it persisted.
+
+    fn need_snapshot(&self, st: &mut State) -> Result<()> {
+        if st.snapshot.is_empty() && st.prog.counters.containers_total > 0 {
+            st.snapshot = self.ctx.reader().snapshot()?;
+        }
+        Ok(())
+    }
+
+    fn need_files(&self, st: &mut State) -> Result<()> {
+        if st.files.is_empty() {
+            let chunks = st.prog.counters.files_selected.div_ceil(FILES_PER_CHUNK as u64);
+            for i in 0..chunks {
+                st.files.extend(self.ctx.reader().file_chunk(i)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn need_phf(&self, st: &mut State) -> Result<()> {
+        if st.phf.is_none() {
+            let r = self.ctx.reader().phf()?;
+            st.phf = Some(Phf::load(&self.ctx.dir().join(&r.file), r.keys)?);
+        }
+        Ok(())
+    }
+
+    fn need_phv(&self, st: &mut State) -> Result<()> {
+        self.need_phf(st)?;
+        if st.phv.is_none() {
+            let keys = st.phf.as_ref().map_or(0, |p| p.keys);
+            let mut phv = Phv::zeroed(keys);
+            self.ctx.reader().load_phv(&mut phv)?;
+            st.phv = Some(phv);
+        }
+        Ok(())
+    }
+
+    fn select(&mut self, st: &mut State) -> Result<Flow> {
+        let matcher = self.job.selection.matcher(self.job.created)?;
+        let explicit = self.job.selection.explicit_paths().to_vec();
+        for (p, e) in explicit.iter().zip(self.source.file_entries(&explicit)?) {
+            if e.is_none() {
+                return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
+            }
+        }
+        let mut files = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.source.list_files(after.as_deref(), 4096)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.path.clone());
+            files.extend(page.into_iter().filter(|e| matcher.matches(e)));
+        }
+        if files.is_empty() {
+            return Err(Error::EmptySelection);
+        }
+        // The snapshot: containers written from now on are not this job's.
+        let snapshot = self.source.container_ids()?;
+        let c = &mut st.prog.counters;
+        c.files_selected = files.len() as u64;
+        c.bytes_selected = files.iter().map(|f| f.size).sum();
+        c.containers_total = snapshot.len() as u64;
+        let mut commit = Commit::default();
+        commit.files(&files).snapshot(&snapshot);
+        self.commit_phase(st, Phase::Select, commit)?;
+        st.files = files;
+        st.snapshot = snapshot;
+        Ok(Flow::Continue)
+    }
+
+    fn build_phf(&mut self, st: &mut State) -> Result<Flow> {
+        self.need_snapshot(st)?;
+        let snapshot = &st.snapshot;
+        let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
+        let phf = Phf::build(self.source, &in_snapshot, self.job.gamma, self.threads)?;
+        let file = format!("phf-{}.bin", self.job_id());
+        phf.persist(&self.ctx.dir().join(&file), self.job.gamma)?;
+        let mut c = Commit::default();
+        c.phf(&PhfRef { file, keys: phf.keys });
+        self.commit_phase(st, Phase::BuildPhf, c)?;
+        st.phf = Some(phf);
+        Ok(Flow::Continue)
+    }
+
+    fn mark(&mut self, st: &mut State) -> Result<Flow> {
+        self.need_snapshot(st)?;
+        self.need_files(st)?;
+        self.need_phf(st)?;
+        let Some(phf) = st.phf.as_ref() else { return Err(Error::corrupt_record("context", "PHF missing")) };
+        // Mark always starts from zero: it is short and redone whole.
+        let mut phv = Phv::zeroed(phf.keys);
+        let snapshot = &st.snapshot;
+        let observer = self.observer.clone();
+        let marked = mark(self.source, phf, &|c| snapshot.binary_search(&c).is_ok(), &st.files, &mut phv, &mut |n| {
+            if let Some(o) = &observer {
+                o.event(&Event::Marked { segments: n });
+            }
+        })?;
+        st.prog.counters.segments_marked = marked;
+        phv.mark_all_dirty();
+        let mut c = Commit::default();
+        c.phv(&mut phv);
+        self.commit_phase(st, Phase::Mark, c)?;
+        st.phv = Some(phv);
+        Ok(Flow::Continue)
+    }
+
+    fn copy(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Flow> {
+        self.need_snapshot(st)?;
+        self.need_phv(st)?;
+        let (Some(phf), Some(phv)) = (st.phf.take(), st.phv.take()) else {
+            return Err(Error::corrupt_record("context", "PHF or PHV missing"));
+        };
+        let phv = RwLock::new(phv);
+        let stop = AtomicBool::new(false);
+        let snapshot = std::mem::take(&mut st.snapshot);
+        let start = st.prog.copy_cursor;
+        let result = std::thread::scope(|s| {
+            let (tx, rx) = sync_channel::<Result<Loaded>>(READ_AHEAD);
+            let (phf, phv, snapshot, stop) = (&phf, &phv, &snapshot, &stop);
+            let source = self.source;
+            s.spawn(move || {
+                pool.install(|| {
+                    for index in start..snapshot.len() as u64 {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        let r = load_container(source, phf, phv, snapshot, index);
+                        let failed = r.is_err();
+                        if tx.send(r).is_err() || failed {
+                            return;
+                        }
+                    }
+                })
+            });
+            let r = self.copy_loop(st, rx, phf, phv, snapshot, start);
+            stop.store(true, Ordering::SeqCst);
+            r
+        });
+        st.snapshot = snapshot;
+        st.phf = Some(phf);
+        st.phv = Some(phv.into_inner().unwrap_or_else(|e| e.into_inner()));
+        let flow = result?;
+        if let Flow::Continue = flow {
+            // All sealed by copy_loop; record the phase with the final PHV words.
+            let mut c = Commit::default();
+            if let Some(p) = st.phv.as_mut() {
+                c.phv(p);
+            }
+            st.prog.copy_cursor = st.prog.counters.containers_total;
+            self.commit_phase(st, Phase::Copy, c)?;
+        }
+        Ok(flow)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_loop(
+        &mut self,
+        st: &mut State,
+        rx: std::sync::mpsc::Receiver<Result<Loaded>>,
+        phf: &Phf,
+        phv: &RwLock<Phv>,
+        snapshot: &[ContainerId],
+        start: u64,
+    ) -> Result<Flow> {
+        let size = self.target.container_target_size();
+        // One packer per kind, so recipes stay in meta containers on the target too.
+        let mut packers = [Packer::new(ContainerKind::Data, size), Packer::new(ContainerKind::Meta, size)];
+        let total = snapshot.len() as u64;
+        let mut since_commit = 0u64;
+        for index in start..total {
+            let loaded = match rx.recv() {
+                Ok(Ok(l)) => l,
+                Ok(Err(e)) => return Err(self.explain_copy_error(st, phf, phv, e)),
+                Err(_) => return Err(Error::corrupt_record("copy phase", "reader stopped early")),
+            };
+            if loaded.index != index {
+                return Err(Error::corrupt_record("copy phase", format!("reader delivered container #{} where #{index} was due", loaded.index)));
+            }
+            if loaded.skipped {
+                st.prog.counters.containers_skipped += 1;
+                self.emit(Event::ContainerSkipped { source: loaded.id, done: index + 1, total });
+            } else {
+                st.prog.counters.containers_read += 1;
+                let k = kind_slot(loaded.kind);
+                let read_count = loaded.segments.len() as u64;
+                // Still needed: the bit is set and it is not already waiting
+                // in a packer (a segment can sit in two source containers).
+                let live: Vec<(Fingerprint, u64, Vec<u8>)> = {
+                    let bits = read(phv);
+                    loaded.segments.into_iter().filter(|(fp, slot, _)| bits.get(*slot) && !packers[k].holds(fp)).collect()
+                };
+                let fps: Vec<Fingerprint> = live.iter().map(|l| l.0).collect();
+                let on_target = self.target.locate(&fps)?;
+                for ((fp, slot, bytes), present) in live.into_iter().zip(on_target) {
+                    if present.is_some() {
+                        write(phv).clear(slot);
+                        st.prog.counters.segments_deduplicated += 1;
+                        st.prog.counters.bytes_deduplicated += bytes.len() as u64;
+                        continue;
+                    }
+                    if let Some(sealed) = packers[k].add(self.target, fp, bytes, index)? {
+                        self.sealed(st, phf, phv, sealed);
+                        crashpoint::hit("copy.sealed_before_commit");
+                        self.commit_copy(st, phv, cursor(index, &packers))?;
+                        since_commit = 0;
+                    }
+                }
+                self.emit(Event::ContainerCopied { source: loaded.id, segments: read_count, bytes: loaded.bytes, done: index + 1, total });
+            }
+            since_commit += 1;
+            let suspend = self.suspend.is_requested();
+            if suspend {
+                // Seal what is pending so the suspension point is one clean
+                // commit with nothing half-packed.
+                self.seal_all(st, phf, phv, &mut packers)?;
+            }
+            if suspend || since_commit >= COMMIT_EVERY_CONTAINERS {
+                self.commit_copy(st, phv, cursor(index + 1, &packers))?;
+                since_commit = 0;
+                if suspend {
+                    return Ok(Flow::Suspended);
+                }
+            }
+        }
+        self.seal_all(st, phf, phv, &mut packers)?;
+        Ok(Flow::Continue)
+    }
+
+    fn seal_all(&self, st: &mut State, phf: &Phf, phv: &RwLock<Phv>, packers: &mut [Packer; 2]) -> Result<()> {
+        for p in packers.iter_mut() {
+            if let Some(sealed) = p.seal(self.target)? {
+                self.sealed(st, phf, phv, sealed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears the bits of a sealed target container's segments and counts it.
+    fn sealed(&self, st: &mut State, phf: &Phf, phv: &RwLock<Phv>, sealed: Sealed) {
+        let mut bits = write(phv);
+        for fp in &sealed.fingerprints {
+            if let Some(slot) = phf.slot(fp) {
+                bits.clear(slot);
+            }
+        }
+        drop(bits);
+        let c = &mut st.prog.counters;
+        c.segments_copied += sealed.fingerprints.len() as u64;
+        c.bytes_copied += sealed.bytes;
+        c.target_containers += 1;
+        self.emit(Event::TargetSealed { target: sealed.id, segments: sealed.fingerprints.len() as u64, bytes: sealed.bytes });
+    }
+
+    fn commit_copy(&mut self, st: &mut State, phv: &RwLock<Phv>, cursor: u64) -> Result<()> {
+        if !self.commits_enabled {
+            return Ok(());
+        }
+        st.prog.copy_cursor = cursor;
+        let mut c = Commit::default();
+        c.phv(&mut write(phv)).progress(&st.prog);
+        self.ctx.commit(c)?;
+        crashpoint::hit("copy.after_commit");
+        Ok(())
+    }
+
+    /// A source container vanished mid-job: name the files it breaks.
+    fn explain_copy_error(&self, st: &mut State, phf: &Phf, phv: &RwLock<Phv>, e: Error) -> Error {
+        let Error::MissingContainer { id, context } = e else { return e };
+        if self.need_files(st).is_err() {
+            return Error::MissingContainer { id, context };
+        }
+        let source = self.source;
+        let pick = |fps: &[Fingerprint]| -> Result<Vec<bool>> { Ok(source.locate(fps)?.into_iter().map(|c| c == Some(id)).collect()) };
+        let (files, count) = affected_files(self.source, phf, &read(phv), &st.files, &pick, MAX_FILES_NAMED);
+        Error::MissingContainer { id, context: format!("{context} from the source; {count} selected file(s) need it: {}", files.join("; ")) }
+    }
+
+    fn verify(&mut self, st: &mut State) -> Result<Flow> {
+        self.need_phv(st)?;
+        let missing = st.phv.as_ref().map_or(0, Phv::count_ones);
+        if missing > 0 {
+            self.need_files(st)?;
+            if let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phv.as_ref()) {
+                let (files, count) = affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
+                let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
+                return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
+            }
+        }
+        self.commit_phase(st, Phase::Verify, Commit::default())?;
+        Ok(Flow::Continue)
+    }
+
+    fn switch(&mut self, st: &mut State) -> Result<Flow> {
+        let chunks = st.prog.counters.files_selected.div_ceil(FILES_PER_CHUNK as u64);
+        let total = st.prog.counters.files_selected;
+        while st.prog.switch_cursor < chunks {
+            let entries = self.ctx.reader().file_chunk(st.prog.switch_cursor)?;
+            self.target.upsert_files(&entries)?;
+            st.prog.switch_cursor += 1;
+            st.prog.counters.files_switched += entries.len() as u64;
+            let mut c = Commit::default();
+            c.progress(&st.prog);
+            self.ctx.commit(c)?;
+            self.emit(Event::Switched { files: st.prog.counters.files_switched, total });
+            crashpoint::hit("switch.between_batches");
+            if self.suspend.is_requested() && st.prog.switch_cursor < chunks {
+                return Ok(Flow::Suspended);
+            }
+        }
+        if self.job.mode == Mode::Move {
+            if st.prog.remove_cursor == 0 {
+                crashpoint::hit("switch.before_source_removal");
+            }
+            while st.prog.remove_cursor < chunks {
+                let entries = self.ctx.reader().file_chunk(st.prog.remove_cursor)?;
+                self.source.remove_files(&entries)?;
+                st.prog.remove_cursor += 1;
+                st.prog.counters.files_removed += entries.len() as u64;
+                let mut c = Commit::default();
+                c.progress(&st.prog);
+                self.ctx.commit(c)?;
+            }
+        }
+        self.commit_phase(st, Phase::Switch, Commit::default())?;
+        Ok(Flow::Continue)
+    }
+
+    fn done(&mut self, st: &mut State) -> Result<Flow> {
+        let report = Report { job_id: self.job_id(), mode: self.job.mode, counters: st.prog.counters, resumes: st.prog.resumes };
+        let mut c = Commit::default();
+        c.report(&report);
+        self.commit_phase(st, Phase::Done, c)?;
+        Ok(Flow::Continue)
+    }
+}
+
+/// The snapshot index a resume must restart from: before the current
+/// container, and before any container whose segments still sit unsealed.
+fn cursor(handled: u64, packers: &[Packer; 2]) -> u64 {
+    packers.iter().filter_map(Packer::first_tag).fold(handled, u64::min)
+}
+
+fn kind_slot(kind: ContainerKind) -> usize {
+    match kind {
+        ContainerKind::Data => 0,
+        ContainerKind::Meta => 1,
+    }
+}
+
+fn read(phv: &RwLock<Phv>) -> std::sync::RwLockReadGuard<'_, Phv> {
+    phv.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(phv: &RwLock<Phv>) -> std::sync::RwLockWriteGuard<'_, Phv> {
+    phv.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads one snapshot container for the Copy phase: its metadata; if a
+/// segment is marked, the marked segments' bytes, each verified against its
+/// fingerprint (in parallel). Membership in the source index is confirmed
+/// before a slot is trusted, because the PHF gives arbitrary slots to
+/// fingerprints it was not built over.
+fn load_container(source: &dyn crate::tier::SourceTier, phf: &Phf, phv: &RwLock<Phv>, snapshot: &[ContainerId], index: u64) -> Result<Loaded> {
+    let id = snapshot[index as usize];
+    let meta = source.read_metadata(id)?;
+    let candidates: Vec<(SegmentEntry, u64)> = {
+        let bits = read(phv);
+        meta.segments.iter().filter_map(|e| phf.slot(&e.fingerprint).filter(|s| bits.get(*s)).map(|s| (*e, s))).collect()
+    };
+    if candidates.is_empty() {
+        return Ok(Loaded { index, id, kind: meta.kind, segments: Vec::new(), bytes: 0, skipped: true });
+    }
+    let fps: Vec<Fingerprint> = candidates.iter().map(|c| c.0.fingerprint).collect();
+    let members: Vec<(SegmentEntry, u64)> = source
+        .locate(&fps)?
+        .into_iter()
+        .zip(candidates)
+        .filter(|(loc, _)| loc.is_some_and(|c| snapshot.binary_search(&c).is_ok()))
+        .map(|(_, c)| c)
+        .collect();
+    let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
+    let bytes = source.read_segments(id, &which)?;
+    if bytes.len() != which.len() {
+        return Err(Error::CorruptContainer { id, path: Default::default(), reason: "tier returned the wrong number of segments".into() });
+    }
+    let segments: Vec<(Fingerprint, u64, Vec<u8>)> = members
+        .into_par_iter()
+        .zip(bytes)
+        .map(|((e, slot), b)| {
+            if b.len() != e.len as usize || Fingerprint::of(&b) != e.fingerprint {
+                Err(Error::CorruptSegment { container: id, fingerprint: e.fingerprint })
+            } else {
+                Ok((e.fingerprint, slot, b))
+            }
+        })
+        .collect::<Result<_>>()?;
+    let bytes = segments.iter().map(|s| s.2.len() as u64).sum();
+    Ok(Loaded { index, id, kind: meta.kind, segments, bytes, skipped: false })
+}

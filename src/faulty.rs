@@ -1,0 +1,162 @@
+//! `FaultyTier`: a decorator that makes a tier fail on purpose.
+
+use std::sync::Mutex;
+
+use crate::container::{ContainerKind, ContainerMeta, SegmentEntry};
+use crate::error::{Error, Result};
+use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
+use crate::{ContainerId, Fingerprint};
+
+/// The kind of call a [`Fault`] targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// [`SourceTier::read_metadata`].
+    ReadMetadata,
+    /// [`SourceTier::read_segments`].
+    ReadSegments,
+    /// [`Tier::locate`] (the target's "contains" lookup, or the source's).
+    Locate,
+    /// [`TargetTier::write_container`].
+    WriteContainer,
+    /// [`TargetTier::upsert_files`].
+    UpsertFiles,
+    /// [`SourceTier::remove_files`].
+    RemoveFiles,
+}
+
+/// One planned fault: the `nth` call (1-based) of `kind` fails, or, with
+/// `corrupt`, returns bytes with one flipped bit (for `ReadSegments`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Which calls count.
+    pub kind: FaultKind,
+    /// Which call (1-based) misbehaves.
+    pub nth: u64,
+    /// Flip a bit in the returned bytes instead of failing (only for
+    /// `ReadSegments`; other kinds fail).
+    pub corrupt: bool,
+}
+
+impl Fault {
+    /// The `nth` call of `kind` fails with an I/O error.
+    pub fn fail(kind: FaultKind, nth: u64) -> Fault {
+        Fault { kind, nth, corrupt: false }
+    }
+
+    /// The `nth` segment read returns one flipped bit.
+    pub fn corrupt_read(nth: u64) -> Fault {
+        Fault { kind: FaultKind::ReadSegments, nth, corrupt: true }
+    }
+}
+
+/// Wraps a tier and injects [`Fault`]s; otherwise forwards every call.
+/// Implements [`SourceTier`] and [`TargetTier`] when the inner tier does,
+/// so it can stand on either side of a job.
+pub struct FaultyTier<T> {
+    inner: T,
+    faults: Vec<Fault>,
+    calls: Mutex<[u64; 6]>,
+}
+
+impl<T> FaultyTier<T> {
+    /// Wraps `inner` with the given faults.
+    pub fn new(inner: T, faults: Vec<Fault>) -> Self {
+        FaultyTier { inner, faults, calls: Mutex::new([0; 6]) }
+    }
+
+    /// The wrapped tier.
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// How many calls of `kind` were made so far.
+    pub fn calls(&self, kind: FaultKind) -> u64 {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())[kind as usize]
+    }
+
+    /// Counts a call; returns the fault planned for it, if any.
+    fn arrive(&self, kind: FaultKind) -> Option<Fault> {
+        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls[kind as usize] += 1;
+        let n = calls[kind as usize];
+        self.faults.iter().copied().find(|f| f.kind == kind && f.nth == n)
+    }
+
+    fn check(&self, kind: FaultKind) -> Result<()> {
+        match self.arrive(kind) {
+            Some(f) => Err(injected(f)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn injected(f: Fault) -> Error {
+    Error::Io {
+        path: "<FaultyTier>".into(),
+        source: std::io::Error::other(format!("injected fault: call {} of {:?}", f.nth, f.kind)),
+    }
+}
+
+impl<T: Tier> Tier for FaultyTier<T> {
+    fn tier_id(&self) -> Result<TierId> {
+        self.inner.tier_id()
+    }
+    fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
+        self.check(FaultKind::Locate)?;
+        self.inner.locate(fingerprints)
+    }
+    fn list_files(&self, after: Option<&str>, limit: usize) -> Result<Vec<FileEntry>> {
+        self.inner.list_files(after, limit)
+    }
+    fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>> {
+        self.inner.file_entries(paths)
+    }
+}
+
+impl<T: SourceTier> SourceTier for FaultyTier<T> {
+    fn container_ids(&self) -> Result<Vec<ContainerId>> {
+        self.inner.container_ids()
+    }
+    fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
+        self.check(FaultKind::ReadMetadata)?;
+        self.inner.read_metadata(id)
+    }
+    fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
+        match self.arrive(FaultKind::ReadSegments) {
+            Some(f) if f.corrupt => {
+                let mut out = self.inner.read_segments(id, which)?;
+                if let Some(b) = out.iter_mut().find(|b| !b.is_empty()) {
+                    let mid = b.len() / 2;
+                    b[mid] ^= 0x10;
+                }
+                Ok(out)
+            }
+            Some(f) => Err(injected(f)),
+            None => self.inner.read_segments(id, which),
+        }
+    }
+    fn fingerprint_count(&self) -> Result<u64> {
+        self.inner.fingerprint_count()
+    }
+    fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        self.inner.fingerprints(after, limit)
+    }
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<()> {
+        self.check(FaultKind::RemoveFiles)?;
+        self.inner.remove_files(entries)
+    }
+}
+
+impl<T: TargetTier> TargetTier for FaultyTier<T> {
+    fn container_target_size(&self) -> u64 {
+        self.inner.container_target_size()
+    }
+    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId> {
+        self.check(FaultKind::WriteContainer)?;
+        self.inner.write_container(kind, segments)
+    }
+    fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
+        self.check(FaultKind::UpsertFiles)?;
+        self.inner.upsert_files(entries)
+    }
+}
