@@ -61,6 +61,7 @@ mod local;
 mod pack;
 mod read;
 mod selection;
+pub mod synth;
 mod tier;
 mod tree;
 

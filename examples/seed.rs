@@ -1,0 +1,595 @@
+//! `seed`: the operator's command line for tierseed over local-directory
+//! tiers. `seed --help` lists the commands; `seed demo` shows the whole
+//! cycle on generated data.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tierseed::synth::SynthTree;
+use tierseed::{
+    Event, LocalTier, Mode, Outcome, Phase, Progress, Report, Seeder, Selection, SuspendHandle, Tier, TierConfig,
+};
+
+#[derive(Parser)]
+#[command(name = "seed", version, about = "Crash-safe, resumable seeding of deduplicated data between tiers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ingest files and directory trees into a tier (created if missing).
+    Ingest {
+        /// The tier directory.
+        #[arg(long)]
+        tier: PathBuf,
+        /// Target container size in KiB, for a new tier.
+        #[arg(long, default_value_t = 4096)]
+        container_kib: u64,
+        /// Files or directories to ingest.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List the files in a tier's namespace.
+    Ls {
+        #[arg(long)]
+        tier: PathBuf,
+        /// Show size, mtime, tree height and root fingerprint.
+        #[arg(long)]
+        long: bool,
+    },
+    /// Restore one file (to a file path, or into a directory).
+    Restore {
+        #[arg(long)]
+        tier: PathBuf,
+        /// Namespace path of the file.
+        path: String,
+        /// Output file, or an existing directory to restore into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Scrub a whole tier: every checksum, every fingerprint, every tree.
+    Verify {
+        #[arg(long)]
+        tier: PathBuf,
+    },
+    /// Containers, segments, logical and stored bytes, dedup ratio.
+    Info {
+        #[arg(long)]
+        tier: PathBuf,
+    },
+    /// Start a seeding job (the target tier is created if missing).
+    Run {
+        #[command(flatten)]
+        tiers: Tiers,
+        #[command(flatten)]
+        sel: SelectionArgs,
+        /// Remove the files from the source namespace once switched.
+        #[arg(long = "move")]
+        move_mode: bool,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume the job in a state directory.
+    Resume {
+        #[command(flatten)]
+        tiers: Tiers,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a job's phase, cursor, counters and percent done.
+    Status {
+        #[arg(long)]
+        state: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dry run: what a job would copy, find on the target, make reclaimable.
+    Estimate {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        #[command(flatten)]
+        sel: SelectionArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a job's state (refuses while it runs).
+    Abandon {
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Generate backup generations, seed a subset with a suspend and a
+    /// resume, restore and compare every seeded file, print a summary.
+    Demo {
+        /// Work directory (default: a new temporary one, removed after).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Backup generations to generate.
+        #[arg(long, default_value_t = 6)]
+        generations: usize,
+        /// Files per generation.
+        #[arg(long, default_value_t = 120)]
+        files: usize,
+    },
+}
+
+#[derive(Args)]
+struct Tiers {
+    /// Source tier directory.
+    #[arg(long)]
+    from: PathBuf,
+    /// Target tier directory.
+    #[arg(long)]
+    to: PathBuf,
+    /// Job state directory (the resumption context).
+    #[arg(long)]
+    state: PathBuf,
+}
+
+#[derive(Args)]
+struct SelectionArgs {
+    /// Select every file.
+    #[arg(long)]
+    all: bool,
+    /// Glob to select (`*` stays within a directory, `**` crosses).
+    #[arg(long = "include")]
+    include: Vec<String>,
+    /// Path prefix to select (whole components).
+    #[arg(long)]
+    prefix: Vec<String>,
+    /// Explicit path to select.
+    #[arg(long)]
+    path: Vec<String>,
+    /// Only files older than this: 30d, 12h, 45m, 10s.
+    #[arg(long)]
+    older_than: Option<String>,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> Result<Selection> {
+        let mut s = if self.all { Selection::all() } else { Selection::new() };
+        for g in &self.include {
+            s = s.glob(g);
+        }
+        for p in &self.prefix {
+            s = s.prefix(p);
+        }
+        for p in &self.path {
+            s = s.path(p);
+        }
+        if let Some(age) = &self.older_than {
+            s = s.older_than_secs(parse_age(age)?);
+        }
+        if s.is_empty() {
+            bail!("select something: --all, --include GLOB, --prefix P, --path P or --older-than AGE");
+        }
+        Ok(s)
+    }
+}
+
+fn parse_age(s: &str) -> Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().with_context(|| format!("age {s:?}: expected a number followed by d, h, m or s"))?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => bail!("age {s:?}: unit must be d, h, m or s"),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("seed: error: {}", chain.join(": "));
+            std::process::exit(1);
+        }
+    }
+}
+
+fn open_or_create(dir: &Path, config: TierConfig) -> Result<LocalTier> {
+    if dir.join("db").is_dir() {
+        Ok(LocalTier::open(dir)?)
+    } else {
+        Ok(LocalTier::create(dir, config)?)
+    }
+}
+
+fn real_main(cli: Cli) -> Result<i32> {
+    match cli.cmd {
+        Cmd::Ingest { tier, container_kib, paths } => {
+            let t = open_or_create(&tier, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
+            let s = t.ingest_paths(&paths)?;
+            println!(
+                "ingested {} files ({} skipped), {} logical, {} new; segments: {} new, {} deduplicated",
+                s.files,
+                s.skipped,
+                human(s.logical_bytes),
+                human(s.new_bytes),
+                s.segments_new,
+                s.segments_dedup
+            );
+        }
+        Cmd::Ls { tier, long } => {
+            let t = LocalTier::open(&tier)?;
+            let mut after: Option<String> = None;
+            let out = std::io::stdout();
+            let mut out = out.lock();
+            loop {
+                let page = t.list_files(after.as_deref(), 1024)?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.path.clone());
+                for e in page {
+                    if long {
+                        writeln!(out, "{:>12} {:>11} h{} {} {}", e.size, e.mtime, e.height, e.root, e.path)?;
+                    } else {
+                        writeln!(out, "{}", e.path)?;
+                    }
+                }
+            }
+        }
+        Cmd::Restore { tier, path, out } => {
+            let t = LocalTier::open(&tier)?;
+            let n = if out.is_dir() { t.restore_to_dir(&path, &out)? } else { t.restore_to_file(&path, &out)? };
+            println!("restored {path} ({})", human(n));
+        }
+        Cmd::Verify { tier } => {
+            let t = LocalTier::open(&tier)?;
+            let r = t.verify()?;
+            println!("checked {} containers, {} segments, {} files", r.containers, r.segments, r.files);
+            if !r.is_clean() {
+                for p in &r.problems {
+                    eprintln!("problem: {p}");
+                }
+                bail!("{} problem(s) found in {}", r.problems.len(), tier.display());
+            }
+            println!("clean");
+        }
+        Cmd::Info { tier } => {
+            let i = LocalTier::open(&tier)?.info()?;
+            println!("tier        {}", i.id);
+            println!("containers  {}", i.containers);
+            println!("segments    {}", i.segments);
+            println!("files       {}", i.files);
+            println!("logical     {}", human(i.logical_bytes));
+            println!("stored      {}", human(i.stored_bytes));
+            println!("dedup ratio {:.2}x", i.dedup_ratio());
+        }
+        Cmd::Run { tiers, sel, move_mode, threads, json } => {
+            let selection = sel.selection()?;
+            let src = LocalTier::open(&tiers.from)?;
+            let dst = open_or_create(&tiers.to, TierConfig::default())?;
+            let ui = Ui::new(json);
+            let mut b = Seeder::builder(&src, &dst, &tiers.state)
+                .selection(selection)
+                .mode(if move_mode { Mode::Move } else { Mode::Copy })
+                .observer(|e: &Event| ui.event(e));
+            if let Some(n) = threads {
+                b = b.threads(n);
+            }
+            let mut job = b.build()?;
+            return drive(&mut job, &tiers, &ui, json);
+        }
+        Cmd::Resume { tiers, threads, json } => {
+            let src = LocalTier::open(&tiers.from)?;
+            let dst = LocalTier::open(&tiers.to)?;
+            let ui = Ui::new(json);
+            let mut job = Seeder::resume(&tiers.state, &src, &dst)?.with_observer(|e: &Event| ui.event(e));
+            if let Some(n) = threads {
+                job = job.with_threads(n);
+            }
+            return drive(&mut job, &tiers, &ui, json);
+        }
+        Cmd::Status { state, json } => {
+            let p = Seeder::status(&state)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print_progress(&p);
+            }
+        }
+        Cmd::Estimate { from, to, sel, json } => {
+            let selection = sel.selection()?;
+            let src = LocalTier::open(&from)?;
+            let dst = LocalTier::open(&to)?;
+            let e = Seeder::estimate(&src, &dst, &selection)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&e)?);
+            } else {
+                println!("files selected      {} ({})", e.files, human(e.logical_bytes));
+                println!("segments needed     {}", e.segments);
+                println!("would copy          {} segments, {}", e.segments_to_copy, human(e.bytes_to_copy));
+                println!("already on target   {} segments, {}", e.segments_on_target, human(e.bytes_on_target));
+                println!("reclaimable (move)  {}", human(e.bytes_reclaimable));
+                println!("containers touched  {} of {}", e.containers_touched, e.containers_total);
+            }
+        }
+        Cmd::Abandon { state } => {
+            Seeder::abandon(&state)?;
+            println!("abandoned the job in {}", state.display());
+        }
+        Cmd::Demo { dir, generations, files } => demo(dir, generations, files)?,
+    }
+    Ok(0)
+}
+
+/// Runs a job with Ctrl-C wired to suspension; prints the outcome.
+fn drive(job: &mut Seeder<'_>, tiers: &Tiers, ui: &Ui, json: bool) -> Result<i32> {
+    install_ctrlc(job.suspend_handle());
+    let outcome = job.run();
+    ui.finish();
+    match outcome? {
+        Outcome::Completed(r) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_report(&r);
+            }
+            Ok(0)
+        }
+        Outcome::Suspended(p) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print_progress(&p);
+                eprintln!(
+                    "suspended; resume with: seed resume --from {} --to {} --state {}",
+                    tiers.from.display(),
+                    tiers.to.display(),
+                    tiers.state.display()
+                );
+            }
+            Ok(3)
+        }
+    }
+}
+
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+fn install_ctrlc(handle: SuspendHandle) {
+    let _ = ctrlc::set_handler(move || {
+        if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("\nseed: suspending at the next commit point (Ctrl-C again to exit now; that is safe too)");
+            handle.suspend();
+        } else {
+            // Safe: the context only ever moves by atomic, synced commits.
+            eprintln!("\nseed: exiting now; resume picks up from the last commit");
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Progress display driven by the job's events.
+struct Ui {
+    bar: Mutex<Option<(Phase, ProgressBar)>>,
+    quiet: bool,
+    copied: Mutex<(u64, Instant)>,
+}
+
+impl Ui {
+    fn new(quiet: bool) -> Ui {
+        Ui { bar: Mutex::new(None), quiet, copied: Mutex::new((0, Instant::now())) }
+    }
+
+    fn bar_for(&self, phase: Phase, len: Option<u64>) -> ProgressBar {
+        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, b)) = slot.as_ref() {
+            if *p == phase {
+                return b.clone();
+            }
+            b.finish();
+        }
+        let b = match len {
+            Some(n) => ProgressBar::new(n).with_style(
+                ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+            ),
+            None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{prefix:>9} {spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner())),
+        };
+        if self.quiet {
+            b.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        b.set_prefix(phase.name());
+        b.enable_steady_tick(Duration::from_millis(200));
+        *slot = Some((phase, b.clone()));
+        b
+    }
+
+    fn event(&self, e: &Event) {
+        match e {
+            Event::PhaseStarted(p) => {
+                self.bar_for(*p, None).set_message("…");
+            }
+            Event::PhaseFinished(p) => self.bar_for(*p, None).finish_with_message("done"),
+            Event::Marked { segments } => self.bar_for(Phase::Mark, None).set_message(format!("{segments} segments marked")),
+            Event::ContainerCopied { done, total, bytes, .. } => {
+                let mut c = self.copied.lock().unwrap_or_else(|e| e.into_inner());
+                c.0 += bytes;
+                let rate = c.0 as f64 / c.1.elapsed().as_secs_f64().max(0.001);
+                let b = self.bar_for(Phase::Copy, Some(*total));
+                b.set_position(*done);
+                b.set_message(format!("containers, {} read, {}/s", human(c.0), human(rate as u64)));
+            }
+            Event::ContainerSkipped { done, total, .. } => self.bar_for(Phase::Copy, Some(*total)).set_position(*done),
+            Event::Switched { files, total } => {
+                let b = self.bar_for(Phase::Switch, Some(*total));
+                b.set_position(*files);
+                b.set_message("files");
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some((_, b)) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn print_report(r: &Report) {
+    let c = &r.counters;
+    println!("job {} completed ({:?}, resumed {} time(s))", r.job_id, r.mode, r.resumes);
+    println!("  files           {} ({})", c.files_selected, human(c.bytes_selected));
+    println!("  segments marked {}", c.segments_marked);
+    println!("  containers      {} read, {} skipped unread, of {}", c.containers_read, c.containers_skipped, c.containers_total);
+    println!("  copied          {} segments, {} in {} target containers", c.segments_copied, human(c.bytes_copied), c.target_containers);
+    println!("  already there   {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
+    println!("  switched        {} files; removed from source {}", c.files_switched, c.files_removed);
+}
+
+fn print_progress(p: &Progress) {
+    let c = &p.counters;
+    println!("job        {}", p.job_id);
+    println!("phase done {}", p.phase_done.map_or("none".into(), |x| x.to_string()));
+    println!("next phase {}", p.next_phase);
+    println!("cursor     {} of {} containers", p.copy_cursor, c.containers_total);
+    println!("copied     {} segments, {}", c.segments_copied, human(c.bytes_copied));
+    println!("on target  {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
+    println!("done       {:.1}%", p.percent);
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
+    let tmp;
+    let root = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            if std::fs::read_dir(&d)?.next().is_some() {
+                bail!("{} is not empty; give an empty or new directory", d.display());
+            }
+            d
+        }
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let t0 = Instant::now();
+    let small = TierConfig { container_size: 1 << 20, ..TierConfig::default() };
+    let src = LocalTier::create(root.join("source"), small)?;
+    let dst = LocalTier::create(root.join("target"), small)?;
+    let mut tree = SynthTree::new(42, files, 96 << 10, 3.0);
+    for _ in 0..generations {
+        let g = tree.next_generation();
+        src.ingest_many(g.iter().map(|f| (f.path.as_str(), f.mtime, f.bytes.as_slice())))?;
+    }
+    let si = src.info()?;
+    println!(
+        "source: {generations} generations of {files} files: {} logical, {} stored ({:.1}x dedup), {} containers",
+        human(si.logical_bytes),
+        human(si.stored_bytes),
+        si.dedup_ratio(),
+        si.containers
+    );
+    // Seed the last two generations and the project files of every one.
+    let last = generations.saturating_sub(1);
+    let selection = Selection::new()
+        .prefix(format!("gen-{last:03}"))
+        .prefix(format!("gen-{:03}", last.saturating_sub(1)))
+        .glob("*/projects/**");
+    let state = root.join("state");
+    let est = Seeder::estimate(&src, &dst, &selection)?;
+    println!("estimate: {} files, would copy {} of {} logical", est.files, human(est.bytes_to_copy), human(est.logical_bytes));
+
+    // Suspend after a third of the snapshot's containers, as an operator's
+    // Ctrl-C would.
+    let handle_slot: Mutex<Option<SuspendHandle>> = Mutex::new(None);
+    let observer = |e: &Event| {
+        if let Event::ContainerCopied { done, total, .. } | Event::ContainerSkipped { done, total, .. } = e {
+            if *done * 3 >= *total {
+                if let Some(h) = handle_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    h.suspend();
+                }
+            }
+        }
+    };
+    let mut job = Seeder::builder(&src, &dst, &state).selection(selection).observer(observer).build()?;
+    *handle_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.suspend_handle());
+    let first = job.run()?;
+    drop(job);
+    let suspended_at = match &first {
+        Outcome::Suspended(p) => format!("suspended at container {} of {} ({:.0}% done)", p.copy_cursor, p.counters.containers_total, p.percent),
+        Outcome::Completed(_) => "completed before the suspension point".into(),
+    };
+    println!("run 1: {suspended_at}");
+    let report = match first {
+        Outcome::Completed(r) => r,
+        Outcome::Suspended(_) => match Seeder::resume(&state, &src, &dst)?.run()? {
+            Outcome::Completed(r) => r,
+            Outcome::Suspended(_) => bail!("the resumed job suspended without being asked"),
+        },
+    };
+    println!("run 2: resumed and completed");
+
+    // Restore every seeded file from the target and compare with the source.
+    let mut compared = 0u64;
+    let mut bytes = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let page = dst.list_files(after.as_deref(), 1024)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.path.clone());
+        for e in page {
+            let mut a = Vec::new();
+            let mut b = Vec::new();
+            dst.restore(&e.path, &mut a)?;
+            src.restore(&e.path, &mut b)?;
+            if a != b {
+                bail!("{}: restored bytes differ from the source", e.path);
+            }
+            compared += 1;
+            bytes += a.len() as u64;
+        }
+    }
+    let verify = dst.verify()?;
+    if !verify.is_clean() {
+        bail!("target verify found problems: {:?}", verify.problems);
+    }
+    let c = &report.counters;
+    let di = dst.info()?;
+    println!();
+    println!("| what                        | value |");
+    println!("|-----------------------------|-------|");
+    println!("| files seeded                | {} |", c.files_selected);
+    println!("| logical bytes seeded        | {} |", human(c.bytes_selected));
+    println!("| segments marked             | {} |", c.segments_marked);
+    println!("| source containers read      | {} (incl. re-reads after resume) |", c.containers_read);
+    println!("| source containers skipped   | {} (no data read) |", c.containers_skipped);
+    println!("| bytes copied                | {} |", human(c.bytes_copied));
+    println!("| target stored / logical     | {} / {} |", human(di.stored_bytes), human(di.logical_bytes));
+    println!("| resumes                     | {} |", report.resumes);
+    println!("| files restored and compared | {compared} ({}), all identical |", human(bytes));
+    println!("| target verify               | clean ({} containers) |", verify.containers);
+    println!("| elapsed                     | {:.1} s |", t0.elapsed().as_secs_f64());
+    Ok(())
+}
