@@ -99,3 +99,53 @@ pub trait TargetTier: Tier {
     /// Inserts or replaces namespace entries. Durable on return; idempotent.
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()>;
 }
+
+// A reference to a tier is a tier, so decorators such as `FaultyTier` can
+// wrap a tier the caller keeps using.
+impl<T: Tier + ?Sized> Tier for &T {
+    fn tier_id(&self) -> Result<TierId> {
+        (**self).tier_id()
+    }
+    fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
+        (**self).locate(fingerprints)
+    }
+    fn list_files(&self, after: Option<&str>, limit: usize) -> Result<Vec<FileEntry>> {
+        (**self).list_files(after, limit)
+    }
+    fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>> {
+        (**self).file_entries(paths)
+    }
+}
+
+impl<T: SourceTier + ?Sized> SourceTier for &T {
+    fn container_ids(&self) -> Result<Vec<ContainerId>> {
+        (**self).container_ids()
+    }
+    fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
+        (**self).read_metadata(id)
+    }
+    fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
+        (**self).read_segments(id, which)
+    }
+    fn fingerprint_count(&self) -> Result<u64> {
+        (**self).fingerprint_count()
+    }
+    fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        (**self).fingerprints(after, limit)
+    }
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<()> {
+        (**self).remove_files(entries)
+    }
+}
+
+impl<T: TargetTier + ?Sized> TargetTier for &T {
+    fn container_target_size(&self) -> u64 {
+        (**self).container_target_size()
+    }
+    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId> {
+        (**self).write_container(kind, segments)
+    }
+    fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
+        (**self).upsert_files(entries)
+    }
+}

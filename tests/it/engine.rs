@@ -1,0 +1,328 @@
+//! The seeding engine, end to end over local tiers.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tierseed::{Error, Event, LocalTier, Mode, Outcome, Phase, Report, Seeder, Selection, SuspendHandle};
+
+use crate::{check_target, index_fingerprints, namespace, small_config, synth_source};
+
+fn run_to_end(job: &mut Seeder<'_>) -> Report {
+    match job.run().unwrap() {
+        Outcome::Completed(r) => r,
+        Outcome::Suspended(p) => panic!("suspended unexpectedly at {p:?}"),
+    }
+}
+
+fn selected(all: &BTreeMap<String, Vec<u8>>, prefixes: &[&str]) -> BTreeMap<String, Vec<u8>> {
+    all.iter().filter(|(p, _)| prefixes.iter().any(|x| p.starts_with(x))).map(|(p, b)| (p.clone(), b.clone())).collect()
+}
+
+#[test]
+fn copy_end_to_end_every_file_restores_and_nothing_is_stored_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 1, 3, 30, 20_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let before = namespace(&src);
+    let sel = Selection::new().prefix("gen-002").glob("gen-000/projects/**");
+    let mut job = Seeder::builder(&src, &dst, dir.path().join("state")).selection(sel).build().unwrap();
+    let r = run_to_end(&mut job);
+    let want = selected(&all, &["gen-002/", "gen-000/projects/"]);
+    check_target(&dst, &want);
+    assert_eq!(r.counters.files_selected, want.len() as u64);
+    assert_eq!(r.counters.files_switched, want.len() as u64);
+    // An empty target receives exactly the marked segments.
+    assert_eq!(index_fingerprints(&dst).len() as u64, r.counters.segments_marked);
+    assert_eq!(r.counters.segments_copied, r.counters.segments_marked);
+    assert_eq!(namespace(&src), before, "copy mode changed the source namespace");
+    assert!(src.verify().unwrap().is_clean());
+}
+
+#[test]
+fn move_end_to_end_removes_exactly_the_selected_files_from_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 2, 2, 25, 10_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let before = namespace(&src);
+    let mut job = Seeder::builder(&src, &dst, dir.path().join("state"))
+        .selection(Selection::new().prefix("gen-000"))
+        .mode(Mode::Move)
+        .build()
+        .unwrap();
+    let r = run_to_end(&mut job);
+    let want = selected(&all, &["gen-000/"]);
+    check_target(&dst, &want);
+    assert_eq!(r.counters.files_removed, want.len() as u64);
+    let after = namespace(&src);
+    for (p, e) in &before {
+        if want.contains_key(p) {
+            assert!(!after.contains_key(p), "{p} still in the source");
+        } else {
+            assert_eq!(after.get(p), Some(e), "unselected {p} changed");
+        }
+    }
+    // Seeding never modifies source data.
+    assert!(src.verify().unwrap().is_clean());
+}
+
+#[test]
+fn suspend_at_every_commit_point_gives_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 3, 3, 40, 40_000);
+    let sel = Selection::new().prefix("gen-001").prefix("gen-002/home");
+    let want = selected(&all, &["gen-001/", "gen-002/home"]);
+
+    // The reference: one uninterrupted run.
+    let ref_dst = LocalTier::create(dir.path().join("ref"), small_config()).unwrap();
+    let reference = run_to_end(&mut Seeder::builder(&src, &ref_dst, dir.path().join("ref-state")).selection(sel.clone()).build().unwrap());
+    assert!(reference.counters.containers_total >= 20, "dataset too small: {} containers", reference.counters.containers_total);
+
+    // A job whose suspension is requested before every run: each run
+    // stops at the very next commit point (a phase boundary, one source
+    // container in Copy, one batch in Switch), so this visits them all.
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let state = dir.path().join("state");
+    let mut job = Seeder::builder(&src, &dst, &state).selection(sel).build().unwrap();
+    let mut runs = 0;
+    let mut phases_seen = Vec::new();
+    let report = loop {
+        runs += 1;
+        assert!(runs < 10_000, "not making progress");
+        job.suspend_handle().suspend();
+        match job.run().unwrap() {
+            Outcome::Completed(r) => break r,
+            Outcome::Suspended(p) => {
+                phases_seen.push(p.next_phase);
+                drop(job);
+                job = Seeder::resume(&state, &src, &dst).unwrap();
+            }
+        }
+    };
+    // Every phase boundary and every Copy container was a stop.
+    for p in [Phase::BuildPhf, Phase::Mark, Phase::Copy, Phase::Verify, Phase::Switch, Phase::Done] {
+        assert!(phases_seen.contains(&p), "never suspended before {p}");
+    }
+    let copy_stops = phases_seen.iter().filter(|p| **p == Phase::Copy).count() as u64;
+    assert!(copy_stops >= reference.counters.containers_total - 1, "only {copy_stops} stops in Copy");
+    check_target(&dst, &want);
+    let mut a = index_fingerprints(&dst);
+    let mut b = index_fingerprints(&ref_dst);
+    a.sort();
+    b.sort();
+    assert!(a == b, "the interrupted job stored a different set of segments");
+    assert_eq!(namespace(&dst), namespace(&ref_dst));
+    assert_eq!(report.counters.segments_copied, reference.counters.segments_copied);
+    assert_eq!(report.resumes as usize, runs - 1);
+}
+
+#[test]
+fn suspend_after_the_kth_container_for_every_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 4, 2, 30, 40_000);
+    let want = selected(&all, &["gen-001/"]);
+    let total = src.info().unwrap().containers;
+    assert!(total >= 16, "dataset too small: {total} containers");
+    for k in [1, 2, 3, 5, 8, 13, total / 2, total - 1] {
+        let dst = LocalTier::create(dir.path().join(format!("dst{k}")), small_config()).unwrap();
+        let state = dir.path().join(format!("state{k}"));
+        let handle: Mutex<Option<SuspendHandle>> = Mutex::new(None);
+        let seen = AtomicU64::new(0);
+        let observer = |e: &Event| {
+            if matches!(e, Event::ContainerCopied { .. } | Event::ContainerSkipped { .. }) && seen.fetch_add(1, Ordering::SeqCst) + 1 == k {
+                if let Some(h) = handle.lock().unwrap().as_ref() {
+                    h.suspend();
+                }
+            }
+        };
+        let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::new().prefix("gen-001")).observer(observer).build().unwrap();
+        *handle.lock().unwrap() = Some(job.suspend_handle());
+        let Outcome::Suspended(p) = job.run().unwrap() else { panic!("k={k}: did not suspend") };
+        assert_eq!(p.next_phase, Phase::Copy);
+        assert_eq!(p.copy_cursor, k, "k={k}: suspended at the wrong container");
+        drop(job);
+        let status = Seeder::status(&state).unwrap();
+        assert_eq!(status.copy_cursor, k);
+        run_to_end(&mut Seeder::resume(&state, &src, &dst).unwrap());
+        check_target(&dst, &want);
+    }
+}
+
+#[test]
+fn a_target_that_already_holds_data_gets_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 5, 3, 20, 16_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let first = run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap());
+    let second = run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s2")).selection(Selection::new().prefix("gen-000").prefix("gen-001")).build().unwrap());
+    let c = second.counters;
+    assert!(c.segments_deduplicated > 0 && c.bytes_deduplicated > 0, "{c:?}");
+    assert_eq!(c.segments_copied + c.segments_deduplicated, c.segments_marked);
+    // gen-000's segments were all on the target already.
+    assert!(c.segments_deduplicated >= first.counters.segments_marked, "{c:?} vs {:?}", first.counters);
+    check_target(&dst, &selected(&all, &["gen-000/", "gen-001/"]));
+}
+
+#[test]
+fn resume_against_another_target_is_refused_and_the_context_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 6, 1, 10, 10_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let other = LocalTier::create(dir.path().join("other"), small_config()).unwrap();
+    let state = dir.path().join("state");
+    let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
+    job.suspend_handle().suspend();
+    let Outcome::Suspended(_) = job.run().unwrap() else { panic!() };
+    drop(job);
+    let before = Seeder::status(&state).unwrap();
+    let err = Seeder::resume(&state, &src, &other).err().expect("resume against another target succeeded");
+    assert!(matches!(err, Error::TierMismatch { role: "target", .. }), "{err}");
+    assert!(err.to_string().contains(&dst.tier_id_string()), "{err}");
+    let err = Seeder::resume(&state, &other, &dst).err().unwrap();
+    assert!(matches!(err, Error::TierMismatch { role: "source", .. }), "{err}");
+    assert_eq!(Seeder::status(&state).unwrap(), before);
+    run_to_end(&mut Seeder::resume(&state, &src, &dst).unwrap());
+}
+
+trait IdString {
+    fn tier_id_string(&self) -> String;
+}
+impl IdString for LocalTier {
+    fn tier_id_string(&self) -> String {
+        tierseed::Tier::tier_id(self).unwrap().to_string()
+    }
+}
+
+#[test]
+fn a_source_container_deleted_mid_job_fails_naming_the_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 7, 2, 16, 16_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let state = dir.path().join("state");
+    let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
+    // Stop at the start of Copy, then delete the snapshot's last container.
+    let mut outcome;
+    loop {
+        job.suspend_handle().suspend();
+        outcome = job.run().unwrap();
+        if let Outcome::Suspended(p) = &outcome {
+            if p.next_phase == Phase::Copy {
+                break;
+            }
+        }
+        drop(job);
+        job = Seeder::resume(&state, &src, &dst).unwrap();
+    }
+    drop(job);
+    let ids = tierseed::SourceTier::container_ids(&src).unwrap();
+    let victim = *ids.last().unwrap();
+    fs::remove_file(src.dir().join("containers").join(format!("{victim}.tsc"))).unwrap();
+    let err = Seeder::resume(&state, &src, &dst).unwrap().run().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err.root(), Error::MissingContainer { id, .. } if *id == victim), "{msg}");
+    assert!(msg.contains("copy") && msg.contains("gen-"), "error names neither phase nor files: {msg}");
+    // It never reports success, however often it is resumed.
+    assert!(Seeder::resume(&state, &src, &dst).unwrap().run().is_err());
+    assert!(namespace(&dst).is_empty(), "files were switched although data is missing");
+}
+
+#[test]
+fn estimate_matches_what_the_job_then_does_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 8, 3, 20, 12_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s0")).selection(Selection::new().prefix("gen-000")).build().unwrap());
+    let sel = Selection::new().prefix("gen-001").prefix("gen-000/home");
+    let est = Seeder::estimate(&src, &dst, &sel).unwrap();
+    let dst_before = index_fingerprints(&dst);
+    assert_eq!(index_fingerprints(&dst), dst_before);
+    let r = run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(sel).build().unwrap());
+    assert_eq!(est.files, r.counters.files_selected);
+    assert_eq!(est.segments, r.counters.segments_marked);
+    assert_eq!(est.bytes_to_copy, r.counters.bytes_copied);
+    assert_eq!(est.bytes_on_target, r.counters.bytes_deduplicated);
+    assert!(est.bytes_reclaimable > 0 && est.bytes_reclaimable <= est.bytes_to_copy + est.bytes_on_target);
+}
+
+#[test]
+fn bad_requests_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 9, 1, 5, 5_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let st = dir.path().join("state");
+    assert!(matches!(Seeder::builder(&src, &dst, &st).build().err().unwrap(), Error::EmptySelection));
+    let err = Seeder::builder(&src, &dst, &st).selection(Selection::new().prefix("nothing-here")).build().unwrap().run().unwrap_err();
+    assert!(matches!(err.root(), Error::EmptySelection), "{err}");
+    Seeder::abandon(&st).unwrap();
+    let err = Seeder::builder(&src, &dst, &st).selection(Selection::new().path("no/such/file")).build().unwrap().run().unwrap_err();
+    assert!(matches!(err.root(), Error::FileNotFound { .. }), "{err}");
+    Seeder::abandon(&st).unwrap();
+    assert!(matches!(Seeder::builder(&src, &dst, &st).selection(Selection::all()).gamma(1.0).build().err().unwrap(), Error::InvalidConfig(_)));
+    assert!(matches!(Seeder::resume(dir.path().join("none"), &src, &dst).err().unwrap(), Error::NoJob { .. }));
+
+    // An unfinished job blocks a new one until resumed or abandoned.
+    let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
+    let err = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().err().unwrap();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    drop(job);
+    let err = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().err().unwrap();
+    assert!(matches!(err, Error::JobExists { .. }) && err.to_string().contains("abandon"), "{err}");
+
+    // A finished job's resume returns its report again.
+    let r = run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
+    let again = run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
+    assert_eq!(r.counters, again.counters);
+    Seeder::abandon(&st).unwrap();
+    assert!(matches!(Seeder::status(&st).err().unwrap(), Error::NoJob { .. }));
+}
+
+#[test]
+fn events_follow_the_phases_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 10, 1, 8, 8_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let events = Mutex::new(Vec::new());
+    let mut job = Seeder::builder(&src, &dst, dir.path().join("st"))
+        .selection(Selection::all())
+        .observer(|e: &Event| events.lock().unwrap().push(e.clone()))
+        .build()
+        .unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    let ev = events.into_inner().unwrap();
+    let finished: Vec<Phase> = ev.iter().filter_map(|e| if let Event::PhaseFinished(p) = e { Some(*p) } else { None }).collect();
+    assert_eq!(finished, Phase::ALL.to_vec());
+    assert!(ev.iter().any(|e| matches!(e, Event::TargetSealed { .. })));
+    assert!(matches!(ev.last(), Some(Event::Completed(_))));
+}
+
+#[test]
+fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 11, 1, 8, 8_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let st = dir.path().join("st");
+    let mut job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
+    // Run up to Copy.
+    loop {
+        job.suspend_handle().suspend();
+        let Outcome::Suspended(p) = job.run().unwrap() else { panic!() };
+        drop(job);
+        job = Seeder::resume(&st, &src, &dst).unwrap();
+        if p.next_phase == Phase::Copy {
+            break;
+        }
+    }
+    drop(job);
+    let phf = fs::read_dir(&st).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with(".bin")).unwrap();
+    let good = fs::read(&phf).unwrap();
+    let mut bad = good.clone();
+    let n = bad.len();
+    bad[n / 2] ^= 0x20;
+    fs::write(&phf, &bad).unwrap();
+    let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
+    assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("PHF")), "{err}");
+    fs::write(&phf, &good).unwrap();
+    run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
+}

@@ -1,0 +1,82 @@
+//! Committed format fixtures: golden containers decode; corrupt variants
+//! are detected with an error naming the container.
+//!
+//! Regenerate (only when the format version changes) with
+//! `cargo test --release --test it -- --ignored regenerate_fixtures`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use tierseed::{ContainerId, ContainerKind, Error, Fingerprint, LocalTier, TierConfig, decode_container};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/containers")
+}
+
+/// The file the golden containers were made from.
+fn golden_content() -> Vec<u8> {
+    (0..5000u32).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+const DATA_ID: u64 = 0;
+const META_ID: u64 = 1;
+
+#[test]
+#[ignore = "writes fixtures/; run by hand when the format changes"]
+fn regenerate_fixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = TierConfig { container_size: 64 << 10, chunk_min: 256, chunk_avg: 1024, chunk_max: 4096, fanout: 4 };
+    let t = LocalTier::create(tmp.path().join("t"), cfg).unwrap();
+    t.ingest_reader("golden", 0, &golden_content()[..]).unwrap();
+    fs::create_dir_all(dir()).unwrap();
+    for (name, id) in [("data", DATA_ID), ("meta", META_ID)] {
+        let bytes = fs::read(tmp.path().join("t/containers").join(format!("{}.tsc", ContainerId(id)))).unwrap();
+        fs::write(dir().join(format!("{name}-v1.tsc")), &bytes).unwrap();
+        let table_end = 48 + 40 * u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+        for (what, pos) in [("header", 9usize), ("table", 48 + 5), ("data", table_end + 3)] {
+            let mut bad = bytes.clone();
+            bad[pos] ^= 0x01;
+            fs::write(dir().join(format!("{name}-v1.corrupt-{what}.tsc")), &bad).unwrap();
+        }
+        fs::write(dir().join(format!("{name}-v1.corrupt-truncated.tsc")), &bytes[..bytes.len() - 1]).unwrap();
+    }
+}
+
+#[test]
+fn golden_containers_decode() {
+    let data = fs::read(dir().join("data-v1.tsc")).expect("fixture missing: run regenerate_fixtures");
+    let (meta, segs) = decode_container(&data, ContainerId(DATA_ID)).unwrap();
+    assert_eq!(meta.kind, ContainerKind::Data);
+    assert!(meta.segments.len() >= 2);
+    for (e, b) in meta.segments.iter().zip(&segs) {
+        assert_eq!(Fingerprint::of(b), e.fingerprint);
+    }
+    assert!(segs.concat() == golden_content(), "data container no longer holds the golden file");
+
+    let bytes = fs::read(dir().join("meta-v1.tsc")).unwrap();
+    let (meta, segs) = decode_container(&bytes, ContainerId(META_ID)).unwrap();
+    assert_eq!(meta.kind, ContainerKind::Meta);
+    for (e, b) in meta.segments.iter().zip(&segs) {
+        assert_eq!(Fingerprint::of(b), e.fingerprint);
+        assert!(b.starts_with(b"TSR"), "meta segment is not a recipe");
+    }
+}
+
+#[test]
+fn every_corrupt_fixture_is_detected_naming_the_container() {
+    let mut seen = 0;
+    for entry in fs::read_dir(dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.contains(".corrupt-") {
+            continue;
+        }
+        let id = if name.starts_with("data") { DATA_ID } else { META_ID };
+        let bytes = fs::read(&path).unwrap();
+        let err = decode_container(&bytes, ContainerId(id)).unwrap_err();
+        assert!(matches!(err, Error::CorruptContainer { .. }), "{name}: {err}");
+        assert!(err.to_string().contains(&ContainerId(id).to_string()), "{name}: message does not name the container: {err}");
+        seen += 1;
+    }
+    assert_eq!(seen, 8, "expected 4 corrupt variants of each kind");
+}

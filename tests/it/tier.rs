@@ -1,0 +1,249 @@
+//! The local-directory tier: ingest, restore, verify, recovery, paths.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use proptest::prelude::*;
+use tierseed::{Error, LocalTier, SourceTier, TargetTier, Tier, TierConfig};
+
+use crate::{namespace, small_config, stored_segment_entries};
+
+/// Tiny chunks (64..1024 bytes) and fanout 2, so a few KiB already make
+/// trees of four or more levels.
+fn tiny_config() -> TierConfig {
+    TierConfig { container_size: 64 << 10, chunk_min: 64, chunk_avg: 256, chunk_max: 1024, fanout: 2 }
+}
+
+fn file_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(Vec::new()),
+        Just(vec![7u8]),
+        Just(vec![1u8; 1024]),       // exactly the maximum chunk
+        Just(vec![2u8; 2048]),       // exactly two maximum chunks
+        proptest::collection::vec(any::<u8>(), 0..3000),
+        proptest::collection::vec(any::<u8>(), 6000..12000), // >= 3 levels at fanout 2
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_files_roundtrip_and_reingest_stores_nothing_new(
+        files in proptest::collection::vec(file_strategy(), 1..8),
+        dup in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = LocalTier::create(dir.path().join("t"), tiny_config()).unwrap();
+        let mut named: Vec<(String, Vec<u8>)> = files.iter().enumerate().map(|(i, b)| (format!("d/f{i}"), b.clone())).collect();
+        if dup {
+            // Duplicates: the same bytes under another name, and a file
+            // that shares a prefix with another.
+            named.push(("dup/copy".into(), files[0].clone()));
+            let mut longer = files[0].clone();
+            longer.extend_from_slice(b"tail bytes");
+            named.push(("dup/longer".into(), longer));
+        }
+        tier.ingest_many(named.iter().map(|(p, b)| (p.as_str(), 5, b.as_slice()))).unwrap();
+        for (p, b) in &named {
+            let mut out = Vec::new();
+            prop_assert_eq!(tier.restore(p, &mut out).unwrap(), b.len() as u64);
+            prop_assert!(out == *b);
+        }
+        let again = tier.ingest_many(named.iter().map(|(p, b)| (p.as_str(), 5, b.as_slice()))).unwrap();
+        prop_assert_eq!(again.segments_new, 0);
+        prop_assert_eq!(again.new_bytes, 0);
+        prop_assert!(tier.verify().unwrap().is_clean());
+    }
+}
+
+#[test]
+fn three_level_trees_are_built_and_restored() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = LocalTier::create(dir.path().join("t"), tiny_config()).unwrap();
+    let mut rng = tierseed::synth::Rng::new(1);
+    let mut big = vec![0u8; 64 << 10];
+    rng.fill(&mut big);
+    tier.ingest_reader("big", 0, &big[..]).unwrap();
+    let e = tier.entry("big").unwrap();
+    assert!(e.height >= 3, "height {}", e.height);
+    let mut out = Vec::new();
+    tier.restore("big", &mut out).unwrap();
+    assert!(out == big);
+    let empty = tier.ingest_reader("empty", 0, &b""[..]).unwrap();
+    assert_eq!(empty.files, 1);
+    let mut out = Vec::new();
+    assert_eq!(tier.restore("empty", &mut out).unwrap(), 0);
+}
+
+fn collect_files(root: &Path, base: &Path, out: &mut BTreeMap<String, std::path::PathBuf>) {
+    let Ok(rd) = fs::read_dir(root) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        let Ok(md) = fs::symlink_metadata(&p) else { continue };
+        if md.is_dir() {
+            collect_files(&p, base, out);
+        } else if md.is_file() {
+            if let Ok(rel) = p.strip_prefix(base) {
+                if let Some(s) = rel.to_str() {
+                    out.insert(s.to_string(), p.clone());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn real_files_from_this_machine_roundtrip() {
+    // /usr/share/doc exists on every Debian system; fall back to the
+    // project's own sources elsewhere.
+    let src = ["/usr/share/doc", concat!(env!("CARGO_MANIFEST_DIR"), "/src")].into_iter().map(Path::new).find(|p| p.is_dir()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tier = LocalTier::create(dir.path().join("t"), TierConfig::default()).unwrap();
+    let stats = tier.ingest_paths(&[src]).unwrap();
+    let mut expected = BTreeMap::new();
+    collect_files(src, src.parent().unwrap(), &mut expected);
+    assert!(expected.len() > 10, "too few files in {}", src.display());
+    assert_eq!(stats.files as usize, expected.len());
+    let ns = namespace(&tier);
+    assert_eq!(ns.len(), expected.len());
+    let out_dir = dir.path().join("restored");
+    for (name, path) in &expected {
+        let original = fs::read(path).unwrap();
+        let n = tier.restore_to_dir(name, &out_dir).unwrap();
+        assert_eq!(n, original.len() as u64);
+        assert!(fs::read(out_dir.join(name)).unwrap() == original, "{name} differs");
+    }
+    let report = tier.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.files as usize, expected.len());
+}
+
+#[test]
+fn open_removes_crash_leftovers_and_then_verifies_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    {
+        let tier = LocalTier::create(&path, small_config()).unwrap();
+        let mut bytes = vec![0u8; 300_000];
+        tierseed::synth::Rng::new(3).fill(&mut bytes);
+        tier.ingest_reader("f", 0, &bytes[..]).unwrap();
+    }
+    let cdir = path.join("containers");
+    let mut names: Vec<String> = fs::read_dir(&cdir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    let last = names.last().unwrap().clone();
+    let next_id = u64::from_str_radix(last.trim_end_matches(".tsc"), 16).unwrap() + 1;
+    // A temp file (crash during write) and a sealed container that was
+    // never indexed (crash between rename and index commit).
+    fs::write(cdir.join(format!("{next_id:016x}.tsc.tmp")), b"partial").unwrap();
+    let orphan = cdir.join(format!("{next_id:016x}.tsc"));
+    fs::copy(cdir.join(&last), &orphan).unwrap();
+    let tier = LocalTier::open(&path).unwrap();
+    assert!(!orphan.exists(), "orphan container kept");
+    assert!(!cdir.join(format!("{next_id:016x}.tsc.tmp")).exists(), "temp file kept");
+    assert!(tier.verify().unwrap().is_clean());
+    // The id is reused cleanly by the next write.
+    let id = tier.write_container(tierseed::ContainerKind::Data, &[(tierseed::Fingerprint::of(b"x"), b"x")]).unwrap();
+    assert_eq!(id.0, next_id);
+    assert!(tier.verify().unwrap().is_clean());
+}
+
+#[test]
+fn verify_reports_a_flipped_bit_naming_the_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let tier = LocalTier::create(&path, small_config()).unwrap();
+    let mut bytes = vec![0u8; 100_000];
+    tierseed::synth::Rng::new(4).fill(&mut bytes);
+    tier.ingest_reader("f", 0, &bytes[..]).unwrap();
+    let id = tier.container_ids().unwrap()[0];
+    let file = path.join("containers").join(format!("{id}.tsc"));
+    let mut perms = fs::metadata(&file).unwrap().permissions();
+    #[allow(clippy::permissions_set_readonly_false)]
+    perms.set_readonly(false);
+    fs::set_permissions(&file, perms).unwrap();
+    let mut b = fs::read(&file).unwrap();
+    let n = b.len();
+    b[n - 10] ^= 4;
+    fs::write(&file, &b).unwrap();
+    let report = tier.verify().unwrap();
+    assert!(!report.is_clean());
+    assert!(report.problems.iter().any(|p| p.contains(&id.to_string())), "{:?}", report.problems);
+    // Restoring the file now fails with an error naming container and segment; it never returns wrong bytes.
+    let mut out = Vec::new();
+    let err = tier.restore("f", &mut out).unwrap_err();
+    assert!(matches!(err, Error::CorruptSegment { container, .. } if container == id), "{err}");
+}
+
+#[test]
+fn sealed_containers_are_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    tier.ingest_reader("f", 0, &b"some bytes"[..]).unwrap();
+    for id in tier.container_ids().unwrap() {
+        let md = fs::metadata(dir.path().join("t/containers").join(format!("{id}.tsc"))).unwrap();
+        assert!(md.permissions().readonly());
+    }
+}
+
+#[test]
+fn hostile_paths_are_rejected_at_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let long = "a/".repeat(2048) + "b";
+    for p in ["/etc/passwd", "../escape", "a/../../b", "a\0b", "", "a//b", "./a", long.as_str()] {
+        let err = tier.ingest_reader(p, 0, &b"x"[..]).unwrap_err();
+        assert!(matches!(err, Error::InvalidPath { .. }), "{p:?}: {err}");
+    }
+    assert!(namespace(&tier).is_empty(), "a rejected file reached the namespace");
+    let bad = tierseed::FileEntry { path: "../x".into(), size: 0, mtime: 0, root: tierseed::Fingerprint([0; 32]), height: 1 };
+    assert!(tier.upsert_files(&[bad]).is_err());
+}
+
+#[test]
+fn restore_cannot_escape_its_root_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    tier.ingest_reader("sub/file", 0, &b"payload"[..]).unwrap();
+    let out = dir.path().join("out");
+    let elsewhere = dir.path().join("elsewhere");
+    fs::create_dir_all(&out).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("sub")).unwrap();
+    let err = tier.restore_to_dir("sub/file", &out).unwrap_err();
+    assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    assert!(!elsewhere.join("file").exists());
+}
+
+#[test]
+fn a_second_open_of_the_same_tier_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let _t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let err = LocalTier::open(dir.path().join("t")).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("tier.lock"));
+}
+
+#[test]
+fn open_of_a_non_tier_and_create_over_a_tier_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(LocalTier::open(dir.path()).unwrap_err(), Error::NotATier { .. }));
+    drop(LocalTier::create(dir.path().join("t"), small_config()).unwrap());
+    assert!(matches!(LocalTier::create(dir.path().join("t"), small_config()).unwrap_err(), Error::NotATier { .. }));
+    let bad = TierConfig { chunk_min: 10, ..TierConfig::default() };
+    assert!(matches!(LocalTier::create(dir.path().join("u"), bad).unwrap_err(), Error::InvalidConfig(_)));
+}
+
+#[test]
+fn write_container_keeps_existing_mappings() {
+    let dir = tempfile::tempdir().unwrap();
+    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let fp = tierseed::Fingerprint::of(b"same");
+    let a = tier.write_container(tierseed::ContainerKind::Data, &[(fp, b"same")]).unwrap();
+    let _b = tier.write_container(tierseed::ContainerKind::Data, &[(fp, b"same")]).unwrap();
+    assert_eq!(tier.locate(&[fp]).unwrap(), vec![Some(a)]);
+    assert_eq!(tier.fingerprint_count().unwrap(), 1);
+    assert_eq!(stored_segment_entries(&tier), 2);
+}
