@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tierseed::synth::SynthTree;
@@ -74,6 +74,9 @@ enum Cmd {
         /// Remove the files from the source namespace once switched.
         #[arg(long = "move")]
         move_mode: bool,
+        /// Target container size in KiB, if the target tier is created.
+        #[arg(long, default_value_t = 4096)]
+        container_kib: u64,
         #[arg(long)]
         threads: Option<usize>,
         /// Print the outcome as JSON.
@@ -183,7 +186,7 @@ impl SelectionArgs {
 
 fn parse_age(s: &str) -> Result<u64> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().with_context(|| format!("age {s:?}: expected a number followed by d, h, m or s"))?;
+    let Ok(n) = num.parse::<u64>() else { bail!("age {s:?}: expected a number followed by d, h, m or s") };
     let mult = match unit {
         "d" => 86_400,
         "h" => 3_600,
@@ -200,8 +203,8 @@ fn main() {
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("seed: error: {}", chain.join(": "));
+            // tierseed's messages already carry their cause; print once.
+            eprintln!("seed: error: {e}");
             std::process::exit(1);
         }
     }
@@ -275,10 +278,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             println!("stored      {}", human(i.stored_bytes));
             println!("dedup ratio {:.2}x", i.dedup_ratio());
         }
-        Cmd::Run { tiers, sel, move_mode, threads, json } => {
+        Cmd::Run { tiers, sel, move_mode, container_kib, threads, json } => {
             let selection = sel.selection()?;
+            Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
-            let dst = open_or_create(&tiers.to, TierConfig::default())?;
+            let dst = open_or_create(&tiers.to, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
             let ui = Ui::new(json);
             let mut b = Seeder::builder(&src, &dst, &tiers.state)
                 .selection(selection)
@@ -291,6 +295,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             return drive(&mut job, &tiers, &ui, json);
         }
         Cmd::Resume { tiers, threads, json } => {
+            Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
             let dst = LocalTier::open(&tiers.to)?;
             let ui = Ui::new(json);

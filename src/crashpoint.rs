@@ -8,6 +8,7 @@
 
 /// Every named window in the commit protocol, for tests to iterate over.
 pub const CRASH_POINTS: &[&str] = &[
+    "tier.create_before_rename",
     "tier.sealed_not_indexed",
     "copy.sealed_before_commit",
     "copy.after_commit",

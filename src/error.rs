@@ -170,13 +170,14 @@ pub enum Error {
         /// The affected files, with up to a few fingerprints each.
         files: String,
     },
-    /// A phase failed; wraps the cause with the phase name.
-    #[error("phase {phase}: {source}")]
+    /// A phase failed; wraps the cause with the phase name. The cause is
+    /// part of the message (and reachable with [`Error::root`]).
+    #[error("phase {phase}: {error}")]
     Phase {
         /// The phase name.
         phase: &'static str,
         /// The underlying error.
-        source: Box<Error>,
+        error: Box<Error>,
     },
 }
 
@@ -197,14 +198,14 @@ impl Error {
     pub(crate) fn in_phase(self, phase: &'static str) -> Self {
         match self {
             e @ Error::Phase { .. } => e,
-            e => Error::Phase { phase, source: Box::new(e) },
+            e => Error::Phase { phase, error: Box::new(e) },
         }
     }
 
     /// The innermost error, looking through phase wrappers.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Phase { source, .. } => source.root(),
+            Error::Phase { error, .. } => error.root(),
             e => e,
         }
     }

@@ -121,29 +121,66 @@ fn phv_key(i: usize) -> Vec<u8> {
 }
 
 impl Context {
-    /// Opens (or with `create`, creates) the context in `dir`, taking its
-    /// lock: a second run or resume on the same state fails clearly.
-    pub(crate) fn open(dir: &Path, create: bool) -> Result<Context> {
-        if create {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        } else if !dir.join("ctx").is_dir() {
+    /// Opens the existing context in `dir`, taking its lock: a second run
+    /// or resume on the same state fails clearly. `ctx/` exists only once a
+    /// job record is in it (see [`Context::create`]).
+    pub(crate) fn open(dir: &Path) -> Result<Context> {
+        if !dir.join("ctx").is_dir() {
             return Err(Error::NoJob { state_dir: dir.to_path_buf() });
         }
+        let lock = Self::lock(dir)?;
+        let db = Self::open_db(&dir.join("ctx"), false)?;
+        Ok(Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None })
+    }
+
+    /// Creates the context for a new job, atomically: the database is built
+    /// in `ctx.creating` with the job and progress records committed, then
+    /// renamed to `ctx`. A crash leaves no job or a whole one.
+    pub(crate) fn create(dir: &Path, job: &JobRecord, progress: &ProgressRecord) -> Result<Context> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock = Self::lock(dir)?;
+        let ctx = dir.join("ctx");
+        if ctx.is_dir() {
+            let existing = Context { dir: dir.to_path_buf(), db: Self::open_db(&ctx, false)?, _lock: lock, poisoned: None };
+            let phase = existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
+            return Err(Error::JobExists { state_dir: dir.to_path_buf(), phase });
+        }
+        let tmp = dir.join("ctx.creating");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        {
+            let db = Self::open_db(&tmp, true)?;
+            let mut c = Commit::default();
+            c.job(job).progress(progress);
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.write_opt(c.batch, &wo).map_err(|e| Error::db(&tmp, e))?;
+        }
+        crate::durable::sync_dir(&tmp)?;
+        std::fs::rename(&tmp, &ctx).map_err(|e| Error::io(&ctx, e))?;
+        crate::durable::sync_dir(dir)?;
+        let db = Self::open_db(&ctx, false)?;
+        Ok(Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None })
+    }
+
+    fn lock(dir: &Path) -> Result<File> {
         let lock_path = dir.join("job.lock");
         let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
         match lock.try_lock() {
-            Ok(()) => {}
+            Ok(()) => Ok(lock),
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked { what: "job state", path: lock_path, hint: "job in progress: another seed run/resume is using this state directory" });
+                Err(Error::Locked { what: "job state", path: lock_path, hint: "job in progress: another seed run/resume is using this state directory" })
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
         }
+    }
+
+    fn open_db(path: &Path, create: bool) -> Result<DB> {
         let mut opts = Options::default();
         opts.create_if_missing(create);
         opts.set_max_background_jobs(2);
-        let path = dir.join("ctx");
-        let db = DB::open(&opts, &path).map_err(|e| Error::db(&path, e))?;
-        Ok(Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None })
+        DB::open(&opts, path).map_err(|e| Error::db(path, e))
     }
 
     /// Opens the context read-only, without the lock, for `status`.

@@ -19,7 +19,7 @@ use crate::selection::Selection;
 use crate::tier::{SourceTier, TargetTier};
 use crate::ContainerId;
 
-use context::{Commit, Context, JobRecord, ProgressRecord};
+use context::{Context, JobRecord, ProgressRecord};
 
 pub use estimate::Estimate;
 
@@ -305,11 +305,6 @@ impl<'a> SeederBuilder<'a> {
         if self.threads == 0 {
             return Err(Error::InvalidConfig("threads must be at least 1".into()));
         }
-        let mut ctx = Context::open(&self.state_dir, true)?;
-        if ctx.reader().job()?.is_some() {
-            let phase = ctx.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
-            return Err(Error::JobExists { state_dir: self.state_dir.clone(), phase });
-        }
         let job = JobRecord {
             job_id: *uuid::Uuid::new_v4().as_bytes(),
             source: *self.source.tier_id()?.as_bytes(),
@@ -319,9 +314,7 @@ impl<'a> SeederBuilder<'a> {
             gamma: self.gamma,
             created: now_secs(),
         };
-        let mut c = Commit::default();
-        c.job(&job).progress(&ProgressRecord::default());
-        ctx.commit(c)?;
+        let ctx = Context::create(&self.state_dir, &job, &ProgressRecord::default())?;
         Ok(Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false))
     }
 }
@@ -396,7 +389,7 @@ impl<'a> Seeder<'a> {
     /// otherwise. `run` then starts at the first phase not recorded done.
     pub fn resume(state_dir: impl AsRef<Path>, source: &'a dyn SourceTier, target: &'a dyn TargetTier) -> Result<Seeder<'a>> {
         let dir = state_dir.as_ref();
-        let ctx = Context::open(dir, false)?;
+        let ctx = Context::open(dir)?;
         let job = ctx.reader().job()?.ok_or_else(|| Error::NoJob { state_dir: dir.to_path_buf() })?;
         for (role, expected, found) in [("source", job.source, source.tier_id()?), ("target", job.target, target.tier_id()?)] {
             if *found.as_bytes() != expected {
@@ -446,7 +439,7 @@ impl<'a> Seeder<'a> {
     /// `state_dir`. Refuses while a job runs there.
     pub fn abandon(state_dir: impl AsRef<Path>) -> Result<()> {
         let dir = state_dir.as_ref();
-        let ctx = Context::open(dir, false)?;
+        let ctx = Context::open(dir)?;
         drop(ctx);
         let ctx_dir = dir.join("ctx");
         std::fs::remove_dir_all(&ctx_dir).map_err(|e| Error::io(&ctx_dir, e))?;
@@ -458,6 +451,18 @@ impl<'a> Seeder<'a> {
             }
         }
         crate::durable::sync_dir(dir)
+    }
+
+    /// Fails with [`Error::Locked`] ("job in progress") if a job is running
+    /// in `state_dir` now. Front ends call this before opening the tiers,
+    /// whose own locks would otherwise report the conflict less clearly.
+    /// (The lock taken by `build` and `resume` remains the real guard.)
+    pub fn ensure_idle(state_dir: impl AsRef<Path>) -> Result<()> {
+        let dir = state_dir.as_ref();
+        if !dir.join("ctx").is_dir() {
+            return Ok(());
+        }
+        Context::open(dir).map(drop)
     }
 
     /// The state of the job in `state_dir`, read without taking its lock

@@ -332,7 +332,6 @@ impl Seeder<'_> {
                     }
                     if let Some(sealed) = packers[k].add(self.target, fp, bytes, index)? {
                         self.sealed(st, phf, phv, sealed);
-                        crashpoint::hit("copy.sealed_before_commit");
                         self.commit_copy(st, phv, cursor(index, &packers))?;
                         since_commit = 0;
                     }
@@ -381,6 +380,7 @@ impl Seeder<'_> {
         c.bytes_copied += sealed.bytes;
         c.target_containers += 1;
         self.emit(Event::TargetSealed { target: sealed.id, segments: sealed.fingerprints.len() as u64, bytes: sealed.bytes });
+        crashpoint::hit("copy.sealed_before_commit");
     }
 
     fn commit_copy(&mut self, st: &mut State, phv: &RwLock<Phv>, cursor: u64) -> Result<()> {

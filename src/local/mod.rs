@@ -150,34 +150,52 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl LocalTier {
-    /// Creates a new, empty tier in `dir` (created if missing; it must not
-    /// already hold a tier).
+    /// Creates a new, empty tier in `dir` (which must not exist, or be an
+    /// empty directory).
+    ///
+    /// Creation is atomic: the tier is built in a sibling temp directory
+    /// and renamed into place, so a crash leaves either no tier or a whole
+    /// one, never a directory that neither `open` nor `create` accepts.
     pub fn create(dir: impl AsRef<Path>, config: TierConfig) -> Result<LocalTier> {
         config.check()?;
         let dir = dir.as_ref();
-        fs::create_dir_all(dir.join("containers")).map_err(|e| Error::io(dir, e))?;
         if dir.join("db").exists() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "already holds a tier".into() });
         }
-        let lock = Self::take_lock(dir)?;
-        let db = Self::open_db(dir, true)?;
-        let id = uuid::Uuid::new_v4();
-        let record = TierRecord { id: *id.as_bytes(), config };
-        let meta = cf(&db, CF_META);
-        let mut batch = WriteBatch::default();
-        batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
-        batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, FORMAT_VERSION, &record));
-        db.write_opt(batch, &synced()).map_err(|e| Error::db(dir.join("db"), e))?;
-        durable::sync_dir(dir)?;
-        Ok(LocalTier {
-            dir: dir.to_path_buf(),
-            db,
-            id,
-            config,
-            alloc: Mutex::new(Alloc::default()),
-            poisoned: OnceLock::new(),
-            _lock: lock,
-        })
+        if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "directory is not empty".into() });
+        }
+        let name = dir.file_name().ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "no directory name".into() })?;
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(".creating");
+        let tmp = parent.join(tmp_name);
+        // A leftover from a crashed create holds nothing anyone refers to.
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        fs::create_dir_all(tmp.join("containers")).map_err(|e| Error::io(&tmp, e))?;
+        {
+            let db = Self::open_db(&tmp, true)?;
+            let record = TierRecord { id: *uuid::Uuid::new_v4().as_bytes(), config };
+            let meta = cf(&db, CF_META);
+            let mut batch = WriteBatch::default();
+            batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
+            batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, FORMAT_VERSION, &record));
+            db.write_opt(batch, &synced()).map_err(|e| Error::db(tmp.join("db"), e))?;
+        }
+        durable::sync_dir(&tmp.join("containers"))?;
+        durable::sync_dir(&tmp)?;
+        crate::crashpoint::hit("tier.create_before_rename");
+        // rename(2) replaces an empty directory atomically.
+        fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        durable::sync_dir(&parent)?;
+        Self::open(dir)
     }
 
     /// Opens an existing tier, recovering from a crash: temp files and
