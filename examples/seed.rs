@@ -12,9 +12,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tierseed::synth::SynthTree;
-use tierseed::{
-    Event, LocalTier, Mode, Outcome, Phase, Progress, Report, Seeder, Selection, SuspendHandle, Tier, TierConfig,
-};
+use tierseed::{Event, LocalTier, Mode, Outcome, Phase, Progress, Report, Seeder, Selection, SuspendHandle, Tier, TierConfig};
 
 #[derive(Parser)]
 #[command(name = "seed", version, about = "Crash-safe, resumable seeding of deduplicated data between tiers")]
@@ -211,11 +209,7 @@ fn main() {
 }
 
 fn open_or_create(dir: &Path, config: TierConfig) -> Result<LocalTier> {
-    if dir.join("db").is_dir() {
-        Ok(LocalTier::open(dir)?)
-    } else {
-        Ok(LocalTier::create(dir, config)?)
-    }
+    if dir.join("db").is_dir() { Ok(LocalTier::open(dir)?) } else { Ok(LocalTier::create(dir, config)?) }
 }
 
 fn real_main(cli: Cli) -> Result<i32> {
@@ -406,9 +400,13 @@ impl Ui {
         }
         let b = match len {
             Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
+                ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
             ),
-            None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{prefix:>9} {spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner())),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{prefix:>9} {spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
         };
         if self.quiet {
             b.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -457,7 +455,12 @@ fn print_report(r: &Report) {
     println!("  files           {} ({})", c.files_selected, human(c.bytes_selected));
     println!("  segments marked {}", c.segments_marked);
     println!("  containers      {} read, {} skipped unread, of {}", c.containers_read, c.containers_skipped, c.containers_total);
-    println!("  copied          {} segments, {} in {} target containers", c.segments_copied, human(c.bytes_copied), c.target_containers);
+    println!(
+        "  copied          {} segments, {} in {} target containers",
+        c.segments_copied,
+        human(c.bytes_copied),
+        c.target_containers
+    );
     println!("  already there   {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
     println!("  switched        {} files; removed from source {}", c.files_switched, c.files_removed);
 }
@@ -530,12 +533,11 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
     // Ctrl-C would.
     let handle_slot: Mutex<Option<SuspendHandle>> = Mutex::new(None);
     let observer = |e: &Event| {
-        if let Event::ContainerCopied { done, total, .. } | Event::ContainerSkipped { done, total, .. } = e {
-            if *done * 3 >= *total {
-                if let Some(h) = handle_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                    h.suspend();
-                }
-            }
+        if let Event::ContainerCopied { done, total, .. } | Event::ContainerSkipped { done, total, .. } = e
+            && *done * 3 >= *total
+            && let Some(h) = handle_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            h.suspend();
         }
     };
     let mut job = Seeder::builder(&src, &dst, &state).selection(selection).observer(observer).build()?;
@@ -543,7 +545,9 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
     let first = job.run()?;
     drop(job);
     let suspended_at = match &first {
-        Outcome::Suspended(p) => format!("suspended at container {} of {} ({:.0}% done)", p.copy_cursor, p.counters.containers_total, p.percent),
+        Outcome::Suspended(p) => {
+            format!("suspended at container {} of {} ({:.0}% done)", p.copy_cursor, p.counters.containers_total, p.percent)
+        }
         Outcome::Completed(_) => "completed before the suspension point".into(),
     };
     println!("run 1: {suspended_at}");

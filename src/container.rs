@@ -232,12 +232,7 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usi
 
 /// Reads the bytes of the chosen segments, coalescing adjacent ranges into
 /// one read each. Bytes are not verified here: callers hash them.
-pub(crate) fn read_segments(
-    file: &File,
-    meta: &ContainerMeta,
-    which: &[SegmentEntry],
-    path: &Path,
-) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn read_segments(file: &File, meta: &ContainerMeta, which: &[SegmentEntry], path: &Path) -> Result<Vec<Vec<u8>>> {
     let data_start = meta.data_start();
     let mut out = Vec::with_capacity(which.len());
     let mut i = 0;
@@ -296,7 +291,11 @@ pub(crate) fn scrub_file(path: &Path, expected: ContainerId) -> Result<(Containe
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     if len > MAX_DATA_LEN + (HEADER_LEN + ENTRY_LEN * MAX_SEGMENTS as usize) as u64 {
-        return Err(Error::CorruptContainer { id: expected, path: path.to_path_buf(), reason: format!("file of {len} bytes exceeds the cap") });
+        return Err(Error::CorruptContainer {
+            id: expected,
+            path: path.to_path_buf(),
+            reason: format!("file of {len} bytes exceeds the cap"),
+        });
     }
     let mut bytes = Vec::with_capacity(len as usize);
     f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;

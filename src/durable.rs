@@ -66,12 +66,7 @@ pub(crate) fn seal_envelope(magic: &[u8; 4], version: u16, payload: &[u8]) -> Ve
 
 /// Checks and unwraps an envelope made by [`seal_envelope`]; `what` names the
 /// record in the error.
-pub(crate) fn open_envelope<'a>(
-    magic: &[u8; 4],
-    version: u16,
-    bytes: &'a [u8],
-    what: &dyn Fn() -> String,
-) -> Result<&'a [u8]> {
+pub(crate) fn open_envelope<'a>(magic: &[u8; 4], version: u16, bytes: &'a [u8], what: &dyn Fn() -> String) -> Result<&'a [u8]> {
     if bytes.len() < ENVELOPE_OVERHEAD {
         return Err(Error::corrupt_record(what(), format!("{} bytes is shorter than the envelope", bytes.len())));
     }

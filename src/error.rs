@@ -146,7 +146,9 @@ pub enum Error {
         found: String,
     },
     /// A new job was started where an unfinished one exists.
-    #[error("an unfinished job exists in {state_dir} (phase {phase}); resume it with `seed resume` / Seeder::resume, or remove it with `seed abandon` / Seeder::abandon")]
+    #[error(
+        "an unfinished job exists in {state_dir} (phase {phase}); resume it with `seed resume` / Seeder::resume, or remove it with `seed abandon` / Seeder::abandon"
+    )]
     JobExists {
         /// The state directory.
         state_dir: PathBuf,

@@ -27,11 +27,13 @@ pub(crate) fn fetch_segments(tier: &dyn SourceTier, fps: &[Fingerprint], file: &
         while j < fps.len() && located[j] == Some(cid) {
             j += 1;
         }
-        if !metas.contains_key(&cid) {
-            let meta: ContainerMeta = tier.read_metadata(cid).map_err(|e| with_file(e, file))?;
-            metas.insert(cid, meta.segments.iter().map(|e| (e.fingerprint, *e)).collect());
-        }
-        let table = &metas[&cid];
+        let table = match metas.entry(cid) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let meta: ContainerMeta = tier.read_metadata(cid).map_err(|e| with_file(e, file))?;
+                v.insert(meta.segments.iter().map(|e| (e.fingerprint, *e)).collect())
+            }
+        };
         let mut which = Vec::with_capacity(j - i);
         for fp in &fps[i..j] {
             let e = table.get(fp).ok_or_else(|| Error::CorruptContainer {
@@ -55,7 +57,9 @@ pub(crate) fn fetch_segments(tier: &dyn SourceTier, fps: &[Fingerprint], file: &
 
 fn with_file(e: Error, file: &str) -> Error {
     match e {
-        Error::MissingContainer { id, context } => Error::MissingContainer { id, context: format!("{context} (needed by file {file:?})") },
+        Error::MissingContainer { id, context } => {
+            Error::MissingContainer { id, context: format!("{context} (needed by file {file:?})") }
+        }
         e => e,
     }
 }
@@ -82,13 +86,22 @@ pub(crate) fn read_file(
 /// How many children are fetched per batch while reading a file.
 const READ_BATCH: usize = 64;
 
-fn read_recipe(tier: &dyn SourceTier, r: &Recipe, file: &str, sink: &mut dyn FnMut(&[u8]) -> Result<()>, written: &mut u64) -> Result<()> {
+fn read_recipe(
+    tier: &dyn SourceTier,
+    r: &Recipe,
+    file: &str,
+    sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    written: &mut u64,
+) -> Result<()> {
     for group in r.children.chunks(READ_BATCH) {
         let fps: Vec<Fingerprint> = group.iter().map(|c| c.fingerprint).collect();
         if r.level == 1 {
             for (bytes, c) in fetch_segments(tier, &fps, file)?.iter().zip(group) {
                 if bytes.len() as u64 != c.len {
-                    return Err(Error::corrupt_record(format!("recipe of file {file:?}"), format!("segment {} has {} bytes, recipe says {}", c.fingerprint, bytes.len(), c.len)));
+                    return Err(Error::corrupt_record(
+                        format!("recipe of file {file:?}"),
+                        format!("segment {} has {} bytes, recipe says {}", c.fingerprint, bytes.len(), c.len),
+                    ));
                 }
                 sink(bytes)?;
                 *written += c.len;

@@ -5,8 +5,8 @@
 //! empty file is a level-1 recipe with no children and a one-chunk file is
 //! a level-1 recipe with one child: one shape for every file.
 
-use crate::error::{Error, Result};
 use crate::Fingerprint;
+use crate::error::{Error, Result};
 
 const RECIPE_MAGIC: &[u8; 3] = b"TSR";
 const RECIPE_VERSION: u8 = 1;
@@ -71,7 +71,10 @@ impl Recipe {
             .map(|c| {
                 let mut len = [0u8; 8];
                 len.copy_from_slice(&c[32..40]);
-                Child { fingerprint: Fingerprint::from_slice(&c[..32]).unwrap_or(Fingerprint([0; 32])), len: u64::from_le_bytes(len) }
+                Child {
+                    fingerprint: Fingerprint::from_slice(&c[..32]).unwrap_or(Fingerprint([0; 32])),
+                    len: u64::from_le_bytes(len),
+                }
             })
             .collect();
         Ok(Recipe { level, children })

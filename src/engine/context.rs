@@ -12,11 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use super::phv::Phv;
 use super::{Counters, Mode, Phase, Report};
+use crate::ContainerId;
 use crate::durable::{decode_record, encode_record};
 use crate::error::{Error, Result};
 use crate::selection::Selection;
 use crate::tier::FileEntry;
-use crate::ContainerId;
 
 const CTX_MAGIC: &[u8; 4] = b"TSCX";
 const CTX_VERSION: u16 = 1;
@@ -142,7 +142,8 @@ impl Context {
         let ctx = dir.join("ctx");
         if ctx.is_dir() {
             let existing = Context { dir: dir.to_path_buf(), db: Self::open_db(&ctx, false)?, _lock: lock, poisoned: None };
-            let phase = existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
+            let phase =
+                existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
             return Err(Error::JobExists { state_dir: dir.to_path_buf(), phase });
         }
         let tmp = dir.join("ctx.creating");
@@ -166,12 +167,15 @@ impl Context {
 
     fn lock(dir: &Path) -> Result<File> {
         let lock_path = dir.join("job.lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+        let lock =
+            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => Ok(lock),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(Error::Locked { what: "job state", path: lock_path, hint: "job in progress: another seed run/resume is using this state directory" })
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+                what: "job state",
+                path: lock_path,
+                hint: "job in progress: another seed run/resume is using this state directory",
+            }),
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
         }
     }
@@ -252,7 +256,10 @@ impl Reader<'_> {
 
     fn need<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<T> {
         self.get(key)?.ok_or_else(|| {
-            Error::corrupt_record(format!("context in {}", self.dir.display()), format!("record {:?} is missing", String::from_utf8_lossy(key)))
+            Error::corrupt_record(
+                format!("context in {}", self.dir.display()),
+                format!("record {:?} is missing", String::from_utf8_lossy(key)),
+            )
         })
     }
 

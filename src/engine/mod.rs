@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ContainerId;
 use crate::error::{Error, Result};
 use crate::selection::Selection;
 use crate::tier::{SourceTier, TargetTier};
-use crate::ContainerId;
 
 use context::{Context, JobRecord, ProgressRecord};
 
@@ -56,7 +56,8 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase in order.
-    pub const ALL: [Phase; 7] = [Phase::Select, Phase::BuildPhf, Phase::Mark, Phase::Copy, Phase::Verify, Phase::Switch, Phase::Done];
+    pub const ALL: [Phase; 7] =
+        [Phase::Select, Phase::BuildPhf, Phase::Mark, Phase::Copy, Phase::Verify, Phase::Switch, Phase::Done];
 
     /// The phase's name as used in messages.
     pub fn name(self) -> &'static str {

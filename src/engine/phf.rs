@@ -48,7 +48,12 @@ impl Phf {
     /// Builds the PHF over every fingerprint of `source`'s index that lives
     /// in a snapshot container (`in_snapshot`), streaming the index in
     /// pages: memory holds one page per worker, never the whole index.
-    pub(crate) fn build(source: &dyn SourceTier, in_snapshot: &(dyn Fn(ContainerId) -> bool + Sync), gamma: f64, threads: usize) -> Result<Phf> {
+    pub(crate) fn build(
+        source: &dyn SourceTier,
+        in_snapshot: &(dyn Fn(ContainerId) -> bool + Sync),
+        gamma: f64,
+        threads: usize,
+    ) -> Result<Phf> {
         check_gamma(gamma)?;
         // First pass: count the keys (the builder needs the count up front).
         let mut keys = 0u64;
@@ -67,7 +72,9 @@ impl Phf {
         // and when the stream does not match the count; a tier error stops
         // the stream short, which ends in such a panic. Turn all of them into
         // an error, preferring the tier's own error when there was one.
-        let built = catch_unwind(AssertUnwindSafe(|| Mphf::from_chunked_iterator_parallel(gamma, &stream, Some(64), keys, threads.max(1))));
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            Mphf::from_chunked_iterator_parallel(gamma, &stream, Some(64), keys, threads.max(1))
+        }));
         let failure = stream.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
         match (built, failure) {
             (_, Some(e)) => Err(e),
@@ -90,7 +97,10 @@ impl Phf {
         let what = || format!("PHF blob {}", path.display());
         let blob: PhfBlob = decode_record(PHF_MAGIC, PHF_VERSION, &bytes, &what)?;
         if blob.boomphf_version != BOOMPHF_VERSION {
-            return Err(Error::corrupt_record(what(), format!("built by boomphf {}, this build uses {BOOMPHF_VERSION}", blob.boomphf_version)));
+            return Err(Error::corrupt_record(
+                what(),
+                format!("built by boomphf {}, this build uses {BOOMPHF_VERSION}", blob.boomphf_version),
+            ));
         }
         if blob.keys != expected_keys {
             return Err(Error::corrupt_record(what(), format!("{} keys, the job context says {expected_keys}", blob.keys)));

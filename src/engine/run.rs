@@ -87,7 +87,11 @@ impl Seeder<'_> {
         loop {
             let phase = Phase::after(st.prog.phase_done);
             if phase == Phase::Done && st.prog.phase_done == Some(Phase::Done) {
-                let report = self.ctx.reader().report()?.ok_or_else(|| Error::corrupt_record("context", "job is done but has no report"))?;
+                let report = self
+                    .ctx
+                    .reader()
+                    .report()?
+                    .ok_or_else(|| Error::corrupt_record("context", "job is done but has no report"))?;
                 self.emit(Event::Completed(report.clone()));
                 return Ok(Outcome::Completed(report));
             }
@@ -306,7 +310,10 @@ impl Seeder<'_> {
                 Err(_) => return Err(Error::corrupt_record("copy phase", "reader stopped early")),
             };
             if loaded.index != index {
-                return Err(Error::corrupt_record("copy phase", format!("reader delivered container #{} where #{index} was due", loaded.index)));
+                return Err(Error::corrupt_record(
+                    "copy phase",
+                    format!("reader delivered container #{} where #{index} was due", loaded.index),
+                ));
             }
             if loaded.skipped {
                 st.prog.counters.containers_skipped += 1;
@@ -336,7 +343,13 @@ impl Seeder<'_> {
                         since_commit = 0;
                     }
                 }
-                self.emit(Event::ContainerCopied { source: loaded.id, segments: read_count, bytes: loaded.bytes, done: index + 1, total });
+                self.emit(Event::ContainerCopied {
+                    source: loaded.id,
+                    segments: read_count,
+                    bytes: loaded.bytes,
+                    done: index + 1,
+                    total,
+                });
             }
             since_commit += 1;
             let suspend = self.suspend.is_requested();
@@ -402,9 +415,13 @@ impl Seeder<'_> {
             return Error::MissingContainer { id, context };
         }
         let source = self.source;
-        let pick = |fps: &[Fingerprint]| -> Result<Vec<bool>> { Ok(source.locate(fps)?.into_iter().map(|c| c == Some(id)).collect()) };
+        let pick =
+            |fps: &[Fingerprint]| -> Result<Vec<bool>> { Ok(source.locate(fps)?.into_iter().map(|c| c == Some(id)).collect()) };
         let (files, count) = affected_files(self.source, phf, &read(phv), &st.files, &pick, MAX_FILES_NAMED);
-        Error::MissingContainer { id, context: format!("{context} from the source; {count} selected file(s) need it: {}", files.join("; ")) }
+        Error::MissingContainer {
+            id,
+            context: format!("{context} from the source; {count} selected file(s) need it: {}", files.join("; ")),
+        }
     }
 
     fn verify(&mut self, st: &mut State) -> Result<Flow> {
@@ -413,7 +430,8 @@ impl Seeder<'_> {
         if missing > 0 {
             self.need_files(st)?;
             if let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phv.as_ref()) {
-                let (files, count) = affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
+                let (files, count) =
+                    affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
                 let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
                 return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
             }
@@ -492,7 +510,13 @@ fn write(phv: &RwLock<Phv>) -> std::sync::RwLockWriteGuard<'_, Phv> {
 /// fingerprint (in parallel). Membership in the source index is confirmed
 /// before a slot is trusted, because the PHF gives arbitrary slots to
 /// fingerprints it was not built over.
-fn load_container(source: &dyn crate::tier::SourceTier, phf: &Phf, phv: &RwLock<Phv>, snapshot: &[ContainerId], index: u64) -> Result<Loaded> {
+fn load_container(
+    source: &dyn crate::tier::SourceTier,
+    phf: &Phf,
+    phv: &RwLock<Phv>,
+    snapshot: &[ContainerId],
+    index: u64,
+) -> Result<Loaded> {
     let id = snapshot[index as usize];
     let meta = source.read_metadata(id)?;
     let candidates: Vec<(SegmentEntry, u64)> = {
@@ -513,7 +537,11 @@ fn load_container(source: &dyn crate::tier::SourceTier, phf: &Phf, phv: &RwLock<
     let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
     let bytes = source.read_segments(id, &which)?;
     if bytes.len() != which.len() {
-        return Err(Error::CorruptContainer { id, path: Default::default(), reason: "tier returned the wrong number of segments".into() });
+        return Err(Error::CorruptContainer {
+            id,
+            path: Default::default(),
+            reason: "tier returned the wrong number of segments".into(),
+        });
     }
     let segments: Vec<(Fingerprint, u64, Vec<u8>)> = members
         .into_par_iter()

@@ -45,7 +45,11 @@ pub(crate) fn mark(
                 Some(c) if in_snapshot(c) => c,
                 _ => return Err(Error::MissingSegment { path: path(), fingerprint: fp, tier: "source".into() }),
             };
-            let slot = phf.slot(&fp).ok_or_else(|| Error::MissingSegment { path: path(), fingerprint: fp, tier: "source PHF".into() })?;
+            let slot = phf.slot(&fp).ok_or_else(|| Error::MissingSegment {
+                path: path(),
+                fingerprint: fp,
+                tier: "source PHF".into(),
+            })?;
             if phv.get(slot) {
                 continue;
             }
@@ -87,7 +91,8 @@ pub(crate) fn affected_files(
             let mut level_fps = vec![f.root];
             let mut level = f.height;
             loop {
-                let set: Vec<Fingerprint> = level_fps.iter().copied().filter(|fp| phf.slot(fp).is_some_and(|s| phv.get(s))).collect();
+                let set: Vec<Fingerprint> =
+                    level_fps.iter().copied().filter(|fp| phf.slot(fp).is_some_and(|s| phv.get(s))).collect();
                 for (fp, yes) in set.iter().zip(pick(&set)?) {
                     if yes {
                         hits.push(*fp);

@@ -8,12 +8,12 @@ use std::time::UNIX_EPOCH;
 use rayon::prelude::*;
 
 use super::{LocalTier, validate_path};
+use crate::Fingerprint;
 use crate::container::ContainerKind;
 use crate::error::{Error, Result};
 use crate::pack::Packer;
 use crate::tier::{FileEntry, TargetTier, Tier};
 use crate::tree::{Child, build_tree};
-use crate::Fingerprint;
 
 /// What an ingest did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,7 +48,13 @@ struct Batch<'a> {
 impl<'a> Batch<'a> {
     fn new(tier: &'a LocalTier) -> Self {
         let size = tier.container_target_size();
-        Batch { tier, data: Packer::new(ContainerKind::Data, size), meta: Packer::new(ContainerKind::Meta, size), entries: Vec::new(), stats: IngestStats::default() }
+        Batch {
+            tier,
+            data: Packer::new(ContainerKind::Data, size),
+            meta: Packer::new(ContainerKind::Meta, size),
+            entries: Vec::new(),
+            stats: IngestStats::default(),
+        }
     }
 
     /// Stores the segments that are neither pending in this batch nor in
@@ -80,7 +86,8 @@ impl<'a> Batch<'a> {
         let mut size = 0u64;
         let mut pending: Vec<Vec<u8>> = Vec::with_capacity(HASH_BATCH);
         let flush = |batch: &mut Self, pending: &mut Vec<Vec<u8>>, leaves: &mut Vec<Child>| -> Result<()> {
-            let hashed: Vec<(Fingerprint, Vec<u8>)> = std::mem::take(pending).into_par_iter().map(|d| (Fingerprint::of(&d), d)).collect();
+            let hashed: Vec<(Fingerprint, Vec<u8>)> =
+                std::mem::take(pending).into_par_iter().map(|d| (Fingerprint::of(&d), d)).collect();
             leaves.extend(hashed.iter().map(|(f, d)| Child { fingerprint: *f, len: d.len() as u64 }));
             batch.store(ContainerKind::Data, hashed)
         };
@@ -158,10 +165,10 @@ impl LocalTier {
         let mut batch = Batch::new(self);
         for p in paths {
             let p = p.as_ref();
-            let name = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| Error::InvalidPath { path: p.display().to_string(), reason: "has no UTF-8 final component".into() })?;
+            let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::InvalidPath {
+                path: p.display().to_string(),
+                reason: "has no UTF-8 final component".into(),
+            })?;
             batch.add_path(p, name)?;
         }
         batch.finish()

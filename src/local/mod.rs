@@ -63,11 +63,12 @@ impl TierConfig {
     fn check(&self) -> Result<()> {
         use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
         let bad = |m: String| Err(Error::InvalidConfig(m));
-        if !(MINIMUM_MIN..=MINIMUM_MAX).contains(&self.chunk_min)
-            || !(AVERAGE_MIN..=AVERAGE_MAX).contains(&self.chunk_avg)
-            || !(MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.chunk_max)
-            || !(self.chunk_min <= self.chunk_avg && self.chunk_avg <= self.chunk_max)
-        {
+        let sizes_ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.chunk_min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.chunk_avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.chunk_max)
+            && self.chunk_min <= self.chunk_avg
+            && self.chunk_avg <= self.chunk_max;
+        if !sizes_ok {
             return bad(format!(
                 "chunk sizes min {} avg {} max {} must satisfy {MINIMUM_MIN}..={MINIMUM_MAX}, {AVERAGE_MIN}..={AVERAGE_MAX}, {MAXIMUM_MIN}..={MAXIMUM_MAX} and min <= avg <= max",
                 self.chunk_min, self.chunk_avg, self.chunk_max
@@ -165,7 +166,8 @@ impl LocalTier {
         if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "directory is not empty".into() });
         }
-        let name = dir.file_name().ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "no directory name".into() })?;
+        let name =
+            dir.file_name().ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "no directory name".into() })?;
         let parent = match dir.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -210,16 +212,18 @@ impl LocalTier {
         let db = Self::open_db(dir, false)?;
         let meta = cf(&db, CF_META);
         let dbp = dir.join("db");
-        let tier_bytes = db.get_cf(meta, KEY_TIER).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| Error::NotATier {
-            path: dir.to_path_buf(),
-            reason: "tier record missing".into(),
-        })?;
-        let record: TierRecord = decode_record(META_MAGIC, FORMAT_VERSION, &tier_bytes, &|| format!("tier record in {}", dbp.display()))?;
-        let alloc_bytes = db.get_cf(meta, KEY_ALLOC).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| Error::NotATier {
-            path: dir.to_path_buf(),
-            reason: "allocation record missing".into(),
-        })?;
-        let alloc: Alloc = decode_record(META_MAGIC, FORMAT_VERSION, &alloc_bytes, &|| format!("allocation record in {}", dbp.display()))?;
+        let tier_bytes = db
+            .get_cf(meta, KEY_TIER)
+            .map_err(|e| Error::db(&dbp, e))?
+            .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "tier record missing".into() })?;
+        let record: TierRecord =
+            decode_record(META_MAGIC, FORMAT_VERSION, &tier_bytes, &|| format!("tier record in {}", dbp.display()))?;
+        let alloc_bytes = db
+            .get_cf(meta, KEY_ALLOC)
+            .map_err(|e| Error::db(&dbp, e))?
+            .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "allocation record missing".into() })?;
+        let alloc: Alloc =
+            decode_record(META_MAGIC, FORMAT_VERSION, &alloc_bytes, &|| format!("allocation record in {}", dbp.display()))?;
         let tier = LocalTier {
             dir: dir.to_path_buf(),
             db,
@@ -344,7 +348,9 @@ impl LocalTier {
     }
 
     fn decode_namespace(&self, key: &[u8], value: &[u8]) -> Result<FileEntry> {
-        decode_record(NS_MAGIC, FORMAT_VERSION, value, &|| format!("namespace entry {:?} in {}", String::from_utf8_lossy(key), self.db_path().display()))
+        decode_record(NS_MAGIC, FORMAT_VERSION, value, &|| {
+            format!("namespace entry {:?} in {}", String::from_utf8_lossy(key), self.db_path().display())
+        })
     }
 
     /// Summary figures: containers, segments, files, logical and stored bytes.
@@ -413,7 +419,10 @@ impl Tier for LocalTier {
             match r.map_err(|e| self.dberr(e))? {
                 None => out.push(None),
                 Some(v) => out.push(Some(decode_container_id(&v).ok_or_else(|| {
-                    Error::corrupt_record(format!("index entry for {fp} in {}", self.db_path().display()), "value is not a container id")
+                    Error::corrupt_record(
+                        format!("index entry for {fp} in {}", self.db_path().display()),
+                        "value is not a container id",
+                    )
                 })?)),
             }
         }
@@ -497,7 +506,12 @@ impl SourceTier for LocalTier {
         let mut out = Vec::with_capacity(limit.min(1 << 16));
         for item in self.db.iterator_cf(index, mode) {
             let (k, v) = item.map_err(|e| self.dberr(e))?;
-            let bad = || Error::corrupt_record(format!("index entry {:02x?} in {}", &k[..k.len().min(32)], self.db_path().display()), "malformed key or value");
+            let bad = || {
+                Error::corrupt_record(
+                    format!("index entry {:02x?} in {}", &k[..k.len().min(32)], self.db_path().display()),
+                    "malformed key or value",
+                )
+            };
             let fp = Fingerprint::from_slice(&k).ok_or_else(bad)?;
             if after == Some(&fp) {
                 continue;

@@ -41,13 +41,11 @@ pub(crate) fn safe_join(root: &Path, path: &str) -> Result<PathBuf> {
     let mut out = root.to_path_buf();
     for comp in path.split('/') {
         out.push(comp);
-        if let Ok(md) = std::fs::symlink_metadata(&out) {
-            if md.file_type().is_symlink() {
-                return Err(Error::InvalidPath {
-                    path: path.into(),
-                    reason: format!("{} is a symlink; refusing to restore through it", out.display()),
-                });
-            }
+        if std::fs::symlink_metadata(&out).is_ok_and(|md| md.file_type().is_symlink()) {
+            return Err(Error::InvalidPath {
+                path: path.into(),
+                reason: format!("{} is a symlink; refusing to restore through it", out.display()),
+            });
         }
     }
     Ok(out)

@@ -57,7 +57,10 @@ impl LocalTier {
         let entry = self.entry(path)?;
         let n = read_file(self, entry.root, entry.height, path, &mut |b| out.write_all(b).map_err(|e| Error::io(path, e)))?;
         if n != entry.size {
-            return Err(Error::corrupt_record(format!("file {path:?}"), format!("tree holds {n} bytes, namespace says {}", entry.size)));
+            return Err(Error::corrupt_record(
+                format!("file {path:?}"),
+                format!("tree holds {n} bytes, namespace says {}", entry.size),
+            ));
         }
         Ok(n)
     }
@@ -150,7 +153,10 @@ impl LocalTier {
             entries += page.len() as u64;
         }
         if entries != accounted {
-            report.problem(format!("{} index entries do not resolve to a sound container holding them", entries.saturating_sub(accounted)));
+            report.problem(format!(
+                "{} index entries do not resolve to a sound container holding them",
+                entries.saturating_sub(accounted)
+            ));
         }
         if entries != lock(&self.alloc).segments {
             report.problem(format!("index holds {entries} entries, the allocation record counts {}", lock(&self.alloc).segments));
@@ -184,7 +190,11 @@ impl LocalTier {
                         let leaves: Vec<Fingerprint> = r.children.iter().map(|c| c.fingerprint).collect();
                         for (c, loc) in r.children.iter().zip(self.locate(&leaves)?) {
                             if loc.is_none() {
-                                return Err(Error::MissingSegment { path: f.path.clone(), fingerprint: c.fingerprint, tier: self.dir.display().to_string() });
+                                return Err(Error::MissingSegment {
+                                    path: f.path.clone(),
+                                    fingerprint: c.fingerprint,
+                                    tier: self.dir.display().to_string(),
+                                });
                             }
                         }
                     } else {

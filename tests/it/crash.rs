@@ -33,7 +33,10 @@ struct Dataset {
 const SELECT: [&str; 4] = ["--prefix", "gen-002", "--include", "gen-000/projects/**"];
 
 fn selected(all: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
-    all.iter().filter(|(p, _)| p.starts_with("gen-002/") || p.starts_with("gen-000/projects/")).map(|(p, b)| (p.clone(), b.clone())).collect()
+    all.iter()
+        .filter(|(p, _)| p.starts_with("gen-002/") || p.starts_with("gen-000/projects/"))
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect()
 }
 
 fn dataset(dir: &Path, files: usize, avg: usize) -> Dataset {
@@ -68,25 +71,25 @@ fn run_args<'a>(src: &'a str, dst: &'a str, state: &'a str, mv: bool) -> Vec<&'a
 }
 
 fn text(o: &Output) -> String {
-    format!("status {:?}\nstdout: {}\nstderr: {}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Brings an interrupted job to completion the way an operator would: if
 /// the job context was never created, run again; else resume.
 fn finish(src: &str, dst: &str, state: &str, mv: bool) {
-    for _ in 0..5 {
-        let resume = seed(&["resume", "--from", src, "--to", dst, "--state", state], None).output().unwrap();
-        if resume.status.success() {
-            return;
-        }
-        let err = String::from_utf8_lossy(&resume.stderr);
-        if err.contains("no job in") || err.contains("no tier here") {
-            let o = seed(&run_args(src, dst, state, mv), None).output().unwrap();
-            assert!(o.status.success(), "re-run failed: {}", text(&o));
-            return;
-        }
-        panic!("resume failed: {}", text(&resume));
+    let resume = seed(&["resume", "--from", src, "--to", dst, "--state", state], None).output().unwrap();
+    if resume.status.success() {
+        return;
     }
+    let err = String::from_utf8_lossy(&resume.stderr);
+    assert!(err.contains("no job in") || err.contains("no tier here"), "resume failed: {}", text(&resume));
+    let o = seed(&run_args(src, dst, state, mv), None).output().unwrap();
+    assert!(o.status.success(), "re-run failed: {}", text(&o));
 }
 
 /// The invariants after a crash and resume.
@@ -164,7 +167,10 @@ fn abort_at_every_crash_point_then_resume() {
     for point in CRASH_POINTS {
         assert!(aborted.get(point).copied().unwrap_or(0) > 0, "crash point {point} was never reached; aborted: {aborted:?}");
     }
-    eprintln!("crash points: {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost", aborted.values().sum::<u64>());
+    eprintln!(
+        "crash points: {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost",
+        aborted.values().sum::<u64>()
+    );
 }
 
 #[test]
@@ -201,8 +207,10 @@ fn sigkill_at_random_instants_then_resume() {
         // Kill the run, then kill resumes too, up to three times.
         let mut first = true;
         for _ in 0..3 {
-            let args: Vec<&str> = if first { run_args(s, d, st, mv) } else { vec!["resume", "--from", s, "--to", d, "--state", st] };
-            let mut child = seed(&args, None).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+            let args: Vec<&str> =
+                if first { run_args(s, d, st, mv) } else { vec!["resume", "--from", s, "--to", d, "--state", st] };
+            let mut child =
+                seed(&args, None).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
             let delay = Duration::from_micros(rng.below(span.as_micros() as u64 + 1));
             std::thread::sleep(delay);
             let finished = child.try_wait().unwrap().is_some();

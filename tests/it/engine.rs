@@ -76,7 +76,8 @@ fn suspend_at_every_commit_point_gives_the_uninterrupted_result() {
 
     // The reference: one uninterrupted run.
     let ref_dst = LocalTier::create(dir.path().join("ref"), small_config()).unwrap();
-    let reference = run_to_end(&mut Seeder::builder(&src, &ref_dst, dir.path().join("ref-state")).selection(sel.clone()).build().unwrap());
+    let reference =
+        run_to_end(&mut Seeder::builder(&src, &ref_dst, dir.path().join("ref-state")).selection(sel.clone()).build().unwrap());
     assert!(reference.counters.containers_total >= 20, "dataset too small: {} containers", reference.counters.containers_total);
 
     // A job whose suspension is requested before every run: each run
@@ -130,13 +131,15 @@ fn suspend_after_the_kth_container_for_every_k() {
         let handle: Mutex<Option<SuspendHandle>> = Mutex::new(None);
         let seen = AtomicU64::new(0);
         let observer = |e: &Event| {
-            if matches!(e, Event::ContainerCopied { .. } | Event::ContainerSkipped { .. }) && seen.fetch_add(1, Ordering::SeqCst) + 1 == k {
-                if let Some(h) = handle.lock().unwrap().as_ref() {
-                    h.suspend();
-                }
+            if matches!(e, Event::ContainerCopied { .. } | Event::ContainerSkipped { .. })
+                && seen.fetch_add(1, Ordering::SeqCst) + 1 == k
+                && let Some(h) = handle.lock().unwrap().as_ref()
+            {
+                h.suspend();
             }
         };
-        let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::new().prefix("gen-001")).observer(observer).build().unwrap();
+        let mut job =
+            Seeder::builder(&src, &dst, &state).selection(Selection::new().prefix("gen-001")).observer(observer).build().unwrap();
         *handle.lock().unwrap() = Some(job.suspend_handle());
         let Outcome::Suspended(p) = job.run().unwrap() else { panic!("k={k}: did not suspend") };
         assert_eq!(p.next_phase, Phase::Copy);
@@ -154,8 +157,15 @@ fn a_target_that_already_holds_data_gets_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 5, 3, 20, 16_000);
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
-    let first = run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap());
-    let second = run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s2")).selection(Selection::new().prefix("gen-000").prefix("gen-001")).build().unwrap());
+    let first = run_to_end(
+        &mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
+    let second = run_to_end(
+        &mut Seeder::builder(&src, &dst, dir.path().join("s2"))
+            .selection(Selection::new().prefix("gen-000").prefix("gen-001"))
+            .build()
+            .unwrap(),
+    );
     let c = second.counters;
     assert!(c.segments_deduplicated > 0 && c.bytes_deduplicated > 0, "{c:?}");
     assert_eq!(c.segments_copied + c.segments_deduplicated, c.segments_marked);
@@ -206,10 +216,10 @@ fn a_source_container_deleted_mid_job_fails_naming_the_files() {
     loop {
         job.suspend_handle().suspend();
         outcome = job.run().unwrap();
-        if let Outcome::Suspended(p) = &outcome {
-            if p.next_phase == Phase::Copy {
-                break;
-            }
+        if let Outcome::Suspended(p) = &outcome
+            && p.next_phase == Phase::Copy
+        {
+            break;
         }
         drop(job);
         job = Seeder::resume(&state, &src, &dst).unwrap();
@@ -232,7 +242,9 @@ fn estimate_matches_what_the_job_then_does_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 8, 3, 20, 12_000);
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
-    run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s0")).selection(Selection::new().prefix("gen-000")).build().unwrap());
+    run_to_end(
+        &mut Seeder::builder(&src, &dst, dir.path().join("s0")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
     let sel = Selection::new().prefix("gen-001").prefix("gen-000/home");
     let est = Seeder::estimate(&src, &dst, &sel).unwrap();
     let dst_before = index_fingerprints(&dst);
@@ -252,13 +264,18 @@ fn bad_requests_are_clear_errors() {
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("state");
     assert!(matches!(Seeder::builder(&src, &dst, &st).build().err().unwrap(), Error::EmptySelection));
-    let err = Seeder::builder(&src, &dst, &st).selection(Selection::new().prefix("nothing-here")).build().unwrap().run().unwrap_err();
+    let err =
+        Seeder::builder(&src, &dst, &st).selection(Selection::new().prefix("nothing-here")).build().unwrap().run().unwrap_err();
     assert!(matches!(err.root(), Error::EmptySelection), "{err}");
     Seeder::abandon(&st).unwrap();
-    let err = Seeder::builder(&src, &dst, &st).selection(Selection::new().path("no/such/file")).build().unwrap().run().unwrap_err();
+    let err =
+        Seeder::builder(&src, &dst, &st).selection(Selection::new().path("no/such/file")).build().unwrap().run().unwrap_err();
     assert!(matches!(err.root(), Error::FileNotFound { .. }), "{err}");
     Seeder::abandon(&st).unwrap();
-    assert!(matches!(Seeder::builder(&src, &dst, &st).selection(Selection::all()).gamma(1.0).build().err().unwrap(), Error::InvalidConfig(_)));
+    assert!(matches!(
+        Seeder::builder(&src, &dst, &st).selection(Selection::all()).gamma(1.0).build().err().unwrap(),
+        Error::InvalidConfig(_)
+    ));
     assert!(matches!(Seeder::resume(dir.path().join("none"), &src, &dst).err().unwrap(), Error::NoJob { .. }));
 
     // An unfinished job blocks a new one until resumed or abandoned.

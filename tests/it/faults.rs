@@ -25,7 +25,10 @@ fn selection() -> Selection {
 }
 
 fn expected(all: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
-    all.iter().filter(|(p, _)| p.starts_with("gen-001/") || p.starts_with("gen-000/home")).map(|(p, b)| (p.clone(), b.clone())).collect()
+    all.iter()
+        .filter(|(p, _)| p.starts_with("gen-001/") || p.starts_with("gen-000/home"))
+        .map(|(p, b)| (p.clone(), b.clone()))
+        .collect()
 }
 
 /// Runs one job with `fault` injected and returns how it ended; then

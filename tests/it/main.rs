@@ -21,7 +21,13 @@ pub fn small_config() -> TierConfig {
 
 /// A source tier holding `generations` backup generations of a synthetic
 /// tree; returns the tier and every file's bytes by path.
-pub fn synth_source(dir: &Path, seed: u64, generations: usize, files: usize, avg: usize) -> (LocalTier, BTreeMap<String, Vec<u8>>) {
+pub fn synth_source(
+    dir: &Path,
+    seed: u64,
+    generations: usize,
+    files: usize,
+    avg: usize,
+) -> (LocalTier, BTreeMap<String, Vec<u8>>) {
     synth_source_changing(dir, seed, generations, files, avg, 5.0)
 }
 
@@ -29,7 +35,14 @@ pub fn synth_source(dir: &Path, seed: u64, generations: usize, files: usize, avg
 /// generation. A high rate puts much new data after each generation's meta
 /// container, which is what exercises a Copy commit made while recipe
 /// segments still wait in the meta packer.
-pub fn synth_source_changing(dir: &Path, seed: u64, generations: usize, files: usize, avg: usize, change_percent: f64) -> (LocalTier, BTreeMap<String, Vec<u8>>) {
+pub fn synth_source_changing(
+    dir: &Path,
+    seed: u64,
+    generations: usize,
+    files: usize,
+    avg: usize,
+    change_percent: f64,
+) -> (LocalTier, BTreeMap<String, Vec<u8>>) {
     let tier = LocalTier::create(dir, small_config()).unwrap();
     let mut tree = SynthTree::new(seed, files, avg, change_percent);
     let mut all = BTreeMap::new();

@@ -19,8 +19,8 @@ fn file_strategy() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         Just(Vec::new()),
         Just(vec![7u8]),
-        Just(vec![1u8; 1024]),       // exactly the maximum chunk
-        Just(vec![2u8; 2048]),       // exactly two maximum chunks
+        Just(vec![1u8; 1024]), // exactly the maximum chunk
+        Just(vec![2u8; 2048]), // exactly two maximum chunks
         proptest::collection::vec(any::<u8>(), 0..3000),
         proptest::collection::vec(any::<u8>(), 6000..12000), // >= 3 levels at fanout 2
     ]
@@ -84,12 +84,10 @@ fn collect_files(root: &Path, base: &Path, out: &mut BTreeMap<String, std::path:
         let Ok(md) = fs::symlink_metadata(&p) else { continue };
         if md.is_dir() {
             collect_files(&p, base, out);
-        } else if md.is_file() {
-            if let Ok(rel) = p.strip_prefix(base) {
-                if let Some(s) = rel.to_str() {
-                    out.insert(s.to_string(), p.clone());
-                }
-            }
+        } else if md.is_file()
+            && let Some(s) = p.strip_prefix(base).ok().and_then(|r| r.to_str())
+        {
+            out.insert(s.to_string(), p.clone());
         }
     }
 }
@@ -98,7 +96,8 @@ fn collect_files(root: &Path, base: &Path, out: &mut BTreeMap<String, std::path:
 fn real_files_from_this_machine_roundtrip() {
     // /usr/share/doc exists on every Debian system; fall back to the
     // project's own sources elsewhere.
-    let src = ["/usr/share/doc", concat!(env!("CARGO_MANIFEST_DIR"), "/src")].into_iter().map(Path::new).find(|p| p.is_dir()).unwrap();
+    let src =
+        ["/usr/share/doc", concat!(env!("CARGO_MANIFEST_DIR"), "/src")].into_iter().map(Path::new).find(|p| p.is_dir()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tier = LocalTier::create(dir.path().join("t"), TierConfig::default()).unwrap();
     let stats = tier.ingest_paths(&[src]).unwrap();
