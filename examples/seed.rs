@@ -519,12 +519,13 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
         si.dedup_ratio(),
         si.containers
     );
-    // Seed the last two generations and the project files of every one.
+    // Seed the latest generation's project and alice's home directories,
+    // plus the project files of the first generation.
     let last = generations.saturating_sub(1);
     let selection = Selection::new()
-        .prefix(format!("gen-{last:03}"))
-        .prefix(format!("gen-{:03}", last.saturating_sub(1)))
-        .glob("*/projects/**");
+        .prefix(format!("gen-{last:03}/projects"))
+        .prefix(format!("gen-{last:03}/home/alice"))
+        .prefix("gen-000/projects");
     let state = root.join("state");
     let est = Seeder::estimate(&src, &dst, &selection)?;
     println!("estimate: {} files, would copy {} of {} logical", est.files, human(est.bytes_to_copy), human(est.logical_bytes));

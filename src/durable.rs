@@ -46,6 +46,29 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
 }
 
+/// How long a lock that looks taken is retried before giving up. A forked
+/// child holds a copy of every descriptor (and so every `flock`) between
+/// `fork` and `exec`; an embedding process that spawns children can make a
+/// free lock look taken for that instant. A lock held by a running job or
+/// tier is held far longer than this.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Takes an exclusive `flock` on `file`, retrying briefly (see
+/// [`LOCK_GRACE`]). `Ok(false)` means another holder keeps it.
+pub(crate) fn lock_exclusive(file: &File, path: &Path) -> Result<bool> {
+    let start = std::time::Instant::now();
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(true),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_GRACE => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
+        }
+    }
+}
+
 /// The envelope's fixed overhead: magic (4), version (2), flags (2),
 /// payload length (4) before the payload; CRC-32 (4) after it.
 pub(crate) const ENVELOPE_OVERHEAD: usize = 16;

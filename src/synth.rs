@@ -68,7 +68,9 @@ impl SynthTree {
             let size = if i % 17 == 5 { 0 } else { rng.below(2 * avg_size as u64 + 1) as usize };
             let mut bytes = vec![0u8; size];
             rng.fill(&mut bytes);
-            let dir = ["home/alice", "home/bob", "projects/db", "projects/web", "var/log"][i % 5];
+            // Directories are contiguous, as a backup walks a tree, so a
+            // container mostly holds files of one directory.
+            let dir = ["home/alice", "home/bob", "projects/db", "projects/web", "var/log"][i * 5 / files.max(1)];
             out.push((format!("{dir}/file-{i:05}.bin"), bytes));
         }
         SynthTree { rng, files: out, generation: 0, change_per_mille: (change_percent * 10.0).round() as u64 }

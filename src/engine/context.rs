@@ -169,14 +169,14 @@ impl Context {
         let lock_path = dir.join("job.lock");
         let lock =
             OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => Ok(lock),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked {
+        if crate::durable::lock_exclusive(&lock, &lock_path)? {
+            Ok(lock)
+        } else {
+            Err(Error::Locked {
                 what: "job state",
                 path: lock_path,
                 hint: "job in progress: another seed run/resume is using this state directory",
-            }),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
+            })
         }
     }
 

@@ -240,12 +240,10 @@ impl LocalTier {
     fn take_lock(dir: &Path) -> Result<File> {
         let path = dir.join("tier.lock");
         let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(fs::TryLockError::WouldBlock) => {
-                Err(Error::Locked { what: "tier", path, hint: "another process or handle has this tier open" })
-            }
-            Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        if durable::lock_exclusive(&f, &path)? {
+            Ok(f)
+        } else {
+            Err(Error::Locked { what: "tier", path, hint: "another process or handle has this tier open" })
         }
     }
 

@@ -246,3 +246,23 @@ fn write_container_keeps_existing_mappings() {
     assert_eq!(tier.fingerprint_count().unwrap(), 1);
     assert_eq!(stored_segment_entries(&tier), 2);
 }
+
+/// Regression: a lock held for an instant (as by a child process between
+/// `fork` and `exec`, which inherits every descriptor) made a reopen right
+/// after a close fail with `Locked`; the parallel test suite hit it while
+/// the crash tests spawned `seed`.
+#[test]
+fn lock_held_briefly_by_a_forked_child_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    drop(LocalTier::create(&path, small_config()).unwrap());
+    // Another description of the lock file, held for 100 ms.
+    let holder = fs::File::options().write(true).open(path.join("tier.lock")).unwrap();
+    holder.try_lock().unwrap();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(holder);
+    });
+    LocalTier::open(&path).expect("a briefly held lock must be waited for");
+    t.join().unwrap();
+}
