@@ -50,6 +50,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench_api;
 mod container;
 mod crashpoint;
 mod durable;
@@ -57,6 +59,8 @@ mod engine;
 mod error;
 mod faulty;
 mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod local;
 mod pack;
 mod read;
@@ -73,6 +77,6 @@ pub use crate::engine::{
 pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};
 pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
-pub use crate::local::{IngestStats, LocalTier, MAX_PATH_LEN, TierConfig, TierInfo, VerifyReport, validate_path};
+pub use crate::local::{Ingest, IngestStats, LocalTier, MAX_PATH_LEN, TierConfig, TierInfo, VerifyReport, validate_path};
 pub use crate::selection::Selection;
 pub use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};

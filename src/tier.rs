@@ -70,9 +70,12 @@ pub trait SourceTier: Tier {
     /// How many fingerprints the index holds now.
     fn fingerprint_count(&self) -> Result<u64>;
 
-    /// Up to `limit` index entries (fingerprint, container) in fingerprint
-    /// order, starting after `after`. Paging lets the engine stream an index
-    /// of any size without holding it in memory. Empty means the end.
+    /// Up to `limit` index entries (fingerprint, container), starting after
+    /// the entry whose fingerprint is `after` (the last one of the previous
+    /// page). The order is the tier's choice but must be the same on every
+    /// pass (`LocalTier` uses fingerprint order). Paging lets the engine
+    /// stream an index of any size without holding it in memory, and lets
+    /// the PHF builder pass over it several times. Empty means the end.
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>>;
 
     /// Removes namespace entries, in move mode. An entry is removed only if

@@ -112,6 +112,23 @@ impl Commit {
     }
 }
 
+/// Decodes `bytes` as each context record type; returns how many accepted
+/// them. For the fuzzers: it must never panic, whatever the bytes.
+pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
+    let what = || "fuzz input".to_string();
+    [
+        decode_record::<JobRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<ProgressRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<u64>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntry>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Report>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+    ]
+    .into_iter()
+    .filter(|ok| *ok)
+    .count()
+}
+
 fn files_key(i: u64) -> Vec<u8> {
     format!("files/{i:010}").into_bytes()
 }

@@ -1,10 +1,10 @@
 //! The seeding engine: the seven phases, the resumption context, suspend
 //! and resume.
 
-mod context;
+pub(crate) mod context;
 mod estimate;
-mod phf;
-mod phv;
+pub(crate) mod phf;
+pub(crate) mod phv;
 mod run;
 mod walk;
 

@@ -94,8 +94,18 @@ impl Phf {
     /// Loads and checks a blob written by [`persist`](Self::persist).
     pub(crate) fn load(path: &Path, expected_keys: u64) -> Result<Phf> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let what = || format!("PHF blob {}", path.display());
-        let blob: PhfBlob = decode_record(PHF_MAGIC, PHF_VERSION, &bytes, &what)?;
+        Self::decode(&bytes, &path.display().to_string(), expected_keys)
+    }
+
+    /// Serializes the function alone (for measuring its size).
+    pub(crate) fn serialize_inner<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.mphf, s)
+    }
+
+    /// Checks and decodes blob bytes.
+    pub(crate) fn decode(bytes: &[u8], name: &str, expected_keys: u64) -> Result<Phf> {
+        let what = || format!("PHF blob {name}");
+        let blob: PhfBlob = decode_record(PHF_MAGIC, PHF_VERSION, bytes, &what)?;
         if blob.boomphf_version != BOOMPHF_VERSION {
             return Err(Error::corrupt_record(
                 what(),

@@ -35,9 +35,12 @@ pub struct IngestStats {
 /// How many chunks are hashed in parallel at a time.
 const HASH_BATCH: usize = 64;
 
-/// One ingest batch: packers for both kinds and the namespace entries that
-/// become visible once every container they depend on is sealed.
-struct Batch<'a> {
+/// An ingest session: files added to it share containers, and become
+/// visible in the namespace together when [`finish`](Self::finish) has
+/// sealed every container they depend on. Dropping a session without
+/// finishing it adds no file (sealed containers stay, unreferenced but
+/// indexed, and are reused by later ingests).
+pub struct Ingest<'a> {
     tier: &'a LocalTier,
     data: Packer,
     meta: Packer,
@@ -45,10 +48,10 @@ struct Batch<'a> {
     stats: IngestStats,
 }
 
-impl<'a> Batch<'a> {
+impl<'a> Ingest<'a> {
     fn new(tier: &'a LocalTier) -> Self {
         let size = tier.container_target_size();
-        Batch {
+        Ingest {
             tier,
             data: Packer::new(ContainerKind::Data, size),
             meta: Packer::new(ContainerKind::Meta, size),
@@ -78,18 +81,19 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    fn add_reader(&mut self, name: &str, mtime: i64, reader: &mut dyn Read) -> Result<()> {
+    /// Adds one file from a reader under namespace path `name`.
+    pub fn add_reader(&mut self, name: &str, mtime: i64, reader: &mut dyn Read) -> Result<()> {
         validate_path(name)?;
         let cfg = self.tier.config;
         let chunker = fastcdc::v2020::StreamCDC::new(reader, cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max);
         let mut leaves = Vec::new();
         let mut size = 0u64;
         let mut pending: Vec<Vec<u8>> = Vec::with_capacity(HASH_BATCH);
-        let flush = |batch: &mut Self, pending: &mut Vec<Vec<u8>>, leaves: &mut Vec<Child>| -> Result<()> {
+        let flush = |session: &mut Self, pending: &mut Vec<Vec<u8>>, leaves: &mut Vec<Child>| -> Result<()> {
             let hashed: Vec<(Fingerprint, Vec<u8>)> =
                 std::mem::take(pending).into_par_iter().map(|d| (Fingerprint::of(&d), d)).collect();
             leaves.extend(hashed.iter().map(|(f, d)| Child { fingerprint: *f, len: d.len() as u64 }));
-            batch.store(ContainerKind::Data, hashed)
+            session.store(ContainerKind::Data, hashed)
         };
         for chunk in chunker {
             let chunk = chunk.map_err(|e| Error::io(name, std::io::Error::other(e.to_string())))?;
@@ -112,7 +116,8 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    fn add_path(&mut self, path: &Path, name: &str) -> Result<()> {
+    /// Adds a file or directory tree at `path` under namespace path `name`.
+    pub fn add_path(&mut self, path: &Path, name: &str) -> Result<()> {
         let md = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
         let ft = md.file_type();
         if ft.is_dir() {
@@ -147,7 +152,7 @@ impl<'a> Batch<'a> {
 
     /// Seals the last containers, then publishes the namespace entries, so
     /// no entry is ever durable before the segments it names.
-    fn finish(mut self) -> Result<IngestStats> {
+    pub fn finish(mut self) -> Result<IngestStats> {
         self.data.seal(self.tier)?;
         self.meta.seal(self.tier)?;
         for chunk in self.entries.chunks(1024) {
@@ -158,11 +163,16 @@ impl<'a> Batch<'a> {
 }
 
 impl LocalTier {
+    /// Starts an ingest session, for adding many files one at a time.
+    pub fn ingest_session(&self) -> Ingest<'_> {
+        Ingest::new(self)
+    }
+
     /// Ingests files and directory trees. Each argument's last component
     /// becomes the first component of its namespace paths (`/a/b/dir` ->
     /// `dir/...`). Symlinks and special files are skipped with a warning.
     pub fn ingest_paths(&self, paths: &[impl AsRef<Path>]) -> Result<IngestStats> {
-        let mut batch = Batch::new(self);
+        let mut batch = Ingest::new(self);
         for p in paths {
             let p = p.as_ref();
             let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::InvalidPath {
@@ -176,14 +186,14 @@ impl LocalTier {
 
     /// Ingests one file from a reader, under namespace path `name`.
     pub fn ingest_reader(&self, name: &str, mtime: i64, mut reader: impl Read) -> Result<IngestStats> {
-        let mut batch = Batch::new(self);
+        let mut batch = Ingest::new(self);
         batch.add_reader(name, mtime, &mut reader)?;
         batch.finish()
     }
 
     /// Ingests many in-memory files `(name, mtime, bytes)` as one batch.
     pub fn ingest_many<'b>(&self, files: impl IntoIterator<Item = (&'b str, i64, &'b [u8])>) -> Result<IngestStats> {
-        let mut batch = Batch::new(self);
+        let mut batch = Ingest::new(self);
         for (name, mtime, mut bytes) in files {
             batch.add_reader(name, mtime, &mut bytes)?;
         }

@@ -25,7 +25,7 @@ use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 use crate::tree::MAX_FANOUT;
 use crate::{ContainerId, Fingerprint};
 
-pub use ingest::IngestStats;
+pub use ingest::{Ingest, IngestStats};
 pub use paths::{MAX_PATH_LEN, validate_path};
 pub use restore::VerifyReport;
 
@@ -378,6 +378,19 @@ impl LocalTier {
         }
         Ok(())
     }
+}
+
+/// Decodes `bytes` as each tier record type; for the fuzzers.
+pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
+    let what = || "fuzz input".to_string();
+    [
+        decode_record::<TierRecord>(META_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
+        decode_record::<Alloc>(META_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
+        decode_record::<FileEntry>(NS_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
+    ]
+    .into_iter()
+    .filter(|ok| *ok)
+    .count()
 }
 
 pub(crate) fn parse_container_name(name: &str) -> Option<u64> {

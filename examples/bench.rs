@@ -1,0 +1,416 @@
+//! The benchmark report: `cargo run --release --example bench`.
+//!
+//! Builds its datasets, runs each case against its baseline in the same
+//! run, and prints one table with the targets from issue 5. Options:
+//! `--data-mib N` (default 2048), `--phf-keys N` (default 100000000),
+//! `--dir DIR` (default: a temporary directory).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use tierseed::bench_api::build_phf;
+use tierseed::synth::{Rng, SynthSource};
+use tierseed::{Event, LocalTier, Outcome, Phase, Seeder, Selection, SourceTier, TierConfig};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("__phf") => return child_phf(args[2].parse()?),
+        Some("__job") => return child_job(&args[2..]),
+        _ => {}
+    }
+    let opt = |name: &str, default: u64| -> u64 {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    };
+    let data_mib = opt("--data-mib", 2048);
+    let phf_keys = opt("--phf-keys", 100_000_000);
+    let tmp;
+    let dir = match args.iter().position(|a| a == "--dir").and_then(|i| args.get(i + 1)) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let started = Instant::now();
+    let mut rows: Vec<Row> = Vec::new();
+    let cache =
+        if drop_caches() { "cold page cache (dropped before each timed run)" } else { "warm page cache (could not drop)" };
+    eprintln!("bench: {data_mib} MiB dataset, PHF at {phf_keys} keys, {cache}, in {}", dir.display());
+
+    // --- Dataset: many files (64 KiB - 1 MiB) of unique data. ---
+    let src = dir.join("src");
+    let t = Instant::now();
+    let files = make_dataset(&src, data_mib << 20)?;
+    eprintln!("bench: ingested {files} files in {:.1} s", t.elapsed().as_secs_f64());
+    let src_stored = LocalTier::open(&src)?.info()?.stored_bytes;
+
+    // --- Full seed vs cp -r + sync. ---
+    drop_caches();
+    let t = Instant::now();
+    let cp_dst = dir.join("cp");
+    let st = Command::new("cp").arg("-r").arg(src.join("containers")).arg(&cp_dst).status()?;
+    let st2 = Command::new("sync").status()?;
+    if !st.success() || !st2.success() {
+        bail!("cp -r / sync failed");
+    }
+    let cp_secs = t.elapsed().as_secs_f64();
+    drop_caches();
+    let full = run_job_child(&dir, &src, "full", "all", true)?;
+    rows.push(Row::ratio(
+        "full seed vs cp -r + sync",
+        full.secs,
+        cp_secs,
+        "<= 1.15x",
+        full.secs <= 1.15 * cp_secs,
+        format!("seed {:.2} s, cp {:.2} s, {} MiB", full.secs, cp_secs, src_stored >> 20),
+    ));
+
+    // --- Partial seed: 30% of files, spread over most containers. ---
+    drop_caches();
+    let partial = run_job_child(&dir, &src, "partial", "partial", true)?;
+    rows.push(Row::ratio(
+        "partial seed (30% of files) vs full",
+        partial.secs,
+        full.secs,
+        "<= 0.6x",
+        partial.secs <= 0.6 * full.secs,
+        format!("{:.2} s; containers read {} / skipped {}", partial.secs, partial.read, partial.skipped),
+    ));
+
+    // --- Commit cost: the same full seed without per-container commits. ---
+    drop_caches();
+    let nocommit = run_job_child(&dir, &src, "nocommit", "all", false)?;
+    drop_caches();
+    let full2 = run_job_child(&dir, &src, "full2", "all", true)?;
+    let with_commits = (full.secs + full2.secs) / 2.0;
+    rows.push(Row::ratio(
+        "commit cost: copy with vs without commits",
+        with_commits,
+        nocommit.secs,
+        "<= 1.05x",
+        with_commits <= 1.05 * nocommit.secs,
+        format!("with {:.2} s (mean of 2), without {:.2} s", with_commits, nocommit.secs),
+    ));
+
+    // --- Peak RSS of the whole job. ---
+    let peak = full.hwm_kb.max(full2.hwm_kb);
+    rows.push(Row::plain(
+        "peak RSS, whole job (full seed)",
+        format!("{} MiB", peak >> 10),
+        "<= 256 MiB",
+        peak <= 256 << 10,
+        format!("dataset {} MiB", src_stored >> 20),
+    ));
+
+    // --- Work redone after a kill. ---
+    let mut adopted_max = 0u64;
+    for frac in [0.3, 0.6, 0.85] {
+        adopted_max = adopted_max.max(kill_and_resume(&dir, &src, full.secs * frac, frac)?);
+    }
+    let container = TierConfig::default().container_size;
+    rows.push(Row::plain(
+        "work redone after SIGKILL (3 kills)",
+        format!("{:.2} MiB", adopted_max as f64 / 1048576.0),
+        "<= 1 container (4 MiB)",
+        adopted_max <= container,
+        "max bytes sealed after the last commit, re-read and adopted on resume".into(),
+    ));
+
+    // --- PHF: build rate, peak RSS, memory per key. ---
+    for keys in [10_000_000u64, phf_keys] {
+        let r = run_phf_child(keys)?;
+        let rate = r.keys as f64 / r.secs;
+        let structure = r.phf_bytes + r.keys / 8;
+        let bits = structure as f64 * 8.0 / r.keys as f64;
+        rows.push(Row::plain(
+            &format!("PHF + PHV bits per fingerprint @ {}M", keys / 1_000_000),
+            format!("{bits:.2}"),
+            "<= 4.6",
+            bits <= 4.6,
+            format!("PHF {:.2} + PHV 1.00 bits", r.phf_bytes as f64 * 8.0 / r.keys as f64),
+        ));
+        if keys == phf_keys {
+            rows.push(Row::plain(
+                &format!("PHF build @ {}M keys, 2 threads", keys / 1_000_000),
+                format!("{:.2} M keys/s", rate / 1e6),
+                ">= 5 M keys/s",
+                rate >= 5e6,
+                format!("{:.1} s", r.secs),
+            ));
+            let build_peak = r.hwm_kb.saturating_sub(r.rss_before_kb) << 10;
+            rows.push(Row::plain(
+                &format!("PHF build peak RSS @ {}M", keys / 1_000_000),
+                format!("{} MiB", build_peak >> 20),
+                "<= 2x structure + buffers",
+                build_peak <= 2 * structure + (64 << 20),
+                format!("structure {} MiB; buffers allowed 64 MiB", structure >> 20),
+            ));
+        }
+    }
+
+    // --- Resume at 10M fingerprints. ---
+    let resume = resume_latency(&dir, 10_000_000)?;
+    rows.push(Row::plain(
+        "resume -> first container handled @ 10M",
+        format!("{:.3} s", resume.as_secs_f64()),
+        "<= 1 s",
+        resume <= Duration::from_secs(1),
+        "loads context, PHF blob and PHV".into(),
+    ));
+
+    println!();
+    println!("| case | measured | baseline | ratio | target | result | notes |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.name,
+            r.measured,
+            r.baseline,
+            r.ratio,
+            r.target,
+            if r.met { "met" } else { "MISSED" },
+            r.notes
+        );
+    }
+    println!();
+    println!("machine: {} cores, {}; {cache}; report took {:.0} s", cores(), mem_total(), started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+struct Row {
+    name: String,
+    measured: String,
+    baseline: String,
+    ratio: String,
+    target: String,
+    met: bool,
+    notes: String,
+}
+
+impl Row {
+    fn ratio(name: &str, secs: f64, base: f64, target: &str, met: bool, notes: String) -> Row {
+        Row {
+            name: name.into(),
+            measured: format!("{secs:.2} s"),
+            baseline: format!("{base:.2} s"),
+            ratio: format!("{:.2}x", secs / base),
+            target: target.into(),
+            met,
+            notes,
+        }
+    }
+    fn plain(name: &str, measured: String, target: &str, met: bool, notes: String) -> Row {
+        Row { name: name.into(), measured, baseline: "-".into(), ratio: "-".into(), target: target.into(), met, notes }
+    }
+}
+
+/// Writes `bytes` of unique random data as files of 64 KiB to 1 MiB, named
+/// `dir-NN/f-NNNNN-D.bin` (D = index mod 10, so `*-[0-2].bin` is 30%).
+fn make_dataset(src: &Path, bytes: u64) -> Result<u64> {
+    let tier = LocalTier::create(src, TierConfig::default())?;
+    let mut rng = Rng::new(2026);
+    let mut session = tier.ingest_session();
+    let mut written = 0u64;
+    let mut i = 0u64;
+    let mut buf = Vec::new();
+    while written < bytes {
+        let size = (64 << 10) + rng.below(960 << 10) as usize;
+        buf.resize(size, 0);
+        rng.fill(&mut buf);
+        session.add_reader(&format!("dir-{:02}/f-{i:05}-{}.bin", i / 256, i % 10), 1_700_000_000, &mut &buf[..])?;
+        written += size as u64;
+        i += 1;
+    }
+    session.finish()?;
+    Ok(i)
+}
+
+struct JobRun {
+    secs: f64,
+    hwm_kb: u64,
+    read: u64,
+    skipped: u64,
+}
+
+fn run_job_child(dir: &Path, src: &Path, name: &str, sel: &str, commits: bool) -> Result<JobRun> {
+    let dst = dir.join(format!("dst-{name}"));
+    let state = dir.join(format!("state-{name}"));
+    let out = Command::new(std::env::current_exe()?)
+        .arg("__job")
+        .arg(src)
+        .arg(&dst)
+        .arg(&state)
+        .arg(sel)
+        .arg(if commits { "commits" } else { "nocommits" })
+        .output()?;
+    if !out.status.success() {
+        bail!("job child failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 4 {
+        bail!("job child printed {line:?}");
+    }
+    // The target is not needed again: free the disk.
+    let _ = std::fs::remove_dir_all(&dst);
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(JobRun { secs: v[0], hwm_kb: v[1] as u64, read: v[2] as u64, skipped: v[3] as u64 })
+}
+
+fn selection(sel: &str) -> Selection {
+    match sel {
+        "partial" => Selection::new().glob("**/*-[0-2].bin"),
+        _ => Selection::all(),
+    }
+}
+
+/// Child: run one job; print seconds, peak RSS (KiB), containers read and skipped.
+fn child_job(a: &[String]) -> Result<()> {
+    let (src, dst, state, sel, commits) = (&a[0], &a[1], &a[2], &a[3], a[4] == "commits");
+    let src = LocalTier::open(src)?;
+    let dst =
+        if Path::new(dst).join("db").exists() { LocalTier::open(dst)? } else { LocalTier::create(dst, TierConfig::default())? };
+    let t = Instant::now();
+    let mut job = if Path::new(state).join("ctx").exists() {
+        Seeder::resume(state, &src, &dst)?
+    } else {
+        Seeder::builder(&src, &dst, state).selection(selection(sel)).threads(2).build()?
+    };
+    if !commits {
+        job = job.disable_copy_commits_for_bench();
+    }
+    let Outcome::Completed(r) = job.run()? else { bail!("suspended") };
+    println!("{} {} {} {}", t.elapsed().as_secs_f64(), vm_kb("VmHWM"), r.counters.containers_read, r.counters.containers_skipped);
+    Ok(())
+}
+
+/// Kills a full seed after `after` seconds, resumes it to completion, and
+/// returns the bytes the resume found already sealed on the target (work
+/// done after the last commit before the kill).
+fn kill_and_resume(dir: &Path, src: &Path, after: f64, frac: f64) -> Result<u64> {
+    let dst = dir.join(format!("dst-kill-{frac}"));
+    let state = dir.join(format!("state-kill-{frac}"));
+    let mut child =
+        Command::new(std::env::current_exe()?).arg("__job").arg(src).arg(&dst).arg(&state).arg("all").arg("commits").spawn()?;
+    std::thread::sleep(Duration::from_secs_f64(after));
+    child.kill()?;
+    child.wait()?;
+    let committed = Seeder::status(&state).map(|p| (p.next_phase, p.counters.bytes_copied)).ok();
+    let srct = LocalTier::open(src)?;
+    let dstt = if dst.join("db").exists() { LocalTier::open(&dst)? } else { LocalTier::create(&dst, TierConfig::default())? };
+    // Killed before the job existed: start it, as an operator would.
+    let mut job = if state.join("ctx").exists() {
+        Seeder::resume(&state, &srct, &dstt)?
+    } else {
+        Seeder::builder(&srct, &dstt, &state).selection(Selection::all()).build()?
+    };
+    let Outcome::Completed(r) = job.run()? else { bail!("suspended") };
+    drop(job);
+    eprintln!(
+        "bench: killed at {:.1} s (committed: {committed:?}); resume adopted {} bytes",
+        after, r.counters.bytes_deduplicated
+    );
+    drop(dstt);
+    let _ = std::fs::remove_dir_all(&dst);
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(r.counters.bytes_deduplicated)
+}
+
+struct PhfRun {
+    keys: u64,
+    secs: f64,
+    hwm_kb: u64,
+    rss_before_kb: u64,
+    phf_bytes: u64,
+}
+
+fn run_phf_child(leaves: u64) -> Result<PhfRun> {
+    let out = Command::new(std::env::current_exe()?).arg("__phf").arg(leaves.to_string()).output()?;
+    if !out.status.success() {
+        bail!("phf child failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 5 {
+        bail!("phf child printed {:?}", String::from_utf8_lossy(&out.stdout));
+    }
+    Ok(PhfRun { keys: v[0] as u64, secs: v[1], hwm_kb: v[2] as u64, rss_before_kb: v[3] as u64, phf_bytes: v[4] as u64 })
+}
+
+/// Child: build the PHF over a synthetic index; print keys, seconds, peak
+/// RSS, RSS before the build (KiB), and the PHF's in-memory bytes.
+fn child_phf(leaves: u64) -> Result<()> {
+    let source = SynthSource::new(leaves, 256, 4096, 1024);
+    let before = vm_kb("VmRSS");
+    // Reset the high-water mark so it measures the build alone.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let t = Instant::now();
+    let phf = build_phf(&source, 1.7, 2)?;
+    let secs = t.elapsed().as_secs_f64();
+    println!("{} {secs} {} {before} {}", phf.keys(), vm_kb("VmHWM"), phf.memory_bytes());
+    Ok(())
+}
+
+/// Time from `Seeder::resume` to the first Copy event, with the PHF built
+/// over `leaves` synthetic fingerprints.
+fn resume_latency(dir: &Path, leaves: u64) -> Result<Duration> {
+    let source = SynthSource::new(leaves, 256, 4096, 1024);
+    let dst = LocalTier::create(dir.join("dst-resume"), TierConfig::default())?;
+    let state = dir.join("state-resume");
+    // The last few files: the first containers hold nothing marked.
+    let mut job =
+        Seeder::builder(&source, &dst, &state).selection(Selection::new().glob("f/0000024[0-4]?")).threads(2).build()?;
+    loop {
+        job.suspend_handle().suspend();
+        match job.run()? {
+            Outcome::Suspended(p) if p.next_phase == Phase::Copy => break,
+            Outcome::Suspended(_) => {}
+            Outcome::Completed(_) => bail!("completed before Copy"),
+        }
+        drop(job);
+        job = Seeder::resume(&state, &source, &dst)?;
+    }
+    drop(job);
+    let first: Mutex<Option<Instant>> = Mutex::new(None);
+    let t = Instant::now();
+    let job = Seeder::resume(&state, &source, &dst)?;
+    let handle = job.suspend_handle();
+    let mut job = job.with_observer(|e: &Event| {
+        if matches!(e, Event::ContainerCopied { .. } | Event::ContainerSkipped { .. }) {
+            first.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Instant::now);
+            handle.suspend();
+        }
+    });
+    job.run()?;
+    drop(job);
+    let at = first.lock().unwrap_or_else(|p| p.into_inner()).ok_or_else(|| anyhow::anyhow!("no container handled"))?;
+    let _ = source.container_ids();
+    Ok(at - t)
+}
+
+fn vm_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn drop_caches() -> bool {
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("?").to_string()))
+        .map_or("? memory".into(), |kb| format!("{} GiB memory", kb.parse::<u64>().unwrap_or(0) >> 20))
+}
