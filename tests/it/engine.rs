@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tierseed::{Error, Event, LocalTier, Mode, Outcome, Phase, Report, Seeder, Selection, SuspendHandle};
 
-use crate::{check_target, index_fingerprints, namespace, small_config, synth_source};
+use crate::{check_target, index_fingerprints, namespace, run_until, small_config, synth_source};
 
 fn run_to_end(job: &mut Seeder<'_>) -> Report {
     match job.run().unwrap() {
@@ -210,20 +210,9 @@ fn a_source_container_deleted_mid_job_fails_naming_the_files() {
     let (src, _) = synth_source(&dir.path().join("src"), 7, 2, 16, 16_000);
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
-    let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
+    let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     // Stop at the start of Copy, then delete the snapshot's last container.
-    let mut outcome;
-    loop {
-        job.suspend_handle().suspend();
-        outcome = job.run().unwrap();
-        if let Outcome::Suspended(p) = &outcome
-            && p.next_phase == Phase::Copy
-        {
-            break;
-        }
-        drop(job);
-        job = Seeder::resume(&state, &src, &dst).unwrap();
-    }
+    let job = run_until(job, &state, &src, &dst, Phase::Copy);
     drop(job);
     let ids = tierseed::SourceTier::container_ids(&src).unwrap();
     let victim = *ids.last().unwrap();
@@ -320,17 +309,8 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
     let (src, _) = synth_source(&dir.path().join("src"), 11, 1, 8, 8_000);
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("st");
-    let mut job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
-    // Run up to Copy.
-    loop {
-        job.suspend_handle().suspend();
-        let Outcome::Suspended(p) = job.run().unwrap() else { panic!() };
-        drop(job);
-        job = Seeder::resume(&st, &src, &dst).unwrap();
-        if p.next_phase == Phase::Copy {
-            break;
-        }
-    }
+    let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
+    let job = run_until(job, &st, &src, &dst, Phase::Copy);
     drop(job);
     let phf = fs::read_dir(&st).unwrap().map(|e| e.unwrap().path()).find(|p| p.to_string_lossy().ends_with(".bin")).unwrap();
     let good = fs::read(&phf).unwrap();
@@ -341,5 +321,21 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
     let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
     assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("PHF")), "{err}");
     fs::write(&phf, &good).unwrap();
+
+    // A flipped bit inside a stored PHV chunk (a valid RocksDB value whose
+    // envelope no longer checks) is refused at load, naming the chunk.
+    {
+        let db = rocksdb::DB::open_default(st.join("ctx")).unwrap();
+        let key = b"phv/0000000000";
+        let good_chunk = db.get(key).unwrap().expect("PHV chunk 0 stored");
+        let mut bad = good_chunk.clone();
+        bad[20] ^= 0x04;
+        db.put(key, &bad).unwrap();
+        drop(db);
+        let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
+        assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("PHV chunk 0")), "{err}");
+        let db = rocksdb::DB::open_default(st.join("ctx")).unwrap();
+        db.put(key, &good_chunk).unwrap();
+    }
     run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
 }

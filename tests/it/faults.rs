@@ -83,6 +83,9 @@ fn sweep(side: Side, kind: FaultKind, corrupt: bool, mode: Mode) -> u64 {
         }
         injected += 1;
     }
+    eprintln!(
+        "faults: {kind:?} on {side:?} (corrupt: {corrupt}): {injected} injected over {calls} calls, every job failed cleanly and resumed"
+    );
     injected
 }
 

@@ -86,6 +86,27 @@ pub fn index_fingerprints(t: &dyn SourceTier) -> Vec<tierseed::Fingerprint> {
     out
 }
 
+/// Runs a new job one commit point at a time until the next phase is
+/// `phase`; returns the job, suspended there.
+pub fn run_until<'a>(
+    mut job: tierseed::Seeder<'a>,
+    state: &Path,
+    src: &'a LocalTier,
+    dst: &'a LocalTier,
+    phase: tierseed::Phase,
+) -> tierseed::Seeder<'a> {
+    loop {
+        job.suspend_handle().suspend();
+        match job.run().unwrap() {
+            tierseed::Outcome::Suspended(p) if p.next_phase == phase => return job,
+            tierseed::Outcome::Suspended(_) => {}
+            tierseed::Outcome::Completed(_) => panic!("completed before {phase}"),
+        }
+        drop(job);
+        job = tierseed::Seeder::resume(state, src, dst).unwrap();
+    }
+}
+
 /// The invariants every seeding test checks on the target:
 /// each expected file restores byte for byte; no segment is stored twice.
 pub fn check_target(dst: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
