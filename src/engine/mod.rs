@@ -244,11 +244,13 @@ impl<F: Fn(&Event) + Send + Sync> Observer for F {
 /// Asks a running job to suspend at its next commit point. Clone it freely
 /// and call [`suspend`](Self::suspend) from any thread or signal handler.
 #[derive(Clone, Debug, Default)]
-pub struct SuspendHandle(Arc<AtomicBool>);
+pub struct SuspendHandle(pub(crate) Arc<AtomicBool>);
 
 impl SuspendHandle {
     /// Requests suspension; `run` returns [`Outcome::Suspended`] after the
-    /// next commit point (in Copy: within one target container).
+    /// next commit point (in Copy: within one target container). A request
+    /// made before `run` stops that run at its first commit point. Each
+    /// request is consumed by the run it suspends.
     pub fn suspend(&self) {
         self.0.store(true, Ordering::SeqCst);
     }

@@ -117,6 +117,8 @@ impl Seeder<'_> {
     }
 
     fn suspended(&self, st: &State) -> Outcome {
+        // A request suspends one run: the next `run` proceeds.
+        self.suspend.0.store(false, std::sync::atomic::Ordering::SeqCst);
         let p = progress_of(&self.job, &st.prog);
         self.emit(Event::Suspended(p.clone()));
         Outcome::Suspended(p)

@@ -284,6 +284,20 @@ fn bad_requests_are_clear_errors() {
 }
 
 #[test]
+fn a_suspend_request_stops_one_run_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 12, 1, 8, 8_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let mut job = Seeder::builder(&src, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap();
+    job.suspend_handle().suspend();
+    let Outcome::Suspended(p) = job.run().unwrap() else { panic!("did not suspend") };
+    assert_eq!(p.next_phase, Phase::BuildPhf);
+    assert!(!job.suspend_handle().is_requested());
+    // The same Seeder runs on to completion.
+    run_to_end(&mut job);
+}
+
+#[test]
 fn events_follow_the_phases_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 10, 1, 8, 8_000);
