@@ -353,3 +353,44 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
     }
     run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
 }
+
+#[test]
+fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 13, 1, 8, 8_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let st = dir.path().join("st");
+    let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
+    drop(run_until(job, &st, &src, &dst, Phase::Copy));
+    let before = Seeder::status(&st).unwrap();
+    for key in ["job", "progress", "snapshot", "phf", "files/0000000000"] {
+        let db = rocksdb::DB::open_default(st.join("ctx")).unwrap();
+        let good = db.get(key).unwrap().unwrap_or_else(|| panic!("record {key} missing"));
+        let mut bad = good.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x01;
+        db.put(key, &bad).unwrap();
+        drop(db);
+        let err = match Seeder::resume(&st, &src, &dst) {
+            Err(e) => e,
+            Ok(mut job) => job.run().expect_err("a corrupt record went unnoticed"),
+        };
+        assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains(key)), "{key}: {err}");
+        let db = rocksdb::DB::open_default(st.join("ctx")).unwrap();
+        db.put(key, &good).unwrap();
+    }
+    // The failed attempts changed nothing: the job goes on from where it was.
+    assert_eq!(Seeder::status(&st).unwrap(), before);
+    run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
+    check_target(
+        &dst,
+        &crate::namespace(&src)
+            .keys()
+            .map(|p| {
+                let mut b = Vec::new();
+                src.restore(p, &mut b).unwrap();
+                (p.clone(), b)
+            })
+            .collect(),
+    );
+}
