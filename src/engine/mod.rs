@@ -394,6 +394,17 @@ impl<'a> Seeder<'a> {
         let dir = state_dir.as_ref();
         let ctx = Context::open(dir)?;
         let job = ctx.reader().job()?.ok_or_else(|| Error::NoJob { state_dir: dir.to_path_buf() })?;
+        // Check the small records now, so a corrupt context fails the
+        // resume before anything runs. (Selected-file chunks, which can be
+        // large, are checked when a phase reads them; Switch cannot pass
+        // a corrupt one.)
+        let progress = ctx.reader().progress()?;
+        if progress.phase_done >= Some(Phase::Select) {
+            ctx.reader().snapshot()?;
+        }
+        if progress.phase_done >= Some(Phase::BuildPhf) {
+            ctx.reader().phf()?;
+        }
         for (role, expected, found) in [("source", job.source, source.tier_id()?), ("target", job.target, target.tier_id()?)] {
             if *found.as_bytes() != expected {
                 return Err(Error::TierMismatch {
