@@ -165,7 +165,11 @@ fn abort_at_every_crash_point_then_resume() {
     // Every point must really have been hit: a crash test that never
     // crashes proves nothing (e.g. a build without the feature).
     for point in CRASH_POINTS {
-        assert!(aborted.get(point).copied().unwrap_or(0) > 0, "crash point {point} was never reached; aborted: {aborted:?}");
+        assert!(
+            aborted.get(point).copied().unwrap_or(0) > 0,
+            "crash point {point} was never reached (aborted: {aborted:?}); if nothing aborted, the seed example was built \
+             without `--features crash-points`: run the whole suite with `cargo test --release --features crash-points`"
+        );
     }
     eprintln!(
         "crash points: {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost",
