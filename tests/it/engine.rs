@@ -392,3 +392,20 @@ fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
     run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
     assert_eq!(namespace(&dst).len(), 8);
 }
+
+/// Regression: a kill during job creation used to leave `ctx/` without
+/// RocksDB's CURRENT file, and `resume` failed with a raw database error.
+/// The context is now built in `ctx.creating` and renamed into place: a
+/// leftover means "no job", and a new job can start.
+#[test]
+fn job_context_interrupted_during_creation_is_no_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 14, 1, 4, 4_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let st = dir.path().join("st");
+    fs::create_dir_all(st.join("ctx.creating")).unwrap();
+    fs::write(st.join("ctx.creating/LOG"), b"half-made").unwrap();
+    assert!(matches!(Seeder::resume(&st, &src, &dst).err().unwrap(), Error::NoJob { .. }));
+    run_to_end(&mut Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap());
+    assert!(!st.join("ctx.creating").exists());
+}

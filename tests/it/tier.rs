@@ -266,3 +266,20 @@ fn lock_held_briefly_by_a_forked_child_is_waited_for() {
     LocalTier::open(&path).expect("a briefly held lock must be waited for");
     t.join().unwrap();
 }
+
+/// Regression: a crash inside `LocalTier::create` used to leave `db/`
+/// without a tier record, a directory neither `open` nor `create` would
+/// take. Creation now happens in `.<name>.creating` and is renamed into
+/// place; a leftover of a crashed create is cleared by the next create.
+#[test]
+fn tier_create_interrupted_before_rename_leaves_no_half_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let leftover = dir.path().join(".t.creating");
+    fs::create_dir_all(leftover.join("db")).unwrap();
+    fs::write(leftover.join("db/garbage"), b"half-made").unwrap();
+    // Nothing at the final path: no tier, and the error says so.
+    assert!(matches!(LocalTier::open(dir.path().join("t")).unwrap_err(), Error::NotATier { .. }));
+    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    assert!(!leftover.exists(), "the leftover of a crashed create was kept");
+    assert!(t.verify().unwrap().is_clean());
+}
