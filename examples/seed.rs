@@ -564,22 +564,16 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
     // Restore every seeded file from the target and compare with the source.
     let mut compared = 0u64;
     let mut bytes = 0u64;
-    let mut after: Option<String> = None;
-    loop {
-        let page = dst.list_files(after.as_deref(), 1024)?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.path.clone());
-        for e in page {
-            let mut a = Vec::new();
-            let mut b = Vec::new();
-            dst.restore(&e.path, &mut a)?;
-            src.restore(&e.path, &mut b)?;
-            if a != b {
-                bail!("{}: restored bytes differ from the source", e.path);
-            }
-            compared += 1;
-            bytes += a.len() as u64;
+    for e in dst.all_files()? {
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        dst.restore(&e.path, &mut a)?;
+        src.restore(&e.path, &mut b)?;
+        if a != b {
+            bail!("{}: restored bytes differ from the source", e.path);
         }
+        compared += 1;
+        bytes += a.len() as u64;
     }
     let verify = dst.verify()?;
     if !verify.is_clean() {

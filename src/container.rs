@@ -67,13 +67,6 @@ pub struct ContainerMeta {
     pub data_len: u64,
 }
 
-impl ContainerMeta {
-    /// Byte offset in the file where the data region starts.
-    pub(crate) fn data_start(&self) -> u64 {
-        (HEADER_LEN + ENTRY_LEN * self.segments.len()) as u64
-    }
-}
-
 /// Encodes a container. Segment bytes are laid out in the given order.
 pub(crate) fn encode(id: ContainerId, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Vec<u8> {
     let data_len: usize = segments.iter().map(|(_, b)| b.len()).sum();
@@ -130,6 +123,11 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// Byte offset in the file where the data region starts.
+    pub(crate) fn data_start(&self) -> u64 {
+        (HEADER_LEN + ENTRY_LEN * self.count as usize) as u64
+    }
+
     pub(crate) fn file_len(&self) -> u64 {
         HEADER_LEN as u64 + ENTRY_LEN as u64 * u64::from(self.count) + self.data_len
     }
@@ -198,10 +196,9 @@ pub(crate) fn parse_table(header: &Header, table: &[u8], path: &Path) -> Result<
     Ok(ContainerMeta { id: header.id, kind: header.kind, segments, data_len: header.data_len })
 }
 
-/// Reads only the header and table of the container file at `path`, after
-/// checking that the file has exactly the length the header promises
-/// (which detects truncation without reading the data).
-pub(crate) fn read_meta(file: &File, expected: ContainerId, path: &Path) -> Result<ContainerMeta> {
+/// Reads and checks only the 48-byte header, and the file's length against
+/// it: enough to locate and bounds-check segment reads.
+pub(crate) fn read_header(file: &File, expected: ContainerId, path: &Path) -> Result<Header> {
     let io = |e| Error::io(path, e);
     let file_len = file.metadata().map_err(io)?.len();
     let mut hbuf = [0u8; HEADER_LEN];
@@ -214,6 +211,15 @@ pub(crate) fn read_meta(file: &File, expected: ContainerId, path: &Path) -> Resu
             reason: format!("file is {file_len} bytes, header implies {}", header.file_len()),
         });
     }
+    Ok(header)
+}
+
+/// Reads only the header and table of the container file at `path`, after
+/// checking that the file has exactly the length the header promises
+/// (which detects truncation without reading the data).
+pub(crate) fn read_meta(file: &File, expected: ContainerId, path: &Path) -> Result<ContainerMeta> {
+    let header = read_header(file, expected, path)?;
+    let io = |e| Error::io(path, e);
     let mut table = vec![0u8; ENTRY_LEN * header.count as usize];
     file.read_exact_at(&mut table, HEADER_LEN as u64).map_err(io)?;
     parse_table(&header, &table, path)
@@ -232,8 +238,8 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usi
 
 /// Reads the bytes of the chosen segments, coalescing adjacent ranges into
 /// one read each. Bytes are not verified here: callers hash them.
-pub(crate) fn read_segments(file: &File, meta: &ContainerMeta, which: &[SegmentEntry], path: &Path) -> Result<Vec<Vec<u8>>> {
-    let data_start = meta.data_start();
+pub(crate) fn read_segments(file: &File, header: &Header, which: &[SegmentEntry], path: &Path) -> Result<Vec<Vec<u8>>> {
+    let data_start = header.data_start();
     let mut out = Vec::with_capacity(which.len());
     let mut i = 0;
     while i < which.len() {
@@ -245,9 +251,9 @@ pub(crate) fn read_segments(file: &File, meta: &ContainerMeta, which: &[SegmentE
             end += u64::from(which[j].len);
             j += 1;
         }
-        if end > meta.data_len {
+        if end > header.data_len {
             return Err(Error::CorruptContainer {
-                id: meta.id,
+                id: header.id,
                 path: path.to_path_buf(),
                 reason: format!("segment range {start}..{end} is past the data region"),
             });

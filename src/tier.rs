@@ -47,6 +47,19 @@ pub trait Tier: Send + Sync {
 
     /// The namespace entries for these paths (`None` where there is none).
     fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>>;
+
+    /// Every namespace entry, in path order, paging through
+    /// [`list_files`](Self::list_files).
+    fn all_files(&self) -> Result<Vec<FileEntry>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list_files(after.as_deref(), 4096)?;
+            let Some(last) = page.last() else { return Ok(out) };
+            after = Some(last.path.clone());
+            out.extend(page);
+        }
+    }
 }
 
 /// A tier data is read from.

@@ -43,17 +43,8 @@ impl Seeder<'_> {
     /// unselected ones, then reads container metadata (never data).
     pub fn estimate(source: &dyn SourceTier, target: &dyn Tier, selection: &Selection) -> Result<Estimate> {
         let matcher = selection.matcher(now_secs())?;
-        let mut selected: Vec<FileEntry> = Vec::new();
-        let mut others: Vec<FileEntry> = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = source.list_files(after.as_deref(), 4096)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.path.clone());
-            for e in page {
-                if matcher.matches(&e) { selected.push(e) } else { others.push(e) }
-            }
-        }
+        let (selected, others): (Vec<FileEntry>, Vec<FileEntry>) =
+            source.all_files()?.into_iter().partition(|e| matcher.matches(e));
         let explicit = selection.explicit_paths();
         for p in explicit {
             if !selected.iter().any(|e| &e.path == p) {

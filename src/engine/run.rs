@@ -180,14 +180,8 @@ impl Seeder<'_> {
                 return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
             }
         }
-        let mut files = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.source.list_files(after.as_deref(), 4096)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.path.clone());
-            files.extend(page.into_iter().filter(|e| matcher.matches(e)));
-        }
+        let mut files = self.source.all_files()?;
+        files.retain(|e| matcher.matches(e));
         if files.is_empty() {
             return Err(Error::EmptySelection);
         }

@@ -499,9 +499,10 @@ impl SourceTier for LocalTier {
     }
 
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
+        // Only the header: the caller already holds the table.
         let (f, path) = self.open_container(id)?;
-        let meta = container::read_meta(&f, id, &path)?;
-        container::read_segments(&f, &meta, which, &path)
+        let header = container::read_header(&f, id, &path)?;
+        container::read_segments(&f, &header, which, &path)
     }
 
     fn fingerprint_count(&self) -> Result<u64> {

@@ -56,15 +56,7 @@ pub fn synth_source_changing(
 
 /// Every namespace entry of a tier, by path.
 pub fn namespace(t: &dyn Tier) -> BTreeMap<String, FileEntry> {
-    let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = t.list_files(after.as_deref(), 1000).unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.path.clone());
-        out.extend(page.into_iter().map(|e| (e.path.clone(), e)));
-    }
-    out
+    t.all_files().unwrap().into_iter().map(|e| (e.path.clone(), e)).collect()
 }
 
 /// Total segment-table entries over all containers of a tier: equal to the
