@@ -20,14 +20,14 @@
 //! let mut job = Seeder::builder(&src, &dst, dir.path().join("state"))
 //!     .selection(Selection::new().prefix("projects"))
 //!     .build()?;
-//! let _stop = job.suspend_handle(); // `_stop.suspend()` from any thread
-//! let report = match job.run()? {
-//!     Outcome::Completed(report) => report,
-//!     Outcome::Suspended(_) => Seeder::resume(dir.path().join("state"), &src, &dst)?.run().map(|o| match o {
-//!         Outcome::Completed(r) => r,
-//!         Outcome::Suspended(_) => unreachable!("nothing asked it to suspend"),
-//!     })?,
-//! };
+//! // Ask it to suspend (from any thread; here before the run, so it stops
+//! // at its first commit point).
+//! job.suspend_handle().suspend();
+//! assert!(matches!(job.run()?, Outcome::Suspended(_)));
+//! drop(job); // the process may exit, or crash, here: the context is durable
+//!
+//! let mut job = Seeder::resume(dir.path().join("state"), &src, &dst)?;
+//! let Outcome::Completed(report) = job.run()? else { panic!("nothing asked it to suspend") };
 //! assert_eq!(report.counters.files_selected, 1);
 //!
 //! let mut restored = Vec::new();
