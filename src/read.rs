@@ -16,6 +16,16 @@ use crate::{ContainerId, Fingerprint};
 /// `file` names the file being read, for errors.
 pub(crate) fn fetch_segments(tier: &dyn SourceTier, fps: &[Fingerprint], file: &str) -> Result<Vec<Vec<u8>>> {
     let located = tier.locate(fps)?;
+    fetch_located(tier, fps, &located, file)
+}
+
+/// [`fetch_segments`] for callers that already looked the fingerprints up.
+pub(crate) fn fetch_located(
+    tier: &dyn SourceTier,
+    fps: &[Fingerprint],
+    located: &[Option<ContainerId>],
+    file: &str,
+) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(fps.len());
     let mut metas: HashMap<ContainerId, HashMap<Fingerprint, SegmentEntry>> = HashMap::new();
     let mut i = 0;
@@ -66,7 +76,12 @@ fn with_file(e: Error, file: &str) -> Error {
 
 /// Fetches and decodes recipes at `level`.
 pub(crate) fn fetch_recipes(tier: &dyn SourceTier, fps: &[Fingerprint], level: u8, file: &str) -> Result<Vec<Recipe>> {
-    fetch_segments(tier, fps, file)?.iter().zip(fps).map(|(b, fp)| Recipe::decode(b, fp, level)).collect()
+    decode_recipes(&fetch_segments(tier, fps, file)?, fps, level)
+}
+
+/// Decodes fetched recipe segments at `level`.
+pub(crate) fn decode_recipes(bytes: &[Vec<u8>], fps: &[Fingerprint], level: u8) -> Result<Vec<Recipe>> {
+    bytes.iter().zip(fps).map(|(b, fp)| Recipe::decode(b, fp, level)).collect()
 }
 
 /// Streams a file's bytes, in order, to `sink`: every byte verified.

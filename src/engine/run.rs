@@ -422,15 +422,18 @@ impl Seeder<'_> {
 
     fn verify(&mut self, st: &mut State) -> Result<Flow> {
         self.need_phv(st)?;
-        let missing = st.phv.as_ref().map_or(0, Phv::count_ones);
+        let Some(missing) = st.phv.as_ref().map(Phv::count_ones) else {
+            return Err(Error::corrupt_record("context", "PHV missing at Verify"));
+        };
         if missing > 0 {
+            // Only a failing Verify needs the file list, to name the files.
             self.need_files(st)?;
-            if let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phv.as_ref()) {
-                let (files, count) =
-                    affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
-                let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
-                return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
-            }
+            let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phv.as_ref()) else {
+                return Err(Error::corrupt_record("context", "PHF or PHV missing at Verify"));
+            };
+            let (files, count) = affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
+            let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
+            return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
         }
         self.commit_phase(st, Phase::Verify, Commit::default())?;
         Ok(Flow::Continue)

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::phf::Phf;
 use super::phv::Phv;
 use crate::error::{Error, Result};
-use crate::read::fetch_recipes;
+use crate::read::{decode_recipes, fetch_located, fetch_recipes};
 use crate::tier::{FileEntry, SourceTier};
 use crate::{ContainerId, Fingerprint};
 
@@ -59,9 +59,11 @@ pub(crate) fn mark(
                 expand.entry((level, cid)).or_default().push((fp, file));
             }
         }
-        for ((level, _), items) in expand {
+        for ((level, cid), items) in expand {
+            // The batch lookup above already placed these: no second lookup.
             let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-            let recipes = fetch_recipes(source, &fps, level, &files[items[0].1 as usize].path)?;
+            let bytes = fetch_located(source, &fps, &vec![Some(cid); fps.len()], &files[items[0].1 as usize].path)?;
+            let recipes = decode_recipes(&bytes, &fps, level)?;
             for (r, (_, file)) in recipes.into_iter().zip(items) {
                 stack.extend(r.children.iter().map(|c| (c.fingerprint, level - 1, file)));
             }

@@ -210,20 +210,8 @@ impl LocalTier {
         }
         let lock = Self::take_lock(dir)?;
         let db = Self::open_db(dir, false)?;
-        let meta = cf(&db, CF_META);
-        let dbp = dir.join("db");
-        let tier_bytes = db
-            .get_cf(meta, KEY_TIER)
-            .map_err(|e| Error::db(&dbp, e))?
-            .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "tier record missing".into() })?;
-        let record: TierRecord =
-            decode_record(META_MAGIC, FORMAT_VERSION, &tier_bytes, &|| format!("tier record in {}", dbp.display()))?;
-        let alloc_bytes = db
-            .get_cf(meta, KEY_ALLOC)
-            .map_err(|e| Error::db(&dbp, e))?
-            .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "allocation record missing".into() })?;
-        let alloc: Alloc =
-            decode_record(META_MAGIC, FORMAT_VERSION, &alloc_bytes, &|| format!("allocation record in {}", dbp.display()))?;
+        let record: TierRecord = Self::meta_record(&db, dir, KEY_TIER, "tier record")?;
+        let alloc: Alloc = Self::meta_record(&db, dir, KEY_ALLOC, "allocation record")?;
         let tier = LocalTier {
             dir: dir.to_path_buf(),
             db,
@@ -235,6 +223,17 @@ impl LocalTier {
         };
         tier.recover(alloc.next_container)?;
         Ok(tier)
+    }
+
+    /// Reads and decodes one record of the `meta` column family; a missing
+    /// one means the directory does not hold a (whole) tier.
+    fn meta_record<T: serde::de::DeserializeOwned>(db: &DB, dir: &Path, key: &[u8], what: &str) -> Result<T> {
+        let dbp = dir.join("db");
+        let bytes = db
+            .get_cf(cf(db, CF_META), key)
+            .map_err(|e| Error::db(&dbp, e))?
+            .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: format!("{what} missing") })?;
+        decode_record(META_MAGIC, FORMAT_VERSION, &bytes, &|| format!("{what} in {}", dbp.display()))
     }
 
     fn take_lock(dir: &Path) -> Result<File> {

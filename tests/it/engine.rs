@@ -409,3 +409,73 @@ fn job_context_interrupted_during_creation_is_no_job() {
     run_to_end(&mut Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap());
     assert!(!st.join("ctx.creating").exists());
 }
+
+/// A source whose container tables hide one segment that its index still
+/// places there: Copy never meets it, so its PHV bit stays set.
+struct HidingSource<'a> {
+    inner: &'a LocalTier,
+    hidden: tierseed::Fingerprint,
+}
+
+impl tierseed::Tier for HidingSource<'_> {
+    fn tier_id(&self) -> tierseed::Result<tierseed::TierId> {
+        self.inner.tier_id()
+    }
+    fn locate(&self, f: &[tierseed::Fingerprint]) -> tierseed::Result<Vec<Option<tierseed::ContainerId>>> {
+        self.inner.locate(f)
+    }
+    fn list_files(&self, after: Option<&str>, limit: usize) -> tierseed::Result<Vec<tierseed::FileEntry>> {
+        self.inner.list_files(after, limit)
+    }
+    fn file_entries(&self, paths: &[String]) -> tierseed::Result<Vec<Option<tierseed::FileEntry>>> {
+        self.inner.file_entries(paths)
+    }
+}
+
+impl tierseed::SourceTier for HidingSource<'_> {
+    fn container_ids(&self) -> tierseed::Result<Vec<tierseed::ContainerId>> {
+        self.inner.container_ids()
+    }
+    fn read_metadata(&self, id: tierseed::ContainerId) -> tierseed::Result<tierseed::ContainerMeta> {
+        let mut m = self.inner.read_metadata(id)?;
+        m.segments.retain(|e| e.fingerprint != self.hidden);
+        Ok(m)
+    }
+    fn read_segments(&self, id: tierseed::ContainerId, w: &[tierseed::SegmentEntry]) -> tierseed::Result<Vec<Vec<u8>>> {
+        self.inner.read_segments(id, w)
+    }
+    fn fingerprint_count(&self) -> tierseed::Result<u64> {
+        self.inner.fingerprint_count()
+    }
+    fn fingerprints(
+        &self,
+        after: Option<&tierseed::Fingerprint>,
+        limit: usize,
+    ) -> tierseed::Result<Vec<(tierseed::Fingerprint, tierseed::ContainerId)>> {
+        self.inner.fingerprints(after, limit)
+    }
+    fn remove_files(&self, e: &[tierseed::FileEntry]) -> tierseed::Result<()> {
+        self.inner.remove_files(e)
+    }
+}
+
+#[test]
+fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let mut a = vec![0u8; 40_000];
+    tierseed::synth::Rng::new(21).fill(&mut a);
+    src.ingest_many([("keep/a.bin", 0, &a[..]), ("keep/b.bin", 0, &b"small and whole"[..])]).unwrap();
+    // Hide one data segment of keep/a.bin.
+    let data = tierseed::SourceTier::container_ids(&src).unwrap()[0];
+    let hidden = tierseed::SourceTier::read_metadata(&src, data).unwrap().segments[1].fingerprint;
+    let source = HidingSource { inner: &src, hidden };
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let err =
+        Seeder::builder(&source, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap().run().unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err.root(), Error::Incomplete { missing: 1, .. }), "{msg}");
+    assert!(msg.contains("verify") && msg.contains("keep/a.bin") && msg.contains(&hidden.to_string()), "{msg}");
+    assert!(!msg.contains("keep/b.bin"), "an intact file was named: {msg}");
+    assert!(namespace(&dst).is_empty(), "files were switched although a segment is missing");
+}
