@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use tierseed::bench_api::build_phf;
 use tierseed::synth::{Rng, SynthSource};
-use tierseed::{Event, LocalTier, Outcome, Phase, Seeder, Selection, SourceTier, TierConfig};
+use tierseed::{Event, LocalTier, Outcome, Phase, Seeder, Selection, Tier, TierConfig};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();

@@ -75,8 +75,14 @@ enum Cmd {
         /// Target container size in KiB, if the target tier is created.
         #[arg(long, default_value_t = 4096)]
         container_kib: u64,
+        /// Worker threads (default: all cores; 1 is fine).
         #[arg(long)]
         threads: Option<usize>,
+        /// What Verify reads from the target before anything is switched:
+        /// `metadata` (recipes, index and container tables) or `full`
+        /// (also every segment's bytes, hashed).
+        #[arg(long, default_value = "metadata")]
+        verify: tierseed::VerifyLevel,
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
@@ -85,8 +91,13 @@ enum Cmd {
     Resume {
         #[command(flatten)]
         tiers: Tiers,
+        /// Worker threads (default: all cores; 1 is fine).
         #[arg(long)]
         threads: Option<usize>,
+        /// Verify level for this run (default: the one the job was started with).
+        #[arg(long)]
+        verify: Option<tierseed::VerifyLevel>,
+        /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -203,6 +214,16 @@ fn main() {
         Err(e) => {
             // tierseed's messages already carry their cause; print once.
             eprintln!("seed: error: {e}");
+            // A failed Verify names every affected file; the message shows
+            // the first few, the operator gets them all.
+            if let Some(tierseed::Error::VerifyFailed { files, .. }) = e.downcast_ref::<tierseed::Error>().map(|e| e.root()) {
+                if files.len() > 20 {
+                    eprintln!("seed: every affected file:");
+                    for f in files {
+                        eprintln!("  {f}");
+                    }
+                }
+            }
             std::process::exit(1);
         }
     }
@@ -272,7 +293,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             println!("stored      {}", human(i.stored_bytes));
             println!("dedup ratio {:.2}x", i.dedup_ratio());
         }
-        Cmd::Run { tiers, sel, move_mode, container_kib, threads, json } => {
+        Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, json } => {
             let selection = sel.selection()?;
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
@@ -281,6 +302,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             let mut b = Seeder::builder(&src, &dst, &tiers.state)
                 .selection(selection)
                 .mode(if move_mode { Mode::Move } else { Mode::Copy })
+                .verify(verify)
                 .observer(|e: &Event| ui.event(e));
             if let Some(n) = threads {
                 b = b.threads(n);
@@ -288,7 +310,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             let mut job = b.build()?;
             return drive(&mut job, &tiers, &ui, json);
         }
-        Cmd::Resume { tiers, threads, json } => {
+        Cmd::Resume { tiers, threads, verify, json } => {
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
             let dst = LocalTier::open(&tiers.to)?;
@@ -296,6 +318,9 @@ fn real_main(cli: Cli) -> Result<i32> {
             let mut job = Seeder::resume(&tiers.state, &src, &dst)?.with_observer(|e: &Event| ui.event(e));
             if let Some(n) = threads {
                 job = job.with_threads(n);
+            }
+            if let Some(v) = verify {
+                job = job.with_verify(v);
             }
             return drive(&mut job, &tiers, &ui, json);
         }
@@ -433,6 +458,11 @@ impl Ui {
                 b.set_message(format!("containers, {} read, {}/s", human(c.0), human(rate as u64)));
             }
             Event::ContainerSkipped { done, total, .. } => self.bar_for(Phase::Copy, Some(*total)).set_position(*done),
+            Event::Verifying { containers, total } => {
+                let b = self.bar_for(Phase::Verify, Some(*total));
+                b.set_position(*containers);
+                b.set_message("target containers checked");
+            }
             Event::Switched { files, total } => {
                 let b = self.bar_for(Phase::Switch, Some(*total));
                 b.set_position(*files);
@@ -451,7 +481,8 @@ impl Ui {
 
 fn print_report(r: &Report) {
     let c = &r.counters;
-    println!("job {} completed ({:?}, resumed {} time(s))", r.job_id, r.mode, r.resumes);
+    let mode = if r.mode == Mode::Move { "move" } else { "copy" };
+    println!("job {} completed: {mode} mode, resumed {} time(s)", r.job_id, r.resumes);
     println!("  files           {} ({})", c.files_selected, human(c.bytes_selected));
     println!("  segments marked {}", c.segments_marked);
     println!("  containers      {} read, {} skipped unread, of {}", c.containers_read, c.containers_skipped, c.containers_total);
@@ -462,7 +493,16 @@ fn print_report(r: &Report) {
         c.target_containers
     );
     println!("  already there   {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
-    println!("  switched        {} files; removed from source {}", c.files_switched, c.files_removed);
+    if c.segments_adopted > 0 {
+        println!("  adopted         {} segments written before a crash, counted as copied", c.segments_adopted);
+    }
+    println!("  switched        {} files", c.files_switched);
+    if r.mode == Mode::Move {
+        println!("  removed         {} files from the source", c.files_removed);
+        if c.files_kept > 0 {
+            println!("  kept            {} files in the source: they changed after they were selected", c.files_kept);
+        }
+    }
 }
 
 fn print_progress(p: &Progress) {

@@ -48,3 +48,44 @@ pub(crate) fn hit(name: &str) {
 #[cfg(not(feature = "crash-points"))]
 #[inline(always)]
 pub(crate) fn hit(_name: &str) {}
+
+/// The durability steps of the commit path, recorded per thread when the
+/// `crash-points` feature is on, so a test can assert their order: a
+/// container's file fsync, then its rename, then its directory's fsync,
+/// then its index batch, then the context commit that counts it. SIGKILL
+/// keeps the page cache, so kill tests alone would pass with every fsync
+/// removed; this trace would not.
+#[cfg(feature = "crash-points")]
+pub mod trace {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static TRACE: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    }
+
+    /// Starts recording this thread's durability steps (clearing any).
+    pub fn start() {
+        TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    }
+
+    /// Stops recording and returns the steps, in order. Each is
+    /// `"<step> <what>"`, e.g. `"fsync 0000000000000003.tsc"`.
+    pub fn take() -> Vec<String> {
+        TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default()
+    }
+
+    pub(crate) fn step(step: &str, what: &str) {
+        TRACE.with(|t| {
+            if let Some(v) = t.borrow_mut().as_mut() {
+                v.push(format!("{step} {what}"));
+            }
+        });
+    }
+}
+
+/// Records one durability step (see `trace`); nothing without the feature.
+#[inline(always)]
+pub(crate) fn step(_step: &str, _what: &str) {
+    #[cfg(feature = "crash-points")]
+    trace::step(_step, _what);
+}

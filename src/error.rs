@@ -172,6 +172,29 @@ pub enum Error {
         /// The affected files, with up to a few fingerprints each.
         files: String,
     },
+    /// Verify could not prove every selected file on the target. Nothing
+    /// was switched or removed; the segments not proven were marked again,
+    /// so resuming the job copies them again.
+    #[error(
+        "verify ({level}) failed: {segments} segment(s) not proven on the target ({problems} problem(s): {}); {file_count} file(s) affected: {}; nothing was switched or removed, and resuming the job copies the missing segments again",
+        reasons.join("; "),
+        list_files(files, *file_count)
+    )]
+    VerifyFailed {
+        /// The verify level that ran.
+        level: &'static str,
+        /// Segments that could not be proven.
+        segments: u64,
+        /// Problems found (a lost container counts once per segment lookup
+        /// that failed).
+        problems: u64,
+        /// The first few problems, each naming the segment or container.
+        reasons: Vec<String>,
+        /// Every affected file, with what it misses.
+        files: Vec<String>,
+        /// How many files are affected.
+        file_count: usize,
+    },
     /// A phase failed; wraps the cause with the phase name. The cause is
     /// part of the message (and reachable with [`Error::root`]).
     #[error("phase {phase}: {error}")]
@@ -211,4 +234,14 @@ impl Error {
             e => e,
         }
     }
+}
+
+/// The first few of `files` for a message; all of them are in the error.
+fn list_files(files: &[String], count: usize) -> String {
+    const SHOWN: usize = 20;
+    let mut out = files.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    if count > SHOWN {
+        out.push_str(&format!("; and {} more", count - SHOWN));
+    }
+    out
 }

@@ -22,10 +22,20 @@ pub enum FaultKind {
     UpsertFiles,
     /// [`SourceTier::remove_files`].
     RemoveFiles,
+    /// [`SourceTier::fingerprints`] (the index pages BuildPhf streams).
+    Fingerprints,
+    /// [`Tier::container_ids`] (the snapshot Select takes).
+    ContainerIds,
+    /// [`Tier::list_files`] (the namespace pages Select reads).
+    ListFiles,
 }
 
+const KINDS: usize = 9;
+
 /// One planned fault: the `nth` call (1-based) of `kind` fails, or, with
-/// `corrupt`, returns bytes with one flipped bit (for `ReadSegments`).
+/// `corrupt`, returns bytes with one flipped bit (for `ReadSegments`), or,
+/// with `after_effect`, takes effect and then reports failure (the write
+/// happened, the caller saw an error: a lost reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
     /// Which calls count.
@@ -35,17 +45,25 @@ pub struct Fault {
     /// Flip a bit in the returned bytes instead of failing (only for
     /// `ReadSegments`; other kinds fail).
     pub corrupt: bool,
+    /// Run the call on the inner tier first, then fail it.
+    pub after_effect: bool,
 }
 
 impl Fault {
     /// The `nth` call of `kind` fails with an I/O error.
     pub fn fail(kind: FaultKind, nth: u64) -> Fault {
-        Fault { kind, nth, corrupt: false }
+        Fault { kind, nth, corrupt: false, after_effect: false }
+    }
+
+    /// The `nth` call of `kind` runs on the inner tier (its effect is
+    /// durable), then fails with an I/O error as if the reply was lost.
+    pub fn fail_after_effect(kind: FaultKind, nth: u64) -> Fault {
+        Fault { kind, nth, corrupt: false, after_effect: true }
     }
 
     /// The `nth` segment read returns one flipped bit.
     pub fn corrupt_read(nth: u64) -> Fault {
-        Fault { kind: FaultKind::ReadSegments, nth, corrupt: true }
+        Fault { kind: FaultKind::ReadSegments, nth, corrupt: true, after_effect: false }
     }
 }
 
@@ -55,13 +73,13 @@ impl Fault {
 pub struct FaultyTier<T> {
     inner: T,
     faults: Vec<Fault>,
-    calls: Mutex<[u64; 6]>,
+    calls: Mutex<[u64; KINDS]>,
 }
 
 impl<T> FaultyTier<T> {
     /// Wraps `inner` with the given faults.
     pub fn new(inner: T, faults: Vec<Fault>) -> Self {
-        FaultyTier { inner, faults, calls: Mutex::new([0; 6]) }
+        FaultyTier { inner, faults, calls: Mutex::new([0; KINDS]) }
     }
 
     /// The wrapped tier.
@@ -82,10 +100,16 @@ impl<T> FaultyTier<T> {
         self.faults.iter().copied().find(|f| f.kind == kind && f.nth == n)
     }
 
-    fn check(&self, kind: FaultKind) -> Result<()> {
+    /// Runs `call` unless a fault says otherwise: a plain fault fails
+    /// before it, an after-effect fault fails after it.
+    fn around<R>(&self, kind: FaultKind, call: impl FnOnce() -> Result<R>) -> Result<R> {
         match self.arrive(kind) {
+            None => call(),
+            Some(f) if f.after_effect => {
+                call()?;
+                Err(injected(f))
+            }
             Some(f) => Err(injected(f)),
-            None => Ok(()),
         }
     }
 }
@@ -102,24 +126,19 @@ impl<T: Tier> Tier for FaultyTier<T> {
         self.inner.tier_id()
     }
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
-        self.check(FaultKind::Locate)?;
-        self.inner.locate(fingerprints)
+        self.around(FaultKind::Locate, || self.inner.locate(fingerprints))
     }
     fn list_files(&self, after: Option<&str>, limit: usize) -> Result<Vec<FileEntry>> {
-        self.inner.list_files(after, limit)
+        self.around(FaultKind::ListFiles, || self.inner.list_files(after, limit))
     }
     fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>> {
         self.inner.file_entries(paths)
     }
-}
-
-impl<T: SourceTier> SourceTier for FaultyTier<T> {
     fn container_ids(&self) -> Result<Vec<ContainerId>> {
-        self.inner.container_ids()
+        self.around(FaultKind::ContainerIds, || self.inner.container_ids())
     }
     fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
-        self.check(FaultKind::ReadMetadata)?;
-        self.inner.read_metadata(id)
+        self.around(FaultKind::ReadMetadata, || self.inner.read_metadata(id))
     }
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
         match self.arrive(FaultKind::ReadSegments) {
@@ -135,15 +154,17 @@ impl<T: SourceTier> SourceTier for FaultyTier<T> {
             None => self.inner.read_segments(id, which),
         }
     }
+}
+
+impl<T: SourceTier> SourceTier for FaultyTier<T> {
     fn fingerprint_count(&self) -> Result<u64> {
         self.inner.fingerprint_count()
     }
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
-        self.inner.fingerprints(after, limit)
+        self.around(FaultKind::Fingerprints, || self.inner.fingerprints(after, limit))
     }
-    fn remove_files(&self, entries: &[FileEntry]) -> Result<()> {
-        self.check(FaultKind::RemoveFiles)?;
-        self.inner.remove_files(entries)
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
+        self.around(FaultKind::RemoveFiles, || self.inner.remove_files(entries))
     }
 }
 
@@ -152,11 +173,9 @@ impl<T: TargetTier> TargetTier for FaultyTier<T> {
         self.inner.container_target_size()
     }
     fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId> {
-        self.check(FaultKind::WriteContainer)?;
-        self.inner.write_container(kind, segments)
+        self.around(FaultKind::WriteContainer, || self.inner.write_container(kind, segments))
     }
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
-        self.check(FaultKind::UpsertFiles)?;
-        self.inner.upsert_files(entries)
+        self.around(FaultKind::UpsertFiles, || self.inner.upsert_files(entries))
     }
 }

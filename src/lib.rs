@@ -71,8 +71,11 @@ mod tree;
 
 pub use crate::container::{ContainerKind, ContainerMeta, SegmentEntry, decode_container};
 pub use crate::crashpoint::CRASH_POINTS;
+#[cfg(feature = "crash-points")]
+pub use crate::crashpoint::trace;
 pub use crate::engine::{
     Counters, Estimate, Event, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder, SuspendHandle,
+    VerifyLevel,
 };
 pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};

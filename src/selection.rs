@@ -4,7 +4,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::tier::FileEntry;
+use crate::tier::{FileEntry, Tier};
 
 /// Which files of the source namespace a job selects.
 ///
@@ -102,6 +102,28 @@ impl Selection {
         let cutoff = self.older_than_secs.map(|s| now.saturating_sub(s.min(i64::MAX as u64) as i64));
         Ok(Matcher { sel: self.clone(), globs, cutoff })
     }
+}
+
+/// Resolves `selection` against `source`'s namespace with `now` as the
+/// reference time for `older_than`: every explicit path must exist in the
+/// namespace (else [`Error::FileNotFound`]); then every entry is matched.
+/// Returns the selected entries and the others, each in path order; an
+/// empty selection is [`Error::EmptySelection`]. The one resolution that
+/// both a job's Select phase and [`Seeder::estimate`](crate::Seeder::estimate)
+/// use, so that an estimate describes the job it estimates.
+pub(crate) fn resolve(source: &dyn Tier, selection: &Selection, now: i64) -> Result<(Vec<FileEntry>, Vec<FileEntry>)> {
+    let matcher = selection.matcher(now)?;
+    let explicit = selection.explicit_paths().to_vec();
+    for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
+        if e.is_none() {
+            return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
+        }
+    }
+    let (selected, others): (Vec<FileEntry>, Vec<FileEntry>) = source.all_files()?.into_iter().partition(|e| matcher.matches(e));
+    if selected.is_empty() {
+        return Err(Error::EmptySelection);
+    }
+    Ok((selected, others))
 }
 
 pub(crate) struct Matcher {

@@ -301,9 +301,6 @@ impl Tier for SynthSource {
             .map(|p| self.files.binary_search_by(|f| f.path.as_str().cmp(p)).ok().map(|i| self.files[i].clone()))
             .collect())
     }
-}
-
-impl SourceTier for SynthSource {
     fn container_ids(&self) -> Result<Vec<ContainerId>> {
         Ok((0..self.data_containers + self.meta_containers.len() as u64).map(ContainerId).collect())
     }
@@ -354,6 +351,9 @@ impl SourceTier for SynthSource {
             })
             .collect()
     }
+}
+
+impl SourceTier for SynthSource {
     fn fingerprint_count(&self) -> Result<u64> {
         Ok(self.keys())
     }
@@ -388,7 +388,7 @@ impl SourceTier for SynthSource {
         }
         Ok(out)
     }
-    fn remove_files(&self, _entries: &[FileEntry]) -> Result<()> {
+    fn remove_files(&self, _entries: &[FileEntry]) -> Result<Vec<bool>> {
         Err(Error::InvalidConfig("the synthetic tier is read-only".into()))
     }
 }

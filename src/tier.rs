@@ -48,6 +48,22 @@ pub trait Tier: Send + Sync {
     /// The namespace entries for these paths (`None` where there is none).
     fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>>;
 
+    /// Every container id, ascending. Ids are allocated in increasing
+    /// order: a container written later has a larger id.
+    fn container_ids(&self) -> Result<Vec<ContainerId>>;
+
+    /// A container's metadata (kind and segment table), reading no segment
+    /// bytes. Errors with [`Error::MissingContainer`](crate::Error::MissingContainer)
+    /// if the container does not exist, and with a corruption error if it
+    /// fails its checks. Both roles need it: the engine reads source
+    /// containers to copy them and target containers to verify them.
+    fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta>;
+
+    /// The bytes of the chosen segments of one container, in the order
+    /// asked. `which` holds entries of that container's metadata. The bytes
+    /// are returned as stored; the caller verifies them.
+    fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>>;
+
     /// Every namespace entry, in path order, paging through
     /// [`list_files`](Self::list_files).
     fn all_files(&self) -> Result<Vec<FileEntry>> {
@@ -68,18 +84,6 @@ pub trait Tier: Send + Sync {
 /// not change between calls. The engine snapshots the container ids at the
 /// start of a job and ignores containers written later.
 pub trait SourceTier: Tier {
-    /// Every container id, ascending.
-    fn container_ids(&self) -> Result<Vec<ContainerId>>;
-
-    /// A container's metadata (kind and segment table), reading no segment
-    /// bytes. Errors if the container does not exist or fails its checks.
-    fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta>;
-
-    /// The bytes of the chosen segments of one container, in the order
-    /// asked. `which` holds entries of that container's metadata. The bytes
-    /// are returned as stored; the caller verifies them.
-    fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>>;
-
     /// How many fingerprints the index holds now.
     fn fingerprint_count(&self) -> Result<u64>;
 
@@ -92,9 +96,11 @@ pub trait SourceTier: Tier {
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>>;
 
     /// Removes namespace entries, in move mode. An entry is removed only if
-    /// its root still equals the given one (so a file rewritten since the
-    /// job selected it is kept). Durable on return; idempotent.
-    fn remove_files(&self, entries: &[FileEntry]) -> Result<()>;
+    /// it still equals the given one (so a file rewritten or touched since
+    /// the job selected it is kept). Returns, per entry, `true` if the path
+    /// is now absent (removed by this call, or already gone) and `false` if
+    /// it was kept because it changed. Durable on return; idempotent.
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>>;
 }
 
 /// A tier data is written to.
@@ -108,7 +114,10 @@ pub trait TargetTier: Tier {
     /// Durability: when this returns `Ok`, the container is sealed (written,
     /// fsynced, renamed, its directory fsynced) and every segment in it is
     /// durably indexed, so [`Tier::locate`] finds it even after a crash. A
-    /// fingerprint the tier already indexes keeps its existing mapping. After
+    /// fingerprint the tier already indexes keeps its existing mapping,
+    /// unless the container it maps to is missing, unreadable or does not
+    /// list it: then the new container takes it over (the engine writes a
+    /// segment again only when its indexed container is unusable). After
     /// an error, the tier may refuse further writes until it is reopened.
     fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId>;
 
@@ -131,9 +140,6 @@ impl<T: Tier + ?Sized> Tier for &T {
     fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>> {
         (**self).file_entries(paths)
     }
-}
-
-impl<T: SourceTier + ?Sized> SourceTier for &T {
     fn container_ids(&self) -> Result<Vec<ContainerId>> {
         (**self).container_ids()
     }
@@ -143,13 +149,16 @@ impl<T: SourceTier + ?Sized> SourceTier for &T {
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
         (**self).read_segments(id, which)
     }
+}
+
+impl<T: SourceTier + ?Sized> SourceTier for &T {
     fn fingerprint_count(&self) -> Result<u64> {
         (**self).fingerprint_count()
     }
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
         (**self).fingerprints(after, limit)
     }
-    fn remove_files(&self, entries: &[FileEntry]) -> Result<()> {
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
         (**self).remove_files(entries)
     }
 }

@@ -19,12 +19,19 @@ use crate::selection::Selection;
 use crate::tier::FileEntry;
 
 const CTX_MAGIC: &[u8; 4] = b"TSCX";
+/// Version of the job, snapshot, PHF, file-chunk, mark-sum and target records.
 const CTX_VERSION: u16 = 1;
+/// Version of the progress and report records: 2 added `files_kept` and
+/// `segments_adopted` to the counters. Version 1 records are still read.
+const PROGRESS_VERSION: u16 = 2;
 const K_JOB: &[u8] = b"job";
 const K_PROGRESS: &[u8] = b"progress";
 const K_SNAPSHOT: &[u8] = b"snapshot";
 const K_PHF: &[u8] = b"phf";
 const K_REPORT: &[u8] = b"report";
+const K_MARK_SUM: &[u8] = b"marksum";
+const K_TARGET: &[u8] = b"target";
+const K_OPTIONS: &[u8] = b"options";
 /// Selected files are stored in chunks of this many entries.
 pub(crate) const FILES_PER_CHUNK: usize = 1024;
 
@@ -56,6 +63,189 @@ pub(crate) struct ProgressRecord {
     pub(crate) resumes: u64,
 }
 
+/// The persisted counterpart of [`ProgressRecord`], version 2.
+#[derive(Serialize, Deserialize)]
+struct ProgressV2 {
+    phase_done: Option<Phase>,
+    copy_cursor: u64,
+    switch_cursor: u64,
+    remove_cursor: u64,
+    counters: CountersV2,
+    resumes: u64,
+}
+
+/// Version 1 of the progress record, still read from older jobs.
+#[derive(Serialize, Deserialize)]
+struct ProgressV1 {
+    phase_done: Option<Phase>,
+    copy_cursor: u64,
+    switch_cursor: u64,
+    remove_cursor: u64,
+    counters: CountersV1,
+    resumes: u64,
+}
+
+/// The persisted counterpart of [`Counters`], version 2. Field order is the
+/// wire format: append only, and bump [`PROGRESS_VERSION`] when it changes.
+#[derive(Serialize, Deserialize)]
+struct CountersV2 {
+    v1: CountersV1,
+    files_kept: u64,
+    segments_adopted: u64,
+}
+
+/// The counters as version 1 wrote them.
+#[derive(Serialize, Deserialize)]
+struct CountersV1 {
+    files_selected: u64,
+    bytes_selected: u64,
+    containers_total: u64,
+    segments_marked: u64,
+    containers_read: u64,
+    containers_skipped: u64,
+    segments_copied: u64,
+    bytes_copied: u64,
+    segments_deduplicated: u64,
+    bytes_deduplicated: u64,
+    target_containers: u64,
+    files_switched: u64,
+    files_removed: u64,
+}
+
+impl From<&Counters> for CountersV2 {
+    fn from(c: &Counters) -> Self {
+        CountersV2 {
+            v1: CountersV1 {
+                files_selected: c.files_selected,
+                bytes_selected: c.bytes_selected,
+                containers_total: c.containers_total,
+                segments_marked: c.segments_marked,
+                containers_read: c.containers_read,
+                containers_skipped: c.containers_skipped,
+                segments_copied: c.segments_copied,
+                bytes_copied: c.bytes_copied,
+                segments_deduplicated: c.segments_deduplicated,
+                bytes_deduplicated: c.bytes_deduplicated,
+                target_containers: c.target_containers,
+                files_switched: c.files_switched,
+                files_removed: c.files_removed,
+            },
+            files_kept: c.files_kept,
+            segments_adopted: c.segments_adopted,
+        }
+    }
+}
+
+impl From<CountersV2> for Counters {
+    fn from(c: CountersV2) -> Self {
+        let v = c.v1;
+        Counters {
+            files_selected: v.files_selected,
+            bytes_selected: v.bytes_selected,
+            containers_total: v.containers_total,
+            segments_marked: v.segments_marked,
+            containers_read: v.containers_read,
+            containers_skipped: v.containers_skipped,
+            segments_copied: v.segments_copied,
+            bytes_copied: v.bytes_copied,
+            segments_deduplicated: v.segments_deduplicated,
+            bytes_deduplicated: v.bytes_deduplicated,
+            target_containers: v.target_containers,
+            files_switched: v.files_switched,
+            files_removed: v.files_removed,
+            files_kept: c.files_kept,
+            segments_adopted: c.segments_adopted,
+        }
+    }
+}
+
+impl From<CountersV1> for Counters {
+    fn from(v1: CountersV1) -> Self {
+        CountersV2 { v1, files_kept: 0, segments_adopted: 0 }.into()
+    }
+}
+
+impl From<&ProgressRecord> for ProgressV2 {
+    fn from(p: &ProgressRecord) -> Self {
+        ProgressV2 {
+            phase_done: p.phase_done,
+            copy_cursor: p.copy_cursor,
+            switch_cursor: p.switch_cursor,
+            remove_cursor: p.remove_cursor,
+            counters: (&p.counters).into(),
+            resumes: p.resumes,
+        }
+    }
+}
+
+impl From<ProgressV2> for ProgressRecord {
+    fn from(p: ProgressV2) -> Self {
+        ProgressRecord {
+            phase_done: p.phase_done,
+            copy_cursor: p.copy_cursor,
+            switch_cursor: p.switch_cursor,
+            remove_cursor: p.remove_cursor,
+            counters: p.counters.into(),
+            resumes: p.resumes,
+        }
+    }
+}
+
+impl From<ProgressV1> for ProgressRecord {
+    fn from(p: ProgressV1) -> Self {
+        ProgressRecord {
+            phase_done: p.phase_done,
+            copy_cursor: p.copy_cursor,
+            switch_cursor: p.switch_cursor,
+            remove_cursor: p.remove_cursor,
+            counters: p.counters.into(),
+            resumes: p.resumes,
+        }
+    }
+}
+
+/// The persisted counterpart of [`Report`], version 2.
+#[derive(Serialize, Deserialize)]
+struct ReportV2 {
+    job_id: String,
+    mode: Mode,
+    counters: CountersV2,
+    resumes: u64,
+}
+
+/// Version 1 of the report record.
+#[derive(Serialize, Deserialize)]
+struct ReportV1 {
+    job_id: String,
+    mode: Mode,
+    counters: CountersV1,
+    resumes: u64,
+}
+
+/// The order-independent checksum of the marked set, committed by Mark
+/// and reproduced by Verify's walk of the target.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct MarkSumRecord {
+    pub(crate) count: u64,
+    pub(crate) lanes: [u64; 4],
+}
+
+/// Job settings added after version 1 of the job record, kept apart so
+/// that older jobs stay readable: absent means the defaults.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct OptionsRecord {
+    /// 0: metadata, 1: full.
+    pub(crate) verify: u8,
+}
+
+/// What the job knew of the target at Select: containers with an id at or
+/// past `floor` were written after the job started (by the job itself, in
+/// a run that crashed before committing them).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct TargetRecord {
+    pub(crate) floor: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct PhfRef {
     pub(crate) file: String,
@@ -78,7 +268,15 @@ pub(crate) struct Commit {
 
 impl Commit {
     pub(crate) fn progress(&mut self, p: &ProgressRecord) -> &mut Self {
-        self.batch.put(K_PROGRESS, encode_record(CTX_MAGIC, CTX_VERSION, p));
+        self.batch.put(K_PROGRESS, encode_record(CTX_MAGIC, PROGRESS_VERSION, &ProgressV2::from(p)));
+        self
+    }
+    pub(crate) fn mark_sum(&mut self, m: &MarkSumRecord) -> &mut Self {
+        self.batch.put(K_MARK_SUM, encode_record(CTX_MAGIC, CTX_VERSION, m));
+        self
+    }
+    pub(crate) fn target(&mut self, t: &TargetRecord) -> &mut Self {
+        self.batch.put(K_TARGET, encode_record(CTX_MAGIC, CTX_VERSION, t));
         self
     }
     pub(crate) fn job(&mut self, j: &JobRecord) -> &mut Self {
@@ -107,7 +305,8 @@ impl Commit {
         self
     }
     pub(crate) fn report(&mut self, r: &Report) -> &mut Self {
-        self.batch.put(K_REPORT, encode_record(CTX_MAGIC, CTX_VERSION, r));
+        let v2 = ReportV2 { job_id: r.job_id.clone(), mode: r.mode, counters: (&r.counters).into(), resumes: r.resumes };
+        self.batch.put(K_REPORT, encode_record(CTX_MAGIC, PROGRESS_VERSION, &v2));
         self
     }
 }
@@ -118,11 +317,16 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [
         decode_record::<JobRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<ProgressRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<ProgressV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
+        decode_record::<ProgressV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
+        decode_record::<MarkSumRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<TargetRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<OptionsRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<u64>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<FileEntry>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<Report>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<ReportV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
+        decode_record::<ReportV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
     ]
     .into_iter()
     .filter(|ok| *ok)
@@ -153,7 +357,7 @@ impl Context {
     /// Creates the context for a new job, atomically: the database is built
     /// in `ctx.creating` with the job and progress records committed, then
     /// renamed to `ctx`. A crash leaves no job or a whole one.
-    pub(crate) fn create(dir: &Path, job: &JobRecord, progress: &ProgressRecord) -> Result<Context> {
+    pub(crate) fn create(dir: &Path, job: &JobRecord, progress: &ProgressRecord, options: &OptionsRecord) -> Result<Context> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = Self::lock(dir)?;
         let ctx = dir.join("ctx");
@@ -171,6 +375,7 @@ impl Context {
             let db = Self::open_db(&tmp, true)?;
             let mut c = Commit::default();
             c.job(job).progress(progress);
+            c.batch.put(K_OPTIONS, encode_record(CTX_MAGIC, CTX_VERSION, options));
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
             db.write_opt(c.batch, &wo).map_err(|e| Error::db(&tmp, e))?;
@@ -214,6 +419,28 @@ impl Context {
         Ok(DbReader { dir: dir.to_path_buf(), db })
     }
 
+    /// Removes the job's state (context, PHF blobs, lock file) while
+    /// still holding its lock, so no `resume` can start in between (the bug
+    /// "abandon drops the job lock before deleting the state"). The lock
+    /// goes last.
+    pub(crate) fn destroy(self) -> Result<()> {
+        let Context { dir, db, _lock, .. } = self;
+        drop(db);
+        let ctx_dir = dir.join("ctx");
+        std::fs::remove_dir_all(&ctx_dir).map_err(|e| Error::io(&ctx_dir, e))?;
+        crate::durable::sync_dir(&dir)?;
+        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if (name.starts_with("phf-") && name.ends_with(".bin")) || name == "job.lock" {
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        crate::durable::sync_dir(&dir)?;
+        drop(_lock);
+        Ok(())
+    }
+
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
@@ -233,6 +460,7 @@ impl Context {
             self.poisoned = Some(err.to_string());
             return Err(err);
         }
+        crate::crashpoint::step("commit", "context");
         Ok(())
     }
 
@@ -271,20 +499,48 @@ impl Reader<'_> {
         }
     }
 
+    /// Reads a record written at version 2 (or, from older jobs, 1), and
+    /// converts it to its in-memory type.
+    fn get_v2<T, V1, V2>(&self, key: &[u8]) -> Result<Option<T>>
+    where
+        V1: serde::de::DeserializeOwned + Into<T>,
+        V2: serde::de::DeserializeOwned + Into<T>,
+    {
+        let path = self.dir.join("ctx");
+        let Some(v) = self.db.get(key).map_err(|e| Error::db(&path, e))? else { return Ok(None) };
+        let what = || format!("context record {:?} in {}", String::from_utf8_lossy(key), path.display());
+        match decode_record::<V2>(CTX_MAGIC, PROGRESS_VERSION, &v, &what) {
+            Ok(r) => Ok(Some(r.into())),
+            Err(Error::UnsupportedVersion { found: 1, .. }) => Ok(Some(decode_record::<V1>(CTX_MAGIC, 1, &v, &what)?.into())),
+            Err(e) => Err(e),
+        }
+    }
+
     fn need<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<T> {
-        self.get(key)?.ok_or_else(|| {
-            Error::corrupt_record(
-                format!("context in {}", self.dir.display()),
-                format!("record {:?} is missing", String::from_utf8_lossy(key)),
-            )
-        })
+        self.get(key)?.ok_or_else(|| self.missing(key))
+    }
+
+    fn missing(&self, key: &[u8]) -> Error {
+        Error::corrupt_record(
+            format!("context in {}", self.dir.display()),
+            format!("record {:?} is missing", String::from_utf8_lossy(key)),
+        )
     }
 
     pub(crate) fn job(&self) -> Result<Option<JobRecord>> {
         self.get(K_JOB)
     }
     pub(crate) fn progress(&self) -> Result<ProgressRecord> {
-        self.need(K_PROGRESS)
+        self.get_v2::<ProgressRecord, ProgressV1, ProgressV2>(K_PROGRESS)?.ok_or_else(|| self.missing(K_PROGRESS))
+    }
+    pub(crate) fn mark_sum(&self) -> Result<Option<MarkSumRecord>> {
+        self.get(K_MARK_SUM)
+    }
+    pub(crate) fn options(&self) -> Result<Option<OptionsRecord>> {
+        self.get(K_OPTIONS)
+    }
+    pub(crate) fn target(&self) -> Result<Option<TargetRecord>> {
+        self.get(K_TARGET)
     }
     pub(crate) fn snapshot(&self) -> Result<Vec<ContainerId>> {
         Ok(self.need::<Vec<u64>>(K_SNAPSHOT)?.into_iter().map(ContainerId).collect())
@@ -293,7 +549,7 @@ impl Reader<'_> {
         self.need(K_PHF)
     }
     pub(crate) fn report(&self) -> Result<Option<Report>> {
-        self.get(K_REPORT)
+        self.get_v2::<Report, ReportV1, ReportV2>(K_REPORT)
     }
     pub(crate) fn file_chunk(&self, i: u64) -> Result<Vec<FileEntry>> {
         self.need(&files_key(i))
@@ -320,5 +576,17 @@ impl Reader<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+impl From<ReportV2> for Report {
+    fn from(r: ReportV2) -> Self {
+        Report { job_id: r.job_id, mode: r.mode, counters: r.counters.into(), resumes: r.resumes }
+    }
+}
+
+impl From<ReportV1> for Report {
+    fn from(r: ReportV1) -> Self {
+        Report { job_id: r.job_id, mode: r.mode, counters: r.counters.into(), resumes: r.resumes }
     }
 }

@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use super::phf::Phf;
 use super::phv::Phv;
 use super::walk::mark;
+use super::run::target_has;
 use super::{Seeder, now_secs};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::selection::Selection;
-use crate::tier::{FileEntry, SourceTier, Tier};
+use crate::tier::{SourceTier, Tier};
 use crate::{ContainerId, Fingerprint};
 
 /// What a job with a given selection would do, computed without writing.
@@ -42,25 +43,16 @@ impl Seeder<'_> {
     /// anything: builds the PHF in memory, marks the selected trees and the
     /// unselected ones, then reads container metadata (never data).
     pub fn estimate(source: &dyn SourceTier, target: &dyn Tier, selection: &Selection) -> Result<Estimate> {
-        let matcher = selection.matcher(now_secs())?;
-        let (selected, others): (Vec<FileEntry>, Vec<FileEntry>) =
-            source.all_files()?.into_iter().partition(|e| matcher.matches(e));
-        let explicit = selection.explicit_paths();
-        for p in explicit {
-            if !selected.iter().any(|e| &e.path == p) {
-                return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
-            }
-        }
-        if selected.is_empty() {
-            return Err(Error::EmptySelection);
-        }
+        // The reference time for `older_than` is now, as it is for a job
+        // built now (a job fixes it at creation).
+        let (selected, others) = crate::selection::resolve(source, selection, now_secs())?;
         let snapshot = source.container_ids()?;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let phf = Phf::build(source, &in_snapshot, 1.7, threads)?;
         let mut wanted = Phv::zeroed(phf.keys);
         let mut kept = Phv::zeroed(phf.keys);
-        let segments = mark(source, &phf, &in_snapshot, &selected, &mut wanted, &mut |_| {})?;
+        let segments = mark(source, &phf, &in_snapshot, &selected, &mut wanted, &mut |_| {})?.distinct;
         mark(source, &phf, &in_snapshot, &others, &mut kept, &mut |_| {})?;
         let mut est = Estimate {
             files: selected.len() as u64,
@@ -69,6 +61,7 @@ impl Seeder<'_> {
             containers_total: snapshot.len() as u64,
             ..Estimate::default()
         };
+        let mut usable = std::collections::HashMap::new();
         for &cid in &snapshot {
             let meta = source.read_metadata(cid)?;
             let marked: Vec<(Fingerprint, u64, u32)> = meta
@@ -83,7 +76,15 @@ impl Seeder<'_> {
             // Count a segment where the index places it, so a segment stored
             // twice (or a fingerprint the PHF does not know) is never counted.
             let homes = source.locate(&fps)?;
-            let on_target = target.locate(&fps)?;
+            // As in Copy: an index entry counts only if its container is usable.
+            let mut on_target = target.locate(&fps)?;
+            for t in on_target.iter_mut() {
+                if let Some(c) = *t
+                    && !target_has(target, c, &mut usable)?
+                {
+                    *t = None;
+                }
+            }
             let mut touched = false;
             for ((&(_, slot, len), home), there) in marked.iter().zip(homes).zip(on_target) {
                 if home != Some(cid) {

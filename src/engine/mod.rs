@@ -6,6 +6,7 @@ mod estimate;
 pub(crate) mod phf;
 pub(crate) mod phv;
 mod run;
+mod verify;
 mod walk;
 
 use std::path::{Path, PathBuf};
@@ -19,9 +20,10 @@ use crate::error::{Error, Result};
 use crate::selection::Selection;
 use crate::tier::{SourceTier, TargetTier};
 
-use context::{Context, JobRecord, ProgressRecord};
+use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
 
 pub use estimate::Estimate;
+pub use verify::VerifyLevel;
 
 /// Copy leaves the files in the source namespace; move removes them once
 /// they are in the target's.
@@ -117,6 +119,14 @@ pub struct Counters {
     pub files_switched: u64,
     /// Namespace entries removed from the source (move mode).
     pub files_removed: u64,
+    /// Selected files kept in the source namespace in move mode because
+    /// they changed after Select (they are still switched to the target as
+    /// selected; the source keeps its newer version).
+    pub files_kept: u64,
+    /// Marked segments found on the target in containers this job wrote in
+    /// a run that stopped before committing them (crash or kill): copied by
+    /// the job, adopted by the resume. Also counted in `segments_copied`.
+    pub segments_adopted: u64,
 }
 
 /// The final report of a completed job.
@@ -209,6 +219,24 @@ pub enum Event {
         /// Bytes in it.
         bytes: u64,
     },
+    /// Verify's check of target containers advanced.
+    Verifying {
+        /// Target containers checked so far.
+        containers: u64,
+        /// Target containers to check.
+        total: u64,
+    },
+    /// Verify proved every selected file on the target.
+    Verified {
+        /// The level it ran at.
+        level: VerifyLevel,
+        /// Distinct segments proven.
+        segments: u64,
+        /// Target containers whose metadata was read.
+        containers: u64,
+        /// Data segments read back and hashed (`full` level; 0 otherwise).
+        hashed: u64,
+    },
     /// Namespace entries were switched (upserted to the target).
     Switched {
         /// Entries switched so far.
@@ -270,6 +298,7 @@ pub struct SeederBuilder<'a> {
     mode: Mode,
     threads: usize,
     gamma: f64,
+    verify: VerifyLevel,
     observer: Option<Arc<dyn Observer + 'a>>,
 }
 
@@ -287,6 +316,12 @@ impl<'a> SeederBuilder<'a> {
     /// Worker threads (default: all cores).
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
+        self
+    }
+    /// How much the Verify phase reads from the target (default
+    /// [`VerifyLevel::Metadata`]). Recorded in the job, so a resume keeps it.
+    pub fn verify(mut self, level: VerifyLevel) -> Self {
+        self.verify = level;
         self
     }
     /// PHF gamma (default 1.7; 1.05 to 5.0).
@@ -317,8 +352,11 @@ impl<'a> SeederBuilder<'a> {
             gamma: self.gamma,
             created: now_secs(),
         };
-        let ctx = Context::create(&self.state_dir, &job, &ProgressRecord::default())?;
-        Ok(Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false))
+        let options = OptionsRecord { verify: self.verify.code() };
+        let ctx = Context::create(&self.state_dir, &job, &ProgressRecord::default(), &options)?;
+        let mut s = Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false);
+        s.verify = self.verify;
+        Ok(s)
     }
 }
 
@@ -358,6 +396,7 @@ pub struct Seeder<'a> {
     suspend: SuspendHandle,
     resumed: bool,
     commits_enabled: bool,
+    verify: VerifyLevel,
 }
 
 impl<'a> Seeder<'a> {
@@ -371,6 +410,7 @@ impl<'a> Seeder<'a> {
             mode: Mode::Copy,
             threads: default_threads(),
             gamma: 1.7,
+            verify: VerifyLevel::default(),
             observer: None,
         }
     }
@@ -384,7 +424,18 @@ impl<'a> Seeder<'a> {
         observer: Option<Arc<dyn Observer + 'a>>,
         resumed: bool,
     ) -> Seeder<'a> {
-        Seeder { source, target, ctx, job, threads, observer, suspend: SuspendHandle::default(), resumed, commits_enabled: true }
+        Seeder {
+            source,
+            target,
+            ctx,
+            job,
+            threads,
+            observer,
+            suspend: SuspendHandle::default(),
+            resumed,
+            commits_enabled: true,
+            verify: VerifyLevel::default(),
+        }
     }
 
     /// Reopens the job in `state_dir`. The tiers must be the ones the job
@@ -415,13 +466,34 @@ impl<'a> Seeder<'a> {
                 });
             }
         }
-        Ok(Seeder::assemble(source, target, ctx, job, default_threads(), None, true))
+        // Jobs created before the verify level was recorded verify metadata.
+        let verify = match ctx.reader().options()? {
+            None => VerifyLevel::Metadata,
+            Some(o) => VerifyLevel::from_code(o.verify).ok_or_else(|| {
+                Error::corrupt_record(format!("context in {}", dir.display()), format!("unknown verify level {}", o.verify))
+            })?,
+        };
+        let mut s = Seeder::assemble(source, target, ctx, job, default_threads(), None, true);
+        s.verify = verify;
+        Ok(s)
     }
 
     /// Sets the observer (for a resumed job).
     pub fn with_observer(mut self, o: impl Observer + 'a) -> Self {
         self.observer = Some(Arc::new(o));
         self
+    }
+
+    /// Sets the verify level for this run of a resumed job (the job's
+    /// recorded level otherwise).
+    pub fn with_verify(mut self, level: VerifyLevel) -> Self {
+        self.verify = level;
+        self
+    }
+
+    /// The verify level this run uses.
+    pub fn verify_level(&self) -> VerifyLevel {
+        self.verify
     }
 
     /// Sets the number of worker threads (for a resumed job).
@@ -452,19 +524,7 @@ impl<'a> Seeder<'a> {
     /// Removes the job's context (state files this crate created) from
     /// `state_dir`. Refuses while a job runs there.
     pub fn abandon(state_dir: impl AsRef<Path>) -> Result<()> {
-        let dir = state_dir.as_ref();
-        let ctx = Context::open(dir)?;
-        drop(ctx);
-        let ctx_dir = dir.join("ctx");
-        std::fs::remove_dir_all(&ctx_dir).map_err(|e| Error::io(&ctx_dir, e))?;
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if (name.starts_with("phf-") && name.ends_with(".bin")) || name == "job.lock" {
-                let p = entry.path();
-                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-            }
-        }
-        crate::durable::sync_dir(dir)
+        Context::open(state_dir.as_ref())?.destroy()
     }
 
     /// Fails with [`Error::Locked`] ("job in progress") if a job is running

@@ -112,7 +112,6 @@ impl Phv {
     }
 
     /// Iterates set slots.
-    #[cfg(test)]
     pub(crate) fn ones(&self) -> impl Iterator<Item = u64> + '_ {
         self.bits.iter_ones().map(|i| i as u64)
     }

@@ -1,21 +1,23 @@
 //! The phases of a job and their commit points.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
-use super::context::{Commit, FILES_PER_CHUNK, PhfRef, ProgressRecord};
+use super::context::{Commit, FILES_PER_CHUNK, MarkSumRecord, PhfRef, ProgressRecord, TargetRecord};
 use super::phf::Phf;
 use super::phv::Phv;
-use super::walk::{affected_files, mark};
+use super::verify::verify_target;
+use super::walk::{SetSum, affected_files, mark};
 use super::{Event, Mode, Outcome, Phase, Report, Seeder, progress_of};
 use crate::container::{ContainerKind, SegmentEntry};
 use crate::crashpoint;
 use crate::error::{Error, Result};
 use crate::pack::{Packer, Sealed};
-use crate::tier::FileEntry;
+use crate::tier::{FileEntry, Tier};
 use crate::{ContainerId, Fingerprint};
 
 /// Copy commits at least this often (in source containers) even when no
@@ -76,7 +78,11 @@ impl Seeder<'_> {
             st.prog.resumes += 1;
             self.resumed = false;
         }
-        let result = pool.install(|| self.run_phases(&mut st, &pool));
+        // The phases run on this thread, not inside the pool: Copy's reader
+        // thread borrows a pool worker to verify segments while this thread
+        // waits for it, so holding a worker here deadlocks a 1-thread pool
+        // (the bug "--threads 1 hangs forever").
+        let result = self.run_phases(&mut st, &pool);
         if let Err(e) = &result {
             self.emit(Event::Failed { phase: Phase::after(st.prog.phase_done), message: e.to_string() });
         }
@@ -101,7 +107,7 @@ impl Seeder<'_> {
                 Phase::BuildPhf => self.build_phf(st),
                 Phase::Mark => self.mark(st),
                 Phase::Copy => self.copy(st, pool),
-                Phase::Verify => self.verify(st),
+                Phase::Verify => self.verify(st, pool),
                 Phase::Switch => self.switch(st),
                 Phase::Done => self.done(st),
             }
@@ -173,26 +179,19 @@ impl Seeder<'_> {
     }
 
     fn select(&mut self, st: &mut State) -> Result<Flow> {
-        let matcher = self.job.selection.matcher(self.job.created)?;
-        let explicit = self.job.selection.explicit_paths().to_vec();
-        for (p, e) in explicit.iter().zip(self.source.file_entries(&explicit)?) {
-            if e.is_none() {
-                return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
-            }
-        }
-        let mut files = self.source.all_files()?;
-        files.retain(|e| matcher.matches(e));
-        if files.is_empty() {
-            return Err(Error::EmptySelection);
-        }
+        let (files, _) = crate::selection::resolve(self.source, &self.job.selection, self.job.created)?;
         // The snapshot: containers written from now on are not this job's.
         let snapshot = self.source.container_ids()?;
         let c = &mut st.prog.counters;
         c.files_selected = files.len() as u64;
         c.bytes_selected = files.iter().map(|f| f.size).sum();
         c.containers_total = snapshot.len() as u64;
+        // Containers the target gets from now on are this job's (or a
+        // concurrent writer's): a resume counts what it finds in them as
+        // copied, not as already there.
+        let floor = self.target.container_ids()?.last().map_or(0, |c| c.0 + 1);
         let mut commit = Commit::default();
-        commit.files(&files).snapshot(&snapshot);
+        commit.files(&files).snapshot(&snapshot).target(&TargetRecord { floor });
         self.commit_phase(st, Phase::Select, commit)?;
         st.files = files;
         st.snapshot = snapshot;
@@ -227,10 +226,10 @@ impl Seeder<'_> {
                 o.event(&Event::Marked { segments: n });
             }
         })?;
-        st.prog.counters.segments_marked = marked;
+        st.prog.counters.segments_marked = marked.distinct;
         phv.mark_all_dirty();
         let mut c = Commit::default();
-        c.phv(&mut phv);
+        c.phv(&mut phv).mark_sum(&MarkSumRecord { count: marked.sum.count, lanes: marked.sum.lanes });
         self.commit_phase(st, Phase::Mark, c)?;
         st.phv = Some(phv);
         Ok(Flow::Continue)
@@ -299,6 +298,10 @@ impl Seeder<'_> {
         let mut packers = [Packer::new(ContainerKind::Data, size), Packer::new(ContainerKind::Meta, size)];
         let total = snapshot.len() as u64;
         let mut since_commit = 0u64;
+        // Target containers checked for existence, once each per run.
+        let mut on_target_cache: HashMap<ContainerId, bool> = HashMap::new();
+        let floor = self.ctx.reader().target()?.map(|t| t.floor);
+        let mut adopted: HashSet<ContainerId> = HashSet::new();
         for index in start..total {
             let loaded = match rx.recv() {
                 Ok(Ok(l)) => l,
@@ -327,10 +330,30 @@ impl Seeder<'_> {
                 let fps: Vec<Fingerprint> = live.iter().map(|l| l.0).collect();
                 let on_target = self.target.locate(&fps)?;
                 for ((fp, slot, bytes), present) in live.into_iter().zip(on_target) {
-                    if present.is_some() {
+                    // An index entry counts only if its container is there:
+                    // a target that lost a container (or was replaced by an
+                    // older copy of itself) must get the segment again.
+                    let present = match present {
+                        Some(c) if target_has(self.target, c, &mut on_target_cache)? => Some(c),
+                        _ => None,
+                    };
+                    if let Some(c) = present {
                         write(phv).clear(slot);
-                        st.prog.counters.segments_deduplicated += 1;
-                        st.prog.counters.bytes_deduplicated += bytes.len() as u64;
+                        let counters = &mut st.prog.counters;
+                        if floor.is_some_and(|f| c.0 >= f) {
+                            // Written by this job in a run that stopped
+                            // before committing it: copied, not "already
+                            // there".
+                            counters.segments_adopted += 1;
+                            counters.segments_copied += 1;
+                            counters.bytes_copied += bytes.len() as u64;
+                            if adopted.insert(c) {
+                                counters.target_containers += 1;
+                            }
+                        } else {
+                            counters.segments_deduplicated += 1;
+                            counters.bytes_deduplicated += bytes.len() as u64;
+                        }
                         continue;
                     }
                     if let Some(sealed) = packers[k].add(self.target, fp, bytes, index)? {
@@ -420,14 +443,13 @@ impl Seeder<'_> {
         }
     }
 
-    fn verify(&mut self, st: &mut State) -> Result<Flow> {
+    fn verify(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Flow> {
         self.need_phv(st)?;
         let Some(missing) = st.phv.as_ref().map(Phv::count_ones) else {
             return Err(Error::corrupt_record("context", "PHV missing at Verify"));
         };
+        self.need_files(st)?;
         if missing > 0 {
-            // Only a failing Verify needs the file list, to name the files.
-            self.need_files(st)?;
             let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phv.as_ref()) else {
                 return Err(Error::corrupt_record("context", "PHF or PHV missing at Verify"));
             };
@@ -435,6 +457,60 @@ impl Seeder<'_> {
             let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
             return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
         }
+        self.need_snapshot(st)?;
+        let Some(phf) = st.phf.as_ref() else { return Err(Error::corrupt_record("context", "PHF missing at Verify")) };
+        let snapshot = &st.snapshot;
+        let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
+        // The checksum of the marked set, as Mark committed it. A job
+        // marked by an older build has none: recompute it from the source
+        // (the same walk Mark did, into scratch bits).
+        let expected = match self.ctx.reader().mark_sum()? {
+            Some(m) => SetSum { count: m.count, lanes: m.lanes },
+            None => mark(self.source, phf, &in_snapshot, &st.files, &mut Phv::zeroed(phf.keys), &mut |_| {})?.sum,
+        };
+        let observer = self.observer.clone();
+        let verdict =
+            verify_target(self.source, self.target, phf, &in_snapshot, &st.files, self.verify, pool, &mut |done, total| {
+                if let Some(o) = &observer {
+                    o.event(&Event::Verifying { containers: done, total });
+                }
+            })?;
+        let failed = verdict.failed;
+        let mut problems = verdict.problems;
+        let mut reasons = verdict.reasons;
+        if verdict.sum != expected && problems == 0 {
+            problems += 1;
+            reasons.push(format!(
+                "the target walk reached {} distinct segments, Mark marked {} (checksums differ)",
+                verdict.sum.count, expected.count
+            ));
+        }
+        if problems > 0 {
+            let segments = failed.count_ones();
+            let (files, count) = affected_files(self.source, phf, &failed, &st.files, &|f| Ok(vec![true; f.len()]), usize::MAX);
+            // Put what could not be proven back in the PHV and rewind to
+            // Copy, so that a resume copies it again (a target that lost a
+            // container, or was replaced by an older copy of itself, heals
+            // on resume). Nothing is switched or removed.
+            if let Some(phv) = st.phv.as_mut() {
+                for slot in failed.ones() {
+                    phv.set(slot);
+                }
+                let mut c = Commit::default();
+                c.phv(phv);
+                st.prog.phase_done = Some(Phase::Mark);
+                st.prog.copy_cursor = 0;
+                c.progress(&st.prog);
+                self.ctx.commit(c)?;
+            }
+            return Err(Error::VerifyFailed { level: self.verify.name(), segments, problems, reasons, files, file_count: count });
+        }
+        self.emit(Event::Verified {
+            level: self.verify,
+            segments: verdict.sum.count,
+            containers: verdict.containers,
+            hashed: verdict.hashed,
+        });
         self.commit_phase(st, Phase::Verify, Commit::default())?;
         Ok(Flow::Continue)
     }
@@ -462,9 +538,14 @@ impl Seeder<'_> {
             }
             while st.prog.remove_cursor < chunks {
                 let entries = self.ctx.reader().file_chunk(st.prog.remove_cursor)?;
-                self.source.remove_files(&entries)?;
+                let gone = self.source.remove_files(&entries)?;
+                if gone.len() != entries.len() {
+                    return Err(Error::corrupt_record("source remove_files", "answered a different number of entries than asked"));
+                }
                 st.prog.remove_cursor += 1;
-                st.prog.counters.files_removed += entries.len() as u64;
+                let removed = gone.iter().filter(|g| **g).count() as u64;
+                st.prog.counters.files_removed += removed;
+                st.prog.counters.files_kept += entries.len() as u64 - removed;
                 let mut c = Commit::default();
                 c.progress(&st.prog);
                 self.ctx.commit(c)?;
@@ -481,6 +562,29 @@ impl Seeder<'_> {
         self.commit_phase(st, Phase::Done, c)?;
         Ok(Flow::Continue)
     }
+}
+
+/// Whether target container `c` exists and its metadata reads back,
+/// asking the tier once per container per run.
+pub(super) fn target_has(target: &dyn Tier, c: ContainerId, cache: &mut HashMap<ContainerId, bool>) -> Result<bool> {
+    if let Some(&known) = cache.get(&c) {
+        return Ok(known);
+    }
+    let here = match target.read_metadata(c) {
+        Ok(_) => true,
+        Err(e) => match e.root() {
+            Error::MissingContainer { .. }
+            | Error::CorruptContainer { .. }
+            | Error::CorruptRecord { .. }
+            | Error::UnsupportedVersion { .. } => {
+                log::warn!("target container {c} is indexed but unusable ({e}); its segments are copied again");
+                false
+            }
+            _ => return Err(e),
+        },
+    };
+    cache.insert(c, here);
+    Ok(here)
 }
 
 /// The snapshot index a resume must restart from: before the current

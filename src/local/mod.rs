@@ -472,9 +472,6 @@ impl Tier for LocalTier {
             })
             .collect()
     }
-}
-
-impl SourceTier for LocalTier {
     fn container_ids(&self) -> Result<Vec<ContainerId>> {
         let next = lock(&self.alloc).next_container;
         let cdir = self.containers_dir();
@@ -491,18 +488,21 @@ impl SourceTier for LocalTier {
         ids.sort_unstable();
         Ok(ids)
     }
-
     fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
         let (f, path) = self.open_container(id)?;
         container::read_meta(&f, id, &path)
     }
-
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
         // Only the header: the caller already holds the table.
         let (f, path) = self.open_container(id)?;
         let header = container::read_header(&f, id, &path)?;
         container::read_segments(&f, &header, which, &path)
     }
+}
+
+impl SourceTier for LocalTier {
+
+
 
     fn fingerprint_count(&self) -> Result<u64> {
         Ok(lock(&self.alloc).segments)
@@ -535,21 +535,29 @@ impl SourceTier for LocalTier {
         Ok(out)
     }
 
-    fn remove_files(&self, entries: &[FileEntry]) -> Result<()> {
+    fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
         self.check_poison()?;
         let paths: Vec<String> = entries.iter().map(|e| e.path.clone()).collect();
         let current = self.file_entries(&paths)?;
         let ns = cf(&self.db, CF_NAMESPACE);
         let mut batch = WriteBatch::default();
+        let mut gone = Vec::with_capacity(entries.len());
         for (want, have) in entries.iter().zip(current) {
             match have {
-                Some(h) if h.root == want.root => batch.delete_cf(ns, want.path.as_bytes()),
-                Some(_) => log::warn!("{}: {:?} changed since it was selected; kept", self.dir.display(), want.path),
-                None => {}
+                Some(h) if h == *want => {
+                    batch.delete_cf(ns, want.path.as_bytes());
+                    gone.push(true);
+                }
+                Some(_) => {
+                    log::warn!("{}: {:?} changed since it was selected; kept", self.dir.display(), want.path);
+                    gone.push(false);
+                }
+                None => gone.push(true),
             }
         }
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
-        self.poison(r)
+        self.poison(r)?;
+        Ok(gone)
     }
 }
 
@@ -580,16 +588,44 @@ impl TargetTier for LocalTier {
         next.containers += 1;
         let mut batch = WriteBatch::default();
         let mut fresh = std::collections::HashSet::new();
+        // Tables of the containers known fingerprints point to, read once.
+        let mut tables: std::collections::HashMap<ContainerId, Option<std::collections::HashSet<Fingerprint>>> =
+            std::collections::HashMap::new();
         for ((fp, b), k) in segments.iter().zip(known) {
-            if k.is_none() && fresh.insert(*fp) {
-                batch.put_cf(index, fp.0, id.0.to_le_bytes());
-                next.segments += 1;
-                next.stored_bytes += b.len() as u64;
+            if !fresh.insert(*fp) {
+                continue;
+            }
+            match k {
+                None => {
+                    batch.put_cf(index, fp.0, id.0.to_le_bytes());
+                    next.segments += 1;
+                    next.stored_bytes += b.len() as u64;
+                }
+                Some(old) => {
+                    // A mapping to a container that is gone, unreadable or
+                    // does not list the segment is stale: this container
+                    // takes it over, so the copy just written is the one
+                    // readers find.
+                    let table = tables.entry(old).or_insert_with(|| {
+                        let (f, path) = self.open_container(old).ok()?;
+                        let meta = container::read_meta(&f, old, &path).ok()?;
+                        Some(meta.segments.iter().map(|e| e.fingerprint).collect())
+                    });
+                    if !table.as_ref().is_some_and(|t| t.contains(fp)) {
+                        log::warn!(
+                            "{}: segment {fp} was indexed in unusable container {old}; re-pointed to {id}",
+                            self.dir.display()
+                        );
+                        batch.put_cf(index, fp.0, id.0.to_le_bytes());
+                        next.stored_bytes += b.len() as u64;
+                    }
+                }
             }
         }
         batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &next));
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
+        crate::crashpoint::step("index", &format!("{id}.tsc"));
         *alloc = next;
         Ok(id)
     }

@@ -66,27 +66,60 @@ impl LocalTier {
     }
 
     /// Restores the file at namespace `path` into directory `dir`, at
-    /// `dir/path`; never writes outside `dir`. The file appears only once
-    /// complete (written to a temp name, then renamed).
+    /// `dir/path`; never writes outside `dir`, and never through a symlink
+    /// (an existing symlink on the way, or at the destination, is refused).
+    /// The file appears only once complete (see
+    /// [`restore_to_file`](Self::restore_to_file)).
     pub fn restore_to_dir(&self, path: &str, dir: &Path) -> Result<u64> {
         let dest = safe_join(dir, path)?;
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
+        // Check again after creating the directories: one of them may have
+        // been replaced by a symlink meanwhile.
+        let dest = safe_join(dir, path)?;
         self.restore_to_file(path, &dest)
     }
 
     /// Restores the file at namespace `path` to the file `dest`.
+    ///
+    /// The bytes go to a new temporary file in `dest`'s directory, created
+    /// exclusively (`O_CREAT | O_EXCL`, which never follows a symlink and
+    /// never reuses an existing file), flushed and fsynced, then renamed
+    /// over `dest`, and the directory is fsynced. A `dest` that is a
+    /// symlink, or whose directory is one, is refused: the restore would
+    /// otherwise land wherever the link points.
     pub fn restore_to_file(&self, path: &str, dest: &Path) -> Result<u64> {
-        let mut tmp_name = dest.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tierseed-restore");
-        let tmp = dest.with_file_name(tmp_name);
+        let parent = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        };
+        for p in [dest, parent.as_path()] {
+            if fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(Error::InvalidPath {
+                    path: path.into(),
+                    reason: format!("{} is a symlink; refusing to restore through it", p.display()),
+                });
+            }
+        }
+        let base = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let (mut f, tmp) = create_temp(&parent, &base)?;
         let result = (|| {
-            let mut f = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-            let n = self.restore(path, &mut std::io::BufWriter::new(&mut f))?;
+            let mut w = std::io::BufWriter::new(&mut f);
+            let n = self.restore(path, &mut w)?;
+            // Dropping a BufWriter flushes and discards the error; a failed
+            // final write must fail the restore, not leave a short file.
+            w.flush().map_err(|e| Error::io(&tmp, e))?;
+            drop(w);
             let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.entry(path)?.mtime.max(0) as u64);
-            let _ = f.set_modified(mtime);
+            // The mtime is a courtesy; a filesystem that refuses it still
+            // holds the right bytes.
+            if let Err(e) = f.set_modified(mtime) {
+                log::debug!("{}: could not set mtime: {e}", tmp.display());
+            }
+            f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
+            crate::durable::sync_dir(&parent)?;
             Ok(n)
         })();
         if result.is_err() {
@@ -207,4 +240,22 @@ impl LocalTier {
         }
         Ok(())
     }
+}
+
+/// Creates a new temporary file beside `base` in `dir`, exclusively: an
+/// existing file or symlink of the same name is never opened, a new name
+/// is tried instead.
+fn create_temp(dir: &Path, base: &str) -> Result<(fs::File, std::path::PathBuf)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let tmp = dir.join(format!(".{base}.{}.tierseed-restore", &tag[..12]));
+        match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
+            Err(e) => return Err(Error::io(&tmp, e)),
+        }
+    }
+    let (tmp, e) = last.expect("the loop ran at least once and every pass either returned or set `last`");
+    Err(Error::io(tmp, e))
 }

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tierseed::synth::Rng;
-use tierseed::{CRASH_POINTS, LocalTier, SourceTier};
+use tierseed::{CRASH_POINTS, LocalTier, Tier};
 
 use crate::{check_target, namespace, synth_source_changing};
 
@@ -177,62 +177,237 @@ fn abort_at_every_crash_point_then_resume() {
     );
 }
 
+/// One dataset for the random-kill test, with the arguments of its job.
+struct KillCase {
+    name: &'static str,
+    ds: Dataset,
+    /// A target prepared before each trial (copied), or none.
+    target: Option<PathBuf>,
+    select: Vec<&'static str>,
+    container_kib: &'static str,
+    /// Files the job selects.
+    expect: BTreeMap<String, Vec<u8>>,
+}
+
+fn kill_run_args<'a>(case: &'a KillCase, src: &'a str, dst: &'a str, state: &'a str, mv: bool) -> Vec<&'a str> {
+    let mut a = vec!["run", "--from", src, "--to", dst, "--state", state, "--container-kib", case.container_kib];
+    a.extend(case.select.iter().copied());
+    if mv {
+        a.push("--move");
+    }
+    a
+}
+
+/// The phase a job was in when it was killed: the first one its context
+/// does not record as done (`Select` when no context was created yet).
+fn landed(state: &Path) -> tierseed::Phase {
+    if !state.join("ctx").is_dir() {
+        return tierseed::Phase::Select;
+    }
+    tierseed::Seeder::status(state).map(|p| p.next_phase).unwrap_or(tierseed::Phase::Select)
+}
+
+/// Runs the job uninterrupted while polling its status, and returns how
+/// long it took and when each phase was seen to start and end.
+fn phase_windows(case: &KillCase, dir: &Path) -> (Duration, BTreeMap<tierseed::Phase, (Duration, Duration)>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let dst = dir.join("dst");
+    if let Some(t) = &case.target {
+        copy_dir(t, &dst);
+    }
+    let state = dir.join("state");
+    let (s, d, st) = (case.ds.src.to_str().unwrap(), dst.to_str().unwrap(), state.to_str().unwrap());
+    let t = Instant::now();
+    let mut child =
+        seed(&kill_run_args(case, s, d, st, false), None).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut windows: BTreeMap<tierseed::Phase, (Duration, Duration)> = BTreeMap::new();
+    while child.try_wait().unwrap().is_none() {
+        let now = t.elapsed();
+        let p = landed(&state);
+        windows.entry(p).and_modify(|w| w.1 = now).or_insert((now, now));
+        std::thread::sleep(Duration::from_micros(300));
+    }
+    assert!(child.wait().unwrap().success(), "{}: the clean run failed", case.name);
+    check_case(case, &case.ds.src, &dst, false);
+    (t.elapsed().max(Duration::from_millis(50)), windows)
+}
+
+fn check_case(case: &KillCase, src_dir: &Path, dst_dir: &Path, mv: bool) {
+    let dst = LocalTier::open(dst_dir).unwrap();
+    let ns = namespace(&dst);
+    for (p, bytes) in &case.expect {
+        assert!(ns.contains_key(p), "{}: {p} not switched to the target", case.name);
+        let mut out = Vec::new();
+        dst.restore(p, &mut out).unwrap_or_else(|e| panic!("{}: restore {p}: {e}", case.name));
+        assert!(out == *bytes, "{}: {p} restored differently", case.name);
+    }
+    assert_eq!(crate::stored_segment_entries(&dst), crate::index_fingerprints(&dst).len() as u64, "a segment stored twice");
+    assert!(dst.verify().unwrap().is_clean(), "{}: target verify", case.name);
+    let src = LocalTier::open(src_dir).unwrap();
+    assert!(src.verify().unwrap().is_clean(), "seeding modified source data");
+    let left = namespace(&src);
+    for (p, e) in &case.ds.untouched_namespace {
+        if mv && case.expect.contains_key(p) {
+            assert!(!left.contains_key(p), "{}: moved file {p} still in the source", case.name);
+        } else {
+            assert_eq!(left.get(p), Some(e), "{}: source entry {p} changed", case.name);
+        }
+    }
+}
+
+/// The datasets the kill test runs on: the small one of the crash-point
+/// test; 2,600 small files (more than two Switch batches) in the default
+/// 4 MiB containers; and a target that already holds a first generation
+/// spanning over 64 source containers, so Copy meets a long run of fully
+/// deduplicated containers and commits periodically without sealing.
+fn kill_cases(base: &Path) -> Vec<KillCase> {
+    let small_dir = base.join("small");
+    std::fs::create_dir_all(&small_dir).unwrap();
+    let small = dataset(&small_dir, 40, 48_000);
+    let small_expect = selected(&small.all);
+
+    let many_dir = base.join("many");
+    std::fs::create_dir_all(&many_dir).unwrap();
+    let many_src = many_dir.join("src");
+    let tier = LocalTier::create(&many_src, tierseed::TierConfig::default()).unwrap();
+    let mut tree = tierseed::synth::SynthTree::new(5, 2_600, 1_500, 5.0);
+    let g = tree.next_generation();
+    tier.ingest_many(g.iter().map(|f| (f.path.as_str(), f.mtime, f.bytes.as_slice()))).unwrap();
+    let many_all: BTreeMap<String, Vec<u8>> = g.into_iter().map(|f| (f.path, f.bytes)).collect();
+    let many = Dataset { src: many_src, untouched_namespace: namespace(&tier), all: many_all.clone() };
+    drop(tier);
+
+    let dedup_dir = base.join("dedup");
+    std::fs::create_dir_all(&dedup_dir).unwrap();
+    let (tier, dedup_all) = crate::synth_source_changing(&dedup_dir.join("src"), 9, 2, 60, 80_000, 30.0);
+    let first_gen_containers = {
+        let ids = tier.container_ids().unwrap();
+        ids.len()
+    };
+    assert!(first_gen_containers > 90, "dedup dataset too small: {first_gen_containers} containers in all");
+    let dedup = Dataset { src: dedup_dir.join("src"), untouched_namespace: namespace(&tier), all: dedup_all.clone() };
+    // The target holds gen-000 already (seeded by a job of its own).
+    let prepared = dedup_dir.join("prepared");
+    {
+        let dst = LocalTier::create(&prepared, crate::small_config()).unwrap();
+        let mut job = tierseed::Seeder::builder(&tier, &dst, dedup_dir.join("prep-state"))
+            .selection(tierseed::Selection::new().prefix("gen-000"))
+            .build()
+            .unwrap();
+        assert!(matches!(job.run().unwrap(), tierseed::Outcome::Completed(_)));
+    }
+    drop(tier);
+
+    vec![
+        KillCase {
+            name: "small",
+            ds: small,
+            target: None,
+            select: SELECT.to_vec(),
+            container_kib: "64",
+            expect: small_expect,
+        },
+        KillCase { name: "many files", ds: many, target: None, select: vec!["--all"], container_kib: "4096", expect: many_all },
+        KillCase {
+            name: "long deduplicated run",
+            ds: dedup,
+            target: Some(prepared),
+            select: vec!["--all"],
+            container_kib: "64",
+            expect: dedup_all,
+        },
+    ]
+}
+
 #[test]
 fn sigkill_at_random_instants_then_resume() {
-    let trials: u64 = std::env::var("TIERSEED_KILL_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    use tierseed::Phase;
+    let trials: u64 = std::env::var("TIERSEED_KILL_TRIALS").ok().and_then(|v| v.parse().ok()).unwrap_or(24);
     let seed_value: u64 = std::env::var("TIERSEED_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
-    eprintln!("random kills: TIERSEED_KILL_SEED={seed_value} TIERSEED_KILL_TRIALS={trials}");
+    // Printed first, so a failure anywhere below can be replayed.
+    eprintln!("random kills: replay with TIERSEED_KILL_SEED={seed_value} TIERSEED_KILL_TRIALS={trials}");
     let mut rng = Rng::new(seed_value);
     let base = tempfile::tempdir().unwrap();
-    let ds = dataset(base.path(), 40, 48_000);
+    let cases = kill_cases(base.path());
+    let windows: Vec<_> = cases.iter().enumerate().map(|(i, c)| phase_windows(c, &base.path().join(format!("clean{i}")))).collect();
+    for (c, (span, w)) in cases.iter().zip(&windows) {
+        eprintln!("random kills: {} takes {span:?}; phases seen {w:?}", c.name);
+    }
 
-    // How long an uninterrupted job takes, to aim the kills within it.
-    let clean = base.path().join("clean");
-    std::fs::create_dir_all(&clean).unwrap();
-    let t = Instant::now();
-    let (s, d, st) = (ds.src.to_str().unwrap(), clean.join("dst"), clean.join("state"));
-    let o = seed(&run_args(s, d.to_str().unwrap(), st.to_str().unwrap(), false), None).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    let span = t.elapsed().max(Duration::from_millis(50));
-    check(&ds, &ds.src, &d, false);
-
+    // Each trial aims its first kill at one phase (round robin over the
+    // four that matter), at a random instant of the window the clean run
+    // showed for it; the resumes after it are killed at random instants.
+    // Trials go on past `trials` (up to twice as many) until a kill has
+    // landed in each of the four phases.
+    let aims = [Phase::BuildPhf, Phase::Mark, Phase::Copy, Phase::Switch];
+    let mut landed_in: BTreeMap<Phase, u64> = BTreeMap::new();
     let mut kills = 0;
-    for trial in 0..trials {
-        let mv = trial % 3 == 2;
+    let mut trial = 0u64;
+    while trial < trials || (trial < 2 * trials && aims.iter().any(|p| !landed_in.contains_key(p))) {
+        let case_no = (trial as usize) % cases.len();
+        let (case, (span, w)) = (&cases[case_no], &windows[case_no]);
+        let aim = aims[(trial as usize / cases.len()) % aims.len()];
+        let mv = trial % 2 == 1;
         let dir = base.path().join(format!("t{trial}"));
         std::fs::create_dir_all(&dir).unwrap();
         let src = dir.join("src");
-        copy_dir(&ds.src, &src);
-        let (s, d, st) = (src.to_str().unwrap(), dir.join("dst"), dir.join("state"));
-        let (d, st) = (d.to_str().unwrap(), st.to_str().unwrap());
-        // Kill the run, then kill resumes too, up to three times.
+        copy_dir(&case.ds.src, &src);
+        let dstp = dir.join("dst");
+        if let Some(t) = &case.target {
+            copy_dir(t, &dstp);
+        }
+        let (s, d, st) = (src.to_str().unwrap(), dstp.to_str().unwrap(), dir.join("state"));
+        let st = st.to_str().unwrap();
         let mut first = true;
-        for _ in 0..3 {
-            let args: Vec<&str> =
-                if first { run_args(s, d, st, mv) } else { vec!["resume", "--from", s, "--to", d, "--state", st] };
+        for round in 0..3 {
+            let args: Vec<&str> = if first {
+                kill_run_args(case, s, d, st, mv)
+            } else {
+                vec!["resume", "--from", s, "--to", d, "--state", st]
+            };
+            let delay = match (round, w.get(&aim)) {
+                (0, Some(&(from, to))) => from + Duration::from_micros(rng.below((to - from).as_micros() as u64 + 1)),
+                _ => Duration::from_micros(rng.below(span.as_micros() as u64 + 1)),
+            };
             let mut child =
                 seed(&args, None).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-            let delay = Duration::from_micros(rng.below(span.as_micros() as u64 + 1));
             std::thread::sleep(delay);
             let finished = child.try_wait().unwrap().is_some();
             let _ = child.kill();
             let _ = child.wait();
             if !finished {
                 kills += 1;
+                *landed_in.entry(landed(Path::new(st))).or_insert(0) += 1;
             }
             if first && Path::new(st).join("ctx").exists() {
                 first = false;
             }
         }
-        finish(s, d, st, mv);
-        std::panic::catch_unwind(|| check(&ds, &src, Path::new(d), mv))
-            .unwrap_or_else(|_| panic!("trial {trial} failed; reproduce with TIERSEED_KILL_SEED={seed_value}"));
+        // Finish as an operator would: resume, or run again if no job was created.
+        let resume = seed(&["resume", "--from", s, "--to", d, "--state", st], None).output().unwrap();
+        if !resume.status.success() {
+            let err = String::from_utf8_lossy(&resume.stderr);
+            assert!(err.contains("no job in") || err.contains("no tier here"), "resume failed: {}", text(&resume));
+            let o = seed(&kill_run_args(case, s, d, st, mv), None).output().unwrap();
+            assert!(o.status.success(), "re-run failed: {}", text(&o));
+        }
+        std::panic::catch_unwind(|| check_case(case, &src, &dstp, mv)).unwrap_or_else(|_| {
+            panic!("trial {trial} ({}) failed; replay with TIERSEED_KILL_SEED={seed_value} TIERSEED_KILL_TRIALS={trials}", case.name)
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+        trial += 1;
     }
-    assert!(kills >= trials, "only {kills} kills landed in {trials} trials");
-    eprintln!("random kills: {trials} trials, {kills} SIGKILLs, every trial resumed with nothing lost");
+    eprintln!("random kills: {trial} trials, {kills} SIGKILLs, landed in {landed_in:?}; every trial resumed with nothing lost");
+    assert!(kills >= trials, "only {kills} kills landed in {trial} trials");
+    for p in aims {
+        assert!(
+            landed_in.contains_key(&p),
+            "no kill landed in {p} over {trial} trials (landed: {landed_in:?}); replay with TIERSEED_KILL_SEED={seed_value}"
+        );
+    }
 }
 
 #[test]

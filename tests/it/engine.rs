@@ -214,7 +214,7 @@ fn a_source_container_deleted_mid_job_fails_naming_the_files() {
     // Stop at the start of Copy, then delete the snapshot's last container.
     let job = run_until(job, &state, &src, &dst, Phase::Copy);
     drop(job);
-    let ids = tierseed::SourceTier::container_ids(&src).unwrap();
+    let ids = tierseed::Tier::container_ids(&src).unwrap();
     let victim = *ids.last().unwrap();
     fs::remove_file(src.dir().join("containers").join(format!("{victim}.tsc"))).unwrap();
     let err = Seeder::resume(&state, &src, &dst).unwrap().run().unwrap_err();
@@ -430,9 +430,6 @@ impl tierseed::Tier for HidingSource<'_> {
     fn file_entries(&self, paths: &[String]) -> tierseed::Result<Vec<Option<tierseed::FileEntry>>> {
         self.inner.file_entries(paths)
     }
-}
-
-impl tierseed::SourceTier for HidingSource<'_> {
     fn container_ids(&self) -> tierseed::Result<Vec<tierseed::ContainerId>> {
         self.inner.container_ids()
     }
@@ -444,6 +441,9 @@ impl tierseed::SourceTier for HidingSource<'_> {
     fn read_segments(&self, id: tierseed::ContainerId, w: &[tierseed::SegmentEntry]) -> tierseed::Result<Vec<Vec<u8>>> {
         self.inner.read_segments(id, w)
     }
+}
+
+impl tierseed::SourceTier for HidingSource<'_> {
     fn fingerprint_count(&self) -> tierseed::Result<u64> {
         self.inner.fingerprint_count()
     }
@@ -454,7 +454,7 @@ impl tierseed::SourceTier for HidingSource<'_> {
     ) -> tierseed::Result<Vec<(tierseed::Fingerprint, tierseed::ContainerId)>> {
         self.inner.fingerprints(after, limit)
     }
-    fn remove_files(&self, e: &[tierseed::FileEntry]) -> tierseed::Result<()> {
+    fn remove_files(&self, e: &[tierseed::FileEntry]) -> tierseed::Result<Vec<bool>> {
         self.inner.remove_files(e)
     }
 }
@@ -467,8 +467,8 @@ fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
     tierseed::synth::Rng::new(21).fill(&mut a);
     src.ingest_many([("keep/a.bin", 0, &a[..]), ("keep/b.bin", 0, &b"small and whole"[..])]).unwrap();
     // Hide one data segment of keep/a.bin.
-    let data = tierseed::SourceTier::container_ids(&src).unwrap()[0];
-    let hidden = tierseed::SourceTier::read_metadata(&src, data).unwrap().segments[1].fingerprint;
+    let data = tierseed::Tier::container_ids(&src).unwrap()[0];
+    let hidden = tierseed::Tier::read_metadata(&src, data).unwrap().segments[1].fingerprint;
     let source = HidingSource { inner: &src, hidden };
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
     let err =

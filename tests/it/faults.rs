@@ -69,7 +69,7 @@ fn sweep(side: Side, kind: FaultKind, corrupt: bool, mode: Mode) -> u64 {
     let step = calls.div_ceil(MAX_TRIALS_PER_KIND).max(1);
     let mut injected = 0;
     for n in (1..=calls).step_by(step as usize) {
-        let fault = Fault { kind, nth: n, corrupt };
+        let fault = Fault { kind, nth: n, corrupt, after_effect: false };
         let (outcome, _) = trial(&base.path().join(format!("n{n}")), side, kind, Some(fault), mode);
         match outcome {
             Err(e) => {
