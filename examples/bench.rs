@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use tierseed::bench_api::build_phf;
 use tierseed::synth::{Rng, SynthSource};
-use tierseed::{Event, LocalTier, Outcome, Phase, Seeder, Selection, Tier, TierConfig};
+use tierseed::{Event, LocalTier, Outcome, Phase, Seeder, Selection, Tier, TierConfig, VerifyLevel};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -112,6 +112,41 @@ fn main() -> Result<()> {
         "<= 1.05x",
         full_secs <= 1.05 * nocommit_secs,
         format!("medians of {ROUNDS}; without: {} s", list(&nocommits)),
+    ));
+
+    // --- Verify cost, against the Copy phase of the same run. ---
+    // The metadata level comes from the full seeds above; the full level
+    // from runs of its own, interleaved with nothing (it reads every byte
+    // back, so the page cache is dropped before each).
+    let metadata_ratios: Vec<f64> = fulls.iter().map(|r| r.phase("verify") / r.phase("copy").max(1e-9)).collect();
+    let metadata_ratio = median(metadata_ratios.clone());
+    rows.push(Row::plain(
+        "Verify (metadata) cost vs Copy phase",
+        format!("{metadata_ratio:.3}x"),
+        "<= 0.10x",
+        metadata_ratio <= 0.10,
+        format!(
+            "medians of {ROUNDS}; verify {} s, copy {} s",
+            list(&fulls.iter().map(|r| r.phase("verify")).collect::<Vec<_>>()),
+            list(&fulls.iter().map(|r| r.phase("copy")).collect::<Vec<_>>())
+        ),
+    ));
+    let mut full_verifies = Vec::new();
+    for _ in 0..3 {
+        drop_caches();
+        full_verifies.push(run_job_child_verifying(&dir, &src, "fullverify", "all", true, "full")?);
+    }
+    let full_ratio = median(full_verifies.iter().map(|r| r.phase("verify") / r.phase("copy").max(1e-9)).collect());
+    rows.push(Row::plain(
+        "Verify (full) cost vs Copy phase",
+        format!("{full_ratio:.3}x"),
+        "reported",
+        true,
+        format!(
+            "medians of 3; verify {} s, copy {} s; reads and hashes every segment back",
+            list(&full_verifies.iter().map(|r| r.phase("verify")).collect::<Vec<_>>()),
+            list(&full_verifies.iter().map(|r| r.phase("copy")).collect::<Vec<_>>())
+        ),
     ));
 
     // --- Peak RSS of the whole job. ---
@@ -273,10 +308,27 @@ struct JobRun {
     skipped: u64,
 }
 
+impl JobRun {
+    /// Seconds the named phase took (0 if it was not reported).
+    fn phase(&self, name: &str) -> f64 {
+        self.phases
+            .split_whitespace()
+            .filter_map(|p| p.split_once('='))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.trim_end_matches('s').parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
 fn run_job_child(dir: &Path, src: &Path, name: &str, sel: &str, commits: bool) -> Result<JobRun> {
+    run_job_child_verifying(dir, src, name, sel, commits, "metadata")
+}
+
+fn run_job_child_verifying(dir: &Path, src: &Path, name: &str, sel: &str, commits: bool, verify: &str) -> Result<JobRun> {
     let dst = dir.join(format!("dst-{name}"));
     let state = dir.join(format!("state-{name}"));
     let out = Command::new(std::env::current_exe()?)
+        .env("BENCH_VERIFY", verify)
         .arg("__job")
         .arg(src)
         .arg(&dst)
@@ -321,7 +373,11 @@ fn child_job(a: &[String]) -> Result<()> {
     let mut job = if Path::new(state).join("ctx").exists() {
         Seeder::resume(state, &src, &dst)?
     } else {
-        Seeder::builder(&src, &dst, state).selection(selection(sel)).threads(2).build()?
+        let verify = match std::env::var("BENCH_VERIFY").as_deref() {
+            Ok("full") => VerifyLevel::Full,
+            _ => VerifyLevel::Metadata,
+        };
+        Seeder::builder(&src, &dst, state).selection(selection(sel)).threads(2).verify(verify).build()?
     };
     if !commits {
         job = job.disable_copy_commits_for_bench();
@@ -354,7 +410,7 @@ fn child_job(a: &[String]) -> Result<()> {
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter_map(|(ph, a, b)| b.map(|b| format!("{}={:.2}s", ph, (b - *a).as_secs_f64())))
+        .filter_map(|(ph, a, b)| b.map(|b| format!("{}={:.3}s", ph, (b - *a).as_secs_f64())))
         .collect();
     println!("{} {} {} {}", t.elapsed().as_secs_f64(), vm_kb("VmHWM"), r.counters.containers_read, r.counters.containers_skipped);
     println!("{}", breakdown.join(" "));

@@ -86,6 +86,10 @@ enum Cmd {
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
+        /// Also print every job event to stderr as it happens, one
+        /// `event ...` line each (for scripts and tests).
+        #[arg(long)]
+        log_events: bool,
     },
     /// Resume the job in a state directory.
     Resume {
@@ -100,6 +104,9 @@ enum Cmd {
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
+        /// Also print every job event to stderr as it happens.
+        #[arg(long)]
+        log_events: bool,
     },
     /// Show a job's phase, cursor, counters and percent done.
     Status {
@@ -216,12 +223,12 @@ fn main() {
             eprintln!("seed: error: {e}");
             // A failed Verify names every affected file; the message shows
             // the first few, the operator gets them all.
-            if let Some(tierseed::Error::VerifyFailed { files, .. }) = e.downcast_ref::<tierseed::Error>().map(|e| e.root()) {
-                if files.len() > 20 {
-                    eprintln!("seed: every affected file:");
-                    for f in files {
-                        eprintln!("  {f}");
-                    }
+            if let Some(tierseed::Error::VerifyFailed { files, .. }) = e.downcast_ref::<tierseed::Error>().map(|e| e.root())
+                && files.len() > 20
+            {
+                eprintln!("seed: every affected file:");
+                for f in files {
+                    eprintln!("  {f}");
                 }
             }
             std::process::exit(1);
@@ -293,12 +300,12 @@ fn real_main(cli: Cli) -> Result<i32> {
             println!("stored      {}", human(i.stored_bytes));
             println!("dedup ratio {:.2}x", i.dedup_ratio());
         }
-        Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, json } => {
+        Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, json, log_events } => {
             let selection = sel.selection()?;
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
             let dst = open_or_create(&tiers.to, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
-            let ui = Ui::new(json);
+            let ui = Ui::new(json, log_events);
             let mut b = Seeder::builder(&src, &dst, &tiers.state)
                 .selection(selection)
                 .mode(if move_mode { Mode::Move } else { Mode::Copy })
@@ -310,11 +317,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             let mut job = b.build()?;
             return drive(&mut job, &tiers, &ui, json);
         }
-        Cmd::Resume { tiers, threads, verify, json } => {
+        Cmd::Resume { tiers, threads, verify, json, log_events } => {
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
             let dst = LocalTier::open(&tiers.to)?;
-            let ui = Ui::new(json);
+            let ui = Ui::new(json, log_events);
             let mut job = Seeder::resume(&tiers.state, &src, &dst)?.with_observer(|e: &Event| ui.event(e));
             if let Some(n) = threads {
                 job = job.with_threads(n);
@@ -407,12 +414,13 @@ fn install_ctrlc(handle: SuspendHandle) {
 struct Ui {
     bar: Mutex<Option<(Phase, ProgressBar)>>,
     quiet: bool,
+    log_events: bool,
     copied: Mutex<(u64, Instant)>,
 }
 
 impl Ui {
-    fn new(quiet: bool) -> Ui {
-        Ui { bar: Mutex::new(None), quiet, copied: Mutex::new((0, Instant::now())) }
+    fn new(quiet: bool, log_events: bool) -> Ui {
+        Ui { bar: Mutex::new(None), quiet, log_events, copied: Mutex::new((0, Instant::now())) }
     }
 
     fn bar_for(&self, phase: Phase, len: Option<u64>) -> ProgressBar {
@@ -443,6 +451,10 @@ impl Ui {
     }
 
     fn event(&self, e: &Event) {
+        if self.log_events {
+            // One line per event, written at once (stderr is unbuffered).
+            eprintln!("event {e:?}");
+        }
         match e {
             Event::PhaseStarted(p) => {
                 self.bar_for(*p, None).set_message("…");

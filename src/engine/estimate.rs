@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::phf::Phf;
 use super::phv::Phv;
-use super::walk::mark;
 use super::run::target_has;
+use super::walk::mark;
 use super::{Seeder, now_secs};
 use crate::error::Result;
 use crate::selection::Selection;

@@ -540,7 +540,10 @@ impl Seeder<'_> {
                 let entries = self.ctx.reader().file_chunk(st.prog.remove_cursor)?;
                 let gone = self.source.remove_files(&entries)?;
                 if gone.len() != entries.len() {
-                    return Err(Error::corrupt_record("source remove_files", "answered a different number of entries than asked"));
+                    return Err(Error::corrupt_record(
+                        "source remove_files",
+                        "answered a different number of entries than asked",
+                    ));
                 }
                 st.prog.remove_cursor += 1;
                 let removed = gone.iter().filter(|g| **g).count() as u64;

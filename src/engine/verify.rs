@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::phf::Phf;
 use super::phv::Phv;
-use super::walk::{Item, Side, TableCache, walk};
+use super::walk::{Item, Side, TableCache, ToExpand, walk};
 use crate::error::{Error, Result};
 use crate::tier::{FileEntry, SourceTier, TargetTier};
 use crate::tree::Recipe;
@@ -34,7 +34,7 @@ use crate::{ContainerId, Fingerprint};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum VerifyLevel {
-    /// Recipes are read and hashed; every leaf is checked in the target's
+    /// ToExpand are read and hashed; every leaf is checked in the target's
     /// index and in the metadata of the container the index names.
     #[default]
     Metadata,
@@ -111,7 +111,7 @@ struct TargetSide<'a> {
     leaves: Phv,
     /// Target containers the index places leaves in.
     touched: BTreeSet<ContainerId>,
-    /// Recipes that could not be read from the target.
+    /// ToExpand that could not be read from the target.
     failed_recipes: Vec<u64>,
     problems: u64,
     reasons: Vec<String>,
@@ -130,10 +130,10 @@ impl TargetSide<'_> {
 impl TargetSide<'_> {
     /// Reads the recipes `items[i]` for `i` in `which` from the source
     /// into `out[i]`, for walking below recipes the target lacks.
-    fn from_source(
+    fn walk_below_from_source(
         &mut self,
         level: u8,
-        items: &[(Fingerprint, u32, u64)],
+        items: &[ToExpand],
         which: &[usize],
         out: &mut [Option<Recipe>],
     ) -> Result<()> {
@@ -187,7 +187,7 @@ impl Side for TargetSide<'_> {
         Ok(())
     }
 
-    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[(Fingerprint, u32, u64)]) -> Result<Vec<Option<Recipe>>> {
+    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
         let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
         let read = match cid {
             // Not in the target's index: `first` counted it as failed
@@ -199,7 +199,7 @@ impl Side for TargetSide<'_> {
                     out.push(None);
                     from_source.push(i);
                 }
-                self.from_source(level, items, &from_source, &mut out)?;
+                self.walk_below_from_source(level, items, &from_source, &mut out)?;
                 return Ok(out);
             }
             Some(cid) => match self.tables.read(cid, &fps) {
@@ -227,7 +227,7 @@ impl Side for TargetSide<'_> {
         // the source's copy of the recipe, so that one Verify finds every
         // segment missing below it (and a resume recopies all of them at
         // once, not one level per round).
-        self.from_source(level, items, &from_source, &mut out)?;
+        self.walk_below_from_source(level, items, &from_source, &mut out)?;
         Ok(out)
     }
 }

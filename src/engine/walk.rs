@@ -18,7 +18,7 @@ use crate::{ContainerId, Fingerprint};
 
 /// Items looked up in the index per batch while walking.
 const WALK_BATCH: usize = 4096;
-/// Container tables a walk keeps for reading recipes. Recipes of files
+/// Container tables a walk keeps for reading recipes. ToExpand of files
 /// ingested together sit in the same few meta containers, so a small cache
 /// reads each one's table once in practice while memory stays bounded.
 const TABLE_CACHE: usize = 256;
@@ -53,6 +53,10 @@ impl SetSum {
 /// data), and the index of the selected file that reached it.
 pub(crate) type Item = (Fingerprint, u8, u32);
 
+/// A recipe to expand: its fingerprint, the index of the file that reached
+/// it, and its PHF slot.
+pub(crate) type ToExpand = (Fingerprint, u32, u64);
+
 /// The tier-specific half of a walk: where nodes live, what to do with a
 /// node reached for the first time, and how recipes are read.
 pub(crate) trait Side {
@@ -67,8 +71,7 @@ pub(crate) trait Side {
     /// placed in container `cid` (`None`: the tier's index does not place
     /// them; the side may still know them from elsewhere). `None` for one
     /// that cannot be read; a side that treats that as fatal errors.
-    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[(Fingerprint, u32, u64)])
-    -> Result<Vec<Option<Recipe>>>;
+    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>>;
 }
 
 /// What a walk reached.
@@ -81,7 +84,7 @@ pub(crate) struct Walked {
 
 /// Walks `files`' trees from their roots. `seen` holds one bit per PHF slot
 /// and is set for every fingerprint reached: a fingerprint whose bit was
-/// already set is not counted again. Recipes are expanded once each,
+/// already set is not counted again. ToExpand are expanded once each,
 /// tracked apart from `seen`: the same bytes can be a data segment of one
 /// file and a recipe of another, and a bit set for the data segment must
 /// not stop the recipe from being expanded (the bug "Mark skips a recipe
@@ -102,9 +105,9 @@ pub(crate) fn walk(
         if placed.len() != batch.len() {
             return Err(Error::corrupt_record("tier lookup", "answered a different number of fingerprints than asked"));
         }
-        // Recipes to expand, grouped by (level, container) so each group is
+        // ToExpand to expand, grouped by (level, container) so each group is
         // one metadata read and one segment read.
-        let mut expand: BTreeMap<(u8, Option<ContainerId>), Vec<(Fingerprint, u32, u64)>> = BTreeMap::new();
+        let mut expand: BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>> = BTreeMap::new();
         for (item, place) in batch.iter().zip(placed) {
             let Some(slot) = phf.slot(&item.0) else {
                 side.unknown(item)?;
@@ -238,7 +241,7 @@ impl Side for MarkSide<'_> {
         })
     }
 
-    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[(Fingerprint, u32, u64)]) -> Result<Vec<Option<Recipe>>> {
+    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
         let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
         let path = &self.files[items[0].1 as usize].path;
         // `place` errors on anything the source index does not place.

@@ -501,9 +501,6 @@ impl Tier for LocalTier {
 }
 
 impl SourceTier for LocalTier {
-
-
-
     fn fingerprint_count(&self) -> Result<u64> {
         Ok(lock(&self.alloc).segments)
     }

@@ -207,9 +207,38 @@ fn landed(state: &Path) -> tierseed::Phase {
     tierseed::Seeder::status(state).map(|p| p.next_phase).unwrap_or(tierseed::Phase::Select)
 }
 
-/// Runs the job uninterrupted while polling its status, and returns how
-/// long it took and when each phase was seen to start and end.
-fn phase_windows(case: &KillCase, dir: &Path) -> (Duration, BTreeMap<tierseed::Phase, (Duration, Duration)>) {
+/// A `seed` child whose `--log-events` lines arrive, with the instant
+/// each was read, on a channel.
+struct Watched {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<(Instant, String)>,
+}
+
+fn spawn_watched(args: &[&str]) -> Watched {
+    use std::io::BufRead;
+    let mut args = args.to_vec();
+    args.push("--log-events");
+    let mut child = seed(&args, None).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    Watched { child, lines }
+}
+
+/// The event line that starts `phase`, as `--log-events` prints it.
+fn started(phase: tierseed::Phase) -> String {
+    format!("event PhaseStarted({phase:?})")
+}
+
+/// Runs the job uninterrupted and returns how long each phase took (from
+/// its start event to the next phase's), and the whole run.
+fn phase_windows(case: &KillCase, dir: &Path) -> (Duration, BTreeMap<tierseed::Phase, Duration>) {
     std::fs::create_dir_all(dir).unwrap();
     let dst = dir.join("dst");
     if let Some(t) = &case.target {
@@ -218,18 +247,26 @@ fn phase_windows(case: &KillCase, dir: &Path) -> (Duration, BTreeMap<tierseed::P
     let state = dir.join("state");
     let (s, d, st) = (case.ds.src.to_str().unwrap(), dst.to_str().unwrap(), state.to_str().unwrap());
     let t = Instant::now();
-    let mut child =
-        seed(&kill_run_args(case, s, d, st, false), None).stdout(std::process::Stdio::null()).spawn().unwrap();
-    let mut windows: BTreeMap<tierseed::Phase, (Duration, Duration)> = BTreeMap::new();
-    while child.try_wait().unwrap().is_none() {
-        let now = t.elapsed();
-        let p = landed(&state);
-        windows.entry(p).and_modify(|w| w.1 = now).or_insert((now, now));
-        std::thread::sleep(Duration::from_micros(300));
+    let mut w = spawn_watched(&kill_run_args(case, s, d, st, false));
+    assert!(w.child.wait().unwrap().success(), "{}: the clean run failed", case.name);
+    let span = t.elapsed().max(Duration::from_millis(20));
+    let mut starts: Vec<(tierseed::Phase, Instant)> = Vec::new();
+    let mut end = Instant::now();
+    while let Ok((at, line)) = w.lines.recv_timeout(Duration::from_secs(5)) {
+        for p in tierseed::Phase::ALL {
+            if line == started(p) {
+                starts.push((p, at));
+            }
+        }
+        end = at;
     }
-    assert!(child.wait().unwrap().success(), "{}: the clean run failed", case.name);
+    let mut windows = BTreeMap::new();
+    for (k, (p, at)) in starts.iter().enumerate() {
+        let next = starts.get(k + 1).map_or(end, |n| n.1);
+        windows.insert(*p, next.saturating_duration_since(*at).max(Duration::from_micros(100)));
+    }
     check_case(case, &case.ds.src, &dst, false);
-    (t.elapsed().max(Duration::from_millis(50)), windows)
+    (span, windows)
 }
 
 fn check_case(case: &KillCase, src_dir: &Path, dst_dir: &Path, mv: bool) {
@@ -279,12 +316,19 @@ fn kill_cases(base: &Path) -> Vec<KillCase> {
 
     let dedup_dir = base.join("dedup");
     std::fs::create_dir_all(&dedup_dir).unwrap();
-    let (tier, dedup_all) = crate::synth_source_changing(&dedup_dir.join("src"), 9, 2, 60, 80_000, 30.0);
-    let first_gen_containers = {
-        let ids = tier.container_ids().unwrap();
-        ids.len()
-    };
-    assert!(first_gen_containers > 90, "dedup dataset too small: {first_gen_containers} containers in all");
+    let tier = LocalTier::create(dedup_dir.join("src"), crate::small_config()).unwrap();
+    let mut tree = tierseed::synth::SynthTree::new(9, 120, 80_000, 30.0);
+    let mut dedup_all = BTreeMap::new();
+    for generation in 0..2 {
+        let g = tree.next_generation();
+        tier.ingest_many(g.iter().map(|f| (f.path.as_str(), f.mtime, f.bytes.as_slice()))).unwrap();
+        dedup_all.extend(g.into_iter().map(|f| (f.path, f.bytes)));
+        if generation == 0 {
+            // Copy commits every 64 source containers when nothing seals.
+            let n = tier.container_ids().unwrap().len();
+            assert!(n > 2 * 64, "dedup dataset too small: {n} containers in its first generation");
+        }
+    }
     let dedup = Dataset { src: dedup_dir.join("src"), untouched_namespace: namespace(&tier), all: dedup_all.clone() };
     // The target holds gen-000 already (seeded by a job of its own).
     let prepared = dedup_dir.join("prepared");
@@ -299,14 +343,7 @@ fn kill_cases(base: &Path) -> Vec<KillCase> {
     drop(tier);
 
     vec![
-        KillCase {
-            name: "small",
-            ds: small,
-            target: None,
-            select: SELECT.to_vec(),
-            container_kib: "64",
-            expect: small_expect,
-        },
+        KillCase { name: "small", ds: small, target: None, select: SELECT.to_vec(), container_kib: "64", expect: small_expect },
         KillCase { name: "many files", ds: many, target: None, select: vec!["--all"], container_kib: "4096", expect: many_all },
         KillCase {
             name: "long deduplicated run",
@@ -332,14 +369,16 @@ fn sigkill_at_random_instants_then_resume() {
     let mut rng = Rng::new(seed_value);
     let base = tempfile::tempdir().unwrap();
     let cases = kill_cases(base.path());
-    let windows: Vec<_> = cases.iter().enumerate().map(|(i, c)| phase_windows(c, &base.path().join(format!("clean{i}")))).collect();
+    let windows: Vec<_> =
+        cases.iter().enumerate().map(|(i, c)| phase_windows(c, &base.path().join(format!("clean{i}")))).collect();
     for (c, (span, w)) in cases.iter().zip(&windows) {
-        eprintln!("random kills: {} takes {span:?}; phases seen {w:?}", c.name);
+        eprintln!("random kills: {} takes {span:?}; phases {w:?}", c.name);
     }
 
     // Each trial aims its first kill at one phase (round robin over the
-    // four that matter), at a random instant of the window the clean run
-    // showed for it; the resumes after it are killed at random instants.
+    // four that matter): it waits for the phase's start event, then kills
+    // at a random instant within the time the phase took in the clean run.
+    // The resumes after it are killed at random instants of the run.
     // Trials go on past `trials` (up to twice as many) until a kill has
     // landed in each of the four phases.
     let aims = [Phase::BuildPhf, Phase::Mark, Phase::Copy, Phase::Switch];
@@ -363,18 +402,31 @@ fn sigkill_at_random_instants_then_resume() {
         let st = st.to_str().unwrap();
         let mut first = true;
         for round in 0..3 {
-            let args: Vec<&str> = if first {
-                kill_run_args(case, s, d, st, mv)
+            let args: Vec<&str> =
+                if first { kill_run_args(case, s, d, st, mv) } else { vec!["resume", "--from", s, "--to", d, "--state", st] };
+            let mut watched = spawn_watched(&args);
+            if round == 0 {
+                // Wait for the aimed phase to start, then kill at a random
+                // instant within the time it took in the clean run.
+                let window = w.get(&aim).copied().unwrap_or(Duration::from_millis(1));
+                let deadline = Instant::now() + *span * 4 + Duration::from_secs(5);
+                while Instant::now() < deadline {
+                    match watched.lines.recv_timeout(Duration::from_millis(50)) {
+                        Ok((_, line)) if line == started(aim) => break,
+                        Ok(_) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                            if watched.child.try_wait().unwrap().is_some() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(rng.below(window.as_micros() as u64 + 1)));
             } else {
-                vec!["resume", "--from", s, "--to", d, "--state", st]
-            };
-            let delay = match (round, w.get(&aim)) {
-                (0, Some(&(from, to))) => from + Duration::from_micros(rng.below((to - from).as_micros() as u64 + 1)),
-                _ => Duration::from_micros(rng.below(span.as_micros() as u64 + 1)),
-            };
-            let mut child =
-                seed(&args, None).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-            std::thread::sleep(delay);
+                std::thread::sleep(Duration::from_micros(rng.below(span.as_micros() as u64 + 1)));
+            }
+            let mut child = watched.child;
             let finished = child.try_wait().unwrap().is_some();
             let _ = child.kill();
             let _ = child.wait();
@@ -395,7 +447,10 @@ fn sigkill_at_random_instants_then_resume() {
             assert!(o.status.success(), "re-run failed: {}", text(&o));
         }
         std::panic::catch_unwind(|| check_case(case, &src, &dstp, mv)).unwrap_or_else(|_| {
-            panic!("trial {trial} ({}) failed; replay with TIERSEED_KILL_SEED={seed_value} TIERSEED_KILL_TRIALS={trials}", case.name)
+            panic!(
+                "trial {trial} ({}) failed; replay with TIERSEED_KILL_SEED={seed_value} TIERSEED_KILL_TRIALS={trials}",
+                case.name
+            )
         });
         std::fs::remove_dir_all(&dir).unwrap();
         trial += 1;

@@ -101,7 +101,8 @@ fn mark_skips_a_recipe_that_has_the_same_bytes_as_a_data_segment() {
     assert_eq!(src.entry("b.bin").unwrap().height, 1);
 
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
-    let mut job = Seeder::builder(&src, &dst, dir.path().join("state")).selection(Selection::all()).mode(Mode::Move).build().unwrap();
+    let mut job =
+        Seeder::builder(&src, &dst, dir.path().join("state")).selection(Selection::all()).mode(Mode::Move).build().unwrap();
     run_to_end(&mut job);
     let want: BTreeMap<String, Vec<u8>> = [("a.bin".to_string(), a), ("b.bin".to_string(), recipe)].into();
     check_target(&dst, &want);
@@ -121,7 +122,9 @@ fn a_target_whose_index_points_at_a_lost_container_is_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 21, 2, 25, 20_000);
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
-    run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap());
+    run_to_end(
+        &mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
     // The target loses a data container and a meta container.
     delete_a_container(&dst, ContainerKind::Data);
     delete_a_container(&dst, ContainerKind::Meta);
@@ -153,7 +156,10 @@ fn a_target_replaced_by_an_older_copy_of_itself_between_suspend_and_resume() {
     {
         let dst = LocalTier::create(&dst_dir, small_config()).unwrap();
         run_to_end(
-            &mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+            &mut Seeder::builder(&src, &dst, dir.path().join("s1"))
+                .selection(Selection::new().prefix("gen-000"))
+                .build()
+                .unwrap(),
         );
     }
     let status = std::process::Command::new("cp").arg("-a").arg(&dst_dir).arg(&old_dir).status().unwrap();
@@ -213,7 +219,8 @@ fn verify_full_names_every_file_whose_segment_rots_on_the_target() {
     drop(run_until(job, &state, &src, &dst, Phase::Verify));
     // Flip one byte in the data area of a target data container: its
     // header and table still check out, only hashing the segment tells.
-    let c = dst.container_ids().unwrap().into_iter().find(|c| dst.read_metadata(*c).unwrap().kind == ContainerKind::Data).unwrap();
+    let c =
+        dst.container_ids().unwrap().into_iter().find(|c| dst.read_metadata(*c).unwrap().kind == ContainerKind::Data).unwrap();
     let meta = dst.read_metadata(c).unwrap();
     let path = dst.dir().join("containers").join(format!("{c}.tsc"));
     let mut bytes = fs::read(&path).unwrap();
@@ -274,7 +281,10 @@ fn restore_writes_through_a_planted_symlink() {
     for d in [out.join("dir"), out2.join("dir")] {
         for e in fs::read_dir(&d).unwrap() {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            assert!(!name.contains("tierseed-restore") || name == "f.tierseed-restore" || name == ".f.tierseed-restore", "{name}");
+            assert!(
+                !name.contains("tierseed-restore") || name == "f.tierseed-restore" || name == ".f.tierseed-restore",
+                "{name}"
+            );
         }
     }
 }
@@ -394,8 +404,7 @@ fn the_commit_path_fsyncs_renames_and_indexes_each_container_before_the_commit_t
     tierseed::trace::start();
     let r = run_to_end(&mut job);
     let trace = tierseed::trace::take();
-    let written: Vec<String> =
-        trace.iter().filter_map(|s| s.strip_prefix("index ")).map(str::to_string).collect::<Vec<_>>();
+    let written: Vec<String> = trace.iter().filter_map(|s| s.strip_prefix("index ")).map(str::to_string).collect::<Vec<_>>();
     assert_eq!(written.len() as u64, r.counters.target_containers, "trace: {trace:?}");
     for name in &written {
         let pos = |step: &str| trace.iter().position(|s| s == &format!("{step} {name}"));
@@ -404,7 +413,11 @@ fn the_commit_path_fsyncs_renames_and_indexes_each_container_before_the_commit_t
         let index = pos("index").unwrap_or_else(|| panic!("{name} never indexed"));
         assert!(fsync < rename, "{name}: renamed before its fsync");
         let dir_sync = trace[rename..index].iter().any(|s| s == "fsync-dir containers");
-        assert!(dir_sync, "{name}: indexed without fsyncing the containers directory after the rename: {:?}", &trace[rename..=index]);
+        assert!(
+            dir_sync,
+            "{name}: indexed without fsyncing the containers directory after the rename: {:?}",
+            &trace[rename..=index]
+        );
         let commit = trace[index..].iter().any(|s| s == "commit context");
         assert!(commit, "{name}: no context commit after it was indexed");
         // No context commit between its rename and its index batch may
