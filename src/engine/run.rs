@@ -322,10 +322,15 @@ impl Seeder<'_> {
                 let k = kind_slot(loaded.kind);
                 let read_count = loaded.segments.len() as u64;
                 // Still needed: the bit is set and it is not already waiting
-                // in a packer (a segment can sit in two source containers).
+                // in a packer of either kind (a segment can sit in two source
+                // containers, and the same bytes can be data and a recipe).
                 let live: Vec<(Fingerprint, u64, Vec<u8>)> = {
                     let bits = read(phv);
-                    loaded.segments.into_iter().filter(|(fp, slot, _)| bits.get(*slot) && !packers[k].holds(fp)).collect()
+                    loaded
+                        .segments
+                        .into_iter()
+                        .filter(|(fp, slot, _)| bits.get(*slot) && !packers.iter().any(|p| p.holds(fp)))
+                        .collect()
                 };
                 let fps: Vec<Fingerprint> = live.iter().map(|l| l.0).collect();
                 let on_target = self.target.locate(&fps)?;

@@ -5,6 +5,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
+use std::collections::HashSet;
+
 use rayon::prelude::*;
 
 use super::{LocalTier, validate_path};
@@ -65,15 +67,24 @@ impl<'a> Ingest<'a> {
     fn store(&mut self, kind: ContainerKind, segs: Vec<(Fingerprint, Vec<u8>)>) -> Result<()> {
         let fps: Vec<Fingerprint> = segs.iter().map(|(f, _)| *f).collect();
         let known = self.tier.locate(&fps)?;
+        // Fingerprints stored by this call: the lookup above predates them,
+        // and a packer forgets what it held once it seals, so a segment
+        // repeated within one call would otherwise be stored twice (the bug
+        // "ingest stores a segment twice when its container seals between
+        // two copies of it").
+        let mut stored_here: HashSet<Fingerprint> = HashSet::new();
         for ((fp, bytes), k) in segs.into_iter().zip(known) {
+            // Either packer: the same bytes can be a data segment and a
+            // recipe, and one copy serves both.
+            let pending = self.data.holds(&fp) || self.meta.holds(&fp);
+            if k.is_some() || pending || !stored_here.insert(fp) {
+                self.stats.segments_dedup += 1;
+                continue;
+            }
             let packer = match kind {
                 ContainerKind::Data => &mut self.data,
                 ContainerKind::Meta => &mut self.meta,
             };
-            if k.is_some() || packer.holds(&fp) {
-                self.stats.segments_dedup += 1;
-                continue;
-            }
             self.stats.segments_new += 1;
             self.stats.new_bytes += bytes.len() as u64;
             packer.add(self.tier, fp, bytes, 0)?;
