@@ -135,7 +135,7 @@ impl Header {
 
 /// Parses and checks a header. `expected` is the id the caller looked up.
 pub(crate) fn parse_header(bytes: &[u8], expected: ContainerId, path: &Path) -> Result<Header> {
-    let bad = |reason: String| Error::CorruptContainer { id: expected, path: path.to_path_buf(), reason };
+    let bad = |reason: String| Error::CorruptContainer { id: expected, path: Some(path.to_path_buf()), reason };
     if bytes.len() < HEADER_LEN {
         return Err(bad(format!("file is {} bytes, shorter than the header", bytes.len())));
     }
@@ -169,7 +169,7 @@ pub(crate) fn parse_header(bytes: &[u8], expected: ContainerId, path: &Path) -> 
 
 /// Parses and checks the table that follows a header.
 pub(crate) fn parse_table(header: &Header, table: &[u8], path: &Path) -> Result<ContainerMeta> {
-    let bad = |reason: String| Error::CorruptContainer { id: header.id, path: path.to_path_buf(), reason };
+    let bad = |reason: String| Error::CorruptContainer { id: header.id, path: Some(path.to_path_buf()), reason };
     if table.len() != ENTRY_LEN * header.count as usize {
         return Err(bad("table truncated".into()));
     }
@@ -207,7 +207,7 @@ pub(crate) fn read_header(file: &File, expected: ContainerId, path: &Path) -> Re
     if file_len != header.file_len() {
         return Err(Error::CorruptContainer {
             id: expected,
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
             reason: format!("file is {file_len} bytes, header implies {}", header.file_len()),
         });
     }
@@ -254,7 +254,7 @@ pub(crate) fn read_segments(file: &File, header: &Header, which: &[SegmentEntry]
         if end > header.data_len {
             return Err(Error::CorruptContainer {
                 id: header.id,
-                path: path.to_path_buf(),
+                path: Some(path.to_path_buf()),
                 reason: format!("segment range {start}..{end} is past the data region"),
             });
         }
@@ -278,7 +278,7 @@ pub fn decode_container(bytes: &[u8], expected: ContainerId) -> Result<(Containe
     if bytes.len() as u64 != header.file_len() {
         return Err(Error::CorruptContainer {
             id: expected,
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
             reason: format!("{} bytes, header implies {}", bytes.len(), header.file_len()),
         });
     }
@@ -286,7 +286,11 @@ pub fn decode_container(bytes: &[u8], expected: ContainerId) -> Result<(Containe
     let meta = parse_table(&header, &bytes[HEADER_LEN..table_end], path)?;
     let data = &bytes[table_end..];
     if crc32fast::hash(data) != header.data_crc {
-        return Err(Error::CorruptContainer { id: expected, path: path.to_path_buf(), reason: "data checksum mismatch".into() });
+        return Err(Error::CorruptContainer {
+            id: expected,
+            path: Some(path.to_path_buf()),
+            reason: "data checksum mismatch".into(),
+        });
     }
     let segs = meta.segments.iter().map(|e| data[e.offset as usize..(e.offset + e.len) as usize].to_vec()).collect();
     Ok((meta, segs))
@@ -299,14 +303,14 @@ pub(crate) fn scrub_file(path: &Path, expected: ContainerId) -> Result<(Containe
     if len > MAX_DATA_LEN + (HEADER_LEN + ENTRY_LEN * MAX_SEGMENTS as usize) as u64 {
         return Err(Error::CorruptContainer {
             id: expected,
-            path: path.to_path_buf(),
+            path: Some(path.to_path_buf()),
             reason: format!("file of {len} bytes exceeds the cap"),
         });
     }
     let mut bytes = Vec::with_capacity(len as usize);
     f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     decode_container(&bytes, expected).map_err(|e| match e {
-        Error::CorruptContainer { id, reason, .. } => Error::CorruptContainer { id, path: path.to_path_buf(), reason },
+        Error::CorruptContainer { id, reason, .. } => Error::CorruptContainer { id, path: Some(path.to_path_buf()), reason },
         e => e,
     })
 }

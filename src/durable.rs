@@ -118,9 +118,10 @@ pub(crate) fn open_envelope<'a>(magic: &[u8; 4], version: u16, bytes: &'a [u8], 
 
 /// Encodes a serde value with postcard and seals it in an envelope.
 pub(crate) fn encode_record<T: serde::Serialize>(magic: &[u8; 4], version: u16, value: &T) -> Vec<u8> {
-    // postcard's to_stdvec only fails for types serde cannot describe
-    // (such as maps with non-serializable keys); ours are plain structs.
-    let payload = postcard::to_stdvec(value).unwrap_or_default();
+    let payload = postcard::to_stdvec(value).expect(
+        "postcard fails only for types serde cannot describe (maps with unserializable keys, sequences of unknown length); \
+         every record is a plain struct of integers, byte arrays, strings and vectors",
+    );
     seal_envelope(magic, version, &payload)
 }
 

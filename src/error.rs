@@ -32,12 +32,13 @@ pub enum Error {
         message: String,
     },
     /// A container file failed a format or checksum check.
-    #[error("container {id} is corrupt ({path}): {reason}")]
+    #[error("container {id} is corrupt{}: {reason}", at(path))]
     CorruptContainer {
         /// The container's id.
         id: ContainerId,
-        /// Its file, where there is one.
-        path: PathBuf,
+        /// Its file, where there is one (a tier over other storage may
+        /// have none).
+        path: Option<PathBuf>,
         /// What check failed.
         reason: String,
     },
@@ -195,13 +196,56 @@ pub enum Error {
         /// How many files are affected.
         file_count: usize,
     },
+    /// Building the PHF over the source index failed.
+    #[error("building the PHF failed: {reason}")]
+    PhfBuild {
+        /// What went wrong.
+        reason: String,
+    },
+    /// The job's worker threads could not be started.
+    #[error("could not start the job's {threads} worker thread(s): {source}")]
+    ThreadPool {
+        /// Threads asked for.
+        threads: usize,
+        /// rayon's error.
+        source: rayon::ThreadPoolBuildError,
+    },
+    /// A file is too large for its tier's recipe fanout.
+    #[error("file {path:?} needs a tree taller than {max_height} levels; create the tier with a larger fanout")]
+    TreeTooTall {
+        /// The file (namespace path).
+        path: String,
+        /// The tallest tree supported.
+        max_height: u8,
+    },
+    /// A tier implementation failed with an error of its own (see
+    /// [`Error::tier`] and [`Error::transient`]).
+    #[error("{what}: {source}")]
+    Tier {
+        /// What the tier was doing (a bucket and key, a device, ...).
+        what: String,
+        /// Whether retrying the same call may succeed (a timeout, a
+        /// throttled request); the engine does not retry, callers may.
+        transient: bool,
+        /// The tier's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A tierseed invariant was broken: a bug, not bad input. The message
+    /// says which.
+    #[error("internal error (a tierseed bug, please report it): {what}")]
+    Internal {
+        /// The invariant that did not hold.
+        what: String,
+    },
     /// A phase failed; wraps the cause with the phase name. The cause is
-    /// part of the message (and reachable with [`Error::root`]).
+    /// part of the message, is this error's [`source`](std::error::Error::source),
+    /// and is reachable with [`Error::root`].
     #[error("phase {phase}: {error}")]
     Phase {
         /// The phase name.
         phase: &'static str,
         /// The underlying error.
+        #[source]
         error: Box<Error>,
     },
 }
@@ -217,6 +261,36 @@ impl Error {
 
     pub(crate) fn corrupt_record(what: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::CorruptRecord { what: what.into(), reason: reason.into() }
+    }
+
+    pub(crate) fn internal(what: impl Into<String>) -> Self {
+        Error::Internal { what: what.into() }
+    }
+
+    /// An error of a tier implementation's own, for integrators: `what`
+    /// says what the tier was doing (for example `"PUT bucket/key (HTTP
+    /// 500)"`), `source` is the underlying error, kept as the cause.
+    pub fn tier(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Tier { what: what.into(), transient: false, source: source.into() }
+    }
+
+    /// Like [`Error::tier`], for a failure that may pass if the same call
+    /// is retried (a timeout, a throttled or unavailable service).
+    pub fn transient(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Error::Tier { what: what.into(), transient: true, source: source.into() }
+    }
+
+    /// Whether retrying may succeed: a tier error marked transient, or an
+    /// I/O error of a kind that is (interrupted, timed out, would block).
+    pub fn is_transient(&self) -> bool {
+        match self.root() {
+            Error::Tier { transient, .. } => *transient,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
     }
 
     /// Wraps `self` with the phase it happened in, unless it already names one.
@@ -244,4 +318,9 @@ fn list_files(files: &[String], count: usize) -> String {
         out.push_str(&format!("; and {} more", count - SHOWN));
     }
     out
+}
+
+/// `" (path)"` for a message, or nothing when there is no path.
+fn at(path: &Option<PathBuf>) -> String {
+    path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default()
 }

@@ -115,10 +115,10 @@ impl<T> FaultyTier<T> {
 }
 
 fn injected(f: Fault) -> Error {
-    Error::Io {
-        path: "<FaultyTier>".into(),
-        source: std::io::Error::other(format!("injected fault: call {} of {:?}", f.nth, f.kind)),
-    }
+    Error::tier(
+        format!("FaultyTier: call {} of {:?}", f.nth, f.kind),
+        std::io::Error::other(format!("injected fault: call {} of {:?}", f.nth, f.kind)),
+    )
 }
 
 impl<T: Tier> Tier for FaultyTier<T> {

@@ -48,7 +48,7 @@ pub(crate) fn fetch_located(
         for fp in &fps[i..j] {
             let e = table.get(fp).ok_or_else(|| Error::CorruptContainer {
                 id: cid,
-                path: Default::default(),
+                path: None,
                 reason: format!("index says it holds segment {fp} (of file {file:?}), its table does not"),
             })?;
             which.push(*e);

@@ -343,11 +343,7 @@ impl Tier for SynthSource {
             .iter()
             .map(|e| match self.recipes.get(&e.fingerprint) {
                 Some((c, d)) if *c == id => Ok(d.bytes()),
-                _ => Err(Error::CorruptContainer {
-                    id,
-                    path: "<synthetic>".into(),
-                    reason: "the synthetic tier stores no data segments".into(),
-                }),
+                _ => Err(Error::CorruptContainer { id, path: None, reason: "the synthetic tier stores no data segments".into() }),
             })
             .collect()
     }

@@ -72,7 +72,9 @@ impl Recipe {
                 let mut len = [0u8; 8];
                 len.copy_from_slice(&c[32..40]);
                 Child {
-                    fingerprint: Fingerprint::from_slice(&c[..32]).unwrap_or(Fingerprint([0; 32])),
+                    fingerprint: Fingerprint::from_slice(&c[..32]).expect(
+                        "chunks_exact(CHILD_LEN) yields CHILD_LEN-byte chunks, and a fingerprint is their first 32 bytes",
+                    ),
                     len: u64::from_le_bytes(len),
                 }
             })
@@ -106,7 +108,8 @@ pub(crate) fn build_tree(
             return Ok((next[0].fingerprint, level));
         }
         if level == MAX_HEIGHT {
-            return Err(Error::InvalidConfig(format!("file needs a tree taller than {MAX_HEIGHT} levels; raise the fanout")));
+            // The caller names the file (it knows the path).
+            return Err(Error::TreeTooTall { path: String::new(), max_height: MAX_HEIGHT });
         }
         current = next;
         level += 1;

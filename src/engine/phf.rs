@@ -67,11 +67,10 @@ impl Phf {
         if keys == 0 {
             return Ok(Phf { mphf: Mphf::new(gamma, &[]), keys: 0 });
         }
-        let stream = KeyStream { source, in_snapshot, failure: Mutex::new(None) };
-        // boomphf panics (rather than returning an error) on duplicate keys
-        // and when the stream does not match the count; a tier error stops
-        // the stream short, which ends in such a panic. Turn all of them into
-        // an error, preferring the tier's own error when there was one.
+        let stream = KeyStream { source, in_snapshot, keys, failure: Mutex::new(None) };
+        // The stream never makes boomphf panic (see `KeyStream`); anything
+        // else that does (its own assertions) is caught and reported as a
+        // failed build rather than unwinding into the caller.
         let built = catch_unwind(AssertUnwindSafe(|| {
             Mphf::from_chunked_iterator_parallel(gamma, &stream, Some(64), keys, threads.max(1))
         }));
@@ -79,9 +78,9 @@ impl Phf {
         match (built, failure) {
             (_, Some(e)) => Err(e),
             (Ok(mphf), None) => Ok(Phf { mphf, keys }),
-            (Err(_), None) => Err(Error::InvalidConfig(
-                "the PHF build failed: the source index changed during the build or holds colliding fingerprints".into(),
-            )),
+            (Err(_), None) => Err(Error::PhfBuild {
+                reason: "boomphf failed: the source index holds colliding 16-byte fingerprint prefixes".into(),
+            }),
         }
     }
 
@@ -130,48 +129,114 @@ pub(crate) fn check_gamma(gamma: f64) -> Result<()> {
 
 /// The source index as a re-iterable stream of pages, as boomphf's chunked
 /// construction wants it.
+///
+/// boomphf cannot be told that a stream failed: a pass that yields fewer or
+/// more keys than counted ends in a panic inside it (and an embedding built
+/// with `panic = "abort"` would lose the process). So a failure is recorded
+/// and the stream goes on yielding *filler* keys, distinct and derived from
+/// the position alone, until the counted number is reached; every later
+/// pass yields fillers only. The build then completes over a key set that
+/// is stable from the failure on, and its result is discarded for the
+/// recorded error.
 struct KeyStream<'a> {
     source: &'a dyn SourceTier,
     in_snapshot: &'a (dyn Fn(ContainerId) -> bool + Sync),
+    keys: u64,
     failure: Mutex<Option<Error>>,
+}
+
+impl KeyStream<'_> {
+    fn failed(&self) -> bool {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    fn fail(&self, e: Error) {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+    }
+}
+
+/// A key for position `p` that no real key is expected to equal: two
+/// rounds of splitmix64 (a bijection on u64), so distinct positions give
+/// distinct keys.
+fn filler(p: u64) -> PhfKey {
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&mix(p).to_le_bytes());
+    k[8..].copy_from_slice(&mix(p ^ 0x5EED_F111_E55E_ED00).to_le_bytes());
+    PhfKey(k)
 }
 
 struct Pages<'s, 'a> {
     stream: &'s KeyStream<'a>,
     after: Option<Fingerprint>,
-    done: bool,
+    /// Keys yielded in this pass.
+    position: u64,
+    /// The source ran out of pages.
+    exhausted: bool,
 }
 
 impl<'s, 'a> IntoIterator for &'s KeyStream<'a> {
     type Item = Vec<PhfKey>;
     type IntoIter = Pages<'s, 'a>;
     fn into_iter(self) -> Self::IntoIter {
-        Pages { stream: self, after: None, done: false }
+        Pages { stream: self, after: None, position: 0, exhausted: false }
+    }
+}
+
+impl Pages<'_, '_> {
+    fn fillers(&mut self) -> Option<Vec<PhfKey>> {
+        let n = (self.stream.keys - self.position).min(PAGE as u64);
+        if n == 0 {
+            return None;
+        }
+        let page = (self.position..self.position + n).map(filler).collect();
+        self.position += n;
+        Some(page)
     }
 }
 
 impl Iterator for Pages<'_, '_> {
     type Item = Vec<PhfKey>;
     fn next(&mut self) -> Option<Vec<PhfKey>> {
-        if self.done {
+        if self.position >= self.stream.keys {
             return None;
+        }
+        if self.exhausted || self.stream.failed() {
+            return self.fillers();
         }
         match self.stream.source.fingerprints(self.after.as_ref(), PAGE) {
             Ok(page) if page.is_empty() => {
-                self.done = true;
-                None
+                self.exhausted = true;
+                self.stream.fail(Error::PhfBuild {
+                    reason: format!(
+                        "the source index shrank during the build: {} of {} keys found",
+                        self.position, self.stream.keys
+                    ),
+                });
+                self.fillers()
             }
             Ok(page) => {
                 self.after = page.last().map(|p| p.0);
-                Some(page.iter().filter(|(_, c)| (self.stream.in_snapshot)(*c)).map(|(f, _)| f.phf_key()).collect())
+                let mut keys: Vec<PhfKey> =
+                    page.iter().filter(|(_, c)| (self.stream.in_snapshot)(*c)).map(|(f, _)| f.phf_key()).collect();
+                let room = (self.stream.keys - self.position) as usize;
+                if keys.len() > room {
+                    keys.truncate(room);
+                    self.stream.fail(Error::PhfBuild {
+                        reason: format!("the source index grew during the build past the {} keys counted", self.stream.keys),
+                    });
+                }
+                self.position += keys.len() as u64;
+                Some(keys)
             }
             Err(e) => {
-                let mut slot = self.stream.failure.lock().unwrap_or_else(|p| p.into_inner());
-                slot.get_or_insert(e);
-                self.done = true;
-                // Stop the build now rather than let boomphf retry passes
-                // over a stream that can no longer be read.
-                std::panic::resume_unwind(Box::new("tier error during PHF build"));
+                self.stream.fail(e);
+                self.fillers()
             }
         }
     }

@@ -71,7 +71,7 @@ impl Seeder<'_> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads)
             .build()
-            .map_err(|e| Error::InvalidConfig(format!("thread pool: {e}")))?;
+            .map_err(|e| Error::ThreadPool { threads: self.threads, source: e })?;
         let mut st = State { prog: self.ctx.reader().progress()?, ..State::default() };
         self.emit(Event::Started { job_id: self.job_id(), resumed: self.resumed });
         if self.resumed {
@@ -93,11 +93,9 @@ impl Seeder<'_> {
         loop {
             let phase = Phase::after(st.prog.phase_done);
             if phase == Phase::Done && st.prog.phase_done == Some(Phase::Done) {
-                let report = self
-                    .ctx
-                    .reader()
-                    .report()?
-                    .ok_or_else(|| Error::corrupt_record("context", "job is done but has no report"))?;
+                let report = self.ctx.reader().report()?.ok_or_else(|| {
+                    Error::corrupt_record(format!("context in {}", self.ctx.dir().display()), "job is done but has no report")
+                })?;
                 self.emit(Event::Completed(report.clone()));
                 return Ok(Outcome::Completed(report));
             }
@@ -216,7 +214,7 @@ impl Seeder<'_> {
         self.need_snapshot(st)?;
         self.need_files(st)?;
         self.need_phf(st)?;
-        let Some(phf) = st.phf.as_ref() else { return Err(Error::corrupt_record("context", "PHF missing")) };
+        let Some(phf) = st.phf.as_ref() else { return Err(Error::internal("Mark started without a PHF")) };
         // Mark always starts from zero: it is short and redone whole.
         let mut phv = Phv::zeroed(phf.keys);
         let snapshot = &st.snapshot;
@@ -239,7 +237,7 @@ impl Seeder<'_> {
         self.need_snapshot(st)?;
         self.need_phv(st)?;
         let (Some(phf), Some(phv)) = (st.phf.take(), st.phv.take()) else {
-            return Err(Error::corrupt_record("context", "PHF or PHV missing"));
+            return Err(Error::internal("Copy started without a PHF or PHV"));
         };
         let phv = RwLock::new(phv);
         let stop = AtomicBool::new(false);
@@ -306,13 +304,13 @@ impl Seeder<'_> {
             let loaded = match rx.recv() {
                 Ok(Ok(l)) => l,
                 Ok(Err(e)) => return Err(self.explain_copy_error(st, phf, phv, e)),
-                Err(_) => return Err(Error::corrupt_record("copy phase", "reader stopped early")),
+                Err(_) => return Err(Error::internal("Copy's reader thread stopped before the last container")),
             };
             if loaded.index != index {
-                return Err(Error::corrupt_record(
-                    "copy phase",
-                    format!("reader delivered container #{} where #{index} was due", loaded.index),
-                ));
+                return Err(Error::internal(format!(
+                    "Copy's reader delivered container #{} where #{index} was due",
+                    loaded.index
+                )));
             }
             if loaded.skipped {
                 st.prog.counters.containers_skipped += 1;
@@ -451,19 +449,19 @@ impl Seeder<'_> {
     fn verify(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Flow> {
         self.need_phv(st)?;
         let Some(missing) = st.phv.as_ref().map(Phv::count_ones) else {
-            return Err(Error::corrupt_record("context", "PHV missing at Verify"));
+            return Err(Error::internal("Verify started without a PHV"));
         };
         self.need_files(st)?;
         if missing > 0 {
             let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phv.as_ref()) else {
-                return Err(Error::corrupt_record("context", "PHF or PHV missing at Verify"));
+                return Err(Error::internal("Verify started without a PHF or PHV"));
             };
             let (files, count) = affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
             let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
             return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
         }
         self.need_snapshot(st)?;
-        let Some(phf) = st.phf.as_ref() else { return Err(Error::corrupt_record("context", "PHF missing at Verify")) };
+        let Some(phf) = st.phf.as_ref() else { return Err(Error::internal("Verify started without a PHF")) };
         let snapshot = &st.snapshot;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
         // The checksum of the marked set, as Mark committed it. A job
@@ -648,11 +646,7 @@ fn load_container(
     let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
     let bytes = source.read_segments(id, &which)?;
     if bytes.len() != which.len() {
-        return Err(Error::CorruptContainer {
-            id,
-            path: Default::default(),
-            reason: "tier returned the wrong number of segments".into(),
-        });
+        return Err(Error::CorruptContainer { id, path: None, reason: "tier returned the wrong number of segments".into() });
     }
     let segments: Vec<(Fingerprint, u64, Vec<u8>)> = members
         .into_par_iter()

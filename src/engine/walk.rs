@@ -103,7 +103,7 @@ pub(crate) fn walk(
         let batch = stack.split_off(stack.len().saturating_sub(WALK_BATCH));
         let placed = side.place(&batch)?;
         if placed.len() != batch.len() {
-            return Err(Error::corrupt_record("tier lookup", "answered a different number of fingerprints than asked"));
+            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
         }
         // ToExpand to expand, grouped by (level, container) so each group is
         // one metadata read and one segment read.
@@ -178,7 +178,7 @@ impl<'a> TableCache<'a> {
                 }
                 None => out.push(Err(Error::CorruptContainer {
                     id: cid,
-                    path: Default::default(),
+                    path: None,
                     reason: format!("the index places segment {fp} here, the container's table does not list it"),
                 })),
             }
@@ -190,7 +190,7 @@ impl<'a> TableCache<'a> {
         if bytes.len() != which.len() {
             return Err(Error::CorruptContainer {
                 id: cid,
-                path: Default::default(),
+                path: None,
                 reason: "tier returned the wrong number of segments".into(),
             });
         }

@@ -119,6 +119,10 @@ impl<'a> Ingest<'a> {
         let (root, height) = build_tree(leaves, cfg.fanout as usize, &mut |fp, bytes| {
             recipes.push((fp, bytes));
             Ok(())
+        })
+        .map_err(|e| match e {
+            Error::TreeTooTall { max_height, .. } => Error::TreeTooTall { path: name.to_string(), max_height },
+            e => e,
         })?;
         self.store(ContainerKind::Meta, recipes)?;
         self.stats.files += 1;

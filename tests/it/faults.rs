@@ -61,6 +61,16 @@ fn trial(dir: &Path, side: Side, kind: FaultKind, fault: Option<Fault>, mode: Mo
 }
 
 fn sweep(side: Side, kind: FaultKind, corrupt: bool, mode: Mode) -> u64 {
+    sweep_faults(side, kind, corrupt, false, mode)
+}
+
+/// Like [`sweep`], with faults that strike after the call took effect
+/// (the write happened, the caller saw an error).
+fn sweep_after_effect(side: Side, kind: FaultKind, mode: Mode) -> u64 {
+    sweep_faults(side, kind, false, true, mode)
+}
+
+fn sweep_faults(side: Side, kind: FaultKind, corrupt: bool, after_effect: bool, mode: Mode) -> u64 {
     let base = tempfile::tempdir().unwrap();
     // A clean run counts the calls of this kind.
     let (outcome, calls) = trial(&base.path().join("clean"), side, kind, None, mode);
@@ -69,7 +79,7 @@ fn sweep(side: Side, kind: FaultKind, corrupt: bool, mode: Mode) -> u64 {
     let step = calls.div_ceil(MAX_TRIALS_PER_KIND).max(1);
     let mut injected = 0;
     for n in (1..=calls).step_by(step as usize) {
-        let fault = Fault { kind, nth: n, corrupt, after_effect: false };
+        let fault = Fault { kind, nth: n, corrupt, after_effect };
         let (outcome, _) = trial(&base.path().join(format!("n{n}")), side, kind, Some(fault), mode);
         match outcome {
             Err(e) => {
@@ -84,7 +94,7 @@ fn sweep(side: Side, kind: FaultKind, corrupt: bool, mode: Mode) -> u64 {
         injected += 1;
     }
     eprintln!(
-        "faults: {kind:?} on {side:?} (corrupt: {corrupt}): {injected} injected over {calls} calls, every job failed cleanly and resumed"
+        "faults: {kind:?} on {side:?} (corrupt: {corrupt}, after effect: {after_effect}): {injected} injected over {calls} calls, every job failed cleanly and resumed"
     );
     injected
 }
@@ -127,6 +137,45 @@ fn target_namespace_upsert_faults() {
 #[test]
 fn source_namespace_removal_faults_in_move_mode() {
     assert!(sweep(Side::Source, FaultKind::RemoveFiles, false, Mode::Move) > 0);
+}
+
+#[test]
+fn target_metadata_read_faults_in_copy_and_verify() {
+    // Copy checks each indexed target container once; Verify reads every
+    // target container's metadata.
+    assert!(sweep(Side::Target, FaultKind::ReadMetadata, false, Mode::Copy) > 0);
+}
+
+#[test]
+fn target_segment_read_faults_in_recipe_checks() {
+    assert!(sweep(Side::Target, FaultKind::ReadSegments, false, Mode::Copy) > 0);
+}
+
+#[test]
+fn source_index_paging_faults_in_build_phf() {
+    assert!(sweep(Side::Source, FaultKind::Fingerprints, false, Mode::Copy) > 0);
+}
+
+#[test]
+fn container_listing_faults_in_select() {
+    assert!(sweep(Side::Source, FaultKind::ContainerIds, false, Mode::Copy) > 0);
+    assert!(sweep(Side::Target, FaultKind::ContainerIds, false, Mode::Copy) > 0);
+}
+
+#[test]
+fn namespace_listing_faults_in_select() {
+    assert!(sweep(Side::Source, FaultKind::ListFiles, false, Mode::Copy) > 0);
+}
+
+#[test]
+fn target_writes_that_fail_after_taking_effect() {
+    assert!(sweep_after_effect(Side::Target, FaultKind::WriteContainer, Mode::Copy) > 0);
+    assert!(sweep_after_effect(Side::Target, FaultKind::UpsertFiles, Mode::Copy) > 0);
+}
+
+#[test]
+fn source_removals_that_fail_after_taking_effect() {
+    assert!(sweep_after_effect(Side::Source, FaultKind::RemoveFiles, Mode::Move) > 0);
 }
 
 #[test]
