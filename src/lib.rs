@@ -50,6 +50,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod bench_api;
 mod container;
@@ -59,12 +60,14 @@ mod engine;
 mod error;
 mod faulty;
 mod fingerprint;
+#[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod local;
 mod pack;
 mod read;
 mod selection;
+#[cfg(feature = "test-util")]
 pub mod synth;
 mod tier;
 mod tree;

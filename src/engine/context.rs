@@ -313,6 +313,7 @@ impl Commit {
 
 /// Decodes `bytes` as each context record type; returns how many accepted
 /// them. For the fuzzers: it must never panic, whatever the bytes.
+#[cfg(feature = "test-util")]
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [

@@ -97,6 +97,7 @@ impl Phf {
     }
 
     /// Serializes the function alone (for measuring its size).
+    #[cfg(feature = "test-util")]
     pub(crate) fn serialize_inner<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         serde::Serialize::serialize(&self.mphf, s)
     }

@@ -380,6 +380,7 @@ impl LocalTier {
 }
 
 /// Decodes `bytes` as each tier record type; for the fuzzers.
+#[cfg(feature = "test-util")]
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [

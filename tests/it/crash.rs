@@ -2,8 +2,8 @@
 //! points, and SIGKILL at random instants; after every crash, resume and
 //! check that nothing was lost or duplicated.
 //!
-//! Needs the example built with `--features crash-points` (the README's
-//! test command does this). Knobs: `TIERSEED_KILL_TRIALS` (default 30),
+//! The `it` test target requires the `cli`, `test-util` and `crash-points`
+//! features (the README's test command enables them). Knobs: `TIERSEED_KILL_TRIALS` (default 30),
 //! `TIERSEED_KILL_SEED` (default: from the clock; printed on failure).
 
 use std::collections::BTreeMap;
@@ -17,10 +17,7 @@ use tierseed::{CRASH_POINTS, LocalTier, Tier};
 use crate::{check_target, namespace, synth_source_changing};
 
 fn seed_bin() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("examples/seed");
-    assert!(bin.exists(), "{} missing: run the tests with `cargo test --release --features crash-points`", bin.display());
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_seed"))
 }
 
 /// A source tier on disk plus what the job should deliver.
