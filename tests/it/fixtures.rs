@@ -5,7 +5,7 @@
 //! `cargo test --release --test it -- --ignored regenerate_fixtures`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tierseed::{ContainerId, ContainerKind, Error, Fingerprint, LocalTier, TierConfig, decode_container};
 
@@ -79,4 +79,63 @@ fn every_corrupt_fixture_is_detected_naming_the_container() {
         seen += 1;
     }
     assert_eq!(seen, 8, "expected 4 corrupt variants of each kind");
+}
+
+/// A tier directory and the state directory of a suspended move job, as
+/// the first release wrote them (`fixtures/v1/`, made by the code at commit
+/// 1ad5358 before any record got a private, versioned counterpart). This
+/// build must open them, resume the job to completion and restore every
+/// file byte for byte (redb's backward-compatibility pattern).
+#[test]
+fn a_version_1_tier_and_suspended_job_resume_to_completion() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1");
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp").arg("-a").arg(&fixture).arg(dir.path().join("v1")).status().unwrap();
+    assert!(status.success());
+    let root = dir.path().join("v1");
+    let manifest: Vec<(String, u64, String)> = std::fs::read_to_string(root.join("manifest.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut it = l.splitn(3, ' ');
+            let (h, n, p) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+            (h.to_string(), n.parse().unwrap(), p.to_string())
+        })
+        .collect();
+    assert_eq!(manifest.len(), 36);
+
+    // The job's status reads the version-1 progress record.
+    let before = tierseed::Seeder::status(root.join("state")).unwrap();
+    assert_eq!(before.next_phase, tierseed::Phase::Copy);
+    assert_eq!(before.counters.files_selected, 24);
+    assert_eq!(before.counters.files_kept, 0);
+
+    let src = LocalTier::open(root.join("src")).unwrap();
+    let dst = LocalTier::open(root.join("dst")).unwrap();
+    assert!(src.verify().unwrap().is_clean());
+    let mut job = tierseed::Seeder::resume(root.join("state"), &src, &dst).unwrap();
+    let tierseed::Outcome::Completed(report) = job.run().unwrap() else { panic!("suspended") };
+    assert_eq!(report.counters.files_switched, 24);
+    assert_eq!(report.counters.files_removed, 24);
+    assert_eq!(report.resumes, 1);
+    drop(job);
+
+    let restore = |t: &LocalTier, path: &str| {
+        let mut out = Vec::new();
+        t.restore(path, &mut out).unwrap_or_else(|e| panic!("restore {path}: {e}"));
+        out
+    };
+    for (hash, len, path) in &manifest {
+        let moved = path.starts_with("gen-001/") || path.starts_with("gen-002/");
+        let from = if moved { &dst } else { &src };
+        let bytes = restore(from, path);
+        assert_eq!(bytes.len() as u64, *len, "{path}");
+        assert_eq!(tierseed::Fingerprint::of(&bytes).to_string(), *hash, "{path}");
+        assert_eq!(src.entry(path).is_ok(), !moved, "{path} in the source namespace");
+    }
+    assert!(dst.verify().unwrap().is_clean());
+    assert!(src.verify().unwrap().is_clean());
+    // The completed job's report record (written by this build) reads back.
+    let after = tierseed::Seeder::status(root.join("state")).unwrap();
+    assert_eq!(after.next_phase, tierseed::Phase::Done);
 }
