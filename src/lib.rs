@@ -66,6 +66,7 @@ pub mod fuzzing;
 mod local;
 mod pack;
 mod read;
+mod records;
 mod selection;
 #[cfg(feature = "test-util")]
 pub mod synth;

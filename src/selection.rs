@@ -4,6 +4,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::records::SelectionV1;
 use crate::tier::{FileEntry, Tier};
 
 /// Which files of the source namespace a job selects.
@@ -101,6 +102,24 @@ impl Selection {
         let globs = b.build().map_err(|e| Error::InvalidConfig(format!("globs: {e}")))?;
         let cutoff = self.older_than_secs.map(|s| now.saturating_sub(s.min(i64::MAX as u64) as i64));
         Ok(Matcher { sel: self.clone(), globs, cutoff })
+    }
+}
+
+impl From<&Selection> for SelectionV1 {
+    fn from(s: &Selection) -> Self {
+        SelectionV1 {
+            all: s.all,
+            globs: s.globs.clone(),
+            prefixes: s.prefixes.clone(),
+            paths: s.paths.clone(),
+            older_than_secs: s.older_than_secs,
+        }
+    }
+}
+
+impl From<SelectionV1> for Selection {
+    fn from(s: SelectionV1) -> Self {
+        Selection { all: s.all, globs: s.globs, prefixes: s.prefixes, paths: s.paths, older_than_secs: s.older_than_secs }
     }
 }
 

@@ -15,6 +15,7 @@ use super::{Counters, Mode, Phase, Report};
 use crate::ContainerId;
 use crate::durable::{decode_record, encode_record};
 use crate::error::{Error, Result};
+use crate::records::{FileEntryV1, SelectionV1, mode_code, mode_from_code, phase_code, phase_from_code};
 use crate::selection::Selection;
 use crate::tier::FileEntry;
 
@@ -35,8 +36,8 @@ const K_OPTIONS: &[u8] = b"options";
 /// Selected files are stored in chunks of this many entries.
 pub(crate) const FILES_PER_CHUNK: usize = 1024;
 
-/// Written once when the job is created.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Written once when the job is created (in memory; on disk: [`JobV1`]).
+#[derive(Clone, Debug)]
 pub(crate) struct JobRecord {
     pub(crate) job_id: [u8; 16],
     pub(crate) source: [u8; 16],
@@ -49,8 +50,48 @@ pub(crate) struct JobRecord {
     pub(crate) created: i64,
 }
 
-/// Rewritten by every commit.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// The job record as persisted, version 1.
+#[derive(Serialize, Deserialize)]
+struct JobV1 {
+    job_id: [u8; 16],
+    source: [u8; 16],
+    target: [u8; 16],
+    selection: SelectionV1,
+    mode: u8,
+    gamma: f64,
+    created: i64,
+}
+
+impl From<&JobRecord> for JobV1 {
+    fn from(j: &JobRecord) -> Self {
+        JobV1 {
+            job_id: j.job_id,
+            source: j.source,
+            target: j.target,
+            selection: (&j.selection).into(),
+            mode: mode_code(j.mode),
+            gamma: j.gamma,
+            created: j.created,
+        }
+    }
+}
+
+impl JobV1 {
+    fn into_record(self, what: &dyn Fn() -> String) -> Result<JobRecord> {
+        Ok(JobRecord {
+            job_id: self.job_id,
+            source: self.source,
+            target: self.target,
+            selection: self.selection.into(),
+            mode: mode_from_code(self.mode, what)?,
+            gamma: self.gamma,
+            created: self.created,
+        })
+    }
+}
+
+/// Rewritten by every commit (in memory; on disk: [`ProgressV2`]).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct ProgressRecord {
     pub(crate) phase_done: Option<Phase>,
     /// Snapshot index to resume Copy from.
@@ -66,7 +107,7 @@ pub(crate) struct ProgressRecord {
 /// The persisted counterpart of [`ProgressRecord`], version 2.
 #[derive(Serialize, Deserialize)]
 struct ProgressV2 {
-    phase_done: Option<Phase>,
+    phase_done: Option<u8>,
     copy_cursor: u64,
     switch_cursor: u64,
     remove_cursor: u64,
@@ -77,7 +118,7 @@ struct ProgressV2 {
 /// Version 1 of the progress record, still read from older jobs.
 #[derive(Serialize, Deserialize)]
 struct ProgressV1 {
-    phase_done: Option<Phase>,
+    phase_done: Option<u8>,
     copy_cursor: u64,
     switch_cursor: u64,
     remove_cursor: u64,
@@ -159,16 +200,10 @@ impl From<CountersV2> for Counters {
     }
 }
 
-impl From<CountersV1> for Counters {
-    fn from(v1: CountersV1) -> Self {
-        CountersV2 { v1, files_kept: 0, segments_adopted: 0 }.into()
-    }
-}
-
 impl From<&ProgressRecord> for ProgressV2 {
     fn from(p: &ProgressRecord) -> Self {
         ProgressV2 {
-            phase_done: p.phase_done,
+            phase_done: p.phase_done.map(phase_code),
             copy_cursor: p.copy_cursor,
             switch_cursor: p.switch_cursor,
             remove_cursor: p.remove_cursor,
@@ -178,37 +213,44 @@ impl From<&ProgressRecord> for ProgressV2 {
     }
 }
 
-impl From<ProgressV2> for ProgressRecord {
-    fn from(p: ProgressV2) -> Self {
-        ProgressRecord {
-            phase_done: p.phase_done,
-            copy_cursor: p.copy_cursor,
-            switch_cursor: p.switch_cursor,
-            remove_cursor: p.remove_cursor,
-            counters: p.counters.into(),
-            resumes: p.resumes,
-        }
+impl Upgrade<ProgressRecord> for ProgressV2 {
+    fn upgrade(self, what: &dyn Fn() -> String) -> Result<ProgressRecord> {
+        Ok(ProgressRecord {
+            phase_done: self.phase_done.map(|c| phase_from_code(c, what)).transpose()?,
+            copy_cursor: self.copy_cursor,
+            switch_cursor: self.switch_cursor,
+            remove_cursor: self.remove_cursor,
+            counters: self.counters.into(),
+            resumes: self.resumes,
+        })
     }
 }
 
-impl From<ProgressV1> for ProgressRecord {
-    fn from(p: ProgressV1) -> Self {
-        ProgressRecord {
-            phase_done: p.phase_done,
-            copy_cursor: p.copy_cursor,
-            switch_cursor: p.switch_cursor,
-            remove_cursor: p.remove_cursor,
-            counters: p.counters.into(),
-            resumes: p.resumes,
+impl Upgrade<ProgressRecord> for ProgressV1 {
+    fn upgrade(self, what: &dyn Fn() -> String) -> Result<ProgressRecord> {
+        ProgressV2 {
+            phase_done: self.phase_done,
+            copy_cursor: self.copy_cursor,
+            switch_cursor: self.switch_cursor,
+            remove_cursor: self.remove_cursor,
+            counters: CountersV2 { v1: self.counters, files_kept: 0, segments_adopted: 0 },
+            resumes: self.resumes,
         }
+        .upgrade(what)
     }
+}
+
+/// Converts a persisted record to its in-memory type; fails on a value no
+/// version ever wrote (an unknown enum code).
+trait Upgrade<T> {
+    fn upgrade(self, what: &dyn Fn() -> String) -> Result<T>;
 }
 
 /// The persisted counterpart of [`Report`], version 2.
 #[derive(Serialize, Deserialize)]
 struct ReportV2 {
     job_id: String,
-    mode: Mode,
+    mode: u8,
     counters: CountersV2,
     resumes: u64,
 }
@@ -217,7 +259,7 @@ struct ReportV2 {
 #[derive(Serialize, Deserialize)]
 struct ReportV1 {
     job_id: String,
-    mode: Mode,
+    mode: u8,
     counters: CountersV1,
     resumes: u64,
 }
@@ -280,7 +322,7 @@ impl Commit {
         self
     }
     pub(crate) fn job(&mut self, j: &JobRecord) -> &mut Self {
-        self.batch.put(K_JOB, encode_record(CTX_MAGIC, CTX_VERSION, j));
+        self.batch.put(K_JOB, encode_record(CTX_MAGIC, CTX_VERSION, &JobV1::from(j)));
         self
     }
     pub(crate) fn snapshot(&mut self, s: &[ContainerId]) -> &mut Self {
@@ -290,7 +332,8 @@ impl Commit {
     }
     pub(crate) fn files(&mut self, files: &[FileEntry]) -> &mut Self {
         for (i, chunk) in files.chunks(FILES_PER_CHUNK).enumerate() {
-            self.batch.put(files_key(i as u64), encode_record(CTX_MAGIC, CTX_VERSION, &chunk.to_vec()));
+            let records: Vec<FileEntryV1> = chunk.iter().map(FileEntryV1::from).collect();
+            self.batch.put(files_key(i as u64), encode_record(CTX_MAGIC, CTX_VERSION, &records));
         }
         self
     }
@@ -305,7 +348,8 @@ impl Commit {
         self
     }
     pub(crate) fn report(&mut self, r: &Report) -> &mut Self {
-        let v2 = ReportV2 { job_id: r.job_id.clone(), mode: r.mode, counters: (&r.counters).into(), resumes: r.resumes };
+        let v2 =
+            ReportV2 { job_id: r.job_id.clone(), mode: mode_code(r.mode), counters: (&r.counters).into(), resumes: r.resumes };
         self.batch.put(K_REPORT, encode_record(CTX_MAGIC, PROGRESS_VERSION, &v2));
         self
     }
@@ -317,7 +361,7 @@ impl Commit {
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [
-        decode_record::<JobRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<JobV1>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<ProgressV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
         decode_record::<ProgressV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
         decode_record::<MarkSumRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
@@ -325,7 +369,7 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
         decode_record::<OptionsRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<u64>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<FileEntry>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV1>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<ReportV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
         decode_record::<ReportV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
     ]
@@ -504,17 +548,23 @@ impl Reader<'_> {
     /// converts it to its in-memory type.
     fn get_v2<T, V1, V2>(&self, key: &[u8]) -> Result<Option<T>>
     where
-        V1: serde::de::DeserializeOwned + Into<T>,
-        V2: serde::de::DeserializeOwned + Into<T>,
+        V1: serde::de::DeserializeOwned + Upgrade<T>,
+        V2: serde::de::DeserializeOwned + Upgrade<T>,
     {
         let path = self.dir.join("ctx");
         let Some(v) = self.db.get(key).map_err(|e| Error::db(&path, e))? else { return Ok(None) };
         let what = || format!("context record {:?} in {}", String::from_utf8_lossy(key), path.display());
         match decode_record::<V2>(CTX_MAGIC, PROGRESS_VERSION, &v, &what) {
-            Ok(r) => Ok(Some(r.into())),
-            Err(Error::UnsupportedVersion { found: 1, .. }) => Ok(Some(decode_record::<V1>(CTX_MAGIC, 1, &v, &what)?.into())),
+            Ok(r) => r.upgrade(&what).map(Some),
+            Err(Error::UnsupportedVersion { found: 1, .. }) => {
+                decode_record::<V1>(CTX_MAGIC, 1, &v, &what)?.upgrade(&what).map(Some)
+            }
             Err(e) => Err(e),
         }
+    }
+
+    fn what(&self, key: &[u8]) -> String {
+        format!("context record {:?} in {}", String::from_utf8_lossy(key), self.dir.join("ctx").display())
     }
 
     fn need<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<T> {
@@ -529,7 +579,7 @@ impl Reader<'_> {
     }
 
     pub(crate) fn job(&self) -> Result<Option<JobRecord>> {
-        self.get(K_JOB)
+        self.get::<JobV1>(K_JOB)?.map(|j| j.into_record(&|| self.what(K_JOB))).transpose()
     }
     pub(crate) fn progress(&self) -> Result<ProgressRecord> {
         self.get_v2::<ProgressRecord, ProgressV1, ProgressV2>(K_PROGRESS)?.ok_or_else(|| self.missing(K_PROGRESS))
@@ -553,7 +603,7 @@ impl Reader<'_> {
         self.get_v2::<Report, ReportV1, ReportV2>(K_REPORT)
     }
     pub(crate) fn file_chunk(&self, i: u64) -> Result<Vec<FileEntry>> {
-        self.need(&files_key(i))
+        Ok(self.need::<Vec<FileEntryV1>>(&files_key(i))?.into_iter().map(FileEntry::from).collect())
     }
 
     /// Loads every PHV chunk into `phv`; a missing chunk is corruption.
@@ -580,14 +630,25 @@ impl Reader<'_> {
     }
 }
 
-impl From<ReportV2> for Report {
-    fn from(r: ReportV2) -> Self {
-        Report { job_id: r.job_id, mode: r.mode, counters: r.counters.into(), resumes: r.resumes }
+impl Upgrade<Report> for ReportV2 {
+    fn upgrade(self, what: &dyn Fn() -> String) -> Result<Report> {
+        Ok(Report {
+            job_id: self.job_id,
+            mode: mode_from_code(self.mode, what)?,
+            counters: self.counters.into(),
+            resumes: self.resumes,
+        })
     }
 }
 
-impl From<ReportV1> for Report {
-    fn from(r: ReportV1) -> Self {
-        Report { job_id: r.job_id, mode: r.mode, counters: r.counters.into(), resumes: r.resumes }
+impl Upgrade<Report> for ReportV1 {
+    fn upgrade(self, what: &dyn Fn() -> String) -> Result<Report> {
+        ReportV2 {
+            job_id: self.job_id,
+            mode: self.mode,
+            counters: CountersV2 { v1: self.counters, files_kept: 0, segments_adopted: 0 },
+            resumes: self.resumes,
+        }
+        .upgrade(what)
     }
 }

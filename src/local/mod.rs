@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::container::{self, ContainerKind, ContainerMeta, SegmentEntry};
 use crate::durable::{self, TEMP_SUFFIX, decode_record, encode_record};
 use crate::error::{Error, Result};
+use crate::records::{FileEntryV1, TierConfigV1};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 use crate::tree::MAX_FANOUT;
 use crate::{ContainerId, Fingerprint};
@@ -84,10 +85,35 @@ impl TierConfig {
     }
 }
 
+/// The tier record as persisted, version 1.
 #[derive(Serialize, Deserialize)]
 struct TierRecord {
     id: [u8; 16],
-    config: TierConfig,
+    config: TierConfigV1,
+}
+
+impl From<TierConfig> for TierConfigV1 {
+    fn from(c: TierConfig) -> Self {
+        TierConfigV1 {
+            container_size: c.container_size,
+            chunk_min: c.chunk_min,
+            chunk_avg: c.chunk_avg,
+            chunk_max: c.chunk_max,
+            fanout: c.fanout,
+        }
+    }
+}
+
+impl From<TierConfigV1> for TierConfig {
+    fn from(c: TierConfigV1) -> Self {
+        TierConfig {
+            container_size: c.container_size,
+            chunk_min: c.chunk_min,
+            chunk_avg: c.chunk_avg,
+            chunk_max: c.chunk_max,
+            fanout: c.fanout,
+        }
+    }
 }
 
 /// Allocation counters, updated in the same atomic batch as the index
@@ -184,7 +210,7 @@ impl LocalTier {
         fs::create_dir_all(tmp.join("containers")).map_err(|e| Error::io(&tmp, e))?;
         {
             let db = Self::open_db(&tmp, true)?;
-            let record = TierRecord { id: *uuid::Uuid::new_v4().as_bytes(), config };
+            let record = TierRecord { id: *uuid::Uuid::new_v4().as_bytes(), config: config.into() };
             let meta = cf(&db, CF_META);
             let mut batch = WriteBatch::default();
             batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
@@ -216,7 +242,7 @@ impl LocalTier {
             dir: dir.to_path_buf(),
             db,
             id: uuid::Uuid::from_bytes(record.id),
-            config: record.config,
+            config: record.config.into(),
             alloc: Mutex::new(alloc),
             poisoned: OnceLock::new(),
             _lock: lock,
@@ -341,13 +367,14 @@ impl LocalTier {
     }
 
     fn namespace_value(entry: &FileEntry) -> Vec<u8> {
-        encode_record(NS_MAGIC, FORMAT_VERSION, entry)
+        encode_record(NS_MAGIC, FORMAT_VERSION, &FileEntryV1::from(entry))
     }
 
     fn decode_namespace(&self, key: &[u8], value: &[u8]) -> Result<FileEntry> {
-        decode_record(NS_MAGIC, FORMAT_VERSION, value, &|| {
+        decode_record::<FileEntryV1>(NS_MAGIC, FORMAT_VERSION, value, &|| {
             format!("namespace entry {:?} in {}", String::from_utf8_lossy(key), self.db_path().display())
         })
+        .map(FileEntry::from)
     }
 
     /// Summary figures: containers, segments, files, logical and stored bytes.
@@ -386,7 +413,7 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     [
         decode_record::<TierRecord>(META_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
         decode_record::<Alloc>(META_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
-        decode_record::<FileEntry>(NS_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
+        decode_record::<FileEntryV1>(NS_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
     ]
     .into_iter()
     .filter(|ok| *ok)

@@ -1,0 +1,85 @@
+//! Private, versioned counterparts of the public types that are persisted.
+//!
+//! A public type (`FileEntry`, `Selection`, `TierConfig`, `Mode`, `Phase`,
+//! `Counters`, `Report`) may gain a field in any release; its persisted
+//! record may not change without a new version. So every record is one of
+//! these structs, converted by hand (rust-analyzer's rule), and the wire
+//! format is postcard over exactly these fields in this order. The version
+//! 1 structs here encode byte for byte as the first release's records did
+//! (`fixtures/v1` holds a tier and a job written by it, and a test opens
+//! them).
+
+use serde::{Deserialize, Serialize};
+
+use crate::Fingerprint;
+use crate::engine::{Mode, Phase};
+use crate::error::{Error, Result};
+use crate::tier::FileEntry;
+
+/// A namespace entry, version 1.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct FileEntryV1 {
+    path: String,
+    size: u64,
+    mtime: i64,
+    root: [u8; 32],
+    height: u8,
+}
+
+impl From<&FileEntry> for FileEntryV1 {
+    fn from(e: &FileEntry) -> Self {
+        FileEntryV1 { path: e.path.clone(), size: e.size, mtime: e.mtime, root: e.root.0, height: e.height }
+    }
+}
+
+impl From<FileEntryV1> for FileEntry {
+    fn from(e: FileEntryV1) -> Self {
+        FileEntry { path: e.path, size: e.size, mtime: e.mtime, root: Fingerprint(e.root), height: e.height }
+    }
+}
+
+/// A selection, version 1.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct SelectionV1 {
+    pub(crate) all: bool,
+    pub(crate) globs: Vec<String>,
+    pub(crate) prefixes: Vec<String>,
+    pub(crate) paths: Vec<String>,
+    pub(crate) older_than_secs: Option<u64>,
+}
+
+/// Tier settings, version 1.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct TierConfigV1 {
+    pub(crate) container_size: u64,
+    pub(crate) chunk_min: u32,
+    pub(crate) chunk_avg: u32,
+    pub(crate) chunk_max: u32,
+    pub(crate) fanout: u32,
+}
+
+/// `Mode` on disk: 0 copy, 1 move (one byte, as postcard wrote the first
+/// release's enum index).
+pub(crate) fn mode_code(m: Mode) -> u8 {
+    match m {
+        Mode::Copy => 0,
+        Mode::Move => 1,
+    }
+}
+
+pub(crate) fn mode_from_code(c: u8, what: &dyn Fn() -> String) -> Result<Mode> {
+    match c {
+        0 => Ok(Mode::Copy),
+        1 => Ok(Mode::Move),
+        _ => Err(Error::corrupt_record(what(), format!("unknown mode {c}"))),
+    }
+}
+
+/// `Phase` on disk: its position in [`Phase::ALL`].
+pub(crate) fn phase_code(p: Phase) -> u8 {
+    Phase::ALL.iter().position(|x| *x == p).expect("Phase::ALL lists every phase") as u8
+}
+
+pub(crate) fn phase_from_code(c: u8, what: &dyn Fn() -> String) -> Result<Phase> {
+    Phase::ALL.get(usize::from(c)).copied().ok_or_else(|| Error::corrupt_record(what(), format!("unknown phase {c}")))
+}
