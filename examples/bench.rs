@@ -59,7 +59,7 @@ fn main() -> Result<()> {
         drop_caches();
         let t = Instant::now();
         let cp_dst = dir.join(format!("cp{round}"));
-        let st = Command::new("cp").arg("-r").arg(src.join("containers")).arg(&cp_dst).status()?;
+        let st = Command::new("cp").arg("-r").arg(src.join(tierseed::layout::TIER_CONTAINERS)).arg(&cp_dst).status()?;
         let st2 = Command::new("sync").status()?;
         if !st.success() || !st2.success() {
             bail!("cp -r / sync failed");
@@ -367,10 +367,9 @@ fn child_job(a: &[String]) -> Result<()> {
     // parent that kills this process knows how far it got.
     let log = a.get(5).is_some_and(|x| x == "log");
     let src = LocalTier::open(src)?;
-    let dst =
-        if Path::new(dst).join("db").exists() { LocalTier::open(dst)? } else { LocalTier::create(dst, TierConfig::default())? };
+    let dst = if LocalTier::exists(dst) { LocalTier::open(dst)? } else { LocalTier::create(dst, TierConfig::default())? };
     let t = Instant::now();
-    let mut job = if Path::new(state).join("ctx").exists() {
+    let mut job = if Seeder::exists(state) {
         Seeder::resume(state, &src, &dst)?
     } else {
         let verify = match std::env::var("BENCH_VERIFY").as_deref() {
@@ -456,7 +455,7 @@ fn kill_and_resume(dir: &Path, src: &Path, after: f64, frac: f64) -> Result<Redo
     let past: Vec<&(u64, u64)> = handled.iter().filter(|(i, _)| *i >= cursor).collect();
     let reread: u64 = past.iter().map(|(_, b)| b).sum();
     let files = |d: &Path| -> Vec<(String, u64)> {
-        std::fs::read_dir(d.join("containers"))
+        std::fs::read_dir(d.join(tierseed::layout::TIER_CONTAINERS))
             .map(|r| {
                 r.flatten().map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().map_or(0, |m| m.len()))).collect()
             })
@@ -464,12 +463,12 @@ fn kill_and_resume(dir: &Path, src: &Path, after: f64, frac: f64) -> Result<Redo
     };
     let before = files(&dst);
     let srct = LocalTier::open(src)?;
-    let dstt = if dst.join("db").exists() { LocalTier::open(&dst)? } else { LocalTier::create(&dst, TierConfig::default())? };
+    let dstt = if LocalTier::exists(&dst) { LocalTier::open(&dst)? } else { LocalTier::create(&dst, TierConfig::default())? };
     let after_open = files(&dst);
     let orphans: Vec<&(String, u64)> = before.iter().filter(|f| !after_open.contains(f)).collect();
     let rewritten: u64 = orphans.iter().map(|f| f.1).sum();
     // Killed before the job existed: start it, as an operator would.
-    let mut job = if state.join("ctx").exists() {
+    let mut job = if Seeder::exists(&state) {
         Seeder::resume(&state, &srct, &dstt)?
     } else {
         Seeder::builder(&srct, &dstt, &state).selection(Selection::all()).build()?

@@ -3,10 +3,11 @@
 
 use serde::ser::{self, Serialize};
 
-use crate::container::{self, ContainerKind};
+use crate::container;
 use crate::engine::phf::Phf;
 use crate::engine::phv::Phv;
 use crate::error::Result;
+use crate::tier::ContainerKind;
 use crate::tier::SourceTier;
 use crate::{ContainerId, Fingerprint};
 

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
 
 use crate::error::{Error, Result};
 use crate::{ContainerId, Fingerprint};
@@ -24,47 +24,12 @@ pub(crate) const ENTRY_LEN: usize = 40;
 pub(crate) const MAX_SEGMENTS: u32 = 1 << 20;
 pub(crate) const MAX_DATA_LEN: u64 = 1 << 30;
 
-/// Whether a container holds file data (L0 segments) or recipes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ContainerKind {
-    /// L0 segments: file bytes.
-    Data,
-    /// Recipe segments (L1 and up), kept apart so that walking trees never
-    /// reads bulk data.
-    Meta,
-}
-
-impl ContainerKind {
-    fn code(self) -> u8 {
-        match self {
-            ContainerKind::Data => 0,
-            ContainerKind::Meta => 1,
-        }
+/// The on-disk code of a container kind (header byte 6).
+fn kind_code(kind: ContainerKind) -> u8 {
+    match kind {
+        ContainerKind::Data => 0,
+        ContainerKind::Meta => 1,
     }
-}
-
-/// One segment's entry in a container's table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentEntry {
-    /// The segment's fingerprint.
-    pub fingerprint: Fingerprint,
-    /// Offset of its bytes from the start of the container's data region.
-    pub offset: u32,
-    /// Its length in bytes.
-    pub len: u32,
-}
-
-/// A container's metadata: everything but the segment bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContainerMeta {
-    /// The container's id.
-    pub id: ContainerId,
-    /// Data or meta.
-    pub kind: ContainerKind,
-    /// The segments in storage order.
-    pub segments: Vec<SegmentEntry>,
-    /// Total length of the data region.
-    pub data_len: u64,
 }
 
 /// Encodes a container. Segment bytes are laid out in the given order.
@@ -89,7 +54,7 @@ pub(crate) fn encode(id: ContainerId, kind: ContainerKind, segments: &[(Fingerpr
     let h = &mut out[..HEADER_LEN];
     h[0..4].copy_from_slice(MAGIC);
     h[4..6].copy_from_slice(&VERSION.to_le_bytes());
-    h[6] = kind.code();
+    h[6] = kind_code(kind);
     h[7] = 0;
     h[8..16].copy_from_slice(&id.0.to_le_bytes());
     h[16..20].copy_from_slice(&(segments.len() as u32).to_le_bytes());

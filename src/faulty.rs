@@ -2,8 +2,8 @@
 
 use std::sync::Mutex;
 
-use crate::container::{ContainerKind, ContainerMeta, SegmentEntry};
 use crate::error::{Error, Result};
+use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 use crate::{ContainerId, Fingerprint};
 

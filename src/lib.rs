@@ -63,6 +63,7 @@ mod fingerprint;
 #[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod layout;
 mod local;
 mod pack;
 mod read;
@@ -73,7 +74,7 @@ pub mod synth;
 mod tier;
 mod tree;
 
-pub use crate::container::{ContainerKind, ContainerMeta, SegmentEntry, decode_container};
+pub use crate::container::decode_container;
 pub use crate::crashpoint::CRASH_POINTS;
 #[cfg(feature = "crash-points")]
 pub use crate::crashpoint::trace;
@@ -86,4 +87,4 @@ pub use crate::faulty::{Fault, FaultKind, FaultyTier};
 pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
 pub use crate::local::{Ingest, IngestStats, LocalTier, MAX_PATH_LEN, TierConfig, TierInfo, VerifyReport, validate_path};
 pub use crate::selection::Selection;
-pub use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
+pub use crate::tier::{ContainerKind, ContainerMeta, FileEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};

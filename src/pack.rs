@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
-use crate::container::ContainerKind;
 use crate::error::Result;
+use crate::tier::ContainerKind;
 use crate::tier::TargetTier;
 use crate::{ContainerId, Fingerprint};
 

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use crate::container::{ContainerMeta, SegmentEntry};
 use crate::error::{Error, Result};
 use crate::tier::SourceTier;
+use crate::tier::{ContainerMeta, SegmentEntry};
 use crate::tree::Recipe;
 use crate::{ContainerId, Fingerprint};
 

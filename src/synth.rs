@@ -114,8 +114,8 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use crate::container::{ContainerKind, ContainerMeta, SegmentEntry};
 use crate::error::{Error, Result};
+use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
 use crate::tier::{FileEntry, SourceTier, Tier, TierId};
 use crate::tree::{Child, Recipe};
 use crate::{ContainerId, Fingerprint};

@@ -8,9 +8,42 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::{ContainerKind, ContainerMeta, SegmentEntry};
 use crate::error::Result;
 use crate::{ContainerId, Fingerprint};
+
+/// Whether a container holds file data (L0 segments) or recipes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ContainerKind {
+    /// L0 segments: file bytes.
+    Data,
+    /// Recipe segments (L1 and up), kept apart so that walking trees never
+    /// reads bulk data.
+    Meta,
+}
+
+/// One segment's entry in a container's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentEntry {
+    /// The segment's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Offset of its bytes from the start of the container's data region.
+    pub offset: u32,
+    /// Its length in bytes.
+    pub len: u32,
+}
+
+/// A container's metadata: everything but the segment bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerMeta {
+    /// The container's id.
+    pub id: ContainerId,
+    /// Data or meta.
+    pub kind: ContainerKind,
+    /// The segments in storage order.
+    pub segments: Vec<SegmentEntry>,
+    /// Total length of the data region.
+    pub data_len: u64,
+}
 
 /// A tier's stable identity, stored in the tier when it is created.
 pub type TierId = uuid::Uuid;

@@ -237,7 +237,7 @@ fn main() {
 }
 
 fn open_or_create(dir: &Path, config: TierConfig) -> Result<LocalTier> {
-    if dir.join("db").is_dir() { Ok(LocalTier::open(dir)?) } else { Ok(LocalTier::create(dir, config)?) }
+    if LocalTier::exists(dir) { Ok(LocalTier::open(dir)?) } else { Ok(LocalTier::create(dir, config)?) }
 }
 
 fn real_main(cli: Cli) -> Result<i32> {

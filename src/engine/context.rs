@@ -15,6 +15,7 @@ use super::{Counters, Mode, Phase, Report};
 use crate::ContainerId;
 use crate::durable::{decode_record, encode_record};
 use crate::error::{Error, Result};
+use crate::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file};
 use crate::records::{FileEntryV1, SelectionV1, mode_code, mode_from_code, phase_code, phase_from_code};
 use crate::selection::Selection;
 use crate::tier::FileEntry;
@@ -391,11 +392,11 @@ impl Context {
     /// or resume on the same state fails clearly. `ctx/` exists only once a
     /// job record is in it (see [`Context::create`]).
     pub(crate) fn open(dir: &Path) -> Result<Context> {
-        if !dir.join("ctx").is_dir() {
+        if !dir.join(JOB_CONTEXT).is_dir() {
             return Err(Error::NoJob { state_dir: dir.to_path_buf() });
         }
         let lock = Self::lock(dir)?;
-        let db = Self::open_db(&dir.join("ctx"), false)?;
+        let db = Self::open_db(&dir.join(JOB_CONTEXT), false)?;
         Ok(Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None })
     }
 
@@ -405,14 +406,14 @@ impl Context {
     pub(crate) fn create(dir: &Path, job: &JobRecord, progress: &ProgressRecord, options: &OptionsRecord) -> Result<Context> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = Self::lock(dir)?;
-        let ctx = dir.join("ctx");
+        let ctx = dir.join(JOB_CONTEXT);
         if ctx.is_dir() {
             let existing = Context { dir: dir.to_path_buf(), db: Self::open_db(&ctx, false)?, _lock: lock, poisoned: None };
             let phase =
                 existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
             return Err(Error::JobExists { state_dir: dir.to_path_buf(), phase });
         }
-        let tmp = dir.join("ctx.creating");
+        let tmp = dir.join(JOB_CONTEXT_CREATING);
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
@@ -433,7 +434,7 @@ impl Context {
     }
 
     fn lock(dir: &Path) -> Result<File> {
-        let lock_path = dir.join("job.lock");
+        let lock_path = dir.join(JOB_LOCK);
         let lock =
             OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
         if crate::durable::lock_exclusive(&lock, &lock_path)? {
@@ -456,7 +457,7 @@ impl Context {
 
     /// Opens the context read-only, without the lock, for `status`.
     pub(crate) fn read_only(dir: &Path) -> Result<DbReader> {
-        let path = dir.join("ctx");
+        let path = dir.join(JOB_CONTEXT);
         if !path.is_dir() {
             return Err(Error::NoJob { state_dir: dir.to_path_buf() });
         }
@@ -471,12 +472,12 @@ impl Context {
     pub(crate) fn destroy(self) -> Result<()> {
         let Context { dir, db, _lock, .. } = self;
         drop(db);
-        let ctx_dir = dir.join("ctx");
+        let ctx_dir = dir.join(JOB_CONTEXT);
         std::fs::remove_dir_all(&ctx_dir).map_err(|e| Error::io(&ctx_dir, e))?;
         crate::durable::sync_dir(&dir)?;
         for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if (name.starts_with("phf-") && name.ends_with(".bin")) || name == "job.lock" {
+            if is_phf_file(&name) || name == JOB_LOCK {
                 let p = entry.path();
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
@@ -501,7 +502,7 @@ impl Context {
         wo.set_sync(true);
         crate::crashpoint::hit("phase.before_commit");
         if let Err(e) = self.db.write_opt(c.batch, &wo) {
-            let err = Error::db(self.dir.join("ctx"), e);
+            let err = Error::db(self.dir.join(JOB_CONTEXT), e);
             self.poisoned = Some(err.to_string());
             return Err(err);
         }
@@ -534,7 +535,7 @@ pub(crate) struct Reader<'a> {
 
 impl Reader<'_> {
     fn get<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>> {
-        let path = self.dir.join("ctx");
+        let path = self.dir.join(JOB_CONTEXT);
         match self.db.get(key).map_err(|e| Error::db(&path, e))? {
             None => Ok(None),
             Some(v) => decode_record(CTX_MAGIC, CTX_VERSION, &v, &|| {
@@ -551,7 +552,7 @@ impl Reader<'_> {
         V1: serde::de::DeserializeOwned + Upgrade<T>,
         V2: serde::de::DeserializeOwned + Upgrade<T>,
     {
-        let path = self.dir.join("ctx");
+        let path = self.dir.join(JOB_CONTEXT);
         let Some(v) = self.db.get(key).map_err(|e| Error::db(&path, e))? else { return Ok(None) };
         let what = || format!("context record {:?} in {}", String::from_utf8_lossy(key), path.display());
         match decode_record::<V2>(CTX_MAGIC, PROGRESS_VERSION, &v, &what) {
@@ -564,7 +565,7 @@ impl Reader<'_> {
     }
 
     fn what(&self, key: &[u8]) -> String {
-        format!("context record {:?} in {}", String::from_utf8_lossy(key), self.dir.join("ctx").display())
+        format!("context record {:?} in {}", String::from_utf8_lossy(key), self.dir.join(JOB_CONTEXT).display())
     }
 
     fn need<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<T> {
@@ -608,7 +609,7 @@ impl Reader<'_> {
 
     /// Loads every PHV chunk into `phv`; a missing chunk is corruption.
     pub(crate) fn load_phv(&self, phv: &mut Phv) -> Result<()> {
-        let path = self.dir.join("ctx");
+        let path = self.dir.join(JOB_CONTEXT);
         let mut seen = 0usize;
         for item in self.db.iterator(IteratorMode::From(b"phv/", rocksdb::Direction::Forward)) {
             let (k, v) = item.map_err(|e| Error::db(&path, e))?;

@@ -527,13 +527,18 @@ impl<'a> Seeder<'a> {
         Context::open(state_dir.as_ref())?.destroy()
     }
 
+    /// Whether `state_dir` holds a job (running, suspended, failed or done).
+    pub fn exists(state_dir: impl AsRef<Path>) -> bool {
+        state_dir.as_ref().join(crate::layout::JOB_CONTEXT).is_dir()
+    }
+
     /// Fails with [`Error::Locked`] ("job in progress") if a job is running
     /// in `state_dir` now. Front ends call this before opening the tiers,
     /// whose own locks would otherwise report the conflict less clearly.
     /// (The lock taken by `build` and `resume` remains the real guard.)
     pub fn ensure_idle(state_dir: impl AsRef<Path>) -> Result<()> {
         let dir = state_dir.as_ref();
-        if !dir.join("ctx").is_dir() {
+        if !Self::exists(dir) {
             return Ok(());
         }
         Context::open(dir).map(drop)

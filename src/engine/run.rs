@@ -13,10 +13,10 @@ use super::phv::Phv;
 use super::verify::verify_target;
 use super::walk::{SetSum, affected_files, mark};
 use super::{Event, Mode, Outcome, Phase, Report, Seeder, progress_of};
-use crate::container::{ContainerKind, SegmentEntry};
 use crate::crashpoint;
 use crate::error::{Error, Result};
 use crate::pack::{Packer, Sealed};
+use crate::tier::{ContainerKind, SegmentEntry};
 use crate::tier::{FileEntry, Tier};
 use crate::{ContainerId, Fingerprint};
 
@@ -201,7 +201,7 @@ impl Seeder<'_> {
         let snapshot = &st.snapshot;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
         let phf = Phf::build(self.source, &in_snapshot, self.job.gamma, self.threads)?;
-        let file = format!("phf-{}.bin", self.job_id());
+        let file = crate::layout::phf_file(&self.job_id());
         phf.persist(&self.ctx.dir().join(&file), self.job.gamma)?;
         let mut c = Commit::default();
         c.phf(&PhfRef { file, keys: phf.keys });

@@ -273,7 +273,7 @@ pub(crate) fn verify_target(
                 continue;
             }
         };
-        let cands: Vec<(crate::container::SegmentEntry, u64)> = meta
+        let cands: Vec<(crate::tier::SegmentEntry, u64)> = meta
             .segments
             .iter()
             .filter_map(|e| phf.slot(&e.fingerprint).filter(|s| side.leaves.get(*s)).map(|s| (*e, s)))
@@ -285,7 +285,7 @@ pub(crate) fn verify_target(
         let fps: Vec<Fingerprint> = cands.iter().map(|c| c.0.fingerprint).collect();
         let here = target.locate(&fps)?;
         let members = source.locate(&fps)?;
-        let proven: Vec<(crate::container::SegmentEntry, u64)> = cands
+        let proven: Vec<(crate::tier::SegmentEntry, u64)> = cands
             .into_iter()
             .zip(here.into_iter().zip(members))
             .filter(|(_, (t, s))| *t == Some(cid) && s.is_some_and(in_snapshot))

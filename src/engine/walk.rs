@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use super::phf::Phf;
 use super::phv::Phv;
-use crate::container::SegmentEntry;
 use crate::error::{Error, Result};
 use crate::read::{decode_recipes, fetch_recipes};
+use crate::tier::SegmentEntry;
 use crate::tier::{FileEntry, SourceTier, Tier};
 use crate::tree::Recipe;
 use crate::{ContainerId, Fingerprint};

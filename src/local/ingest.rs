@@ -11,9 +11,9 @@ use rayon::prelude::*;
 
 use super::{LocalTier, validate_path};
 use crate::Fingerprint;
-use crate::container::ContainerKind;
 use crate::error::{Error, Result};
 use crate::pack::Packer;
+use crate::tier::ContainerKind;
 use crate::tier::{FileEntry, TargetTier, Tier};
 use crate::tree::{Child, build_tree};
 

@@ -18,10 +18,12 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::container::{self, ContainerKind, ContainerMeta, SegmentEntry};
+use crate::container;
 use crate::durable::{self, TEMP_SUFFIX, decode_record, encode_record};
 use crate::error::{Error, Result};
+use crate::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, container_file, parse_container_file};
 use crate::records::{FileEntryV1, TierConfigV1};
+use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 use crate::tree::MAX_FANOUT;
 use crate::{ContainerId, Fingerprint};
@@ -186,7 +188,7 @@ impl LocalTier {
     pub fn create(dir: impl AsRef<Path>, config: TierConfig) -> Result<LocalTier> {
         config.check()?;
         let dir = dir.as_ref();
-        if dir.join("db").exists() {
+        if dir.join(TIER_DB).exists() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "already holds a tier".into() });
         }
         if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
@@ -201,13 +203,13 @@ impl LocalTier {
         fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
-        tmp_name.push(".creating");
+        tmp_name.push(CREATING_SUFFIX);
         let tmp = parent.join(tmp_name);
         // A leftover from a crashed create holds nothing anyone refers to.
         if tmp.exists() {
             fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
         }
-        fs::create_dir_all(tmp.join("containers")).map_err(|e| Error::io(&tmp, e))?;
+        fs::create_dir_all(tmp.join(TIER_CONTAINERS)).map_err(|e| Error::io(&tmp, e))?;
         {
             let db = Self::open_db(&tmp, true)?;
             let record = TierRecord { id: *uuid::Uuid::new_v4().as_bytes(), config: config.into() };
@@ -215,9 +217,9 @@ impl LocalTier {
             let mut batch = WriteBatch::default();
             batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
             batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, FORMAT_VERSION, &record));
-            db.write_opt(batch, &synced()).map_err(|e| Error::db(tmp.join("db"), e))?;
+            db.write_opt(batch, &synced()).map_err(|e| Error::db(tmp.join(TIER_DB), e))?;
         }
-        durable::sync_dir(&tmp.join("containers"))?;
+        durable::sync_dir(&tmp.join(TIER_CONTAINERS))?;
         durable::sync_dir(&tmp)?;
         crate::crashpoint::hit("tier.create_before_rename");
         // rename(2) replaces an empty directory atomically.
@@ -226,12 +228,17 @@ impl LocalTier {
         Self::open(dir)
     }
 
+    /// Whether `dir` holds a tier (created, possibly not openable now).
+    pub fn exists(dir: impl AsRef<Path>) -> bool {
+        dir.as_ref().join(TIER_DB).is_dir()
+    }
+
     /// Opens an existing tier, recovering from a crash: temp files and
     /// container files that no index entry can point to (written but never
     /// indexed) are removed, with a log line naming each.
     pub fn open(dir: impl AsRef<Path>) -> Result<LocalTier> {
         let dir = dir.as_ref();
-        if !dir.join("db").is_dir() {
+        if !dir.join(TIER_DB).is_dir() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
         }
         let lock = Self::take_lock(dir)?;
@@ -254,7 +261,7 @@ impl LocalTier {
     /// Reads and decodes one record of the `meta` column family; a missing
     /// one means the directory does not hold a (whole) tier.
     fn meta_record<T: serde::de::DeserializeOwned>(db: &DB, dir: &Path, key: &[u8], what: &str) -> Result<T> {
-        let dbp = dir.join("db");
+        let dbp = dir.join(TIER_DB);
         let bytes = db
             .get_cf(cf(db, CF_META), key)
             .map_err(|e| Error::db(&dbp, e))?
@@ -263,7 +270,7 @@ impl LocalTier {
     }
 
     fn take_lock(dir: &Path) -> Result<File> {
-        let path = dir.join("tier.lock");
+        let path = dir.join(TIER_LOCK);
         let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
         if durable::lock_exclusive(&f, &path)? {
             Ok(f)
@@ -277,7 +284,7 @@ impl LocalTier {
         opts.create_if_missing(create);
         opts.create_missing_column_families(create);
         opts.set_max_background_jobs(2);
-        let path = dir.join("db");
+        let path = dir.join(TIER_DB);
         DB::open_cf(&opts, &path, [CF_INDEX, CF_NAMESPACE, CF_META]).map_err(|e| Error::db(path, e))
     }
 
@@ -295,7 +302,7 @@ impl LocalTier {
             let name = name.to_string_lossy();
             let orphan = if name.ends_with(TEMP_SUFFIX) {
                 Some("unfinished temp file")
-            } else if let Some(id) = parse_container_name(&name) {
+            } else if let Some(id) = parse_container_file(&name).map(|c| c.0) {
                 (id >= next_container).then_some("container written but never indexed")
             } else {
                 log::warn!("{}: unexpected file {name:?} left alone", cdir.display());
@@ -325,15 +332,16 @@ impl LocalTier {
     }
 
     fn containers_dir(&self) -> PathBuf {
-        self.dir.join("containers")
+        self.dir.join(TIER_CONTAINERS)
     }
 
-    pub(crate) fn container_path(&self, id: ContainerId) -> PathBuf {
-        self.containers_dir().join(format!("{id}.tsc"))
+    /// The file that holds (or would hold) container `id`.
+    pub fn container_path(&self, id: ContainerId) -> PathBuf {
+        self.containers_dir().join(container_file(id))
     }
 
     fn db_path(&self) -> PathBuf {
-        self.dir.join("db")
+        self.dir.join(TIER_DB)
     }
 
     fn dberr(&self, e: rocksdb::Error) -> Error {
@@ -420,14 +428,6 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     .count()
 }
 
-pub(crate) fn parse_container_name(name: &str) -> Option<u64> {
-    let hex = name.strip_suffix(".tsc")?;
-    if hex.len() != 16 {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
-}
-
 fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     // The three families are created with the database and opened by name
     // on every open, so a missing handle is a programming error.
@@ -506,7 +506,7 @@ impl Tier for LocalTier {
         let mut ids = Vec::new();
         for entry in fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))? {
             let entry = entry.map_err(|e| Error::io(&cdir, e))?;
-            if let Some(id) = parse_container_name(&entry.file_name().to_string_lossy()) {
+            if let Some(id) = parse_container_file(&entry.file_name().to_string_lossy()).map(|c| c.0) {
                 // A container being written right now is not yet indexed.
                 if id < next {
                     ids.push(ContainerId(id));
@@ -650,7 +650,7 @@ impl TargetTier for LocalTier {
         batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &next));
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
-        crate::crashpoint::step("index", &format!("{id}.tsc"));
+        crate::crashpoint::step("index", &container_file(id));
         *alloc = next;
         Ok(id)
     }

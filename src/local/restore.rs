@@ -5,9 +5,10 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use super::{LocalTier, lock, parse_container_name, paths::safe_join};
+use super::{LocalTier, lock, paths::safe_join};
 use crate::container;
 use crate::error::{Error, Result};
+use crate::layout::parse_container_file;
 use crate::read::{fetch_recipes, read_file};
 use crate::tier::{FileEntry, Tier};
 use crate::{ContainerId, Fingerprint};
@@ -139,7 +140,7 @@ impl LocalTier {
         let cdir = self.containers_dir();
         let mut ids: Vec<u64> = fs::read_dir(&cdir)
             .map_err(|e| Error::io(&cdir, e))?
-            .filter_map(|e| e.ok().and_then(|e| parse_container_name(&e.file_name().to_string_lossy())))
+            .filter_map(|e| e.ok().and_then(|e| parse_container_file(&e.file_name().to_string_lossy()).map(|c| c.0)))
             .collect();
         ids.sort_unstable();
         let present: HashSet<u64> = ids.iter().copied().collect();

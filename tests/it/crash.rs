@@ -198,7 +198,7 @@ fn kill_run_args<'a>(case: &'a KillCase, src: &'a str, dst: &'a str, state: &'a 
 /// The phase a job was in when it was killed: the first one its context
 /// does not record as done (`Select` when no context was created yet).
 fn landed(state: &Path) -> tierseed::Phase {
-    if !state.join("ctx").is_dir() {
+    if !state.join(tierseed::layout::JOB_CONTEXT).is_dir() {
         return tierseed::Phase::Select;
     }
     tierseed::Seeder::status(state).map(|p| p.next_phase).unwrap_or(tierseed::Phase::Select)
@@ -431,7 +431,7 @@ fn sigkill_at_random_instants_then_resume() {
                 kills += 1;
                 *landed_in.entry(landed(Path::new(st))).or_insert(0) += 1;
             }
-            if first && Path::new(st).join("ctx").exists() {
+            if first && Path::new(st).join(tierseed::layout::JOB_CONTEXT).exists() {
                 first = false;
             }
         }

@@ -113,7 +113,7 @@ fn mark_skips_a_recipe_that_has_the_same_bytes_as_a_data_segment() {
 /// writable directory).
 fn delete_a_container(t: &LocalTier, kind: ContainerKind) -> tierseed::ContainerId {
     let c = t.container_ids().unwrap().into_iter().find(|c| t.read_metadata(*c).unwrap().kind == kind).unwrap();
-    fs::remove_file(t.dir().join("containers").join(format!("{c}.tsc"))).unwrap();
+    fs::remove_file(t.container_path(c)).unwrap();
     c
 }
 
@@ -222,7 +222,7 @@ fn verify_full_names_every_file_whose_segment_rots_on_the_target() {
     let c =
         dst.container_ids().unwrap().into_iter().find(|c| dst.read_metadata(*c).unwrap().kind == ContainerKind::Data).unwrap();
     let meta = dst.read_metadata(c).unwrap();
-    let path = dst.dir().join("containers").join(format!("{c}.tsc"));
+    let path = dst.container_path(c);
     let mut bytes = fs::read(&path).unwrap();
     let victim = meta.segments[0];
     // The data region follows the 48-byte header and the 40-byte table
@@ -299,13 +299,13 @@ fn abandon_drops_the_job_lock_before_deleting_the_state() {
     let job = run_until(job, &state, &src, &dst, Phase::Copy);
     // While the job holds its lock, abandon refuses and deletes nothing.
     assert!(matches!(Seeder::abandon(&state).unwrap_err().root(), Error::Locked { .. }));
-    assert!(state.join("ctx").is_dir());
+    assert!(state.join(tierseed::layout::JOB_CONTEXT).is_dir());
     drop(job);
     // Abandon removes everything while holding the lock: afterwards no
     // job can be resumed from the directory, and a new one can be built.
     Seeder::abandon(&state).unwrap();
-    assert!(!state.join("ctx").exists());
-    assert!(!state.join("job.lock").exists());
+    assert!(!state.join(tierseed::layout::JOB_CONTEXT).exists());
+    assert!(!state.join(tierseed::layout::JOB_LOCK).exists());
     assert!(fs::read_dir(&state).unwrap().next().is_none(), "abandon left files behind");
     assert!(matches!(Seeder::resume(&state, &src, &dst).err().map(|e| matches!(e.root(), Error::NoJob { .. })), Some(true)));
     let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();

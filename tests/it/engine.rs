@@ -216,7 +216,7 @@ fn a_source_container_deleted_mid_job_fails_naming_the_files() {
     drop(job);
     let ids = tierseed::Tier::container_ids(&src).unwrap();
     let victim = *ids.last().unwrap();
-    fs::remove_file(src.dir().join("containers").join(format!("{victim}.tsc"))).unwrap();
+    fs::remove_file(src.container_path(victim)).unwrap();
     let err = Seeder::resume(&state, &src, &dst).unwrap().run().unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err.root(), Error::MissingContainer { id, .. } if *id == victim), "{msg}");
@@ -339,7 +339,7 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
     // A flipped bit inside a stored PHV chunk (a valid RocksDB value whose
     // envelope no longer checks) is refused at load, naming the chunk.
     {
-        let db = rocksdb::DB::open_default(st.join("ctx")).unwrap();
+        let db = rocksdb::DB::open_default(st.join(tierseed::layout::JOB_CONTEXT)).unwrap();
         let key = b"phv/0000000000";
         let good_chunk = db.get(key).unwrap().expect("PHV chunk 0 stored");
         let mut bad = good_chunk.clone();
@@ -348,7 +348,7 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
         drop(db);
         let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
         assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("PHV chunk 0")), "{err}");
-        let db = rocksdb::DB::open_default(st.join("ctx")).unwrap();
+        let db = rocksdb::DB::open_default(st.join(tierseed::layout::JOB_CONTEXT)).unwrap();
         db.put(key, &good_chunk).unwrap();
     }
     run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
@@ -364,7 +364,7 @@ fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
     drop(run_until(job, &st, &src, &dst, Phase::Copy));
     let before = Seeder::status(&st).unwrap();
     let flip = |key: &str| -> Vec<u8> {
-        let db = rocksdb::DB::open_default(st.join("ctx")).unwrap();
+        let db = rocksdb::DB::open_default(st.join(tierseed::layout::JOB_CONTEXT)).unwrap();
         let good = db.get(key).unwrap().unwrap_or_else(|| panic!("record {key} missing"));
         let mut bad = good.clone();
         let mid = bad.len() / 2;
@@ -372,7 +372,9 @@ fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
         db.put(key, &bad).unwrap();
         good
     };
-    let restore = |key: &str, good: &[u8]| rocksdb::DB::open_default(st.join("ctx")).unwrap().put(key, good).unwrap();
+    let restore = |key: &str, good: &[u8]| {
+        rocksdb::DB::open_default(st.join(tierseed::layout::JOB_CONTEXT)).unwrap().put(key, good).unwrap()
+    };
     // The small records are checked when the job is reopened: the resume
     // itself fails, and nothing runs.
     for key in ["job", "progress", "snapshot", "phf"] {
@@ -403,11 +405,11 @@ fn job_context_interrupted_during_creation_is_no_job() {
     let (src, _) = synth_source(&dir.path().join("src"), 14, 1, 4, 4_000);
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("st");
-    fs::create_dir_all(st.join("ctx.creating")).unwrap();
+    fs::create_dir_all(st.join(tierseed::layout::JOB_CONTEXT_CREATING)).unwrap();
     fs::write(st.join("ctx.creating/LOG"), b"half-made").unwrap();
     assert!(matches!(Seeder::resume(&st, &src, &dst).err().unwrap(), Error::NoJob { .. }));
     run_to_end(&mut Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap());
-    assert!(!st.join("ctx.creating").exists());
+    assert!(!st.join(tierseed::layout::JOB_CONTEXT_CREATING).exists());
 }
 
 /// A source whose container tables hide one segment that its index still

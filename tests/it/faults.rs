@@ -184,7 +184,7 @@ fn a_failed_durable_write_poisons_the_tier_until_reopened() {
     let path = dir.path().join("t");
     let tier = LocalTier::create(&path, small_config()).unwrap();
     // Make the next container write fail: its directory is gone.
-    let cdir = path.join("containers");
+    let cdir = path.join(tierseed::layout::TIER_CONTAINERS);
     let aside = dir.path().join("aside");
     std::fs::rename(&cdir, &aside).unwrap();
     let fp = tierseed::Fingerprint::of(b"x");

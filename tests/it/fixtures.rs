@@ -30,7 +30,10 @@ fn regenerate_fixtures() {
     t.ingest_reader("golden", 0, &golden_content()[..]).unwrap();
     fs::create_dir_all(dir()).unwrap();
     for (name, id) in [("data", DATA_ID), ("meta", META_ID)] {
-        let bytes = fs::read(tmp.path().join("t/containers").join(format!("{}.tsc", ContainerId(id)))).unwrap();
+        let bytes = fs::read(
+            tmp.path().join("t").join(tierseed::layout::TIER_CONTAINERS).join(tierseed::layout::container_file(ContainerId(id))),
+        )
+        .unwrap();
         fs::write(dir().join(format!("{name}-v1.tsc")), &bytes).unwrap();
         let table_end = 48 + 40 * u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
         for (what, pos) in [("header", 9usize), ("table", 48 + 5), ("data", table_end + 3)] {

@@ -129,7 +129,7 @@ fn open_removes_crash_leftovers_and_then_verifies_clean() {
         tierseed::synth::Rng::new(3).fill(&mut bytes);
         tier.ingest_reader("f", 0, &bytes[..]).unwrap();
     }
-    let cdir = path.join("containers");
+    let cdir = path.join(tierseed::layout::TIER_CONTAINERS);
     let mut names: Vec<String> = fs::read_dir(&cdir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
     let last = names.last().unwrap().clone();
@@ -158,7 +158,7 @@ fn verify_reports_a_flipped_bit_naming_the_container() {
     tierseed::synth::Rng::new(4).fill(&mut bytes);
     tier.ingest_reader("f", 0, &bytes[..]).unwrap();
     let id = tier.container_ids().unwrap()[0];
-    let file = path.join("containers").join(format!("{id}.tsc"));
+    let file = path.join(tierseed::layout::TIER_CONTAINERS).join(tierseed::layout::container_file(id));
     let mut perms = fs::metadata(&file).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
@@ -182,7 +182,9 @@ fn sealed_containers_are_read_only() {
     let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
     tier.ingest_reader("f", 0, &b"some bytes"[..]).unwrap();
     for id in tier.container_ids().unwrap() {
-        let md = fs::metadata(dir.path().join("t/containers").join(format!("{id}.tsc"))).unwrap();
+        let md =
+            fs::metadata(dir.path().join("t").join(tierseed::layout::TIER_CONTAINERS).join(tierseed::layout::container_file(id)))
+                .unwrap();
         assert!(md.permissions().readonly());
     }
 }
@@ -222,7 +224,7 @@ fn a_second_open_of_the_same_tier_fails_clearly() {
     let _t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
     let err = LocalTier::open(dir.path().join("t")).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
-    assert!(err.to_string().contains("tier.lock"));
+    assert!(err.to_string().contains(tierseed::layout::TIER_LOCK));
 }
 
 #[test]
@@ -257,7 +259,7 @@ fn lock_held_briefly_by_a_forked_child_is_waited_for() {
     let path = dir.path().join("t");
     drop(LocalTier::create(&path, small_config()).unwrap());
     // Another description of the lock file, held for 100 ms.
-    let holder = fs::File::options().write(true).open(path.join("tier.lock")).unwrap();
+    let holder = fs::File::options().write(true).open(path.join(tierseed::layout::TIER_LOCK)).unwrap();
     holder.try_lock().unwrap();
     let t = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -275,7 +277,7 @@ fn lock_held_briefly_by_a_forked_child_is_waited_for() {
 fn tier_create_interrupted_before_rename_leaves_no_half_tier() {
     let dir = tempfile::tempdir().unwrap();
     let leftover = dir.path().join(".t.creating");
-    fs::create_dir_all(leftover.join("db")).unwrap();
+    fs::create_dir_all(leftover.join(tierseed::layout::TIER_DB)).unwrap();
     fs::write(leftover.join("db/garbage"), b"half-made").unwrap();
     // Nothing at the final path: no tier, and the error says so.
     assert!(matches!(LocalTier::open(dir.path().join("t")).unwrap_err(), Error::NotATier { .. }));
