@@ -50,6 +50,35 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Opens (creating if needed) the lock file `path` and takes an exclusive
+/// `flock` on it, or fails with [`Error::Locked`] naming `what` and `hint`.
+/// The lock lasts as long as the returned file is open.
+pub(crate) fn take_lock(path: &Path, what: &'static str, hint: &'static str) -> Result<File> {
+    let f = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| Error::io(path, e))?;
+    if lock_exclusive(&f, path)? { Ok(f) } else { Err(Error::Locked { what, path: path.to_path_buf(), hint }) }
+}
+
+/// Creates directory `dir` atomically: `build` fills `tmp` (a sibling,
+/// removed first if a crashed attempt left it), which is fsynced and then
+/// renamed to `dir` (an empty `dir` is replaced), and the parent fsynced.
+/// A crash leaves either no `dir` or a whole one.
+pub(crate) fn create_dir_atomically(dir: &Path, tmp: &Path, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    // A leftover from a crashed attempt holds nothing anyone refers to.
+    if tmp.exists() {
+        fs::remove_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
+    }
+    fs::create_dir_all(tmp).map_err(|e| Error::io(tmp, e))?;
+    build(tmp)?;
+    sync_dir(tmp)?;
+    fs::rename(tmp, dir).map_err(|e| Error::io(dir, e))?;
+    sync_dir(&parent)
+}
+
 /// How long a lock that looks taken is retried before giving up. A forked
 /// child holds a copy of every descriptor (and so every `flock`) between
 /// `fork` and `exec`; an embedding process that spawns children can make a

@@ -128,6 +128,18 @@ pub trait SourceTier: Tier {
     /// the PHF builder pass over it several times. Empty means the end.
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>>;
 
+    /// Calls `f` with every page of the index in turn, paging through
+    /// [`fingerprints`](Self::fingerprints) with pages of `page` entries.
+    fn for_each_index_page(&self, page: usize, f: &mut dyn FnMut(&[(Fingerprint, ContainerId)]) -> Result<()>) -> Result<()> {
+        let mut after: Option<Fingerprint> = None;
+        loop {
+            let entries = self.fingerprints(after.as_ref(), page)?;
+            let Some(last) = entries.last() else { return Ok(()) };
+            after = Some(last.0);
+            f(&entries)?;
+        }
+    }
+
     /// Removes namespace entries, in move mode. An entry is removed only if
     /// it still equals the given one (so a file rewritten or touched since
     /// the job selected it is kept). Returns, per entry, `true` if the path

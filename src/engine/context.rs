@@ -4,7 +4,7 @@
 //! synced `WriteBatch`. Every record is postcard inside the envelope of
 //! `durable.rs` (magic, version, length, CRC-32).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
@@ -413,39 +413,25 @@ impl Context {
                 existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
             return Err(Error::JobExists { state_dir: dir.to_path_buf(), phase });
         }
-        let tmp = dir.join(JOB_CONTEXT_CREATING);
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        {
-            let db = Self::open_db(&tmp, true)?;
+        crate::durable::create_dir_atomically(&ctx, &dir.join(JOB_CONTEXT_CREATING), |tmp| {
+            let db = Self::open_db(tmp, true)?;
             let mut c = Commit::default();
             c.job(job).progress(progress);
             c.batch.put(K_OPTIONS, encode_record(CTX_MAGIC, CTX_VERSION, options));
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
-            db.write_opt(c.batch, &wo).map_err(|e| Error::db(&tmp, e))?;
-        }
-        crate::durable::sync_dir(&tmp)?;
-        std::fs::rename(&tmp, &ctx).map_err(|e| Error::io(&ctx, e))?;
-        crate::durable::sync_dir(dir)?;
+            db.write_opt(c.batch, &wo).map_err(|e| Error::db(tmp, e))
+        })?;
         let db = Self::open_db(&ctx, false)?;
         Ok(Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None })
     }
 
     fn lock(dir: &Path) -> Result<File> {
-        let lock_path = dir.join(JOB_LOCK);
-        let lock =
-            OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-        if crate::durable::lock_exclusive(&lock, &lock_path)? {
-            Ok(lock)
-        } else {
-            Err(Error::Locked {
-                what: "job state",
-                path: lock_path,
-                hint: "job in progress: another seed run/resume is using this state directory",
-            })
-        }
+        crate::durable::take_lock(
+            &dir.join(JOB_LOCK),
+            "job state",
+            "job in progress: another seed run/resume is using this state directory",
+        )
     }
 
     fn open_db(path: &Path, create: bool) -> Result<DB> {

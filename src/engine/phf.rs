@@ -57,13 +57,10 @@ impl Phf {
         check_gamma(gamma)?;
         // First pass: count the keys (the builder needs the count up front).
         let mut keys = 0u64;
-        let mut after = None;
-        loop {
-            let page = source.fingerprints(after.as_ref(), PAGE)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.0);
+        source.for_each_index_page(PAGE, &mut |page| {
             keys += page.iter().filter(|(_, c)| in_snapshot(*c)).count() as u64;
-        }
+            Ok(())
+        })?;
         if keys == 0 {
             return Ok(Phf { mphf: Mphf::new(gamma, &[]), keys: 0 });
         }

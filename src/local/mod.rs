@@ -11,7 +11,7 @@ mod ingest;
 mod paths;
 mod restore;
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -196,35 +196,26 @@ impl LocalTier {
         }
         let name =
             dir.file_name().ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "no directory name".into() })?;
-        let parent = match dir.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(CREATING_SUFFIX);
-        let tmp = parent.join(tmp_name);
-        // A leftover from a crashed create holds nothing anyone refers to.
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        }
-        fs::create_dir_all(tmp.join(TIER_CONTAINERS)).map_err(|e| Error::io(&tmp, e))?;
-        {
-            let db = Self::open_db(&tmp, true)?;
-            let record = TierRecord { id: *uuid::Uuid::new_v4().as_bytes(), config: config.into() };
-            let meta = cf(&db, CF_META);
-            let mut batch = WriteBatch::default();
-            batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
-            batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, FORMAT_VERSION, &record));
-            db.write_opt(batch, &synced()).map_err(|e| Error::db(tmp.join(TIER_DB), e))?;
-        }
-        durable::sync_dir(&tmp.join(TIER_CONTAINERS))?;
-        durable::sync_dir(&tmp)?;
-        crate::crashpoint::hit("tier.create_before_rename");
-        // rename(2) replaces an empty directory atomically.
-        fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
-        durable::sync_dir(&parent)?;
+        let tmp = dir.with_file_name(tmp_name);
+        durable::create_dir_atomically(dir, &tmp, |tmp| {
+            let containers = tmp.join(TIER_CONTAINERS);
+            fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
+            {
+                let db = Self::open_db(tmp, true)?;
+                let record = TierRecord { id: *uuid::Uuid::new_v4().as_bytes(), config: config.into() };
+                let meta = cf(&db, CF_META);
+                let mut batch = WriteBatch::default();
+                batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
+                batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, FORMAT_VERSION, &record));
+                db.write_opt(batch, &synced()).map_err(|e| Error::db(tmp.join(TIER_DB), e))?;
+            }
+            durable::sync_dir(&containers)?;
+            crate::crashpoint::hit("tier.create_before_rename");
+            Ok(())
+        })?;
         Self::open(dir)
     }
 
@@ -270,13 +261,7 @@ impl LocalTier {
     }
 
     fn take_lock(dir: &Path) -> Result<File> {
-        let path = dir.join(TIER_LOCK);
-        let f = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        if durable::lock_exclusive(&f, &path)? {
-            Ok(f)
-        } else {
-            Err(Error::Locked { what: "tier", path, hint: "another process or handle has this tier open" })
-        }
+        durable::take_lock(&dir.join(TIER_LOCK), "tier", "another process or handle has this tier open")
     }
 
     fn open_db(dir: &Path, create: bool) -> Result<DB> {

@@ -179,13 +179,10 @@ impl LocalTier {
         // 2. The index: every entry points to a scrubbed container holding
         // it. The sum above counts entries that do; compare with all.
         let mut entries = 0u64;
-        let mut after = None;
-        loop {
-            let page = crate::tier::SourceTier::fingerprints(self, after.as_ref(), 1 << 16)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.0);
+        crate::tier::SourceTier::for_each_index_page(self, 1 << 16, &mut |page| {
             entries += page.len() as u64;
-        }
+            Ok(())
+        })?;
         if entries != accounted {
             report.problem(format!(
                 "{} index entries do not resolve to a sound container holding them",

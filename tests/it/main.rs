@@ -69,13 +69,11 @@ pub fn stored_segment_entries(t: &dyn SourceTier) -> u64 {
 /// Every index entry of a tier.
 pub fn index_fingerprints(t: &dyn SourceTier) -> Vec<tierseed::Fingerprint> {
     let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = t.fingerprints(after.as_ref(), 10_000).unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.0);
-        out.extend(page.into_iter().map(|p| p.0));
-    }
+    t.for_each_index_page(10_000, &mut |page| {
+        out.extend(page.iter().map(|p| p.0));
+        Ok(())
+    })
+    .unwrap();
     out
 }
 
