@@ -73,6 +73,7 @@ mod selection;
 pub mod synth;
 mod tier;
 mod tree;
+mod walk;
 
 pub use crate::container::decode_container;
 pub use crate::crashpoint::CRASH_POINTS;
@@ -87,4 +88,4 @@ pub use crate::faulty::{Fault, FaultKind, FaultyTier};
 pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
 pub use crate::local::{Ingest, IngestStats, LocalTier, MAX_PATH_LEN, TierConfig, TierInfo, VerifyReport, validate_path};
 pub use crate::selection::Selection;
-pub use crate::tier::{ContainerKind, ContainerMeta, FileEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};
+pub use crate::tier::{ContainerKind, ContainerMeta, FileEntry, IndexEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};

@@ -45,6 +45,9 @@ pub struct ContainerMeta {
     pub data_len: u64,
 }
 
+/// One index entry: a fingerprint and the container that holds it.
+pub type IndexEntry = (Fingerprint, ContainerId);
+
 /// A tier's stable identity, stored in the tier when it is created.
 pub type TierId = uuid::Uuid;
 
@@ -130,7 +133,7 @@ pub trait SourceTier: Tier {
 
     /// Calls `f` with every page of the index in turn, paging through
     /// [`fingerprints`](Self::fingerprints) with pages of `page` entries.
-    fn for_each_index_page(&self, page: usize, f: &mut dyn FnMut(&[(Fingerprint, ContainerId)]) -> Result<()>) -> Result<()> {
+    fn for_each_index_page(&self, page: usize, f: &mut dyn FnMut(&[IndexEntry]) -> Result<()>) -> Result<()> {
         let mut after: Option<Fingerprint> = None;
         loop {
             let entries = self.fingerprints(after.as_ref(), page)?;

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 
 use super::phf::Phf;
 use super::phv::Phv;
-use super::walk::{Item, Side, TableCache, ToExpand, walk};
+use super::walk::{Item, PhfMarks, Side, TableCache, ToExpand, walk};
 use crate::error::{Error, Result};
 use crate::tier::{FileEntry, SourceTier, TargetTier};
 use crate::tree::Recipe;
@@ -259,7 +259,7 @@ pub(crate) fn verify_target(
         files,
     };
     let mut seen = Phv::zeroed(phf.keys);
-    let walked = walk(files, phf, &mut seen, &mut side, &mut |_| {})?;
+    let walked = walk(files, &mut PhfMarks::new(phf, &mut seen), &mut side, &mut |_| {})?;
     drop(seen);
 
     let touched = std::mem::take(&mut side.touched);

@@ -1,207 +1,50 @@
-//! Walking the selected files' segment trees, level by level and in
-//! batches: Mark walks them on the source, Verify on the target, and both
-//! fold every distinct fingerprint reached into the same [`SetSum`]. Also
-//! naming the files a problem affects (a failed Verify, a container lost
-//! mid-job).
-
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+//! The engine's uses of the tree walk (`crate::walk`): Mark over the
+//! source with marks kept as bits per PHF slot, and naming the files a
+//! problem affects (a failed Verify, a container lost mid-job).
 
 use super::phf::Phf;
 use super::phv::Phv;
 use crate::error::{Error, Result};
-use crate::read::{decode_recipes, fetch_recipes};
-use crate::tier::SegmentEntry;
-use crate::tier::{FileEntry, SourceTier, Tier};
+use crate::read::decode_recipes;
+use crate::tier::{FileEntry, SourceTier};
 use crate::tree::Recipe;
+pub(crate) use crate::walk::{Item, Marks, RecipeSet, SetSum, Side, TableCache, ToExpand, Walked, walk};
 use crate::{ContainerId, Fingerprint};
 
-/// Items looked up in the index per batch while walking.
-const WALK_BATCH: usize = 4096;
-/// Container tables a walk keeps for reading recipes. ToExpand of files
-/// ingested together sit in the same few meta containers, so a small cache
-/// reads each one's table once in practice while memory stays bounded.
-const TABLE_CACHE: usize = 256;
-
-/// An order-independent checksum of a set of fingerprints: the count, and
-/// four 64-bit lanes of the wrapping sum of each member's keyed BLAKE3
-/// hash. Adding the same members in any order gives the same value; a
-/// missing or extra member changes it (short of a 2^-64 accident).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct SetSum {
-    pub(crate) count: u64,
-    pub(crate) lanes: [u64; 4],
+/// Marks kept as bits per PHF slot: `seen` (the PHV itself in Mark) and
+/// `expanded`, so memory stays a few bits per key, with no per-fingerprint
+/// set. The two are apart because the same bytes can be a data segment of
+/// one file and a recipe of another, and a bit set for the data segment
+/// must not stop the recipe from being expanded (the bug "Mark skips a
+/// recipe that has the same bytes as a data segment").
+pub(crate) struct PhfMarks<'a> {
+    phf: &'a Phf,
+    seen: &'a mut Phv,
+    expanded: Phv,
 }
 
-impl SetSum {
-    /// The hashing key: fixed, so Mark's sum (committed) and Verify's (in a
-    /// later process, possibly a later build) mean the same.
-    const KEY: [u8; 32] = *b"tierseed marked-set checksum v1.";
-
-    pub(crate) fn add(&mut self, fp: &Fingerprint) {
-        let h = blake3::keyed_hash(&Self::KEY, &fp.0);
-        for (lane, word) in self.lanes.iter_mut().zip(h.as_bytes().chunks_exact(8)) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            *lane = lane.wrapping_add(u64::from_le_bytes(w));
-        }
-        self.count += 1;
+impl<'a> PhfMarks<'a> {
+    pub(crate) fn new(phf: &'a Phf, seen: &'a mut Phv) -> Self {
+        PhfMarks { phf, seen, expanded: Phv::zeroed(phf.keys) }
     }
 }
 
-/// One node reached by a walk: fingerprint, its level in the tree (0 for
-/// data), and the index of the selected file that reached it.
-pub(crate) type Item = (Fingerprint, u8, u32);
-
-/// A recipe to expand: its fingerprint, the index of the file that reached
-/// it, and its PHF slot.
-pub(crate) type ToExpand = (Fingerprint, u32, u64);
-
-/// The tier-specific half of a walk: where nodes live, what to do with a
-/// node reached for the first time, and how recipes are read.
-pub(crate) trait Side {
-    /// For each item, the container the tier's index places it in. `None`
-    /// means it is not there; a side that treats that as fatal errors.
-    fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>>;
-    /// Called once per distinct fingerprint, the first time it is reached.
-    fn first(&mut self, item: &Item, slot: u64, place: Option<ContainerId>) -> Result<()>;
-    /// A reached fingerprint the PHF has no slot for.
-    fn unknown(&mut self, item: &Item) -> Result<()>;
-    /// The recipes of `items` (fingerprint, file, slot), all at `level` and
-    /// placed in container `cid` (`None`: the tier's index does not place
-    /// them; the side may still know them from elsewhere). `None` for one
-    /// that cannot be read; a side that treats that as fatal errors.
-    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>>;
-}
-
-/// What a walk reached.
-pub(crate) struct Walked {
-    /// Distinct fingerprints reached (first reaches).
-    pub(crate) distinct: u64,
-    /// Their [`SetSum`].
-    pub(crate) sum: SetSum,
-}
-
-/// Walks `files`' trees from their roots. `seen` holds one bit per PHF slot
-/// and is set for every fingerprint reached: a fingerprint whose bit was
-/// already set is not counted again. ToExpand are expanded once each,
-/// tracked apart from `seen`: the same bytes can be a data segment of one
-/// file and a recipe of another, and a bit set for the data segment must
-/// not stop the recipe from being expanded (the bug "Mark skips a recipe
-/// that has the same bytes as a data segment").
-pub(crate) fn walk(
-    files: &[FileEntry],
-    phf: &Phf,
-    seen: &mut Phv,
-    side: &mut dyn Side,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Walked> {
-    let mut expanded = Phv::zeroed(phf.keys);
-    let mut out = Walked { distinct: 0, sum: SetSum::default() };
-    let mut stack: Vec<Item> = files.iter().enumerate().map(|(i, f)| (f.root, f.height, i as u32)).collect();
-    while !stack.is_empty() {
-        let batch = stack.split_off(stack.len().saturating_sub(WALK_BATCH));
-        let placed = side.place(&batch)?;
-        if placed.len() != batch.len() {
-            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+impl Marks for PhfMarks<'_> {
+    fn reach(&mut self, fp: &Fingerprint, _level: u8) -> Option<(u64, bool)> {
+        let slot = self.phf.slot(fp)?;
+        let first = !self.seen.get(slot);
+        if first {
+            self.seen.set(slot);
         }
-        // ToExpand to expand, grouped by (level, container) so each group is
-        // one metadata read and one segment read.
-        let mut expand: BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>> = BTreeMap::new();
-        for (item, place) in batch.iter().zip(placed) {
-            let Some(slot) = phf.slot(&item.0) else {
-                side.unknown(item)?;
-                continue;
-            };
-            if !seen.get(slot) {
-                seen.set(slot);
-                out.distinct += 1;
-                out.sum.add(&item.0);
-                side.first(item, slot, place)?;
-            }
-            if item.1 >= 1 && !expanded.get(slot) {
-                expanded.set(slot);
-                expand.entry((item.1, place)).or_default().push((item.0, item.2, slot));
-            }
-        }
-        for ((level, cid), items) in expand {
-            let recipes = side.recipes(level, cid, &items)?;
-            for (r, &(_, file, _)) in recipes.into_iter().zip(&items) {
-                if let Some(r) = r {
-                    stack.extend(r.children.iter().map(|c| (c.fingerprint, level - 1, file)));
-                }
-            }
-        }
-        progress(out.distinct);
-    }
-    Ok(out)
-}
-
-/// Container tables read through a tier, for fetching recipes by
-/// fingerprint from a container already located.
-pub(crate) struct TableCache<'a> {
-    tier: &'a dyn Tier,
-    tables: HashMap<ContainerId, Arc<HashMap<Fingerprint, SegmentEntry>>>,
-}
-
-impl<'a> TableCache<'a> {
-    pub(crate) fn new(tier: &'a dyn Tier) -> Self {
-        TableCache { tier, tables: HashMap::new() }
+        Some((slot, first))
     }
 
-    /// The segments `fps` of container `cid`, each checked against the
-    /// container's table and its fingerprint. The outer error is the
-    /// container's (unreadable); an inner one names one segment.
-    pub(crate) fn read(&mut self, cid: ContainerId, fps: &[Fingerprint]) -> Result<Vec<Result<Vec<u8>>>> {
-        let table = match self.tables.get(&cid) {
-            Some(t) => Arc::clone(t),
-            None => {
-                let meta = self.tier.read_metadata(cid)?;
-                if self.tables.len() >= TABLE_CACHE {
-                    self.tables.clear();
-                }
-                let t: Arc<HashMap<Fingerprint, SegmentEntry>> =
-                    Arc::new(meta.segments.iter().map(|e| (e.fingerprint, *e)).collect());
-                self.tables.insert(cid, Arc::clone(&t));
-                t
-            }
-        };
-        let mut out: Vec<Result<Vec<u8>>> = Vec::with_capacity(fps.len());
-        let mut which = Vec::with_capacity(fps.len());
-        let mut at = Vec::with_capacity(fps.len());
-        for fp in fps {
-            match table.get(fp) {
-                Some(e) => {
-                    at.push(out.len());
-                    which.push(*e);
-                    out.push(Ok(Vec::new()));
-                }
-                None => out.push(Err(Error::CorruptContainer {
-                    id: cid,
-                    path: None,
-                    reason: format!("the index places segment {fp} here, the container's table does not list it"),
-                })),
-            }
+    fn expand(&mut self, key: u64, _fp: &Fingerprint) -> bool {
+        let fresh = !self.expanded.get(key);
+        if fresh {
+            self.expanded.set(key);
         }
-        if which.is_empty() {
-            return Ok(out);
-        }
-        let bytes = self.tier.read_segments(cid, &which)?;
-        if bytes.len() != which.len() {
-            return Err(Error::CorruptContainer {
-                id: cid,
-                path: None,
-                reason: "tier returned the wrong number of segments".into(),
-            });
-        }
-        for ((i, e), b) in at.into_iter().zip(&which).zip(bytes) {
-            out[i] = if b.len() != e.len as usize || Fingerprint::of(&b) != e.fingerprint {
-                Err(Error::CorruptSegment { container: cid, fingerprint: e.fingerprint })
-            } else {
-                Ok(b)
-            };
-        }
-        Ok(out)
+        fresh
     }
 }
 
@@ -275,7 +118,44 @@ pub(crate) fn mark(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Walked> {
     let mut side = MarkSide { source, in_snapshot, files, tables: TableCache::new(source) };
-    walk(files, phf, phv, &mut side, progress)
+    walk(files, &mut PhfMarks::new(phf, phv), &mut side, progress)
+}
+
+/// Collects, for one file, the fingerprints of its tree whose PHV bit is
+/// set, reading recipes from the source.
+struct AffectedSide<'a> {
+    source: &'a dyn SourceTier,
+    phf: &'a Phf,
+    phv: &'a Phv,
+    tables: TableCache<'a>,
+    hits: Vec<Fingerprint>,
+    path: &'a str,
+}
+
+impl Side for AffectedSide<'_> {
+    fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>> {
+        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
+        self.source.locate(&fps)
+    }
+
+    fn first(&mut self, item: &Item, _key: u64, _place: Option<ContainerId>) -> Result<()> {
+        if self.phf.slot(&item.0).is_some_and(|s| self.phv.get(s)) {
+            self.hits.push(item.0);
+        }
+        Ok(())
+    }
+
+    fn unknown(&mut self, _item: &Item) -> Result<()> {
+        Ok(())
+    }
+
+    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
+        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
+        let cid =
+            cid.ok_or_else(|| Error::MissingSegment { path: self.path.into(), fingerprint: fps[0], tier: "source".into() })?;
+        let bytes = self.tables.read(cid, &fps)?.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(decode_recipes(&bytes, &fps, level)?.into_iter().map(Some).collect())
+    }
 }
 
 /// The files whose trees reach a fingerprint with its PHV bit set that
@@ -294,29 +174,10 @@ pub(crate) fn affected_files(
     let mut count = 0;
     for f in files {
         let found = (|| -> Result<Vec<Fingerprint>> {
-            let mut hits = Vec::new();
-            let mut level_fps = vec![f.root];
-            let mut level = f.height;
-            loop {
-                let set: Vec<Fingerprint> =
-                    level_fps.iter().copied().filter(|fp| phf.slot(fp).is_some_and(|s| phv.get(s))).collect();
-                for (fp, yes) in set.iter().zip(pick(&set)?) {
-                    if yes {
-                        hits.push(*fp);
-                    }
-                }
-                if level == 0 {
-                    return Ok(hits);
-                }
-                let mut next = Vec::new();
-                for chunk in level_fps.chunks(256) {
-                    for r in fetch_recipes(source, chunk, level, &f.path)? {
-                        next.extend(r.children.iter().map(|c| c.fingerprint));
-                    }
-                }
-                level_fps = next;
-                level -= 1;
-            }
+            let mut side = AffectedSide { source, phf, phv, tables: TableCache::new(source), hits: Vec::new(), path: &f.path };
+            walk(std::slice::from_ref(f), &mut RecipeSet::default(), &mut side, &mut |_| {})?;
+            let picked = pick(&side.hits)?;
+            Ok(side.hits.into_iter().zip(picked).filter(|(_, yes)| *yes).map(|(h, _)| h).collect())
         })();
         let line = match found {
             Ok(hits) if hits.is_empty() => continue,

@@ -1,6 +1,6 @@
 //! Restore files and scrub the whole tier.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -9,8 +9,10 @@ use super::{LocalTier, lock, paths::safe_join};
 use crate::container;
 use crate::error::{Error, Result};
 use crate::layout::parse_container_file;
-use crate::read::{fetch_recipes, read_file};
+use crate::read::read_file;
 use crate::tier::{FileEntry, Tier};
+use crate::tree::Recipe;
+use crate::walk::{Item, RecipeSet, Side, TableCache, ToExpand, walk};
 use crate::{ContainerId, Fingerprint};
 
 /// What [`LocalTier::verify`] checked and what it found wrong.
@@ -194,49 +196,80 @@ impl LocalTier {
         }
         // 3. Namespace: every tree complete (recipes read and verified,
         // leaves present in the index). Shared subtrees are walked once.
-        let mut seen: HashSet<Fingerprint> = HashSet::new();
         let mut files = Vec::new();
         self.for_each_file(&mut |e| {
             files.push(e);
             Ok(())
         })?;
-        for f in files {
-            report.files += 1;
-            if let Err(e) = self.check_tree(&f, &mut seen) {
-                report.problem(format!("file {:?}: {e}", f.path));
-            }
+        report.files = files.len() as u64;
+        let mut side = ScrubSide { tier: self, tables: TableCache::new(self), files: &files, first_problem: BTreeMap::new() };
+        walk(&files, &mut RecipeSet::default(), &mut side, &mut |_| {})?;
+        for (file, problem) in side.first_problem {
+            report.problem(format!("file {:?}: {problem}", files[file as usize].path));
         }
         Ok(report)
     }
+}
 
-    fn check_tree(&self, f: &FileEntry, seen: &mut HashSet<Fingerprint>) -> Result<()> {
-        let mut level_fps = vec![f.root];
-        let mut level = f.height;
-        while level >= 1 {
-            level_fps.retain(|fp| seen.insert(*fp));
-            let mut next = Vec::new();
-            for chunk in level_fps.chunks(256) {
-                for r in fetch_recipes(self, chunk, level, &f.path)? {
-                    if level == 1 {
-                        let leaves: Vec<Fingerprint> = r.children.iter().map(|c| c.fingerprint).collect();
-                        for (c, loc) in r.children.iter().zip(self.locate(&leaves)?) {
-                            if loc.is_none() {
-                                return Err(Error::MissingSegment {
-                                    path: f.path.clone(),
-                                    fingerprint: c.fingerprint,
-                                    tier: self.dir.display().to_string(),
-                                });
-                            }
-                        }
-                    } else {
-                        next.extend(r.children.iter().map(|c| c.fingerprint));
-                    }
-                }
-            }
-            level_fps = next;
-            level -= 1;
+/// `LocalTier::verify`'s side of the tree walk: every recipe read back and
+/// hashed, every leaf in the index; the first problem of each file is kept.
+struct ScrubSide<'a> {
+    tier: &'a LocalTier,
+    tables: TableCache<'a>,
+    files: &'a [FileEntry],
+    first_problem: BTreeMap<u32, String>,
+}
+
+impl ScrubSide<'_> {
+    fn problem(&mut self, file: u32, e: Error) {
+        self.first_problem.entry(file).or_insert_with(|| e.to_string());
+    }
+}
+
+impl Side for ScrubSide<'_> {
+    fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>> {
+        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
+        self.tier.locate(&fps)
+    }
+
+    fn first(&mut self, item: &Item, _key: u64, place: Option<ContainerId>) -> Result<()> {
+        if place.is_none() {
+            let e = Error::MissingSegment {
+                path: self.files[item.2 as usize].path.clone(),
+                fingerprint: item.0,
+                tier: self.tier.dir.display().to_string(),
+            };
+            self.problem(item.2, e);
         }
         Ok(())
+    }
+
+    fn unknown(&mut self, _item: &Item) -> Result<()> {
+        Ok(())
+    }
+
+    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
+        // A recipe the index does not place was reported when reached.
+        let Some(cid) = cid else { return Ok(items.iter().map(|_| None).collect()) };
+        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
+        let read = match self.tables.read(cid, &fps) {
+            Ok(r) => r,
+            Err(e) => {
+                let reason = e.to_string();
+                fps.iter().map(|_| Err(Error::corrupt_record(format!("container {cid}"), reason.clone()))).collect()
+            }
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (r, &(fp, file, _)) in read.into_iter().zip(items) {
+            match r.and_then(|b| Recipe::decode(&b, &fp, level)) {
+                Ok(recipe) => out.push(Some(recipe)),
+                Err(e) => {
+                    self.problem(file, e);
+                    out.push(None);
+                }
+            }
+        }
+        Ok(out)
     }
 }
 

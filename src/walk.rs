@@ -1,0 +1,228 @@
+//! The one tree walk: every selected file's segment tree, level by level
+//! and in batches (one batched index lookup per batch, one metadata and
+//! one segment read per group of recipes in the same container). Mark runs
+//! it on the source, Verify on the target, `LocalTier::verify` on a tier's
+//! whole namespace, and the engine to name the files a problem affects;
+//! each supplies a [`Side`] (where nodes live, what to do with them) and
+//! [`Marks`] (what was reached and expanded). Restoring a file is the one
+//! walk that is not this: it must stream leaves in file order
+//! ([`crate::read::read_file`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::tier::{FileEntry, SegmentEntry, Tier};
+use crate::tree::Recipe;
+use crate::{ContainerId, Fingerprint};
+
+/// Items looked up in the index per batch while walking.
+const WALK_BATCH: usize = 4096;
+/// Container tables a walk keeps for reading recipes. ToExpand of files
+/// ingested together sit in the same few meta containers, so a small cache
+/// reads each one's table once in practice while memory stays bounded.
+const TABLE_CACHE: usize = 256;
+
+/// An order-independent checksum of a set of fingerprints: the count, and
+/// four 64-bit lanes of the wrapping sum of each member's keyed BLAKE3
+/// hash. Adding the same members in any order gives the same value; a
+/// missing or extra member changes it (short of a 2^-64 accident).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SetSum {
+    pub(crate) count: u64,
+    pub(crate) lanes: [u64; 4],
+}
+
+impl SetSum {
+    /// The hashing key: fixed, so Mark's sum (committed) and Verify's (in a
+    /// later process, possibly a later build) mean the same.
+    const KEY: [u8; 32] = *b"tierseed marked-set checksum v1.";
+
+    pub(crate) fn add(&mut self, fp: &Fingerprint) {
+        let h = blake3::keyed_hash(&Self::KEY, &fp.0);
+        for (lane, word) in self.lanes.iter_mut().zip(h.as_bytes().chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            *lane = lane.wrapping_add(u64::from_le_bytes(w));
+        }
+        self.count += 1;
+    }
+}
+
+/// One node reached by a walk: fingerprint, its level in the tree (0 for
+/// data), and the index of the selected file that reached it.
+pub(crate) type Item = (Fingerprint, u8, u32);
+
+/// A recipe to expand: its fingerprint, the index of the file that reached
+/// it, and its PHF slot.
+pub(crate) type ToExpand = (Fingerprint, u32, u64);
+
+/// The tier-specific half of a walk: where nodes live, what to do with a
+/// node reached for the first time, and how recipes are read.
+pub(crate) trait Side {
+    /// For each item, the container the tier's index places it in. `None`
+    /// means it is not there; a side that treats that as fatal errors.
+    fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>>;
+    /// Called once per distinct fingerprint, the first time it is reached.
+    fn first(&mut self, item: &Item, slot: u64, place: Option<ContainerId>) -> Result<()>;
+    /// A reached fingerprint the PHF has no slot for.
+    fn unknown(&mut self, item: &Item) -> Result<()>;
+    /// The recipes of `items` (fingerprint, file, slot), all at `level` and
+    /// placed in container `cid` (`None`: the tier's index does not place
+    /// them; the side may still know them from elsewhere). `None` for one
+    /// that cannot be read; a side that treats that as fatal errors.
+    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>>;
+}
+
+/// What a walk reached.
+pub(crate) struct Walked {
+    /// Distinct fingerprints reached (first reaches).
+    pub(crate) distinct: u64,
+    /// Their [`SetSum`].
+    pub(crate) sum: SetSum,
+}
+
+/// How a walk remembers what it reached and which recipes it expanded.
+pub(crate) trait Marks {
+    /// Notes `fp` as reached. Returns its key (a PHF slot, passed on to
+    /// the side) and whether this is its first reach; `None` when `fp` has
+    /// no key (not a member of the PHF's key set).
+    fn reach(&mut self, fp: &Fingerprint, level: u8) -> Option<(u64, bool)>;
+    /// Notes recipe `fp` as expanded; true if it was not yet.
+    fn expand(&mut self, key: u64, fp: &Fingerprint) -> bool;
+}
+
+/// Marks for a walk without a PHF: every reach counts as a first (so
+/// every leaf is checked each time a recipe lists it), and recipes are
+/// expanded once each (a set of recipe fingerprints: recipes are about one
+/// in a thousand segments).
+#[derive(Default)]
+pub(crate) struct RecipeSet {
+    expanded: HashSet<Fingerprint>,
+}
+
+impl Marks for RecipeSet {
+    fn reach(&mut self, _fp: &Fingerprint, _level: u8) -> Option<(u64, bool)> {
+        Some((0, true))
+    }
+
+    fn expand(&mut self, _key: u64, fp: &Fingerprint) -> bool {
+        self.expanded.insert(*fp)
+    }
+}
+
+/// Walks `files`' trees from their roots, level by level in batches:
+/// every node is placed by the side (one batched lookup per batch), noted
+/// in `marks` (a node reached before is not counted or checksummed again),
+/// and every recipe is expanded once.
+pub(crate) fn walk(
+    files: &[FileEntry],
+    marks: &mut dyn Marks,
+    side: &mut dyn Side,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Walked> {
+    let mut out = Walked { distinct: 0, sum: SetSum::default() };
+    let mut stack: Vec<Item> = files.iter().enumerate().map(|(i, f)| (f.root, f.height, i as u32)).collect();
+    while !stack.is_empty() {
+        let batch = stack.split_off(stack.len().saturating_sub(WALK_BATCH));
+        let placed = side.place(&batch)?;
+        if placed.len() != batch.len() {
+            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+        }
+        // Recipes to expand, grouped by (level, container) so each group is
+        // one metadata read and one segment read.
+        let mut expand: BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>> = BTreeMap::new();
+        for (item, place) in batch.iter().zip(placed) {
+            let Some((key, first)) = marks.reach(&item.0, item.1) else {
+                side.unknown(item)?;
+                continue;
+            };
+            if first {
+                out.distinct += 1;
+                out.sum.add(&item.0);
+                side.first(item, key, place)?;
+            }
+            if item.1 >= 1 && marks.expand(key, &item.0) {
+                expand.entry((item.1, place)).or_default().push((item.0, item.2, key));
+            }
+        }
+        for ((level, cid), items) in expand {
+            let recipes = side.recipes(level, cid, &items)?;
+            for (r, &(_, file, _)) in recipes.into_iter().zip(&items) {
+                if let Some(r) = r {
+                    stack.extend(r.children.iter().map(|c| (c.fingerprint, level - 1, file)));
+                }
+            }
+        }
+        progress(out.distinct);
+    }
+    Ok(out)
+}
+
+/// Container tables read through a tier, for fetching recipes by
+/// fingerprint from a container already located.
+pub(crate) struct TableCache<'a> {
+    tier: &'a dyn Tier,
+    tables: HashMap<ContainerId, Arc<HashMap<Fingerprint, SegmentEntry>>>,
+}
+
+impl<'a> TableCache<'a> {
+    pub(crate) fn new(tier: &'a dyn Tier) -> Self {
+        TableCache { tier, tables: HashMap::new() }
+    }
+
+    /// The segments `fps` of container `cid`, each checked against the
+    /// container's table and its fingerprint. The outer error is the
+    /// container's (unreadable); an inner one names one segment.
+    pub(crate) fn read(&mut self, cid: ContainerId, fps: &[Fingerprint]) -> Result<Vec<Result<Vec<u8>>>> {
+        let table = match self.tables.get(&cid) {
+            Some(t) => Arc::clone(t),
+            None => {
+                let meta = self.tier.read_metadata(cid)?;
+                if self.tables.len() >= TABLE_CACHE {
+                    self.tables.clear();
+                }
+                let t: Arc<HashMap<Fingerprint, SegmentEntry>> =
+                    Arc::new(meta.segments.iter().map(|e| (e.fingerprint, *e)).collect());
+                self.tables.insert(cid, Arc::clone(&t));
+                t
+            }
+        };
+        let mut out: Vec<Result<Vec<u8>>> = Vec::with_capacity(fps.len());
+        let mut which = Vec::with_capacity(fps.len());
+        let mut at = Vec::with_capacity(fps.len());
+        for fp in fps {
+            match table.get(fp) {
+                Some(e) => {
+                    at.push(out.len());
+                    which.push(*e);
+                    out.push(Ok(Vec::new()));
+                }
+                None => out.push(Err(Error::CorruptContainer {
+                    id: cid,
+                    path: None,
+                    reason: format!("the index places segment {fp} here, the container's table does not list it"),
+                })),
+            }
+        }
+        if which.is_empty() {
+            return Ok(out);
+        }
+        let bytes = self.tier.read_segments(cid, &which)?;
+        if bytes.len() != which.len() {
+            return Err(Error::CorruptContainer {
+                id: cid,
+                path: None,
+                reason: "tier returned the wrong number of segments".into(),
+            });
+        }
+        for ((i, e), b) in at.into_iter().zip(&which).zip(bytes) {
+            out[i] = if b.len() != e.len as usize || Fingerprint::of(&b) != e.fingerprint {
+                Err(Error::CorruptSegment { container: cid, fingerprint: e.fingerprint })
+            } else {
+                Ok(b)
+            };
+        }
+        Ok(out)
+    }
+}
