@@ -74,12 +74,21 @@ pub struct FaultyTier<T> {
     inner: T,
     faults: Vec<Fault>,
     calls: Mutex<[u64; KINDS]>,
+    hidden: Vec<Fingerprint>,
 }
 
 impl<T> FaultyTier<T> {
     /// Wraps `inner` with the given faults.
     pub fn new(inner: T, faults: Vec<Fault>) -> Self {
-        FaultyTier { inner, faults, calls: Mutex::new([0; KINDS]) }
+        FaultyTier { inner, faults, calls: Mutex::new([0; KINDS]), hidden: Vec::new() }
+    }
+
+    /// Makes every container table this tier returns omit `fp`, while its
+    /// index still places it: a container that lost a table entry (Copy
+    /// never meets the segment; Verify must notice).
+    pub fn hide_segment(mut self, fp: Fingerprint) -> Self {
+        self.hidden.push(fp);
+        self
     }
 
     /// The wrapped tier.
@@ -138,7 +147,9 @@ impl<T: Tier> Tier for FaultyTier<T> {
         self.around(FaultKind::ContainerIds, || self.inner.container_ids())
     }
     fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
-        self.around(FaultKind::ReadMetadata, || self.inner.read_metadata(id))
+        let mut meta = self.around(FaultKind::ReadMetadata, || self.inner.read_metadata(id))?;
+        meta.segments.retain(|e| !self.hidden.contains(&e.fingerprint));
+        Ok(meta)
     }
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
         match self.arrive(FaultKind::ReadSegments) {

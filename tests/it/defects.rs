@@ -7,22 +7,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tierseed::{
-    ContainerKind, Error, Fault, FaultKind, FaultyTier, LocalTier, Mode, Outcome, Phase, Report, Seeder, Selection, Tier,
-    VerifyLevel,
+    ContainerKind, Error, Fault, FaultKind, FaultyTier, LocalTier, Mode, Outcome, Phase, Seeder, Selection, Tier, VerifyLevel,
 };
 
-use crate::{check_target, namespace, run_until, small_config, synth_source};
-
-fn run_to_end(job: &mut Seeder<'_>) -> Report {
-    match job.run().unwrap() {
-        Outcome::Completed(r) => r,
-        Outcome::Suspended(p) => panic!("suspended unexpectedly at {p:?}"),
-    }
-}
-
-fn prefixed(all: &BTreeMap<String, Vec<u8>>, prefixes: &[&str]) -> BTreeMap<String, Vec<u8>> {
-    all.iter().filter(|(p, _)| prefixes.iter().any(|x| p.starts_with(x))).map(|(p, b)| (p.clone(), b.clone())).collect()
-}
+use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
 
 /// Deterministic pseudo-random bytes (incompressible, no repeats).
 fn noise(seed: u64, len: usize) -> Vec<u8> {

@@ -1,24 +1,12 @@
 //! The seeding engine, end to end over local tiers.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tierseed::{Error, Event, LocalTier, Mode, Outcome, Phase, Report, Seeder, Selection, SuspendHandle};
+use tierseed::{Error, Event, LocalTier, Mode, Outcome, Phase, Seeder, Selection, SuspendHandle};
 
-use crate::{check_target, index_fingerprints, namespace, run_until, small_config, synth_source};
-
-fn run_to_end(job: &mut Seeder<'_>) -> Report {
-    match job.run().unwrap() {
-        Outcome::Completed(r) => r,
-        Outcome::Suspended(p) => panic!("suspended unexpectedly at {p:?}"),
-    }
-}
-
-fn selected(all: &BTreeMap<String, Vec<u8>>, prefixes: &[&str]) -> BTreeMap<String, Vec<u8>> {
-    all.iter().filter(|(p, _)| prefixes.iter().any(|x| p.starts_with(x))).map(|(p, b)| (p.clone(), b.clone())).collect()
-}
+use crate::{check_target, index_fingerprints, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
 
 #[test]
 fn copy_end_to_end_every_file_restores_and_nothing_is_stored_twice() {
@@ -29,7 +17,7 @@ fn copy_end_to_end_every_file_restores_and_nothing_is_stored_twice() {
     let sel = Selection::new().prefix("gen-002").glob("gen-000/projects/**");
     let mut job = Seeder::builder(&src, &dst, dir.path().join("state")).selection(sel).build().unwrap();
     let r = run_to_end(&mut job);
-    let want = selected(&all, &["gen-002/", "gen-000/projects/"]);
+    let want = prefixed(&all, &["gen-002/", "gen-000/projects/"]);
     check_target(&dst, &want);
     assert_eq!(r.counters.files_selected, want.len() as u64);
     assert_eq!(r.counters.files_switched, want.len() as u64);
@@ -52,7 +40,7 @@ fn move_end_to_end_removes_exactly_the_selected_files_from_the_source() {
         .build()
         .unwrap();
     let r = run_to_end(&mut job);
-    let want = selected(&all, &["gen-000/"]);
+    let want = prefixed(&all, &["gen-000/"]);
     check_target(&dst, &want);
     assert_eq!(r.counters.files_removed, want.len() as u64);
     let after = namespace(&src);
@@ -72,7 +60,7 @@ fn suspend_at_every_commit_point_gives_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 3, 3, 40, 40_000);
     let sel = Selection::new().prefix("gen-001").prefix("gen-002/home");
-    let want = selected(&all, &["gen-001/", "gen-002/home"]);
+    let want = prefixed(&all, &["gen-001/", "gen-002/home"]);
 
     // The reference: one uninterrupted run.
     let ref_dst = LocalTier::create(dir.path().join("ref"), small_config()).unwrap();
@@ -122,7 +110,7 @@ fn suspend_at_every_commit_point_gives_the_uninterrupted_result() {
 fn suspend_after_the_kth_container_for_every_k() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 4, 2, 30, 40_000);
-    let want = selected(&all, &["gen-001/"]);
+    let want = prefixed(&all, &["gen-001/"]);
     let total = src.info().unwrap().containers;
     assert!(total >= 16, "dataset too small: {total} containers");
     for k in [1, 2, 3, 5, 8, 13, total / 2, total - 1] {
@@ -171,7 +159,7 @@ fn a_target_that_already_holds_data_gets_nothing_twice() {
     assert_eq!(c.segments_copied + c.segments_deduplicated, c.segments_marked);
     // gen-000's segments were all on the target already.
     assert!(c.segments_deduplicated >= first.counters.segments_marked, "{c:?} vs {:?}", first.counters);
-    check_target(&dst, &selected(&all, &["gen-000/", "gen-001/"]));
+    check_target(&dst, &prefixed(&all, &["gen-000/", "gen-001/"]));
 }
 
 #[test]
@@ -412,55 +400,6 @@ fn job_context_interrupted_during_creation_is_no_job() {
     assert!(!st.join(tierseed::layout::JOB_CONTEXT_CREATING).exists());
 }
 
-/// A source whose container tables hide one segment that its index still
-/// places there: Copy never meets it, so its PHV bit stays set.
-struct HidingSource<'a> {
-    inner: &'a LocalTier,
-    hidden: tierseed::Fingerprint,
-}
-
-impl tierseed::Tier for HidingSource<'_> {
-    fn tier_id(&self) -> tierseed::Result<tierseed::TierId> {
-        self.inner.tier_id()
-    }
-    fn locate(&self, f: &[tierseed::Fingerprint]) -> tierseed::Result<Vec<Option<tierseed::ContainerId>>> {
-        self.inner.locate(f)
-    }
-    fn list_files(&self, after: Option<&str>, limit: usize) -> tierseed::Result<Vec<tierseed::FileEntry>> {
-        self.inner.list_files(after, limit)
-    }
-    fn file_entries(&self, paths: &[String]) -> tierseed::Result<Vec<Option<tierseed::FileEntry>>> {
-        self.inner.file_entries(paths)
-    }
-    fn container_ids(&self) -> tierseed::Result<Vec<tierseed::ContainerId>> {
-        self.inner.container_ids()
-    }
-    fn read_metadata(&self, id: tierseed::ContainerId) -> tierseed::Result<tierseed::ContainerMeta> {
-        let mut m = self.inner.read_metadata(id)?;
-        m.segments.retain(|e| e.fingerprint != self.hidden);
-        Ok(m)
-    }
-    fn read_segments(&self, id: tierseed::ContainerId, w: &[tierseed::SegmentEntry]) -> tierseed::Result<Vec<Vec<u8>>> {
-        self.inner.read_segments(id, w)
-    }
-}
-
-impl tierseed::SourceTier for HidingSource<'_> {
-    fn fingerprint_count(&self) -> tierseed::Result<u64> {
-        self.inner.fingerprint_count()
-    }
-    fn fingerprints(
-        &self,
-        after: Option<&tierseed::Fingerprint>,
-        limit: usize,
-    ) -> tierseed::Result<Vec<(tierseed::Fingerprint, tierseed::ContainerId)>> {
-        self.inner.fingerprints(after, limit)
-    }
-    fn remove_files(&self, e: &[tierseed::FileEntry]) -> tierseed::Result<Vec<bool>> {
-        self.inner.remove_files(e)
-    }
-}
-
 #[test]
 fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
     let dir = tempfile::tempdir().unwrap();
@@ -471,7 +410,9 @@ fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
     // Hide one data segment of keep/a.bin.
     let data = tierseed::Tier::container_ids(&src).unwrap()[0];
     let hidden = tierseed::Tier::read_metadata(&src, data).unwrap().segments[1].fingerprint;
-    let source = HidingSource { inner: &src, hidden };
+    // Its container's table no longer lists it, while the index still
+    // places it there: Copy never meets it, so its PHV bit stays set.
+    let source = tierseed::FaultyTier::new(&src, vec![]).hide_segment(hidden);
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
     let err =
         Seeder::builder(&source, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap().run().unwrap_err();

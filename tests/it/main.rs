@@ -112,3 +112,16 @@ pub fn check_target(dst: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
     let report = dst.verify().unwrap();
     assert!(report.is_clean(), "target verify: {:?}", report.problems);
 }
+
+/// Runs a job to completion; a suspension is a test failure.
+pub fn run_to_end(job: &mut tierseed::Seeder<'_>) -> tierseed::Report {
+    match job.run().unwrap() {
+        tierseed::Outcome::Completed(r) => r,
+        tierseed::Outcome::Suspended(p) => panic!("suspended unexpectedly at {p:?}"),
+    }
+}
+
+/// The files of `all` under any of `prefixes`.
+pub fn prefixed(all: &BTreeMap<String, Vec<u8>>, prefixes: &[&str]) -> BTreeMap<String, Vec<u8>> {
+    all.iter().filter(|(p, _)| prefixes.iter().any(|x| p.starts_with(x))).map(|(p, b)| (p.clone(), b.clone())).collect()
+}
