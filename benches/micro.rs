@@ -45,7 +45,7 @@ fn phv(c: &mut Criterion) {
         b.iter(|| {
             slots[..256].iter().for_each(|s| v.set(*s));
             v.take_dirty()
-        })
+        });
     });
     g.finish();
 }

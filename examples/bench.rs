@@ -28,12 +28,11 @@ fn main() -> Result<()> {
     let data_mib = opt("--data-mib", 2048);
     let phf_keys = opt("--phf-keys", 100_000_000);
     let tmp;
-    let dir = match args.iter().position(|a| a == "--dir").and_then(|i| args.get(i + 1)) {
-        Some(d) => PathBuf::from(d),
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_path_buf()
-        }
+    let dir = if let Some(d) = args.iter().position(|a| a == "--dir").and_then(|i| args.get(i + 1)) {
+        PathBuf::from(d)
+    } else {
+        tmp = tempfile::tempdir()?;
+        tmp.path().to_path_buf()
     };
     let started = Instant::now();
     let mut rows: Vec<Row> = Vec::new();
@@ -171,8 +170,8 @@ fn main() -> Result<()> {
         rc <= 1 && wc <= 1,
         format!(
             "max {:.2} MiB re-read (source handled past the committed cursor), {:.2} MiB re-written (sealed, never indexed, removed on reopen)",
-            max(&|r| r.reread) as f64 / 1048576.0,
-            max(&|r| r.rewritten) as f64 / 1048576.0
+            max(&|r| r.reread) as f64 / 1_048_576.0,
+            max(&|r| r.rewritten) as f64 / 1_048_576.0
         ),
     ));
 
@@ -392,7 +391,7 @@ fn child_job(a: &[String]) -> Result<()> {
             }
             let _ = std::io::Write::flush(&mut std::io::stdout());
         }
-        let mut p = phases.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = phases.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match e {
             Event::PhaseStarted(ph) => p.push((*ph, Instant::now(), None)),
             Event::PhaseFinished(ph) => {
@@ -407,7 +406,7 @@ fn child_job(a: &[String]) -> Result<()> {
     drop(job);
     let breakdown: Vec<String> = phases
         .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
         .filter_map(|(ph, a, b)| b.map(|b| format!("{}={:.3}s", ph, (b - *a).as_secs_f64())))
         .collect();
@@ -545,13 +544,14 @@ fn resume_latency(dir: &Path, leaves: u64) -> Result<Duration> {
     let handle = job.suspend_handle();
     let mut job = job.with_observer(|e: &Event| {
         if matches!(e, Event::ContainerCopied { .. } | Event::ContainerSkipped { .. }) {
-            first.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Instant::now);
+            first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert_with(Instant::now);
             handle.suspend();
         }
     });
     job.run()?;
     drop(job);
-    let at = first.lock().unwrap_or_else(|p| p.into_inner()).ok_or_else(|| anyhow::anyhow!("no container handled"))?;
+    let at =
+        first.lock().unwrap_or_else(std::sync::PoisonError::into_inner).ok_or_else(|| anyhow::anyhow!("no container handled"))?;
     let _ = source.container_ids();
     Ok(at - t)
 }
@@ -569,7 +569,7 @@ fn drop_caches() -> bool {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map_or(0, |n| n.get())
+    std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
 }
 
 fn mem_total() -> String {

@@ -47,7 +47,7 @@ impl PhvHandle {
     }
     /// Sets a bit.
     pub fn set(&mut self, s: u64) {
-        self.0.set(s)
+        self.0.set(s);
     }
     /// Tests a bit.
     pub fn get(&self, s: u64) -> bool {
@@ -55,7 +55,7 @@ impl PhvHandle {
     }
     /// Clears a bit.
     pub fn clear(&mut self, s: u64) {
-        self.0.clear(s)
+        self.0.clear(s);
     }
     /// Encodes the dirty chunks as a commit would; returns their count.
     pub fn take_dirty(&mut self) -> usize {

@@ -28,16 +28,13 @@ pub(crate) fn hit(name: &str) {
         return;
     }
     let Ok(n) = n.parse::<u64>() else { return };
-    let mut counts = COUNTS.lock().unwrap_or_else(|e| e.into_inner());
-    let count = match counts.iter_mut().find(|(p, _)| p == name) {
-        Some((_, c)) => {
-            *c += 1;
-            *c
-        }
-        None => {
-            counts.push((name.to_string(), 1));
-            1
-        }
+    let mut counts = COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let count = if let Some((_, c)) = counts.iter_mut().find(|(p, _)| p == name) {
+        *c += 1;
+        *c
+    } else {
+        counts.push((name.to_string(), 1));
+        1
     };
     if count == n {
         eprintln!("tierseed: crash point {name} reached ({n}), aborting");

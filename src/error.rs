@@ -32,7 +32,7 @@ pub enum Error {
         message: String,
     },
     /// A container file failed a format or checksum check.
-    #[error("container {id} is corrupt{}: {reason}", at(path))]
+    #[error("container {id} is corrupt{}: {reason}", at(path.as_ref()))]
     CorruptContainer {
         /// The container's id.
         id: ContainerId,
@@ -315,12 +315,13 @@ fn list_files(files: &[String], count: usize) -> String {
     const SHOWN: usize = 20;
     let mut out = files.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
     if count > SHOWN {
-        out.push_str(&format!("; and {} more", count - SHOWN));
+        use std::fmt::Write as _;
+        let _ = write!(out, "; and {} more", count - SHOWN);
     }
     out
 }
 
 /// `" (path)"` for a message, or nothing when there is no path.
-fn at(path: &Option<PathBuf>) -> String {
-    path.as_ref().map(|p| format!(" ({})", p.display())).unwrap_or_default()
+fn at(path: Option<&PathBuf>) -> String {
+    path.map(|p| format!(" ({})", p.display())).unwrap_or_default()
 }

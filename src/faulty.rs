@@ -86,6 +86,7 @@ impl<T> FaultyTier<T> {
     /// Makes every container table this tier returns omit `fp`, while its
     /// index still places it: a container that lost a table entry (Copy
     /// never meets the segment; Verify must notice).
+    #[must_use]
     pub fn hide_segment(mut self, fp: Fingerprint) -> Self {
         self.hidden.push(fp);
         self
@@ -98,12 +99,12 @@ impl<T> FaultyTier<T> {
 
     /// How many calls of `kind` were made so far.
     pub fn calls(&self, kind: FaultKind) -> u64 {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner())[kind as usize]
+        self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[kind as usize]
     }
 
     /// Counts a call; returns the fault planned for it, if any.
     fn arrive(&self, kind: FaultKind) -> Option<Fault> {
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        let mut calls = self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         calls[kind as usize] += 1;
         let n = calls[kind as usize];
         self.faults.iter().copied().find(|f| f.kind == kind && f.nth == n)

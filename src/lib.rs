@@ -49,6 +49,9 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Nothing input can reach may panic: an impossible failure is an `expect`
+// that says why it cannot happen. Unit tests unwrap freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 #[cfg(feature = "test-util")]
 #[doc(hidden)]

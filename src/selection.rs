@@ -40,6 +40,7 @@ impl Selection {
     }
 
     /// Adds a glob. `*` and `?` do not cross `/`; `**` does.
+    #[must_use]
     pub fn glob(mut self, pattern: impl Into<String>) -> Self {
         self.globs.push(pattern.into());
         self
@@ -47,12 +48,14 @@ impl Selection {
 
     /// Adds a path prefix, matched by whole components: `home/a` selects
     /// `home/a` and `home/a/x`, not `home/ab`.
+    #[must_use]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefixes.push(prefix.into());
         self
     }
 
     /// Adds an explicit path; it must exist in the source namespace.
+    #[must_use]
     pub fn path(mut self, path: impl Into<String>) -> Self {
         self.paths.push(path.into());
         self
@@ -60,17 +63,20 @@ impl Selection {
 
     /// Keeps only files whose mtime is at least `secs` seconds before the
     /// job's creation.
+    #[must_use]
     pub fn older_than_secs(mut self, secs: u64) -> Self {
         self.older_than_secs = Some(secs);
         self
     }
 
     /// Same as [`older_than_secs`](Self::older_than_secs) in days.
+    #[must_use]
     pub fn older_than_days(self, days: u64) -> Self {
         self.older_than_secs(days.saturating_mul(86_400))
     }
 
     /// Alias of [`older_than_secs`](Self::older_than_secs) taking a duration.
+    #[must_use]
     pub fn older_than(self, d: std::time::Duration) -> Self {
         self.older_than_secs(d.as_secs())
     }

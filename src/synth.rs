@@ -81,7 +81,7 @@ impl SynthTree {
     /// now, under `gen-NNN/`. mtimes are one day apart per generation.
     pub fn next_generation(&mut self) -> Vec<SynthFile> {
         if self.generation > 0 {
-            for (_, bytes) in self.files.iter_mut() {
+            for (_, bytes) in &mut self.files {
                 if self.rng.below(1000) >= self.change_per_mille {
                     continue;
                 }
@@ -217,7 +217,7 @@ impl SynthSource {
                     level = next;
                     height += 1;
                 }
-                let root = recipes.last().map(|r| r.0).unwrap_or(Fingerprint([0; 32]));
+                let root = recipes.last().map_or(Fingerprint([0; 32]), |r| r.0);
                 let entry = FileEntry {
                     path: format!("f/{f:09}"),
                     size: (end - start) * u64::from(SEGMENT_LEN),
@@ -358,16 +358,17 @@ impl SourceTier for SynthSource {
         let mut out = Vec::with_capacity(limit.min(1 << 16));
         let (mut i, mut m, mut k) = match after {
             None => (0, 0, 0),
-            Some(fp) => match Self::data_index(fp) {
-                Some(i) => (i + 1, 0, 0),
-                None => {
+            Some(fp) => {
+                if let Some(i) = Self::data_index(fp) {
+                    (i + 1, 0, 0)
+                } else {
                     let (cid, _) =
                         self.recipes.get(fp).ok_or_else(|| Error::corrupt_record("synthetic paging", "unknown cursor"))?;
                     let m = (cid.0 - self.data_containers) as usize;
                     let k = self.meta_containers[m].iter().position(|x| x == fp).map_or(0, |p| p + 1);
                     (self.leaves, m, k)
                 }
-            },
+            }
         };
         while out.len() < limit && i < self.leaves {
             out.push((Self::data_fp(i), ContainerId(i / self.per_data_container)));

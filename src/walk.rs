@@ -175,18 +175,17 @@ impl<'a> TableCache<'a> {
     /// container's table and its fingerprint. The outer error is the
     /// container's (unreadable); an inner one names one segment.
     pub(crate) fn read(&mut self, cid: ContainerId, fps: &[Fingerprint]) -> Result<Vec<Result<Vec<u8>>>> {
-        let table = match self.tables.get(&cid) {
-            Some(t) => Arc::clone(t),
-            None => {
-                let meta = self.tier.read_metadata(cid)?;
-                if self.tables.len() >= TABLE_CACHE {
-                    self.tables.clear();
-                }
-                let t: Arc<HashMap<Fingerprint, SegmentEntry>> =
-                    Arc::new(meta.segments.iter().map(|e| (e.fingerprint, *e)).collect());
-                self.tables.insert(cid, Arc::clone(&t));
-                t
+        let table = if let Some(t) = self.tables.get(&cid) {
+            Arc::clone(t)
+        } else {
+            let meta = self.tier.read_metadata(cid)?;
+            if self.tables.len() >= TABLE_CACHE {
+                self.tables.clear();
             }
+            let t: Arc<HashMap<Fingerprint, SegmentEntry>> =
+                Arc::new(meta.segments.iter().map(|e| (e.fingerprint, *e)).collect());
+            self.tables.insert(cid, Arc::clone(&t));
+            t
         };
         let mut out: Vec<Result<Vec<u8>>> = Vec::with_capacity(fps.len());
         let mut which = Vec::with_capacity(fps.len());

@@ -2,6 +2,8 @@
 //! tiers. `seed --help` lists the commands; `seed demo` shows the whole
 //! cycle on generated data.
 
+#![deny(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -223,7 +225,8 @@ fn main() {
             eprintln!("seed: error: {e}");
             // A failed Verify names every affected file; the message shows
             // the first few, the operator gets them all.
-            if let Some(tierseed::Error::VerifyFailed { files, .. }) = e.downcast_ref::<tierseed::Error>().map(|e| e.root())
+            if let Some(tierseed::Error::VerifyFailed { files, .. }) =
+                e.downcast_ref::<tierseed::Error>().map(tierseed::Error::root)
                 && files.len() > 20
             {
                 eprintln!("seed: every affected file:");
@@ -424,7 +427,7 @@ impl Ui {
     }
 
     fn bar_for(&self, phase: Phase, len: Option<u64>) -> ProgressBar {
-        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((p, b)) = slot.as_ref() {
             if *p == phase {
                 return b.clone();
@@ -462,7 +465,7 @@ impl Ui {
             Event::PhaseFinished(p) => self.bar_for(*p, None).finish_with_message("done"),
             Event::Marked { segments } => self.bar_for(Phase::Mark, None).set_message(format!("{segments} segments marked")),
             Event::ContainerCopied { done, total, bytes, .. } => {
-                let mut c = self.copied.lock().unwrap_or_else(|e| e.into_inner());
+                let mut c = self.copied.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 c.0 += bytes;
                 let rate = c.0 as f64 / c.1.elapsed().as_secs_f64().max(0.001);
                 let b = self.bar_for(Phase::Copy, Some(*total));
@@ -485,7 +488,7 @@ impl Ui {
     }
 
     fn finish(&self) {
-        if let Some((_, b)) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some((_, b)) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
             b.finish_and_clear();
         }
     }
@@ -541,18 +544,15 @@ fn human(n: u64) -> String {
 
 fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
     let tmp;
-    let root = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d)?;
-            if std::fs::read_dir(&d)?.next().is_some() {
-                bail!("{} is not empty; give an empty or new directory", d.display());
-            }
-            d
+    let root = if let Some(d) = dir {
+        std::fs::create_dir_all(&d)?;
+        if std::fs::read_dir(&d)?.next().is_some() {
+            bail!("{} is not empty; give an empty or new directory", d.display());
         }
-        None => {
-            tmp = tempfile::tempdir()?;
-            tmp.path().to_path_buf()
-        }
+        d
+    } else {
+        tmp = tempfile::tempdir()?;
+        tmp.path().to_path_buf()
     };
     let t0 = Instant::now();
     let small = TierConfig { container_size: 1 << 20, ..TierConfig::default() };
@@ -588,13 +588,13 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
     let observer = |e: &Event| {
         if let Event::ContainerCopied { done, total, .. } | Event::ContainerSkipped { done, total, .. } = e
             && *done * 3 >= *total
-            && let Some(h) = handle_slot.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+            && let Some(h) = handle_slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
         {
             h.suspend();
         }
     };
     let mut job = Seeder::builder(&src, &dst, &state).selection(selection).observer(observer).build()?;
-    *handle_slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(job.suspend_handle());
+    *handle_slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(job.suspend_handle());
     let first = job.run()?;
     drop(job);
     let suspended_at = match &first {

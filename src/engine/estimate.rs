@@ -48,7 +48,7 @@ impl Seeder<'_> {
         let (selected, others) = crate::selection::resolve(source, selection, now_secs())?;
         let snapshot = source.container_ids()?;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         let phf = Phf::build(source, &in_snapshot, 1.7, threads)?;
         let mut wanted = Phv::zeroed(phf.keys);
         let mut kept = Phv::zeroed(phf.keys);
@@ -78,7 +78,7 @@ impl Seeder<'_> {
             let homes = source.locate(&fps)?;
             // As in Copy: an index entry counts only if its container is usable.
             let mut on_target = target.locate(&fps)?;
-            for t in on_target.iter_mut() {
+            for t in &mut on_target {
                 if let Some(c) = *t
                     && !target_has(target, c, &mut usable)?
                 {

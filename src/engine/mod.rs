@@ -265,7 +265,7 @@ pub trait Observer: Send + Sync {
 
 impl<F: Fn(&Event) + Send + Sync> Observer for F {
     fn event(&self, event: &Event) {
-        self(event)
+        self(event);
     }
 }
 
@@ -304,32 +304,38 @@ pub struct SeederBuilder<'a> {
 
 impl<'a> SeederBuilder<'a> {
     /// Which files to move (required: an empty selection is an error).
+    #[must_use]
     pub fn selection(mut self, s: Selection) -> Self {
         self.selection = s;
         self
     }
     /// Copy (default) or move.
+    #[must_use]
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
         self
     }
     /// Worker threads (default: all cores).
+    #[must_use]
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
         self
     }
     /// How much the Verify phase reads from the target (default
     /// [`VerifyLevel::Metadata`]). Recorded in the job, so a resume keeps it.
+    #[must_use]
     pub fn verify(mut self, level: VerifyLevel) -> Self {
         self.verify = level;
         self
     }
     /// PHF gamma (default 1.7; 1.05 to 5.0).
+    #[must_use]
     pub fn gamma(mut self, g: f64) -> Self {
         self.gamma = g;
         self
     }
     /// Receives the job's events.
+    #[must_use]
     pub fn observer(mut self, o: impl Observer + 'a) -> Self {
         self.observer = Some(Arc::new(o));
         self
@@ -365,7 +371,7 @@ fn now_secs() -> i64 {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 /// A seeding job between one source and one target.
@@ -479,6 +485,7 @@ impl<'a> Seeder<'a> {
     }
 
     /// Sets the observer (for a resumed job).
+    #[must_use]
     pub fn with_observer(mut self, o: impl Observer + 'a) -> Self {
         self.observer = Some(Arc::new(o));
         self
@@ -486,6 +493,7 @@ impl<'a> Seeder<'a> {
 
     /// Sets the verify level for this run of a resumed job (the job's
     /// recorded level otherwise).
+    #[must_use]
     pub fn with_verify(mut self, level: VerifyLevel) -> Self {
         self.verify = level;
         self
@@ -497,6 +505,7 @@ impl<'a> Seeder<'a> {
     }
 
     /// Sets the number of worker threads (for a resumed job).
+    #[must_use]
     pub fn with_threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
         self
@@ -506,6 +515,7 @@ impl<'a> Seeder<'a> {
     /// phase (phase commits still happen). A crash in this mode loses the
     /// Copy phase's progress, so never use it outside a measurement.
     #[doc(hidden)]
+    #[must_use]
     pub fn disable_copy_commits_for_bench(mut self) -> Self {
         self.commits_enabled = false;
         self

@@ -71,7 +71,7 @@ impl Phf {
         let built = catch_unwind(AssertUnwindSafe(|| {
             Mphf::from_chunked_iterator_parallel(gamma, &stream, Some(64), keys, threads.max(1))
         }));
-        let failure = stream.failure.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let failure = stream.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match (built, failure) {
             (_, Some(e)) => Err(e),
             (Ok(mphf), None) => Ok(Phf { mphf, keys }),
@@ -145,11 +145,11 @@ struct KeyStream<'a> {
 
 impl KeyStream<'_> {
     fn failed(&self) -> bool {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
     fn fail(&self, e: Error) {
-        self.failure.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get_or_insert(e);
     }
 }
 

@@ -259,7 +259,7 @@ impl Seeder<'_> {
                             return;
                         }
                     }
-                })
+                });
             });
             let r = self.copy_loop(st, rx, phf, phv, snapshot, start);
             stop.store(true, Ordering::SeqCst);
@@ -267,7 +267,7 @@ impl Seeder<'_> {
         });
         st.snapshot = snapshot;
         st.phf = Some(phf);
-        st.phv = Some(phv.into_inner().unwrap_or_else(|e| e.into_inner()));
+        st.phv = Some(phv.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
         let flow = result?;
         if let Flow::Continue = flow {
             // All sealed by copy_loop; record the phase with the final PHV words.
@@ -607,11 +607,11 @@ fn kind_slot(kind: ContainerKind) -> usize {
 }
 
 fn read(phv: &RwLock<Phv>) -> std::sync::RwLockReadGuard<'_, Phv> {
-    phv.read().unwrap_or_else(|e| e.into_inner())
+    phv.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn write(phv: &RwLock<Phv>) -> std::sync::RwLockWriteGuard<'_, Phv> {
-    phv.write().unwrap_or_else(|e| e.into_inner())
+    phv.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads one snapshot container for the Copy phase: its metadata; if a

@@ -182,7 +182,7 @@ pub(crate) fn affected_files(
         let line = match found {
             Ok(hits) if hits.is_empty() => continue,
             Ok(hits) => {
-                let shown: Vec<String> = hits.iter().take(3).map(|h| h.to_string()).collect();
+                let shown: Vec<String> = hits.iter().take(3).map(std::string::ToString::to_string).collect();
                 let more = if hits.len() > 3 { format!(" and {} more", hits.len() - 3) } else { String::new() };
                 format!("{:?} (missing {}{more})", f.path, shown.join(", "))
             }
@@ -205,11 +205,17 @@ mod tests {
         let fps: Vec<Fingerprint> = (0u32..100).map(|i| Fingerprint::of(&i.to_le_bytes())).collect();
         let mut a = SetSum::default();
         let mut b = SetSum::default();
-        fps.iter().for_each(|f| a.add(f));
-        fps.iter().rev().for_each(|f| b.add(f));
+        for f in &fps {
+            a.add(f);
+        }
+        for f in fps.iter().rev() {
+            b.add(f);
+        }
         assert_eq!(a, b);
         let mut c = SetSum::default();
-        fps[1..].iter().for_each(|f| c.add(f));
+        for f in &fps[1..] {
+            c.add(f);
+        }
         assert_ne!(a, c);
         assert_eq!(c.count, 99);
     }

@@ -140,7 +140,7 @@ impl<'a> Ingest<'a> {
                 .map_err(|e| Error::io(path, e))?
                 .collect::<std::io::Result<Vec<_>>>()
                 .map_err(|e| Error::io(path, e))?;
-            children.sort_by_key(|c| c.file_name());
+            children.sort_by_key(std::fs::DirEntry::file_name);
             for c in children {
                 let fname = c.file_name();
                 let Some(fname) = fname.to_str() else {

@@ -175,7 +175,7 @@ impl std::fmt::Debug for LocalTier {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl LocalTier {
@@ -474,7 +474,7 @@ impl Tier for LocalTier {
 
     fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>> {
         let ns = cf(&self.db, CF_NAMESPACE);
-        let keys: Vec<&[u8]> = paths.iter().map(|p| p.as_bytes()).collect();
+        let keys: Vec<&[u8]> = paths.iter().map(std::string::String::as_bytes).collect();
         self.db
             .batched_multi_get_cf(ns, keys, false)
             .into_iter()

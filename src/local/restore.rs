@@ -163,11 +163,11 @@ impl LocalTier {
             };
             let mut distinct = HashSet::new();
             for (e, b) in meta.segments.iter().zip(&segs) {
-                if Fingerprint::of(b) != e.fingerprint {
-                    report.problem(Error::CorruptSegment { container: id, fingerprint: e.fingerprint }.to_string());
-                } else {
+                if Fingerprint::of(b) == e.fingerprint {
                     report.segments += 1;
                     distinct.insert(e.fingerprint);
+                } else {
+                    report.problem(Error::CorruptSegment { container: id, fingerprint: e.fingerprint }.to_string());
                 }
             }
             let fps: Vec<Fingerprint> = distinct.into_iter().collect();

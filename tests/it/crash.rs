@@ -201,7 +201,7 @@ fn landed(state: &Path) -> tierseed::Phase {
     if !state.join(tierseed::layout::JOB_CONTEXT).is_dir() {
         return tierseed::Phase::Select;
     }
-    tierseed::Seeder::status(state).map(|p| p.next_phase).unwrap_or(tierseed::Phase::Select)
+    tierseed::Seeder::status(state).map_or(tierseed::Phase::Select, |p| p.next_phase)
 }
 
 /// A `seed` child whose `--log-events` lines arrive, with the instant

@@ -361,7 +361,7 @@ fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
         good
     };
     let restore = |key: &str, good: &[u8]| {
-        rocksdb::DB::open_default(st.join(tierseed::layout::JOB_CONTEXT)).unwrap().put(key, good).unwrap()
+        rocksdb::DB::open_default(st.join(tierseed::layout::JOB_CONTEXT)).unwrap().put(key, good).unwrap();
     };
     // The small records are checked when the job is reopened: the resume
     // itself fails, and nothing runs.
