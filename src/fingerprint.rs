@@ -7,8 +7,34 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 /// The BLAKE3-256 hash of a segment's bytes; it names the segment.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// With serde it is a lowercase hex string in human-readable formats
+/// (JSON) and the 32 raw bytes in binary ones.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_string())
+        } else {
+            s.serialize_newtype_struct("Fingerprint", &self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw([u8; 32]);
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            s.parse().map_err(|_| serde::de::Error::custom(format!("{s:?} is not a 64-digit hex fingerprint")))
+        } else {
+            Raw::deserialize(d).map(|r| Fingerprint(r.0))
+        }
+    }
+}
 
 impl Fingerprint {
     /// Fingerprints `bytes`.
@@ -121,6 +147,20 @@ mod tests {
         assert_eq!(s.to_uppercase().parse::<Fingerprint>(), Ok(fp));
         assert!(s[..63].parse::<Fingerprint>().is_err());
         assert!(format!("{}g", &s[..63]).parse::<Fingerprint>().is_err());
+    }
+
+    #[test]
+    fn serde_is_hex_in_text_and_raw_bytes_in_binary_formats() {
+        let fp = Fingerprint::of(b"hello");
+        // Binary: exactly the 32 bytes, as the first release's records held them.
+        let bin = postcard::to_stdvec(&fp).expect("encodes");
+        assert_eq!(bin, fp.0.to_vec());
+        assert_eq!(postcard::from_bytes::<Fingerprint>(&bin).expect("decodes"), fp);
+        // Text: the hex string.
+        let json = serde_json::to_string(&fp).expect("encodes");
+        assert_eq!(json, format!("\"{fp}\""));
+        assert_eq!(serde_json::from_str::<Fingerprint>(&json).expect("decodes"), fp);
+        assert!(serde_json::from_str::<Fingerprint>("\"zz\"").is_err());
     }
 
     #[test]

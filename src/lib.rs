@@ -89,6 +89,8 @@ pub use crate::engine::{
 pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};
 pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
-pub use crate::local::{Ingest, IngestStats, LocalTier, MAX_PATH_LEN, TierConfig, TierInfo, VerifyReport, validate_path};
+pub use crate::local::{
+    Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
+};
 pub use crate::selection::Selection;
 pub use crate::tier::{ContainerKind, ContainerMeta, FileEntry, IndexEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};

@@ -39,29 +39,42 @@ enum Cmd {
     },
     /// List the files in a tier's namespace.
     Ls {
+        /// The tier directory.
         #[arg(long)]
         tier: PathBuf,
-        /// Show size, mtime, tree height and root fingerprint.
+        /// Only files at or under this path (whole components).
+        prefix: Option<String>,
+        /// Show size, modification time (UTC), tree height and root fingerprint.
         #[arg(long)]
         long: bool,
+        /// One JSON object per file, with raw values (bytes, epoch seconds).
+        #[arg(long, conflicts_with = "long")]
+        json: bool,
     },
-    /// Restore one file (to a file path, or into a directory).
+    /// Restore a file, or a whole directory (every file under a path prefix).
     Restore {
+        /// The tier directory.
         #[arg(long)]
         tier: PathBuf,
-        /// Namespace path of the file.
+        /// Namespace path of a file, or a directory / path prefix (all files under it).
         path: String,
-        /// Output file, or an existing directory to restore into.
+        /// An existing directory to restore into (as OUT/PATH), or, for a
+        /// single file, the file to write.
         #[arg(long)]
         out: PathBuf,
+        /// Files restored in parallel, for a directory (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Scrub a whole tier: every checksum, every fingerprint, every tree.
     Verify {
+        /// The tier directory.
         #[arg(long)]
         tier: PathBuf,
     },
     /// Containers, segments, logical and stored bytes, dedup ratio.
     Info {
+        /// The tier directory.
         #[arg(long)]
         tier: PathBuf,
     },
@@ -110,26 +123,36 @@ enum Cmd {
         #[arg(long)]
         log_events: bool,
     },
-    /// Show a job's phase, cursor, counters and percent done.
+    /// Show a job's phase, cursor, counters and percent done (works while it runs).
     Status {
+        /// The job's state directory.
         #[arg(long)]
         state: PathBuf,
+        /// Print the status as JSON.
         #[arg(long)]
         json: bool,
+        /// Refresh every second (phase, percent, copy rate) until the job
+        /// completes; Ctrl-C stops watching.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
     },
     /// Dry run: what a job would copy, find on the target, make reclaimable.
     Estimate {
+        /// Source tier directory.
         #[arg(long)]
         from: PathBuf,
+        /// Target tier directory.
         #[arg(long)]
         to: PathBuf,
         #[command(flatten)]
         sel: SelectionArgs,
+        /// Print the estimate as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Remove a job's state (refuses while it runs).
     Abandon {
+        /// The job's state directory.
         #[arg(long)]
         state: PathBuf,
     },
@@ -202,6 +225,14 @@ impl SelectionArgs {
     }
 }
 
+/// `println!` that returns the write error instead of panicking, so that a
+/// closed pipe (`seed ls | head`) ends the command quietly.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
 fn parse_age(s: &str) -> Result<u64> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let Ok(n) = num.parse::<u64>() else { bail!("age {s:?}: expected a number followed by d, h, m or s") };
@@ -220,6 +251,13 @@ fn main() {
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => std::process::exit(code),
+        // A reader that went away (`seed ls | head`) is not an error.
+        Err(e)
+            if e.chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) =>
+        {
+            std::process::exit(0)
+        }
         Err(e) => {
             // tierseed's messages already carry their cause; print once.
             eprintln!("seed: error: {e}");
@@ -248,7 +286,7 @@ fn real_main(cli: Cli) -> Result<i32> {
         Cmd::Ingest { tier, container_kib, paths } => {
             let t = open_or_create(&tier, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
             let s = t.ingest_paths(&paths)?;
-            println!(
+            say!(
                 "ingested {} files ({} skipped), {} logical, {} new; segments: {} new, {} deduplicated",
                 s.files,
                 s.skipped,
@@ -258,50 +296,91 @@ fn real_main(cli: Cli) -> Result<i32> {
                 s.segments_dedup
             );
         }
-        Cmd::Ls { tier, long } => {
+        Cmd::Ls { tier, prefix, long, json } => {
             let t = LocalTier::open(&tier)?;
+            let prefix = prefix.unwrap_or_default();
+            let prefix = prefix.trim_end_matches('/');
             let mut after: Option<String> = None;
             let out = std::io::stdout();
-            let mut out = out.lock();
+            let mut out = std::io::BufWriter::new(out.lock());
             loop {
                 let page = t.list_files(after.as_deref(), 1024)?;
                 let Some(last) = page.last() else { break };
                 after = Some(last.path.clone());
-                for e in page {
-                    if long {
-                        writeln!(out, "{:>12} {:>11} h{} {} {}", e.size, e.mtime, e.height, e.root, e.path)?;
+                for e in page.iter().filter(|e| under(prefix, &e.path)) {
+                    if json {
+                        writeln!(out, "{}", serde_json::to_string(e)?)?;
+                    } else if long {
+                        writeln!(out, "{:>10}  {}  h{}  {}  {}", human(e.size), utc(e.mtime), e.height, e.root, e.path)?;
                     } else {
                         writeln!(out, "{}", e.path)?;
                     }
                 }
             }
+            out.flush()?;
         }
-        Cmd::Restore { tier, path, out } => {
+        Cmd::Restore { tier, path, out, threads } => {
             let t = LocalTier::open(&tier)?;
-            let n = if out.is_dir() { t.restore_to_dir(&path, &out)? } else { t.restore_to_file(&path, &out)? };
-            println!("restored {path} ({})", human(n));
+            let path = path.trim_end_matches('/').to_string();
+            let single = t.file_entries(std::slice::from_ref(&path))?.pop().flatten();
+            match single {
+                Some(_) if !out.is_dir() => {
+                    let n = t.restore_to_file(&path, &out)?;
+                    say!("restored {path} ({})", human(n));
+                }
+                Some(_) => {
+                    let n = t.restore_to_dir(&path, &out)?;
+                    say!("restored {path} ({})", human(n));
+                }
+                None => {
+                    if !out.is_dir() {
+                        bail!(
+                            "{path:?} is not a file in the tier, and --out {} is not an existing directory to restore a directory into",
+                            out.display()
+                        );
+                    }
+                    let total = t.all_files()?.iter().filter(|e| under(&path, &e.path)).count();
+                    let bar = ProgressBar::new(total as u64).with_style(
+                        ProgressStyle::with_template("restore [{bar:30}] {percent:>3}% {pos}/{len} files, {msg} ETA {eta}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar())
+                            .progress_chars("=> "),
+                    );
+                    let bytes = std::sync::atomic::AtomicU64::new(0);
+                    let started = Instant::now();
+                    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+                    let stats = t.restore_tree(&path, &out, threads, &|_, n| {
+                        let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
+                        bar.inc(1);
+                        let rate = b as f64 / started.elapsed().as_secs_f64().max(0.001);
+                        bar.set_message(format!("{} at {}/s", human(b), human(rate as u64)));
+                    });
+                    bar.finish_and_clear();
+                    let stats = stats?;
+                    say!("restored {} files ({}) under {path:?} into {}", stats.files, human(stats.bytes), out.display());
+                }
+            }
         }
         Cmd::Verify { tier } => {
             let t = LocalTier::open(&tier)?;
             let r = t.verify()?;
-            println!("checked {} containers, {} segments, {} files", r.containers, r.segments, r.files);
+            say!("checked {} containers, {} segments, {} files", r.containers, r.segments, r.files);
             if !r.is_clean() {
                 for p in &r.problems {
                     eprintln!("problem: {p}");
                 }
                 bail!("{} problem(s) found in {}", r.problems.len(), tier.display());
             }
-            println!("clean");
+            say!("clean");
         }
         Cmd::Info { tier } => {
             let i = LocalTier::open(&tier)?.info()?;
-            println!("tier        {}", i.id);
-            println!("containers  {}", i.containers);
-            println!("segments    {}", i.segments);
-            println!("files       {}", i.files);
-            println!("logical     {}", human(i.logical_bytes));
-            println!("stored      {}", human(i.stored_bytes));
-            println!("dedup ratio {:.2}x", i.dedup_ratio());
+            say!("tier        {}", i.id);
+            say!("containers  {}", i.containers);
+            say!("segments    {}", i.segments);
+            say!("files       {}", i.files);
+            say!("logical     {}", human(i.logical_bytes));
+            say!("stored      {}", human(i.stored_bytes));
+            say!("dedup ratio {:.2}x", i.dedup_ratio());
         }
         Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, json, log_events } => {
             let selection = sel.selection()?;
@@ -334,12 +413,15 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
             return drive(&mut job, &tiers, &ui, json);
         }
-        Cmd::Status { state, json } => {
+        Cmd::Status { state, json, watch } => {
+            if watch {
+                return watch_status(&state);
+            }
             let p = Seeder::status(&state)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
+                say!("{}", serde_json::to_string_pretty(&p)?);
             } else {
-                print_progress(&p);
+                print_progress(&p)?;
             }
         }
         Cmd::Estimate { from, to, sel, json } => {
@@ -348,19 +430,19 @@ fn real_main(cli: Cli) -> Result<i32> {
             let dst = LocalTier::open(&to)?;
             let e = Seeder::estimate(&src, &dst, &selection)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&e)?);
+                say!("{}", serde_json::to_string_pretty(&e)?);
             } else {
-                println!("files selected      {} ({})", e.files, human(e.logical_bytes));
-                println!("segments needed     {}", e.segments);
-                println!("would copy          {} segments, {}", e.segments_to_copy, human(e.bytes_to_copy));
-                println!("already on target   {} segments, {}", e.segments_on_target, human(e.bytes_on_target));
-                println!("reclaimable (move)  {}", human(e.bytes_reclaimable));
-                println!("containers touched  {} of {}", e.containers_touched, e.containers_total);
+                say!("files selected      {} ({})", e.files, human(e.logical_bytes));
+                say!("segments needed     {}", e.segments);
+                say!("would copy          {} segments, {}", e.segments_to_copy, human(e.bytes_to_copy));
+                say!("already on target   {} segments, {}", e.segments_on_target, human(e.bytes_on_target));
+                say!("reclaimable (move)  {}", human(e.bytes_reclaimable));
+                say!("containers touched  {} of {}", e.containers_touched, e.containers_total);
             }
         }
         Cmd::Abandon { state } => {
             Seeder::abandon(&state)?;
-            println!("abandoned the job in {}", state.display());
+            say!("abandoned the job in {}", state.display());
         }
         Cmd::Demo { dir, generations, files } => demo(dir, generations, files)?,
     }
@@ -375,17 +457,17 @@ fn drive(job: &mut Seeder<'_>, tiers: &Tiers, ui: &Ui, json: bool) -> Result<i32
     match outcome? {
         Outcome::Completed(r) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                say!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_report(&r);
+                print_report(&r)?;
             }
             Ok(0)
         }
         Outcome::Suspended(p) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
+                say!("{}", serde_json::to_string_pretty(&p)?);
             } else {
-                print_progress(&p);
+                print_progress(&p)?;
                 eprintln!(
                     "suspended; resume with: seed resume --from {} --to {} --state {}",
                     tiers.from.display(),
@@ -436,7 +518,7 @@ impl Ui {
         }
         let b = match len {
             Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
+                ProgressStyle::with_template("{prefix:>9} [{bar:30}] {percent:>3}% {pos}/{len} {msg}, ETA {eta}")
                     .unwrap_or_else(|_| ProgressStyle::default_bar())
                     .progress_chars("=> "),
             ),
@@ -470,7 +552,7 @@ impl Ui {
                 let rate = c.0 as f64 / c.1.elapsed().as_secs_f64().max(0.001);
                 let b = self.bar_for(Phase::Copy, Some(*total));
                 b.set_position(*done);
-                b.set_message(format!("containers, {} read, {}/s", human(c.0), human(rate as u64)));
+                b.set_message(format!("containers, {} read at {}/s", human(c.0), human(rate as u64)));
             }
             Event::ContainerSkipped { done, total, .. } => self.bar_for(Phase::Copy, Some(*total)).set_position(*done),
             Event::Verifying { containers, total } => {
@@ -494,41 +576,107 @@ impl Ui {
     }
 }
 
-fn print_report(r: &Report) {
+fn print_report(r: &Report) -> Result<()> {
     let c = &r.counters;
     let mode = if r.mode == Mode::Move { "move" } else { "copy" };
-    println!("job {} completed: {mode} mode, resumed {} time(s)", r.job_id, r.resumes);
-    println!("  files           {} ({})", c.files_selected, human(c.bytes_selected));
-    println!("  segments marked {}", c.segments_marked);
-    println!("  containers      {} read, {} skipped unread, of {}", c.containers_read, c.containers_skipped, c.containers_total);
-    println!(
+    say!("job {} completed: {mode} mode, resumed {} time(s)", r.job_id, r.resumes);
+    say!("  files           {} ({})", c.files_selected, human(c.bytes_selected));
+    say!("  segments marked {}", c.segments_marked);
+    say!("  containers      {} read, {} skipped unread, of {}", c.containers_read, c.containers_skipped, c.containers_total);
+    say!(
         "  copied          {} segments, {} in {} target containers",
         c.segments_copied,
         human(c.bytes_copied),
         c.target_containers
     );
-    println!("  already there   {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
+    say!("  already there   {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
     if c.segments_adopted > 0 {
-        println!("  adopted         {} segments written before a crash, counted as copied", c.segments_adopted);
+        say!("  adopted         {} segments written before a crash, counted as copied", c.segments_adopted);
     }
-    println!("  switched        {} files", c.files_switched);
+    say!("  switched        {} files", c.files_switched);
     if r.mode == Mode::Move {
-        println!("  removed         {} files from the source", c.files_removed);
+        say!("  removed         {} files from the source", c.files_removed);
         if c.files_kept > 0 {
-            println!("  kept            {} files in the source: they changed after they were selected", c.files_kept);
+            say!("  kept            {} files in the source: they changed after they were selected", c.files_kept);
         }
     }
+    Ok(())
 }
 
-fn print_progress(p: &Progress) {
+fn print_progress(p: &Progress) -> Result<()> {
     let c = &p.counters;
-    println!("job        {}", p.job_id);
-    println!("phase done {}", p.phase_done.map_or("none".into(), |x| x.to_string()));
-    println!("next phase {}", p.next_phase);
-    println!("cursor     {} of {} containers", p.copy_cursor, c.containers_total);
-    println!("copied     {} segments, {}", c.segments_copied, human(c.bytes_copied));
-    println!("on target  {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
-    println!("done       {:.1}%", p.percent);
+    say!("job        {}", p.job_id);
+    say!("phase done {}", p.phase_done.map_or("none".into(), |x| x.to_string()));
+    say!("next phase {}", p.next_phase);
+    say!("cursor     {} of {} containers", p.copy_cursor, c.containers_total);
+    say!("copied     {} segments, {}", c.segments_copied, human(c.bytes_copied));
+    say!("on target  {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
+    say!("done       {:.1}%", p.percent);
+    Ok(())
+}
+
+/// Whether namespace `path` is at or under `prefix` (whole components; an
+/// empty prefix holds everything).
+fn under(prefix: &str, path: &str) -> bool {
+    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Epoch seconds as `YYYY-MM-DD HH:MM` in UTC.
+fn utc(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+/// `status --watch`: one refreshing line until the job is done.
+fn watch_status(state: &Path) -> Result<i32> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut last: Option<(Instant, u64)> = None;
+    loop {
+        let p = Seeder::status(state)?;
+        let c = &p.counters;
+        let now = Instant::now();
+        let rate = match last {
+            Some((t, b)) if now > t => c.bytes_copied.saturating_sub(b) as f64 / (now - t).as_secs_f64(),
+            _ => 0.0,
+        };
+        last = Some((now, c.bytes_copied));
+        let line = format!(
+            "{:>5.1}%  phase {:<9} containers {}/{}  copied {} ({}/s)",
+            p.percent,
+            p.next_phase.name(),
+            p.copy_cursor.min(c.containers_total),
+            c.containers_total,
+            human(c.bytes_copied),
+            human(rate as u64)
+        );
+        let mut out = std::io::stdout().lock();
+        if tty {
+            write!(out, "\r\x1b[2K{line}")?;
+        } else {
+            writeln!(out, "{line}")?;
+        }
+        out.flush()?;
+        drop(out);
+        if p.next_phase == Phase::Done {
+            if tty {
+                say!();
+            }
+            say!("job {} is done", p.job_id);
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 fn human(n: u64) -> String {
@@ -564,7 +712,7 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
         src.ingest_many(g.iter().map(|f| (f.path.as_str(), f.mtime, f.bytes.as_slice())))?;
     }
     let si = src.info()?;
-    println!(
+    say!(
         "source: {generations} generations of {files} files: {} logical, {} stored ({:.1}x dedup), {} containers",
         human(si.logical_bytes),
         human(si.stored_bytes),
@@ -580,7 +728,7 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
         .prefix("gen-000/projects");
     let state = root.join("state");
     let est = Seeder::estimate(&src, &dst, &selection)?;
-    println!("estimate: {} files, would copy {} of {} logical", est.files, human(est.bytes_to_copy), human(est.logical_bytes));
+    say!("estimate: {} files, would copy {} of {} logical", est.files, human(est.bytes_to_copy), human(est.logical_bytes));
 
     // Suspend after a third of the snapshot's containers, as an operator's
     // Ctrl-C would.
@@ -603,7 +751,7 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
         }
         Outcome::Completed(_) => "completed before the suspension point".into(),
     };
-    println!("run 1: {suspended_at}");
+    say!("run 1: {suspended_at}");
     let report = match first {
         Outcome::Completed(r) => r,
         Outcome::Suspended(_) => match Seeder::resume(&state, &src, &dst)?.run()? {
@@ -611,7 +759,7 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
             Outcome::Suspended(_) => bail!("the resumed job suspended without being asked"),
         },
     };
-    println!("run 2: resumed and completed");
+    say!("run 2: resumed and completed");
 
     // Restore every seeded file from the target and compare with the source.
     let mut compared = 0u64;
@@ -633,19 +781,19 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
     }
     let c = &report.counters;
     let di = dst.info()?;
-    println!();
-    println!("| what                        | value |");
-    println!("|-----------------------------|-------|");
-    println!("| files seeded                | {} |", c.files_selected);
-    println!("| logical bytes seeded        | {} |", human(c.bytes_selected));
-    println!("| segments marked             | {} |", c.segments_marked);
-    println!("| source containers read      | {} (incl. re-reads after resume) |", c.containers_read);
-    println!("| source containers skipped   | {} (no data read) |", c.containers_skipped);
-    println!("| bytes copied                | {} |", human(c.bytes_copied));
-    println!("| target stored / logical     | {} / {} |", human(di.stored_bytes), human(di.logical_bytes));
-    println!("| resumes                     | {} |", report.resumes);
-    println!("| files restored and compared | {compared} ({}), all identical |", human(bytes));
-    println!("| target verify               | clean ({} containers) |", verify.containers);
-    println!("| elapsed                     | {:.1} s |", t0.elapsed().as_secs_f64());
+    say!();
+    say!("| what                        | value |");
+    say!("|-----------------------------|-------|");
+    say!("| files seeded                | {} |", c.files_selected);
+    say!("| logical bytes seeded        | {} |", human(c.bytes_selected));
+    say!("| segments marked             | {} |", c.segments_marked);
+    say!("| source containers read      | {} (incl. re-reads after resume) |", c.containers_read);
+    say!("| source containers skipped   | {} (no data read) |", c.containers_skipped);
+    say!("| bytes copied                | {} |", human(c.bytes_copied));
+    say!("| target stored / logical     | {} / {} |", human(di.stored_bytes), human(di.logical_bytes));
+    say!("| resumes                     | {} |", report.resumes);
+    say!("| files restored and compared | {compared} ({}), all identical |", human(bytes));
+    say!("| target verify               | clean ({} containers) |", verify.containers);
+    say!("| elapsed                     | {:.1} s |", t0.elapsed().as_secs_f64());
     Ok(())
 }

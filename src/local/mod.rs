@@ -30,7 +30,7 @@ use crate::{ContainerId, Fingerprint};
 
 pub use ingest::{Ingest, IngestStats};
 pub use paths::{MAX_PATH_LEN, validate_path};
-pub use restore::VerifyReport;
+pub use restore::{RestoreStats, VerifyReport};
 
 const CF_INDEX: &str = "index";
 const CF_NAMESPACE: &str = "namespace";

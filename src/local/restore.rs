@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use super::{LocalTier, lock, paths::safe_join};
+use super::{LocalTier, lock, paths::safe_join, validate_path};
 use crate::container;
 use crate::error::{Error, Result};
 use crate::layout::parse_container_file;
@@ -14,6 +14,15 @@ use crate::tier::{FileEntry, Tier};
 use crate::tree::Recipe;
 use crate::walk::{Item, RecipeSet, Side, TableCache, ToExpand, walk};
 use crate::{ContainerId, Fingerprint};
+
+/// What [`LocalTier::restore_tree`] restored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    /// Files restored.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
 
 /// What [`LocalTier::verify`] checked and what it found wrong.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -82,6 +91,51 @@ impl LocalTier {
         // been replaced by a symlink meanwhile.
         let dest = safe_join(dir, path)?;
         self.restore_to_file(path, &dest)
+    }
+
+    /// Restores every file at or under namespace path `prefix` (matched
+    /// by whole components, as [`Selection::prefix`](crate::Selection::prefix);
+    /// `""` restores everything) into directory `dir`, each at `dir/path`
+    /// as [`restore_to_dir`](Self::restore_to_dir) does, on `threads`
+    /// workers. `progress` is called after each file with its entry and
+    /// length. Stops at the first failure; files already restored stay.
+    pub fn restore_tree(
+        &self,
+        prefix: &str,
+        dir: &Path,
+        threads: usize,
+        progress: &(dyn Fn(&FileEntry, u64) + Sync),
+    ) -> Result<RestoreStats> {
+        let prefix = prefix.trim_end_matches('/');
+        if !prefix.is_empty() {
+            validate_path(prefix)?;
+        }
+        let mut entries = Vec::new();
+        self.for_each_file(&mut |e| {
+            if crate::selection::prefix_matches(prefix, &e.path) {
+                entries.push(e);
+            }
+            Ok(())
+        })?;
+        if entries.is_empty() {
+            return Err(Error::FileNotFound { path: prefix.into(), tier: self.dir.display().to_string() });
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build()
+            .map_err(|e| Error::ThreadPool { threads, source: e })?;
+        let bytes: u64 = pool.install(|| {
+            use rayon::prelude::*;
+            entries
+                .par_iter()
+                .map(|e| {
+                    let n = self.restore_to_dir(&e.path, dir)?;
+                    progress(e, n);
+                    Ok(n)
+                })
+                .sum::<Result<u64>>()
+        })?;
+        Ok(RestoreStats { files: entries.len() as u64, bytes })
     }
 
     /// Restores the file at namespace `path` to the file `dest`.

@@ -1,6 +1,7 @@
 //! tierseed's integration tests: one binary, everything through the public
 //! API (and, for crash tests, through the real `seed` process).
 
+mod cli;
 mod crash;
 mod defects;
 mod engine;
