@@ -347,7 +347,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                     );
                     let bytes = std::sync::atomic::AtomicU64::new(0);
                     let started = Instant::now();
-                    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+                    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
                     let stats = t.restore_tree(&path, &out, threads, &|_, n| {
                         let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
                         bar.inc(1);
