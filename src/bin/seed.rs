@@ -347,7 +347,8 @@ fn real_main(cli: Cli) -> Result<i32> {
                     );
                     let bytes = std::sync::atomic::AtomicU64::new(0);
                     let started = Instant::now();
-                    let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+                    let threads =
+                        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
                     let stats = t.restore_tree(&path, &out, threads, &|_, n| {
                         let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
                         bar.inc(1);
@@ -511,10 +512,16 @@ impl Ui {
     fn bar_for(&self, phase: Phase, len: Option<u64>) -> ProgressBar {
         let mut slot = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((p, b)) = slot.as_ref() {
-            if *p == phase {
+            // The phase's spinner becomes a bar once the phase reports its
+            // total.
+            if *p == phase && (len.is_none() || b.length().is_some()) {
                 return b.clone();
             }
-            b.finish();
+            if *p == phase {
+                b.finish_and_clear();
+            } else {
+                b.finish();
+            }
         }
         let b = match len {
             Some(n) => ProgressBar::new(n).with_style(

@@ -67,11 +67,13 @@ impl<'a> Ingest<'a> {
     fn store(&mut self, kind: ContainerKind, segs: Vec<(Fingerprint, Vec<u8>)>) -> Result<()> {
         let fps: Vec<Fingerprint> = segs.iter().map(|(f, _)| *f).collect();
         let known = self.tier.locate(&fps)?;
-        // Fingerprints stored by this call: the lookup above predates them,
-        // and a packer forgets what it held once it seals, so a segment
-        // repeated within one call would otherwise be stored twice (the bug
-        // "ingest stores a segment twice when its container seals between
-        // two copies of it").
+        // The lookup above predates what this call seals, and a packer
+        // forgets what it held once it seals: so every fingerprint stored,
+        // or sealed (including segments added by earlier calls) during this
+        // call is remembered here, else a segment met again after its
+        // container sealed mid-call would be stored twice (the bug "ingest
+        // stores a segment twice when its container seals between two
+        // copies of it").
         let mut stored_here: HashSet<Fingerprint> = HashSet::new();
         for ((fp, bytes), k) in segs.into_iter().zip(known) {
             // Either packer: the same bytes can be a data segment and a
@@ -87,7 +89,9 @@ impl<'a> Ingest<'a> {
             };
             self.stats.segments_new += 1;
             self.stats.new_bytes += bytes.len() as u64;
-            packer.add(self.tier, fp, bytes, 0)?;
+            if let Some(sealed) = packer.add(self.tier, fp, bytes, 0)? {
+                stored_here.extend(sealed.fingerprints);
+            }
         }
         Ok(())
     }

@@ -487,6 +487,17 @@ fn ingest_stores_a_segment_twice_when_its_container_seals_between_two_copies() {
     let block = noise(7, 100_000);
     let file: Vec<u8> = block.iter().copied().cycle().take(block.len() * 3).collect();
     t.ingest_reader("repeats.bin", 0, &file[..]).unwrap();
+    // And recurring in the *next* hashing batch (64 chunks later, about
+    // 256 KiB here), after the container holding the first copy was
+    // sealed by that batch: the lookup at the start of the batch predates
+    // the seal (the case seen on /usr/lib).
+    // Chunk boundaries are content-defined, so several lead-ins place the
+    // first copy at different distances from the batch's end.
+    for (i, lead) in (180_000..300_000).step_by(8_000).enumerate() {
+        let x = noise(100 + i as u64, 30_000);
+        let spaced: Vec<u8> = [noise(200 + i as u64, lead), x.clone(), noise(300 + i as u64, 100_000), x].concat();
+        t.ingest_reader(&format!("spaced-{i}.bin"), 0, &spaced[..]).unwrap();
+    }
     // And a file whose content is another file's root recipe, in one batch.
     let mut batch = t.ingest_session();
     batch.add_reader("small.bin", 0, &mut &b"a small file of one chunk"[..]).unwrap();
