@@ -238,8 +238,9 @@ pub enum Error {
         what: String,
     },
     /// A phase failed; wraps the cause with the phase name. The cause is
-    /// part of the message, is this error's [`source`](std::error::Error::source),
-    /// and is reachable with [`Error::root`].
+    /// part of the message, is this error's [`source`](std::error::Error::source)
+    /// (a `Box<Error>`: downcast to that), and is reachable directly with
+    /// [`Error::root`].
     #[error("phase {phase}: {error}")]
     Phase {
         /// The phase name.

@@ -422,3 +422,29 @@ fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
     assert!(!msg.contains("keep/b.bin"), "an intact file was named: {msg}");
     assert!(namespace(&dst).is_empty(), "files were switched although a segment is missing");
 }
+
+#[test]
+fn errors_chain_their_cause_and_tier_errors_say_whether_they_are_transient() {
+    use std::error::Error as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 5, 1, 6, 5_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    // A failing target write, inside the Copy phase.
+    let faulty = tierseed::FaultyTier::new(&dst, vec![tierseed::Fault::fail(tierseed::FaultKind::WriteContainer, 1)]);
+    let err =
+        Seeder::builder(&src, &faulty, dir.path().join("st")).selection(Selection::all()).build().unwrap().run().unwrap_err();
+    assert!(matches!(err, Error::Phase { phase: "copy", .. }), "{err}");
+    let cause = err.source().expect("the phase error chains its cause");
+    // The phase holds its cause boxed (the enum is recursive).
+    let cause: &Error = cause.downcast_ref::<Box<Error>>().expect("the cause is a tierseed error");
+    assert!(matches!(cause, Error::Tier { transient: false, .. }), "{cause}");
+    assert!(cause.source().is_some(), "the tier error keeps the tier's own error as its cause");
+    assert!(!err.is_transient());
+    // An integrator's transient error.
+    let t = Error::transient("GET bucket/key (HTTP 503)", std::io::Error::other("slow down"));
+    assert!(t.is_transient());
+    assert_eq!(t.to_string(), "GET bucket/key (HTTP 503): slow down");
+    // No placeholder paths in messages.
+    let c = Error::CorruptContainer { id: tierseed::ContainerId(7), path: None, reason: "x".into() };
+    assert_eq!(c.to_string(), "container 0000000000000007 is corrupt: x");
+}
