@@ -63,9 +63,11 @@ impl PhvHandle {
     }
 }
 
-/// Encodes a container.
+/// Encodes a container of raw segments.
 pub fn encode_container(id: u64, segments: &[(Fingerprint, &[u8])]) -> Vec<u8> {
-    container::encode(ContainerId(id), ContainerKind::Data, segments)
+    let stored: Vec<crate::tier::StoredSegment<'_>> =
+        segments.iter().map(|(f, b)| crate::tier::StoredSegment::raw(*f, b)).collect();
+    container::encode(ContainerId(id), ContainerKind::Data, &stored)
 }
 
 /// A serde serializer that only counts bytes, integers at native width.

@@ -1,24 +1,36 @@
 //! The container file format: encode, decode metadata, read chosen segments.
 //!
 //! Layout (all integers little-endian; docs/FORMAT.md has the table):
-//! a 48-byte header, then the segment table (40 bytes per segment), then
-//! the segment bytes back to back. Header and table come first so that
-//! reading a container's metadata is one small read at offset 0.
+//! a 48-byte header, then the segment table (48 bytes per segment in
+//! version 2, 40 in version 1), then the segment bytes back to back, each
+//! as stored (raw, or a zstd frame). Header and table come first so that
+//! reading a container's metadata is one small read at offset 0. This
+//! build writes version 2 and reads both.
 
 use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
+use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 
 use crate::error::{Error, Result};
 use crate::{ContainerId, Fingerprint};
 
 pub(crate) const MAGIC: &[u8; 4] = b"TSCN";
-pub(crate) const VERSION: u16 = 1;
+/// The version this build writes.
+pub(crate) const VERSION: u16 = 2;
+/// The first version, still read.
+pub(crate) const VERSION_1: u16 = 1;
 pub(crate) const HEADER_LEN: usize = 48;
-pub(crate) const ENTRY_LEN: usize = 40;
+/// Table entry length in version 2: fingerprint (32), offset, stored
+/// length, raw length (u32 each), codec (u8), 3 reserved zero bytes.
+pub(crate) const ENTRY_LEN: usize = 48;
+/// Table entry length in version 1: fingerprint, offset, length.
+pub(crate) const ENTRY_LEN_V1: usize = 40;
+/// Largest raw segment accepted when decompressing (a corrupt raw length
+/// never drives a larger allocation).
+pub(crate) const MAX_RAW_LEN: u32 = 16 << 20;
 /// Caps on values read from disk, so a corrupt length never drives a huge
 /// allocation: at most this many segments, and this many data bytes.
 pub(crate) const MAX_SEGMENTS: u32 = 1 << 20;
@@ -32,24 +44,35 @@ fn kind_code(kind: ContainerKind) -> u8 {
     }
 }
 
-/// Encodes a container. Segment bytes are laid out in the given order.
-pub(crate) fn encode(id: ContainerId, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Vec<u8> {
-    let data_len: usize = segments.iter().map(|(_, b)| b.len()).sum();
+fn codec_code(c: Codec) -> u8 {
+    match c {
+        Codec::Raw => 0,
+        Codec::Zstd => 1,
+    }
+}
+
+/// Encodes a container (format version 2). Segment bytes are laid out in
+/// the given order, as stored.
+pub(crate) fn encode(id: ContainerId, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Vec<u8> {
+    let data_len: usize = segments.iter().map(|s| s.bytes.len()).sum();
     let table_len = ENTRY_LEN * segments.len();
     let mut out = Vec::with_capacity(HEADER_LEN + table_len + data_len);
     out.resize(HEADER_LEN, 0);
     let mut offset = 0u32;
-    for (fp, bytes) in segments {
-        out.extend_from_slice(&fp.0);
+    for s in segments {
+        out.extend_from_slice(&s.fingerprint.0);
         out.extend_from_slice(&offset.to_le_bytes());
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        offset += bytes.len() as u32;
+        out.extend_from_slice(&(s.bytes.len() as u32).to_le_bytes());
+        out.extend_from_slice(&s.raw_len.to_le_bytes());
+        out.push(codec_code(s.codec));
+        out.extend_from_slice(&[0u8; 3]);
+        offset += s.bytes.len() as u32;
     }
     let table_crc = crc32fast::hash(&out[HEADER_LEN..]);
     let mut data_hasher = crc32fast::Hasher::new();
-    for (_, bytes) in segments {
-        out.extend_from_slice(bytes);
-        data_hasher.update(bytes);
+    for s in segments {
+        out.extend_from_slice(s.bytes);
+        data_hasher.update(s.bytes);
     }
     let h = &mut out[..HEADER_LEN];
     h[0..4].copy_from_slice(MAGIC);
@@ -67,6 +90,58 @@ pub(crate) fn encode(id: ContainerId, kind: ContainerKind, segments: &[(Fingerpr
     out
 }
 
+/// Compresses `raw` with zstd at `level`; keeps it raw when compression
+/// saves less than 1/32 of it (incompressible data) or `level` is 0.
+pub(crate) fn compress(raw: &[u8], level: i32) -> (Vec<u8>, Codec) {
+    if level != 0
+        && raw.len() >= 64
+        && let Ok(z) = zstd::bulk::compress(raw, level)
+        && z.len() + raw.len() / 32 < raw.len()
+    {
+        return (z, Codec::Zstd);
+    }
+    (raw.to_vec(), Codec::Raw)
+}
+
+/// The raw bytes of a stored segment, checked against its entry's lengths
+/// and its fingerprint (BLAKE3 of the raw bytes). `container` names it in
+/// the error.
+pub(crate) fn open_segment(e: &SegmentEntry, stored: Vec<u8>, container: ContainerId) -> Result<Vec<u8>> {
+    let raw = match e.codec {
+        Codec::Raw => stored,
+        Codec::Zstd => decompress(e, &stored, container)?,
+    };
+    check_raw(e, &raw, container)?;
+    Ok(raw)
+}
+
+/// Checks a stored segment against its entry and fingerprint without
+/// keeping the raw bytes (Copy keeps the stored form to write it on).
+pub(crate) fn check_stored(e: &SegmentEntry, stored: &[u8], container: ContainerId) -> Result<()> {
+    if stored.len() != e.len as usize {
+        return Err(Error::CorruptSegment { container, fingerprint: e.fingerprint });
+    }
+    match e.codec {
+        Codec::Raw => check_raw(e, stored, container),
+        Codec::Zstd => check_raw(e, &decompress(e, stored, container)?, container),
+    }
+}
+
+fn decompress(e: &SegmentEntry, stored: &[u8], container: ContainerId) -> Result<Vec<u8>> {
+    let corrupt = || Error::CorruptSegment { container, fingerprint: e.fingerprint };
+    if stored.len() != e.len as usize || e.raw_len > MAX_RAW_LEN {
+        return Err(corrupt());
+    }
+    zstd::bulk::decompress(stored, e.raw_len as usize).map_err(|_| corrupt())
+}
+
+fn check_raw(e: &SegmentEntry, raw: &[u8], container: ContainerId) -> Result<()> {
+    if raw.len() != e.raw_len as usize || Fingerprint::of(raw) != e.fingerprint {
+        return Err(Error::CorruptSegment { container, fingerprint: e.fingerprint });
+    }
+    Ok(())
+}
+
 fn le_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -79,6 +154,7 @@ fn le_u64(b: &[u8]) -> u64 {
 
 /// The parsed header, before the table is read.
 pub(crate) struct Header {
+    pub(crate) version: u16,
     pub(crate) id: ContainerId,
     pub(crate) kind: ContainerKind,
     pub(crate) count: u32,
@@ -88,13 +164,18 @@ pub(crate) struct Header {
 }
 
 impl Header {
+    /// Bytes per table entry in this container's version.
+    pub(crate) fn entry_len(&self) -> usize {
+        if self.version == VERSION_1 { ENTRY_LEN_V1 } else { ENTRY_LEN }
+    }
+
     /// Byte offset in the file where the data region starts.
     pub(crate) fn data_start(&self) -> u64 {
-        (HEADER_LEN + ENTRY_LEN * self.count as usize) as u64
+        (HEADER_LEN + self.entry_len() * self.count as usize) as u64
     }
 
     pub(crate) fn file_len(&self) -> u64 {
-        HEADER_LEN as u64 + ENTRY_LEN as u64 * u64::from(self.count) + self.data_len
+        HEADER_LEN as u64 + self.entry_len() as u64 * u64::from(self.count) + self.data_len
     }
 }
 
@@ -112,8 +193,8 @@ pub(crate) fn parse_header(bytes: &[u8], expected: ContainerId, path: &Path) -> 
         return Err(bad("header checksum mismatch".into()));
     }
     let version = u16::from_le_bytes([h[4], h[5]]);
-    if version != VERSION {
-        return Err(bad(format!("format version {version}, this build reads {VERSION}")));
+    if version != VERSION && version != VERSION_1 {
+        return Err(bad(format!("format version {version}, this build reads {VERSION_1} and {VERSION}")));
     }
     let kind = match h[6] {
         0 => ContainerKind::Data,
@@ -129,13 +210,14 @@ pub(crate) fn parse_header(bytes: &[u8], expected: ContainerId, path: &Path) -> 
     if count > MAX_SEGMENTS || data_len > MAX_DATA_LEN {
         return Err(bad(format!("implausible sizes: {count} segments, {data_len} data bytes")));
     }
-    Ok(Header { id, kind, count, table_crc: le_u32(&h[20..24]), data_len, data_crc: le_u32(&h[32..36]) })
+    Ok(Header { version, id, kind, count, table_crc: le_u32(&h[20..24]), data_len, data_crc: le_u32(&h[32..36]) })
 }
 
 /// Parses and checks the table that follows a header.
 pub(crate) fn parse_table(header: &Header, table: &[u8], path: &Path) -> Result<ContainerMeta> {
     let bad = |reason: String| Error::CorruptContainer { id: header.id, path: Some(path.to_path_buf()), reason };
-    if table.len() != ENTRY_LEN * header.count as usize {
+    let entry_len = header.entry_len();
+    if table.len() != entry_len * header.count as usize {
         return Err(bad("table truncated".into()));
     }
     if crc32fast::hash(table) != header.table_crc {
@@ -143,17 +225,30 @@ pub(crate) fn parse_table(header: &Header, table: &[u8], path: &Path) -> Result<
     }
     let mut segments = Vec::with_capacity(header.count as usize);
     let mut next = 0u64;
-    for (i, e) in table.chunks_exact(ENTRY_LEN).enumerate() {
+    for (i, e) in table.chunks_exact(entry_len).enumerate() {
         let fingerprint = Fingerprint::from_slice(&e[..32]).ok_or_else(|| bad("table entry".into()))?;
         let offset = le_u32(&e[32..36]);
         let len = le_u32(&e[36..40]);
+        let (raw_len, codec) = if header.version == VERSION_1 {
+            (len, Codec::Raw)
+        } else {
+            let codec = match e[44] {
+                0 => Codec::Raw,
+                1 => Codec::Zstd,
+                c => return Err(bad(format!("segment {i} ({fingerprint}) has unknown codec {c}"))),
+            };
+            if e[45..48] != [0, 0, 0] || codec == Codec::Raw && le_u32(&e[40..44]) != len {
+                return Err(bad(format!("segment {i} ({fingerprint}) has a malformed entry")));
+            }
+            (le_u32(&e[40..44]), codec)
+        };
         // Segments are stored back to back in table order; anything else
         // is a corrupt table even if its checksum happens to match.
         if u64::from(offset) != next {
             return Err(bad(format!("segment {i} ({fingerprint}) starts at {offset}, expected {next}")));
         }
         next += u64::from(len);
-        segments.push(SegmentEntry { fingerprint, offset, len });
+        segments.push(SegmentEntry { fingerprint, offset, len, raw_len, codec });
     }
     if next != header.data_len {
         return Err(bad(format!("segments cover {next} bytes, header says {}", header.data_len)));
@@ -185,7 +280,7 @@ pub(crate) fn read_header(file: &File, expected: ContainerId, path: &Path) -> Re
 pub(crate) fn read_meta(file: &File, expected: ContainerId, path: &Path) -> Result<ContainerMeta> {
     let header = read_header(file, expected, path)?;
     let io = |e| Error::io(path, e);
-    let mut table = vec![0u8; ENTRY_LEN * header.count as usize];
+    let mut table = vec![0u8; header.entry_len() * header.count as usize];
     file.read_exact_at(&mut table, HEADER_LEN as u64).map_err(io)?;
     parse_table(&header, &table, path)
 }
@@ -235,6 +330,14 @@ pub(crate) fn read_segments(file: &File, header: &Header, which: &[SegmentEntry]
     Ok(out)
 }
 
+/// The raw bytes of one stored segment of container `container` (as
+/// [`decode_container`] or [`Tier::read_segments`](crate::Tier::read_segments)
+/// return it): decompressed if its entry says so, and checked against its
+/// lengths and its fingerprint.
+pub fn decode_segment(container: ContainerId, entry: &SegmentEntry, stored: Vec<u8>) -> Result<Vec<u8>> {
+    open_segment(entry, stored, container)
+}
+
 /// Decodes a whole container held in memory, checking every checksum
 /// including the data CRC. Used by scrubbing and by the fixtures tests.
 pub fn decode_container(bytes: &[u8], expected: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {
@@ -247,7 +350,7 @@ pub fn decode_container(bytes: &[u8], expected: ContainerId) -> Result<(Containe
             reason: format!("{} bytes, header implies {}", bytes.len(), header.file_len()),
         });
     }
-    let table_end = HEADER_LEN + ENTRY_LEN * header.count as usize;
+    let table_end = HEADER_LEN + header.entry_len() * header.count as usize;
     let meta = parse_table(&header, &bytes[HEADER_LEN..table_end], path)?;
     let data = &bytes[table_end..];
     if crc32fast::hash(data) != header.data_crc {
@@ -285,19 +388,63 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn a_corrupt_compressed_segment_is_detected_not_decoded_wrong() {
+        let raw = b"compressible text, compressible text, compressible text, compressible text".repeat(20);
+        let (z, codec) = compress(&raw, 3);
+        assert_eq!(codec, Codec::Zstd);
+        let e =
+            SegmentEntry { fingerprint: Fingerprint::of(&raw), offset: 0, len: z.len() as u32, raw_len: raw.len() as u32, codec };
+        assert_eq!(open_segment(&e, z.clone(), ContainerId(1)).unwrap(), raw);
+        // A flipped bit either fails (decompression or the fingerprint) or
+        // decodes to exactly the right bytes (a bit zstd's decoder does not
+        // use): never to wrong bytes. The container's data CRC sees it
+        // either way.
+        let mut caught = 0;
+        for i in 0..z.len() {
+            let mut bad = z.clone();
+            bad[i] ^= 0x40;
+            match open_segment(&e, bad.clone(), ContainerId(1)) {
+                Err(_) => {
+                    caught += 1;
+                    assert!(check_stored(&e, &bad, ContainerId(1)).is_err());
+                }
+                Ok(decoded) => assert_eq!(decoded, raw, "flip at {i} decoded to wrong bytes"),
+            }
+        }
+        assert!(caught * 2 > z.len(), "only {caught} of {} flips caught", z.len());
+        // A raw length that lies is caught, never allocated past the cap.
+        let lying = SegmentEntry { raw_len: u32::MAX, ..e };
+        assert!(open_segment(&lying, z, ContainerId(1)).is_err());
+    }
+
     proptest! {
         #[test]
-        fn encode_decode_roundtrip(segs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20), id in any::<u64>(), meta_kind in any::<bool>()) {
+        fn encode_decode_roundtrip(segs in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..300), 0u8..4), 0..20), id in any::<u64>(), meta_kind in any::<bool>()) {
             let kind = if meta_kind { ContainerKind::Meta } else { ContainerKind::Data };
-            let owned: Vec<(Fingerprint, Vec<u8>)> = segs.iter().map(|s| (Fingerprint::of(s), s.clone())).collect();
-            let refs: Vec<(Fingerprint, &[u8])> = owned.iter().map(|(f, b)| (*f, b.as_slice())).collect();
+            // Segments of random bytes, some of them made compressible
+            // (repeated) and stored compressed: both codecs in one container.
+            let raw: Vec<Vec<u8>> = segs.iter().map(|(b, rep)| b.repeat(usize::from(*rep) + 1)).collect();
+            let stored: Vec<(Fingerprint, Vec<u8>, u32, Codec)> = raw
+                .iter()
+                .map(|r| {
+                    let (bytes, codec) = compress(r, 3);
+                    (Fingerprint::of(r), bytes, r.len() as u32, codec)
+                })
+                .collect();
+            let refs: Vec<StoredSegment<'_>> = stored
+                .iter()
+                .map(|(f, b, n, c)| StoredSegment { fingerprint: *f, bytes: b, raw_len: *n, codec: *c })
+                .collect();
             let bytes = encode(ContainerId(id), kind, &refs);
             let (meta, data) = decode_container(&bytes, ContainerId(id)).unwrap();
             prop_assert_eq!(meta.kind, kind);
-            prop_assert_eq!(meta.segments.len(), owned.len());
-            for ((fp, b), (e, d)) in owned.iter().zip(meta.segments.iter().zip(data.iter())) {
-                prop_assert_eq!(*fp, e.fingerprint);
-                prop_assert_eq!(b, d);
+            prop_assert_eq!(meta.segments.len(), raw.len());
+            for ((r, s), (e, d)) in raw.iter().zip(&stored).zip(meta.segments.iter().zip(data.iter())) {
+                prop_assert_eq!(s.0, e.fingerprint);
+                prop_assert_eq!(s.3, e.codec);
+                prop_assert_eq!(&s.1, d);
+                prop_assert_eq!(&open_segment(e, d.clone(), ContainerId(id)).unwrap(), r);
             }
         }
 
@@ -310,7 +457,11 @@ mod tests {
         fn any_flip_or_truncation_is_detected(flip in any::<prop::sample::Index>(), cut in any::<prop::sample::Index>()) {
             let a = vec![7u8; 100];
             let b = vec![9u8; 50];
-            let bytes = encode(ContainerId(3), ContainerKind::Data, &[(Fingerprint::of(&a), &a), (Fingerprint::of(&b), &b)]);
+            let bytes = encode(
+                ContainerId(3),
+                ContainerKind::Data,
+                &[StoredSegment::raw(Fingerprint::of(&a), &a), StoredSegment::raw(Fingerprint::of(&b), &b)],
+            );
             let bit = flip.index(bytes.len() * 8);
             let mut bad = bytes.clone();
             bad[bit / 8] ^= 1 << (bit % 8);

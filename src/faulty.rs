@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
+use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 use crate::{ContainerId, Fingerprint};
 
@@ -184,7 +184,7 @@ impl<T: TargetTier> TargetTier for FaultyTier<T> {
     fn container_target_size(&self) -> u64 {
         self.inner.container_target_size()
     }
-    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId> {
+    fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId> {
         self.around(FaultKind::WriteContainer, || self.inner.write_container(kind, segments))
     }
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {

@@ -78,7 +78,7 @@ mod tier;
 mod tree;
 mod walk;
 
-pub use crate::container::decode_container;
+pub use crate::container::{decode_container, decode_segment};
 pub use crate::crashpoint::CRASH_POINTS;
 #[cfg(feature = "crash-points")]
 pub use crate::crashpoint::trace;
@@ -93,4 +93,6 @@ pub use crate::local::{
     Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };
 pub use crate::selection::Selection;
-pub use crate::tier::{ContainerKind, ContainerMeta, FileEntry, IndexEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};
+pub use crate::tier::{
+    Codec, ContainerKind, ContainerMeta, FileEntry, IndexEntry, SegmentEntry, SourceTier, StoredSegment, TargetTier, Tier, TierId,
+};

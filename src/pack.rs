@@ -6,9 +6,23 @@
 use std::collections::HashSet;
 
 use crate::error::Result;
-use crate::tier::ContainerKind;
 use crate::tier::TargetTier;
+use crate::tier::{Codec, ContainerKind, StoredSegment};
 use crate::{ContainerId, Fingerprint};
+
+/// A segment as stored, owned: what a packer holds until it seals.
+pub(crate) struct OwnedSegment {
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) raw_len: u32,
+    pub(crate) codec: Codec,
+}
+
+impl OwnedSegment {
+    fn stored(&self) -> StoredSegment<'_> {
+        StoredSegment { fingerprint: self.fingerprint, bytes: &self.bytes, raw_len: self.raw_len, codec: self.codec }
+    }
+}
 
 /// What a sealed container held, reported to the caller.
 pub(crate) struct Sealed {
@@ -22,7 +36,7 @@ pub(crate) struct Sealed {
 pub(crate) struct Packer {
     kind: ContainerKind,
     target_size: u64,
-    segments: Vec<(Fingerprint, Vec<u8>)>,
+    segments: Vec<OwnedSegment>,
     bytes: u64,
     pending: HashSet<Fingerprint>,
     first_tag: Option<u64>,
@@ -46,19 +60,19 @@ impl Packer {
 
     /// Adds a segment unless it is already pending. If adding it would pass
     /// the target size, first seals what is pending and returns that.
-    pub(crate) fn add(&mut self, target: &dyn TargetTier, fp: Fingerprint, bytes: Vec<u8>, tag: u64) -> Result<Option<Sealed>> {
-        if self.pending.contains(&fp) {
+    pub(crate) fn add(&mut self, target: &dyn TargetTier, seg: OwnedSegment, tag: u64) -> Result<Option<Sealed>> {
+        if self.pending.contains(&seg.fingerprint) {
             return Ok(None);
         }
-        let sealed = if !self.segments.is_empty() && self.bytes + bytes.len() as u64 > self.target_size {
+        let sealed = if !self.segments.is_empty() && self.bytes + seg.bytes.len() as u64 > self.target_size {
             self.seal(target)?
         } else {
             None
         };
-        self.bytes += bytes.len() as u64;
-        self.pending.insert(fp);
+        self.bytes += seg.bytes.len() as u64;
+        self.pending.insert(seg.fingerprint);
         self.first_tag.get_or_insert(tag);
-        self.segments.push((fp, bytes));
+        self.segments.push(seg);
         Ok(sealed)
     }
 
@@ -67,9 +81,9 @@ impl Packer {
         if self.segments.is_empty() {
             return Ok(None);
         }
-        let refs: Vec<(Fingerprint, &[u8])> = self.segments.iter().map(|(f, b)| (*f, b.as_slice())).collect();
+        let refs: Vec<StoredSegment<'_>> = self.segments.iter().map(OwnedSegment::stored).collect();
         let id = target.write_container(self.kind, &refs)?;
-        let sealed = Sealed { id, fingerprints: self.segments.iter().map(|(f, _)| *f).collect(), bytes: self.bytes };
+        let sealed = Sealed { id, fingerprints: self.segments.iter().map(|s| s.fingerprint).collect(), bytes: self.bytes };
         self.segments.clear();
         self.pending.clear();
         self.first_tag = None;

@@ -55,10 +55,7 @@ pub(crate) fn fetch_located(
         }
         let bytes = tier.read_segments(cid, &which)?;
         for (e, b) in which.iter().zip(bytes) {
-            if b.len() != e.len as usize || Fingerprint::of(&b) != e.fingerprint {
-                return Err(Error::CorruptSegment { container: cid, fingerprint: e.fingerprint });
-            }
-            out.push(b);
+            out.push(crate::container::open_segment(e, b, cid)?);
         }
         i = j;
     }

@@ -57,6 +57,38 @@ pub struct SynthTree {
     change_per_mille: u64,
 }
 
+fn random_bytes(rng: &mut Rng, size: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; size];
+    rng.fill(&mut bytes);
+    bytes
+}
+
+/// `size` bytes of log-like lines: timestamps, a few hosts and services,
+/// words from a small vocabulary, numbers.
+fn log_text(rng: &mut Rng, size: usize) -> Vec<u8> {
+    const HOSTS: [&str; 4] = ["alpha", "bravo", "charlie", "delta"];
+    const SERVICES: [&str; 5] = ["sshd", "cron", "kernel", "backupd", "nginx"];
+    const WORDS: [&str; 12] =
+        ["accepted", "connection", "from", "session", "opened", "closed", "for", "user", "backup", "job", "completed", "error"];
+    let mut out = Vec::with_capacity(size + 128);
+    while out.len() < size {
+        let t = 1_700_000_000 + rng.below(86_400 * 30);
+        let line = format!(
+            "{t} {} {}[{}]: {} {} {} {}\n",
+            HOSTS[rng.below(4) as usize],
+            SERVICES[rng.below(5) as usize],
+            rng.below(65_536),
+            WORDS[rng.below(12) as usize],
+            WORDS[rng.below(12) as usize],
+            WORDS[rng.below(12) as usize],
+            rng.below(1_000_000)
+        );
+        out.extend_from_slice(line.as_bytes());
+    }
+    out.truncate(size);
+    out
+}
+
 impl SynthTree {
     /// A tree of `files` files averaging `avg_size` bytes (sizes spread
     /// from empty to 2x the average, a few exactly empty), of which about
@@ -66,11 +98,12 @@ impl SynthTree {
         let mut out = Vec::with_capacity(files);
         for i in 0..files {
             let size = if i % 17 == 5 { 0 } else { rng.below(2 * avg_size as u64 + 1) as usize };
-            let mut bytes = vec![0u8; size];
-            rng.fill(&mut bytes);
             // Directories are contiguous, as a backup walks a tree, so a
             // container mostly holds files of one directory.
             let dir = ["home/alice", "home/bob", "projects/db", "projects/web", "var/log"][i * 5 / files.max(1)];
+            // Logs are text (compressible, about 4x with zstd); the rest is
+            // random (incompressible), so both codecs are exercised.
+            let bytes = if dir == "var/log" { log_text(&mut rng, size) } else { random_bytes(&mut rng, size) };
             out.push((format!("{dir}/file-{i:05}.bin"), bytes));
         }
         SynthTree { rng, files: out, generation: 0, change_per_mille: (change_percent * 10.0).round() as u64 }
@@ -115,7 +148,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
+use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry};
 use crate::tier::{FileEntry, SourceTier, Tier, TierId};
 use crate::tree::{Child, Recipe};
 use crate::{ContainerId, Fingerprint};
@@ -313,6 +346,8 @@ impl Tier for SynthSource {
                     fingerprint: Self::data_fp(i),
                     offset: ((i - start) as u32) * SEGMENT_LEN,
                     len: SEGMENT_LEN,
+                    raw_len: SEGMENT_LEN,
+                    codec: Codec::Raw,
                 })
                 .collect();
             return Ok(ContainerMeta {
@@ -331,7 +366,7 @@ impl Tier for SynthSource {
             .iter()
             .map(|fp| {
                 let len = self.recipes.get(fp).map_or(0, |r| r.1.len()) as u32;
-                let e = SegmentEntry { fingerprint: *fp, offset, len };
+                let e = SegmentEntry { fingerprint: *fp, offset, len, raw_len: len, codec: Codec::Raw };
                 offset += len;
                 e
             })

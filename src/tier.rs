@@ -21,15 +21,51 @@ pub enum ContainerKind {
     Meta,
 }
 
+/// How a segment's bytes are stored. Its fingerprint is always BLAKE3 of
+/// the raw (uncompressed) bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// The raw bytes.
+    Raw,
+    /// One zstd frame of the raw bytes.
+    Zstd,
+}
+
 /// One segment's entry in a container's table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SegmentEntry {
-    /// The segment's fingerprint.
+    /// The segment's fingerprint (BLAKE3 of its raw bytes).
     pub fingerprint: Fingerprint,
-    /// Offset of its bytes from the start of the container's data region.
+    /// Offset of its stored bytes from the start of the container's data region.
     pub offset: u32,
-    /// Its length in bytes.
+    /// Its stored length in bytes (what [`Tier::read_segments`] returns).
     pub len: u32,
+    /// Its raw length, once decoded.
+    pub raw_len: u32,
+    /// How it is stored.
+    pub codec: Codec,
+}
+
+/// A segment to write, as stored: raw, or already compressed (Copy moves a
+/// source's stored bytes without recompressing them).
+#[derive(Clone, Copy, Debug)]
+pub struct StoredSegment<'a> {
+    /// BLAKE3 of the raw bytes, verified by the caller.
+    pub fingerprint: Fingerprint,
+    /// The bytes as stored.
+    pub bytes: &'a [u8],
+    /// The raw length.
+    pub raw_len: u32,
+    /// How `bytes` encode the raw bytes.
+    pub codec: Codec,
+}
+
+impl<'a> StoredSegment<'a> {
+    /// A segment stored raw.
+    pub fn raw(fingerprint: Fingerprint, bytes: &'a [u8]) -> Self {
+        StoredSegment { fingerprint, bytes, raw_len: bytes.len() as u32, codec: Codec::Raw }
+    }
 }
 
 /// A container's metadata: everything but the segment bytes.
@@ -97,7 +133,8 @@ pub trait Tier: Send + Sync {
 
     /// The bytes of the chosen segments of one container, in the order
     /// asked. `which` holds entries of that container's metadata. The bytes
-    /// are returned as stored; the caller verifies them.
+    /// are returned as stored (compressed ones compressed); the caller
+    /// decodes and verifies them.
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>>;
 
     /// Every namespace entry, in path order, paging through
@@ -156,8 +193,9 @@ pub trait TargetTier: Tier {
     /// The size, in bytes, that the engine should pack target containers to.
     fn container_target_size(&self) -> u64;
 
-    /// Writes one container of the given kind holding these segments, whose
-    /// fingerprints the caller has verified.
+    /// Writes one container of the given kind holding these segments, as
+    /// stored (raw or compressed), whose fingerprints the caller has
+    /// verified.
     ///
     /// Durability: when this returns `Ok`, the container is sealed (written,
     /// fsynced, renamed, its directory fsynced) and every segment in it is
@@ -167,7 +205,7 @@ pub trait TargetTier: Tier {
     /// list it: then the new container takes it over (the engine writes a
     /// segment again only when its indexed container is unusable). After
     /// an error, the tier may refuse further writes until it is reopened.
-    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId>;
+    fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId>;
 
     /// Inserts or replaces namespace entries. Durable on return; idempotent.
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()>;
@@ -215,7 +253,7 @@ impl<T: TargetTier + ?Sized> TargetTier for &T {
     fn container_target_size(&self) -> u64 {
         (**self).container_target_size()
     }
-    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId> {
+    fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId> {
         (**self).write_container(kind, segments)
     }
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {

@@ -216,11 +216,7 @@ impl<'a> TableCache<'a> {
             });
         }
         for ((i, e), b) in at.into_iter().zip(&which).zip(bytes) {
-            out[i] = if b.len() != e.len as usize || Fingerprint::of(&b) != e.fingerprint {
-                Err(Error::CorruptSegment { container: cid, fingerprint: e.fingerprint })
-            } else {
-                Ok(b)
-            };
+            out[i] = crate::container::open_segment(e, b, cid);
         }
         Ok(out)
     }

@@ -33,6 +33,9 @@ enum Cmd {
         /// Target container size in KiB, for a new tier.
         #[arg(long, default_value_t = 4096)]
         container_kib: u64,
+        /// zstd level for a new tier's segments (0: store raw).
+        #[arg(long, default_value_t = 3)]
+        compression: i32,
         /// Files or directories to ingest.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -72,7 +75,7 @@ enum Cmd {
         #[arg(long)]
         tier: PathBuf,
     },
-    /// Containers, segments, logical and stored bytes, dedup ratio.
+    /// Containers, segments, logical, raw and stored bytes; dedup and compression ratios.
     Info {
         /// The tier directory.
         #[arg(long)]
@@ -283,15 +286,18 @@ fn open_or_create(dir: &Path, config: TierConfig) -> Result<LocalTier> {
 
 fn real_main(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Ingest { tier, container_kib, paths } => {
-            let t = open_or_create(&tier, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
+        Cmd::Ingest { tier, container_kib, compression, paths } => {
+            let config =
+                TierConfig { container_size: container_kib * 1024, compression_level: compression, ..TierConfig::default() };
+            let t = open_or_create(&tier, config)?;
             let s = t.ingest_paths(&paths)?;
             say!(
-                "ingested {} files ({} skipped), {} logical, {} new; segments: {} new, {} deduplicated",
+                "ingested {} files ({} skipped), {} logical, {} new ({} stored); segments: {} new, {} deduplicated",
                 s.files,
                 s.skipped,
                 human(s.logical_bytes),
                 human(s.new_bytes),
+                human(s.stored_bytes),
                 s.segments_new,
                 s.segments_dedup
             );
@@ -380,8 +386,11 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("segments    {}", i.segments);
             say!("files       {}", i.files);
             say!("logical     {}", human(i.logical_bytes));
+            say!("raw         {} (distinct segments)", human(i.raw_bytes));
             say!("stored      {}", human(i.stored_bytes));
-            say!("dedup ratio {:.2}x", i.dedup_ratio());
+            say!("dedup       {:.2}x (logical / raw)", i.dedup_ratio());
+            say!("compression {:.2}x (raw / stored)", i.compression_ratio());
+            say!("total       {:.2}x (logical / stored)", i.total_ratio());
         }
         Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, json, log_events } => {
             let selection = sel.selection()?;
@@ -720,10 +729,11 @@ fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Result<()> {
     }
     let si = src.info()?;
     say!(
-        "source: {generations} generations of {files} files: {} logical, {} stored ({:.1}x dedup), {} containers",
+        "source: {generations} generations of {files} files: {} logical, {} stored ({:.1}x dedup, {:.1}x compression), {} containers",
         human(si.logical_bytes),
         human(si.stored_bytes),
         si.dedup_ratio(),
+        si.compression_ratio(),
         si.containers
     );
     // Seed the latest generation's project and alice's home directories,

@@ -15,7 +15,7 @@ use super::walk::{SetSum, affected_files, mark};
 use super::{Event, Mode, Outcome, Phase, Report, Seeder, progress_of};
 use crate::crashpoint;
 use crate::error::{Error, Result};
-use crate::pack::{Packer, Sealed};
+use crate::pack::{OwnedSegment, Packer, Sealed};
 use crate::tier::{ContainerKind, SegmentEntry};
 use crate::tier::{FileEntry, Tier};
 use crate::{ContainerId, Fingerprint};
@@ -51,8 +51,8 @@ struct Loaded {
     index: u64,
     id: ContainerId,
     kind: ContainerKind,
-    /// Marked segments: fingerprint, slot, verified bytes.
-    segments: Vec<(Fingerprint, u64, Vec<u8>)>,
+    /// Marked segments: table entry, slot, verified bytes as stored.
+    segments: Vec<(SegmentEntry, u64, Vec<u8>)>,
     bytes: u64,
     /// Nothing was marked: the data was not read.
     skipped: bool,
@@ -322,17 +322,17 @@ impl Seeder<'_> {
                 // Still needed: the bit is set and it is not already waiting
                 // in a packer of either kind (a segment can sit in two source
                 // containers, and the same bytes can be data and a recipe).
-                let live: Vec<(Fingerprint, u64, Vec<u8>)> = {
+                let live: Vec<(SegmentEntry, u64, Vec<u8>)> = {
                     let bits = read(phv);
                     loaded
                         .segments
                         .into_iter()
-                        .filter(|(fp, slot, _)| bits.get(*slot) && !packers.iter().any(|p| p.holds(fp)))
+                        .filter(|(e, slot, _)| bits.get(*slot) && !packers.iter().any(|p| p.holds(&e.fingerprint)))
                         .collect()
                 };
-                let fps: Vec<Fingerprint> = live.iter().map(|l| l.0).collect();
+                let fps: Vec<Fingerprint> = live.iter().map(|l| l.0.fingerprint).collect();
                 let on_target = self.target.locate(&fps)?;
-                for ((fp, slot, bytes), present) in live.into_iter().zip(on_target) {
+                for ((entry, slot, bytes), present) in live.into_iter().zip(on_target) {
                     // An index entry counts only if its container is there:
                     // a target that lost a container (or was replaced by an
                     // older copy of itself) must get the segment again.
@@ -359,7 +359,9 @@ impl Seeder<'_> {
                         }
                         continue;
                     }
-                    if let Some(sealed) = packers[k].add(self.target, fp, bytes, index)? {
+                    // The stored bytes move as they are: no recompression.
+                    let seg = OwnedSegment { fingerprint: entry.fingerprint, bytes, raw_len: entry.raw_len, codec: entry.codec };
+                    if let Some(sealed) = packers[k].add(self.target, seg, index)? {
                         self.sealed(st, phf, phv, sealed);
                         self.commit_copy(st, phv, cursor(index, &packers))?;
                         since_commit = 0;
@@ -648,16 +650,13 @@ fn load_container(
     if bytes.len() != which.len() {
         return Err(Error::CorruptContainer { id, path: None, reason: "tier returned the wrong number of segments".into() });
     }
-    let segments: Vec<(Fingerprint, u64, Vec<u8>)> = members
+    // Every segment is checked against its fingerprint before it can be
+    // written on: compressed ones are decompressed (in parallel) and
+    // hashed, and kept in their stored form.
+    let segments: Vec<(SegmentEntry, u64, Vec<u8>)> = members
         .into_par_iter()
         .zip(bytes)
-        .map(|((e, slot), b)| {
-            if b.len() != e.len as usize || Fingerprint::of(&b) != e.fingerprint {
-                Err(Error::CorruptSegment { container: id, fingerprint: e.fingerprint })
-            } else {
-                Ok((e.fingerprint, slot, b))
-            }
-        })
+        .map(|((e, slot), b)| crate::container::check_stored(&e, &b, id).map(|()| (e, slot, b)))
         .collect::<Result<_>>()?;
     let bytes = segments.iter().map(|s| s.2.len() as u64).sum();
     Ok(Loaded { index, id, kind: meta.kind, segments, bytes, skipped: false })

@@ -302,7 +302,7 @@ pub(crate) fn verify_target(
                             which
                                 .par_iter()
                                 .zip(bytes.par_iter())
-                                .map(|(e, b)| b.len() == e.len as usize && Fingerprint::of(b) == e.fingerprint)
+                                .map(|(e, b)| crate::container::check_stored(e, b, cid).is_ok())
                                 .collect()
                         });
                         for (p, fine) in proven.iter().zip(&ok) {

@@ -11,8 +11,9 @@ use rayon::prelude::*;
 
 use super::{LocalTier, validate_path};
 use crate::Fingerprint;
+use crate::container::compress;
 use crate::error::{Error, Result};
-use crate::pack::Packer;
+use crate::pack::{OwnedSegment, Packer};
 use crate::tier::ContainerKind;
 use crate::tier::{FileEntry, TargetTier, Tier};
 use crate::tree::{Child, build_tree};
@@ -26,8 +27,10 @@ pub struct IngestStats {
     pub skipped: u64,
     /// Sum of the files' sizes.
     pub logical_bytes: u64,
-    /// Bytes of new segments stored (data and recipes).
+    /// Raw bytes of the new segments stored (data and recipes).
     pub new_bytes: u64,
+    /// The same segments' bytes as stored (after compression).
+    pub stored_bytes: u64,
     /// Segments stored for the first time.
     pub segments_new: u64,
     /// Segments found already stored (in the tier or earlier in the batch).
@@ -67,31 +70,42 @@ impl<'a> Ingest<'a> {
     fn store(&mut self, kind: ContainerKind, segs: Vec<(Fingerprint, Vec<u8>)>) -> Result<()> {
         let fps: Vec<Fingerprint> = segs.iter().map(|(f, _)| *f).collect();
         let known = self.tier.locate(&fps)?;
-        // The lookup above predates what this call seals, and a packer
-        // forgets what it held once it seals: so every fingerprint stored,
-        // or sealed (including segments added by earlier calls) during this
-        // call is remembered here, else a segment met again after its
-        // container sealed mid-call would be stored twice (the bug "ingest
+        // Decide what is new against the index as looked up and what the
+        // packers hold now, before anything below seals: a packer forgets
+        // what it held once it seals, and the lookup predates that seal, so
+        // deciding later could store a segment twice (the bug "ingest
         // stores a segment twice when its container seals between two
-        // copies of it").
-        let mut stored_here: HashSet<Fingerprint> = HashSet::new();
+        // copies of it"). A segment repeated within this call is new once.
+        let mut new_here: HashSet<Fingerprint> = HashSet::new();
+        let mut fresh: Vec<(Fingerprint, Vec<u8>)> = Vec::new();
         for ((fp, bytes), k) in segs.into_iter().zip(known) {
             // Either packer: the same bytes can be a data segment and a
             // recipe, and one copy serves both.
             let pending = self.data.holds(&fp) || self.meta.holds(&fp);
-            if k.is_some() || pending || !stored_here.insert(fp) {
+            if k.is_some() || pending || !new_here.insert(fp) {
                 self.stats.segments_dedup += 1;
                 continue;
             }
+            fresh.push((fp, bytes));
+        }
+        // Compress only what is stored, in parallel.
+        let level = self.tier.config.compression_level;
+        let stored: Vec<OwnedSegment> = fresh
+            .into_par_iter()
+            .map(|(fingerprint, raw)| {
+                let (bytes, codec) = compress(&raw, level);
+                OwnedSegment { fingerprint, bytes, raw_len: raw.len() as u32, codec }
+            })
+            .collect();
+        for seg in stored {
+            self.stats.segments_new += 1;
+            self.stats.new_bytes += u64::from(seg.raw_len);
+            self.stats.stored_bytes += seg.bytes.len() as u64;
             let packer = match kind {
                 ContainerKind::Data => &mut self.data,
                 ContainerKind::Meta => &mut self.meta,
             };
-            self.stats.segments_new += 1;
-            self.stats.new_bytes += bytes.len() as u64;
-            if let Some(sealed) = packer.add(self.tier, fp, bytes, 0)? {
-                stored_here.extend(sealed.fingerprints);
-            }
+            packer.add(self.tier, seg, 0)?;
         }
         Ok(())
     }

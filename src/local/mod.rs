@@ -23,7 +23,7 @@ use crate::durable::{self, TEMP_SUFFIX, decode_record, encode_record};
 use crate::error::{Error, Result};
 use crate::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, container_file, parse_container_file};
 use crate::records::{FileEntryV1, TierConfigV1};
-use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry};
+use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 use crate::tree::MAX_FANOUT;
 use crate::{ContainerId, Fingerprint};
@@ -39,7 +39,11 @@ const KEY_TIER: &[u8] = b"tier";
 const KEY_ALLOC: &[u8] = b"alloc";
 const META_MAGIC: &[u8; 4] = b"TSMT";
 const NS_MAGIC: &[u8; 4] = b"TSNS";
+/// Version of the namespace entries.
 const FORMAT_VERSION: u16 = 1;
+/// Version of the tier and allocation records: 2 added the compression
+/// level and the raw-bytes counter. Version 1 records are still read.
+const META_VERSION: u16 = 2;
 
 /// Settings fixed when a tier is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,11 +58,21 @@ pub struct TierConfig {
     pub chunk_max: u32,
     /// Children per recipe segment (default 1024).
     pub fanout: u32,
+    /// zstd level segments are stored at (default 3; 0 stores them raw).
+    /// A segment that compresses by less than 1/32 is stored raw anyway.
+    pub compression_level: i32,
 }
 
 impl Default for TierConfig {
     fn default() -> Self {
-        TierConfig { container_size: 4 << 20, chunk_min: 4 << 10, chunk_avg: 16 << 10, chunk_max: 64 << 10, fanout: 1024 }
+        TierConfig {
+            container_size: 4 << 20,
+            chunk_min: 4 << 10,
+            chunk_avg: 16 << 10,
+            chunk_max: 64 << 10,
+            fanout: 1024,
+            compression_level: 3,
+        }
     }
 }
 
@@ -80,6 +94,9 @@ impl TierConfig {
         if !(2..=MAX_FANOUT as u32).contains(&self.fanout) {
             return bad(format!("fanout {} must be in 2..={MAX_FANOUT}", self.fanout));
         }
+        if !(0..=19).contains(&self.compression_level) {
+            return bad(format!("compression level {} must be in 0..=19 (0: no compression)", self.compression_level));
+        }
         if !(64 << 10..=container::MAX_DATA_LEN / 2).contains(&self.container_size) {
             return bad(format!("container size {} must be between 64 KiB and 512 MiB", self.container_size));
         }
@@ -87,11 +104,26 @@ impl TierConfig {
     }
 }
 
-/// The tier record as persisted, version 1.
+/// The tier record as persisted, version 2.
 #[derive(Serialize, Deserialize)]
 struct TierRecord {
     id: [u8; 16],
     config: TierConfigV1,
+    compression_level: i32,
+}
+
+/// Version 1 of the tier record: no compression (tiers created by the
+/// first release keep storing segments raw).
+#[derive(Serialize, Deserialize)]
+struct TierRecordV1 {
+    id: [u8; 16],
+    config: TierConfigV1,
+}
+
+impl From<TierRecordV1> for TierRecord {
+    fn from(r: TierRecordV1) -> Self {
+        TierRecord { id: r.id, config: r.config, compression_level: 0 }
+    }
 }
 
 impl From<TierConfig> for TierConfigV1 {
@@ -106,26 +138,51 @@ impl From<TierConfig> for TierConfigV1 {
     }
 }
 
-impl From<TierConfigV1> for TierConfig {
-    fn from(c: TierConfigV1) -> Self {
+impl TierRecord {
+    fn config(&self) -> TierConfig {
+        let c = self.config;
         TierConfig {
             container_size: c.container_size,
             chunk_min: c.chunk_min,
             chunk_avg: c.chunk_avg,
             chunk_max: c.chunk_max,
             fanout: c.fanout,
+            compression_level: self.compression_level,
         }
     }
 }
 
 /// Allocation counters, updated in the same atomic batch as the index
-/// entries of each new container.
+/// entries of each new container (version 2).
 #[derive(Clone, Copy, Default, Serialize, Deserialize)]
 struct Alloc {
     next_container: u64,
     containers: u64,
     segments: u64,
     stored_bytes: u64,
+    /// The indexed segments' raw (uncompressed) bytes.
+    raw_bytes: u64,
+}
+
+/// Version 1 of the allocation record: everything was stored raw.
+#[derive(Serialize, Deserialize)]
+struct AllocV1 {
+    next_container: u64,
+    containers: u64,
+    segments: u64,
+    stored_bytes: u64,
+}
+
+impl From<AllocV1> for Alloc {
+    fn from(a: AllocV1) -> Self {
+        Alloc {
+            next_container: a.next_container,
+            containers: a.containers,
+            segments: a.segments,
+            stored_bytes: a.stored_bytes,
+            raw_bytes: a.stored_bytes,
+        }
+    }
 }
 
 /// Summary figures for `seed info`.
@@ -141,13 +198,27 @@ pub struct TierInfo {
     pub files: u64,
     /// Sum of the files' sizes.
     pub logical_bytes: u64,
-    /// Segment bytes stored in containers.
+    /// Segment bytes stored in containers (compressed ones compressed).
     pub stored_bytes: u64,
+    /// The same segments' raw bytes.
+    pub raw_bytes: u64,
 }
 
 impl TierInfo {
-    /// Logical bytes per stored byte (1.0 for an empty tier).
+    /// Raw bytes per stored byte: what compression saves (1.0 for an empty
+    /// or uncompressed tier).
+    pub fn compression_ratio(&self) -> f64 {
+        if self.stored_bytes == 0 { 1.0 } else { self.raw_bytes as f64 / self.stored_bytes as f64 }
+    }
+
+    /// Logical bytes per distinct raw byte: what deduplication saves (1.0
+    /// for an empty tier).
     pub fn dedup_ratio(&self) -> f64 {
+        if self.raw_bytes == 0 { 1.0 } else { self.logical_bytes as f64 / self.raw_bytes as f64 }
+    }
+
+    /// Logical bytes per stored byte: deduplication and compression together.
+    pub fn total_ratio(&self) -> f64 {
         if self.stored_bytes == 0 { 1.0 } else { self.logical_bytes as f64 / self.stored_bytes as f64 }
     }
 }
@@ -205,11 +276,15 @@ impl LocalTier {
             fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
             {
                 let db = Self::open_db(tmp, true)?;
-                let record = TierRecord { id: *uuid::Uuid::new_v4().as_bytes(), config: config.into() };
+                let record = TierRecord {
+                    id: *uuid::Uuid::new_v4().as_bytes(),
+                    config: config.into(),
+                    compression_level: config.compression_level,
+                };
                 let meta = cf(&db, CF_META);
                 let mut batch = WriteBatch::default();
-                batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &Alloc::default()));
-                batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, FORMAT_VERSION, &record));
+                batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &Alloc::default()));
+                batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, META_VERSION, &record));
                 db.write_opt(batch, &synced()).map_err(|e| Error::db(tmp.join(TIER_DB), e))?;
             }
             durable::sync_dir(&containers)?;
@@ -234,13 +309,13 @@ impl LocalTier {
         }
         let lock = Self::take_lock(dir)?;
         let db = Self::open_db(dir, false)?;
-        let record: TierRecord = Self::meta_record(&db, dir, KEY_TIER, "tier record")?;
-        let alloc: Alloc = Self::meta_record(&db, dir, KEY_ALLOC, "allocation record")?;
+        let record: TierRecord = Self::meta_record::<TierRecord, TierRecordV1>(&db, dir, KEY_TIER, "tier record")?;
+        let alloc: Alloc = Self::meta_record::<Alloc, AllocV1>(&db, dir, KEY_ALLOC, "allocation record")?;
         let tier = LocalTier {
             dir: dir.to_path_buf(),
             db,
             id: uuid::Uuid::from_bytes(record.id),
-            config: record.config.into(),
+            config: record.config(),
             alloc: Mutex::new(alloc),
             poisoned: OnceLock::new(),
             _lock: lock,
@@ -251,13 +326,21 @@ impl LocalTier {
 
     /// Reads and decodes one record of the `meta` column family; a missing
     /// one means the directory does not hold a (whole) tier.
-    fn meta_record<T: serde::de::DeserializeOwned>(db: &DB, dir: &Path, key: &[u8], what: &str) -> Result<T> {
+    fn meta_record<T, V1>(db: &DB, dir: &Path, key: &[u8], what: &str) -> Result<T>
+    where
+        T: serde::de::DeserializeOwned,
+        V1: serde::de::DeserializeOwned + Into<T>,
+    {
         let dbp = dir.join(TIER_DB);
         let bytes = db
             .get_cf(cf(db, CF_META), key)
             .map_err(|e| Error::db(&dbp, e))?
             .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: format!("{what} missing") })?;
-        decode_record(META_MAGIC, FORMAT_VERSION, &bytes, &|| format!("{what} in {}", dbp.display()))
+        let name = || format!("{what} in {}", dbp.display());
+        match decode_record::<T>(META_MAGIC, META_VERSION, &bytes, &name) {
+            Err(Error::UnsupportedVersion { found: 1, .. }) => Ok(decode_record::<V1>(META_MAGIC, 1, &bytes, &name)?.into()),
+            r => r,
+        }
     }
 
     fn take_lock(dir: &Path) -> Result<File> {
@@ -387,6 +470,7 @@ impl LocalTier {
             files,
             logical_bytes,
             stored_bytes: alloc.stored_bytes,
+            raw_bytes: alloc.raw_bytes,
         })
     }
 
@@ -404,8 +488,10 @@ impl LocalTier {
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [
-        decode_record::<TierRecord>(META_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
-        decode_record::<Alloc>(META_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
+        decode_record::<TierRecord>(META_MAGIC, META_VERSION, bytes, &what).is_ok(),
+        decode_record::<TierRecordV1>(META_MAGIC, 1, bytes, &what).is_ok(),
+        decode_record::<Alloc>(META_MAGIC, META_VERSION, bytes, &what).is_ok(),
+        decode_record::<AllocV1>(META_MAGIC, 1, bytes, &what).is_ok(),
         decode_record::<FileEntryV1>(NS_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
     ]
     .into_iter()
@@ -576,7 +662,7 @@ impl TargetTier for LocalTier {
         self.config.container_size
     }
 
-    fn write_container(&self, kind: ContainerKind, segments: &[(Fingerprint, &[u8])]) -> Result<ContainerId> {
+    fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId> {
         self.check_poison()?;
         // One writer at a time: ids are handed out in order and each
         // container's index batch carries the next id.
@@ -590,7 +676,7 @@ impl TargetTier for LocalTier {
 
         // Index every fingerprint the tier does not already have; a known
         // one keeps its mapping so nothing is ever referenced twice.
-        let fps: Vec<Fingerprint> = segments.iter().map(|(f, _)| *f).collect();
+        let fps: Vec<Fingerprint> = segments.iter().map(|s| s.fingerprint).collect();
         let known = self.locate(&fps)?;
         let index = cf(&self.db, CF_INDEX);
         let mut next = *alloc;
@@ -601,7 +687,8 @@ impl TargetTier for LocalTier {
         // Tables of the containers known fingerprints point to, read once.
         let mut tables: std::collections::HashMap<ContainerId, Option<std::collections::HashSet<Fingerprint>>> =
             std::collections::HashMap::new();
-        for ((fp, b), k) in segments.iter().zip(known) {
+        for (seg, k) in segments.iter().zip(known) {
+            let fp = &seg.fingerprint;
             if !fresh.insert(*fp) {
                 continue;
             }
@@ -609,7 +696,8 @@ impl TargetTier for LocalTier {
                 None => {
                     batch.put_cf(index, fp.0, id.0.to_le_bytes());
                     next.segments += 1;
-                    next.stored_bytes += b.len() as u64;
+                    next.stored_bytes += seg.bytes.len() as u64;
+                    next.raw_bytes += u64::from(seg.raw_len);
                 }
                 Some(old) => {
                     // A mapping to a container that is gone, unreadable or
@@ -627,12 +715,13 @@ impl TargetTier for LocalTier {
                             self.dir.display()
                         );
                         batch.put_cf(index, fp.0, id.0.to_le_bytes());
-                        next.stored_bytes += b.len() as u64;
+                        next.stored_bytes += seg.bytes.len() as u64;
+                        next.raw_bytes += u64::from(seg.raw_len);
                     }
                 }
             }
         }
-        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, FORMAT_VERSION, &next));
+        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
         crate::crashpoint::step("index", &container_file(id));

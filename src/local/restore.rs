@@ -217,7 +217,7 @@ impl LocalTier {
             };
             let mut distinct = HashSet::new();
             for (e, b) in meta.segments.iter().zip(&segs) {
-                if Fingerprint::of(b) == e.fingerprint {
+                if container::check_stored(e, b, id).is_ok() {
                     report.segments += 1;
                     distinct.insert(e.fingerprint);
                 } else {

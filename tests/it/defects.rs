@@ -212,10 +212,12 @@ fn verify_full_names_every_file_whose_segment_rots_on_the_target() {
     let meta = dst.read_metadata(c).unwrap();
     let path = dst.container_path(c);
     let mut bytes = fs::read(&path).unwrap();
-    let victim = meta.segments[0];
-    // The data region follows the 48-byte header and the 40-byte table
-    // entries (docs/FORMAT.md).
-    let at = 48 + 40 * meta.segments.len() + victim.offset as usize;
+    // A raw segment: every flipped bit of it changes its hash (a bit of a
+    // zstd frame may be one the decoder ignores).
+    let victim = *meta.segments.iter().find(|s| s.codec == tierseed::Codec::Raw).expect("random data is stored raw");
+    // The data region follows the 48-byte header and the table, 48 bytes
+    // per entry in format version 2 (docs/FORMAT.md).
+    let at = 48 + 48 * meta.segments.len() + victim.offset as usize;
     bytes[at] ^= 0x01;
     let mut perm = fs::metadata(&path).unwrap().permissions();
     #[allow(clippy::permissions_set_readonly_false)]

@@ -448,3 +448,36 @@ fn errors_chain_their_cause_and_tier_errors_say_whether_they_are_transient() {
     let c = Error::CorruptContainer { id: tierseed::ContainerId(7), path: None, reason: "x".into() };
     assert_eq!(c.to_string(), "container 0000000000000007 is corrupt: x");
 }
+
+#[test]
+fn compressed_segments_move_as_stored_verified_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let text: Vec<u8> =
+        (0..4000).flat_map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog\n").into_bytes()).collect();
+    let mut random = vec![0u8; 50_000];
+    tierseed::synth::Rng::new(4).fill(&mut random);
+    src.ingest_many([("logs/a.txt", 0, &text[..]), ("bin/r.bin", 0, &random[..])]).unwrap();
+    let info = src.info().unwrap();
+    assert!(info.compression_ratio() > 2.0, "text did not compress: {info:?}");
+    // The target would store new segments raw; Copy must move the source's
+    // compressed frames as they are, not decompress or recompress them.
+    let raw_target = tierseed::TierConfig { compression_level: 0, ..small_config() };
+    let dst = LocalTier::create(dir.path().join("dst"), raw_target).unwrap();
+    let r = run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap());
+    let mut zstd_on_target = 0;
+    for c in tierseed::Tier::container_ids(&dst).unwrap() {
+        zstd_on_target +=
+            tierseed::Tier::read_metadata(&dst, c).unwrap().segments.iter().filter(|s| s.codec == tierseed::Codec::Zstd).count();
+    }
+    assert!(zstd_on_target > 0, "no compressed segment reached the target as stored");
+    assert_eq!(dst.info().unwrap().stored_bytes, src.info().unwrap().stored_bytes);
+    assert_eq!(r.counters.bytes_copied, src.info().unwrap().stored_bytes, "bytes_copied counts stored bytes");
+    let mut out = Vec::new();
+    dst.restore("logs/a.txt", &mut out).unwrap();
+    assert!(out == text);
+    out.clear();
+    dst.restore("bin/r.bin", &mut out).unwrap();
+    assert!(out == random);
+    assert!(dst.verify().unwrap().is_clean());
+}

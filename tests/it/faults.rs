@@ -188,15 +188,15 @@ fn a_failed_durable_write_poisons_the_tier_until_reopened() {
     let aside = dir.path().join("aside");
     std::fs::rename(&cdir, &aside).unwrap();
     let fp = tierseed::Fingerprint::of(b"x");
-    let err = tier.write_container(tierseed::ContainerKind::Data, &[(fp, b"x")]).unwrap_err();
+    let err = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"x")]).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     std::fs::rename(&aside, &cdir).unwrap();
     // The directory is back, but the handle refuses: the state is unknown.
-    let err = tier.write_container(tierseed::ContainerKind::Data, &[(fp, b"x")]).unwrap_err();
+    let err = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"x")]).unwrap_err();
     assert!(matches!(err, Error::Poisoned { .. }), "{err}");
     assert!(matches!(tier.upsert_files(&[]).unwrap_err(), Error::Poisoned { .. }));
     drop(tier);
     let tier = LocalTier::open(&path).unwrap();
-    tier.write_container(tierseed::ContainerKind::Data, &[(fp, b"x")]).unwrap();
+    tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"x")]).unwrap();
     assert!(tier.verify().unwrap().is_clean());
 }

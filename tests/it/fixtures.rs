@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tierseed::{ContainerId, ContainerKind, Error, Fingerprint, LocalTier, TierConfig, decode_container};
+use tierseed::{Codec, ContainerId, ContainerKind, Error, Fingerprint, LocalTier, TierConfig, decode_container, decode_segment};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/containers")
@@ -25,7 +25,17 @@ const META_ID: u64 = 1;
 #[ignore = "writes fixtures/; run by hand when the format changes"]
 fn regenerate_fixtures() {
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = TierConfig { container_size: 64 << 10, chunk_min: 256, chunk_avg: 1024, chunk_max: 4096, fanout: 4 };
+    // Version 2 (this build's format), compressed: the golden content is
+    // a repeating pattern, so its data segments are stored as zstd frames.
+    // The version 1 files were written by the first release and are kept.
+    let cfg = TierConfig {
+        container_size: 64 << 10,
+        chunk_min: 256,
+        chunk_avg: 1024,
+        chunk_max: 4096,
+        fanout: 4,
+        compression_level: 3,
+    };
     let t = LocalTier::create(tmp.path().join("t"), cfg).unwrap();
     t.ingest_reader("golden", 0, &golden_content()[..]).unwrap();
     fs::create_dir_all(dir()).unwrap();
@@ -34,34 +44,42 @@ fn regenerate_fixtures() {
             tmp.path().join("t").join(tierseed::layout::TIER_CONTAINERS).join(tierseed::layout::container_file(ContainerId(id))),
         )
         .unwrap();
-        fs::write(dir().join(format!("{name}-v1.tsc")), &bytes).unwrap();
-        let table_end = 48 + 40 * u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+        fs::write(dir().join(format!("{name}-v2.tsc")), &bytes).unwrap();
+        let table_end = 48 + 48 * u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
         for (what, pos) in [("header", 9usize), ("table", 48 + 5), ("data", table_end + 3)] {
             let mut bad = bytes.clone();
             bad[pos] ^= 0x01;
-            fs::write(dir().join(format!("{name}-v1.corrupt-{what}.tsc")), &bad).unwrap();
+            fs::write(dir().join(format!("{name}-v2.corrupt-{what}.tsc")), &bad).unwrap();
         }
-        fs::write(dir().join(format!("{name}-v1.corrupt-truncated.tsc")), &bytes[..bytes.len() - 1]).unwrap();
+        fs::write(dir().join(format!("{name}-v2.corrupt-truncated.tsc")), &bytes[..bytes.len() - 1]).unwrap();
     }
 }
 
 #[test]
-fn golden_containers_decode() {
-    let data = fs::read(dir().join("data-v1.tsc")).expect("fixture missing: run regenerate_fixtures");
-    let (meta, segs) = decode_container(&data, ContainerId(DATA_ID)).unwrap();
-    assert_eq!(meta.kind, ContainerKind::Data);
-    assert!(meta.segments.len() >= 2);
-    for (e, b) in meta.segments.iter().zip(&segs) {
-        assert_eq!(Fingerprint::of(b), e.fingerprint);
-    }
-    assert!(segs.concat() == golden_content(), "data container no longer holds the golden file");
+fn golden_containers_of_both_versions_decode() {
+    for version in ["v1", "v2"] {
+        let data = fs::read(dir().join(format!("data-{version}.tsc"))).expect("fixture missing: run regenerate_fixtures");
+        let (meta, segs) = decode_container(&data, ContainerId(DATA_ID)).unwrap();
+        assert_eq!(meta.kind, ContainerKind::Data);
+        assert!(meta.segments.len() >= 2);
+        let mut raw = Vec::new();
+        for (e, b) in meta.segments.iter().zip(segs) {
+            // Version 1 is all raw; version 2's pattern compresses.
+            assert_eq!(e.codec == Codec::Zstd, version == "v2", "{version}: {e:?}");
+            let r = decode_segment(ContainerId(DATA_ID), e, b).unwrap();
+            assert_eq!(Fingerprint::of(&r), e.fingerprint);
+            raw.extend(r);
+        }
+        assert!(raw == golden_content(), "{version}: data container no longer holds the golden file");
 
-    let bytes = fs::read(dir().join("meta-v1.tsc")).unwrap();
-    let (meta, segs) = decode_container(&bytes, ContainerId(META_ID)).unwrap();
-    assert_eq!(meta.kind, ContainerKind::Meta);
-    for (e, b) in meta.segments.iter().zip(&segs) {
-        assert_eq!(Fingerprint::of(b), e.fingerprint);
-        assert!(b.starts_with(b"TSR"), "meta segment is not a recipe");
+        let bytes = fs::read(dir().join(format!("meta-{version}.tsc"))).unwrap();
+        let (meta, segs) = decode_container(&bytes, ContainerId(META_ID)).unwrap();
+        assert_eq!(meta.kind, ContainerKind::Meta);
+        for (e, b) in meta.segments.iter().zip(segs) {
+            let r = decode_segment(ContainerId(META_ID), e, b).unwrap();
+            assert_eq!(Fingerprint::of(&r), e.fingerprint);
+            assert!(r.starts_with(b"TSR"), "meta segment is not a recipe");
+        }
     }
 }
 
@@ -81,7 +99,7 @@ fn every_corrupt_fixture_is_detected_naming_the_container() {
         assert!(err.to_string().contains(&ContainerId(id).to_string()), "{name}: message does not name the container: {err}");
         seen += 1;
     }
-    assert_eq!(seen, 8, "expected 4 corrupt variants of each kind");
+    assert_eq!(seen, 16, "expected 4 corrupt variants of each kind and version");
 }
 
 /// A tier directory and the state directory of a suspended move job, as

@@ -18,7 +18,14 @@ use tierseed::{FileEntry, LocalTier, SourceTier, Tier, TierConfig};
 /// Small containers (64 KiB) and chunks, so small datasets span dozens of
 /// containers and several tree levels.
 pub fn small_config() -> TierConfig {
-    TierConfig { container_size: 64 << 10, chunk_min: 1 << 10, chunk_avg: 4 << 10, chunk_max: 16 << 10, fanout: 8 }
+    TierConfig {
+        container_size: 64 << 10,
+        chunk_min: 1 << 10,
+        chunk_avg: 4 << 10,
+        chunk_max: 16 << 10,
+        fanout: 8,
+        compression_level: 3,
+    }
 }
 
 /// A source tier holding `generations` backup generations of a synthetic

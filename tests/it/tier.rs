@@ -12,7 +12,7 @@ use crate::{namespace, small_config, stored_segment_entries};
 /// Tiny chunks (64..1024 bytes) and fanout 2, so a few KiB already make
 /// trees of four or more levels.
 fn tiny_config() -> TierConfig {
-    TierConfig { container_size: 64 << 10, chunk_min: 64, chunk_avg: 256, chunk_max: 1024, fanout: 2 }
+    TierConfig { container_size: 64 << 10, chunk_min: 64, chunk_avg: 256, chunk_max: 1024, fanout: 2, ..TierConfig::default() }
 }
 
 fn file_strategy() -> impl Strategy<Value = Vec<u8>> {
@@ -144,7 +144,9 @@ fn open_removes_crash_leftovers_and_then_verifies_clean() {
     assert!(!cdir.join(format!("{next_id:016x}.tsc.tmp")).exists(), "temp file kept");
     assert!(tier.verify().unwrap().is_clean());
     // The id is reused cleanly by the next write.
-    let id = tier.write_container(tierseed::ContainerKind::Data, &[(tierseed::Fingerprint::of(b"x"), b"x")]).unwrap();
+    let id = tier
+        .write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(tierseed::Fingerprint::of(b"x"), b"x")])
+        .unwrap();
     assert_eq!(id.0, next_id);
     assert!(tier.verify().unwrap().is_clean());
 }
@@ -242,8 +244,8 @@ fn write_container_keeps_existing_mappings() {
     let dir = tempfile::tempdir().unwrap();
     let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
     let fp = tierseed::Fingerprint::of(b"same");
-    let a = tier.write_container(tierseed::ContainerKind::Data, &[(fp, b"same")]).unwrap();
-    let _b = tier.write_container(tierseed::ContainerKind::Data, &[(fp, b"same")]).unwrap();
+    let a = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"same")]).unwrap();
+    let _b = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"same")]).unwrap();
     assert_eq!(tier.locate(&[fp]).unwrap(), vec![Some(a)]);
     assert_eq!(tier.fingerprint_count().unwrap(), 1);
     assert_eq!(stored_segment_entries(&tier), 2);
