@@ -55,26 +55,45 @@ pub(crate) fn hit(_name: &str) {}
 #[cfg(feature = "crash-points")]
 pub mod trace {
     use std::cell::RefCell;
+    use std::sync::{Arc, Mutex};
+
+    /// One trace, shared by the thread that started it and the threads a
+    /// job starts for it (Copy's writer).
+    pub(crate) type Shared = Arc<Mutex<Vec<String>>>;
 
     thread_local! {
-        static TRACE: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+        static TRACE: RefCell<Option<Shared>> = const { RefCell::new(None) };
     }
 
-    /// Starts recording this thread's durability steps (clearing any).
+    /// Starts recording this thread's durability steps (clearing any), and
+    /// those of the threads its job starts.
     pub fn start() {
-        TRACE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+        TRACE.with(|t| *t.borrow_mut() = Some(Arc::new(Mutex::new(Vec::new()))));
     }
 
     /// Stops recording and returns the steps, in order. Each is
     /// `"<step> <what>"`, e.g. `"fsync 0000000000000003.tsc"`.
     pub fn take() -> Vec<String> {
-        TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default()
+        TRACE
+            .with(|t| t.borrow_mut().take())
+            .map(|shared| std::mem::take(&mut *shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)))
+            .unwrap_or_default()
+    }
+
+    /// This thread's trace, to hand to a thread it starts.
+    pub(crate) fn current() -> Option<Shared> {
+        TRACE.with(|t| t.borrow().clone())
+    }
+
+    /// Records into `shared` from this thread too.
+    pub(crate) fn adopt(shared: Option<Shared>) {
+        TRACE.with(|t| *t.borrow_mut() = shared);
     }
 
     pub(crate) fn step(step: &str, what: &str) {
         TRACE.with(|t| {
-            if let Some(v) = t.borrow_mut().as_mut() {
-                v.push(format!("{step} {what}"));
+            if let Some(v) = t.borrow().as_ref() {
+                v.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!("{step} {what}"));
             }
         });
     }
@@ -85,4 +104,22 @@ pub mod trace {
 pub(crate) fn step(_step: &str, _what: &str) {
     #[cfg(feature = "crash-points")]
     trace::step(_step, _what);
+}
+
+/// Carries the calling thread's durability trace into a thread it starts:
+/// call `inherit()` before spawning and `.install()` inside the thread.
+pub(crate) struct Inherited(#[cfg(feature = "crash-points")] Option<trace::Shared>);
+
+pub(crate) fn inherit() -> Inherited {
+    Inherited(
+        #[cfg(feature = "crash-points")]
+        trace::current(),
+    )
+}
+
+impl Inherited {
+    pub(crate) fn install(self) {
+        #[cfg(feature = "crash-points")]
+        trace::adopt(self.0);
+    }
 }

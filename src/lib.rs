@@ -84,7 +84,7 @@ pub use crate::crashpoint::CRASH_POINTS;
 pub use crate::crashpoint::trace;
 pub use crate::engine::{
     Counters, Estimate, Event, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder, SuspendHandle,
-    VerifyLevel,
+    ThrottleHandle, VerifyLevel,
 };
 pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};

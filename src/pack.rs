@@ -1,13 +1,14 @@
 //! Packing segments into containers of a target size.
 //!
 //! Shared by ingest and by the seeding engine's Copy phase, so that both
-//! write containers the same way and both deduplicate within the batch.
+//! pack and deduplicate within the batch the same way. A packer only
+//! gathers: it hands back full [`Batch`]es, which the caller writes, at
+//! once (ingest) or on a writer thread while the next batch fills (Copy).
 
 use std::collections::HashSet;
 
 use crate::error::Result;
-use crate::tier::TargetTier;
-use crate::tier::{Codec, ContainerKind, StoredSegment};
+use crate::tier::{Codec, ContainerKind, StoredSegment, TargetTier};
 use crate::{ContainerId, Fingerprint};
 
 /// A segment as stored, owned: what a packer holds until it seals.
@@ -31,8 +32,31 @@ pub(crate) struct Sealed {
     pub(crate) bytes: u64,
 }
 
-/// Accumulates segments of one kind until the target size, then writes
-/// them through [`TargetTier::write_container`].
+/// One container's worth of segments of one kind, ready to be written.
+pub(crate) struct Batch {
+    pub(crate) kind: ContainerKind,
+    pub(crate) segments: Vec<OwnedSegment>,
+    /// Stored bytes.
+    pub(crate) bytes: u64,
+    /// The smallest tag of its segments (the engine tags segments with
+    /// their source container's snapshot index, so this bounds the cursor).
+    pub(crate) first_tag: Option<u64>,
+}
+
+impl Batch {
+    /// Writes the batch as one container; durable and indexed on return.
+    pub(crate) fn write(self, target: &dyn TargetTier) -> Result<Sealed> {
+        let refs: Vec<StoredSegment<'_>> = self.segments.iter().map(OwnedSegment::stored).collect();
+        let id = target.write_container(self.kind, &refs)?;
+        Ok(Sealed { id, fingerprints: self.segments.iter().map(|s| s.fingerprint).collect(), bytes: self.bytes })
+    }
+
+    pub(crate) fn fingerprints(&self) -> impl Iterator<Item = Fingerprint> + '_ {
+        self.segments.iter().map(|s| s.fingerprint)
+    }
+}
+
+/// Accumulates segments of one kind up to the target size.
 pub(crate) struct Packer {
     kind: ContainerKind,
     target_size: u64,
@@ -52,42 +76,39 @@ impl Packer {
         self.pending.contains(fp)
     }
 
-    /// The tag of the oldest pending segment (the engine tags segments with
-    /// their source container's snapshot index, so this bounds the cursor).
+    /// The tag of the oldest pending segment.
     pub(crate) fn first_tag(&self) -> Option<u64> {
         self.first_tag
     }
 
     /// Adds a segment unless it is already pending. If adding it would pass
-    /// the target size, first seals what is pending and returns that.
-    pub(crate) fn add(&mut self, target: &dyn TargetTier, seg: OwnedSegment, tag: u64) -> Result<Option<Sealed>> {
+    /// the target size, first hands back what is pending as a full batch.
+    pub(crate) fn add(&mut self, seg: OwnedSegment, tag: u64) -> Option<Batch> {
         if self.pending.contains(&seg.fingerprint) {
-            return Ok(None);
+            return None;
         }
-        let sealed = if !self.segments.is_empty() && self.bytes + seg.bytes.len() as u64 > self.target_size {
-            self.seal(target)?
-        } else {
-            None
-        };
+        let full =
+            if !self.segments.is_empty() && self.bytes + seg.bytes.len() as u64 > self.target_size { self.take() } else { None };
         self.bytes += seg.bytes.len() as u64;
         self.pending.insert(seg.fingerprint);
         self.first_tag.get_or_insert(tag);
         self.segments.push(seg);
-        Ok(sealed)
+        full
     }
 
-    /// Writes whatever is pending as one container (nothing if empty).
-    pub(crate) fn seal(&mut self, target: &dyn TargetTier) -> Result<Option<Sealed>> {
+    /// Whatever is pending, as a batch (nothing if empty).
+    pub(crate) fn take(&mut self) -> Option<Batch> {
         if self.segments.is_empty() {
-            return Ok(None);
+            return None;
         }
-        let refs: Vec<StoredSegment<'_>> = self.segments.iter().map(OwnedSegment::stored).collect();
-        let id = target.write_container(self.kind, &refs)?;
-        let sealed = Sealed { id, fingerprints: self.segments.iter().map(|s| s.fingerprint).collect(), bytes: self.bytes };
-        self.segments.clear();
+        let batch = Batch {
+            kind: self.kind,
+            segments: std::mem::take(&mut self.segments),
+            bytes: self.bytes,
+            first_tag: self.first_tag.take(),
+        };
         self.pending.clear();
-        self.first_tag = None;
         self.bytes = 0;
-        Ok(Some(sealed))
+        Some(batch)
     }
 }

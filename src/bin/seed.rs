@@ -101,6 +101,9 @@ enum Cmd {
         /// (also every segment's bytes, hashed).
         #[arg(long, default_value = "metadata")]
         verify: tierseed::VerifyLevel,
+        /// Limit the bytes written to the target, in MiB/s.
+        #[arg(long, value_name = "MIB_PER_SEC")]
+        limit: Option<f64>,
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
@@ -119,6 +122,9 @@ enum Cmd {
         /// Verify level for this run (default: the one the job was started with).
         #[arg(long)]
         verify: Option<tierseed::VerifyLevel>,
+        /// Limit the bytes written to the target, in MiB/s.
+        #[arg(long, value_name = "MIB_PER_SEC")]
+        limit: Option<f64>,
         /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
@@ -234,6 +240,15 @@ macro_rules! say {
     ($($arg:tt)*) => {
         writeln!(std::io::stdout().lock(), $($arg)*)?
     };
+}
+
+/// `--limit` in MiB/s as bytes per second (0: none).
+fn mib_per_sec(limit: Option<f64>) -> Result<u64> {
+    match limit {
+        None => Ok(0),
+        Some(l) if l.is_finite() && l > 0.0 => Ok((l * 1_048_576.0).round().max(1.0) as u64),
+        Some(l) => bail!("--limit {l}: expected a positive number of MiB/s"),
+    }
 }
 
 fn parse_age(s: &str) -> Result<u64> {
@@ -392,7 +407,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("compression {:.2}x (raw / stored)", i.compression_ratio());
             say!("total       {:.2}x (logical / stored)", i.total_ratio());
         }
-        Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, json, log_events } => {
+        Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, limit, json, log_events } => {
             let selection = sel.selection()?;
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
@@ -402,6 +417,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 .selection(selection)
                 .mode(if move_mode { Mode::Move } else { Mode::Copy })
                 .verify(verify)
+                .limit_bytes_per_sec(mib_per_sec(limit)?)
                 .observer(|e: &Event| ui.event(e));
             if let Some(n) = threads {
                 b = b.threads(n);
@@ -409,7 +425,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             let mut job = b.build()?;
             return drive(&mut job, &tiers, &ui, json);
         }
-        Cmd::Resume { tiers, threads, verify, json, log_events } => {
+        Cmd::Resume { tiers, threads, verify, limit, json, log_events } => {
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
             let dst = LocalTier::open(&tiers.to)?;
@@ -421,6 +437,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             if let Some(v) = verify {
                 job = job.with_verify(v);
             }
+            job = job.with_limit_bytes_per_sec(mib_per_sec(limit)?);
             return drive(&mut job, &tiers, &ui, json);
         }
         Cmd::Status { state, json, watch } => {

@@ -289,6 +289,24 @@ impl SuspendHandle {
     }
 }
 
+/// Sets a running job's bandwidth limit on bytes written to the target,
+/// from any thread; the writer picks up a change before its next container.
+/// Clone it freely.
+#[derive(Clone, Debug, Default)]
+pub struct ThrottleHandle(Arc<std::sync::atomic::AtomicU64>);
+
+impl ThrottleHandle {
+    /// Limits writes to `bytes_per_sec` (0: no limit).
+    pub fn set_bytes_per_sec(&self, bytes_per_sec: u64) {
+        self.0.store(bytes_per_sec, Ordering::SeqCst);
+    }
+
+    /// The limit now (0: none).
+    pub fn bytes_per_sec(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// Builds a new job; see [`Seeder::builder`].
 pub struct SeederBuilder<'a> {
     source: &'a dyn SourceTier,
@@ -299,6 +317,7 @@ pub struct SeederBuilder<'a> {
     threads: usize,
     gamma: f64,
     verify: VerifyLevel,
+    limit: u64,
     observer: Option<Arc<dyn Observer + 'a>>,
 }
 
@@ -326,6 +345,14 @@ impl<'a> SeederBuilder<'a> {
     #[must_use]
     pub fn verify(mut self, level: VerifyLevel) -> Self {
         self.verify = level;
+        self
+    }
+    /// Limits the bytes written to the target to `bytes_per_sec` (default
+    /// 0: no limit). Change it while the job runs with
+    /// [`Seeder::throttle_handle`].
+    #[must_use]
+    pub fn limit_bytes_per_sec(mut self, bytes_per_sec: u64) -> Self {
+        self.limit = bytes_per_sec;
         self
     }
     /// PHF gamma (default 1.7; 1.05 to 5.0).
@@ -362,6 +389,7 @@ impl<'a> SeederBuilder<'a> {
         let ctx = Context::create(&self.state_dir, &job, &ProgressRecord::default(), &options)?;
         let mut s = Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false);
         s.verify = self.verify;
+        s.throttle.set_bytes_per_sec(self.limit);
         Ok(s)
     }
 }
@@ -403,6 +431,7 @@ pub struct Seeder<'a> {
     resumed: bool,
     commits_enabled: bool,
     verify: VerifyLevel,
+    throttle: ThrottleHandle,
 }
 
 impl<'a> Seeder<'a> {
@@ -417,6 +446,7 @@ impl<'a> Seeder<'a> {
             threads: default_threads(),
             gamma: 1.7,
             verify: VerifyLevel::default(),
+            limit: 0,
             observer: None,
         }
     }
@@ -441,6 +471,7 @@ impl<'a> Seeder<'a> {
             resumed,
             commits_enabled: true,
             verify: VerifyLevel::default(),
+            throttle: ThrottleHandle::default(),
         }
     }
 
@@ -518,6 +549,18 @@ impl<'a> Seeder<'a> {
     #[must_use]
     pub fn disable_copy_commits_for_bench(mut self) -> Self {
         self.commits_enabled = false;
+        self
+    }
+
+    /// A handle that changes this job's bandwidth limit while it runs.
+    pub fn throttle_handle(&self) -> ThrottleHandle {
+        self.throttle.clone()
+    }
+
+    /// Sets the bandwidth limit (for a resumed job; 0: none).
+    #[must_use]
+    pub fn with_limit_bytes_per_sec(self, bytes_per_sec: u64) -> Self {
+        self.throttle.set_bytes_per_sec(bytes_per_sec);
         self
     }
 

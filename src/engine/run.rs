@@ -12,10 +12,10 @@ use super::phf::Phf;
 use super::phv::Phv;
 use super::verify::verify_target;
 use super::walk::{SetSum, affected_files, mark};
-use super::{Event, Mode, Outcome, Phase, Report, Seeder, progress_of};
+use super::{Event, Mode, Outcome, Phase, Report, Seeder, ThrottleHandle, progress_of};
 use crate::crashpoint;
 use crate::error::{Error, Result};
-use crate::pack::{OwnedSegment, Packer, Sealed};
+use crate::pack::{Batch, OwnedSegment, Packer, Sealed};
 use crate::tier::{ContainerKind, SegmentEntry};
 use crate::tier::{FileEntry, Tier};
 use crate::{ContainerId, Fingerprint};
@@ -133,6 +133,7 @@ impl Seeder<'_> {
         let mut c = extra;
         st.prog.phase_done = Some(phase);
         c.progress(&st.prog);
+        crashpoint::step("counting", &st.prog.counters.target_containers.to_string());
         self.ctx.commit(c)?;
         crashpoint::hit("phase.after_commit");
         Ok(())
@@ -244,6 +245,10 @@ impl Seeder<'_> {
         let snapshot = std::mem::take(&mut st.snapshot);
         let start = st.prog.copy_cursor;
         let result = std::thread::scope(|s| {
+            // Three stages: the reader loads and verifies source containers
+            // (hashing on the pool), this thread decides and packs, and the
+            // writer seals container k (write, fsync, rename, directory
+            // fsync, index) while k+1 fills.
             let (tx, rx) = sync_channel::<Result<Loaded>>(READ_AHEAD);
             let (phf, phv, snapshot, stop) = (&phf, &phv, &snapshot, &stop);
             let source = self.source;
@@ -261,8 +266,30 @@ impl Seeder<'_> {
                     }
                 });
             });
-            let r = self.copy_loop(st, rx, phf, phv, snapshot, start);
+            let (wtx, wrx) = sync_channel::<Batch>(0);
+            let (dtx, drx) = sync_channel::<Result<Sealed>>(1);
+            let target = self.target;
+            let limit = self.throttle.clone();
+            let trace = crashpoint::inherit();
+            s.spawn(move || {
+                trace.install();
+                let mut pace = Pace::new(limit);
+                for batch in wrx {
+                    pace.before(batch.bytes);
+                    let r = batch.write(target);
+                    let failed = r.is_err();
+                    if dtx.send(r).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let mut pipe = Pipe { tx: Some(wtx), rx: drx, in_flight: None };
+            let r = self.copy_loop(st, rx, &mut pipe, phf, phv, snapshot, start);
             stop.store(true, Ordering::SeqCst);
+            // Closing the submission channel ends the writer; a container
+            // still in flight is waited for by the scope, and is either
+            // indexed (found again by the batched lookup on resume) or not.
+            drop(pipe);
             r
         });
         st.snapshot = snapshot;
@@ -286,6 +313,7 @@ impl Seeder<'_> {
         &mut self,
         st: &mut State,
         rx: std::sync::mpsc::Receiver<Result<Loaded>>,
+        pipe: &mut Pipe,
         phf: &Phf,
         phv: &RwLock<Phv>,
         snapshot: &[ContainerId],
@@ -320,14 +348,17 @@ impl Seeder<'_> {
                 let k = kind_slot(loaded.kind);
                 let read_count = loaded.segments.len() as u64;
                 // Still needed: the bit is set and it is not already waiting
-                // in a packer of either kind (a segment can sit in two source
-                // containers, and the same bytes can be data and a recipe).
+                // in a packer of either kind or in the container being
+                // written (a segment can sit in two source containers, and
+                // the same bytes can be data and a recipe).
                 let live: Vec<(SegmentEntry, u64, Vec<u8>)> = {
                     let bits = read(phv);
                     loaded
                         .segments
                         .into_iter()
-                        .filter(|(e, slot, _)| bits.get(*slot) && !packers.iter().any(|p| p.holds(&e.fingerprint)))
+                        .filter(|(e, slot, _)| {
+                            bits.get(*slot) && !packers.iter().any(|p| p.holds(&e.fingerprint)) && !pipe.holds(&e.fingerprint)
+                        })
                         .collect()
                 };
                 let fps: Vec<Fingerprint> = live.iter().map(|l| l.0.fingerprint).collect();
@@ -361,9 +392,8 @@ impl Seeder<'_> {
                     }
                     // The stored bytes move as they are: no recompression.
                     let seg = OwnedSegment { fingerprint: entry.fingerprint, bytes, raw_len: entry.raw_len, codec: entry.codec };
-                    if let Some(sealed) = packers[k].add(self.target, seg, index)? {
-                        self.sealed(st, phf, phv, sealed);
-                        self.commit_copy(st, phv, cursor(index, &packers))?;
+                    if let Some(full) = packers[k].add(seg, index) {
+                        self.submit(st, phf, phv, pipe, &packers, full, index)?;
                         since_commit = 0;
                     }
                 }
@@ -375,32 +405,133 @@ impl Seeder<'_> {
                     total,
                 });
             }
+            // A container that finished writing meanwhile is committed now,
+            // not when the next one is ready.
+            if self.poll_written(st, phf, phv, pipe, &packers, index + 1)? {
+                since_commit = 0;
+            }
             since_commit += 1;
             let suspend = self.suspend.is_requested();
             if suspend {
                 // Seal what is pending so the suspension point is one clean
-                // commit with nothing half-packed.
-                self.seal_all(st, phf, phv, &mut packers)?;
+                // commit with nothing half-packed or in flight.
+                self.flush(st, phf, phv, pipe, &mut packers, index + 1)?;
             }
             if suspend || since_commit >= COMMIT_EVERY_CONTAINERS {
-                self.commit_copy(st, phv, cursor(index + 1, &packers))?;
+                self.commit_copy(st, phv, cursor(index + 1, &packers, pipe))?;
                 since_commit = 0;
                 if suspend {
                     return Ok(Flow::Suspended);
                 }
             }
         }
-        self.seal_all(st, phf, phv, &mut packers)?;
+        self.flush(st, phf, phv, pipe, &mut packers, total)?;
         Ok(Flow::Continue)
     }
 
-    fn seal_all(&self, st: &mut State, phf: &Phf, phv: &RwLock<Phv>, packers: &mut [Packer; 2]) -> Result<()> {
-        for p in packers.iter_mut() {
-            if let Some(sealed) = p.seal(self.target)? {
-                self.sealed(st, phf, phv, sealed);
-            }
+    /// Hands a full batch to the writer, after the one in flight (if any)
+    /// is durable and committed: at most one container is in flight.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &mut self,
+        st: &mut State,
+        phf: &Phf,
+        phv: &RwLock<Phv>,
+        pipe: &mut Pipe,
+        packers: &[Packer; 2],
+        batch: Batch,
+        handled: u64,
+    ) -> Result<()> {
+        // The batch has left its packer but is not in flight yet: the
+        // commit made while waiting must still keep the cursor before it.
+        self.wait_written(st, phf, phv, pipe, packers, handled.min(batch.first_tag.unwrap_or(u64::MAX)))?;
+        pipe.in_flight = Some(InFlight { fps: batch.fingerprints().collect(), first_tag: batch.first_tag });
+        let sent = pipe.tx.as_ref().map(|tx| tx.send(batch));
+        if !matches!(sent, Some(Ok(()))) {
+            // The writer stopped: it reported why on its result channel.
+            return match pipe.rx.recv() {
+                Ok(Err(e)) => Err(e),
+                _ => Err(Error::internal("Copy's writer thread stopped")),
+            };
         }
         Ok(())
+    }
+
+    /// Waits for the container in flight, then clears its bits and commits.
+    #[allow(clippy::too_many_arguments)]
+    fn wait_written(
+        &mut self,
+        st: &mut State,
+        phf: &Phf,
+        phv: &RwLock<Phv>,
+        pipe: &mut Pipe,
+        packers: &[Packer; 2],
+        handled: u64,
+    ) -> Result<()> {
+        if pipe.in_flight.is_none() {
+            return Ok(());
+        }
+        let sealed = pipe.rx.recv().map_err(|_| Error::internal("Copy's writer thread stopped"))??;
+        self.written(st, phf, phv, pipe, packers, sealed, handled)
+    }
+
+    /// Commits the container in flight if the writer has finished it.
+    #[allow(clippy::too_many_arguments)]
+    fn poll_written(
+        &mut self,
+        st: &mut State,
+        phf: &Phf,
+        phv: &RwLock<Phv>,
+        pipe: &mut Pipe,
+        packers: &[Packer; 2],
+        handled: u64,
+    ) -> Result<bool> {
+        if pipe.in_flight.is_none() {
+            return Ok(false);
+        }
+        match pipe.rx.try_recv() {
+            Ok(sealed) => {
+                self.written(st, phf, phv, pipe, packers, sealed?, handled)?;
+                Ok(true)
+            }
+            Err(std::sync::mpsc::TryRecvError::Empty) => Ok(false),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => Err(Error::internal("Copy's writer thread stopped")),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn written(
+        &mut self,
+        st: &mut State,
+        phf: &Phf,
+        phv: &RwLock<Phv>,
+        pipe: &mut Pipe,
+        packers: &[Packer; 2],
+        sealed: Sealed,
+        handled: u64,
+    ) -> Result<()> {
+        pipe.in_flight = None;
+        self.sealed(st, phf, phv, sealed);
+        // The container is durable and indexed: now the commit may count it.
+        self.commit_copy(st, phv, cursor(handled, packers, pipe))
+    }
+
+    /// Writes everything pending and waits until it is durable.
+    fn flush(
+        &mut self,
+        st: &mut State,
+        phf: &Phf,
+        phv: &RwLock<Phv>,
+        pipe: &mut Pipe,
+        packers: &mut [Packer; 2],
+        handled: u64,
+    ) -> Result<()> {
+        for k in 0..packers.len() {
+            if let Some(batch) = packers[k].take() {
+                self.submit(st, phf, phv, pipe, packers, batch, handled)?;
+            }
+        }
+        self.wait_written(st, phf, phv, pipe, packers, handled)
     }
 
     /// Clears the bits of a sealed target container's segments and counts it.
@@ -427,6 +558,7 @@ impl Seeder<'_> {
         st.prog.copy_cursor = cursor;
         let mut c = Commit::default();
         c.phv(&mut write(phv)).progress(&st.prog);
+        crashpoint::step("counting", &st.prog.counters.target_containers.to_string());
         self.ctx.commit(c)?;
         crashpoint::hit("copy.after_commit");
         Ok(())
@@ -596,9 +728,66 @@ pub(super) fn target_has(target: &dyn Tier, c: ContainerId, cache: &mut HashMap<
 }
 
 /// The snapshot index a resume must restart from: before the current
-/// container, and before any container whose segments still sit unsealed.
-fn cursor(handled: u64, packers: &[Packer; 2]) -> u64 {
-    packers.iter().filter_map(Packer::first_tag).fold(handled, u64::min)
+/// container, before any container whose segments still sit unsealed in a
+/// packer, and before the container in flight.
+fn cursor(handled: u64, packers: &[Packer; 2], pipe: &Pipe) -> u64 {
+    packers.iter().filter_map(Packer::first_tag).chain(pipe.first_tag()).fold(handled, u64::min)
+}
+
+/// The container being written on the writer thread.
+struct InFlight {
+    fps: HashSet<Fingerprint>,
+    first_tag: Option<u64>,
+}
+
+/// The channels to and from Copy's writer thread, and what is in flight.
+pub(super) struct Pipe {
+    tx: Option<std::sync::mpsc::SyncSender<Batch>>,
+    rx: std::sync::mpsc::Receiver<Result<Sealed>>,
+    in_flight: Option<InFlight>,
+}
+
+impl Pipe {
+    fn holds(&self, fp: &Fingerprint) -> bool {
+        self.in_flight.as_ref().is_some_and(|f| f.fps.contains(fp))
+    }
+
+    fn first_tag(&self) -> Option<u64> {
+        self.in_flight.as_ref().and_then(|f| f.first_tag)
+    }
+}
+
+/// Paces writes to a bandwidth limit (bytes per second, 0 for none) that
+/// may change while the job runs: it sleeps before a write until the bytes
+/// written since the limit was last set fit the limit.
+struct Pace {
+    limit: ThrottleHandle,
+    epoch: std::time::Instant,
+    sent: u64,
+    at_limit: u64,
+}
+
+impl Pace {
+    fn new(limit: ThrottleHandle) -> Self {
+        Pace { limit, epoch: std::time::Instant::now(), sent: 0, at_limit: 0 }
+    }
+
+    fn before(&mut self, bytes: u64) {
+        let limit = self.limit.bytes_per_sec();
+        if limit != self.at_limit {
+            self.epoch = std::time::Instant::now();
+            self.sent = 0;
+            self.at_limit = limit;
+        }
+        if limit > 0 {
+            let due = self.epoch + std::time::Duration::from_secs_f64(self.sent as f64 / limit as f64);
+            let now = std::time::Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        self.sent += bytes;
+    }
 }
 
 fn kind_slot(kind: ContainerKind) -> usize {

@@ -105,7 +105,9 @@ impl<'a> Ingest<'a> {
                 ContainerKind::Data => &mut self.data,
                 ContainerKind::Meta => &mut self.meta,
             };
-            packer.add(self.tier, seg, 0)?;
+            if let Some(full) = packer.add(seg, 0) {
+                full.write(self.tier)?;
+            }
         }
         Ok(())
     }
@@ -186,8 +188,11 @@ impl<'a> Ingest<'a> {
     /// Seals the last containers, then publishes the namespace entries, so
     /// no entry is ever durable before the segments it names.
     pub fn finish(mut self) -> Result<IngestStats> {
-        self.data.seal(self.tier)?;
-        self.meta.seal(self.tier)?;
+        for packer in [&mut self.data, &mut self.meta] {
+            if let Some(last) = packer.take() {
+                last.write(self.tier)?;
+            }
+        }
         for chunk in self.entries.chunks(1024) {
             self.tier.upsert_files(chunk)?;
         }

@@ -414,18 +414,24 @@ fn the_commit_path_fsyncs_renames_and_indexes_each_container_before_the_commit_t
         // count it (the commit that counts it comes after the index).
         assert!(fsync < index);
     }
-    // Each context commit in Copy follows the durability of every
-    // container written before it.
-    let mut pending = 0;
-    for s in &trace {
-        if s.starts_with("fsync ") && s.ends_with(".tsc") {
-            pending += 1;
-        } else if s.starts_with("index ") {
-            pending -= 1;
-        } else if s == "commit context" {
-            assert_eq!(pending, 0, "a context commit while a container was written but not indexed: {trace:?}");
+    // Every context commit counts only containers that are already
+    // durable and indexed: before a commit that counts N target containers
+    // (`counting N`), N index batches have completed. A commit may happen
+    // while a container is being written (the pipeline), but never counts
+    // it.
+    let mut indexed = 0u64;
+    let mut commits = 0;
+    for (i, s) in trace.iter().enumerate() {
+        if s.starts_with("index ") {
+            indexed += 1;
+        } else if let Some(n) = s.strip_prefix("counting ") {
+            let n: u64 = n.parse().unwrap();
+            assert!(n <= indexed, "a commit counts {n} containers while only {indexed} are indexed: {:?}", &trace[..=i]);
+            assert_eq!(trace.get(i + 1).map(String::as_str), Some("commit context"));
+            commits += 1;
         }
     }
+    assert!(commits as u64 >= r.counters.target_containers, "fewer commits than containers: {trace:?}");
 }
 
 /// Faults in the calls BuildPhf and Select make, and faults that strike
