@@ -422,15 +422,7 @@ fn run_job_child_verifying(dir: &Path, src: &Path, name: &str, sel: &str, commit
     run_job_child_with(dir, src, name, sel, commits, verify, 0)
 }
 
-fn run_job_child_with(
-    dir: &Path,
-    src: &Path,
-    name: &str,
-    sel: &str,
-    commits: bool,
-    verify: &str,
-    limit: u64,
-) -> Result<JobRun> {
+fn run_job_child_with(dir: &Path, src: &Path, name: &str, sel: &str, commits: bool, verify: &str, limit: u64) -> Result<JobRun> {
     let dst = dir.join(format!("dst-{name}"));
     let state = dir.join(format!("state-{name}"));
     let out = Command::new(std::env::current_exe()?)
@@ -491,7 +483,12 @@ fn child_job(a: &[String]) -> Result<()> {
             _ => VerifyLevel::Metadata,
         };
         let limit = std::env::var("BENCH_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        Seeder::builder(&src, &dst, state).selection(selection(sel)).threads(2).verify(verify).limit_bytes_per_sec(limit).build()?
+        Seeder::builder(&src, &dst, state)
+            .selection(selection(sel))
+            .threads(2)
+            .verify(verify)
+            .limit_bytes_per_sec(limit)
+            .build()?
     };
     if !commits {
         job = job.disable_copy_commits_for_bench();
@@ -753,11 +750,12 @@ fn restic_row(dir: &Path) -> Result<Row> {
         return Ok(Row::plain(name, "skipped: restic not installed".into(), "<= 0.15x", true, String::new()));
     }
     let home = std::env::var("HOME").unwrap_or_default();
-    let corpus: Vec<PathBuf> = ["/usr/share/doc".to_string(), format!("{home}/.cargo/registry/src"), "/usr/lib/x86_64-linux-gnu".into()]
-        .into_iter()
-        .map(PathBuf::from)
-        .filter(|p| p.is_dir())
-        .collect();
+    let corpus: Vec<PathBuf> =
+        ["/usr/share/doc".to_string(), format!("{home}/.cargo/registry/src"), "/usr/lib/x86_64-linux-gnu".into()]
+            .into_iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_dir())
+            .collect();
     let tier = dir.join("real-src");
     let t = LocalTier::create(&tier, TierConfig::default())?;
     let stats = t.ingest_paths(&corpus)?;
@@ -766,7 +764,8 @@ fn restic_row(dir: &Path) -> Result<Row> {
     std::fs::write(&pw, "bench")?;
     let repo1 = dir.join("restic-1");
     let restic = |args: &[&std::ffi::OsStr]| -> Result<()> {
-        let o = Command::new("restic").args(args).env("RESTIC_PASSWORD_FILE", &pw).env("RESTIC_FROM_PASSWORD_FILE", &pw).output()?;
+        let o =
+            Command::new("restic").args(args).env("RESTIC_PASSWORD_FILE", &pw).env("RESTIC_FROM_PASSWORD_FILE", &pw).output()?;
         if !o.status.success() {
             bail!("restic {:?}: {}", args, String::from_utf8_lossy(&o.stderr));
         }
@@ -790,7 +789,14 @@ fn restic_row(dir: &Path) -> Result<Row> {
         ])?;
         drop_caches();
         let t = Instant::now();
-        restic(&["copy".as_ref(), "--repo".as_ref(), repo2.as_os_str(), "--from-repo".as_ref(), repo1.as_os_str(), "--quiet".as_ref()])?;
+        restic(&[
+            "copy".as_ref(),
+            "--repo".as_ref(),
+            repo2.as_os_str(),
+            "--from-repo".as_ref(),
+            repo1.as_os_str(),
+            "--quiet".as_ref(),
+        ])?;
         restic_secs.push(t.elapsed().as_secs_f64());
         let _ = std::fs::remove_dir_all(&repo2);
         drop_caches();

@@ -196,6 +196,12 @@ pub enum Error {
         /// How many files are affected.
         file_count: usize,
     },
+    /// A write was asked of a tier opened read-only.
+    #[error("tier {path} is open read-only; open it for writing (no other process may have it open for writing)")]
+    ReadOnly {
+        /// The tier directory.
+        path: PathBuf,
+    },
     /// Building the PHF over the source index failed.
     #[error("building the PHF failed: {reason}")]
     PhfBuild {

@@ -69,6 +69,16 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Remove files or whole directories from a tier's namespace (their
+    /// data stays until space is reclaimed).
+    Rm {
+        /// The tier directory.
+        #[arg(long)]
+        tier: PathBuf,
+        /// Files or directories (every file under them) to remove.
+        #[arg(required = true)]
+        paths: Vec<String>,
+    },
     /// Scrub a whole tier: every checksum, every fingerprint, every tree.
     Verify {
         /// The tier directory.
@@ -318,7 +328,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Ls { tier, prefix, long, json } => {
-            let t = LocalTier::open(&tier)?;
+            let t = LocalTier::open_read_only(&tier)?;
             let prefix = prefix.unwrap_or_default();
             let prefix = prefix.trim_end_matches('/');
             let mut after: Option<String> = None;
@@ -341,7 +351,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             out.flush()?;
         }
         Cmd::Restore { tier, path, out, threads } => {
-            let t = LocalTier::open(&tier)?;
+            let t = LocalTier::open_read_only(&tier)?;
             let path = path.trim_end_matches('/').to_string();
             let single = t.file_entries(std::slice::from_ref(&path))?.pop().flatten();
             match single {
@@ -382,8 +392,15 @@ fn real_main(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Verify { tier } => {
+        Cmd::Rm { tier, paths } => {
             let t = LocalTier::open(&tier)?;
+            let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+            let gone = t.remove(&refs)?;
+            let bytes: u64 = gone.iter().map(|e| e.size).sum();
+            say!("removed {} files ({}) from the namespace of {}", gone.len(), human(bytes), tier.display());
+        }
+        Cmd::Verify { tier } => {
+            let t = LocalTier::open_read_only(&tier)?;
             let r = t.verify()?;
             say!("checked {} containers, {} segments, {} files", r.containers, r.segments, r.files);
             if !r.is_clean() {
@@ -395,7 +412,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("clean");
         }
         Cmd::Info { tier } => {
-            let i = LocalTier::open(&tier)?.info()?;
+            let i = LocalTier::open_read_only(&tier)?.info()?;
             say!("tier        {}", i.id);
             say!("containers  {}", i.containers);
             say!("segments    {}", i.segments);
@@ -453,8 +470,8 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Estimate { from, to, sel, json } => {
             let selection = sel.selection()?;
-            let src = LocalTier::open(&from)?;
-            let dst = LocalTier::open(&to)?;
+            let src = LocalTier::open_read_only(&from)?;
+            let dst = LocalTier::open_read_only(&to)?;
             let e = Seeder::estimate(&src, &dst, &selection)?;
             if json {
                 say!("{}", serde_json::to_string_pretty(&e)?);
@@ -571,7 +588,8 @@ impl Ui {
     fn event(&self, e: &Event) {
         if self.log_events {
             // One line per event, written at once (stderr is unbuffered).
-            eprintln!("event {e:?}");
+            // A reader that went away must not stop the job: ignore errors.
+            let _ = writeln!(std::io::stderr(), "event {e:?}");
         }
         match e {
             Event::PhaseStarted(p) => {

@@ -235,8 +235,15 @@ pub struct LocalTier {
     id: TierId,
     config: TierConfig,
     alloc: Mutex<Alloc>,
+    /// The next container id to hand out; ahead of `alloc.next_container`
+    /// by the containers being written.
+    reserved: Mutex<u64>,
+    /// Signalled whenever a container is indexed (or the tier poisoned),
+    /// for writers waiting for their turn to index.
+    indexed: std::sync::Condvar,
     poisoned: OnceLock<String>,
-    _lock: File,
+    /// The writer's lock; `None` for a read-only handle.
+    _lock: Option<File>,
 }
 
 impl std::fmt::Debug for LocalTier {
@@ -307,21 +314,50 @@ impl LocalTier {
         if !dir.join(TIER_DB).is_dir() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
         }
-        let lock = Self::take_lock(dir)?;
+        let guard = Self::take_lock(dir)?;
         let db = Self::open_db(dir, false)?;
+        let tier = Self::assemble(dir, db, Some(guard))?;
+        let next = lock(&tier.alloc).next_container;
+        tier.recover(next)?;
+        Ok(tier)
+    }
+
+    /// Opens a tier for reading only, without its lock, so it works while
+    /// another process (or handle) has the tier open for writing. The
+    /// handle sees the tier as it was when opened: files, index and
+    /// containers of that moment (containers are immutable, and one
+    /// written later is not in its view). It runs no recovery and refuses
+    /// every write with [`Error::ReadOnly`].
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LocalTier> {
+        let dir = dir.as_ref();
+        if !dir.join(TIER_DB).is_dir() {
+            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
+        }
+        let path = dir.join(TIER_DB);
+        let db = DB::open_cf_for_read_only(&Options::default(), &path, [CF_INDEX, CF_NAMESPACE, CF_META], false)
+            .map_err(|e| Error::db(&path, e))?;
+        Self::assemble(dir, db, None)
+    }
+
+    /// Whether this handle was opened with [`open_read_only`](Self::open_read_only).
+    pub fn is_read_only(&self) -> bool {
+        self._lock.is_none()
+    }
+
+    fn assemble(dir: &Path, db: DB, lock: Option<File>) -> Result<LocalTier> {
         let record: TierRecord = Self::meta_record::<TierRecord, TierRecordV1>(&db, dir, KEY_TIER, "tier record")?;
         let alloc: Alloc = Self::meta_record::<Alloc, AllocV1>(&db, dir, KEY_ALLOC, "allocation record")?;
-        let tier = LocalTier {
+        Ok(LocalTier {
             dir: dir.to_path_buf(),
             db,
             id: uuid::Uuid::from_bytes(record.id),
             config: record.config(),
             alloc: Mutex::new(alloc),
+            reserved: Mutex::new(alloc.next_container),
+            indexed: std::sync::Condvar::new(),
             poisoned: OnceLock::new(),
             _lock: lock,
-        };
-        tier.recover(alloc.next_container)?;
-        Ok(tier)
+        })
     }
 
     /// Reads and decodes one record of the `meta` column family; a missing
@@ -417,6 +453,9 @@ impl LocalTier {
     }
 
     fn check_poison(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly { path: self.dir.clone() });
+        }
         match self.poisoned.get() {
             Some(cause) => Err(Error::Poisoned { what: format!("tier {}", self.dir.display()), cause: cause.clone() }),
             None => Ok(()),
@@ -451,6 +490,45 @@ impl LocalTier {
             format!("namespace entry {:?} in {}", String::from_utf8_lossy(key), self.db_path().display())
         })
         .map(FileEntry::from)
+    }
+
+    /// Removes files from the namespace: each of `paths` names a file or a
+    /// directory (every file under it, by whole path components). Returns
+    /// the entries removed; a path that names nothing is
+    /// [`Error::FileNotFound`] and nothing is removed. Durable on return.
+    /// The segments stay in their containers until space is reclaimed.
+    pub fn remove(&self, paths: &[&str]) -> Result<Vec<FileEntry>> {
+        self.check_poison()?;
+        let prefixes: Vec<&str> = paths.iter().map(|p| p.trim_end_matches('/')).collect();
+        for p in &prefixes {
+            validate_path(p)?;
+        }
+        let mut hit = vec![false; prefixes.len()];
+        let mut gone = Vec::new();
+        self.for_each_file(&mut |e| {
+            let mut matched = false;
+            for (i, p) in prefixes.iter().enumerate() {
+                if crate::selection::prefix_matches(p, &e.path) {
+                    hit[i] = true;
+                    matched = true;
+                }
+            }
+            if matched {
+                gone.push(e);
+            }
+            Ok(())
+        })?;
+        if let Some(i) = hit.iter().position(|h| !h) {
+            return Err(Error::FileNotFound { path: prefixes[i].to_string(), tier: self.dir.display().to_string() });
+        }
+        let ns = cf(&self.db, CF_NAMESPACE);
+        let mut batch = WriteBatch::default();
+        for e in &gone {
+            batch.delete_cf(ns, e.path.as_bytes());
+        }
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)?;
+        Ok(gone)
     }
 
     /// Summary figures: containers, segments, files, logical and stored bytes.
@@ -662,24 +740,70 @@ impl TargetTier for LocalTier {
         self.config.container_size
     }
 
+    fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
+        self.check_poison()?;
+        let ns = cf(&self.db, CF_NAMESPACE);
+        let mut batch = WriteBatch::default();
+        for e in entries {
+            validate_path(&e.path)?;
+            batch.put_cf(ns, e.path.as_bytes(), Self::namespace_value(e));
+        }
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)
+    }
+
     fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId> {
         self.check_poison()?;
-        // One writer at a time: ids are handed out in order and each
-        // container's index batch carries the next id.
-        let mut alloc = lock(&self.alloc);
-        let id = ContainerId(alloc.next_container);
+        // Containers are written and fsynced outside any lock, so several
+        // can be in flight at once (one sequential fsync per container caps
+        // a disk here at about a third of its throughput). Each is indexed
+        // strictly in id order, its batch carrying next_container = id + 1,
+        // so after a crash every file at or past next_container is one
+        // that was never indexed, and recovery removes it.
+        let id = {
+            let mut r = lock(&self.reserved);
+            let id = ContainerId(*r);
+            *r += 1;
+            id
+        };
         let bytes = container::encode(id, kind, segments);
         let path = self.container_path(id);
         let r = durable::write_durable(&path, &bytes, true);
-        self.poison(r)?;
+        if r.is_err() {
+            // Later writers wait for this id's turn: wake them to see the poison.
+            let r = self.poison(r);
+            self.indexed.notify_all();
+            r?;
+        }
         crate::crashpoint::hit("tier.sealed_not_indexed");
+        let mut alloc = lock(&self.alloc);
+        while alloc.next_container != id.0 {
+            self.check_poison()?;
+            alloc = self.indexed.wait(alloc).unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let result = self.index_container(&mut alloc, id, segments);
+        drop(alloc);
+        self.indexed.notify_all();
+        result
+    }
+}
 
+impl LocalTier {
+    /// Indexes container `id` (its turn has come): one synced batch with
+    /// its fresh index entries, any stale ones it takes over, and the
+    /// allocation record.
+    fn index_container(
+        &self,
+        alloc: &mut MutexGuard<'_, Alloc>,
+        id: ContainerId,
+        segments: &[StoredSegment<'_>],
+    ) -> Result<ContainerId> {
         // Index every fingerprint the tier does not already have; a known
         // one keeps its mapping so nothing is ever referenced twice.
         let fps: Vec<Fingerprint> = segments.iter().map(|s| s.fingerprint).collect();
         let known = self.locate(&fps)?;
         let index = cf(&self.db, CF_INDEX);
-        let mut next = *alloc;
+        let mut next = **alloc;
         next.next_container += 1;
         next.containers += 1;
         let mut batch = WriteBatch::default();
@@ -725,19 +849,7 @@ impl TargetTier for LocalTier {
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
         crate::crashpoint::step("index", &container_file(id));
-        *alloc = next;
+        **alloc = next;
         Ok(id)
-    }
-
-    fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
-        self.check_poison()?;
-        let ns = cf(&self.db, CF_NAMESPACE);
-        let mut batch = WriteBatch::default();
-        for e in entries {
-            validate_path(&e.path)?;
-            batch.put_cf(ns, e.path.as_bytes(), Self::namespace_value(e));
-        }
-        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
-        self.poison(r)
     }
 }

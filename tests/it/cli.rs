@@ -82,3 +82,83 @@ fn seed_restore_of_a_directory_restores_every_file_under_it() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("dir-77"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn readers_work_on_both_tiers_while_a_job_runs_in_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = crate::synth_source(&dir.path().join("src"), 61, 2, 30, 60_000);
+    let (s, d, st) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    drop(src);
+    // A job slowed down to 2 MiB/s, so it is still copying while we read.
+    let mut job = seed()
+        .args(["run", "--all", "--container-kib", "64", "--limit", "2", "--log-events", "--from"])
+        .arg(&s)
+        .arg("--to")
+        .arg(&d)
+        .arg("--state")
+        .arg(&st)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(job.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("event TargetSealed") {
+            break;
+        }
+    }
+    let run = |args: &[&str], tier: &std::path::Path| {
+        let o = seed().args(args).arg("--tier").arg(tier).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    for tier in [&s, &d] {
+        let (ok, _, err) = run(&["info"], tier);
+        assert!(ok, "info while a job runs: {err}");
+        let (ok, out, err) = run(&["verify"], tier);
+        assert!(ok, "verify while a job runs: {err}{out}");
+        let (ok, _, err) = run(&["ls"], tier);
+        assert!(ok, "ls while a job runs: {err}");
+    }
+    // Restore from the source (the target's namespace fills at Switch).
+    let (path, bytes) = all.iter().find(|(_, b)| !b.is_empty()).unwrap();
+    let out = dir.path().join("restored");
+    let o = seed().args(["restore", "--tier"]).arg(&s).arg(path).arg("--out").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(&std::fs::read(&out).unwrap(), bytes);
+    let o = seed().args(["status", "--state"]).arg(&st).output().unwrap();
+    assert!(o.status.success());
+    // A second writer is still refused, clearly.
+    let o = seed().args(["ingest", "--tier"]).arg(&s).arg(&out).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("locked"), "{}", String::from_utf8_lossy(&o.stderr));
+    // Keep reading its events until it finishes.
+    let drain = std::thread::spawn(move || lines.count());
+    assert!(job.wait().unwrap().success());
+    drain.join().unwrap();
+    let dst = LocalTier::open(&d).unwrap();
+    crate::check_target(&dst, &all);
+}
+
+#[test]
+fn seed_rm_removes_files_and_whole_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("t");
+    let (t, files) = tier_of(&tdir, 40);
+    let gone = t.remove(&["dir-3", "dir-4/file-with-a-longish-name-00004.txt"]).unwrap();
+    assert_eq!(gone.len(), 4 + 1);
+    assert!(t.remove(&["no-such-dir"]).is_err());
+    let left = crate::namespace(&t);
+    assert_eq!(left.len(), files.len() - 5);
+    assert!(left.keys().all(|p| !p.starts_with("dir-3/")));
+    drop(t);
+    let o = seed().args(["rm", "--tier"]).arg(&tdir).arg("dir-5").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("removed 4 files"), "{}", String::from_utf8_lossy(&o.stdout));
+    let t = LocalTier::open(&tdir).unwrap();
+    assert!(crate::namespace(&t).keys().all(|p| !p.starts_with("dir-5/")));
+    assert!(t.verify().unwrap().is_clean());
+    // A read-only handle refuses to write.
+    drop(t);
+    let ro = LocalTier::open_read_only(&tdir).unwrap();
+    assert!(matches!(ro.remove(&["dir-6"]).unwrap_err(), tierseed::Error::ReadOnly { .. }));
+}

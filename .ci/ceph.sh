@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# A real 3-replica Ceph cluster with an S3 gateway on 127.0.0.1, for the
+# cloud-tier tests (facts in ../shared/notes/ceph-loopback.md).
+#
+#   .ci/ceph.sh install          install the Debian packages if missing
+#   .ci/ceph.sh start DIR [PORT] start 1 mon, 3 OSDs (memstore), radosgw on PORT
+#                                (default 7480); prints the env to export
+#   .ci/ceph.sh stop DIR         stop every daemon started in DIR
+#   .ci/ceph.sh kill-osd DIR N   SIGKILL OSD N (fault tests)
+#   .ci/ceph.sh start-osd DIR N  start OSD N again
+#   .ci/ceph.sh restart-rgw DIR  stop and start the gateway
+set -euo pipefail
+
+ACCESS=tierseedkey
+SECRET=tierseedsecret
+BUCKET=tierseed-test
+
+install() {
+  local need=()
+  for b in ceph-mon ceph-osd radosgw ceph; do command -v "$b" >/dev/null 2>&1 || need+=("$b"); done
+  dpkg -s python3-boto3 >/dev/null 2>&1 || need+=(python3-boto3)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      ceph-mon ceph-osd radosgw ceph-common python3-boto3 >/dev/null
+  fi
+}
+
+conf() {
+  local dir=$1 port=$2
+  cat > "$dir/ceph.conf" <<CONF
+[global]
+fsid = $(cat "$dir/fsid")
+mon host = 127.0.0.1
+mon initial members = a
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+public network = 127.0.0.1/32
+cluster network = 127.0.0.1/32
+auth cluster required = none
+auth service required = none
+auth client required = none
+osd pool default size = 3
+osd pool default min size = 2
+osd crush chooseleaf type = 0
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+mon max pg per osd = 1000
+osd objectstore = memstore
+memstore device bytes = 4294967296
+paxos propose interval = 0.1
+mon osd reporter subtree level = osd
+osd heartbeat interval = 2
+osd heartbeat grace = 8
+osd recovery sleep hdd = 0
+mon data avail warn = 2
+mon data avail crit = 1
+mon allow pool delete = true
+run dir = $dir/run
+pid file = $dir/run/\$name.pid
+admin socket = $dir/run/\$name.asok
+log file = $dir/log/\$name.log
+mon data = $dir/mon/\$name
+osd data = $dir/osd/\$id
+[client.rgw.a]
+ms mon client mode = crc secure
+rgw frontends = beast endpoint=127.0.0.1:$port tcp_nodelay=1
+rgw data = $dir/rgw
+CONF
+}
+
+start() {
+  local dir=$1 port=${2:-7480}
+  mkdir -p "$dir"/{run,log,mon,osd,rgw}
+  [ -f "$dir/fsid" ] || cat /proc/sys/kernel/random/uuid > "$dir/fsid"
+  conf "$dir" "$port"
+  local c="$dir/ceph.conf"
+  if [ ! -d "$dir/mon/mon.a" ]; then
+    monmaptool --create --fsid "$(cat "$dir/fsid")" --addv a "[v2:127.0.0.1:3300,v1:127.0.0.1:6789]" "$dir/monmap" >/dev/null
+    ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+    ceph-mon -c "$c" -i a --mkfs --monmap "$dir/monmap" --keyring "$dir/keyring"
+  fi
+  timeout 30 ceph-mon -c "$c" -i a
+  for n in 0 1 2; do
+    if [ ! -d "$dir/osd/$n" ]; then
+      local uuid; uuid=$(cat /proc/sys/kernel/random/uuid)
+      timeout 30 ceph -c "$c" osd new "$uuid" "$n" >/dev/null
+      mkdir -p "$dir/osd/$n"
+      ceph-osd -c "$c" -i "$n" --mkfs --osd-uuid "$uuid" >/dev/null 2>&1
+    fi
+  done
+  for n in 0 1 2; do timeout 30 ceph-osd -c "$c" -i "$n"; done
+  for _ in $(seq 1 120); do
+    up=$(timeout 10 ceph -c "$c" osd stat -f json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])' 2>/dev/null || echo 0)
+    [ "$up" = 3 ] && break
+    sleep 0.5
+  done
+  [ "$up" = 3 ] || { echo "ceph: OSDs did not come up" >&2; exit 1; }
+  timeout 60 radosgw -c "$c" -n client.rgw.a
+  for _ in $(seq 1 120); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
+    sleep 0.5
+  done
+  timeout 30 radosgw-admin -c "$c" user create --uid tierseed --display-name tierseed \
+    --access-key "$ACCESS" --secret-key "$SECRET" >/dev/null 2>&1 || true
+  /usr/bin/python3 - "$port" "$BUCKET" <<'PY'
+import sys, boto3, botocore
+port, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", aws_access_key_id="tierseedkey",
+                  aws_secret_access_key="tierseedsecret", region_name="us-east-1",
+                  config=botocore.config.Config(s3={"addressing_style": "path"}))
+for b in (bucket, bucket + "-2"):
+    try:
+        s3.create_bucket(Bucket=b)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+PY
+  echo "AWS_ENDPOINT_URL=http://127.0.0.1:$port"
+  echo "AWS_ACCESS_KEY_ID=$ACCESS"
+  echo "AWS_SECRET_ACCESS_KEY=$SECRET"
+  echo "AWS_REGION=us-east-1"
+  echo "TIERSEED_TEST_BUCKET=$BUCKET"
+}
+
+stop() {
+  local dir=$1
+  for p in "$dir"/run/*.pid; do
+    [ -f "$p" ] || continue
+    kill "$(cat "$p")" 2>/dev/null || true
+  done
+  sleep 1
+  for p in "$dir"/run/*.pid; do
+    [ -f "$p" ] || continue
+    kill -9 "$(cat "$p")" 2>/dev/null || true
+    rm -f "$p"
+  done
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) start "$2" "${3:-7480}" ;;
+  stop) stop "$2" ;;
+  kill-osd) kill -9 "$(cat "$2/run/osd.$3.pid")" ;;
+  start-osd) timeout 30 ceph-osd -c "$2/ceph.conf" -i "$3" ;;
+  restart-rgw)
+    kill "$(cat "$2/run/client.rgw.a.pid")" 2>/dev/null || true
+    sleep 1
+    timeout 60 radosgw -c "$2/ceph.conf" -n client.rgw.a ;;
+  *) echo "usage: $0 install | start DIR [PORT] | stop DIR | kill-osd DIR N | start-osd DIR N | restart-rgw DIR" >&2; exit 2 ;;
+esac
