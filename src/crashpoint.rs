@@ -118,6 +118,7 @@ pub(crate) fn inherit() -> Inherited {
 }
 
 impl Inherited {
+    #[cfg_attr(not(feature = "crash-points"), allow(clippy::unused_self))]
     pub(crate) fn install(self) {
         #[cfg(feature = "crash-points")]
         trace::adopt(self.0);
