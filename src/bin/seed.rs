@@ -103,44 +103,23 @@ enum Cmd {
         /// Target container size in KiB, if the target tier is created.
         #[arg(long, default_value_t = 4096)]
         container_kib: u64,
-        /// Worker threads (default: all cores; 1 is fine).
-        #[arg(long)]
-        threads: Option<usize>,
         /// What Verify reads from the target before anything is switched:
         /// `metadata` (recipes, index and container tables) or `full`
         /// (also every segment's bytes, hashed).
         #[arg(long, default_value = "metadata")]
         verify: tierseed::VerifyLevel,
-        /// Limit the bytes written to the target, in MiB/s.
-        #[arg(long, value_name = "MIB_PER_SEC")]
-        limit: Option<f64>,
-        /// Print the outcome as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Also print every job event to stderr as it happens, one
-        /// `event ...` line each (for scripts and tests).
-        #[arg(long)]
-        log_events: bool,
+        #[command(flatten)]
+        opts: RunOpts,
     },
     /// Resume the job in a state directory.
     Resume {
         #[command(flatten)]
         tiers: Tiers,
-        /// Worker threads (default: all cores; 1 is fine).
-        #[arg(long)]
-        threads: Option<usize>,
         /// Verify level for this run (default: the one the job was started with).
         #[arg(long)]
         verify: Option<tierseed::VerifyLevel>,
-        /// Limit the bytes written to the target, in MiB/s.
-        #[arg(long, value_name = "MIB_PER_SEC")]
-        limit: Option<f64>,
-        /// Print the outcome as JSON.
-        #[arg(long)]
-        json: bool,
-        /// Also print every job event to stderr as it happens.
-        #[arg(long)]
-        log_events: bool,
+        #[command(flatten)]
+        opts: RunOpts,
     },
     /// Show a job's phase, cursor, counters and percent done (works while it runs).
     Status {
@@ -188,6 +167,24 @@ enum Cmd {
         #[arg(long, default_value_t = 120)]
         files: usize,
     },
+}
+
+/// Options of a run, new or resumed.
+#[derive(Args)]
+struct RunOpts {
+    /// Worker threads (default: all cores; 1 is fine).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Limit the bytes written to the target, in MiB/s.
+    #[arg(long, value_name = "MIB_PER_SEC")]
+    limit: Option<f64>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also print every job event to stderr as it happens, one `event ...`
+    /// line each (for scripts and tests).
+    #[arg(long)]
+    log_events: bool,
 }
 
 #[derive(Args)]
@@ -424,7 +421,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("compression {:.2}x (raw / stored)", i.compression_ratio());
             say!("total       {:.2}x (logical / stored)", i.total_ratio());
         }
-        Cmd::Run { tiers, sel, move_mode, container_kib, threads, verify, limit, json, log_events } => {
+        Cmd::Run { tiers, sel, move_mode, container_kib, verify, opts } => {
+            let RunOpts { threads, limit, json, log_events } = opts;
             let selection = sel.selection()?;
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
@@ -442,7 +440,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             let mut job = b.build()?;
             return drive(&mut job, &tiers, &ui, json);
         }
-        Cmd::Resume { tiers, threads, verify, limit, json, log_events } => {
+        Cmd::Resume { tiers, verify, opts } => {
+            let RunOpts { threads, limit, json, log_events } = opts;
             Seeder::ensure_idle(&tiers.state)?;
             let src = LocalTier::open(&tiers.from)?;
             let dst = LocalTier::open(&tiers.to)?;
