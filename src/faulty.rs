@@ -135,6 +135,12 @@ impl<T: Tier> Tier for FaultyTier<T> {
     fn tier_id(&self) -> Result<TierId> {
         self.inner.tier_id()
     }
+    fn pin(&self, ids: &[ContainerId], and_after: Option<ContainerId>) -> Result<u64> {
+        self.inner.pin(ids, and_after)
+    }
+    fn unpin(&self, token: u64) {
+        self.inner.unpin(token);
+    }
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
         self.around(FaultKind::Locate, || self.inner.locate(fingerprints))
     }

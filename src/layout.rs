@@ -12,6 +12,9 @@ pub const TIER_DB: &str = "db";
 pub const TIER_CONTAINERS: &str = "containers";
 /// The lock file held while a tier is open for writing.
 pub const TIER_LOCK: &str = "tier.lock";
+/// The lock file read-only handles hold shared, and space reclamation
+/// exclusive.
+pub const TIER_READERS: &str = "readers.lock";
 /// Suffix of the sibling directory a tier is built in before it is renamed
 /// into place (`.<name>.creating`).
 pub const CREATING_SUFFIX: &str = ".creating";

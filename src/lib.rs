@@ -66,6 +66,7 @@ mod fingerprint;
 #[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod gc;
 pub mod layout;
 mod local;
 mod pack;
@@ -89,6 +90,7 @@ pub use crate::engine::{
 pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};
 pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
+pub use crate::gc::{GcOptions, GcReport};
 pub use crate::local::{
     Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };

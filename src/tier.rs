@@ -137,6 +137,18 @@ pub trait Tier: Send + Sync {
     /// decodes and verifies them.
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>>;
 
+    /// Keeps containers `ids` (and, with `and_after`, every container from
+    /// that id on) from being reclaimed until [`unpin`](Self::unpin) is
+    /// called with the returned token. A running job pins its snapshot on
+    /// the source and the containers it writes on the target. The default,
+    /// for a tier that never reclaims space, pins nothing.
+    fn pin(&self, _ids: &[ContainerId], _and_after: Option<ContainerId>) -> Result<u64> {
+        Ok(0)
+    }
+
+    /// Releases a pin taken with [`pin`](Self::pin).
+    fn unpin(&self, _token: u64) {}
+
     /// Every namespace entry, in path order, paging through
     /// [`list_files`](Self::list_files).
     fn all_files(&self) -> Result<Vec<FileEntry>> {
@@ -216,6 +228,12 @@ pub trait TargetTier: Tier {
 impl<T: Tier + ?Sized> Tier for &T {
     fn tier_id(&self) -> Result<TierId> {
         (**self).tier_id()
+    }
+    fn pin(&self, ids: &[ContainerId], and_after: Option<ContainerId>) -> Result<u64> {
+        (**self).pin(ids, and_after)
+    }
+    fn unpin(&self, token: u64) {
+        (**self).unpin(token);
     }
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
         (**self).locate(fingerprints)

@@ -79,6 +79,24 @@ enum Cmd {
         #[arg(required = true)]
         paths: Vec<String>,
     },
+    /// Reclaim space: delete containers nothing in the namespace reaches,
+    /// compact mostly dead ones. Resumable; Ctrl-C suspends it.
+    Gc {
+        /// The tier directory.
+        #[arg(long)]
+        tier: PathBuf,
+        /// Report what would be reclaimed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Compact containers whose live bytes are below this share (0.0
+        /// deletes only wholly dead containers, 1.0 compacts any with a
+        /// dead byte).
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Scrub a whole tier: every checksum, every fingerprint, every tree.
     Verify {
         /// The tier directory.
@@ -395,6 +413,31 @@ fn real_main(cli: Cli) -> Result<i32> {
             let gone = t.remove(&refs)?;
             let bytes: u64 = gone.iter().map(|e| e.size).sum();
             say!("removed {} files ({}) from the namespace of {}", gone.len(), human(bytes), tier.display());
+        }
+        Cmd::Gc { tier, dry_run, threshold, json } => {
+            let t = LocalTier::open(&tier)?;
+            let stop = SuspendHandle::default();
+            install_ctrlc(stop.clone());
+            let r = t.gc(tierseed::GcOptions::default().threshold(threshold).dry_run(dry_run), &stop)?;
+            if json {
+                say!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let verb = if dry_run { "would reclaim" } else { "reclaimed" };
+                say!(
+                    "{verb} {}: {} containers deleted, {} compacted ({} segments moved), {} kept as pinned",
+                    human(r.bytes_reclaimed),
+                    r.containers_deleted,
+                    r.containers_compacted,
+                    r.segments_moved,
+                    r.containers_pinned
+                );
+                if r.suspended {
+                    say!("suspended; run `seed gc --tier {}` again to go on", tier.display());
+                }
+            }
+            if r.suspended {
+                return Ok(3);
+            }
         }
         Cmd::Verify { tier } => {
             let t = LocalTier::open_read_only(&tier)?;

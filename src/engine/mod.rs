@@ -7,7 +7,7 @@ pub(crate) mod phf;
 pub(crate) mod phv;
 mod run;
 mod verify;
-mod walk;
+pub(crate) mod walk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

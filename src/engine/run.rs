@@ -34,10 +34,18 @@ const WRITERS: usize = 2;
 /// Files named in an error, at most.
 const MAX_FILES_NAMED: usize = 20;
 
+/// Which tier a pin is on.
+enum PinOn {
+    Source,
+    Target,
+}
+
 /// What the engine holds in memory while it runs; everything here can be
 /// rebuilt from the context.
 #[derive(Default)]
 pub(super) struct State {
+    /// Pins taken on the tiers by this run.
+    pins: Vec<(PinOn, u64)>,
     prog: ProgressRecord,
     snapshot: Vec<ContainerId>,
     files: Vec<FileEntry>,
@@ -88,6 +96,13 @@ impl Seeder<'_> {
         // waits for it, so holding a worker here deadlocks a 1-thread pool
         // (the bug "--threads 1 hangs forever").
         let result = self.run_phases(&mut st, &pool);
+        // Pins last while the job runs; a resumed run takes them again.
+        for (tier, token) in std::mem::take(&mut st.pins) {
+            match tier {
+                PinOn::Source => self.source.unpin(token),
+                PinOn::Target => self.target.unpin(token),
+            }
+        }
         if let Err(e) = &result {
             self.emit(Event::Failed { phase: Phase::after(st.prog.phase_done), message: e.to_string() });
         }
@@ -95,6 +110,9 @@ impl Seeder<'_> {
     }
 
     fn run_phases(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Outcome> {
+        if st.prog.phase_done >= Some(Phase::Select) {
+            self.pin(st)?;
+        }
         loop {
             let phase = Phase::after(st.prog.phase_done);
             if phase == Phase::Done && st.prog.phase_done == Some(Phase::Done) {
@@ -141,6 +159,19 @@ impl Seeder<'_> {
         crashpoint::step("counting", &st.prog.counters.target_containers.to_string());
         self.ctx.commit(c)?;
         crashpoint::hit("phase.after_commit");
+        Ok(())
+    }
+
+    /// Pins the snapshot on the source and what the job writes on the
+    /// target, until Switch is done (space reclamation keeps them).
+    fn pin(&self, st: &mut State) -> Result<()> {
+        if !st.pins.is_empty() || st.prog.phase_done >= Some(Phase::Switch) {
+            return Ok(());
+        }
+        self.need_snapshot(st)?;
+        st.pins.push((PinOn::Source, self.source.pin(&st.snapshot, None)?));
+        let floor = self.ctx.reader().target()?.map_or(0, |t| t.floor);
+        st.pins.push((PinOn::Target, self.target.pin(&[], Some(ContainerId(floor)))?));
         Ok(())
     }
 
@@ -199,6 +230,7 @@ impl Seeder<'_> {
         self.commit_phase(st, Phase::Select, commit)?;
         st.files = files;
         st.snapshot = snapshot;
+        self.pin(st)?;
         Ok(Flow::Continue)
     }
 

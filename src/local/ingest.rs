@@ -47,6 +47,9 @@ const HASH_BATCH: usize = 64;
 /// indexed, and are reused by later ingests).
 pub struct Ingest<'a> {
     tier: &'a LocalTier,
+    /// Held for the session: space reclamation waits (or refuses) while
+    /// a session may deduplicate against segments it would find dead.
+    _gate: std::sync::RwLockReadGuard<'a, ()>,
     data: Packer,
     meta: Packer,
     entries: Vec<FileEntry>,
@@ -58,6 +61,7 @@ impl<'a> Ingest<'a> {
         let size = tier.container_target_size();
         Ingest {
             tier,
+            _gate: tier.gate.read().unwrap_or_else(std::sync::PoisonError::into_inner),
             data: Packer::new(ContainerKind::Data, size),
             meta: Packer::new(ContainerKind::Meta, size),
             entries: Vec::new(),

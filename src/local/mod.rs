@@ -9,9 +9,10 @@
 
 mod ingest;
 mod paths;
+mod reclaim;
 mod restore;
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::container;
 use crate::durable::{self, TEMP_SUFFIX, decode_record, encode_record};
 use crate::error::{Error, Result};
-use crate::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, container_file, parse_container_file};
+use crate::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS, container_file, parse_container_file};
 use crate::records::{FileEntryV1, TierConfigV1};
 use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
@@ -30,6 +31,7 @@ use crate::{ContainerId, Fingerprint};
 
 pub use ingest::{Ingest, IngestStats};
 pub use paths::{MAX_PATH_LEN, validate_path};
+pub(crate) use reclaim::GcRecord;
 pub use restore::{RestoreStats, VerifyReport};
 
 const CF_INDEX: &str = "index";
@@ -185,6 +187,19 @@ impl From<AllocV1> for Alloc {
     }
 }
 
+/// Containers a pin keeps.
+#[derive(Default)]
+struct Pin {
+    ids: std::collections::HashSet<u64>,
+    from: Option<u64>,
+}
+
+impl Pin {
+    fn contains(&self, id: &u64) -> bool {
+        self.ids.contains(id) || self.from.is_some_and(|f| *id >= f)
+    }
+}
+
 /// Summary figures for `seed info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierInfo {
@@ -241,9 +256,18 @@ pub struct LocalTier {
     /// Signalled whenever a container is indexed (or the tier poisoned),
     /// for writers waiting for their turn to index.
     indexed: std::sync::Condvar,
+    /// Containers kept from reclamation, by pin token: a set of ids, and
+    /// optionally every id from one on.
+    pins: Mutex<std::collections::HashMap<u64, Pin>>,
+    next_pin: std::sync::atomic::AtomicU64,
+    /// Ingest sessions hold it shared; space reclamation exclusive, so no
+    /// segment it finds dead is deduplicated against meanwhile.
+    gate: std::sync::RwLock<()>,
     poisoned: OnceLock<String>,
     /// The writer's lock; `None` for a read-only handle.
     _lock: Option<File>,
+    /// A read-only handle's shared lock on the readers' lock file.
+    _readers: Option<File>,
 }
 
 impl std::fmt::Debug for LocalTier {
@@ -319,6 +343,7 @@ impl LocalTier {
         let tier = Self::assemble(dir, db, Some(guard))?;
         let next = lock(&tier.alloc).next_container;
         tier.recover(next)?;
+        tier.finish_pending_deletes()?;
         Ok(tier)
     }
 
@@ -333,10 +358,23 @@ impl LocalTier {
         if !dir.join(TIER_DB).is_dir() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
         }
+        // A shared lock on the readers' lock file for the handle's life:
+        // space reclamation in any process takes it exclusively, so it never
+        // deletes a container from under an open reader.
+        let readers_path = dir.join(TIER_READERS);
+        let readers = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&readers_path)
+            .map_err(|e| Error::io(&readers_path, e))?;
+        readers.lock_shared().map_err(|e| Error::io(&readers_path, e))?;
         let path = dir.join(TIER_DB);
         let db = DB::open_cf_for_read_only(&Options::default(), &path, [CF_INDEX, CF_NAMESPACE, CF_META], false)
             .map_err(|e| Error::db(&path, e))?;
-        Self::assemble(dir, db, None)
+        let mut tier = Self::assemble(dir, db, None)?;
+        tier._readers = Some(readers);
+        Ok(tier)
     }
 
     /// Whether this handle was opened with [`open_read_only`](Self::open_read_only).
@@ -355,6 +393,10 @@ impl LocalTier {
             alloc: Mutex::new(alloc),
             reserved: Mutex::new(alloc.next_container),
             indexed: std::sync::Condvar::new(),
+            pins: Mutex::new(std::collections::HashMap::new()),
+            next_pin: std::sync::atomic::AtomicU64::new(1),
+            gate: std::sync::RwLock::new(()),
+            _readers: None,
             poisoned: OnceLock::new(),
             _lock: lock,
         })
@@ -531,6 +573,33 @@ impl LocalTier {
         Ok(gone)
     }
 
+    /// Reclaims space (garbage collection): deletes containers nothing in
+    /// the namespace reaches and compacts mostly dead ones (see
+    /// [`GcOptions`](crate::GcOptions)). Resumable: a run stopped by a
+    /// crash, an error or `suspend` goes on from its durable cursor the
+    /// next time. Refuses while an ingest session is open on this handle;
+    /// containers pinned by a running job are kept.
+    pub fn gc(&self, opts: crate::GcOptions, suspend: &crate::SuspendHandle) -> Result<crate::GcReport> {
+        crate::gc::run(self, opts, suspend)
+    }
+
+    /// Exclusive access for space reclamation: no ingest session may be
+    /// open meanwhile (it could deduplicate against a segment found dead).
+    pub(crate) fn gc_gate(&self) -> Result<(std::sync::RwLockWriteGuard<'_, ()>, File)> {
+        self.check_poison()?;
+        let gate = self.gate.try_write().map_err(|_| Error::Locked {
+            what: "tier",
+            path: self.dir.clone(),
+            hint: "an ingest session is open on it; reclaim space when it is finished",
+        })?;
+        let readers = durable::take_lock(
+            &self.dir.join(TIER_READERS),
+            "tier readers",
+            "a read-only handle (a restore, ls, verify...) has the tier open; reclaim space when it is closed",
+        )?;
+        Ok((gate, readers))
+    }
+
     /// Summary figures: containers, segments, files, logical and stored bytes.
     pub fn info(&self) -> Result<TierInfo> {
         let alloc = *lock(&self.alloc);
@@ -596,6 +665,17 @@ fn decode_container_id(bytes: &[u8]) -> Option<ContainerId> {
 impl Tier for LocalTier {
     fn tier_id(&self) -> Result<TierId> {
         Ok(self.id)
+    }
+
+    fn pin(&self, ids: &[ContainerId], and_after: Option<ContainerId>) -> Result<u64> {
+        let token = self.next_pin.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pin = Pin { ids: ids.iter().map(|c| c.0).collect(), from: and_after.map(|c| c.0) };
+        lock(&self.pins).insert(token, pin);
+        Ok(token)
+    }
+
+    fn unpin(&self, token: u64) {
+        lock(&self.pins).remove(&token);
     }
 
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {

@@ -7,6 +7,7 @@ mod defects;
 mod engine;
 mod faults;
 mod fixtures;
+mod gc;
 mod tier;
 
 use std::collections::BTreeMap;

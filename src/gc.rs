@@ -1,0 +1,190 @@
+//! Space reclamation (garbage collection) of a `LocalTier`: mark the
+//! segments the namespace's trees reach, with the same PHF + PHV machinery
+//! as a seeding job but over the tier's own index; then sweep the
+//! containers in id order, deleting those with nothing live and moving the
+//! live segments of mostly dead ones into a new container before deleting
+//! them. Every step is one synced index batch that carries the cursor, so
+//! a crash at any instant loses no live segment and a resumed run goes on
+//! from the cursor; a container is deleted only after nothing in the index
+//! points to it, and never while a pin (a running job's snapshot) holds it.
+
+use crate::engine::SuspendHandle;
+use crate::engine::phf::Phf;
+use crate::engine::phv::Phv;
+use crate::error::{Error, Result};
+use crate::local::{GcRecord, LocalTier};
+use crate::pack::OwnedSegment;
+use crate::tier::Tier;
+use crate::{ContainerId, Fingerprint};
+
+/// How a reclamation runs.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub struct GcOptions {
+    /// A container whose live bytes are below this share of its bytes is
+    /// compacted (its live segments moved, the container deleted); 0.0
+    /// deletes only containers with nothing live, 1.0 compacts any
+    /// container with a dead byte. Default 0.5.
+    pub threshold: f64,
+    /// Report what would be reclaimed; change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { threshold: 0.5, dry_run: false }
+    }
+}
+
+impl GcOptions {
+    /// The default options with `threshold`.
+    #[must_use]
+    pub fn threshold(mut self, threshold: f64) -> Self {
+        self.threshold = threshold;
+        self
+    }
+
+    /// The default options, as a dry run.
+    #[must_use]
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+}
+
+/// What a reclamation did (or, in a dry run, would do).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct GcReport {
+    /// Containers deleted: nothing in them was live.
+    pub containers_deleted: u64,
+    /// Containers compacted: their live segments moved, then deleted.
+    pub containers_compacted: u64,
+    /// Containers kept because a running job or reader pins them.
+    pub containers_pinned: u64,
+    /// Stored bytes freed.
+    pub bytes_reclaimed: u64,
+    /// Live segments moved out of compacted containers.
+    pub segments_moved: u64,
+    /// True when a suspension request stopped the run; run again to go on.
+    pub suspended: bool,
+    /// True for a dry run.
+    pub dry_run: bool,
+}
+
+/// One container's entries, split into live and dead.
+struct Sorted {
+    live: Vec<crate::tier::SegmentEntry>,
+    /// (fingerprint, stored length, raw length)
+    dead: Vec<(Fingerprint, u64, u64)>,
+    live_bytes: u64,
+}
+
+pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<GcReport> {
+    if !(0.0..=1.0).contains(&opts.threshold) {
+        return Err(Error::InvalidConfig(format!("reclamation threshold {} must be in 0.0..=1.0", opts.threshold)));
+    }
+    let _exclusive = tier.gc_gate()?;
+    let files = tier.all_files()?;
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let phf = Phf::build(tier, &|_| true, 1.7, threads)?;
+    let mut live = Phv::zeroed(phf.keys);
+    // A tree that reaches a segment the index lacks is a corrupt tier:
+    // marking fails and nothing is reclaimed.
+    crate::engine::walk::mark(tier, &phf, &|_| true, &files, &mut live, &mut |_| {})?;
+    let next = tier.container_ids()?.last().map_or(0, |c| c.0 + 1);
+    let mut record = match tier.gc_record()? {
+        Some(r) if !opts.dry_run => r,
+        _ => GcRecord { end: next, ..GcRecord::default() },
+    };
+    let mut report = GcReport { dry_run: opts.dry_run, ..GcReport::default() };
+    let mut since_commit = 0u32;
+    for raw in record.cursor..record.end {
+        let id = ContainerId(raw);
+        if suspend.is_requested() {
+            suspend.0.store(false, std::sync::atomic::Ordering::SeqCst);
+            if !opts.dry_run {
+                tier.gc_commit(Some(&record))?;
+            }
+            report.suspended = true;
+            return Ok(add(report, &record, opts.dry_run));
+        }
+        record.cursor = raw + 1;
+        if tier.pinned(id) {
+            report.containers_pinned += 1;
+            continue;
+        }
+        let meta = match tier.read_metadata(id) {
+            Ok(m) => m,
+            // Deleted already (a resumed run), or never there.
+            Err(Error::MissingContainer { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let sorted = sort(tier, &phf, &live, id, &meta.segments)?;
+        let total = meta.data_len;
+        if sorted.live.is_empty() {
+            record.containers_deleted += 1;
+            record.bytes_reclaimed += total;
+            if !opts.dry_run {
+                tier.gc_drop(id, &sorted.dead, &record)?;
+                since_commit = 0;
+            }
+        } else if (sorted.live_bytes as f64) < opts.threshold * total as f64 && sorted.live_bytes < total {
+            record.containers_compacted += 1;
+            record.bytes_reclaimed += total - sorted.live_bytes;
+            record.segments_moved += sorted.live.len() as u64;
+            if !opts.dry_run {
+                let stored = tier.read_segments(id, &sorted.live)?;
+                let mut segs = Vec::with_capacity(stored.len());
+                for (e, b) in sorted.live.iter().zip(stored) {
+                    // Moved bytes are verified like copied ones.
+                    crate::container::check_stored(e, &b, id)?;
+                    segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b, raw_len: e.raw_len, codec: e.codec });
+                }
+                tier.gc_move(id, meta.kind, &segs, &sorted.dead, &record)?;
+                since_commit = 0;
+            }
+        } else if !opts.dry_run {
+            since_commit += 1;
+            if since_commit >= 64 {
+                tier.gc_commit(Some(&record))?;
+                since_commit = 0;
+            }
+        }
+    }
+    if !opts.dry_run {
+        tier.gc_commit(None)?;
+    }
+    Ok(add(report, &record, opts.dry_run))
+}
+
+/// The report with the record's totals (a resumed run reports the whole
+/// reclamation, earlier runs included).
+fn add(mut report: GcReport, record: &GcRecord, _dry_run: bool) -> GcReport {
+    report.containers_deleted = record.containers_deleted;
+    report.containers_compacted = record.containers_compacted;
+    report.bytes_reclaimed = record.bytes_reclaimed;
+    report.segments_moved = record.segments_moved;
+    report
+}
+
+/// Splits a container's entries: live ones are the index's home for their
+/// fingerprint and reached by the namespace (a slot is trusted only for a
+/// fingerprint the index places here); everything else is dead, including
+/// a second copy of a segment the index places elsewhere.
+fn sort(tier: &LocalTier, phf: &Phf, live: &Phv, id: ContainerId, entries: &[crate::tier::SegmentEntry]) -> Result<Sorted> {
+    let fps: Vec<Fingerprint> = entries.iter().map(|e| e.fingerprint).collect();
+    let homes = tier.locate(&fps)?;
+    let mut out = Sorted { live: Vec::new(), dead: Vec::new(), live_bytes: 0 };
+    let mut seen = std::collections::HashSet::new();
+    for (e, home) in entries.iter().zip(homes) {
+        let is_home = home == Some(id) && seen.insert(e.fingerprint);
+        if is_home && phf.slot(&e.fingerprint).is_some_and(|s| live.get(s)) {
+            out.live_bytes += u64::from(e.len);
+            out.live.push(*e);
+        } else {
+            out.dead.push((e.fingerprint, u64::from(e.len), u64::from(e.raw_len)));
+        }
+    }
+    Ok(out)
+}

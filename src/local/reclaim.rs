@@ -1,0 +1,201 @@
+//! The tier's half of space reclamation: removing a dead container and
+//! moving the live segments of a mostly dead one, each as one atomic index
+//! batch that also carries the reclamation cursor, and pins that keep
+//! containers a running job or reader needs. Which segments are live is
+//! decided elsewhere (`crate::gc`); this module never sees a PHF.
+
+use std::collections::HashSet;
+use std::fs;
+
+use rocksdb::WriteBatch;
+use serde::{Deserialize, Serialize};
+
+use super::{Alloc, CF_INDEX, CF_META, KEY_ALLOC, LocalTier, META_MAGIC, META_VERSION, cf, lock, synced};
+use crate::ContainerId;
+use crate::durable::{decode_record, encode_record};
+use crate::error::{Error, Result};
+use crate::pack::OwnedSegment;
+use crate::tier::{ContainerKind, StoredSegment, Tier};
+
+/// Key of the reclamation cursor in the `meta` column family.
+const KEY_GC: &[u8] = b"gc";
+/// Prefix of the keys that name containers whose index entries are gone
+/// and whose files are being deleted (`gc-delete/<id:016x>`).
+const GC_DELETE: &str = "gc-delete/";
+
+/// A reclamation in progress, durable in the tier: containers below
+/// `cursor` are swept; the sweep stops at `end` (the containers that
+/// existed when it started).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub(crate) struct GcRecord {
+    pub(crate) cursor: u64,
+    pub(crate) end: u64,
+    pub(crate) containers_deleted: u64,
+    pub(crate) containers_compacted: u64,
+    pub(crate) bytes_reclaimed: u64,
+    pub(crate) segments_moved: u64,
+}
+
+impl LocalTier {
+    /// The reclamation in progress, if any.
+    pub(crate) fn gc_record(&self) -> Result<Option<GcRecord>> {
+        let key_what = || format!("reclamation record in {}", self.db_path().display());
+        match self.db.get_cf(cf(&self.db, CF_META), KEY_GC).map_err(|e| self.dberr(e))? {
+            None => Ok(None),
+            Some(v) => decode_record(META_MAGIC, 1, &v, &key_what).map(Some),
+        }
+    }
+
+    /// Records a reclamation's progress (durable), or its end (`None`).
+    pub(crate) fn gc_commit(&self, record: Option<&GcRecord>) -> Result<()> {
+        self.check_poison()?;
+        let mut batch = WriteBatch::default();
+        match record {
+            Some(r) => batch.put_cf(cf(&self.db, CF_META), KEY_GC, encode_record(META_MAGIC, 1, r)),
+            None => batch.delete_cf(cf(&self.db, CF_META), KEY_GC),
+        }
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)
+    }
+
+    /// Whether a running job or a reader in this process has pinned `id`.
+    pub(crate) fn pinned(&self, id: ContainerId) -> bool {
+        lock(&self.pins).values().any(|p| p.contains(&id.0))
+    }
+
+    /// Drops container `id`: in one synced batch, its index entries for
+    /// `dead` (only those still pointing at it), the allocation counters,
+    /// the reclamation cursor, and a note that its file is to be deleted;
+    /// then deletes the file and the note. A crash before the batch changes
+    /// nothing; after it, the note makes the next open finish the deletion.
+    pub(crate) fn gc_drop(&self, id: ContainerId, dead: &[(crate::Fingerprint, u64, u64)], record: &GcRecord) -> Result<()> {
+        self.check_poison()?;
+        let _writers = lock(&self.reserved);
+        let mut alloc = lock(&self.alloc);
+        let mut batch = WriteBatch::default();
+        let next = self.unindex(&mut batch, id, dead, &alloc)?;
+        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
+        batch.put_cf(cf(&self.db, CF_META), KEY_GC, encode_record(META_MAGIC, 1, record));
+        batch.put_cf(cf(&self.db, CF_META), delete_key(id), []);
+        crate::crashpoint::hit("gc.before_batch");
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)?;
+        crate::crashpoint::hit("gc.before_unlink");
+        *alloc = next;
+        drop(alloc);
+        self.finish_delete(id)
+    }
+
+    /// Moves the `live` segments of container `id` into a new container of
+    /// `kind`, re-pointing their index entries, and drops `id` as
+    /// [`gc_drop`](Self::gc_drop) does, in the same synced batch. Returns
+    /// the new container's id.
+    pub(crate) fn gc_move(
+        &self,
+        id: ContainerId,
+        kind: ContainerKind,
+        live: &[OwnedSegment],
+        dead: &[(crate::Fingerprint, u64, u64)],
+        record: &GcRecord,
+    ) -> Result<ContainerId> {
+        self.check_poison()?;
+        // Hold the id allocator for the whole move: no other writer can be
+        // between writing and indexing while the counters are adjusted.
+        let mut reserved = lock(&self.reserved);
+        let mut alloc = lock(&self.alloc);
+        if *reserved != alloc.next_container {
+            return Err(Error::internal("space reclamation started while a container was being written"));
+        }
+        let new = ContainerId(alloc.next_container);
+        let stored: Vec<StoredSegment<'_>> = live
+            .iter()
+            .map(|s| StoredSegment { fingerprint: s.fingerprint, bytes: &s.bytes, raw_len: s.raw_len, codec: s.codec })
+            .collect();
+        let bytes = crate::container::encode(new, kind, &stored);
+        let r = crate::durable::write_durable(&self.container_path(new), &bytes, true);
+        self.poison(r)?;
+        let mut batch = WriteBatch::default();
+        let mut next = self.unindex(&mut batch, id, dead, &alloc)?;
+        let index = cf(&self.db, CF_INDEX);
+        for s in live {
+            batch.put_cf(index, s.fingerprint.0, new.0.to_le_bytes());
+        }
+        // The moved segments keep their counts (same bytes, new home); the
+        // old container is gone and the new one counts.
+        next.next_container += 1;
+        next.containers += 1;
+        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
+        batch.put_cf(cf(&self.db, CF_META), KEY_GC, encode_record(META_MAGIC, 1, record));
+        batch.put_cf(cf(&self.db, CF_META), delete_key(id), []);
+        crate::crashpoint::hit("gc.before_batch");
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)?;
+        crate::crashpoint::hit("gc.before_unlink");
+        *alloc = next;
+        *reserved = next.next_container;
+        drop(alloc);
+        drop(reserved);
+        self.finish_delete(id)?;
+        Ok(new)
+    }
+
+    /// Index deletes for `dead` (entries still pointing at `id`), and the
+    /// counters without container `id`'s dead segments and the container.
+    fn unindex(
+        &self,
+        batch: &mut WriteBatch,
+        id: ContainerId,
+        dead: &[(crate::Fingerprint, u64, u64)],
+        alloc: &Alloc,
+    ) -> Result<Alloc> {
+        let fps: Vec<crate::Fingerprint> = dead.iter().map(|d| d.0).collect();
+        let homes = self.locate(&fps)?;
+        let index = cf(&self.db, CF_INDEX);
+        let mut next = *alloc;
+        let mut seen = HashSet::new();
+        for ((fp, stored, raw), home) in dead.iter().zip(homes) {
+            if home == Some(id) && seen.insert(*fp) {
+                batch.delete_cf(index, fp.0);
+                next.segments = next.segments.saturating_sub(1);
+                next.stored_bytes = next.stored_bytes.saturating_sub(*stored);
+                next.raw_bytes = next.raw_bytes.saturating_sub(*raw);
+            }
+        }
+        next.containers = next.containers.saturating_sub(1);
+        Ok(next)
+    }
+
+    /// Deletes container `id`'s file, then its deletion note.
+    fn finish_delete(&self, id: ContainerId) -> Result<()> {
+        let path = self.container_path(id);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        crate::durable::sync_dir(&self.containers_dir())?;
+        self.db.delete_cf(cf(&self.db, CF_META), delete_key(id)).map_err(|e| self.dberr(e))
+    }
+
+    /// Finishes deletions a crash interrupted (called by `open`).
+    pub(crate) fn finish_pending_deletes(&self) -> Result<()> {
+        let mut ids = Vec::new();
+        for item in self.db.prefix_iterator_cf(cf(&self.db, CF_META), GC_DELETE.as_bytes()) {
+            let (k, _) = item.map_err(|e| self.dberr(e))?;
+            let Some(hex) = k.strip_prefix(GC_DELETE.as_bytes()) else { break };
+            let id = std::str::from_utf8(hex).ok().and_then(|h| u64::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                Error::corrupt_record(format!("deletion note in {}", self.db_path().display()), "malformed key")
+            })?;
+            ids.push(ContainerId(id));
+        }
+        for id in ids {
+            log::warn!("recovery: finishing the deletion of reclaimed container {id}");
+            self.finish_delete(id)?;
+        }
+        Ok(())
+    }
+}
+
+fn delete_key(id: ContainerId) -> Vec<u8> {
+    format!("{GC_DELETE}{id}").into_bytes()
+}
