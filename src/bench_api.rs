@@ -199,3 +199,13 @@ impl ser::SerializeMap for &mut Counter {
         Ok(())
     }
 }
+
+/// Encodes a recipe segment of `level` over `children` (fingerprint,
+/// logical length), for building large synthetic tiers quickly.
+pub fn encode_recipe(level: u8, children: &[(Fingerprint, u64)]) -> Vec<u8> {
+    crate::tree::Recipe {
+        level,
+        children: children.iter().map(|(f, n)| crate::tree::Child { fingerprint: *f, len: *n }).collect(),
+    }
+    .encode()
+}
