@@ -854,7 +854,8 @@ fn make_gc_tier(dir: &Path, keys: u64) -> Result<()> {
             b[8..].copy_from_slice(&0x5EED_u64.to_le_bytes());
             bufs.push(b);
             if bufs.len() as u64 == per_container || i + 1 == per_file {
-                let segs: Vec<(tierseed::Fingerprint, &[u8])> = bufs.iter().map(|b| (tierseed::Fingerprint::of(b), &b[..])).collect();
+                let segs: Vec<(tierseed::Fingerprint, &[u8])> =
+                    bufs.iter().map(|b| (tierseed::Fingerprint::of(b), &b[..])).collect();
                 let stored: Vec<StoredSegment<'_>> = segs.iter().map(|(f, b)| StoredSegment::raw(*f, b)).collect();
                 t.write_container(ContainerKind::Data, &stored)?;
                 leaves.extend(segs.iter().map(|(f, _)| (*f, 16u64)));
@@ -872,7 +873,8 @@ fn make_gc_tier(dir: &Path, keys: u64) -> Result<()> {
         let root_fp = tierseed::Fingerprint::of(&root);
         recipes.push(root);
         for chunk in recipes.chunks(2048) {
-            let stored: Vec<StoredSegment<'_>> = chunk.iter().map(|r| StoredSegment::raw(tierseed::Fingerprint::of(r), r)).collect();
+            let stored: Vec<StoredSegment<'_>> =
+                chunk.iter().map(|r| StoredSegment::raw(tierseed::Fingerprint::of(r), r)).collect();
             t.write_container(ContainerKind::Meta, &stored)?;
         }
         entries.push(FileEntry { path: format!("f{f:02}"), size: per_file * 16, mtime: 0, root: root_fp, height: 2 });

@@ -74,16 +74,23 @@ impl LocalTier {
         let mut alloc = lock(&self.alloc);
         let mut batch = WriteBatch::default();
         let next = self.unindex(&mut batch, id, dead, &alloc)?;
-        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
+        self.commit_drop(batch, &next, id, record)?;
+        *alloc = next;
+        drop(alloc);
+        self.finish_delete(id)
+    }
+
+    /// Adds the allocation record, the cursor and `id`'s deletion note to
+    /// `batch` and writes it, synced: the one durable step of a sweep.
+    fn commit_drop(&self, mut batch: WriteBatch, next: &Alloc, id: ContainerId, record: &GcRecord) -> Result<()> {
+        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, next));
         batch.put_cf(cf(&self.db, CF_META), KEY_GC, encode_record(META_MAGIC, 1, record));
         batch.put_cf(cf(&self.db, CF_META), delete_key(id), []);
         crate::crashpoint::hit("gc.before_batch");
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
         crate::crashpoint::hit("gc.before_unlink");
-        *alloc = next;
-        drop(alloc);
-        self.finish_delete(id)
+        Ok(())
     }
 
     /// Moves the `live` segments of container `id` into a new container of
@@ -124,13 +131,7 @@ impl LocalTier {
         // old container is gone and the new one counts.
         next.next_container += 1;
         next.containers += 1;
-        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
-        batch.put_cf(cf(&self.db, CF_META), KEY_GC, encode_record(META_MAGIC, 1, record));
-        batch.put_cf(cf(&self.db, CF_META), delete_key(id), []);
-        crate::crashpoint::hit("gc.before_batch");
-        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
-        self.poison(r)?;
-        crate::crashpoint::hit("gc.before_unlink");
+        self.commit_drop(batch, &next, id, record)?;
         *alloc = next;
         *reserved = next.next_container;
         drop(alloc);
