@@ -75,7 +75,8 @@ pub struct GcReport {
 /// One container's entries, split into live and dead.
 struct Sorted {
     live: Vec<crate::tier::SegmentEntry>,
-    /// (fingerprint, stored length, raw length)
+    /// Dead segments whose index home is this container, whose entries go:
+    /// (fingerprint, stored length, raw length).
     dead: Vec<(Fingerprint, u64, u64)>,
     live_bytes: u64,
 }
@@ -182,9 +183,11 @@ fn sort(tier: &LocalTier, phf: &Phf, live: &Phv, id: ContainerId, entries: &[cra
         if is_home && phf.slot(&e.fingerprint).is_some_and(|s| live.get(s)) {
             out.live_bytes += u64::from(e.len);
             out.live.push(*e);
-        } else {
+        } else if is_home {
             out.dead.push((e.fingerprint, u64::from(e.len), u64::from(e.raw_len)));
         }
+        // A second copy of a segment the index places elsewhere is dead
+        // too, and goes with the container; its entry is not this one's.
     }
     Ok(out)
 }

@@ -15,7 +15,7 @@ use crate::ContainerId;
 use crate::durable::{decode_record, encode_record};
 use crate::error::{Error, Result};
 use crate::pack::OwnedSegment;
-use crate::tier::{ContainerKind, StoredSegment, Tier};
+use crate::tier::{ContainerKind, StoredSegment};
 
 /// Key of the reclamation cursor in the `meta` column family.
 const KEY_GC: &[u8] = b"gc";
@@ -63,8 +63,8 @@ impl LocalTier {
         lock(&self.pins).values().any(|p| p.contains(&id.0))
     }
 
-    /// Drops container `id`: in one synced batch, its index entries for
-    /// `dead` (only those still pointing at it), the allocation counters,
+    /// Drops container `id`: in one synced batch, the index entries `dead`
+    /// (dead segments whose home is `id`), the allocation counters,
     /// the reclamation cursor, and a note that its file is to be deleted;
     /// then deletes the file and the note. A crash before the batch changes
     /// nothing; after it, the note makes the next open finish the deletion.
@@ -73,7 +73,7 @@ impl LocalTier {
         let _writers = lock(&self.reserved);
         let mut alloc = lock(&self.alloc);
         let mut batch = WriteBatch::default();
-        let next = self.unindex(&mut batch, id, dead, &alloc)?;
+        let next = self.unindex(&mut batch, dead, &alloc);
         self.commit_drop(batch, &next, id, record)?;
         *alloc = next;
         drop(alloc);
@@ -122,7 +122,7 @@ impl LocalTier {
         let r = crate::durable::write_durable(&self.container_path(new), &bytes, true);
         self.poison(r)?;
         let mut batch = WriteBatch::default();
-        let mut next = self.unindex(&mut batch, id, dead, &alloc)?;
+        let mut next = self.unindex(&mut batch, dead, &alloc);
         let index = cf(&self.db, CF_INDEX);
         for s in live {
             batch.put_cf(index, s.fingerprint.0, new.0.to_le_bytes());
@@ -140,22 +140,17 @@ impl LocalTier {
         Ok(new)
     }
 
-    /// Index deletes for `dead` (entries still pointing at `id`), and the
-    /// counters without container `id`'s dead segments and the container.
-    fn unindex(
-        &self,
-        batch: &mut WriteBatch,
-        id: ContainerId,
-        dead: &[(crate::Fingerprint, u64, u64)],
-        alloc: &Alloc,
-    ) -> Result<Alloc> {
-        let fps: Vec<crate::Fingerprint> = dead.iter().map(|d| d.0).collect();
-        let homes = self.locate(&fps)?;
+    /// Index deletes for `dead`, the entries whose home is `id` (as the
+    /// caller looked them up; the alloc lock held here keeps any other
+    /// index batch out, and no other writer re-points an entry whose
+    /// container is readable), and the counters without them and the
+    /// container.
+    fn unindex(&self, batch: &mut WriteBatch, dead: &[(crate::Fingerprint, u64, u64)], alloc: &Alloc) -> Alloc {
         let index = cf(&self.db, CF_INDEX);
         let mut next = *alloc;
         let mut seen = HashSet::new();
-        for ((fp, stored, raw), home) in dead.iter().zip(homes) {
-            if home == Some(id) && seen.insert(*fp) {
+        for (fp, stored, raw) in dead {
+            if seen.insert(*fp) {
                 batch.delete_cf(index, fp.0);
                 next.segments = next.segments.saturating_sub(1);
                 next.stored_bytes = next.stored_bytes.saturating_sub(*stored);
@@ -163,7 +158,7 @@ impl LocalTier {
             }
         }
         next.containers = next.containers.saturating_sub(1);
-        Ok(next)
+        next
     }
 
     /// Deletes container `id`'s file, then its deletion note.
