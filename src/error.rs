@@ -196,6 +196,16 @@ pub enum Error {
         /// How many files are affected.
         file_count: usize,
     },
+    /// A job file could not be used: the message names the field.
+    #[error("job file {}{}: {message}", file.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    JobFile {
+        /// The file.
+        file: PathBuf,
+        /// The line the problem is on (0 when it is not one line's).
+        line: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
     /// A write was asked of a tier opened read-only.
     #[error("tier {path} is open read-only; open it for writing (no other process may have it open for writing)")]
     ReadOnly {

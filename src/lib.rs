@@ -67,6 +67,7 @@ mod fingerprint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gc;
+mod jobspec;
 pub mod layout;
 mod local;
 mod pack;
@@ -91,6 +92,7 @@ pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};
 pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
 pub use crate::gc::{GcOptions, GcReport};
+pub use crate::jobspec::{JobSpec, ModeSpec, SelectionSpec, VerifySpec, parse_age};
 pub use crate::local::{
     Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };

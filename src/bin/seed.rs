@@ -97,6 +97,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Check a job file without running it: fields, selection, and that the
+    /// tiers are there.
+    Check {
+        /// The job file (TOML).
+        #[arg(long)]
+        job: PathBuf,
+    },
     /// Scrub a whole tier: every checksum, every fingerprint, every tree.
     Verify {
         /// The tier directory.
@@ -207,15 +214,55 @@ struct RunOpts {
 
 #[derive(Args)]
 struct Tiers {
+    /// A job file (TOML) holding the tiers, selection and options; see
+    /// `examples/*.toml`. Flags given as well override nothing: use one or
+    /// the other.
+    #[arg(long, conflicts_with_all = ["from", "to", "state"])]
+    job: Option<PathBuf>,
     /// Source tier directory.
-    #[arg(long)]
-    from: PathBuf,
+    #[arg(long, required_unless_present = "job")]
+    from: Option<PathBuf>,
     /// Target tier directory.
-    #[arg(long)]
-    to: PathBuf,
+    #[arg(long, required_unless_present = "job")]
+    to: Option<PathBuf>,
     /// Job state directory (the resumption context).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "job")]
+    state: Option<PathBuf>,
+}
+
+/// The tiers of a run, from flags or a job file.
+struct Resolved {
+    from: PathBuf,
+    to: PathBuf,
     state: PathBuf,
+    spec: Option<tierseed::JobSpec>,
+    /// "job file PATH blake3 HEX", recorded in the job.
+    origin: Option<String>,
+}
+
+impl Tiers {
+    fn resolve(&self) -> Result<Resolved> {
+        if let Some(path) = &self.job {
+            let spec = tierseed::JobSpec::load(path)?;
+            let text = std::fs::read(path)?;
+            let abs = std::fs::canonicalize(path)?;
+            let origin = format!("job file {} blake3 {}", abs.display(), tierseed::Fingerprint::of(&text));
+            let [to] = spec.targets.as_slice() else { bail!("{}: exactly one target", path.display()) };
+            return Ok(Resolved {
+                from: spec.source.clone(),
+                to: to.clone(),
+                state: spec.state.clone(),
+                origin: Some(origin),
+                spec: Some(spec),
+            });
+        }
+        match (&self.from, &self.to, &self.state) {
+            (Some(f), Some(t), Some(s)) => {
+                Ok(Resolved { from: f.clone(), to: t.clone(), state: s.clone(), spec: None, origin: None })
+            }
+            _ => bail!("give --from, --to and --state, or --job FILE"),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -277,16 +324,7 @@ fn mib_per_sec(limit: Option<f64>) -> Result<u64> {
 }
 
 fn parse_age(s: &str) -> Result<u64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let Ok(n) = num.parse::<u64>() else { bail!("age {s:?}: expected a number followed by d, h, m or s") };
-    let mult = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
-        "s" | "" => 1,
-        _ => bail!("age {s:?}: unit must be d, h, m or s"),
-    };
-    Ok(n.saturating_mul(mult))
+    Ok(tierseed::parse_age(s)?)
 }
 
 fn main() {
@@ -439,6 +477,25 @@ fn real_main(cli: Cli) -> Result<i32> {
                 return Ok(3);
             }
         }
+        Cmd::Check { job } => {
+            let spec = tierseed::JobSpec::load(&job)?;
+            let src = LocalTier::open_read_only(&spec.source)?;
+            let target = &spec.targets[0];
+            if LocalTier::exists(target) {
+                LocalTier::open_read_only(target)?;
+            }
+            let e = Seeder::estimate(&src, &src, &spec.selection()?)?;
+            say!(
+                "{}: ok; {} files ({}) selected from {}, {} mode, verify {}, into {}",
+                job.display(),
+                e.files,
+                human(e.logical_bytes),
+                spec.source.display(),
+                if spec.mode() == Mode::Move { "move" } else { "copy" },
+                spec.verify_level(),
+                target.display()
+            );
+        }
         Cmd::Verify { tier } => {
             let t = LocalTier::open_read_only(&tier)?;
             let r = t.verify()?;
@@ -466,30 +523,59 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Run { tiers, sel, move_mode, container_kib, verify, opts } => {
             let RunOpts { threads, limit, json, log_events } = opts;
-            let selection = sel.selection()?;
-            Seeder::ensure_idle(&tiers.state)?;
-            let src = LocalTier::open(&tiers.from)?;
-            let dst = open_or_create(&tiers.to, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
+            let r = tiers.resolve()?;
+            let flags = sel.all || !sel.include.is_empty() || !sel.prefix.is_empty() || !sel.path.is_empty();
+            if r.spec.is_some() && (flags || sel.older_than.is_some() || move_mode || limit.is_some() || threads.is_some()) {
+                bail!("with --job, the job file holds the selection, mode, limit and threads: give them there, not as flags");
+            }
+            let (selection, mode, verify, limit, threads) = match &r.spec {
+                Some(spec) => (
+                    spec.selection()?,
+                    spec.mode(),
+                    spec.verify_level(),
+                    Some(spec.limit_bytes_per_sec() as f64 / 1_048_576.0).filter(|l| *l > 0.0),
+                    spec.threads,
+                ),
+                None => (sel.selection()?, if move_mode { Mode::Move } else { Mode::Copy }, verify, limit, threads),
+            };
+            Seeder::ensure_idle(&r.state)?;
+            let src = LocalTier::open(&r.from)?;
+            let dst = open_or_create(&r.to, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
             let ui = Ui::new(json, log_events);
-            let mut b = Seeder::builder(&src, &dst, &tiers.state)
+            let mut b = Seeder::builder(&src, &dst, &r.state)
                 .selection(selection)
-                .mode(if move_mode { Mode::Move } else { Mode::Copy })
+                .mode(mode)
                 .verify(verify)
                 .limit_bytes_per_sec(mib_per_sec(limit)?)
                 .observer(|e: &Event| ui.event(e));
             if let Some(n) = threads {
                 b = b.threads(n);
             }
+            if let Some(o) = &r.origin {
+                b = b.origin(o.clone());
+            }
             let mut job = b.build()?;
-            return drive(&mut job, &tiers, &ui, json);
+            return drive(&mut job, &r, &ui, json);
         }
         Cmd::Resume { tiers, verify, opts } => {
             let RunOpts { threads, limit, json, log_events } = opts;
-            Seeder::ensure_idle(&tiers.state)?;
-            let src = LocalTier::open(&tiers.from)?;
-            let dst = LocalTier::open(&tiers.to)?;
+            let r = tiers.resolve()?;
+            Seeder::ensure_idle(&r.state)?;
+            let src = LocalTier::open(&r.from)?;
+            let dst = LocalTier::open(&r.to)?;
             let ui = Ui::new(json, log_events);
-            let mut job = Seeder::resume(&tiers.state, &src, &dst)?.with_observer(|e: &Event| ui.event(e));
+            let mut job = Seeder::resume(&r.state, &src, &dst)?.with_observer(|e: &Event| ui.event(e));
+            // A job started from a file resumes only from the same file.
+            if let Some(now) = &r.origin {
+                let then = job.origin()?;
+                if then.as_deref() != Some(now.as_str()) {
+                    bail!(
+                        "{} has changed since the job started (the job records: {}); resume with the original file or abandon the job",
+                        tiers.job.as_deref().unwrap_or(Path::new("the job file")).display(),
+                        then.unwrap_or_else(|| "no job file".into())
+                    );
+                }
+            }
             if let Some(n) = threads {
                 job = job.with_threads(n);
             }
@@ -497,7 +583,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 job = job.with_verify(v);
             }
             job = job.with_limit_bytes_per_sec(mib_per_sec(limit)?);
-            return drive(&mut job, &tiers, &ui, json);
+            return drive(&mut job, &r, &ui, json);
         }
         Cmd::Status { state, json, watch } => {
             if watch {
@@ -536,7 +622,7 @@ fn real_main(cli: Cli) -> Result<i32> {
 }
 
 /// Runs a job with Ctrl-C wired to suspension; prints the outcome.
-fn drive(job: &mut Seeder<'_>, tiers: &Tiers, ui: &Ui, json: bool) -> Result<i32> {
+fn drive(job: &mut Seeder<'_>, tiers: &Resolved, ui: &Ui, json: bool) -> Result<i32> {
     install_ctrlc(job.suspend_handle());
     let outcome = job.run();
     ui.finish();

@@ -34,6 +34,7 @@ const K_REPORT: &[u8] = b"report";
 const K_MARK_SUM: &[u8] = b"marksum";
 const K_TARGET: &[u8] = b"target";
 const K_OPTIONS: &[u8] = b"options";
+const K_ORIGIN: &[u8] = b"origin";
 /// Selected files are stored in chunks of this many entries.
 pub(crate) const FILES_PER_CHUNK: usize = 1024;
 
@@ -403,7 +404,13 @@ impl Context {
     /// Creates the context for a new job, atomically: the database is built
     /// in `ctx.creating` with the job and progress records committed, then
     /// renamed to `ctx`. A crash leaves no job or a whole one.
-    pub(crate) fn create(dir: &Path, job: &JobRecord, progress: &ProgressRecord, options: &OptionsRecord) -> Result<Context> {
+    pub(crate) fn create(
+        dir: &Path,
+        job: &JobRecord,
+        progress: &ProgressRecord,
+        options: &OptionsRecord,
+        origin: Option<&str>,
+    ) -> Result<Context> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = Self::lock(dir)?;
         let ctx = dir.join(JOB_CONTEXT);
@@ -418,6 +425,9 @@ impl Context {
             let mut c = Commit::default();
             c.job(job).progress(progress);
             c.batch.put(K_OPTIONS, encode_record(CTX_MAGIC, CTX_VERSION, options));
+            if let Some(o) = origin {
+                c.batch.put(K_ORIGIN, encode_record(CTX_MAGIC, CTX_VERSION, &o.to_string()));
+            }
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
             db.write_opt(c.batch, &wo).map_err(|e| Error::db(tmp, e))
@@ -573,6 +583,9 @@ impl Reader<'_> {
     }
     pub(crate) fn mark_sum(&self) -> Result<Option<MarkSumRecord>> {
         self.get(K_MARK_SUM)
+    }
+    pub(crate) fn origin(&self) -> Result<Option<String>> {
+        self.get(K_ORIGIN)
     }
     pub(crate) fn options(&self) -> Result<Option<OptionsRecord>> {
         self.get(K_OPTIONS)

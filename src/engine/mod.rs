@@ -318,6 +318,7 @@ pub struct SeederBuilder<'a> {
     gamma: f64,
     verify: VerifyLevel,
     limit: u64,
+    origin: Option<String>,
     observer: Option<Arc<dyn Observer + 'a>>,
 }
 
@@ -355,6 +356,14 @@ impl<'a> SeederBuilder<'a> {
         self.limit = bytes_per_sec;
         self
     }
+    /// Records where the job came from (for example a job file's path and
+    /// digest), read back with [`Seeder::origin`] so a resume can refuse a
+    /// file that changed since.
+    #[must_use]
+    pub fn origin(mut self, origin: impl Into<String>) -> Self {
+        self.origin = Some(origin.into());
+        self
+    }
     /// PHF gamma (default 1.7; 1.05 to 5.0).
     #[must_use]
     pub fn gamma(mut self, g: f64) -> Self {
@@ -386,7 +395,7 @@ impl<'a> SeederBuilder<'a> {
             created: now_secs(),
         };
         let options = OptionsRecord { verify: self.verify.code() };
-        let ctx = Context::create(&self.state_dir, &job, &ProgressRecord::default(), &options)?;
+        let ctx = Context::create(&self.state_dir, &job, &ProgressRecord::default(), &options, self.origin.as_deref())?;
         let mut s = Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false);
         s.verify = self.verify;
         s.throttle.set_bytes_per_sec(self.limit);
@@ -447,6 +456,7 @@ impl<'a> Seeder<'a> {
             gamma: 1.7,
             verify: VerifyLevel::default(),
             limit: 0,
+            origin: None,
             observer: None,
         }
     }
@@ -550,6 +560,11 @@ impl<'a> Seeder<'a> {
     pub fn disable_copy_commits_for_bench(mut self) -> Self {
         self.commits_enabled = false;
         self
+    }
+
+    /// What the job was built from, if [`SeederBuilder::origin`] said.
+    pub fn origin(&self) -> Result<Option<String>> {
+        self.ctx.reader().origin()
     }
 
     /// A handle that changes this job's bandwidth limit while it runs.

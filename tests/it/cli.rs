@@ -162,3 +162,85 @@ fn seed_rm_removes_files_and_whole_directories() {
     let ro = LocalTier::open_read_only(&tdir).unwrap();
     assert!(matches!(ro.remove(&["dir-6"]).unwrap_err(), tierseed::Error::ReadOnly { .. }));
 }
+
+/// Every job file shipped in `examples/` checks and runs against a tier
+/// laid out as it expects (paths relative to the working directory).
+#[test]
+fn every_example_job_file_checks_and_runs() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut ran = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tiers")).unwrap();
+        // Backup generations dated 2023 (so older than 30 days).
+        let (src, all) = crate::synth_source(&dir.path().join("tiers/active"), 91, 2, 15, 8_000);
+        drop(src);
+        let run = |args: &[&str]| {
+            let o = seed().current_dir(dir.path()).args(args).arg("--job").arg(&file).output().unwrap();
+            assert!(o.status.success(), "{} {args:?}: {}", file.display(), String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        assert!(run(&["check"]).contains(": ok;"));
+        run(&["run"]);
+        let spec = tierseed::JobSpec::load(&file).unwrap();
+        let dst = LocalTier::open(dir.path().join(&spec.targets[0])).unwrap();
+        let ns = crate::namespace(&dst);
+        assert!(!ns.is_empty(), "{}: nothing seeded", file.display());
+        // What was switched restores byte for byte.
+        for p in ns.keys() {
+            let mut out = Vec::new();
+            dst.restore(p, &mut out).unwrap();
+            assert!(out == all[p], "{p}");
+        }
+        ran += 1;
+    }
+    assert!(ran >= 2, "no example job files found");
+}
+
+#[test]
+fn a_job_file_is_checked_named_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = crate::synth_source(&dir.path().join("active"), 92, 1, 10, 5_000);
+    drop(src);
+    let file = dir.path().join("job.toml");
+    // A misspelt field is an error naming the file, the line and the field.
+    std::fs::write(
+        &file,
+        "source = \"active\"\ntargets = [\"archive\"]\nstate = \"st\"\nmod = \"move\"\n[selection]\nall = true\n",
+    )
+    .unwrap();
+    let o = seed().current_dir(dir.path()).args(["check", "--job"]).arg(&file).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("job.toml:4") && err.contains("mod"), "{err}");
+    // A good file runs; a resume from a changed file is refused.
+    std::fs::write(
+        &file,
+        "source = \"active\"\ntargets = [\"archive\"]\nstate = \"st\"\nmode = \"move\"\n[selection]\nall = true\n",
+    )
+    .unwrap();
+    let o = seed().current_dir(dir.path()).args(["run", "--job"]).arg(&file).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("move mode"), "{}", String::from_utf8_lossy(&o.stdout));
+    let lib = tierseed::JobSpec::load(&file).unwrap();
+    assert_eq!(lib.mode(), tierseed::Mode::Move);
+    // The same file resumes (the job is done: it reports its outcome).
+    let o = seed().current_dir(dir.path()).args(["resume", "--job"]).arg(&file).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::write(
+        &file,
+        "source = \"active\"\ntargets = [\"archive\"]\nstate = \"st\"\nmode = \"copy\"\n[selection]\nall = true\n",
+    )
+    .unwrap();
+    let o = seed().current_dir(dir.path()).args(["resume", "--job"]).arg(&file).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has changed since the job started"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

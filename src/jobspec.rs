@@ -1,0 +1,194 @@
+//! Jobs as files: everything a run takes, in TOML, so operators can keep
+//! policies under version control ("every night, move files older than 30
+//! days from the active tier to the archive tier, at most 200 MiB/s, full
+//! verify").
+//!
+//! ```toml
+//! source = "/tiers/active"
+//! targets = ["/tiers/archive"]
+//! state = "/var/lib/seed/nightly"
+//! mode = "move"
+//! verify = "full"
+//! limit_mib_per_sec = 200.0
+//!
+//! [selection]
+//! prefix = ["projects"]
+//! older_than = "30d"
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{Mode, VerifyLevel};
+use crate::error::{Error, Result};
+use crate::selection::Selection;
+
+/// A job as kept in a file. Unknown fields are an error, so a misspelt
+/// key is never silently ignored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// The source tier directory.
+    pub source: PathBuf,
+    /// The target tier directories (one for now).
+    pub targets: Vec<PathBuf>,
+    /// The job's state directory.
+    pub state: PathBuf,
+    /// Which files.
+    pub selection: SelectionSpec,
+    /// `"copy"` (default) or `"move"`.
+    #[serde(default)]
+    pub mode: ModeSpec,
+    /// `"metadata"` (default) or `"full"`.
+    #[serde(default)]
+    pub verify: VerifySpec,
+    /// Bandwidth limit on target writes, MiB/s (none by default).
+    #[serde(default)]
+    pub limit_mib_per_sec: Option<f64>,
+    /// Worker threads (default: all cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}
+
+/// The selection part of a [`JobSpec`], as in the CLI's flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectionSpec {
+    /// Every file.
+    #[serde(default)]
+    pub all: bool,
+    /// Globs (`*` within a directory, `**` across).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Path prefixes (whole components).
+    #[serde(default)]
+    pub prefix: Vec<String>,
+    /// Explicit paths.
+    #[serde(default)]
+    pub path: Vec<String>,
+    /// Only files older than this: `30d`, `12h`, `45m`, `10s`.
+    #[serde(default)]
+    pub older_than: Option<String>,
+}
+
+/// Copy or move, as spelt in a job file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSpec {
+    /// Keep the source namespace.
+    #[default]
+    Copy,
+    /// Remove switched files from the source.
+    Move,
+}
+
+/// A verify level, as spelt in a job file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifySpec {
+    /// Recipes, index and container tables.
+    #[default]
+    Metadata,
+    /// Also every segment's bytes.
+    Full,
+}
+
+impl JobSpec {
+    /// Reads and checks the job file at `path`. Errors name the file, the
+    /// line and the field.
+    pub fn load(path: impl AsRef<Path>) -> Result<JobSpec> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses job-file text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<JobSpec> {
+        let spec: JobSpec = toml::from_str(text).map_err(|e| {
+            let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            Error::JobFile { file: file.to_path_buf(), line, message: e.message().to_string() }
+        })?;
+        spec.check(file)?;
+        Ok(spec)
+    }
+
+    fn check(&self, file: &Path) -> Result<()> {
+        let bad = |message: String| Err(Error::JobFile { file: file.to_path_buf(), line: 0, message });
+        if self.targets.len() != 1 {
+            return bad(format!("targets: {} given; this version seeds to exactly one target", self.targets.len()));
+        }
+        if let Some(l) = self.limit_mib_per_sec
+            && !(l.is_finite() && l > 0.0)
+        {
+            return bad(format!("limit_mib_per_sec: {l} is not a positive number"));
+        }
+        if self.threads == Some(0) {
+            return bad("threads: must be at least 1".into());
+        }
+        self.selection().map(drop).map_err(|e| Error::JobFile {
+            file: file.to_path_buf(),
+            line: 0,
+            message: format!("selection: {e}"),
+        })
+    }
+
+    /// The selection.
+    pub fn selection(&self) -> Result<Selection> {
+        let s = &self.selection;
+        let mut sel = if s.all { Selection::all() } else { Selection::new() };
+        for g in &s.include {
+            sel = sel.glob(g);
+        }
+        for p in &s.prefix {
+            sel = sel.prefix(p);
+        }
+        for p in &s.path {
+            sel = sel.path(p);
+        }
+        if let Some(age) = &s.older_than {
+            sel = sel.older_than_secs(parse_age(age)?);
+        }
+        if sel.is_empty() {
+            return Err(Error::EmptySelection);
+        }
+        sel.matcher(0)?;
+        Ok(sel)
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        match self.mode {
+            ModeSpec::Copy => Mode::Copy,
+            ModeSpec::Move => Mode::Move,
+        }
+    }
+
+    /// The verify level.
+    pub fn verify_level(&self) -> VerifyLevel {
+        match self.verify {
+            VerifySpec::Metadata => VerifyLevel::Metadata,
+            VerifySpec::Full => VerifyLevel::Full,
+        }
+    }
+
+    /// The bandwidth limit in bytes per second (0: none).
+    pub fn limit_bytes_per_sec(&self) -> u64 {
+        self.limit_mib_per_sec.map_or(0, |l| (l * 1_048_576.0).round().max(1.0) as u64)
+    }
+}
+
+/// `30d`, `12h`, `45m`, `10s` (or plain seconds) as seconds.
+pub fn parse_age(s: &str) -> Result<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 =
+        num.parse().map_err(|_| Error::InvalidConfig(format!("age {s:?}: expected a number followed by d, h, m or s")))?;
+    let mult = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => return Err(Error::InvalidConfig(format!("age {s:?}: unit must be d, h, m or s"))),
+    };
+    Ok(n.saturating_mul(mult))
+}
