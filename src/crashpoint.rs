@@ -14,6 +14,7 @@ pub const CRASH_POINTS: &[&str] = &[
     "copy.after_commit",
     "phase.before_commit",
     "phase.after_commit",
+    "switch.gate",
     "switch.between_batches",
     "switch.before_source_removal",
 ];

@@ -196,6 +196,17 @@ pub enum Error {
         /// How many files are affected.
         file_count: usize,
     },
+    /// A switch gate rejected a step: nothing of it was done, the copied
+    /// data stays on the target, and resuming the job asks again.
+    #[error(
+        "the switch gate rejected {stage}: {reason}; nothing was switched or removed by it, the copied data stays on the target, and resuming the job asks again"
+    )]
+    SwitchRejected {
+        /// "switch" or "source removal".
+        stage: &'static str,
+        /// The gate's reason.
+        reason: String,
+    },
     /// A job file could not be used: the message names the field.
     #[error("job file {}{}: {message}", file.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
     JobFile {

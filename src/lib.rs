@@ -85,8 +85,8 @@ pub use crate::crashpoint::CRASH_POINTS;
 #[cfg(feature = "crash-points")]
 pub use crate::crashpoint::trace;
 pub use crate::engine::{
-    Counters, Estimate, Event, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder, SuspendHandle,
-    ThrottleHandle, VerifyLevel,
+    Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder,
+    SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, ThrottleHandle, VerifyLevel,
 };
 pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};

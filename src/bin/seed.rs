@@ -210,6 +210,77 @@ struct RunOpts {
     /// line each (for scripts and tests).
     #[arg(long)]
     log_events: bool,
+    /// Ask on the terminal before switching files to the target (and
+    /// before removing them from the source): yes, later (suspend) or no.
+    #[arg(long)]
+    confirm_switch: bool,
+    /// Defer the switch until this time: `YYYY-MM-DDTHH:MM` (UTC) or epoch
+    /// seconds. Before it, the job suspends at the switch; resume then.
+    #[arg(long, value_name = "TIME")]
+    switch_after: Option<String>,
+}
+
+/// The switch gate the CLI's flags ask for.
+fn cli_gate(confirm: bool, after: Option<&str>) -> Result<Option<Box<dyn tierseed::SwitchGate>>> {
+    let after = after.map(parse_time).transpose()?;
+    if !confirm && after.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(move |r: &tierseed::SwitchRequest| {
+        if let Some(t) = after {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+            if now < t {
+                return tierseed::GateAnswer::Defer(format!("the switch window opens at {} UTC", utc(t)));
+            }
+        }
+        if !confirm {
+            return tierseed::GateAnswer::Approve;
+        }
+        if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return tierseed::GateAnswer::Defer("--confirm-switch needs a terminal to ask on".into());
+        }
+        let what = match r.stage {
+            tierseed::SwitchStage::Switch => "switch them to the target",
+            _ => "remove them from the source",
+        };
+        let _ = write!(
+            std::io::stderr(),
+            "\nseed: {} files ({}) are verified on the target; {what}? [yes/later/no] ",
+            r.files,
+            human(r.bytes)
+        );
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            return tierseed::GateAnswer::Defer("no answer".into());
+        }
+        match line.trim() {
+            "y" | "yes" => tierseed::GateAnswer::Approve,
+            "n" | "no" => tierseed::GateAnswer::Reject("refused at the prompt".into()),
+            _ => tierseed::GateAnswer::Defer("deferred at the prompt".into()),
+        }
+    })))
+}
+
+/// `YYYY-MM-DDTHH:MM[:SS]` in UTC, or epoch seconds.
+fn parse_time(text: &str) -> Result<i64> {
+    if let Ok(secs) = text.parse::<i64>() {
+        return Ok(secs);
+    }
+    let bad = || anyhow::anyhow!("time {text:?}: expected YYYY-MM-DDTHH:MM (UTC) or epoch seconds");
+    let (date, time) = text.split_once(['T', ' ']).ok_or_else(bad)?;
+    let ymd: Vec<i64> = date.split('-').map(str::parse).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+    let hms: Vec<i64> = time.split(':').map(str::parse).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
+    let ([year, month, day], [hour, minute, ..]) = (ymd.as_slice(), hms.as_slice()) else { return Err(bad()) };
+    let second = hms.get(2).copied().unwrap_or(0);
+    // Days from civil (Howard Hinnant's algorithm), the inverse of `utc`.
+    let year = if *month <= 2 { year - 1 } else { *year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Ok(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 #[derive(Args)]
@@ -522,7 +593,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("total       {:.2}x (logical / stored)", i.total_ratio());
         }
         Cmd::Run { tiers, sel, move_mode, container_kib, verify, opts } => {
-            let RunOpts { threads, limit, json, log_events } = opts;
+            let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
+            let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
             let r = tiers.resolve()?;
             let flags = sel.all || !sel.include.is_empty() || !sel.prefix.is_empty() || !sel.path.is_empty();
             if r.spec.is_some() && (flags || sel.older_than.is_some() || move_mode || limit.is_some() || threads.is_some()) {
@@ -541,7 +613,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             Seeder::ensure_idle(&r.state)?;
             let src = LocalTier::open(&r.from)?;
             let dst = open_or_create(&r.to, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
-            let ui = Ui::new(json, log_events);
+            let mut ui = Ui::new(json, log_events);
+            ui.prompts = confirm_switch;
             let mut b = Seeder::builder(&src, &dst, &r.state)
                 .selection(selection)
                 .mode(mode)
@@ -554,16 +627,21 @@ fn real_main(cli: Cli) -> Result<i32> {
             if let Some(o) = &r.origin {
                 b = b.origin(o.clone());
             }
+            if let Some(g) = gate {
+                b = b.switch_gate(move |r: &tierseed::SwitchRequest| g.decide(r));
+            }
             let mut job = b.build()?;
             return drive(&mut job, &r, &ui, json);
         }
         Cmd::Resume { tiers, verify, opts } => {
-            let RunOpts { threads, limit, json, log_events } = opts;
+            let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
+            let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
             let r = tiers.resolve()?;
             Seeder::ensure_idle(&r.state)?;
             let src = LocalTier::open(&r.from)?;
             let dst = LocalTier::open(&r.to)?;
-            let ui = Ui::new(json, log_events);
+            let mut ui = Ui::new(json, log_events);
+            ui.prompts = confirm_switch;
             let mut job = Seeder::resume(&r.state, &src, &dst)?.with_observer(|e: &Event| ui.event(e));
             // A job started from a file resumes only from the same file.
             if let Some(now) = &r.origin {
@@ -583,6 +661,9 @@ fn real_main(cli: Cli) -> Result<i32> {
                 job = job.with_verify(v);
             }
             job = job.with_limit_bytes_per_sec(mib_per_sec(limit)?);
+            if let Some(g) = gate {
+                job = job.with_switch_gate(move |r: &tierseed::SwitchRequest| g.decide(r));
+            }
             return drive(&mut job, &r, &ui, json);
         }
         Cmd::Status { state, json, watch } => {
@@ -640,6 +721,9 @@ fn drive(job: &mut Seeder<'_>, tiers: &Resolved, ui: &Ui, json: bool) -> Result<
                 say!("{}", serde_json::to_string_pretty(&p)?);
             } else {
                 print_progress(&p)?;
+                if let Some(why) = &p.deferred {
+                    eprintln!("switch deferred: {why}");
+                }
                 eprintln!(
                     "suspended; resume with: seed resume --from {} --to {} --state {}",
                     tiers.from.display(),
@@ -672,12 +756,13 @@ struct Ui {
     bar: Mutex<Option<(Phase, ProgressBar)>>,
     quiet: bool,
     log_events: bool,
+    prompts: bool,
     copied: Mutex<(u64, Instant)>,
 }
 
 impl Ui {
     fn new(quiet: bool, log_events: bool) -> Ui {
-        Ui { bar: Mutex::new(None), quiet, log_events, copied: Mutex::new((0, Instant::now())) }
+        Ui { bar: Mutex::new(None), quiet, log_events, prompts: false, copied: Mutex::new((0, Instant::now())) }
     }
 
     fn bar_for(&self, phase: Phase, len: Option<u64>) -> ProgressBar {
@@ -720,6 +805,9 @@ impl Ui {
             let _ = writeln!(std::io::stderr(), "event {e:?}");
         }
         match e {
+            // A terminal prompt may come at the start of Switch: no spinner
+            // drawn over it (the bar appears with the first batch).
+            Event::PhaseStarted(Phase::Switch) if self.prompts => self.finish(),
             Event::PhaseStarted(p) => {
                 self.bar_for(*p, None).set_message("…");
             }

@@ -35,6 +35,7 @@ const K_MARK_SUM: &[u8] = b"marksum";
 const K_TARGET: &[u8] = b"target";
 const K_OPTIONS: &[u8] = b"options";
 const K_ORIGIN: &[u8] = b"origin";
+const K_GATE: &str = "gate/";
 /// Selected files are stored in chunks of this many entries.
 pub(crate) const FILES_PER_CHUNK: usize = 1024;
 
@@ -282,6 +283,14 @@ pub(crate) struct OptionsRecord {
     pub(crate) verify: u8,
 }
 
+/// A switch gate's last answer for one stage: 0 approve, 1 defer,
+/// 2 reject, with its reason.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct GateRecord {
+    pub(crate) answer: u8,
+    pub(crate) reason: String,
+}
+
 /// What the job knew of the target at Select: containers with an id at or
 /// past `floor` were written after the job started (by the job itself, in
 /// a run that crashed before committing them).
@@ -317,6 +326,10 @@ impl Commit {
     }
     pub(crate) fn mark_sum(&mut self, m: &MarkSumRecord) -> &mut Self {
         self.batch.put(K_MARK_SUM, encode_record(CTX_MAGIC, CTX_VERSION, m));
+        self
+    }
+    pub(crate) fn gate(&mut self, stage: &str, g: &GateRecord) -> &mut Self {
+        self.batch.put(format!("{K_GATE}{stage}"), encode_record(CTX_MAGIC, CTX_VERSION, g));
         self
     }
     pub(crate) fn target(&mut self, t: &TargetRecord) -> &mut Self {
@@ -369,6 +382,7 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
         decode_record::<MarkSumRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<TargetRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<OptionsRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<GateRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<u64>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<FileEntryV1>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
@@ -583,6 +597,9 @@ impl Reader<'_> {
     }
     pub(crate) fn mark_sum(&self) -> Result<Option<MarkSumRecord>> {
         self.get(K_MARK_SUM)
+    }
+    pub(crate) fn gate(&self, stage: &str) -> Result<Option<GateRecord>> {
+        self.get(format!("{K_GATE}{stage}").as_bytes())
     }
     pub(crate) fn origin(&self) -> Result<Option<String>> {
         self.get(K_ORIGIN)

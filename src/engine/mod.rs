@@ -157,6 +157,60 @@ pub struct Progress {
     pub counters: Counters,
     /// Rough completion estimate, 0 to 100.
     pub percent: f64,
+    /// Why the job is waiting, when a switch gate deferred it.
+    pub deferred: Option<String>,
+}
+
+/// The step a [`SwitchGate`] is asked about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SwitchStage {
+    /// Writing the selected files' entries into the target namespace.
+    Switch,
+    /// Removing them from the source namespace (move mode).
+    SourceRemoval,
+}
+
+/// What a job asks its [`SwitchGate`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SwitchRequest {
+    /// The job.
+    pub job_id: String,
+    /// Which step.
+    pub stage: SwitchStage,
+    /// Files the step changes.
+    pub files: u64,
+    /// Their logical bytes.
+    pub bytes: u64,
+}
+
+/// A gate's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateAnswer {
+    /// Go ahead.
+    Approve,
+    /// Not now: the job suspends with this reason; a resume asks again.
+    Defer(String),
+    /// No: the job stops without this step, keeping the copied data; a
+    /// resume asks again.
+    Reject(String),
+}
+
+/// Decides when a file's home may change: called before Switch and, in
+/// move mode, again before source removal. The appliance can update its
+/// catalog, wait for a maintenance window or ask a person. Answers are
+/// recorded in the job's context; only an approval is remembered across a
+/// resume (a deferred or rejected job asks again).
+pub trait SwitchGate: Send + Sync {
+    /// The answer for `request`.
+    fn decide(&self, request: &SwitchRequest) -> GateAnswer;
+}
+
+impl<F: Fn(&SwitchRequest) -> GateAnswer + Send + Sync> SwitchGate for F {
+    fn decide(&self, request: &SwitchRequest) -> GateAnswer {
+        self(request)
+    }
 }
 
 /// What [`Seeder::run`] ended with.
@@ -236,6 +290,13 @@ pub enum Event {
         containers: u64,
         /// Data segments read back and hashed (`full` level; 0 otherwise).
         hashed: u64,
+    },
+    /// A switch gate answered.
+    Gate {
+        /// The step asked about.
+        stage: SwitchStage,
+        /// The answer.
+        answer: GateAnswer,
     },
     /// Namespace entries were switched (upserted to the target).
     Switched {
@@ -319,6 +380,7 @@ pub struct SeederBuilder<'a> {
     verify: VerifyLevel,
     limit: u64,
     origin: Option<String>,
+    gate: Option<Arc<dyn SwitchGate + 'a>>,
     observer: Option<Arc<dyn Observer + 'a>>,
 }
 
@@ -354,6 +416,13 @@ impl<'a> SeederBuilder<'a> {
     #[must_use]
     pub fn limit_bytes_per_sec(mut self, bytes_per_sec: u64) -> Self {
         self.limit = bytes_per_sec;
+        self
+    }
+    /// Asks `gate` before Switch and before source removal (default:
+    /// always approve).
+    #[must_use]
+    pub fn switch_gate(mut self, gate: impl SwitchGate + 'a) -> Self {
+        self.gate = Some(Arc::new(gate));
         self
     }
     /// Records where the job came from (for example a job file's path and
@@ -399,6 +468,7 @@ impl<'a> SeederBuilder<'a> {
         let mut s = Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false);
         s.verify = self.verify;
         s.throttle.set_bytes_per_sec(self.limit);
+        s.gate = self.gate;
         Ok(s)
     }
 }
@@ -441,6 +511,9 @@ pub struct Seeder<'a> {
     commits_enabled: bool,
     verify: VerifyLevel,
     throttle: ThrottleHandle,
+    gate: Option<Arc<dyn SwitchGate + 'a>>,
+    /// The reason of a deferral in this run, for the suspended progress.
+    deferred: Option<String>,
 }
 
 impl<'a> Seeder<'a> {
@@ -457,6 +530,7 @@ impl<'a> Seeder<'a> {
             verify: VerifyLevel::default(),
             limit: 0,
             origin: None,
+            gate: None,
             observer: None,
         }
     }
@@ -482,6 +556,8 @@ impl<'a> Seeder<'a> {
             commits_enabled: true,
             verify: VerifyLevel::default(),
             throttle: ThrottleHandle::default(),
+            gate: None,
+            deferred: None,
         }
     }
 
@@ -559,6 +635,13 @@ impl<'a> Seeder<'a> {
     #[must_use]
     pub fn disable_copy_commits_for_bench(mut self) -> Self {
         self.commits_enabled = false;
+        self
+    }
+
+    /// Sets the switch gate (for a resumed job).
+    #[must_use]
+    pub fn with_switch_gate(mut self, gate: impl SwitchGate + 'a) -> Self {
+        self.gate = Some(Arc::new(gate));
         self
     }
 
@@ -643,5 +726,6 @@ pub(crate) fn progress_of(job: &JobRecord, p: &ProgressRecord) -> Progress {
         copy_cursor: p.copy_cursor,
         counters: p.counters,
         percent: if next == Phase::Done { 100.0 } else { done + within * WEIGHTS[next as usize] },
+        deferred: None,
     }
 }

@@ -7,12 +7,12 @@ use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
-use super::context::{Commit, FILES_PER_CHUNK, MarkSumRecord, PhfRef, ProgressRecord, TargetRecord};
+use super::context::{Commit, FILES_PER_CHUNK, GateRecord, MarkSumRecord, PhfRef, ProgressRecord, TargetRecord};
 use super::phf::Phf;
 use super::phv::Phv;
 use super::verify::verify_target;
 use super::walk::{SetSum, affected_files, mark};
-use super::{Event, Mode, Outcome, Phase, Report, Seeder, ThrottleHandle, progress_of};
+use super::{Event, GateAnswer, Mode, Outcome, Phase, Report, Seeder, SwitchRequest, SwitchStage, ThrottleHandle, progress_of};
 use crate::crashpoint;
 use crate::error::{Error, Result};
 use crate::pack::{Batch, OwnedSegment, Packer, Sealed};
@@ -143,10 +143,11 @@ impl Seeder<'_> {
         }
     }
 
-    fn suspended(&self, st: &State) -> Outcome {
+    fn suspended(&mut self, st: &State) -> Outcome {
         // A request suspends one run: the next `run` proceeds.
         self.suspend.0.store(false, std::sync::atomic::Ordering::SeqCst);
-        let p = progress_of(&self.job, &st.prog);
+        let mut p = progress_of(&self.job, &st.prog);
+        p.deferred = self.deferred.take();
         self.emit(Event::Suspended(p.clone()));
         Outcome::Suspended(p)
     }
@@ -707,9 +708,52 @@ impl Seeder<'_> {
         Ok(Flow::Continue)
     }
 
+    /// Asks the switch gate about `stage`, unless an approval for it is
+    /// recorded; records the answer. `Some(flow)` when the job must stop.
+    fn ask_gate(&mut self, st: &mut State, stage: SwitchStage) -> Result<Option<Flow>> {
+        let name = match stage {
+            SwitchStage::Switch => "switch",
+            _ => "source removal",
+        };
+        crashpoint::hit("switch.gate");
+        if self.ctx.reader().gate(name)?.is_some_and(|g| g.answer == 0) {
+            return Ok(None);
+        }
+        let Some(gate) = self.gate.clone() else { return Ok(None) };
+        let request = SwitchRequest {
+            job_id: self.job_id(),
+            stage,
+            files: st.prog.counters.files_selected,
+            bytes: st.prog.counters.bytes_selected,
+        };
+        let answer = gate.decide(&request);
+        self.emit(Event::Gate { stage, answer: answer.clone() });
+        let (code, reason) = match &answer {
+            GateAnswer::Approve => (0, String::new()),
+            GateAnswer::Defer(r) => (1, r.clone()),
+            GateAnswer::Reject(r) => (2, r.clone()),
+        };
+        let mut c = Commit::default();
+        c.gate(name, &GateRecord { answer: code, reason: reason.clone() }).progress(&st.prog);
+        self.ctx.commit(c)?;
+        match answer {
+            GateAnswer::Approve => Ok(None),
+            GateAnswer::Defer(_) => {
+                self.deferred = Some(reason);
+                Ok(Some(Flow::Suspended))
+            }
+            GateAnswer::Reject(_) => Err(Error::SwitchRejected { stage: name, reason }),
+        }
+    }
+
     fn switch(&mut self, st: &mut State) -> Result<Flow> {
         let chunks = st.prog.counters.files_selected.div_ceil(FILES_PER_CHUNK as u64);
         let total = st.prog.counters.files_selected;
+        if st.prog.switch_cursor == 0
+            && let Some(flow) = self.ask_gate(st, SwitchStage::Switch)?
+        {
+            return Ok(flow);
+        }
         while st.prog.switch_cursor < chunks {
             let entries = self.ctx.reader().file_chunk(st.prog.switch_cursor)?;
             self.target.upsert_files(&entries)?;
@@ -727,6 +771,9 @@ impl Seeder<'_> {
         if self.job.mode == Mode::Move {
             if st.prog.remove_cursor == 0 {
                 crashpoint::hit("switch.before_source_removal");
+                if let Some(flow) = self.ask_gate(st, SwitchStage::SourceRemoval)? {
+                    return Ok(flow);
+                }
             }
             while st.prog.remove_cursor < chunks {
                 let entries = self.ctx.reader().file_chunk(st.prog.remove_cursor)?;

@@ -538,3 +538,62 @@ fn one_process_ingests_restores_and_seeds_at_once() {
     }
     assert!(src.verify().unwrap().is_clean());
 }
+
+#[test]
+fn a_switch_gate_can_approve_defer_or_reject_and_a_resume_asks_again() {
+    use tierseed::{GateAnswer, SwitchRequest, SwitchStage};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 95, 1, 12, 5_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let state = dir.path().join("st");
+    let asked = std::sync::Mutex::new(Vec::new());
+    let answers = std::sync::Mutex::new(vec![
+        GateAnswer::Defer("maintenance window at 02:00".into()),
+        GateAnswer::Reject("catalog is read-only".into()),
+        GateAnswer::Approve,
+        GateAnswer::Defer("ask the operator".into()),
+        GateAnswer::Approve,
+    ]);
+    let gate = |r: &SwitchRequest| {
+        asked.lock().unwrap().push(r.stage);
+        answers.lock().unwrap().remove(0)
+    };
+    // 1. Defer: the job suspends with the reason; nothing switched.
+    let mut job =
+        Seeder::builder(&src, &dst, &state).selection(Selection::all()).mode(Mode::Move).switch_gate(gate).build().unwrap();
+    let Outcome::Suspended(p) = job.run().unwrap() else { panic!("not deferred") };
+    assert_eq!(p.deferred.as_deref(), Some("maintenance window at 02:00"));
+    assert_eq!(p.next_phase, Phase::Switch);
+    assert!(namespace(&dst).is_empty());
+    drop(job);
+    // 2. A resume asks again; reject: an error, nothing switched, the
+    // copied data stays on the target.
+    let mut job = Seeder::resume(&state, &src, &dst).unwrap().with_switch_gate(gate);
+    let err = job.run().unwrap_err();
+    assert!(matches!(err.root(), Error::SwitchRejected { stage: "switch", .. }), "{err}");
+    assert!(namespace(&dst).is_empty());
+    assert!(dst.info().unwrap().stored_bytes > 0);
+    drop(job);
+    // 3. Approve the switch, then defer the source removal.
+    let mut job = Seeder::resume(&state, &src, &dst).unwrap().with_switch_gate(gate);
+    let Outcome::Suspended(p) = job.run().unwrap() else { panic!("removal not deferred") };
+    assert_eq!(p.deferred.as_deref(), Some("ask the operator"));
+    assert_eq!(namespace(&dst).len(), all.len(), "switched");
+    assert_eq!(namespace(&src).len(), all.len(), "not yet removed");
+    drop(job);
+    // 4. The approval of the switch is remembered; removal is asked again.
+    let r = run_to_end(&mut Seeder::resume(&state, &src, &dst).unwrap().with_switch_gate(gate));
+    assert_eq!(r.counters.files_removed, all.len() as u64);
+    assert!(namespace(&src).is_empty());
+    check_target(&dst, &all);
+    assert_eq!(
+        *asked.lock().unwrap(),
+        vec![
+            SwitchStage::Switch,
+            SwitchStage::Switch,
+            SwitchStage::Switch,
+            SwitchStage::SourceRemoval,
+            SwitchStage::SourceRemoval
+        ]
+    );
+}
