@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real 3-replica Ceph cluster with an S3 gateway on 127.0.0.1, for the
 # cloud-tier tests (facts in ../shared/notes/ceph-loopback.md).
+# Not yet run on this machine, and not used by CI: groundwork for issue 9.
 #
 #   .ci/ceph.sh install          install the Debian packages if missing
 #   .ci/ceph.sh start DIR [PORT] start 1 mon, 3 OSDs (memstore), radosgw on PORT
