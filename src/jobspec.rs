@@ -72,6 +72,31 @@ pub struct SelectionSpec {
     pub older_than: Option<String>,
 }
 
+impl SelectionSpec {
+    /// The [`Selection`] these criteria make; an empty one is
+    /// [`Error::EmptySelection`], a bad glob or age a clear error.
+    pub fn to_selection(&self) -> Result<Selection> {
+        let mut sel = if self.all { Selection::all() } else { Selection::new() };
+        for g in &self.include {
+            sel = sel.glob(g);
+        }
+        for p in &self.prefix {
+            sel = sel.prefix(p);
+        }
+        for p in &self.path {
+            sel = sel.path(p);
+        }
+        if let Some(age) = &self.older_than {
+            sel = sel.older_than_secs(parse_age(age)?);
+        }
+        if sel.is_empty() {
+            return Err(Error::EmptySelection);
+        }
+        sel.matcher(0)?;
+        Ok(sel)
+    }
+}
+
 /// Copy or move, as spelt in a job file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,25 +160,7 @@ impl JobSpec {
 
     /// The selection.
     pub fn selection(&self) -> Result<Selection> {
-        let s = &self.selection;
-        let mut sel = if s.all { Selection::all() } else { Selection::new() };
-        for g in &s.include {
-            sel = sel.glob(g);
-        }
-        for p in &s.prefix {
-            sel = sel.prefix(p);
-        }
-        for p in &s.path {
-            sel = sel.path(p);
-        }
-        if let Some(age) = &s.older_than {
-            sel = sel.older_than_secs(parse_age(age)?);
-        }
-        if sel.is_empty() {
-            return Err(Error::EmptySelection);
-        }
-        sel.matcher(0)?;
-        Ok(sel)
+        self.selection.to_selection()
     }
 
     /// The mode.

@@ -357,23 +357,19 @@ struct SelectionArgs {
 
 impl SelectionArgs {
     fn selection(&self) -> Result<Selection> {
-        let mut s = if self.all { Selection::all() } else { Selection::new() };
-        for g in &self.include {
-            s = s.glob(g);
+        let spec = tierseed::SelectionSpec {
+            all: self.all,
+            include: self.include.clone(),
+            prefix: self.prefix.clone(),
+            path: self.path.clone(),
+            older_than: self.older_than.clone(),
+        };
+        match spec.to_selection() {
+            Err(tierseed::Error::EmptySelection) => {
+                bail!("select something: --all, --include GLOB, --prefix P, --path P or --older-than AGE")
+            }
+            r => Ok(r?),
         }
-        for p in &self.prefix {
-            s = s.prefix(p);
-        }
-        for p in &self.path {
-            s = s.path(p);
-        }
-        if let Some(age) = &self.older_than {
-            s = s.older_than_secs(parse_age(age)?);
-        }
-        if s.is_empty() {
-            bail!("select something: --all, --include GLOB, --prefix P, --path P or --older-than AGE");
-        }
-        Ok(s)
     }
 }
 
@@ -392,10 +388,6 @@ fn mib_per_sec(limit: Option<f64>) -> Result<u64> {
         Some(l) if l.is_finite() && l > 0.0 => Ok((l * 1_048_576.0).round().max(1.0) as u64),
         Some(l) => bail!("--limit {l}: expected a positive number of MiB/s"),
     }
-}
-
-fn parse_age(s: &str) -> Result<u64> {
-    Ok(tierseed::parse_age(s)?)
 }
 
 fn main() {
