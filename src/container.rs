@@ -132,7 +132,19 @@ fn decompress(e: &SegmentEntry, stored: &[u8], container: ContainerId) -> Result
     if stored.len() != e.len as usize || e.raw_len > MAX_RAW_LEN {
         return Err(corrupt());
     }
-    zstd::bulk::decompress(stored, e.raw_len as usize).map_err(|_| corrupt())
+    // One decompression context per thread, reused: creating one per
+    // segment showed as 1.5 % of a full seed's profile.
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+    }
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new().map_err(|_| corrupt())?);
+        }
+        let d = slot.as_mut().expect("set just above when it was empty");
+        d.decompress(stored, e.raw_len as usize).map_err(|_| corrupt())
+    })
 }
 
 fn check_raw(e: &SegmentEntry, raw: &[u8], container: ContainerId) -> Result<()> {

@@ -108,7 +108,7 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
                 tier.gc_commit(Some(&record))?;
             }
             report.suspended = true;
-            return Ok(add(report, &record, opts.dry_run));
+            return Ok(add(report, &record));
         }
         record.cursor = raw + 1;
         if tier.pinned(id) {
@@ -156,12 +156,12 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
     if !opts.dry_run {
         tier.gc_commit(None)?;
     }
-    Ok(add(report, &record, opts.dry_run))
+    Ok(add(report, &record))
 }
 
 /// The report with the record's totals (a resumed run reports the whole
 /// reclamation, earlier runs included).
-fn add(mut report: GcReport, record: &GcRecord, _dry_run: bool) -> GcReport {
+fn add(mut report: GcReport, record: &GcRecord) -> GcReport {
     report.containers_deleted = record.containers_deleted;
     report.containers_compacted = record.containers_compacted;
     report.bytes_reclaimed = record.bytes_reclaimed;

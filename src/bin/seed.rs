@@ -314,10 +314,10 @@ struct Resolved {
 impl Tiers {
     fn resolve(&self) -> Result<Resolved> {
         if let Some(path) = &self.job {
-            let spec = tierseed::JobSpec::load(path)?;
-            let text = std::fs::read(path)?;
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("job file {}: {e}", path.display()))?;
+            let spec = tierseed::JobSpec::parse(&text, path)?;
             let abs = std::fs::canonicalize(path)?;
-            let origin = format!("job file {} blake3 {}", abs.display(), tierseed::Fingerprint::of(&text));
+            let origin = format!("job file {} blake3 {}", abs.display(), tierseed::Fingerprint::of(text.as_bytes()));
             let [to] = spec.targets.as_slice() else { bail!("{}: exactly one target", path.display()) };
             return Ok(Resolved {
                 from: spec.source.clone(),
@@ -593,14 +593,8 @@ fn real_main(cli: Cli) -> Result<i32> {
                 bail!("with --job, the job file holds the selection, mode, limit and threads: give them there, not as flags");
             }
             let (selection, mode, verify, limit, threads) = match &r.spec {
-                Some(spec) => (
-                    spec.selection()?,
-                    spec.mode(),
-                    spec.verify_level(),
-                    Some(spec.limit_bytes_per_sec() as f64 / 1_048_576.0).filter(|l| *l > 0.0),
-                    spec.threads,
-                ),
-                None => (sel.selection()?, if move_mode { Mode::Move } else { Mode::Copy }, verify, limit, threads),
+                Some(spec) => (spec.selection()?, spec.mode(), spec.verify_level(), spec.limit_bytes_per_sec(), spec.threads),
+                None => (sel.selection()?, if move_mode { Mode::Move } else { Mode::Copy }, verify, mib_per_sec(limit)?, threads),
             };
             Seeder::ensure_idle(&r.state)?;
             let src = LocalTier::open(&r.from)?;
@@ -611,7 +605,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 .selection(selection)
                 .mode(mode)
                 .verify(verify)
-                .limit_bytes_per_sec(mib_per_sec(limit)?)
+                .limit_bytes_per_sec(limit)
                 .observer(|e: &Event| ui.event(e));
             if let Some(n) = threads {
                 b = b.threads(n);

@@ -330,7 +330,7 @@ impl Seeder<'_> {
                 });
             }
             drop(dtx);
-            let mut pipe = Pipe { tx: Some(wtx), rx: drx, in_flight: Vec::new(), seq: 0 };
+            let mut pipe = Pipe { tx: Some(wtx), rx: drx, in_flight: Vec::new(), seq: 0, phf, phv };
             let r = self.copy_loop(st, rx, &mut pipe, phf, phv, snapshot, start);
             stop.store(true, Ordering::SeqCst);
             // Closing the submission channel ends the writer; a container
@@ -360,7 +360,7 @@ impl Seeder<'_> {
         &mut self,
         st: &mut State,
         rx: std::sync::mpsc::Receiver<Result<Loaded>>,
-        pipe: &mut Pipe,
+        pipe: &mut Pipe<'_>,
         phf: &Phf,
         phv: &RwLock<Phv>,
         snapshot: &[ContainerId],
@@ -440,7 +440,7 @@ impl Seeder<'_> {
                     // The stored bytes move as they are: no recompression.
                     let seg = OwnedSegment { fingerprint: entry.fingerprint, bytes, raw_len: entry.raw_len, codec: entry.codec };
                     if let Some(full) = packers[k].add(seg, index) {
-                        self.submit(st, phf, phv, pipe, &packers, full, index)?;
+                        self.submit(st, pipe, &packers, full, index)?;
                         since_commit = 0;
                     }
                 }
@@ -454,7 +454,7 @@ impl Seeder<'_> {
             }
             // A container that finished writing meanwhile is committed now,
             // not when the next one is ready.
-            if self.poll_written(st, phf, phv, pipe, &packers, index + 1)? {
+            if self.poll_written(st, pipe, &packers, index + 1)? {
                 since_commit = 0;
             }
             since_commit += 1;
@@ -462,7 +462,7 @@ impl Seeder<'_> {
             if suspend {
                 // Seal what is pending so the suspension point is one clean
                 // commit with nothing half-packed or in flight.
-                self.flush(st, phf, phv, pipe, &mut packers, index + 1)?;
+                self.flush(st, pipe, &mut packers, index + 1)?;
             }
             if suspend || since_commit >= COMMIT_EVERY_CONTAINERS {
                 self.commit_copy(st, phv, cursor(index + 1, &packers, pipe))?;
@@ -472,28 +472,18 @@ impl Seeder<'_> {
                 }
             }
         }
-        self.flush(st, phf, phv, pipe, &mut packers, total)?;
+        self.flush(st, pipe, &mut packers, total)?;
         Ok(Flow::Continue)
     }
 
     /// Hands a full batch to a writer, first waiting for a slot if
     /// [`WRITERS`] containers are in flight.
-    #[allow(clippy::too_many_arguments)]
-    fn submit(
-        &mut self,
-        st: &mut State,
-        phf: &Phf,
-        phv: &RwLock<Phv>,
-        pipe: &mut Pipe,
-        packers: &[Packer; 2],
-        batch: Batch,
-        handled: u64,
-    ) -> Result<()> {
+    fn submit(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &[Packer; 2], batch: Batch, handled: u64) -> Result<()> {
         // The batch has left its packer but is not in flight yet: a commit
         // made while waiting must still keep the cursor before it.
         let hold = handled.min(batch.first_tag.unwrap_or(u64::MAX));
         while pipe.in_flight.len() >= WRITERS {
-            self.await_one(st, phf, phv, pipe, packers, hold)?;
+            self.await_one(st, pipe, packers, hold)?;
         }
         pipe.seq += 1;
         pipe.in_flight.push(InFlight { seq: pipe.seq, fps: batch.fingerprints().collect(), first_tag: batch.first_tag });
@@ -510,36 +500,18 @@ impl Seeder<'_> {
 
     /// Waits for one container in flight to be written, then clears its
     /// bits and commits.
-    #[allow(clippy::too_many_arguments)]
-    fn await_one(
-        &mut self,
-        st: &mut State,
-        phf: &Phf,
-        phv: &RwLock<Phv>,
-        pipe: &mut Pipe,
-        packers: &[Packer; 2],
-        handled: u64,
-    ) -> Result<()> {
+    fn await_one(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &[Packer; 2], handled: u64) -> Result<()> {
         let (seq, sealed) = pipe.rx.recv().map_err(|_| Error::internal("Copy's writer threads stopped"))?;
-        self.written(st, phf, phv, pipe, packers, seq, sealed?, handled)
+        self.written(st, pipe, packers, seq, sealed?, handled)
     }
 
     /// Commits every container in flight that its writer has finished.
-    #[allow(clippy::too_many_arguments)]
-    fn poll_written(
-        &mut self,
-        st: &mut State,
-        phf: &Phf,
-        phv: &RwLock<Phv>,
-        pipe: &mut Pipe,
-        packers: &[Packer; 2],
-        handled: u64,
-    ) -> Result<bool> {
+    fn poll_written(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &[Packer; 2], handled: u64) -> Result<bool> {
         let mut any = false;
         while !pipe.in_flight.is_empty() {
             match pipe.rx.try_recv() {
                 Ok((seq, sealed)) => {
-                    self.written(st, phf, phv, pipe, packers, seq, sealed?, handled)?;
+                    self.written(st, pipe, packers, seq, sealed?, handled)?;
                     any = true;
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
@@ -551,41 +523,30 @@ impl Seeder<'_> {
         Ok(any)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn written(
         &mut self,
         st: &mut State,
-        phf: &Phf,
-        phv: &RwLock<Phv>,
-        pipe: &mut Pipe,
+        pipe: &mut Pipe<'_>,
         packers: &[Packer; 2],
         seq: u64,
         sealed: Sealed,
         handled: u64,
     ) -> Result<()> {
         pipe.in_flight.retain(|f| f.seq != seq);
-        self.sealed(st, phf, phv, sealed);
+        self.sealed(st, pipe.phf, pipe.phv, sealed);
         // The container is durable and indexed: now the commit may count it.
-        self.commit_copy(st, phv, cursor(handled, packers, pipe))
+        self.commit_copy(st, pipe.phv, cursor(handled, packers, pipe))
     }
 
     /// Writes everything pending and waits until all of it is durable.
-    fn flush(
-        &mut self,
-        st: &mut State,
-        phf: &Phf,
-        phv: &RwLock<Phv>,
-        pipe: &mut Pipe,
-        packers: &mut [Packer; 2],
-        handled: u64,
-    ) -> Result<()> {
+    fn flush(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &mut [Packer; 2], handled: u64) -> Result<()> {
         for k in 0..packers.len() {
             if let Some(batch) = packers[k].take() {
-                self.submit(st, phf, phv, pipe, packers, batch, handled)?;
+                self.submit(st, pipe, packers, batch, handled)?;
             }
         }
         while !pipe.in_flight.is_empty() {
-            self.await_one(st, phf, phv, pipe, packers, handled)?;
+            self.await_one(st, pipe, packers, handled)?;
         }
         Ok(())
     }
@@ -832,7 +793,7 @@ pub(super) fn target_has(target: &dyn Tier, c: ContainerId, cache: &mut HashMap<
 /// The snapshot index a resume must restart from: before the current
 /// container, before any container whose segments still sit unsealed in a
 /// packer, and before the container in flight.
-fn cursor(handled: u64, packers: &[Packer; 2], pipe: &Pipe) -> u64 {
+fn cursor(handled: u64, packers: &[Packer; 2], pipe: &Pipe<'_>) -> u64 {
     packers.iter().filter_map(Packer::first_tag).chain(pipe.first_tag()).fold(handled, u64::min)
 }
 
@@ -843,15 +804,18 @@ struct InFlight {
     first_tag: Option<u64>,
 }
 
-/// The channels to and from Copy's writer threads, and what is in flight.
-pub(super) struct Pipe {
+/// The channels to and from Copy's writer threads, what is in flight, and
+/// the PHF and PHV whose bits a finished container clears.
+pub(super) struct Pipe<'a> {
     tx: Option<std::sync::mpsc::SyncSender<(u64, Batch)>>,
     rx: std::sync::mpsc::Receiver<(u64, Result<Sealed>)>,
     in_flight: Vec<InFlight>,
     seq: u64,
+    phf: &'a Phf,
+    phv: &'a RwLock<Phv>,
 }
 
-impl Pipe {
+impl Pipe<'_> {
     fn holds(&self, fp: &Fingerprint) -> bool {
         self.in_flight.iter().any(|f| f.fps.contains(fp))
     }
