@@ -165,6 +165,31 @@ pub(crate) fn decode_record<T: serde::de::DeserializeOwned>(
     postcard::from_bytes(payload).map_err(|e| Error::corrupt_record(what(), format!("undecodable payload: {e}")))
 }
 
+/// A record read at the current version or, from older data, version 1.
+pub(crate) enum Versioned<Current, V1> {
+    Current(Current),
+    V1(V1),
+}
+
+/// Decodes a record written at `version` or, where it says version 1, as
+/// the version-1 layout: the one way every record type reads old data.
+pub(crate) fn decode_versioned<Current, V1>(
+    magic: &[u8; 4],
+    version: u16,
+    bytes: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<Versioned<Current, V1>>
+where
+    Current: serde::de::DeserializeOwned,
+    V1: serde::de::DeserializeOwned,
+{
+    match decode_record::<Current>(magic, version, bytes, what) {
+        Ok(r) => Ok(Versioned::Current(r)),
+        Err(Error::UnsupportedVersion { found: 1, .. }) => decode_record::<V1>(magic, 1, bytes, what).map(Versioned::V1),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

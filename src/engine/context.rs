@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::phv::Phv;
 use super::{Counters, Mode, Phase, Report};
 use crate::ContainerId;
-use crate::durable::{decode_record, encode_record};
+use crate::durable::{Versioned, decode_record, decode_versioned, encode_record};
 use crate::error::{Error, Result};
 use crate::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file};
 use crate::records::{FileEntryV1, SelectionV1, mode_code, mode_from_code, phase_code, phase_from_code};
@@ -565,12 +565,9 @@ impl Reader<'_> {
         let path = self.dir.join(JOB_CONTEXT);
         let Some(v) = self.db.get(key).map_err(|e| Error::db(&path, e))? else { return Ok(None) };
         let what = || format!("context record {:?} in {}", String::from_utf8_lossy(key), path.display());
-        match decode_record::<V2>(CTX_MAGIC, PROGRESS_VERSION, &v, &what) {
-            Ok(r) => r.upgrade(&what).map(Some),
-            Err(Error::UnsupportedVersion { found: 1, .. }) => {
-                decode_record::<V1>(CTX_MAGIC, 1, &v, &what)?.upgrade(&what).map(Some)
-            }
-            Err(e) => Err(e),
+        match decode_versioned::<V2, V1>(CTX_MAGIC, PROGRESS_VERSION, &v, &what)? {
+            Versioned::Current(r) => r.upgrade(&what).map(Some),
+            Versioned::V1(r) => r.upgrade(&what).map(Some),
         }
     }
 

@@ -415,10 +415,10 @@ impl LocalTier {
             .map_err(|e| Error::db(&dbp, e))?
             .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: format!("{what} missing") })?;
         let name = || format!("{what} in {}", dbp.display());
-        match decode_record::<T>(META_MAGIC, META_VERSION, &bytes, &name) {
-            Err(Error::UnsupportedVersion { found: 1, .. }) => Ok(decode_record::<V1>(META_MAGIC, 1, &bytes, &name)?.into()),
-            r => r,
-        }
+        Ok(match durable::decode_versioned::<T, V1>(META_MAGIC, META_VERSION, &bytes, &name)? {
+            durable::Versioned::Current(r) => r,
+            durable::Versioned::V1(r) => r.into(),
+        })
     }
 
     fn take_lock(dir: &Path) -> Result<File> {
@@ -909,8 +909,7 @@ impl LocalTier {
                     // takes it over, so the copy just written is the one
                     // readers find.
                     let table = tables.entry(old).or_insert_with(|| {
-                        let (f, path) = self.open_container(old).ok()?;
-                        let meta = container::read_meta(&f, old, &path).ok()?;
+                        let meta = self.read_metadata(old).ok()?;
                         Some(meta.segments.iter().map(|e| e.fingerprint).collect())
                     });
                     if !table.as_ref().is_some_and(|t| t.contains(fp)) {
