@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # A real 3-replica Ceph cluster with an S3 gateway on 127.0.0.1, for the
 # cloud-tier tests (facts in ../shared/notes/ceph-loopback.md).
-# Not yet run on this machine, and not used by CI: groundwork for issue 9.
+# The object-tier tests start one with `start DIR PORT OWNER_PID`: a
+# watcher stops it when the test process exits, however it exits.
 #
 #   .ci/ceph.sh install          install the Debian packages if missing
-#   .ci/ceph.sh start DIR [PORT] start 1 mon, 3 OSDs (memstore), radosgw on PORT
-#                                (default 7480); prints the env to export
-#   .ci/ceph.sh stop DIR         stop every daemon started in DIR
+#   .ci/ceph.sh start DIR [PORT] [OWNER_PID]
+#                                start 1 mon, 3 OSDs (memstore), radosgw on PORT
+#                                (default 7480), bound to 127.0.0.1; prints the
+#                                env to export; with OWNER_PID, stop it all
+#                                once that process is gone
+#   .ci/ceph.sh stop DIR         stop every daemon started in DIR (by pid file)
 #   .ci/ceph.sh kill-osd DIR N   SIGKILL OSD N (fault tests)
 #   .ci/ceph.sh start-osd DIR N  start OSD N again
 #   .ci/ceph.sh restart-rgw DIR  stop and start the gateway
@@ -49,7 +53,7 @@ osd pool default pgp num = 8
 osd pool default pg autoscale mode = off
 mon max pg per osd = 1000
 osd objectstore = memstore
-memstore device bytes = 4294967296
+memstore device bytes = 8589934592
 paxos propose interval = 0.1
 mon osd reporter subtree level = osd
 osd heartbeat interval = 2
@@ -72,10 +76,11 @@ CONF
 }
 
 start() {
-  local dir=$1 port=${2:-7480}
+  local dir=$1 port=${2:-7480} owner=${3:-}
   mkdir -p "$dir"/{run,log,mon,osd,rgw}
   [ -f "$dir/fsid" ] || cat /proc/sys/kernel/random/uuid > "$dir/fsid"
   conf "$dir" "$port"
+  echo "$port" > "$dir/port"
   local c="$dir/ceph.conf"
   if [ ! -d "$dir/mon/mon.a" ]; then
     monmaptool --create --fsid "$(cat "$dir/fsid")" --addv a "[v2:127.0.0.1:3300,v1:127.0.0.1:6789]" "$dir/monmap" >/dev/null
@@ -103,7 +108,7 @@ start() {
     (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break
     sleep 0.5
   done
-  timeout 30 radosgw-admin -c "$c" user create --uid tierseed --display-name tierseed \
+  timeout 60 radosgw-admin -c "$c" user create --uid tierseed --display-name tierseed \
     --access-key "$ACCESS" --secret-key "$SECRET" >/dev/null 2>&1 || true
   /usr/bin/python3 - "$port" "$BUCKET" <<'PY'
 import sys, boto3, botocore
@@ -117,6 +122,11 @@ for b in (bucket, bucket + "-2"):
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
 PY
+  if [ -n "$owner" ]; then
+    # Detached from the caller's pipes, so the caller sees this script end.
+    setsid nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; bash "$2" stop "$3"; rm -rf "$3"' \
+      watcher "$owner" "$0" "$dir" >/dev/null 2>&1 &
+  fi
   echo "AWS_ENDPOINT_URL=http://127.0.0.1:$port"
   echo "AWS_ACCESS_KEY_ID=$ACCESS"
   echo "AWS_SECRET_ACCESS_KEY=$SECRET"
@@ -140,7 +150,7 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
-  start) start "$2" "${3:-7480}" ;;
+  start) start "$2" "${3:-7480}" "${4:-}" ;;
   stop) stop "$2" ;;
   kill-osd) kill -9 "$(cat "$2/run/osd.$3.pid")" ;;
   start-osd) timeout 30 ceph-osd -c "$2/ceph.conf" -i "$3" ;;

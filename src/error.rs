@@ -257,6 +257,34 @@ pub enum Error {
         /// The tier's own error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A request to an object store (the object tier's bucket) failed,
+    /// after the client's own retries of transient failures.
+    #[error("object store: {op} s3://{bucket}/{key} failed{}: {source}", http_status(status.as_ref()))]
+    Object {
+        /// The request: `PUT`, `GET`, `LIST`, `DELETE`.
+        op: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The object key (or the listed prefix).
+        key: String,
+        /// The HTTP status the server answered, where there was one.
+        status: Option<u16>,
+        /// Whether retrying may succeed (a 5xx, a timeout, a refused
+        /// connection), as opposed to a refusal (403, 404, 412).
+        transient: bool,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An object tier's bucket and its local metadata belong to different
+    /// tiers, or the bucket holds no tier.
+    #[error("{location}: {reason}")]
+    ForeignBucket {
+        /// `s3://bucket/prefix`.
+        location: String,
+        /// What does not match.
+        reason: String,
+    },
     /// A tierseed invariant was broken: a bug, not bad input. The message
     /// says which.
     #[error("internal error (a tierseed bug, please report it): {what}")]
@@ -312,7 +340,7 @@ impl Error {
     /// I/O error of a kind that is (interrupted, timed out, would block).
     pub fn is_transient(&self) -> bool {
         match self.root() {
-            Error::Tier { transient, .. } => *transient,
+            Error::Tier { transient, .. } | Error::Object { transient, .. } => *transient,
             Error::Io { source, .. } => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
@@ -352,4 +380,9 @@ fn list_files(files: &[String], count: usize) -> String {
 /// `" (path)"` for a message, or nothing when there is no path.
 fn at(path: Option<&PathBuf>) -> String {
     path.map(|p| format!(" ({})", p.display())).unwrap_or_default()
+}
+
+/// " (HTTP 503)" for a status, nothing without one.
+fn http_status(status: Option<&u16>) -> String {
+    status.map(|s| format!(" (HTTP {s})")).unwrap_or_default()
 }

@@ -96,6 +96,8 @@ pub use crate::jobspec::{JobSpec, ModeSpec, SelectionSpec, VerifySpec, parse_age
 pub use crate::local::{
     Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };
+#[cfg(feature = "s3")]
+pub use crate::local::{ObjectConfig, ObjectTier, RecoverReport};
 pub use crate::selection::Selection;
 pub use crate::tier::{
     Codec, ContainerKind, ContainerMeta, FileEntry, IndexEntry, SegmentEntry, SourceTier, StoredSegment, TargetTier, Tier, TierId,

@@ -1,6 +1,8 @@
-//! `seed`: the operator's command line for tierseed over local-directory
-//! tiers. `seed --help` lists the commands; `seed demo` shows the whole
-//! cycle on generated data.
+//! `seed`: the operator's command line for tierseed. A tier is a directory,
+//! or `s3://BUCKET/PREFIX` (an object tier, with `--meta DIR` for its local
+//! metadata and the endpoint and credentials from `AWS_*` variables).
+//! `seed --help` lists the commands; `seed demo` shows the whole cycle on
+//! generated data.
 
 #![deny(clippy::unwrap_used)]
 
@@ -14,11 +16,21 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tierseed::synth::SynthTree;
-use tierseed::{Event, LocalTier, Mode, Outcome, Phase, Progress, Report, Seeder, Selection, SuspendHandle, Tier, TierConfig};
+use tierseed::{
+    Event, LocalTier, Mode, ObjectConfig, ObjectTier, Outcome, Phase, Progress, Report, Seeder, Selection, SuspendHandle, Tier,
+    TierConfig,
+};
 
 #[derive(Parser)]
 #[command(name = "seed", version, about = "Crash-safe, resumable seeding of deduplicated data between tiers")]
 struct Cli {
+    /// The local metadata directory (index, namespace) of an object tier
+    /// named as s3://BUCKET/PREFIX. Give it once per s3:// tier, in the
+    /// order --from, --to. The endpoint and credentials come from
+    /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_REGION.
+    #[arg(long, global = true, value_name = "DIR")]
+    meta: Vec<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -27,7 +39,7 @@ struct Cli {
 enum Cmd {
     /// Ingest files and directory trees into a tier (created if missing).
     Ingest {
-        /// The tier directory.
+        /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         tier: PathBuf,
         /// Target container size in KiB, for a new tier.
@@ -42,7 +54,7 @@ enum Cmd {
     },
     /// List the files in a tier's namespace.
     Ls {
-        /// The tier directory.
+        /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         tier: PathBuf,
         /// Only files at or under this path (whole components).
@@ -56,7 +68,7 @@ enum Cmd {
     },
     /// Restore a file, or a whole directory (every file under a path prefix).
     Restore {
-        /// The tier directory.
+        /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         tier: PathBuf,
         /// Namespace path of a file, or a directory / path prefix (all files under it).
@@ -72,7 +84,7 @@ enum Cmd {
     /// Remove files or whole directories from a tier's namespace (their
     /// data stays until space is reclaimed).
     Rm {
-        /// The tier directory.
+        /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         tier: PathBuf,
         /// Files or directories (every file under them) to remove.
@@ -82,7 +94,7 @@ enum Cmd {
     /// Reclaim space: delete containers nothing in the namespace reaches,
     /// compact mostly dead ones. Resumable; Ctrl-C suspends it.
     Gc {
-        /// The tier directory.
+        /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         tier: PathBuf,
         /// Report what would be reclaimed; change nothing.
@@ -106,13 +118,13 @@ enum Cmd {
     },
     /// Scrub a whole tier: every checksum, every fingerprint, every tree.
     Verify {
-        /// The tier directory.
+        /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         tier: PathBuf,
     },
     /// Containers, segments, logical, raw and stored bytes; dedup and compression ratios.
     Info {
-        /// The tier directory.
+        /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         tier: PathBuf,
     },
@@ -161,10 +173,10 @@ enum Cmd {
     },
     /// Dry run: what a job would copy, find on the target, make reclaimable.
     Estimate {
-        /// Source tier directory.
+        /// Source tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         from: PathBuf,
-        /// Target tier directory.
+        /// Target tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         to: PathBuf,
         #[command(flatten)]
@@ -172,6 +184,13 @@ enum Cmd {
         /// Print the estimate as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Rebuild an object tier's lost metadata directory (--meta DIR, which
+    /// must not exist or be empty) from its bucket alone.
+    Recover {
+        /// The object tier: s3://BUCKET/PREFIX.
+        #[arg(long)]
+        tier: PathBuf,
     },
     /// Remove a job's state (refuses while it runs).
     Abandon {
@@ -290,10 +309,10 @@ struct Tiers {
     /// the other.
     #[arg(long, conflicts_with_all = ["from", "to", "state"])]
     job: Option<PathBuf>,
-    /// Source tier directory.
+    /// Source tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
     #[arg(long, required_unless_present = "job")]
     from: Option<PathBuf>,
-    /// Target tier directory.
+    /// Target tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
     #[arg(long, required_unless_present = "job")]
     to: Option<PathBuf>,
     /// Job state directory (the resumption context).
@@ -421,16 +440,87 @@ fn main() {
     }
 }
 
-fn open_or_create(dir: &Path, config: TierConfig) -> Result<LocalTier> {
-    if LocalTier::exists(dir) { Ok(LocalTier::open(dir)?) } else { Ok(LocalTier::create(dir, config)?) }
+/// An opened tier: a directory, or an object tier. Both are `LocalTier`s
+/// underneath (an object tier keeps its index locally too).
+enum Opened {
+    Local(LocalTier),
+    Object(ObjectTier),
+}
+
+impl std::ops::Deref for Opened {
+    type Target = LocalTier;
+    fn deref(&self) -> &LocalTier {
+        match self {
+            Opened::Local(t) => t,
+            Opened::Object(t) => t,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum How {
+    Read,
+    Write,
+    /// Open for writing, creating it with this config if it is missing.
+    Create(TierConfig),
+}
+
+/// Bucket and prefix if `spec` names an object tier.
+fn object_spec(spec: &Path) -> Result<Option<ObjectConfig>> {
+    let Some(text) = spec.to_str().filter(|t| t.starts_with("s3://")) else { return Ok(None) };
+    let Some((bucket, prefix)) = ObjectConfig::parse_url(text) else {
+        bail!("{text}: expected s3://BUCKET/PREFIX, with a bucket name of at least 3 characters")
+    };
+    Ok(Some(ObjectConfig::from_env(bucket, prefix)))
+}
+
+/// Opens the tier `spec` names; `meta` is the metadata directory an
+/// object tier needs.
+fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<Opened> {
+    let Some(cfg) = object_spec(spec)? else {
+        return Ok(Opened::Local(match how {
+            How::Read => LocalTier::open_read_only(spec)?,
+            How::Create(c) if !LocalTier::exists(spec) => LocalTier::create(spec, c)?,
+            How::Write | How::Create(_) => LocalTier::open(spec)?,
+        }));
+    };
+    let Some(meta) = meta else {
+        bail!("{}: an object tier needs --meta DIR, the directory of its local index and namespace", spec.display())
+    };
+    Ok(Opened::Object(match how {
+        How::Read => ObjectTier::open_read_only(meta, &cfg)?,
+        How::Create(c) if !ObjectTier::exists(meta) => ObjectTier::create(meta, &cfg, c)?,
+        How::Write | How::Create(_) => ObjectTier::open(meta, &cfg)?,
+    }))
+}
+
+/// Hands the `--meta` directories to the object tiers among `specs`, in
+/// order; refuses a count that does not match.
+fn metas_for<'a>(specs: &[&Path], metas: &'a [PathBuf]) -> Result<Vec<Option<&'a Path>>> {
+    let mut given = metas.iter();
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        out.push(if object_spec(spec)?.is_some() { given.next().map(PathBuf::as_path) } else { None });
+    }
+    if given.next().is_some() {
+        bail!("more --meta directories than s3:// tiers: give one per object tier, in the order --from, --to");
+    }
+    Ok(out)
+}
+
+/// Opens one tier with the command's `--meta`.
+fn open_one(spec: &Path, metas: &[PathBuf], how: How) -> Result<Opened> {
+    let m = metas_for(&[spec], metas)?;
+    open_tier(spec, m[0], how)
 }
 
 fn real_main(cli: Cli) -> Result<i32> {
+    let metas = cli.meta;
     match cli.cmd {
         Cmd::Ingest { tier, container_kib, compression, paths } => {
             let config =
                 TierConfig { container_size: container_kib * 1024, compression_level: compression, ..TierConfig::default() };
-            let t = open_or_create(&tier, config)?;
+            let t = open_one(&tier, &metas, How::Create(config))?;
             let s = t.ingest_paths(&paths)?;
             say!(
                 "ingested {} files ({} skipped), {} logical, {} new ({} stored); segments: {} new, {} deduplicated",
@@ -444,7 +534,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Ls { tier, prefix, long, json } => {
-            let t = LocalTier::open_read_only(&tier)?;
+            let t = open_one(&tier, &metas, How::Read)?;
             let prefix = prefix.unwrap_or_default();
             let prefix = prefix.trim_end_matches('/');
             let mut after: Option<String> = None;
@@ -467,7 +557,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             out.flush()?;
         }
         Cmd::Restore { tier, path, out, threads } => {
-            let t = LocalTier::open_read_only(&tier)?;
+            let t = open_one(&tier, &metas, How::Read)?;
             let path = path.trim_end_matches('/').to_string();
             let single = t.file_entries(std::slice::from_ref(&path))?.pop().flatten();
             match single {
@@ -509,14 +599,14 @@ fn real_main(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Rm { tier, paths } => {
-            let t = LocalTier::open(&tier)?;
+            let t = open_one(&tier, &metas, How::Write)?;
             let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
             let gone = t.remove(&refs)?;
             let bytes: u64 = gone.iter().map(|e| e.size).sum();
             say!("removed {} files ({}) from the namespace of {}", gone.len(), human(bytes), tier.display());
         }
         Cmd::Gc { tier, dry_run, threshold, json } => {
-            let t = LocalTier::open(&tier)?;
+            let t = open_one(&tier, &metas, How::Write)?;
             let stop = SuspendHandle::default();
             install_ctrlc(stop.clone());
             let r = t.gc(tierseed::GcOptions::default().threshold(threshold).dry_run(dry_run), &stop)?;
@@ -542,12 +632,18 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Check { job } => {
             let spec = tierseed::JobSpec::load(&job)?;
-            let src = LocalTier::open_read_only(&spec.source)?;
             let target = &spec.targets[0];
-            if LocalTier::exists(target) {
-                LocalTier::open_read_only(target)?;
+            let m = metas_for(&[&spec.source, target], &metas)?;
+            let src = open_tier(&spec.source, m[0], How::Read)?;
+            let target_exists = match (object_spec(target)?, m[1]) {
+                (Some(_), Some(meta)) => ObjectTier::exists(meta),
+                (Some(_), None) => bail!("{}: an object tier needs --meta DIR", target.display()),
+                (None, _) => LocalTier::exists(target),
+            };
+            if target_exists {
+                open_tier(target, m[1], How::Read)?;
             }
-            let e = Seeder::estimate(&src, &src, &spec.selection()?)?;
+            let e = Seeder::estimate(&*src, &*src, &spec.selection()?)?;
             say!(
                 "{}: ok; {} files ({}) selected from {}, {} mode, verify {}, into {}",
                 job.display(),
@@ -560,7 +656,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Verify { tier } => {
-            let t = LocalTier::open_read_only(&tier)?;
+            let t = open_one(&tier, &metas, How::Read)?;
             let r = t.verify()?;
             say!("checked {} containers, {} segments, {} files", r.containers, r.segments, r.files);
             if !r.is_clean() {
@@ -572,7 +668,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("clean");
         }
         Cmd::Info { tier } => {
-            let i = LocalTier::open_read_only(&tier)?.info()?;
+            let i = open_one(&tier, &metas, How::Read)?.info()?;
             say!("tier        {}", i.id);
             say!("containers  {}", i.containers);
             say!("segments    {}", i.segments);
@@ -597,11 +693,16 @@ fn real_main(cli: Cli) -> Result<i32> {
                 None => (sel.selection()?, if move_mode { Mode::Move } else { Mode::Copy }, verify, mib_per_sec(limit)?, threads),
             };
             Seeder::ensure_idle(&r.state)?;
-            let src = LocalTier::open(&r.from)?;
-            let dst = open_or_create(&r.to, TierConfig { container_size: container_kib * 1024, ..TierConfig::default() })?;
+            let m = metas_for(&[&r.from, &r.to], &metas)?;
+            let src = open_tier(&r.from, m[0], How::Write)?;
+            let dst = open_tier(
+                &r.to,
+                m[1],
+                How::Create(TierConfig { container_size: container_kib * 1024, ..TierConfig::default() }),
+            )?;
             let mut ui = Ui::new(json, log_events);
             ui.prompts = confirm_switch;
-            let mut b = Seeder::builder(&src, &dst, &r.state)
+            let mut b = Seeder::builder(&*src, &*dst, &r.state)
                 .selection(selection)
                 .mode(mode)
                 .verify(verify)
@@ -617,18 +718,19 @@ fn real_main(cli: Cli) -> Result<i32> {
                 b = b.switch_gate(move |r: &tierseed::SwitchRequest| g.decide(r));
             }
             let mut job = b.build()?;
-            return drive(&mut job, &r, &ui, json);
+            return drive(&mut job, &r, &metas, &ui, json);
         }
         Cmd::Resume { tiers, verify, opts } => {
             let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
             let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
             let r = tiers.resolve()?;
             Seeder::ensure_idle(&r.state)?;
-            let src = LocalTier::open(&r.from)?;
-            let dst = LocalTier::open(&r.to)?;
+            let m = metas_for(&[&r.from, &r.to], &metas)?;
+            let src = open_tier(&r.from, m[0], How::Write)?;
+            let dst = open_tier(&r.to, m[1], How::Write)?;
             let mut ui = Ui::new(json, log_events);
             ui.prompts = confirm_switch;
-            let mut job = Seeder::resume(&r.state, &src, &dst)?.with_observer(|e: &Event| ui.event(e));
+            let mut job = Seeder::resume(&r.state, &*src, &*dst)?.with_observer(|e: &Event| ui.event(e));
             // A job started from a file resumes only from the same file.
             if let Some(now) = &r.origin {
                 let then = job.origin()?;
@@ -650,7 +752,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             if let Some(g) = gate {
                 job = job.with_switch_gate(move |r: &tierseed::SwitchRequest| g.decide(r));
             }
-            return drive(&mut job, &r, &ui, json);
+            return drive(&mut job, &r, &metas, &ui, json);
         }
         Cmd::Status { state, json, watch } => {
             if watch {
@@ -665,9 +767,10 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Estimate { from, to, sel, json } => {
             let selection = sel.selection()?;
-            let src = LocalTier::open_read_only(&from)?;
-            let dst = LocalTier::open_read_only(&to)?;
-            let e = Seeder::estimate(&src, &dst, &selection)?;
+            let m = metas_for(&[&from, &to], &metas)?;
+            let src = open_tier(&from, m[0], How::Read)?;
+            let dst = open_tier(&to, m[1], How::Read)?;
+            let e = Seeder::estimate(&*src, &*dst, &selection)?;
             if json {
                 say!("{}", serde_json::to_string_pretty(&e)?);
             } else {
@@ -677,6 +780,28 @@ fn real_main(cli: Cli) -> Result<i32> {
                 say!("already on target   {} segments, {}", e.segments_on_target, human(e.bytes_on_target));
                 say!("reclaimable (move)  {}", human(e.bytes_reclaimable));
                 say!("containers touched  {} of {}", e.containers_touched, e.containers_total);
+            }
+        }
+        Cmd::Recover { tier } => {
+            let Some(cfg) = object_spec(&tier)? else {
+                bail!("{}: recover rebuilds an object tier: give s3://BUCKET/PREFIX", tier.display())
+            };
+            let [meta] = metas.as_slice() else { bail!("recover needs --meta DIR, the metadata directory to rebuild") };
+            let (_, r) = ObjectTier::recover(meta, &cfg)?;
+            say!(
+                "recovered {} into {}: {} containers, {} segments indexed; {} files from {} journal entries",
+                cfg.url(),
+                meta.display(),
+                r.containers,
+                r.segments,
+                r.files,
+                r.journal_entries
+            );
+            if !r.unreadable.is_empty() {
+                for u in &r.unreadable {
+                    eprintln!("unreadable: {u}");
+                }
+                bail!("{} container(s) could not be read; run `seed verify` to see which files they affect", r.unreadable.len());
             }
         }
         Cmd::Abandon { state } => {
@@ -689,7 +814,7 @@ fn real_main(cli: Cli) -> Result<i32> {
 }
 
 /// Runs a job with Ctrl-C wired to suspension; prints the outcome.
-fn drive(job: &mut Seeder<'_>, tiers: &Resolved, ui: &Ui, json: bool) -> Result<i32> {
+fn drive(job: &mut Seeder<'_>, tiers: &Resolved, metas: &[PathBuf], ui: &Ui, json: bool) -> Result<i32> {
     install_ctrlc(job.suspend_handle());
     let outcome = job.run();
     ui.finish();
@@ -710,8 +835,13 @@ fn drive(job: &mut Seeder<'_>, tiers: &Resolved, ui: &Ui, json: bool) -> Result<
                 if let Some(why) = &p.deferred {
                     eprintln!("switch deferred: {why}");
                 }
+                let meta = metas.iter().fold(String::new(), |mut acc, m| {
+                    acc.push_str(" --meta ");
+                    acc.push_str(&m.display().to_string());
+                    acc
+                });
                 eprintln!(
-                    "suspended; resume with: seed resume --from {} --to {} --state {}",
+                    "suspended; resume with: seed resume --from {} --to {} --state {}{meta}",
                     tiers.from.display(),
                     tiers.to.display(),
                     tiers.state.display()

@@ -8,9 +8,12 @@
 //! - `tier.lock`: held exclusively while the tier is open.
 
 mod ingest;
+#[cfg(feature = "s3")]
+mod object;
 mod paths;
 mod reclaim;
 mod restore;
+pub(crate) mod store;
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -20,9 +23,9 @@ use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch, Wr
 use serde::{Deserialize, Serialize};
 
 use crate::container;
-use crate::durable::{self, TEMP_SUFFIX, decode_record, encode_record};
+use crate::durable::{self, decode_record, encode_record};
 use crate::error::{Error, Result};
-use crate::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS, container_file, parse_container_file};
+use crate::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS, container_file};
 use crate::records::{FileEntryV1, TierConfigV1};
 use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
@@ -30,15 +33,23 @@ use crate::tree::MAX_FANOUT;
 use crate::{ContainerId, Fingerprint};
 
 pub use ingest::{Ingest, IngestStats};
+#[cfg(feature = "s3")]
+pub use object::{ObjectConfig, ObjectTier, RecoverReport};
 pub use paths::{MAX_PATH_LEN, validate_path};
 pub(crate) use reclaim::GcRecord;
 pub use restore::{RestoreStats, VerifyReport};
+use store::{ContainerStore, DirStore, NamespaceOp};
 
 const CF_INDEX: &str = "index";
 const CF_NAMESPACE: &str = "namespace";
 const CF_META: &str = "meta";
 const KEY_TIER: &[u8] = b"tier";
 const KEY_ALLOC: &[u8] = b"alloc";
+/// The next namespace journal sequence number, for a store that journals.
+const KEY_NS_SEQ: &[u8] = b"nsseq";
+/// Present only in the metadata of a tier whose containers are in an
+/// object store: names the bucket, so a plain `open` refuses it.
+pub(crate) const KEY_STORE: &[u8] = b"store";
 const META_MAGIC: &[u8; 4] = b"TSMT";
 const NS_MAGIC: &[u8; 4] = b"TSNS";
 /// Version of the namespace entries.
@@ -108,7 +119,7 @@ impl TierConfig {
 
 /// The tier record as persisted, version 2.
 #[derive(Serialize, Deserialize)]
-struct TierRecord {
+pub(crate) struct TierRecord {
     id: [u8; 16],
     config: TierConfigV1,
     compression_level: i32,
@@ -141,6 +152,10 @@ impl From<TierConfig> for TierConfigV1 {
 }
 
 impl TierRecord {
+    pub(crate) fn new(id: [u8; 16], config: TierConfig) -> TierRecord {
+        TierRecord { id, config: config.into(), compression_level: config.compression_level }
+    }
+
     fn config(&self) -> TierConfig {
         let c = self.config;
         TierConfig {
@@ -247,6 +262,11 @@ impl TierInfo {
 pub struct LocalTier {
     dir: PathBuf,
     db: DB,
+    /// Where the container bytes live.
+    store: Box<dyn ContainerStore>,
+    /// Serializes namespace writes, holding the next journal sequence
+    /// number (unused for a store that keeps no journal).
+    ns_seq: Mutex<u64>,
     id: TierId,
     config: TierConfig,
     alloc: Mutex<Alloc>,
@@ -272,7 +292,7 @@ pub struct LocalTier {
 
 impl std::fmt::Debug for LocalTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalTier").field("dir", &self.dir).field("id", &self.id).finish()
+        f.debug_struct("LocalTier").field("dir", &self.dir).field("store", &self.store.describe()).field("id", &self.id).finish()
     }
 }
 
@@ -290,6 +310,22 @@ impl LocalTier {
     pub fn create(dir: impl AsRef<Path>, config: TierConfig) -> Result<LocalTier> {
         config.check()?;
         let dir = dir.as_ref();
+        let record = TierRecord::new(*uuid::Uuid::new_v4().as_bytes(), config);
+        Self::create_meta(dir, &record, None, |_, _| Ok(()))?;
+        Self::open(dir)
+    }
+
+    /// Builds a tier's metadata directory atomically (in a sibling temp
+    /// directory, renamed into place): the tier record, an empty
+    /// allocation record, the store record of an object tier, and
+    /// whatever `fill` writes (recovery of an object tier rebuilds its
+    /// index and namespace there, so a crash leaves no half-recovered tier).
+    pub(crate) fn create_meta(
+        dir: &Path,
+        record: &TierRecord,
+        store_record: Option<Vec<u8>>,
+        fill: impl FnOnce(&DB, &Path) -> Result<()>,
+    ) -> Result<()> {
         if dir.join(TIER_DB).exists() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "already holds a tier".into() });
         }
@@ -302,27 +338,30 @@ impl LocalTier {
         tmp_name.push(name);
         tmp_name.push(CREATING_SUFFIX);
         let tmp = dir.with_file_name(tmp_name);
+        let object = store_record.is_some();
         durable::create_dir_atomically(dir, &tmp, |tmp| {
             let containers = tmp.join(TIER_CONTAINERS);
-            fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
+            if !object {
+                fs::create_dir_all(&containers).map_err(|e| Error::io(&containers, e))?;
+            }
             {
                 let db = Self::open_db(tmp, true)?;
-                let record = TierRecord {
-                    id: *uuid::Uuid::new_v4().as_bytes(),
-                    config: config.into(),
-                    compression_level: config.compression_level,
-                };
                 let meta = cf(&db, CF_META);
                 let mut batch = WriteBatch::default();
                 batch.put_cf(meta, KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &Alloc::default()));
-                batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, META_VERSION, &record));
+                batch.put_cf(meta, KEY_TIER, encode_record(META_MAGIC, META_VERSION, record));
+                if let Some(r) = &store_record {
+                    batch.put_cf(meta, KEY_STORE, r);
+                }
                 db.write_opt(batch, &synced()).map_err(|e| Error::db(tmp.join(TIER_DB), e))?;
+                fill(&db, tmp)?;
             }
-            durable::sync_dir(&containers)?;
+            if !object {
+                durable::sync_dir(&containers)?;
+            }
             crate::crashpoint::hit("tier.create_before_rename");
             Ok(())
-        })?;
-        Self::open(dir)
+        })
     }
 
     /// Whether `dir` holds a tier (created, possibly not openable now).
@@ -335,16 +374,37 @@ impl LocalTier {
     /// indexed) are removed, with a log line naming each.
     pub fn open(dir: impl AsRef<Path>) -> Result<LocalTier> {
         let dir = dir.as_ref();
+        Self::open_writer(dir, |db| Self::dir_store(db, dir))
+    }
+
+    /// Opens a tier for writing over the store `store` makes from the
+    /// opened database, then recovers from a crash.
+    pub(crate) fn open_writer(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<LocalTier> {
         if !dir.join(TIER_DB).is_dir() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
         }
         let guard = Self::take_lock(dir)?;
         let db = Self::open_db(dir, false)?;
-        let tier = Self::assemble(dir, db, Some(guard))?;
+        let store = store(&db)?;
+        let tier = Self::assemble(dir, db, Some(guard), store)?;
         let next = lock(&tier.alloc).next_container;
-        tier.recover(next)?;
+        tier.store.recover(next)?;
         tier.finish_pending_deletes()?;
         Ok(tier)
+    }
+
+    /// The directory store of a plain tier; the metadata of an object tier
+    /// (which names its bucket) is refused, so it is never opened without
+    /// its containers.
+    fn dir_store(db: &DB, dir: &Path) -> Result<Box<dyn ContainerStore>> {
+        let has_store = db.get_cf(cf(db, CF_META), KEY_STORE).map_err(|e| Error::db(dir.join(TIER_DB), e))?.is_some();
+        if has_store {
+            return Err(Error::NotATier {
+                path: dir.to_path_buf(),
+                reason: "it holds the metadata of an object-storage tier: open it with ObjectTier::open (seed: s3://BUCKET/PREFIX --meta DIR)".into(),
+            });
+        }
+        Ok(Box::new(DirStore::new(dir.join(TIER_CONTAINERS))))
     }
 
     /// Opens a tier for reading only, without its lock, so it works while
@@ -355,6 +415,10 @@ impl LocalTier {
     /// every write with [`Error::ReadOnly`].
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LocalTier> {
         let dir = dir.as_ref();
+        Self::open_reader(dir, |db| Self::dir_store(db, dir))
+    }
+
+    pub(crate) fn open_reader(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<LocalTier> {
         if !dir.join(TIER_DB).is_dir() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
         }
@@ -372,7 +436,8 @@ impl LocalTier {
         let path = dir.join(TIER_DB);
         let db = DB::open_cf_for_read_only(&Options::default(), &path, [CF_INDEX, CF_NAMESPACE, CF_META], false)
             .map_err(|e| Error::db(&path, e))?;
-        let mut tier = Self::assemble(dir, db, None)?;
+        let store = store(&db)?;
+        let mut tier = Self::assemble(dir, db, None, store)?;
         tier._readers = Some(readers);
         Ok(tier)
     }
@@ -382,12 +447,20 @@ impl LocalTier {
         self._lock.is_none()
     }
 
-    fn assemble(dir: &Path, db: DB, lock: Option<File>) -> Result<LocalTier> {
+    fn assemble(dir: &Path, db: DB, lock: Option<File>, store: Box<dyn ContainerStore>) -> Result<LocalTier> {
         let record: TierRecord = Self::meta_record::<TierRecord, TierRecordV1>(&db, dir, KEY_TIER, "tier record")?;
         let alloc: Alloc = Self::meta_record::<Alloc, AllocV1>(&db, dir, KEY_ALLOC, "allocation record")?;
+        let ns_seq = match db.get_cf(cf(&db, CF_META), KEY_NS_SEQ).map_err(|e| Error::db(dir.join(TIER_DB), e))? {
+            None => 0,
+            Some(v) => u64::from_le_bytes(<[u8; 8]>::try_from(&v[..]).map_err(|_| {
+                Error::corrupt_record(format!("journal sequence in {}", dir.join(TIER_DB).display()), "not 8 bytes")
+            })?),
+        };
         Ok(LocalTier {
             dir: dir.to_path_buf(),
             db,
+            store,
+            ns_seq: Mutex::new(ns_seq),
             id: uuid::Uuid::from_bytes(record.id),
             config: record.config(),
             alloc: Mutex::new(alloc),
@@ -434,39 +507,6 @@ impl LocalTier {
         DB::open_cf(&opts, &path, [CF_INDEX, CF_NAMESPACE, CF_META]).map_err(|e| Error::db(path, e))
     }
 
-    /// Removes leftovers of a crash between writing a container and
-    /// committing its index entries. A container's index entries and the
-    /// bump of `next_container` are one atomic batch, so any file whose id
-    /// is at or past `next_container` was never indexed.
-    fn recover(&self, next_container: u64) -> Result<()> {
-        let cdir = self.containers_dir();
-        let entries = fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))?;
-        let mut removed = false;
-        for entry in entries {
-            let entry = entry.map_err(|e| Error::io(&cdir, e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let orphan = if name.ends_with(TEMP_SUFFIX) {
-                Some("unfinished temp file")
-            } else if let Some(id) = parse_container_file(&name).map(|c| c.0) {
-                (id >= next_container).then_some("container written but never indexed")
-            } else {
-                log::warn!("{}: unexpected file {name:?} left alone", cdir.display());
-                None
-            };
-            if let Some(why) = orphan {
-                let p = entry.path();
-                log::warn!("recovery: removing {} ({why})", p.display());
-                fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-                removed = true;
-            }
-        }
-        if removed {
-            durable::sync_dir(&cdir)?;
-        }
-        Ok(())
-    }
-
     /// The tier's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -477,13 +517,10 @@ impl LocalTier {
         self.config
     }
 
-    fn containers_dir(&self) -> PathBuf {
-        self.dir.join(TIER_CONTAINERS)
-    }
-
-    /// The file that holds (or would hold) container `id`.
+    /// Where container `id` is (or would be) stored: its file in a
+    /// directory tier, its `s3://bucket/key` in an object tier.
     pub fn container_path(&self, id: ContainerId) -> PathBuf {
-        self.containers_dir().join(container_file(id))
+        self.store.location(id)
     }
 
     fn db_path(&self) -> PathBuf {
@@ -510,17 +547,6 @@ impl LocalTier {
             let _ = self.poisoned.set(e.to_string());
         }
         r
-    }
-
-    fn open_container(&self, id: ContainerId) -> Result<(File, PathBuf)> {
-        let path = self.container_path(id);
-        match File::open(&path) {
-            Ok(f) => Ok((f, path)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::MissingContainer { id, context: format!(" (expected at {})", path.display()) })
-            }
-            Err(e) => Err(Error::io(path, e)),
-        }
     }
 
     fn namespace_value(entry: &FileEntry) -> Vec<u8> {
@@ -563,13 +589,7 @@ impl LocalTier {
         if let Some(i) = hit.iter().position(|h| !h) {
             return Err(Error::FileNotFound { path: prefixes[i].to_string(), tier: self.dir.display().to_string() });
         }
-        let ns = cf(&self.db, CF_NAMESPACE);
-        let mut batch = WriteBatch::default();
-        for e in &gone {
-            batch.delete_cf(ns, e.path.as_bytes());
-        }
-        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
-        self.poison(r)?;
+        self.commit_namespace(|| Ok(gone.iter().map(|e| NamespaceOp::Delete(e.path.clone())).collect()))?;
         Ok(gone)
     }
 
@@ -731,29 +751,16 @@ impl Tier for LocalTier {
     }
     fn container_ids(&self) -> Result<Vec<ContainerId>> {
         let next = lock(&self.alloc).next_container;
-        let cdir = self.containers_dir();
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(&cdir).map_err(|e| Error::io(&cdir, e))? {
-            let entry = entry.map_err(|e| Error::io(&cdir, e))?;
-            if let Some(id) = parse_container_file(&entry.file_name().to_string_lossy()).map(|c| c.0) {
-                // A container being written right now is not yet indexed.
-                if id < next {
-                    ids.push(ContainerId(id));
-                }
-            }
-        }
-        ids.sort_unstable();
+        let mut ids = self.store.list()?;
+        // A container being written right now is not yet indexed.
+        ids.retain(|id| id.0 < next);
         Ok(ids)
     }
     fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
-        let (f, path) = self.open_container(id)?;
-        container::read_meta(&f, id, &path)
+        self.store.read_meta(id)
     }
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
-        // Only the header: the caller already holds the table.
-        let (f, path) = self.open_container(id)?;
-        let header = container::read_header(&f, id, &path)?;
-        container::read_segments(&f, &header, which, &path)
+        self.store.read_segments(id, which)
     }
 }
 
@@ -790,27 +797,28 @@ impl SourceTier for LocalTier {
     }
 
     fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
-        self.check_poison()?;
         let paths: Vec<String> = entries.iter().map(|e| e.path.clone()).collect();
-        let current = self.file_entries(&paths)?;
-        let ns = cf(&self.db, CF_NAMESPACE);
-        let mut batch = WriteBatch::default();
         let mut gone = Vec::with_capacity(entries.len());
-        for (want, have) in entries.iter().zip(current) {
-            match have {
-                Some(h) if h == *want => {
-                    batch.delete_cf(ns, want.path.as_bytes());
-                    gone.push(true);
+        // Compared and removed under the namespace lock, so an upsert
+        // cannot slip between the comparison and the removal.
+        self.commit_namespace(|| {
+            let current = self.file_entries(&paths)?;
+            let mut ops = Vec::new();
+            for (want, have) in entries.iter().zip(current) {
+                match have {
+                    Some(h) if h == *want => {
+                        ops.push(NamespaceOp::Delete(want.path.clone()));
+                        gone.push(true);
+                    }
+                    Some(_) => {
+                        log::warn!("{}: {:?} changed since it was selected; kept", self.dir.display(), want.path);
+                        gone.push(false);
+                    }
+                    None => gone.push(true),
                 }
-                Some(_) => {
-                    log::warn!("{}: {:?} changed since it was selected; kept", self.dir.display(), want.path);
-                    gone.push(false);
-                }
-                None => gone.push(true),
             }
-        }
-        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
-        self.poison(r)?;
+            Ok(ops)
+        })?;
         Ok(gone)
     }
 }
@@ -821,15 +829,10 @@ impl TargetTier for LocalTier {
     }
 
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
-        self.check_poison()?;
-        let ns = cf(&self.db, CF_NAMESPACE);
-        let mut batch = WriteBatch::default();
         for e in entries {
             validate_path(&e.path)?;
-            batch.put_cf(ns, e.path.as_bytes(), Self::namespace_value(e));
         }
-        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
-        self.poison(r)
+        self.commit_namespace(|| Ok(entries.iter().cloned().map(NamespaceOp::Put).collect()))
     }
 
     fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId> {
@@ -847,8 +850,7 @@ impl TargetTier for LocalTier {
             id
         };
         let bytes = container::encode(id, kind, segments);
-        let path = self.container_path(id);
-        let r = durable::write_durable(&path, &bytes, true);
+        let r = self.store.put(id, &bytes);
         if r.is_err() {
             // Later writers wait for this id's turn: wake them to see the poison.
             let r = self.poison(r);
@@ -869,6 +871,43 @@ impl TargetTier for LocalTier {
 }
 
 impl LocalTier {
+    /// Commits namespace changes, which `make` computes under the
+    /// namespace lock: first to the store's journal where it keeps one
+    /// (an object tier's bucket, so a tier recovered from the bucket has
+    /// every change this call acknowledges), then as one synced local
+    /// batch. A failure of either poisons the handle: the journal entry
+    /// may exist without its local commit, and `open` rolls it forward.
+    fn commit_namespace(&self, make: impl FnOnce() -> Result<Vec<NamespaceOp>>) -> Result<()> {
+        self.check_poison()?;
+        let mut seq = lock(&self.ns_seq);
+        let ops = make()?;
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let mut batch = self.namespace_batch(&ops);
+        if self.store.journals() {
+            let r = self.store.journal(*seq, &ops);
+            self.poison(r)?;
+            batch.put_cf(cf(&self.db, CF_META), KEY_NS_SEQ, (*seq + 1).to_le_bytes());
+        }
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)?;
+        *seq += 1;
+        Ok(())
+    }
+
+    fn namespace_batch(&self, ops: &[NamespaceOp]) -> WriteBatch {
+        let ns = cf(&self.db, CF_NAMESPACE);
+        let mut batch = WriteBatch::default();
+        for op in ops {
+            match op {
+                NamespaceOp::Put(e) => batch.put_cf(ns, e.path.as_bytes(), Self::namespace_value(e)),
+                NamespaceOp::Delete(p) => batch.delete_cf(ns, p.as_bytes()),
+            }
+        }
+        batch
+    }
+
     /// Indexes container `id` (its turn has come): one synced batch with
     /// its fresh index entries, any stale ones it takes over, and the
     /// allocation record.

@@ -5,7 +5,6 @@
 //! decided elsewhere (`crate::gc`); this module never sees a PHF.
 
 use std::collections::HashSet;
-use std::fs;
 
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
@@ -119,7 +118,7 @@ impl LocalTier {
             .map(|s| StoredSegment { fingerprint: s.fingerprint, bytes: &s.bytes, raw_len: s.raw_len, codec: s.codec })
             .collect();
         let bytes = crate::container::encode(new, kind, &stored);
-        let r = crate::durable::write_durable(&self.container_path(new), &bytes, true);
+        let r = self.store.put(new, &bytes);
         self.poison(r)?;
         let mut batch = WriteBatch::default();
         let mut next = self.unindex(&mut batch, dead, &alloc);
@@ -163,13 +162,7 @@ impl LocalTier {
 
     /// Deletes container `id`'s file, then its deletion note.
     fn finish_delete(&self, id: ContainerId) -> Result<()> {
-        let path = self.container_path(id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
-        }
-        crate::durable::sync_dir(&self.containers_dir())?;
+        self.store.delete(id)?;
         self.db.delete_cf(cf(&self.db, CF_META), delete_key(id)).map_err(|e| self.dberr(e))
     }
 

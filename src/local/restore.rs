@@ -8,7 +8,6 @@ use std::path::Path;
 use super::{LocalTier, lock, paths::safe_join, validate_path};
 use crate::container;
 use crate::error::{Error, Result};
-use crate::layout::parse_container_file;
 use crate::read::read_file;
 use crate::tier::{FileEntry, Tier};
 use crate::tree::Recipe;
@@ -193,12 +192,7 @@ impl LocalTier {
         let next = lock(&self.alloc).next_container;
         // 1. Scrub containers, counting for each how many of its distinct
         // fingerprints the index maps to it.
-        let cdir = self.containers_dir();
-        let mut ids: Vec<u64> = fs::read_dir(&cdir)
-            .map_err(|e| Error::io(&cdir, e))?
-            .filter_map(|e| e.ok().and_then(|e| parse_container_file(&e.file_name().to_string_lossy()).map(|c| c.0)))
-            .collect();
-        ids.sort_unstable();
+        let ids: Vec<u64> = self.store.list()?.into_iter().map(|c| c.0).collect();
         let present: HashSet<u64> = ids.iter().copied().collect();
         let mut accounted = 0u64;
         for &raw in &ids {
@@ -212,7 +206,7 @@ impl LocalTier {
                 continue;
             }
             report.containers += 1;
-            let (meta, segs) = match container::scrub_file(&self.container_path(id), id) {
+            let (meta, segs) = match self.store.scrub(id) {
                 Ok(x) => x,
                 Err(e) => {
                     report.problem(e.to_string());

@@ -8,6 +8,7 @@ mod engine;
 mod faults;
 mod fixtures;
 mod gc;
+mod object;
 mod tier;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,499 @@
+//! The object tier against a real 3-replica Ceph cluster with a radosgw S3
+//! gateway on 127.0.0.1, which the first test to need it starts
+//! (`.ci/ceph.sh start`, stopped by a watcher when this process exits).
+//!
+//! Without Ceph installed these tests fail, saying how to install it. Only
+//! `TIERSEED_SKIP_CEPH=1` skips them, and each skipped test says so on
+//! stderr. `TIERSEED_CEPH_DIR=DIR` uses a cluster already started with
+//! `.ci/ceph.sh start DIR PORT` instead of starting one.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use tierseed::{Error, LocalTier, Mode, ObjectConfig, ObjectTier, Outcome, Seeder, Selection, Tier};
+
+use crate::{check_target, prefixed, run_to_end, small_config, synth_source};
+
+const BUCKET: &str = "tierseed-test";
+const ACCESS: &str = "tierseedkey";
+const SECRET: &str = "tierseedsecret";
+
+struct Cluster {
+    dir: PathBuf,
+    endpoint: String,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+/// Tests that kill or restart daemons hold it exclusively; the others
+/// shared, so no test meets a fault injected for another one.
+static FAULTS: RwLock<()> = RwLock::new(());
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/ceph.sh")
+}
+
+fn start_cluster() -> Result<Cluster, String> {
+    if let Some(dir) = std::env::var_os("TIERSEED_CEPH_DIR") {
+        let dir = PathBuf::from(dir);
+        let port = std::fs::read_to_string(dir.join("port")).map_err(|e| format!("{}/port: {e}", dir.display()))?;
+        return Ok(Cluster { endpoint: format!("http://127.0.0.1:{}", port.trim()), dir });
+    }
+    let missing: Vec<&str> = ["ceph-mon", "ceph-osd", "radosgw", "ceph"]
+        .into_iter()
+        .filter(|b| !Command::new("sh").arg("-c").arg(format!("command -v {b}")).output().is_ok_and(|o| o.status.success()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "Ceph is not installed ({} missing), and the object-tier tests run against a real cluster. Install it with \
+             `bash .ci/ceph.sh install` (apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw \
+             ceph-common python3-boto3), or set TIERSEED_SKIP_CEPH=1 to skip these tests explicitly",
+            missing.join(", ")
+        ));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let dir = std::env::temp_dir().join(format!("tierseed-ceph-{}", std::process::id()));
+    let t0 = Instant::now();
+    let out = Command::new("bash")
+        .arg(script())
+        .args(["start", dir.to_str().unwrap(), &port.to_string(), &std::process::id().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "starting the Ceph cluster failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    eprintln!("ceph: 3-OSD cluster with radosgw on 127.0.0.1:{port} started in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(Cluster { dir, endpoint: format!("http://127.0.0.1:{port}") })
+}
+
+/// The cluster, or `None` when the tests are explicitly skipped.
+fn cluster(test: &str) -> Option<&'static Cluster> {
+    if std::env::var_os("TIERSEED_SKIP_CEPH").is_some() {
+        eprintln!("SKIPPED {test}: TIERSEED_SKIP_CEPH is set, the object-tier test against Ceph did not run");
+        return None;
+    }
+    match CLUSTER.get_or_init(start_cluster) {
+        Ok(c) => Some(c),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+impl Cluster {
+    /// A config for a fresh prefix of the test bucket.
+    fn config(&self, name: &str) -> ObjectConfig {
+        let mut c = ObjectConfig::new(BUCKET, format!("{name}-{}", uuid_ish()));
+        c.endpoint = Some(self.endpoint.clone());
+        c.access_key_id = Some(ACCESS.into());
+        c.secret_access_key = Some(SECRET.into());
+        c
+    }
+
+    fn ceph(args: &[&str]) {
+        let st = Command::new("bash").arg(script()).args(args).status().unwrap();
+        assert!(st.success(), "ceph.sh {args:?} failed");
+    }
+
+    fn env(&self, c: &mut Command) {
+        c.env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ACCESS_KEY_ID", ACCESS)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .env("AWS_REGION", "us-east-1");
+    }
+
+    /// Waits until the cluster reports all three OSDs up again.
+    fn wait_osds_up(&self) {
+        let conf = self.dir.join("ceph.conf");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let out = Command::new("timeout")
+                .args(["10", "ceph", "-c", conf.to_str().unwrap(), "osd", "stat", "-f", "json"])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).contains("\"num_up_osds\":3") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("OSDs did not all come back up");
+    }
+}
+
+fn uuid_ish() -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", t, std::process::id())
+}
+
+fn seed_cmd(c: &Cluster) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_seed"));
+    cmd.env_remove("TIERSEED_CRASH_AT").env("RUST_LOG", "error");
+    c.env(&mut cmd);
+    cmd
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{cmd:?} failed: {text}");
+    text
+}
+
+fn restores_all(t: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
+    for (path, bytes) in expected {
+        let mut out = Vec::new();
+        t.restore(path, &mut out).unwrap_or_else(|e| panic!("restore {path}: {e}"));
+        assert!(out == *bytes, "{path}: restored bytes differ");
+    }
+}
+
+#[test]
+fn object_tier_seeded_in_copy_and_move_mode_then_recalled() {
+    let Some(c) = cluster("object_tier_seeded_in_copy_and_move_mode_then_recalled") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 11, 3, 40, 24 << 10);
+    let cfg = c.config("copymove");
+    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+
+    // Copy mode: one generation.
+    let first = prefixed(&all, &["gen-000/"]);
+    let mut job =
+        Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap();
+    let r = run_to_end(&mut job);
+    assert_eq!(r.counters.files_selected, first.len() as u64);
+    drop(job);
+    check_target(&cloud, &first);
+
+    // Move mode: the next generation leaves the source.
+    let second = prefixed(&all, &["gen-001/"]);
+    let mut job = Seeder::builder(&src, &cloud, dir.path().join("s2"))
+        .selection(Selection::new().prefix("gen-001"))
+        .mode(Mode::Move)
+        .build()
+        .unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    let mut both = first.clone();
+    both.extend(second.clone());
+    check_target(&cloud, &both);
+    assert!(src.all_files().unwrap().iter().all(|e| !e.path.starts_with("gen-001/")), "moved files left the source");
+
+    // Recall: object tier -> a new local tier, and the data is the same.
+    let back = LocalTier::create(dir.path().join("back"), small_config()).unwrap();
+    let mut job = Seeder::builder(&cloud, &back, dir.path().join("s3")).selection(Selection::all()).build().unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    check_target(&back, &both);
+
+    // A reopened object tier (and a read-only one) sees the same.
+    drop(cloud);
+    let cloud = ObjectTier::open_read_only(dir.path().join("meta"), &cfg).unwrap();
+    restores_all(&cloud, &both);
+}
+
+#[test]
+fn seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed() {
+    let Some(c) = cluster("seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 12, 2, 60, 32 << 10);
+    drop(src);
+    let cfg = c.config("sigkill");
+    let url = cfg.url();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (srcp, meta, state) = (p("src"), p("meta"), p("state"));
+    // Throttled so the kill lands in Copy.
+    let args = ["run", "--from", &srcp, "--to", &url, "--meta", &meta, "--state", &state, "--all", "--container-kib", "64"];
+    let mut child = seed_cmd(c)
+        .args(args)
+        .args(["--limit", "2", "--log-events"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut copied = 0;
+    for line in stderr.lines().map_while(Result::ok) {
+        if line.starts_with("event ContainerCopied") {
+            copied += 1;
+            if copied == 3 {
+                break;
+            }
+        }
+    }
+    assert_eq!(copied, 3, "the job never copied three containers");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = Seeder::status(&state).unwrap();
+    assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
+
+    let out = ok(seed_cmd(c).args(["resume", "--from", &srcp, "--to", &url, "--meta", &meta, "--state", &state]));
+    assert!(out.contains("copy mode"), "{out}");
+    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    check_target(&cloud, &all);
+    // The CLI reads the object tier too.
+    drop(cloud);
+    let ls = ok(seed_cmd(c).args(["ls", "--tier", &url, "--meta", &meta]));
+    assert_eq!(ls.lines().count(), all.len());
+    ok(seed_cmd(c).args(["verify", "--tier", &url, "--meta", &meta]));
+    let info = ok(seed_cmd(c).args(["info", "--tier", &url, "--meta", &meta]));
+    assert!(info.contains(&format!("files       {}", all.len())), "{info}");
+}
+
+#[test]
+fn lost_metadata_is_recovered_from_the_bucket_alone() {
+    let Some(c) = cluster("lost_metadata_is_recovered_from_the_bucket_alone") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 13, 3, 30, 24 << 10);
+    let cfg = c.config("recover");
+    let meta = dir.path().join("meta");
+    let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+    let mut job = Seeder::builder(&src, &cloud, dir.path().join("s")).selection(Selection::all()).build().unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    // Namespace changes after the seed: a removal and a direct ingest.
+    let removed = cloud.remove(&["gen-000/home"]).unwrap();
+    assert!(!removed.is_empty());
+    cloud.ingest_reader("direct/new.txt", 7, &b"ingested straight into the cloud tier"[..]).unwrap();
+    let mut expected: BTreeMap<String, Vec<u8>> =
+        all.into_iter().filter(|(p, _)| !removed.iter().any(|e| &e.path == p)).collect();
+    expected.insert("direct/new.txt".into(), b"ingested straight into the cloud tier".to_vec());
+    let before = cloud.info().unwrap();
+    drop(cloud);
+
+    std::fs::remove_dir_all(&meta).unwrap();
+    let url = cfg.url();
+    let out = ok(seed_cmd(c).args(["recover", "--tier", &url, "--meta", meta.to_str().unwrap()]));
+    assert!(out.contains(&format!("{} files", expected.len())), "{out}");
+    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    let after = cloud.info().unwrap();
+    assert_eq!(after, before, "recovered figures differ");
+    check_target(&cloud, &expected);
+
+    // Recovering into a directory that holds a tier is refused.
+    drop(cloud);
+    let err = ObjectTier::recover(&meta, &cfg).unwrap_err();
+    assert!(err.to_string().contains("already holds a tier"), "{err}");
+}
+
+#[test]
+fn a_bucket_of_another_tier_is_refused() {
+    let Some(c) = cluster("a_bucket_of_another_tier_is_refused") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let a = c.config("tier-a");
+    let b = c.config("tier-b");
+    drop(ObjectTier::create(dir.path().join("meta-a"), &a, small_config()).unwrap());
+    drop(ObjectTier::create(dir.path().join("meta-b"), &b, small_config()).unwrap());
+
+    // A's metadata with B's bucket prefix.
+    let err = ObjectTier::open(dir.path().join("meta-a"), &b).unwrap_err();
+    assert!(matches!(err, Error::ForeignBucket { .. }), "{err}");
+    assert!(err.to_string().contains(&a.url()), "{err}");
+    // A new tier where one already lives.
+    let err = ObjectTier::create(dir.path().join("meta-c"), &a, small_config()).unwrap_err();
+    assert!(err.to_string().contains("already holds a tier"), "{err}");
+    assert!(!dir.path().join("meta-c").join("db").exists(), "nothing created locally");
+    // A prefix with no tier at all.
+    let empty = c.config("nothing-here");
+    let err = ObjectTier::recover(dir.path().join("meta-d"), &empty).unwrap_err();
+    assert!(err.to_string().contains("holds no tier"), "{err}");
+    // A directory tier opened as an object tier, and the reverse.
+    LocalTier::create(dir.path().join("plain"), small_config()).unwrap();
+    let err = ObjectTier::open(dir.path().join("plain"), &a).unwrap_err();
+    assert!(err.to_string().contains("directory tier"), "{err}");
+    let err = LocalTier::open(dir.path().join("meta-a")).unwrap_err();
+    assert!(err.to_string().contains("object-storage tier"), "{err}");
+    // Metadata whose bucket now holds another tier (the prefix was wiped
+    // and reused): the identities differ.
+    let wiped = c.config("reused");
+    drop(ObjectTier::create(dir.path().join("old"), &wiped, small_config()).unwrap());
+    delete_prefix(c, &wiped);
+    drop(ObjectTier::create(dir.path().join("new"), &wiped, small_config()).unwrap());
+    let err = ObjectTier::open(dir.path().join("old"), &wiped).unwrap_err();
+    assert!(matches!(err, Error::ForeignBucket { .. }) && err.to_string().contains("holds tier"), "{err}");
+}
+
+/// Deletes every object under a config's prefix, with the test's own client.
+fn delete_prefix(c: &Cluster, cfg: &ObjectConfig) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,boto3,botocore\n\
+             s3=boto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3],\
+             region_name='us-east-1',config=botocore.config.Config(s3={'addressing_style':'path'}))\n\
+             for o in s3.list_objects_v2(Bucket=sys.argv[4],Prefix=sys.argv[5]+'/').get('Contents',[]):\n \
+             s3.delete_object(Bucket=sys.argv[4],Key=o['Key'])",
+            &c.endpoint,
+            ACCESS,
+            SECRET,
+            BUCKET,
+            &cfg.prefix,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn wrong_credentials_give_a_clear_error() {
+    let Some(c) = cluster("wrong_credentials_give_a_clear_error") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = c.config("creds");
+    cfg.secret_access_key = Some("not-the-secret".into());
+    let t0 = Instant::now();
+    let err = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Object { status: Some(403), transient: false, .. }), "{text}");
+    assert!(text.contains("s3://tierseed-test/") && text.contains("/tier") && text.contains("HTTP 403"), "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "a refusal is not retried: {:?}", t0.elapsed());
+    assert!(!dir.path().join("meta").join("db").exists());
+
+    // And through the CLI, with the message on stderr.
+    let url = cfg.url();
+    let out = seed_cmd(c)
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+        .args(["ingest", "--tier", &url, "--meta", dir.path().join("m2").to_str().unwrap(), "Cargo.toml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("HTTP 403"), "{stderr}");
+}
+
+#[test]
+fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
+    let Some(c) = cluster("crash_leftovers_in_the_bucket_are_removed_or_rolled_forward") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = c.config("leftovers");
+    let meta = dir.path().join("meta");
+    drop(ObjectTier::create(&meta, &cfg, small_config()).unwrap());
+    let file = dir.path().join("f.bin");
+    let mut bytes = vec![0u8; 300 << 10];
+    tierseed::synth::Rng::new(5).fill(&mut bytes);
+    std::fs::write(&file, &bytes).unwrap();
+    let ingest = |crash: &str| {
+        seed_cmd(c)
+            .env("TIERSEED_CRASH_AT", crash)
+            .args(["ingest", "--tier", &cfg.url(), "--meta", meta.to_str().unwrap(), file.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // A container PUT but never indexed: open deletes it.
+    let out = ingest("tier.sealed_not_indexed:1");
+    assert!(!out.status.success(), "the crash point was not reached");
+    let t = ObjectTier::open(&meta, &cfg).unwrap();
+    assert!(t.verify().unwrap().is_clean());
+    assert_eq!(t.info().unwrap().files, 0);
+    drop(t);
+    // A namespace change journaled to the bucket, not committed locally:
+    // open rolls it forward, as a recovery from the bucket would.
+    let out = ingest("object.journaled_not_committed:1");
+    assert!(!out.status.success(), "the crash point was not reached");
+    let t = ObjectTier::open(&meta, &cfg).unwrap();
+    let files = t.all_files().unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mut got = Vec::new();
+    t.restore(&files[0].path, &mut got).unwrap();
+    assert_eq!(got, std::fs::read(&file).unwrap());
+    assert!(t.verify().unwrap().is_clean());
+    // And the next namespace commit takes the next journal number.
+    t.ingest_reader("after.txt", 0, &b"after"[..]).unwrap();
+    drop(t);
+    std::fs::remove_dir_all(&meta).unwrap();
+    let (t, r) = ObjectTier::recover(&meta, &cfg).unwrap();
+    assert_eq!(r.files, 2, "{r:?}");
+    assert!(t.verify().unwrap().is_clean());
+}
+
+/// Runs a throttled job to the object tier in a thread, calls `fault` once
+/// Copy is under way, and returns the job's first outcome.
+fn job_under_fault(
+    c: &Cluster,
+    name: &str,
+    fault: impl FnOnce() + Send,
+) -> (tempfile::TempDir, ObjectConfig, BTreeMap<String, Vec<u8>>, Result<Outcome, Error>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 21, 2, 60, 32 << 10);
+    let cfg = c.config(name);
+    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let copied = std::sync::atomic::AtomicU64::new(0);
+    let mut job = Seeder::builder(&src, &cloud, dir.path().join("state"))
+        .selection(Selection::all())
+        .limit_bytes_per_sec(3 << 20)
+        .observer(|e: &tierseed::Event| {
+            if matches!(e, tierseed::Event::ContainerCopied { .. }) {
+                copied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })
+        .build()
+        .unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    let outcome = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if copied.load(std::sync::atomic::Ordering::SeqCst) >= 4 {
+                    fault();
+                    fired.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let r = job.run();
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    });
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "the job ended before the fault was injected");
+    drop(job);
+    drop(cloud);
+    drop(src);
+    (dir, cfg, all, outcome)
+}
+
+#[test]
+fn an_osd_killed_mid_job_and_a_gateway_restarted_mid_job() {
+    let Some(c) = cluster("an_osd_killed_mid_job_and_a_gateway_restarted_mid_job") else { return };
+    let _g = FAULTS.write().unwrap();
+    let dir_s = c.dir.to_str().unwrap().to_string();
+
+    // One OSD of three SIGKILLed: the pools keep min_size 2, the job
+    // completes without an error and every file restores.
+    let (dir, cfg, all, outcome) = job_under_fault(c, "osdkill", || Cluster::ceph(&["kill-osd", &dir_s, "1"]));
+    let outcome = outcome.expect("the job survives one OSD down");
+    assert!(matches!(outcome, Outcome::Completed(_)));
+    let cloud = ObjectTier::open(dir.path().join("meta"), &cfg).unwrap();
+    check_target(&cloud, &all);
+    drop(cloud);
+    Cluster::ceph(&["start-osd", &dir_s, "1"]);
+    c.wait_osds_up();
+
+    // The gateway restarted: the client's retries ride it out, or the job
+    // fails cleanly with a transient error; a resume then completes.
+    let (dir, cfg, all, outcome) = job_under_fault(c, "rgwrestart", || Cluster::ceph(&["restart-rgw", &dir_s]));
+    let src = LocalTier::open(dir.path().join("src")).unwrap();
+    match outcome {
+        Ok(Outcome::Completed(_)) => eprintln!("gateway restart: the job rode it out"),
+        Ok(Outcome::Suspended(p)) => panic!("suspended without being asked: {p:?}"),
+        Err(e) => {
+            eprintln!("gateway restart: the job failed cleanly: {e}");
+            assert!(e.is_transient(), "a gateway restart is a transient failure: {e}");
+            let cloud = ObjectTier::open(dir.path().join("meta"), &cfg).unwrap();
+            let mut job = Seeder::resume(dir.path().join("state"), &src, &cloud).unwrap();
+            run_to_end(&mut job);
+        }
+    }
+    let cloud = ObjectTier::open(dir.path().join("meta"), &cfg).unwrap();
+    check_target(&cloud, &all);
+}
