@@ -77,6 +77,12 @@ CONF
 
 start() {
   local dir=$1 port=${2:-7480} owner=${3:-}
+  # The monitor's ports are fixed: one cluster per machine at a time.
+  if (exec 3<>/dev/tcp/127.0.0.1/3300) 2>/dev/null; then
+    echo "ceph: a monitor already listens on 127.0.0.1:3300; stop that cluster (ceph.sh stop DIR)," \
+      "or point the tests at it with TIERSEED_CEPH_DIR=DIR" >&2
+    exit 1
+  fi
   mkdir -p "$dir"/{run,log,mon,osd,rgw}
   [ -f "$dir/fsid" ] || cat /proc/sys/kernel/random/uuid > "$dir/fsid"
   conf "$dir" "$port"

@@ -77,7 +77,8 @@ enum Cmd {
         /// single file, the file to write.
         #[arg(long)]
         out: PathBuf,
-        /// Files restored in parallel, for a directory (default: all cores).
+        /// Files restored in parallel, for a directory (default: all cores;
+        /// at least 8 from an object tier).
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -584,8 +585,10 @@ fn real_main(cli: Cli) -> Result<i32> {
                     );
                     let bytes = std::sync::atomic::AtomicU64::new(0);
                     let started = Instant::now();
-                    let threads =
-                        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
+                    // An object tier's reads wait on the network, not the
+                    // CPU: more files in flight than cores.
+                    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+                    let threads = threads.unwrap_or(if matches!(t, Opened::Object(_)) { cores.max(8) } else { cores });
                     let stats = t.restore_tree(&path, &out, threads, &|_, n| {
                         let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
                         bar.inc(1);

@@ -51,6 +51,11 @@ const META_PROBE: u64 = 64 << 10;
 /// Headers remembered for segment reads (the caller holds the table, the
 /// store needs the data region's offset); cleared when full.
 const HEADER_CACHE: usize = 1 << 16;
+/// Container tables remembered (containers are immutable, so a table read
+/// once stays true until the container is deleted): a restore of many
+/// small files reads the same few tables over and over, and each read is
+/// a request. About 14 KiB each for a 4 MiB container; cleared when full.
+const TABLE_CACHE: usize = 1024;
 /// Requests in flight when recovery reads many objects.
 const RECOVER_CONCURRENCY: usize = 16;
 
@@ -285,7 +290,7 @@ impl ObjectTier {
         let dbp = meta.join(crate::layout::TIER_DB);
         let bytes = db.get_cf(cf(db, CF_META), KEY_STORE).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| Error::NotATier {
             path: meta.to_path_buf(),
-            reason: "it holds a directory tier, not an object tier's metadata: open it with LocalTier::open".into(),
+            reason: "it holds a directory tier, not an object tier's metadata: name the directory itself as the tier".into(),
         })?;
         let have: StoreRecordV1 =
             decode_record(STORE_MAGIC, STORE_VERSION, &bytes, &|| format!("store record in {}", dbp.display()))?;
@@ -433,6 +438,8 @@ pub(crate) struct S3Store {
     prefix: String,
     /// Data-region offset and length per container, from headers read.
     headers: Mutex<HashMap<u64, (u64, u64)>>,
+    /// Tables read, by container id.
+    tables: Mutex<HashMap<u64, std::sync::Arc<ContainerMeta>>>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -469,8 +476,12 @@ impl S3Store {
         }
         match (&c.access_key_id, &c.secret_access_key) {
             (Some(k), Some(s)) => b = b.with_access_key_id(k).with_secret_access_key(s),
-            (None, None) => {}
-            _ => return Err(bad("give both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither".into())),
+            // Without keys the client would ask an instance-metadata
+            // service over the network for some; tierseed never does.
+            (None, None) => {
+                return Err(bad("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the config's keys)".into()));
+            }
+            _ => return Err(bad("give both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into())),
         }
         let s3 = b.build().map_err(|e| bad(e.to_string()))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -479,7 +490,14 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| bad(format!("cannot start its runtime: {e}")))?;
-        Ok(S3Store { rt, s3, bucket: c.bucket.clone(), prefix: c.prefix.clone(), headers: Mutex::new(HashMap::new()) })
+        Ok(S3Store {
+            rt,
+            s3,
+            bucket: c.bucket.clone(),
+            prefix: c.prefix.clone(),
+            headers: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
+        })
     }
 
     fn key(&self, rest: &str) -> String {
@@ -609,6 +627,11 @@ impl S3Store {
         };
         let meta = container::parse_table(&header, &table, &loc)?;
         self.remember(id, start, header.data_len);
+        let mut t = lock(&self.tables);
+        if t.len() >= TABLE_CACHE {
+            t.clear();
+        }
+        t.insert(id.0, std::sync::Arc::new(meta.clone()));
         Ok(meta)
     }
 
@@ -739,6 +762,9 @@ impl ContainerStore for S3Store {
     }
 
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta> {
+        if let Some(m) = lock(&self.tables).get(&id.0) {
+            return Ok(ContainerMeta::clone(m));
+        }
         let (probe, size) = self.get_with_size(&self.container_key(id), Some(0..META_PROBE)).map_err(|e| self.missing(id, e))?;
         self.parse_meta(id, &probe, size)
     }
@@ -804,6 +830,8 @@ impl ContainerStore for S3Store {
     }
 
     fn delete(&self, id: ContainerId) -> Result<()> {
+        lock(&self.tables).remove(&id.0);
+        lock(&self.headers).remove(&id.0);
         let key = self.container_key(id);
         let path = parse_key(&key)?;
         // A delete of a missing key succeeds on S3.
