@@ -37,6 +37,16 @@ fn main() -> Result<()> {
     };
     let started = Instant::now();
     let mut rows: Vec<Row> = Vec::new();
+    if args.iter().any(|a| a == "--only-cloud") {
+        #[cfg(feature = "s3")]
+        {
+            rows.extend(cloud::rows(&dir, data_mib)?);
+            print_rows(&rows);
+            return Ok(());
+        }
+        #[cfg(not(feature = "s3"))]
+        bail!("--only-cloud needs the s3 feature: cargo run --release --features test-util,s3 --example bench -- --only-cloud");
+    }
     let only_gc = args.iter().any(|a| a == "--only-gc");
     if only_gc {
         rows.extend(gc_rows(&dir, opt("--gc-keys", 10_000_000))?);
@@ -935,4 +945,143 @@ fn gc_rows(dir: &Path, keys: u64) -> Result<Vec<Row>> {
             "PHF + live PHV + expanded bits + the walk's batches".into(),
         ),
     ])
+}
+
+/// Object-tier rows against the raw throughput of the same cluster, same
+/// object size, in the same run. Uses the cluster the `AWS_*` variables
+/// name, or starts one with `.ci/ceph.sh` (stopped when this process ends).
+#[cfg(feature = "s3")]
+mod cloud {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use anyhow::{Result, bail};
+    use futures::StreamExt;
+    use object_store::aws::AmazonS3Builder;
+    use object_store::path::Path as Key;
+    use object_store::{ClientOptions, ObjectStoreExt, PutPayload};
+    use tierseed::{LocalTier, ObjectConfig, ObjectTier, Outcome, Seeder, Selection, TierConfig};
+
+    use super::{Row, make_dataset};
+
+    fn endpoint(dir: &Path) -> Result<String> {
+        if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
+            return Ok(e);
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/ceph.sh");
+        let t = Instant::now();
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .args(["start", dir.join("ceph").to_str().unwrap_or("/tmp/ceph"), "7499", &std::process::id().to_string()])
+            .output()?;
+        if !out.status.success() {
+            bail!("starting Ceph failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        eprintln!("bench: Ceph cluster started in {:.1} s", t.elapsed().as_secs_f64());
+        Ok("http://127.0.0.1:7499".into())
+    }
+
+    fn config(endpoint: &str, prefix: &str) -> ObjectConfig {
+        let mut c = ObjectConfig::new("tierseed-test", prefix);
+        c.endpoint = Some(endpoint.into());
+        c.access_key_id = Some(std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "tierseedkey".into()));
+        c.secret_access_key = Some(std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "tierseedsecret".into()));
+        c
+    }
+
+    fn mib_s(bytes: u64, secs: f64) -> f64 {
+        bytes as f64 / 1_048_576.0 / secs
+    }
+
+    pub(super) fn rows(dir: &Path, data_mib: u64) -> Result<Vec<Row>> {
+        let ep = endpoint(dir)?;
+        let run = format!("bench-{}", std::process::id());
+        let src_dir = dir.join("cloud-src");
+        let files = make_dataset(&src_dir, data_mib << 20)?;
+        let src = LocalTier::open(&src_dir)?;
+        let stored = src.info()?.stored_bytes;
+        eprintln!("bench: {files} files, {} MiB stored, into the cluster at {ep}", stored >> 20);
+
+        // Raw PUTs of the very container bytes, 2 in flight (Copy's two
+        // writers), then raw GETs of them, 1 in flight (Copy's one reader).
+        let blobs: Vec<Vec<u8>> = tierseed::Tier::container_ids(&src)?
+            .into_iter()
+            .map(|id| std::fs::read(src.container_path(id)))
+            .collect::<std::io::Result<_>>()?;
+        let raw_bytes: u64 = blobs.iter().map(|b| b.len() as u64).sum();
+        let cfg = config(&ep, "");
+        let s3 = AmazonS3Builder::new()
+            .with_bucket_name(&cfg.bucket)
+            .with_region("us-east-1")
+            .with_endpoint(&ep)
+            .with_access_key_id(cfg.access_key_id.clone().unwrap_or_default())
+            .with_secret_access_key(cfg.secret_access_key.clone().unwrap_or_default())
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .build()?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        let keys: Vec<Key> = (0..blobs.len()).map(|i| Key::from(format!("{run}-raw/{i:08}"))).collect();
+        let t = Instant::now();
+        rt.block_on(async {
+            futures::stream::iter(keys.iter().zip(&blobs).map(|(k, b)| s3.put(k, PutPayload::from(b.clone()))))
+                .buffer_unordered(2)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+        })?;
+        let put_rate = mib_s(raw_bytes, t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        rt.block_on(async {
+            for k in &keys {
+                s3.get(k).await?.bytes().await?;
+            }
+            Ok::<_, object_store::Error>(())
+        })?;
+        let get_rate = mib_s(raw_bytes, t.elapsed().as_secs_f64());
+        rt.block_on(async {
+            for k in &keys {
+                s3.delete(k).await?;
+            }
+            Ok::<_, object_store::Error>(())
+        })?;
+        drop(blobs);
+
+        // The seed: the whole job, Select to Done, into a new object tier.
+        let cloud_cfg = config(&ep, &format!("{run}-tier"));
+        let cloud = ObjectTier::create(dir.join("cloud-meta"), &cloud_cfg, TierConfig::default())?;
+        let t = Instant::now();
+        let mut job = Seeder::builder(&src, &cloud, dir.join("cloud-state")).selection(Selection::all()).build()?;
+        let Outcome::Completed(r) = job.run()? else { bail!("the seed suspended") };
+        let seed_secs = t.elapsed().as_secs_f64();
+        drop(job);
+        let seed_rate = mib_s(r.counters.bytes_copied, seed_secs);
+
+        // The recall: object tier -> a new local tier.
+        let back = LocalTier::create(dir.join("cloud-back"), TierConfig::default())?;
+        let t = Instant::now();
+        let mut job = Seeder::builder(&cloud, &back, dir.join("cloud-state2")).selection(Selection::all()).build()?;
+        let Outcome::Completed(r2) = job.run()? else { bail!("the recall suspended") };
+        let recall_secs = t.elapsed().as_secs_f64();
+        drop(job);
+        let recall_rate = mib_s(r2.counters.bytes_copied, recall_secs);
+        let ok = back.info()?.files == files;
+        Ok(vec![
+            Row::rate(
+                "seed LocalTier -> object tier (3-replica Ceph), whole job vs raw PUT of the same objects (2 in flight)",
+                seed_rate,
+                put_rate,
+                ">= 0.8x",
+                seed_rate >= 0.8 * put_rate,
+                format!("{} MiB in {seed_secs:.1} s, {} containers", r.counters.bytes_copied >> 20, r.counters.containers_total),
+            ),
+            Row::rate(
+                "recall object tier -> LocalTier, whole job vs raw GET of the same objects (1 in flight)",
+                recall_rate,
+                get_rate,
+                "reported",
+                ok,
+                format!("{} MiB in {recall_secs:.1} s; every file arrived: {ok}", r2.counters.bytes_copied >> 20),
+            ),
+        ])
+    }
 }
