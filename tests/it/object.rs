@@ -8,7 +8,7 @@
 //! `.ci/ceph.sh start DIR PORT` instead of starting one.
 
 use std::collections::BTreeMap;
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{OnceLock, RwLock};
@@ -70,14 +70,23 @@ fn start_cluster() -> Result<Cluster, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    eprintln!("ceph: 3-OSD cluster with radosgw on 127.0.0.1:{port} started in {:.1} s", t0.elapsed().as_secs_f64());
+    let _ = writeln!(
+        std::io::stderr(),
+        "ceph: 3-OSD cluster with radosgw on 127.0.0.1:{port} started in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(Cluster { dir, endpoint: format!("http://127.0.0.1:{port}") })
 }
 
 /// The cluster, or `None` when the tests are explicitly skipped.
 fn cluster(test: &str) -> Option<&'static Cluster> {
     if std::env::var_os("TIERSEED_SKIP_CEPH").is_some() {
-        eprintln!("SKIPPED {test}: TIERSEED_SKIP_CEPH is set, the object-tier test against Ceph did not run");
+        // Straight to stderr, past the test harness's capture, so the
+        // skip shows in every run's output.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: TIERSEED_SKIP_CEPH is set, the object-tier test against Ceph did not run"
+        );
         return None;
     }
     match CLUSTER.get_or_init(start_cluster) {
