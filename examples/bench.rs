@@ -11,14 +11,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use tierseed::bench_api::build_phf;
+use tierseed::bench_api::{build_phf, build_phf_kind};
 use tierseed::synth::{Rng, SynthSource};
-use tierseed::{Event, LocalTier, Outcome, Phase, Seeder, Selection, Tier, TierConfig, VerifyLevel};
+use tierseed::{Event, LocalTier, Outcome, Phase, PhfKind, Seeder, Selection, Tier, TierConfig, VerifyLevel};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("__phf") => return child_phf(args[2].parse()?),
+        Some("__phf") => return child_phf(args[2].parse()?, args.get(3).map_or("boomphf", String::as_str).parse()?),
         Some("__job") => return child_job(&args[2..]),
         Some("__gc") => return child_gc(Path::new(&args[2]), args[3].parse()?),
         _ => {}
@@ -46,6 +46,11 @@ fn main() -> Result<()> {
         }
         #[cfg(not(feature = "s3"))]
         bail!("--only-cloud needs the s3 feature: cargo run --release --features test-util,s3 --example bench -- --only-cloud");
+    }
+    if args.iter().any(|a| a == "--only-phf") {
+        rows.extend(phf_kind_rows(phf_keys)?);
+        print_rows(&rows);
+        return Ok(());
     }
     let only_gc = args.iter().any(|a| a == "--only-gc");
     if only_gc {
@@ -623,10 +628,15 @@ struct PhfRun {
     hwm_kb: u64,
     rss_before_kb: u64,
     phf_bytes: u64,
+    lookups_per_sec: f64,
 }
 
 fn run_phf_child(leaves: u64) -> Result<PhfRun> {
-    let out = Command::new(std::env::current_exe()?).arg("__phf").arg(leaves.to_string()).output()?;
+    run_phf_child_kind(leaves, PhfKind::Boomphf)
+}
+
+fn run_phf_child_kind(leaves: u64, kind: PhfKind) -> Result<PhfRun> {
+    let out = Command::new(std::env::current_exe()?).arg("__phf").arg(leaves.to_string()).arg(kind.to_string()).output()?;
     if !out.status.success() {
         bail!("phf child failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -634,20 +644,83 @@ fn run_phf_child(leaves: u64) -> Result<PhfRun> {
     if v.len() < 5 {
         bail!("phf child printed {:?}", String::from_utf8_lossy(&out.stdout));
     }
-    Ok(PhfRun { keys: v[0] as u64, secs: v[1], hwm_kb: v[2] as u64, rss_before_kb: v[3] as u64, phf_bytes: v[4] as u64 })
+    Ok(PhfRun {
+        keys: v[0] as u64,
+        secs: v[1],
+        hwm_kb: v[2] as u64,
+        rss_before_kb: v[3] as u64,
+        phf_bytes: v[4] as u64,
+        lookups_per_sec: v.get(5).copied().unwrap_or(0.0),
+    })
+}
+
+/// Both PHF kinds side by side at `keys` fingerprints: bits per key
+/// (PHV included), build rate on 2 threads, slot lookups per second.
+fn phf_kind_rows(keys: u64) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut runs = Vec::new();
+    for kind in [PhfKind::Boomphf, PhfKind::Compact] {
+        let r = run_phf_child_kind(keys, kind)?;
+        eprintln!("bench: {kind} PHF over {} keys built in {:.1} s", r.keys, r.secs);
+        runs.push((kind, r));
+    }
+    let m = keys / 1_000_000;
+    for (kind, r) in &runs {
+        let bits = (r.phf_bytes + r.keys / 8) as f64 * 8.0 / r.keys as f64;
+        let (target, met) = if *kind == PhfKind::Compact { ("<= 3.2", bits <= 3.2) } else { ("<= 4.6", bits <= 4.6) };
+        rows.push(Row::plain(
+            &format!("{kind} PHF + PHV bits per fingerprint @ {m}M"),
+            format!("{bits:.2}"),
+            target,
+            met,
+            format!("PHF {:.2} + PHV 1.00 bits", r.phf_bytes as f64 * 8.0 / r.keys as f64),
+        ));
+    }
+    for (kind, r) in &runs {
+        let rate = r.keys as f64 / r.secs;
+        let (target, met) =
+            if *kind == PhfKind::Compact { (">= 3 M keys/s", rate >= 3e6) } else { (">= 5 M keys/s", rate >= 5e6) };
+        let peak = r.hwm_kb.saturating_sub(r.rss_before_kb) << 10;
+        rows.push(Row::plain(
+            &format!("{kind} PHF build @ {m}M keys, 2 threads"),
+            format!("{:.2} M keys/s", rate / 1e6),
+            target,
+            met,
+            format!("{:.1} s, build peak RSS {} MiB", r.secs, peak >> 20),
+        ));
+    }
+    for (kind, r) in &runs {
+        rows.push(Row::plain(
+            &format!("{kind} PHF slot lookups @ {m}M keys, 1 thread"),
+            format!("{:.1} M lookups/s", r.lookups_per_sec / 1e6),
+            "reported",
+            true,
+            "10M member fingerprints, in index order".into(),
+        ));
+    }
+    Ok(rows)
 }
 
 /// Child: build the PHF over a synthetic index; print keys, seconds, peak
 /// RSS, RSS before the build (KiB), and the PHF's in-memory bytes.
-fn child_phf(leaves: u64) -> Result<()> {
+fn child_phf(leaves: u64, kind: PhfKind) -> Result<()> {
     let source = SynthSource::new(leaves, 256, 4096, 1024);
     let before = vm_kb("VmRSS");
     // Reset the high-water mark so it measures the build alone.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let t = Instant::now();
-    let phf = build_phf(&source, 1.7, 2)?;
+    let phf = if kind == PhfKind::Boomphf { build_phf(&source, 1.7, 2)? } else { build_phf_kind(&source, kind, 2)? };
     let secs = t.elapsed().as_secs_f64();
-    println!("{} {secs} {} {before} {}", phf.keys(), vm_kb("VmHWM"), phf.memory_bytes());
+    let hwm = vm_kb("VmHWM");
+    let probes: Vec<tierseed::Fingerprint> = (0..leaves.min(10_000_000)).map(SynthSource::data_fp).collect();
+    let t = Instant::now();
+    let mut sum = 0u64;
+    for fp in &probes {
+        sum = sum.wrapping_add(phf.slot(fp).unwrap_or(0));
+    }
+    let lookups = probes.len() as f64 / t.elapsed().as_secs_f64();
+    std::hint::black_box(sum);
+    println!("{} {secs} {hwm} {before} {} {lookups}", phf.keys(), phf.memory_bytes());
     Ok(())
 }
 

@@ -16,7 +16,12 @@ pub struct PhfHandle(Phf);
 
 /// Builds the PHF over every fingerprint of `source`, streaming its index.
 pub fn build_phf(source: &dyn SourceTier, gamma: f64, threads: usize) -> Result<PhfHandle> {
-    Phf::build(source, &|_| true, gamma, threads).map(PhfHandle)
+    Phf::build(source, &|_| true, crate::PhfKind::Boomphf, gamma, threads).map(PhfHandle)
+}
+
+/// Builds a PHF of the given kind over every fingerprint of `source`.
+pub fn build_phf_kind(source: &dyn SourceTier, kind: crate::PhfKind, threads: usize) -> Result<PhfHandle> {
+    Phf::build(source, &|_| true, kind, 1.7, threads).map(PhfHandle)
 }
 
 impl PhfHandle {
@@ -31,6 +36,9 @@ impl PhfHandle {
     /// Bytes the function occupies in memory: its arrays at their native
     /// width (counted by serializing through a byte counter).
     pub fn memory_bytes(&self) -> u64 {
+        if let Some(b) = self.0.compact_bytes() {
+            return b;
+        }
         let mut c = Counter(0);
         let _ = self.0.serialize_inner(&mut c);
         c.0

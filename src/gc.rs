@@ -88,7 +88,7 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
     let _exclusive = tier.gc_gate()?;
     let files = tier.all_files()?;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let phf = Phf::build(tier, &|_| true, 1.7, threads)?;
+    let phf = Phf::build(tier, &|_| true, crate::PhfKind::Boomphf, 1.7, threads)?;
     let mut live = Phv::zeroed(phf.keys);
     // A tree that reaches a segment the index lacks is a corrupt tier:
     // marking fails and nothing is reclaimed.

@@ -85,7 +85,7 @@ pub use crate::crashpoint::CRASH_POINTS;
 #[cfg(feature = "crash-points")]
 pub use crate::crashpoint::trace;
 pub use crate::engine::{
-    Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder,
+    Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, PhfKind, Progress, Report, Seeder, SeederBuilder,
     SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, ThrottleHandle, VerifyLevel,
 };
 pub use crate::error::{Error, Result};

@@ -35,6 +35,9 @@ const K_MARK_SUM: &[u8] = b"marksum";
 const K_TARGET: &[u8] = b"target";
 const K_OPTIONS: &[u8] = b"options";
 const K_ORIGIN: &[u8] = b"origin";
+/// The PHF kind's code, written only for a kind other than boomphf (a
+/// context without it, every earlier one included, is a boomphf job).
+const K_PHF_KIND: &[u8] = b"phfkind";
 const K_GATE: &str = "gate/";
 /// Selected files are stored in chunks of this many entries.
 pub(crate) const FILES_PER_CHUNK: usize = 1024;
@@ -48,6 +51,9 @@ pub(crate) struct JobRecord {
     pub(crate) selection: Selection,
     pub(crate) mode: Mode,
     pub(crate) gamma: f64,
+    /// Which PHF the job builds (persisted apart from [`JobV1`], under
+    /// `phfkind`, so version 1 job records stay as they were).
+    pub(crate) phf: crate::PhfKind,
     /// Reference time for `older_than`, fixed at creation so that a
     /// re-run of Select selects the same files.
     pub(crate) created: i64,
@@ -88,6 +94,7 @@ impl JobV1 {
             selection: self.selection.into(),
             mode: mode_from_code(self.mode, what)?,
             gamma: self.gamma,
+            phf: crate::PhfKind::Boomphf,
             created: self.created,
         })
     }
@@ -338,6 +345,9 @@ impl Commit {
     }
     pub(crate) fn job(&mut self, j: &JobRecord) -> &mut Self {
         self.batch.put(K_JOB, encode_record(CTX_MAGIC, CTX_VERSION, &JobV1::from(j)));
+        if j.phf != crate::PhfKind::Boomphf {
+            self.batch.put(K_PHF_KIND, encode_record(CTX_MAGIC, CTX_VERSION, &j.phf.code()));
+        }
         self
     }
     pub(crate) fn snapshot(&mut self, s: &[ContainerId]) -> &mut Self {
@@ -587,7 +597,14 @@ impl Reader<'_> {
     }
 
     pub(crate) fn job(&self) -> Result<Option<JobRecord>> {
-        self.get::<JobV1>(K_JOB)?.map(|j| j.into_record(&|| self.what(K_JOB))).transpose()
+        let Some(mut job) = self.get::<JobV1>(K_JOB)?.map(|j| j.into_record(&|| self.what(K_JOB))).transpose()? else {
+            return Ok(None);
+        };
+        if let Some(code) = self.get::<u8>(K_PHF_KIND)? {
+            job.phf = crate::PhfKind::from_code(code)
+                .ok_or_else(|| Error::corrupt_record(self.what(K_PHF_KIND), format!("unknown PHF kind {code}")))?;
+        }
+        Ok(Some(job))
     }
     pub(crate) fn progress(&self) -> Result<ProgressRecord> {
         self.get_v2::<ProgressRecord, ProgressV1, ProgressV2>(K_PROGRESS)?.ok_or_else(|| self.missing(K_PROGRESS))

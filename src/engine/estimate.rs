@@ -49,7 +49,7 @@ impl Seeder<'_> {
         let snapshot = source.container_ids()?;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
         let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let phf = Phf::build(source, &in_snapshot, 1.7, threads)?;
+        let phf = Phf::build(source, &in_snapshot, crate::PhfKind::Boomphf, 1.7, threads)?;
         let mut wanted = Phv::zeroed(phf.keys);
         let mut kept = Phv::zeroed(phf.keys);
         let segments = mark(source, &phf, &in_snapshot, &selected, &mut wanted, &mut |_| {})?.distinct;

@@ -21,6 +21,7 @@ use crate::selection::Selection;
 use crate::tier::{SourceTier, TargetTier};
 
 use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
+pub use phf::PhfKind;
 
 pub use estimate::Estimate;
 pub use verify::VerifyLevel;
@@ -377,6 +378,7 @@ pub struct SeederBuilder<'a> {
     mode: Mode,
     threads: usize,
     gamma: f64,
+    phf: PhfKind,
     verify: VerifyLevel,
     limit: u64,
     origin: Option<String>,
@@ -433,7 +435,15 @@ impl<'a> SeederBuilder<'a> {
         self.origin = Some(origin.into());
         self
     }
-    /// PHF gamma (default 1.7; 1.05 to 5.0).
+    /// Which PHF to build over the source index (default
+    /// [`PhfKind::Boomphf`]; [`PhfKind::Compact`] takes about two thirds
+    /// of the memory and builds several times slower). Recorded in the job.
+    #[must_use]
+    pub fn phf(mut self, kind: PhfKind) -> Self {
+        self.phf = kind;
+        self
+    }
+    /// PHF gamma for boomphf (default 1.7; 1.05 to 5.0).
     #[must_use]
     pub fn gamma(mut self, g: f64) -> Self {
         self.gamma = g;
@@ -461,6 +471,7 @@ impl<'a> SeederBuilder<'a> {
             selection: self.selection,
             mode: self.mode,
             gamma: self.gamma,
+            phf: self.phf,
             created: now_secs(),
         };
         let options = OptionsRecord { verify: self.verify.code() };
@@ -527,6 +538,7 @@ impl<'a> Seeder<'a> {
             mode: Mode::Copy,
             threads: default_threads(),
             gamma: 1.7,
+            phf: PhfKind::Boomphf,
             verify: VerifyLevel::default(),
             limit: 0,
             origin: None,

@@ -6,29 +6,116 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use boomphf::Mphf;
+use ph::fmph::keyset::CachedKeySet;
+use ph::fmph::{GOBuildConf, GOConf, GOFunction, TwoToPowerBitsStatic};
+use ph::seedable_hash::BuildWyHash;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{decode_record, encode_record, write_durable};
+use crate::durable::{encode_record, write_durable};
 use crate::error::{Error, Result};
 use crate::fingerprint::PhfKey;
 use crate::tier::SourceTier;
 use crate::{ContainerId, Fingerprint};
 
 const PHF_MAGIC: &[u8; 4] = b"TSPH";
-const PHF_VERSION: u16 = 1;
+/// Version 1 blobs hold a boomphf function (and are still what a boomphf
+/// job writes); version 2 blobs say which kind they hold.
+const PHF_VERSION: u16 = 2;
+/// The `ph` release and function a compact blob was built with (pinned in
+/// Cargo.toml, like boomphf): group-optimized FMPH, 4-bit seeds, 16-bit
+/// groups, wyhash of the 16-byte key.
+pub(crate) const COMPACT_FUNCTION: &str = "ph 0.11.0 GOFunction bps4 bpg16 wyhash";
+/// Keys the compact build keeps in memory once that few remain to place
+/// (16 MiB); until then each level re-reads them from the tier.
+const COMPACT_CACHE_KEYS: usize = 1 << 20;
 /// The boomphf release the blob was built with (pinned in Cargo.toml). A
 /// blob from another release is refused rather than trusted.
 pub(crate) const BOOMPHF_VERSION: &str = "0.6.0";
 /// Fingerprints fetched from the tier per page while building.
 const PAGE: usize = 1 << 16;
 
+/// Which minimal perfect hash function a job builds over the source index.
+/// Both give one slot per fingerprint; they differ in memory and build time
+/// (BENCHMARKS.md has the measured figures).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PhfKind {
+    /// boomphf (the default): about 3.4 bits per fingerprint, fast to build.
+    #[default]
+    Boomphf,
+    /// The `ph` crate's group-optimized fingerprinting MPHF: about 2.2
+    /// bits per fingerprint, several times slower to build.
+    Compact,
+}
+
+impl PhfKind {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            PhfKind::Boomphf => 0,
+            PhfKind::Compact => 1,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<PhfKind> {
+        match code {
+            0 => Some(PhfKind::Boomphf),
+            1 => Some(PhfKind::Compact),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for PhfKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PhfKind::Boomphf => "boomphf",
+            PhfKind::Compact => "compact",
+        })
+    }
+}
+
+impl std::str::FromStr for PhfKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<PhfKind> {
+        match s {
+            "boomphf" => Ok(PhfKind::Boomphf),
+            "compact" => Ok(PhfKind::Compact),
+            _ => Err(Error::InvalidConfig(format!("PHF kind {s:?}: expected boomphf or compact"))),
+        }
+    }
+}
+
+type CompactFn = GOFunction<TwoToPowerBitsStatic<4>, TwoToPowerBitsStatic<2>, BuildWyHash>;
+
+fn compact_conf() -> GOConf<TwoToPowerBitsStatic<4>, TwoToPowerBitsStatic<2>, BuildWyHash> {
+    GOConf::hash_bps_bpg(BuildWyHash, TwoToPowerBitsStatic::<2>, TwoToPowerBitsStatic::<4>)
+}
+
+enum Func {
+    Boom(Mphf<PhfKey>),
+    Compact(CompactFn),
+}
+
 /// The PHF plus what it was built over.
 pub(crate) struct Phf {
-    mphf: Mphf<PhfKey>,
+    func: Func,
     /// Number of keys, which is also the number of slots.
     pub(crate) keys: u64,
 }
 
+/// A compact PHF's blob (version 2 of the PHF blob).
+#[derive(Serialize, Deserialize)]
+struct PhfBlobV2 {
+    /// [`PhfKind::code`].
+    kind: u8,
+    /// [`COMPACT_FUNCTION`] for a compact blob.
+    function: String,
+    keys: u64,
+    /// The function as its library writes it.
+    bytes: Vec<u8>,
+}
+
+/// A boomphf PHF's blob (version 1, still written for boomphf jobs).
 #[derive(Serialize, Deserialize)]
 struct PhfBlob {
     boomphf_version: String,
@@ -42,7 +129,20 @@ impl Phf {
     /// non-member the answer is arbitrary (or `None`): callers confirm
     /// membership through the source index before trusting a slot.
     pub(crate) fn slot(&self, fp: &Fingerprint) -> Option<u64> {
-        self.mphf.try_hash(&fp.phf_key()).filter(|s| *s < self.keys)
+        let key = fp.phf_key();
+        match &self.func {
+            Func::Boom(m) => m.try_hash(&key),
+            Func::Compact(f) => f.get(&key),
+        }
+        .filter(|s| *s < self.keys)
+    }
+
+    /// Which kind of function this is.
+    pub(crate) fn kind(&self) -> PhfKind {
+        match self.func {
+            Func::Boom(_) => PhfKind::Boomphf,
+            Func::Compact(_) => PhfKind::Compact,
+        }
     }
 
     /// Builds the PHF over every fingerprint of `source`'s index that lives
@@ -51,6 +151,7 @@ impl Phf {
     pub(crate) fn build(
         source: &dyn SourceTier,
         in_snapshot: &(dyn Fn(ContainerId) -> bool + Sync),
+        kind: PhfKind,
         gamma: f64,
         threads: usize,
     ) -> Result<Phf> {
@@ -62,9 +163,12 @@ impl Phf {
             Ok(())
         })?;
         if keys == 0 {
-            return Ok(Phf { mphf: Mphf::new(gamma, &[]), keys: 0 });
+            return Ok(Phf { func: Func::Boom(Mphf::new(gamma, &[])), keys: 0 });
         }
         let stream = KeyStream { source, in_snapshot, keys, failure: Mutex::new(None) };
+        if kind == PhfKind::Compact {
+            return Self::build_compact(&stream, threads);
+        }
         // The stream never makes boomphf panic (see `KeyStream`); anything
         // else that does (its own assertions) is caught and reported as a
         // failed build rather than unwinding into the caller.
@@ -74,17 +178,53 @@ impl Phf {
         let failure = stream.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
         match (built, failure) {
             (_, Some(e)) => Err(e),
-            (Ok(mphf), None) => Ok(Phf { mphf, keys }),
+            (Ok(mphf), None) => Ok(Phf { func: Func::Boom(mphf), keys }),
             (Err(_), None) => Err(Error::PhfBuild {
                 reason: "boomphf failed: the source index holds colliding 16-byte fingerprint prefixes".into(),
             }),
         }
     }
 
-    /// Writes the blob durably to `path`.
+    /// The compact build: the key stream re-read from the tier for each
+    /// level until few enough keys remain to cache, on a pool of `threads`.
+    fn build_compact(stream: &KeyStream<'_>, threads: usize) -> Result<Phf> {
+        let keys = stream.keys;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("tierseed-phf-{i}"))
+            .build()
+            .map_err(|e| Error::ThreadPool { threads: threads.max(1), source: e })?;
+        let built = catch_unwind(AssertUnwindSafe(|| {
+            pool.install(|| {
+                let set = CachedKeySet::dynamic_with_len(|| stream.into_iter().flatten(), keys as usize, COMPACT_CACHE_KEYS);
+                CompactFn::with_conf(set, GOBuildConf::with_mt(compact_conf(), threads > 1))
+            })
+        }));
+        let failure = stream.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        match (built, failure) {
+            (_, Some(e)) => Err(e),
+            (Ok(f), None) => Ok(Phf { func: Func::Compact(f), keys }),
+            (Err(_), None) => Err(Error::PhfBuild { reason: "the compact PHF build failed inside the ph crate".into() }),
+        }
+    }
+
+    /// Writes the blob durably to `path`: version 1 for boomphf (the
+    /// format every earlier job wrote), version 2 for a compact function.
     pub(crate) fn persist(&self, path: &Path, gamma: f64) -> Result<()> {
-        let blob = PhfBlob { boomphf_version: BOOMPHF_VERSION.into(), gamma, keys: self.keys, mphf: self.mphf.clone() };
-        write_durable(path, &encode_record(PHF_MAGIC, PHF_VERSION, &blob), false)
+        let bytes = match &self.func {
+            Func::Boom(m) => {
+                let blob = PhfBlob { boomphf_version: BOOMPHF_VERSION.into(), gamma, keys: self.keys, mphf: m.clone() };
+                encode_record(PHF_MAGIC, 1, &blob)
+            }
+            Func::Compact(f) => {
+                let mut out = Vec::with_capacity(f.write_bytes());
+                f.write(&mut out).map_err(|e| Error::io(path, e))?;
+                let blob =
+                    PhfBlobV2 { kind: PhfKind::Compact.code(), function: COMPACT_FUNCTION.into(), keys: self.keys, bytes: out };
+                encode_record(PHF_MAGIC, PHF_VERSION, &blob)
+            }
+        };
+        write_durable(path, &bytes, false)
     }
 
     /// Loads and checks a blob written by [`persist`](Self::persist).
@@ -96,13 +236,29 @@ impl Phf {
     /// Serializes the function alone (for measuring its size).
     #[cfg(feature = "test-util")]
     pub(crate) fn serialize_inner<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        serde::Serialize::serialize(&self.mphf, s)
+        match &self.func {
+            Func::Boom(m) => serde::Serialize::serialize(m, s),
+            Func::Compact(_) => s.serialize_unit(),
+        }
+    }
+
+    /// A compact function's size in bytes (its own writer's count, which
+    /// is its in-memory arrays); `None` for boomphf.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn compact_bytes(&self) -> Option<u64> {
+        match &self.func {
+            Func::Boom(_) => None,
+            Func::Compact(f) => Some(f.write_bytes() as u64),
+        }
     }
 
     /// Checks and decodes blob bytes.
     pub(crate) fn decode(bytes: &[u8], name: &str, expected_keys: u64) -> Result<Phf> {
         let what = || format!("PHF blob {name}");
-        let blob: PhfBlob = decode_record(PHF_MAGIC, PHF_VERSION, bytes, &what)?;
+        let blob = match crate::durable::decode_versioned::<PhfBlobV2, PhfBlob>(PHF_MAGIC, PHF_VERSION, bytes, &what)? {
+            crate::durable::Versioned::V1(b) => b,
+            crate::durable::Versioned::Current(b) => return Self::decode_v2(b, &what, expected_keys),
+        };
         if blob.boomphf_version != BOOMPHF_VERSION {
             return Err(Error::corrupt_record(
                 what(),
@@ -112,7 +268,27 @@ impl Phf {
         if blob.keys != expected_keys {
             return Err(Error::corrupt_record(what(), format!("{} keys, the job context says {expected_keys}", blob.keys)));
         }
-        Ok(Phf { mphf: blob.mphf, keys: blob.keys })
+        Ok(Phf { func: Func::Boom(blob.mphf), keys: blob.keys })
+    }
+
+    fn decode_v2(blob: PhfBlobV2, what: &dyn Fn() -> String, expected_keys: u64) -> Result<Phf> {
+        if PhfKind::from_code(blob.kind) != Some(PhfKind::Compact) {
+            return Err(Error::corrupt_record(what(), format!("unknown PHF kind {}", blob.kind)));
+        }
+        if blob.function != COMPACT_FUNCTION {
+            return Err(Error::corrupt_record(
+                what(),
+                format!("built as {:?}, this build uses {COMPACT_FUNCTION:?}", blob.function),
+            ));
+        }
+        if blob.keys != expected_keys {
+            return Err(Error::corrupt_record(what(), format!("{} keys, the job context says {expected_keys}", blob.keys)));
+        }
+        // The envelope's checksum held, so the bytes are what was written;
+        // the library's reader still checks its own lengths.
+        let f = CompactFn::read_with_hasher(&mut &blob.bytes[..], BuildWyHash)
+            .map_err(|e| Error::corrupt_record(what(), format!("compact function does not decode: {e}")))?;
+        Ok(Phf { func: Func::Compact(f), keys: blob.keys })
     }
 }
 

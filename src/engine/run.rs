@@ -198,7 +198,14 @@ impl Seeder<'_> {
     fn need_phf(&self, st: &mut State) -> Result<()> {
         if st.phf.is_none() {
             let r = self.ctx.reader().phf()?;
-            st.phf = Some(Phf::load(&self.ctx.dir().join(&r.file), r.keys)?);
+            let phf = Phf::load(&self.ctx.dir().join(&r.file), r.keys)?;
+            if phf.kind() != self.job.phf {
+                return Err(Error::corrupt_record(
+                    format!("PHF blob {}", self.ctx.dir().join(&r.file).display()),
+                    format!("holds a {} function, the job builds {}", phf.kind(), self.job.phf),
+                ));
+            }
+            st.phf = Some(phf);
         }
         Ok(())
     }
@@ -239,7 +246,7 @@ impl Seeder<'_> {
         self.need_snapshot(st)?;
         let snapshot = &st.snapshot;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
-        let phf = Phf::build(self.source, &in_snapshot, self.job.gamma, self.threads)?;
+        let phf = Phf::build(self.source, &in_snapshot, self.job.phf, self.job.gamma, self.threads)?;
         let file = crate::layout::phf_file(&self.job_id());
         phf.persist(&self.ctx.dir().join(&file), self.job.gamma)?;
         let mut c = Commit::default();

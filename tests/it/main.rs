@@ -9,6 +9,7 @@ mod faults;
 mod fixtures;
 mod gc;
 mod object;
+mod phf;
 mod tier;
 
 use std::collections::BTreeMap;
