@@ -28,6 +28,10 @@ pub(crate) const COMPACT_FUNCTION: &str = "ph 0.11.0 GOFunction bps4 bpg16 wyhas
 /// Keys the compact build keeps in memory once that few remain to place
 /// (16 MiB); until then each level re-reads them from the tier.
 const COMPACT_CACHE_KEYS: usize = 1 << 20;
+/// Levels with fewer keys than this cache their keys' hashes (8 bytes
+/// each, so at most 64 MiB). The library's default, 128M, would hold 800
+/// MiB at 100M keys: more than the function saves over boomphf.
+const COMPACT_HASH_CACHE_KEYS: usize = 8 << 20;
 /// The boomphf release the blob was built with (pinned in Cargo.toml). A
 /// blob from another release is refused rather than trusted.
 pub(crate) const BOOMPHF_VERSION: &str = "0.6.0";
@@ -197,7 +201,10 @@ impl Phf {
         let built = catch_unwind(AssertUnwindSafe(|| {
             pool.install(|| {
                 let set = CachedKeySet::dynamic_with_len(|| stream.into_iter().flatten(), keys as usize, COMPACT_CACHE_KEYS);
-                CompactFn::with_conf(set, GOBuildConf::with_mt(compact_conf(), threads > 1))
+                CompactFn::with_conf(
+                    set,
+                    GOBuildConf::with_lsize_ct_mt(compact_conf(), 100, COMPACT_HASH_CACHE_KEYS, threads > 1),
+                )
             })
         }));
         let failure = stream.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
