@@ -10,6 +10,7 @@
 //! mode = "move"
 //! verify = "full"
 //! limit_mib_per_sec = 200.0
+//! phf = "compact"        # optional: boomphf (default) or compact
 //!
 //! [selection]
 //! prefix = ["projects"]
@@ -49,6 +50,30 @@ pub struct JobSpec {
     /// Worker threads (default: all cores).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// `"boomphf"` (default) or `"compact"`: the PHF built over the source
+    /// index.
+    #[serde(default)]
+    pub phf: PhfSpec,
+}
+
+/// A PHF kind, as spelt in a job file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PhfSpec {
+    /// boomphf.
+    #[default]
+    Boomphf,
+    /// The compact function.
+    Compact,
+}
+
+impl From<PhfSpec> for crate::PhfKind {
+    fn from(p: PhfSpec) -> Self {
+        match p {
+            PhfSpec::Boomphf => crate::PhfKind::Boomphf,
+            PhfSpec::Compact => crate::PhfKind::Compact,
+        }
+    }
 }
 
 /// The selection part of a [`JobSpec`], as in the CLI's flags.

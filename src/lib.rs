@@ -92,7 +92,7 @@ pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};
 pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
 pub use crate::gc::{GcOptions, GcReport};
-pub use crate::jobspec::{JobSpec, ModeSpec, SelectionSpec, VerifySpec, parse_age};
+pub use crate::jobspec::{JobSpec, ModeSpec, PhfSpec, SelectionSpec, VerifySpec, parse_age};
 pub use crate::local::{
     Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };

@@ -148,7 +148,7 @@ enum Cmd {
         verify: tierseed::VerifyLevel,
         /// The perfect hash function over the source index: `boomphf`
         /// (about 3.4 bits per fingerprint) or `compact` (about 2.2 bits,
-        /// several times slower to build).
+        /// several times slower to build). With --job, the file's `phf`.
         #[arg(long, default_value = "boomphf")]
         phf: tierseed::PhfKind,
         #[command(flatten)]
@@ -696,9 +696,18 @@ fn real_main(cli: Cli) -> Result<i32> {
             if r.spec.is_some() && (flags || sel.older_than.is_some() || move_mode || limit.is_some() || threads.is_some()) {
                 bail!("with --job, the job file holds the selection, mode, limit and threads: give them there, not as flags");
             }
-            let (selection, mode, verify, limit, threads) = match &r.spec {
-                Some(spec) => (spec.selection()?, spec.mode(), spec.verify_level(), spec.limit_bytes_per_sec(), spec.threads),
-                None => (sel.selection()?, if move_mode { Mode::Move } else { Mode::Copy }, verify, mib_per_sec(limit)?, threads),
+            let (selection, mode, verify, limit, threads, phf) = match &r.spec {
+                Some(spec) => (
+                    spec.selection()?,
+                    spec.mode(),
+                    spec.verify_level(),
+                    spec.limit_bytes_per_sec(),
+                    spec.threads,
+                    tierseed::PhfKind::from(spec.phf),
+                ),
+                None => {
+                    (sel.selection()?, if move_mode { Mode::Move } else { Mode::Copy }, verify, mib_per_sec(limit)?, threads, phf)
+                }
             };
             Seeder::ensure_idle(&r.state)?;
             let m = metas_for(&[&r.from, &r.to], &metas)?;

@@ -187,6 +187,17 @@ fn every_example_job_file_checks_and_runs() {
         assert!(run(&["check"]).contains(": ok;"));
         run(&["run"]);
         let spec = tierseed::JobSpec::load(&file).unwrap();
+        // The PHF the file asks for is the one built: a compact blob is
+        // version 2 of the envelope, a boomphf one version 1.
+        let state = dir.path().join(&spec.state);
+        let blob = std::fs::read_dir(&state)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".bin"))
+            .expect("a PHF blob");
+        let version = u16::from_le_bytes(std::fs::read(&blob).unwrap()[4..6].try_into().unwrap());
+        let want = if spec.phf == tierseed::PhfSpec::Compact { 2 } else { 1 };
+        assert_eq!(version, want, "{}: PHF blob version", file.display());
         let dst = LocalTier::open(dir.path().join(&spec.targets[0])).unwrap();
         let ns = crate::namespace(&dst);
         assert!(!ns.is_empty(), "{}: nothing seeded", file.display());
