@@ -51,11 +51,6 @@ const META_PROBE: u64 = 64 << 10;
 /// Headers remembered for segment reads (the caller holds the table, the
 /// store needs the data region's offset); cleared when full.
 const HEADER_CACHE: usize = 1 << 16;
-/// Container tables remembered (containers are immutable, so a table read
-/// once stays true until the container is deleted): a restore of many
-/// small files reads the same few tables over and over, and each read is
-/// a request. About 14 KiB each for a 4 MiB container; cleared when full.
-const TABLE_CACHE: usize = 1024;
 /// Requests in flight when recovery reads many objects.
 const RECOVER_CONCURRENCY: usize = 16;
 
@@ -438,8 +433,6 @@ pub(crate) struct S3Store {
     prefix: String,
     /// Data-region offset and length per container, from headers read.
     headers: Mutex<HashMap<u64, (u64, u64)>>,
-    /// Tables read, by container id.
-    tables: Mutex<HashMap<u64, std::sync::Arc<ContainerMeta>>>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -490,14 +483,7 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| bad(format!("cannot start its runtime: {e}")))?;
-        Ok(S3Store {
-            rt,
-            s3,
-            bucket: c.bucket.clone(),
-            prefix: c.prefix.clone(),
-            headers: Mutex::new(HashMap::new()),
-            tables: Mutex::new(HashMap::new()),
-        })
+        Ok(S3Store { rt, s3, bucket: c.bucket.clone(), prefix: c.prefix.clone(), headers: Mutex::new(HashMap::new()) })
     }
 
     fn key(&self, rest: &str) -> String {
@@ -627,11 +613,6 @@ impl S3Store {
         };
         let meta = container::parse_table(&header, &table, &loc)?;
         self.remember(id, start, header.data_len);
-        let mut t = lock(&self.tables);
-        if t.len() >= TABLE_CACHE {
-            t.clear();
-        }
-        t.insert(id.0, std::sync::Arc::new(meta.clone()));
         Ok(meta)
     }
 
@@ -762,9 +743,10 @@ impl ContainerStore for S3Store {
     }
 
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta> {
-        if let Some(m) = lock(&self.tables).get(&id.0) {
-            return Ok(ContainerMeta::clone(m));
-        }
+        // Always from the store, never from a cache: Copy's check that an
+        // indexed target container still exists, and Verify at the
+        // metadata level, rest on this read (the bug "a bucket that lost a
+        // container passed Verify from a cached table").
         let (probe, size) = self.get_with_size(&self.container_key(id), Some(0..META_PROBE)).map_err(|e| self.missing(id, e))?;
         self.parse_meta(id, &probe, size)
     }
@@ -830,7 +812,6 @@ impl ContainerStore for S3Store {
     }
 
     fn delete(&self, id: ContainerId) -> Result<()> {
-        lock(&self.tables).remove(&id.0);
         lock(&self.headers).remove(&id.0);
         let key = self.container_key(id);
         let path = parse_key(&key)?;

@@ -584,3 +584,104 @@ fn crash_points_while_seeding_into_the_object_tier_then_resume() {
     let _ = writeln!(std::io::stderr(), "object tier: {crashes} crashes at crash points, each resumed to a complete target");
     assert!(crashes >= 20, "only {crashes} crashes");
 }
+
+/// Deletes one object of the tier's bucket with the test's own client.
+fn delete_object(c: &Cluster, key: &str) {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys,boto3,botocore\n\
+             s3=boto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3],\
+             region_name='us-east-1',config=botocore.config.Config(s3={'addressing_style':'path'}))\n\
+             s3.delete_object(Bucket=sys.argv[4],Key=sys.argv[5])",
+            &c.endpoint,
+            ACCESS,
+            SECRET,
+            BUCKET,
+            key,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_bucket_that_lost_containers_is_caught_and_healed_by_the_next_job() {
+    let Some(c) = cluster("a_bucket_that_lost_containers_is_caught_and_healed_by_the_next_job") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 51, 2, 30, 20 << 10);
+    let cfg = c.config("lost");
+    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let first = prefixed(&all, &["gen-000/"]);
+    run_to_end(
+        &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
+    // The store loses a data and a meta container behind the tier's back.
+    let kinds: Vec<(tierseed::ContainerId, tierseed::ContainerKind)> =
+        Tier::container_ids(&cloud).unwrap().into_iter().map(|id| (id, cloud.read_metadata(id).unwrap().kind)).collect();
+    let mut lost = Vec::new();
+    for kind in [tierseed::ContainerKind::Data, tierseed::ContainerKind::Meta] {
+        let id = kinds.iter().find(|(_, k)| *k == kind).unwrap().0;
+        let url = cloud.container_path(id).to_string_lossy().into_owned();
+        let key = url.strip_prefix(&format!("s3://{BUCKET}/")).unwrap().to_string();
+        delete_object(c, &key);
+        lost.push(id);
+    }
+    // The scrub names them.
+    let report = cloud.verify().unwrap();
+    assert!(!report.is_clean());
+    for id in &lost {
+        assert!(report.problems.iter().any(|p| p.contains(&id.to_string())), "{id} not named: {:?}", report.problems);
+    }
+    // The next job copies their segments again, and everything restores.
+    let sel = Selection::new().prefix("gen-000").prefix("gen-001");
+    run_to_end(&mut Seeder::builder(&src, &cloud, dir.path().join("s2")).selection(sel).build().unwrap());
+    for (p, b) in &all {
+        let mut out = Vec::new();
+        cloud.restore(p, &mut out).unwrap_or_else(|e| panic!("restore {p}: {e}"));
+        assert!(out == *b, "{p}");
+    }
+    assert!(first.keys().all(|p| all.contains_key(p)));
+}
+
+#[test]
+fn write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes() {
+    use tierseed::{Fault, FaultKind, FaultyTier};
+    let Some(c) = cluster("write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 52, 2, 24, 16 << 10);
+    let mut injected = 0;
+    for (kind, after_effect) in [
+        (FaultKind::WriteContainer, false),
+        (FaultKind::WriteContainer, true),
+        (FaultKind::UpsertFiles, false),
+        (FaultKind::UpsertFiles, true),
+    ] {
+        // 48 files: one namespace batch, several containers.
+        let calls: &[u64] = if kind == FaultKind::UpsertFiles { &[1] } else { &[1, 3] };
+        for &n in calls {
+            let cfg = c.config("wfault");
+            let meta = dir.path().join(format!("m-{injected}"));
+            let st = dir.path().join(format!("s-{injected}"));
+            {
+                let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+                let fault = if after_effect { Fault::fail_after_effect(kind, n) } else { Fault::fail(kind, n) };
+                let faulty = FaultyTier::new(&cloud, vec![fault]);
+                let mut job = Seeder::builder(&src, &faulty, &st).selection(Selection::all()).build().unwrap();
+                match job.run() {
+                    Err(e) => assert!(e.to_string().contains("injected fault"), "{kind:?}:{n}: {e}"),
+                    Ok(o) => panic!("{kind:?} call {n} failed but the job returned {o:?}"),
+                }
+            }
+            // Reopened (recovery runs: unindexed objects deleted, journal
+            // entries rolled forward), resumed, complete.
+            let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+            run_to_end(&mut Seeder::resume(&st, &src, &cloud).unwrap());
+            check_target(&cloud, &all);
+            injected += 1;
+        }
+    }
+    assert_eq!(injected, 6);
+}
