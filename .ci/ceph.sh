@@ -83,6 +83,11 @@ start() {
       "or point the tests at it with TIERSEED_CEPH_DIR=DIR" >&2
     exit 1
   fi
+  # A stopped cluster of ours in DIR cannot be restarted: memstore OSDs
+  # come back empty. Start it afresh (only our own subdirectories go).
+  if [ -f "$dir/fsid" ]; then
+    rm -rf "$dir"/{run,log,mon,osd,rgw} "$dir/fsid" "$dir/monmap" "$dir/keyring"
+  fi
   mkdir -p "$dir"/{run,log,mon,osd,rgw}
   [ -f "$dir/fsid" ] || cat /proc/sys/kernel/random/uuid > "$dir/fsid"
   conf "$dir" "$port"
