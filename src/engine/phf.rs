@@ -272,9 +272,7 @@ impl Phf {
                 format!("built by boomphf {}, this build uses {BOOMPHF_VERSION}", blob.boomphf_version),
             ));
         }
-        if blob.keys != expected_keys {
-            return Err(Error::corrupt_record(what(), format!("{} keys, the job context says {expected_keys}", blob.keys)));
-        }
+        check_keys(blob.keys, expected_keys, &what)?;
         Ok(Phf { func: Func::Boom(blob.mphf), keys: blob.keys })
     }
 
@@ -288,14 +286,21 @@ impl Phf {
                 format!("built as {:?}, this build uses {COMPACT_FUNCTION:?}", blob.function),
             ));
         }
-        if blob.keys != expected_keys {
-            return Err(Error::corrupt_record(what(), format!("{} keys, the job context says {expected_keys}", blob.keys)));
-        }
+        check_keys(blob.keys, expected_keys, what)?;
         // The envelope's checksum held, so the bytes are what was written;
         // the library's reader still checks its own lengths.
         let f = CompactFn::read_with_hasher(&mut &blob.bytes[..], BuildWyHash)
             .map_err(|e| Error::corrupt_record(what(), format!("compact function does not decode: {e}")))?;
         Ok(Phf { func: Func::Compact(f), keys: blob.keys })
+    }
+}
+
+/// A blob must be over exactly the keys the job context counted.
+fn check_keys(keys: u64, expected: u64, what: &dyn Fn() -> String) -> Result<()> {
+    if keys == expected {
+        Ok(())
+    } else {
+        Err(Error::corrupt_record(what(), format!("{keys} keys, the job context says {expected}")))
     }
 }
 

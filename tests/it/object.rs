@@ -334,25 +334,26 @@ fn a_bucket_of_another_tier_is_refused() {
     assert!(matches!(err, Error::ForeignBucket { .. }) && err.to_string().contains("holds tier"), "{err}");
 }
 
-/// Deletes every object under a config's prefix, with the test's own client.
-fn delete_prefix(c: &Cluster, cfg: &ObjectConfig) {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys,boto3,botocore\n\
-             s3=boto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3],\
-             region_name='us-east-1',config=botocore.config.Config(s3={'addressing_style':'path'}))\n\
-             for o in s3.list_objects_v2(Bucket=sys.argv[4],Prefix=sys.argv[5]+'/').get('Contents',[]):\n \
-             s3.delete_object(Bucket=sys.argv[4],Key=o['Key'])",
-            &c.endpoint,
-            ACCESS,
-            SECRET,
-            BUCKET,
-            &cfg.prefix,
-        ])
-        .output()
-        .unwrap();
+/// Runs a few lines of Python with a boto3 client `s3` on the test
+/// cluster (the test's own client, beside the tier's), with `args` as
+/// `sys.argv[1:]`.
+fn boto(c: &Cluster, script: &str, args: &[&str]) {
+    let prelude = format!(
+        "import sys,boto3,botocore\ns3=boto3.client('s3',endpoint_url='{}',aws_access_key_id='{ACCESS}',\
+         aws_secret_access_key='{SECRET}',region_name='us-east-1',config=botocore.config.Config(s3={{'addressing_style':'path'}}))\n",
+        c.endpoint
+    );
+    let out = Command::new("python3").arg("-c").arg(format!("{prelude}{script}")).args(args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Deletes every object under a config's prefix.
+fn delete_prefix(c: &Cluster, cfg: &ObjectConfig) {
+    boto(
+        c,
+        "for o in s3.list_objects_v2(Bucket=sys.argv[1],Prefix=sys.argv[2]+'/').get('Contents',[]):\n s3.delete_object(Bucket=sys.argv[1],Key=o['Key'])",
+        &[BUCKET, &cfg.prefix],
+    );
 }
 
 #[test]
@@ -585,24 +586,9 @@ fn crash_points_while_seeding_into_the_object_tier_then_resume() {
     assert!(crashes >= 20, "only {crashes} crashes");
 }
 
-/// Deletes one object of the tier's bucket with the test's own client.
+/// Deletes one object of the test bucket.
 fn delete_object(c: &Cluster, key: &str) {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys,boto3,botocore\n\
-             s3=boto3.client('s3',endpoint_url=sys.argv[1],aws_access_key_id=sys.argv[2],aws_secret_access_key=sys.argv[3],\
-             region_name='us-east-1',config=botocore.config.Config(s3={'addressing_style':'path'}))\n\
-             s3.delete_object(Bucket=sys.argv[4],Key=sys.argv[5])",
-            &c.endpoint,
-            ACCESS,
-            SECRET,
-            BUCKET,
-            key,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    boto(c, "s3.delete_object(Bucket=sys.argv[1],Key=sys.argv[2])", &[BUCKET, key]);
 }
 
 #[test]
