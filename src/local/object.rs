@@ -220,18 +220,34 @@ impl ObjectTier {
         let store = S3Store::connect(object)?;
         let record = TierRecord::new(*uuid::Uuid::new_v4().as_bytes(), config);
         // The bucket first: a crash before the local metadata exists
-        // leaves a tier that `recover` completes.
+        // leaves a tier record alone, which `create` (or `recover`)
+        // completes when it is called again.
         let bytes = encode_record(META_MAGIC, META_VERSION, &record);
-        match store.put_create(&store.key("tier"), bytes.clone()) {
-            Ok(()) => {}
+        let record = match store.put_create(&store.key("tier"), bytes.clone()) {
+            Ok(()) => record,
             Err(Error::Object { status: Some(412), .. }) => {
-                return Err(Error::ForeignBucket {
-                    location: object.url(),
-                    reason: "already holds a tier: open it with its metadata directory, or rebuild that with recover".into(),
-                });
+                // A tier record and nothing else: a creation that stopped
+                // (a crash or kill) between the bucket and the local
+                // metadata. Finishing it is what `recover` would do; the
+                // bug "a job killed while creating its object target could
+                // never be run again" needed it. Anything more in the
+                // bucket is a tier in use, never adopted by `create`.
+                if !store.list()?.is_empty() || !store.journal_seqs()?.is_empty() {
+                    return Err(Error::ForeignBucket {
+                        location: object.url(),
+                        reason: "already holds a tier: open it with its metadata directory, or rebuild that with recover".into(),
+                    });
+                }
+                let existing = store.tier_record()?;
+                log::warn!(
+                    "{}: finishing the creation of tier {} (its record is in the bucket, it holds nothing yet)",
+                    object.url(),
+                    uuid::Uuid::from_bytes(existing.id)
+                );
+                existing
             }
             Err(e) => return Err(e),
-        }
+        };
         LocalTier::create_meta(meta, &record, Some(store_record(object)), |_, _| Ok(()))?;
         Self::open(meta, object)
     }

@@ -310,7 +310,11 @@ fn a_bucket_of_another_tier_is_refused() {
     let err = ObjectTier::open(dir.path().join("meta-a"), &b).unwrap_err();
     assert!(matches!(err, Error::ForeignBucket { .. }), "{err}");
     assert!(err.to_string().contains(&a.url()), "{err}");
-    // A new tier where one already lives.
+    // A new tier where one already lives (and holds something: an empty
+    // one is a creation that stopped half way, which `create` finishes).
+    let a_tier = ObjectTier::open(dir.path().join("meta-a"), &a).unwrap();
+    a_tier.ingest_reader("x", 0, &b"x"[..]).unwrap();
+    drop(a_tier);
     let err = ObjectTier::create(dir.path().join("meta-c"), &a, small_config()).unwrap_err();
     assert!(err.to_string().contains("already holds a tier"), "{err}");
     assert!(!dir.path().join("meta-c").join("db").exists(), "nothing created locally");
@@ -670,4 +674,82 @@ fn write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes()
         }
     }
     assert_eq!(injected, 6);
+}
+
+#[test]
+fn seed_into_the_object_tier_sigkilled_at_random_instants_in_move_mode() {
+    let Some(c) = cluster("seed_into_the_object_tier_sigkilled_at_random_instants_in_move_mode") else { return };
+    let _g = FAULTS.read().unwrap();
+    let base = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&base.path().join("src0"), 61, 2, 40, 24 << 10);
+    drop(src);
+    let seed = std::env::var("TIERSEED_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    let _ = writeln!(std::io::stderr(), "object tier kills: TIERSEED_KILL_SEED={seed}");
+    let mut rng = tierseed::synth::Rng::new(seed);
+    let mut killed = 0;
+    for trial in 0..6 {
+        let dir = base.path().join(format!("t{trial}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let st = Command::new("cp").arg("-a").arg(base.path().join("src0")).arg(dir.join("src")).status().unwrap();
+        assert!(st.success());
+        let cfg = c.config("kills");
+        let url = cfg.url();
+        let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+        let (from, meta, state) = (p("src"), p("meta"), p("state"));
+        let run = ["run", "--from", &from, "--to", &url, "--meta", &meta, "--state", &state, "--all", "--move"];
+        let resume = ["resume", "--from", &from, "--to", &url, "--meta", &meta, "--state", &state];
+        // Kill the run, then up to two resumes, each at a random instant
+        // of its first 1.5 s (the throttled job takes several seconds).
+        for attempt in 0..3 {
+            let args: &[&str] = if attempt == 0 { &run } else { &resume };
+            let mut child = seed_cmd(c)
+                .args(args)
+                .args(["--limit", "0.3", "--container-kib", "64"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(rng.below(1500)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                killed += 1;
+            }
+            child.wait().unwrap();
+        }
+        // Finish as an operator would: resume, or run again if the job
+        // context was never created.
+        let out = seed_cmd(c).args(resume).output().unwrap();
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("no job in") || err.contains("no tier here"), "trial {trial}: {err}");
+            ok(seed_cmd(c).args(run));
+        }
+        let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+        check_target(&cloud, &all);
+        assert!(LocalTier::open(dir.join("src")).unwrap().all_files().unwrap().is_empty(), "trial {trial}: source kept files");
+    }
+    assert!(killed >= 6, "only {killed} kills landed");
+}
+
+#[test]
+fn a_job_killed_while_creating_its_object_target_can_run_again() {
+    let Some(c) = cluster("a_job_killed_while_creating_its_object_target_can_run_again") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 62, 1, 10, 8 << 10);
+    drop(src);
+    let cfg = c.config("halfmade");
+    let url = cfg.url();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let run = ["run", "--from", &p("src"), "--to", &url, "--meta", &p("meta"), "--state", &p("state"), "--all"];
+    // The tier record is in the bucket; the local metadata never made it.
+    let out = seed_cmd(c).args(run).env("TIERSEED_CRASH_AT", "tier.create_before_rename:1").output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("crash point"));
+    assert!(!dir.path().join("meta").join("db").exists());
+    // Running the job again finishes the creation and the job.
+    ok(seed_cmd(c).args(run));
+    check_target(&ObjectTier::open(p("meta"), &cfg).unwrap(), &all);
 }
