@@ -267,6 +267,8 @@ pub struct LocalTier {
     /// Serializes namespace writes, holding the next journal sequence
     /// number (unused for a store that keeps no journal).
     ns_seq: Mutex<u64>,
+    /// Container tables kept for restores (never for presence checks).
+    tables: crate::read::Tables,
     id: TierId,
     config: TierConfig,
     alloc: Mutex<Alloc>,
@@ -461,6 +463,7 @@ impl LocalTier {
             db,
             store,
             ns_seq: Mutex::new(ns_seq),
+            tables: crate::read::Tables::default(),
             id: uuid::Uuid::from_bytes(record.id),
             config: record.config(),
             alloc: Mutex::new(alloc),

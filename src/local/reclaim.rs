@@ -163,6 +163,7 @@ impl LocalTier {
     /// Deletes container `id`'s file, then its deletion note.
     fn finish_delete(&self, id: ContainerId) -> Result<()> {
         self.store.delete(id)?;
+        self.tables.forget(id);
         self.db.delete_cf(cf(&self.db, CF_META), delete_key(id)).map_err(|e| self.dberr(e))
     }
 

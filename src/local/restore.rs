@@ -66,7 +66,9 @@ impl LocalTier {
     /// against its fingerprint before it is written. Returns the length.
     pub fn restore(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
         let entry = self.entry(path)?;
-        let n = read_file(self, entry.root, entry.height, path, &mut |b| out.write_all(b).map_err(|e| Error::io(path, e)))?;
+        let n = read_file(self, &self.tables, entry.root, entry.height, path, &mut |b| {
+            out.write_all(b).map_err(|e| Error::io(path, e))
+        })?;
         if n != entry.size {
             return Err(Error::corrupt_record(
                 format!("file {path:?}"),

@@ -239,3 +239,19 @@ fn gc_killed_at_random_instants_loses_nothing_and_reclaims_exactly() {
     }
     eprintln!("gc random kills: {kills} of 8 trials killed mid-run (TIERSEED_KILL_SEED={seed_value}); nothing lost, space exact");
 }
+
+#[test]
+fn restores_by_the_same_handle_before_and_after_a_compaction_read_the_new_containers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source_changing(&dir.path().join("src"), 71, 3, 30, 16 << 10, 40.0);
+    // Restores fill the handle's kept tables.
+    all_restore(&src, &all);
+    let gone = src.remove(&["gen-000", "gen-001"]).unwrap();
+    assert!(!gone.is_empty());
+    let r = src.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap();
+    assert!(r.containers_compacted > 0, "{r:?}");
+    // The same handle restores every remaining file from the containers
+    // the compaction wrote, not from tables it kept of deleted ones.
+    let left = prefixed(&all, &["gen-002/"]);
+    all_restore(&src, &left);
+}
