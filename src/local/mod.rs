@@ -895,7 +895,17 @@ impl LocalTier {
         }
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
+        let committed = *seq;
         *seq += 1;
+        if self.store.checkpoint_due(committed) {
+            let r = self.store.checkpoint(committed, &mut |after, limit| self.list_files(after, limit));
+            if let Err(e) = r {
+                log::warn!(
+                    "{}: namespace checkpoint at {committed} not written ({e}); the journal stays whole",
+                    self.store.describe()
+                );
+            }
+        }
         Ok(())
     }
 

@@ -44,6 +44,10 @@ const STORE_MAGIC: &[u8; 4] = b"TSST";
 const STORE_VERSION: u16 = 1;
 const JOURNAL_MAGIC: &[u8; 4] = b"TSNJ";
 const JOURNAL_VERSION: u16 = 1;
+const CHECKPOINT_MAGIC: &[u8; 4] = b"TSNC";
+const CHECKPOINT_VERSION: u16 = 1;
+/// Namespace entries per checkpoint part object.
+const CHECKPOINT_PART: usize = 1 << 16;
 /// How much of a container the first metadata read asks for: the header
 /// and a table of up to 1,364 entries (a 4 MiB container of 16 KiB chunks
 /// has about 256), so one ranged GET usually reads the whole table.
@@ -84,6 +88,11 @@ pub struct ObjectConfig {
     pub request_timeout: Duration,
     /// The limit on connecting.
     pub connect_timeout: Duration,
+    /// Every this many namespace commits, the whole namespace is written
+    /// to the bucket as a checkpoint and the journal entries before it are
+    /// deleted, so recovery reads one checkpoint and a short journal
+    /// (default 256; 0: never).
+    pub checkpoint_every: u64,
 }
 
 impl ObjectConfig {
@@ -104,11 +113,13 @@ impl ObjectConfig {
             retry_timeout: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(2),
+            checkpoint_every: 256,
         }
     }
 
     /// Like [`new`](Self::new), with the endpoint, credentials and region
-    /// from the environment.
+    /// from the environment (and `checkpoint_every` from
+    /// `TIERSEED_CHECKPOINT_EVERY`, if set).
     pub fn from_env(bucket: impl Into<String>, prefix: impl Into<String>) -> ObjectConfig {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut c = ObjectConfig::new(bucket, prefix);
@@ -117,6 +128,9 @@ impl ObjectConfig {
         c.secret_access_key = var("AWS_SECRET_ACCESS_KEY");
         if let Some(r) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
             c.region = r;
+        }
+        if let Some(n) = var("TIERSEED_CHECKPOINT_EVERY").and_then(|v| v.parse().ok()) {
+            c.checkpoint_every = n;
         }
         c
     }
@@ -144,6 +158,16 @@ impl ObjectConfig {
 struct StoreRecordV1 {
     bucket: String,
     prefix: String,
+}
+
+/// A checkpoint's manifest (version 1), written after all its parts: a
+/// checkpoint without one is incomplete and ignored.
+#[derive(Serialize, Deserialize)]
+struct CheckpointV1 {
+    /// The journal entry the checkpoint includes, and every one before it.
+    seq: u64,
+    parts: u64,
+    files: u64,
 }
 
 /// One namespace journal object (version 1).
@@ -196,6 +220,9 @@ pub struct RecoverReport {
     pub segments: u64,
     /// Namespace journal entries replayed.
     pub journal_entries: u64,
+    /// The checkpoint the namespace started from: the journal entry it
+    /// includes (`None`: replayed from the first entry).
+    pub checkpoint: Option<u64>,
     /// Files in the rebuilt namespace.
     pub files: u64,
     /// Containers that could not be read or failed their checks (each with
@@ -409,10 +436,23 @@ fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> 
         }
     }
     report.segments = alloc.segments;
-    // The namespace, replayed in journal order.
-    let seqs = store.journal_seqs()?;
+    // The namespace: the latest complete checkpoint, then the journal
+    // entries after it, in order.
+    let (seqs, checkpoints, _) = store.namespace_objects()?;
     let ns = cf(db, CF_NAMESPACE);
     let mut next_seq = 0;
+    if let Some(&c) = checkpoints.last() {
+        for chunk in store.read_checkpoint(c)?.chunks(4096) {
+            let mut batch = WriteBatch::default();
+            for e in chunk {
+                batch.put_cf(ns, e.path.as_bytes(), LocalTier::namespace_value(e));
+            }
+            db.write(batch).map_err(dberr)?;
+        }
+        report.checkpoint = Some(c);
+        next_seq = c + 1;
+    }
+    let seqs: Vec<u64> = seqs.into_iter().filter(|s| *s >= next_seq).collect();
     for chunk in seqs.chunks(256) {
         for (s, ops) in chunk.iter().zip(store.read_journals(chunk)) {
             if *s != next_seq {
@@ -449,6 +489,7 @@ pub(crate) struct S3Store {
     prefix: String,
     /// Data-region offset and length per container, from headers read.
     headers: Mutex<HashMap<u64, (u64, u64)>>,
+    checkpoint_every: u64,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -499,7 +540,14 @@ impl S3Store {
             .enable_all()
             .build()
             .map_err(|e| bad(format!("cannot start its runtime: {e}")))?;
-        Ok(S3Store { rt, s3, bucket: c.bucket.clone(), prefix: c.prefix.clone(), headers: Mutex::new(HashMap::new()) })
+        Ok(S3Store {
+            rt,
+            s3,
+            bucket: c.bucket.clone(),
+            prefix: c.prefix.clone(),
+            headers: Mutex::new(HashMap::new()),
+            checkpoint_every: c.checkpoint_every,
+        })
     }
 
     fn key(&self, rest: &str) -> String {
@@ -664,16 +712,74 @@ impl S3Store {
     }
 
     fn journal_seqs(&self) -> Result<Vec<u64>> {
-        let mut seqs = Vec::new();
+        Ok(self.namespace_objects()?.0)
+    }
+
+    /// The journal entries and the complete checkpoints (by the entry each
+    /// includes) under `namespace/`, each ascending; also every checkpoint
+    /// key prefix seen, complete or not (for pruning).
+    fn namespace_objects(&self) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
+        let (mut seqs, mut complete, mut any) = (Vec::new(), Vec::new(), Vec::new());
+        let base = self.key("namespace/");
         for k in self.list_keys("namespace")? {
-            let name = k.rsplit('/').next().unwrap_or_default();
-            match u64::from_str_radix(name, 16) {
-                Ok(s) if name.len() == 16 => seqs.push(s),
-                _ => log::warn!("{}: unexpected object {k:?} under namespace/ left alone", self.describe()),
+            let rest = k.strip_prefix(&base).unwrap_or(&k);
+            let hex16 = |t: &str| (t.len() == 16).then(|| u64::from_str_radix(t, 16).ok()).flatten();
+            if let Some(s) = hex16(rest) {
+                seqs.push(s);
+            } else if let Some((dir, file)) = rest.split_once('/')
+                && let Some(s) = dir.strip_prefix("ckpt-").and_then(hex16)
+            {
+                any.push(s);
+                if file == "manifest" {
+                    complete.push(s);
+                }
+            } else {
+                log::warn!("{}: unexpected object {k:?} under namespace/ left alone", self.describe());
             }
         }
-        seqs.sort_unstable();
-        Ok(seqs)
+        for v in [&mut seqs, &mut complete, &mut any] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        Ok((seqs, complete, any))
+    }
+
+    fn checkpoint_key(&self, seq: u64, file: &str) -> String {
+        self.key(&format!("namespace/ckpt-{seq:016x}/{file}"))
+    }
+
+    /// The namespace entries of the complete checkpoint at `seq`.
+    fn read_checkpoint(&self, seq: u64) -> Result<Vec<FileEntry>> {
+        let what = |k: &str| format!("namespace checkpoint s3://{}/{k}", self.bucket);
+        let key = self.checkpoint_key(seq, "manifest");
+        let m: CheckpointV1 = decode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &self.get(&key, None)?, &|| what(&key))?;
+        if m.seq != seq {
+            return Err(Error::corrupt_record(what(&key), format!("names entry {:016x}", m.seq)));
+        }
+        let mut out = Vec::with_capacity(m.files.min(1 << 24) as usize);
+        for part in 0..m.parts {
+            let key = self.checkpoint_key(seq, &format!("part-{part:08x}"));
+            let entries: Vec<FileEntryV1> =
+                decode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &self.get(&key, None)?, &|| what(&key))?;
+            out.extend(entries.into_iter().map(FileEntry::from));
+        }
+        if out.len() as u64 != m.files {
+            return Err(Error::corrupt_record(
+                what(&key),
+                format!("{} entries in its parts, the manifest says {}", out.len(), m.files),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Deletes every object of the checkpoint at `seq`, complete or not.
+    fn delete_checkpoint(&self, seq: u64) -> Result<()> {
+        let prefix = format!("namespace/ckpt-{seq:016x}");
+        for k in self.list_keys(&prefix)? {
+            let path = parse_key(&k)?;
+            self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", &k, e))?;
+        }
+        Ok(())
     }
 
     fn decode_journal(&self, seq: u64, bytes: &[u8]) -> Result<Vec<NamespaceOp>> {
@@ -860,6 +966,40 @@ impl ContainerStore for S3Store {
 
     fn journals(&self) -> bool {
         true
+    }
+
+    fn checkpoint_due(&self, seq: u64) -> bool {
+        self.checkpoint_every > 0 && (seq + 1).is_multiple_of(self.checkpoint_every)
+    }
+
+    fn checkpoint(&self, seq: u64, page: &mut super::store::NamespacePages<'_>) -> Result<()> {
+        // Parts first, the manifest last: only a manifest makes it count.
+        let mut after: Option<String> = None;
+        let (mut parts, mut files) = (0u64, 0u64);
+        loop {
+            let entries = page(after.as_deref(), CHECKPOINT_PART)?;
+            let Some(last) = entries.last() else { break };
+            after = Some(last.path.clone());
+            files += entries.len() as u64;
+            let record: Vec<FileEntryV1> = entries.iter().map(FileEntryV1::from).collect();
+            let key = self.checkpoint_key(seq, &format!("part-{parts:08x}"));
+            self.put_create(&key, encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &record))?;
+            parts += 1;
+        }
+        crate::crashpoint::hit("object.checkpoint_before_manifest");
+        let manifest = CheckpointV1 { seq, parts, files };
+        self.put_create(&self.checkpoint_key(seq, "manifest"), encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &manifest))?;
+        // Now the entries it includes, and older checkpoints, are redundant.
+        let (seqs, _, checkpoints) = self.namespace_objects()?;
+        for s in seqs.into_iter().filter(|s| *s <= seq) {
+            let key = self.journal_key(s);
+            let path = parse_key(&key)?;
+            self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", &key, e))?;
+        }
+        for c in checkpoints.into_iter().filter(|c| *c < seq) {
+            self.delete_checkpoint(c)?;
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

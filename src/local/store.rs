@@ -24,6 +24,10 @@ pub(crate) enum NamespaceOp {
     Delete(String),
 }
 
+/// Reads the namespace a page at a time: up to `limit` entries in path
+/// order after `after` (empty at the end).
+pub(crate) type NamespacePages<'a> = dyn FnMut(Option<&str>, usize) -> Result<Vec<crate::FileEntry>> + 'a;
+
 /// The container bytes of one tier. Every method's durability is the
 /// tier's: when `put` or `delete` returns `Ok`, the change survives a
 /// crash (or, for a bucket, is acknowledged by the store).
@@ -66,6 +70,21 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
     /// tier must allocate journal sequence numbers).
     fn journals(&self) -> bool {
         false
+    }
+
+    /// Whether the journal entry `seq` just committed should be followed
+    /// by a checkpoint of the whole namespace.
+    fn checkpoint_due(&self, _seq: u64) -> bool {
+        false
+    }
+
+    /// Writes a checkpoint of the namespace as of journal entry `seq`,
+    /// reading it in pages through `page(after, limit)`, then prunes what
+    /// it makes redundant. Called under the namespace lock, after `seq`
+    /// is committed locally; a failure loses nothing (the journal is
+    /// whole), so the tier only logs it.
+    fn checkpoint(&self, _seq: u64, _page: &mut NamespacePages<'_>) -> Result<()> {
+        Ok(())
     }
 
     /// The store's name for logs: a directory or `s3://bucket/prefix`.

@@ -753,3 +753,90 @@ fn a_job_killed_while_creating_its_object_target_can_run_again() {
     ok(seed_cmd(c).args(run));
     check_target(&ObjectTier::open(p("meta"), &cfg).unwrap(), &all);
 }
+
+#[test]
+fn namespace_checkpoints_bound_the_journal_and_recovery_uses_them() {
+    let Some(c) = cluster("namespace_checkpoints_bound_the_journal_and_recovery_uses_them") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = c.config("ckpt");
+    cfg.checkpoint_every = 3;
+    let meta = dir.path().join("meta");
+    let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+    let mut want = BTreeMap::new();
+    // Ten namespace commits: checkpoints after entries 2, 5 and 8.
+    for i in 0..9 {
+        let body = format!("file {i}").into_bytes();
+        cloud.ingest_reader(&format!("f/{i}"), i, &body[..]).unwrap();
+        want.insert(format!("f/{i}"), body);
+    }
+    cloud.remove(&["f/4"]).unwrap();
+    want.remove("f/4");
+    drop(cloud);
+    // The journal holds only the entry after the last checkpoint.
+    let keys = list_keys(c, &cfg.prefix);
+    let journal: Vec<&String> = keys.iter().filter(|k| k.split('/').nth(2).is_some_and(|n| n.len() == 16)).collect();
+    assert_eq!(journal.len(), 1, "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains("namespace/ckpt-0000000000000008/manifest")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("ckpt-0000000000000005")), "an older checkpoint was kept: {keys:?}");
+
+    std::fs::remove_dir_all(&meta).unwrap();
+    let (cloud, r) = ObjectTier::recover(&meta, &cfg).unwrap();
+    assert_eq!(r.checkpoint, Some(8), "{r:?}");
+    assert_eq!(r.journal_entries, 1, "{r:?}");
+    check_target(&cloud, &want);
+
+    // A checkpoint cut short (parts written, no manifest) is ignored: the
+    // journal it would have pruned is still whole.
+    drop(cloud);
+    let ingest = |name: &str, crash: Option<&str>| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, name.as_bytes()).unwrap();
+        let mut cmd = seed_cmd(c);
+        cmd.env("TIERSEED_CHECKPOINT_EVERY", "3")
+            .args(["ingest", "--tier", &cfg.url(), "--meta", meta.to_str().unwrap()])
+            .arg(&file);
+        if let Some(point) = crash {
+            cmd.env("TIERSEED_CRASH_AT", point);
+        }
+        cmd.output().unwrap()
+    };
+    // Entries 10 and 11; the checkpoint due after 11 stops before its manifest.
+    assert!(ingest("one.txt", None).status.success());
+    let out = ingest("two.txt", Some("object.checkpoint_before_manifest:1"));
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("crash point"), "{out:?}");
+    std::fs::remove_dir_all(&meta).unwrap();
+    let (cloud, r) = ObjectTier::recover(&meta, &cfg).unwrap();
+    assert_eq!(r.checkpoint, Some(8), "the cut-short checkpoint was used: {r:?}");
+    assert_eq!(r.journal_entries, 3, "{r:?}");
+    let names: Vec<String> = cloud.all_files().unwrap().into_iter().map(|e| e.path).collect();
+    assert!(names.contains(&"one.txt".to_string()) && names.contains(&"two.txt".to_string()), "{names:?}");
+    assert_eq!(names.len(), want.len() + 2, "{names:?}");
+    // The next checkpoint completes and prunes the cut-short one.
+    for i in 0..3 {
+        cloud.ingest_reader(&format!("g/{i}"), 0, &b"g"[..]).unwrap();
+    }
+    drop(cloud);
+    let keys = list_keys(c, &cfg.prefix);
+    assert!(keys.iter().any(|k| k.contains("namespace/ckpt-000000000000000e/manifest")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("ckpt-000000000000000b") || k.contains("ckpt-0000000000000008")), "{keys:?}");
+}
+
+/// Every key under a prefix of the test bucket.
+fn list_keys(c: &Cluster, prefix: &str) -> Vec<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import sys,boto3,botocore\ns3=boto3.client('s3',endpoint_url='{}',aws_access_key_id='{ACCESS}',aws_secret_access_key='{SECRET}',\
+                 region_name='us-east-1',config=botocore.config.Config(s3={{'addressing_style':'path'}}))\n\
+                 for o in s3.list_objects_v2(Bucket='{BUCKET}',Prefix=sys.argv[1]+'/').get('Contents',[]): print(o['Key'])",
+                c.endpoint
+            ),
+            prefix,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
