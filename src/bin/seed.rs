@@ -676,8 +676,10 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("clean");
         }
         Cmd::Info { tier } => {
-            let i = open_one(&tier, &metas, How::Read)?.info()?;
+            let t = open_one(&tier, &metas, How::Read)?;
+            let i = t.info()?;
             say!("tier        {}", i.id);
+            say!("store       {}", t.store_location());
             say!("containers  {}", i.containers);
             say!("segments    {}", i.segments);
             say!("files       {}", i.files);

@@ -510,9 +510,15 @@ impl LocalTier {
         DB::open_cf(&opts, &path, [CF_INDEX, CF_NAMESPACE, CF_META]).map_err(|e| Error::db(path, e))
     }
 
-    /// The tier's directory.
+    /// The tier's directory (for an object tier, its metadata directory).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the tier's containers are: its `containers` directory, or
+    /// `s3://bucket/prefix` for an object tier.
+    pub fn store_location(&self) -> String {
+        self.store.describe()
     }
 
     /// The settings the tier was created with.
