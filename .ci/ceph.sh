@@ -77,7 +77,13 @@ CONF
 
 start() {
   local dir=$1 port=${2:-7480} owner=${3:-}
-  # The monitor's ports are fixed: one cluster per machine at a time.
+  # The monitor's ports are fixed: one cluster per machine at a time. A
+  # test run just before this one may still be stopping its own (its
+  # watcher polls each second): give it a few seconds.
+  for _ in $(seq 1 20); do
+    (exec 3<>/dev/tcp/127.0.0.1/3300) 2>/dev/null || break
+    sleep 0.5
+  done
   if (exec 3<>/dev/tcp/127.0.0.1/3300) 2>/dev/null; then
     echo "ceph: a monitor already listens on 127.0.0.1:3300; stop that cluster (ceph.sh stop DIR)," \
       "or point the tests at it with TIERSEED_CEPH_DIR=DIR" >&2
