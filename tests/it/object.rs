@@ -840,3 +840,21 @@ fn list_keys(c: &Cluster, prefix: &str) -> Vec<String> {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
+
+#[test]
+fn an_object_tier_without_credentials_is_refused_before_any_request() {
+    // No cluster needed: the refusal comes before the first request (the
+    // client would otherwise ask an instance-metadata address for keys).
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = ObjectConfig::new(BUCKET, "nokeys");
+    cfg.endpoint = Some("http://127.0.0.1:9".into());
+    let err = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(ref m) if m.contains("no credentials")), "{err}");
+    cfg.access_key_id = Some(ACCESS.into());
+    let err = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
+    assert!(err.to_string().contains("give both"), "{err}");
+    assert!(ObjectConfig::parse_url("s3://ab/x").is_none(), "a 2-character bucket");
+    assert_eq!(ObjectConfig::parse_url("s3://bucket/a/b/"), Some(("bucket".into(), "a/b".into())));
+    assert_eq!(ObjectConfig::parse_url("s3://bucket"), Some(("bucket".into(), String::new())));
+    assert!(ObjectConfig::parse_url("/local/dir").is_none());
+}
