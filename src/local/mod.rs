@@ -390,9 +390,49 @@ impl LocalTier {
         let store = store(&db)?;
         let tier = Self::assemble(dir, db, Some(guard), store)?;
         let next = lock(&tier.alloc).next_container;
-        tier.store.recover(next)?;
+        for id in tier.store.recover(next)? {
+            tier.adopt(id)?;
+        }
         tier.finish_pending_deletes()?;
         Ok(tier)
+    }
+
+    /// Indexes container `id`, found past the allocation counter at open,
+    /// as if its write had just returned: its fingerprints the index lacks
+    /// point to it, and the counter moves past it. One that cannot be read
+    /// back is removed (it was never indexed, so nothing refers to it).
+    fn adopt(&self, id: ContainerId) -> Result<()> {
+        let meta = match self.store.read_meta(id) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("recovery: removing unreadable unindexed container {} ({e})", self.store.location(id).display());
+                return self.store.delete(id);
+            }
+        };
+        log::warn!("recovery: adopting {} (written, never indexed)", self.store.location(id).display());
+        let mut alloc = lock(&self.alloc);
+        let fps: Vec<Fingerprint> = meta.segments.iter().map(|e| e.fingerprint).collect();
+        let known = self.locate(&fps)?;
+        let index = cf(&self.db, CF_INDEX);
+        let mut next = *alloc;
+        next.next_container = id.0 + 1;
+        next.containers += 1;
+        let mut batch = WriteBatch::default();
+        let mut fresh = std::collections::HashSet::new();
+        for (e, k) in meta.segments.iter().zip(known) {
+            if k.is_none() && fresh.insert(e.fingerprint) {
+                batch.put_cf(index, e.fingerprint.0, id.0.to_le_bytes());
+                next.segments += 1;
+                next.stored_bytes += u64::from(e.len);
+                next.raw_bytes += u64::from(e.raw_len);
+            }
+        }
+        batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
+        let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
+        self.poison(r)?;
+        *alloc = next;
+        *lock(&self.reserved) = next.next_container;
+        Ok(())
     }
 
     /// The directory store of a plain tier; the metadata of an object tier

@@ -186,9 +186,10 @@ enum JournalOpV1 {
 /// Durability: `write_container` returns after the container's create-only
 /// PUT succeeded and its index entries are synced locally; a namespace
 /// change is journaled to the bucket before it is committed locally. At
-/// open, containers left by a crash (PUT done, never indexed) are deleted
-/// and journaled namespace changes never committed locally are rolled
-/// forward. A lost metadata directory is rebuilt from the bucket with
+/// open, containers left by a crash (PUT done, never indexed) are adopted
+/// (never deleted: the metadata may be older than the bucket) and
+/// journaled namespace changes never committed locally are rolled forward.
+/// A lost metadata directory is rebuilt from the bucket with
 /// [`recover`](Self::recover).
 ///
 /// The tier owns a tokio runtime and blocks on it: call it from ordinary
@@ -941,14 +942,13 @@ impl ContainerStore for S3Store {
         self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", &key, e))
     }
 
-    fn recover(&self, next_container: u64) -> Result<()> {
-        for id in self.list()? {
-            if id.0 >= next_container {
-                log::warn!("recovery: deleting {} (container written but never indexed)", self.location(id).display());
-                self.delete(id)?;
-            }
-        }
-        Ok(())
+    fn recover(&self, next_container: u64) -> Result<Vec<ContainerId>> {
+        // Adopted, never deleted: the metadata directory is apart from the
+        // bucket and can be older than it (restored from a backup or a
+        // snapshot); deleting "unindexed" containers would then destroy
+        // data the bucket's namespace needs. Adopting the last run's one
+        // or two costs only their space until gc.
+        Ok(self.list()?.into_iter().filter(|id| id.0 >= next_container).collect())
     }
 
     fn journal(&self, seq: u64, ops: &[NamespaceOp]) -> Result<()> {

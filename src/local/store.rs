@@ -54,9 +54,10 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
     /// Removes container `id`, durably; a missing one is not an error.
     fn delete(&self, id: ContainerId) -> Result<()>;
 
-    /// Removes what a crash left: unfinished writes, and containers at or
-    /// past `next_container` (written, never indexed).
-    fn recover(&self, next_container: u64) -> Result<()>;
+    /// Deals with what a crash left: removes unfinished writes, and either
+    /// removes the containers at or past `next_container` (written, never
+    /// indexed) or returns them, ascending, for the tier to adopt.
+    fn recover(&self, next_container: u64) -> Result<Vec<ContainerId>>;
 
     /// Records namespace changes in the store's own copy of the namespace,
     /// before the tier commits them locally, under sequence number `seq`.
@@ -165,7 +166,9 @@ impl ContainerStore for DirStore {
         durable::sync_dir(&self.dir)
     }
 
-    fn recover(&self, next_container: u64) -> Result<()> {
+    fn recover(&self, next_container: u64) -> Result<Vec<ContainerId>> {
+        // A directory and its database are one unit on one disk: a
+        // container past the counter is the last run's and goes.
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let mut removed = false;
         for entry in entries {
@@ -190,7 +193,7 @@ impl ContainerStore for DirStore {
         if removed {
             durable::sync_dir(&self.dir)?;
         }
-        Ok(())
+        Ok(Vec::new())
     }
 
     fn describe(&self) -> String {

@@ -406,7 +406,8 @@ fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
             .output()
             .unwrap()
     };
-    // A container PUT but never indexed: open deletes it.
+    // A container PUT but never indexed: open adopts it (indexes it), as
+    // if its write had returned; nothing names it, so gc may reclaim it.
     let out = ingest("tier.sealed_not_indexed:1");
     assert!(!out.status.success(), "the crash point was not reached");
     let t = ObjectTier::open(&meta, &cfg).unwrap();
@@ -857,4 +858,37 @@ fn an_object_tier_without_credentials_is_refused_before_any_request() {
     assert_eq!(ObjectConfig::parse_url("s3://bucket/a/b/"), Some(("bucket".into(), "a/b".into())));
     assert_eq!(ObjectConfig::parse_url("s3://bucket"), Some(("bucket".into(), String::new())));
     assert!(ObjectConfig::parse_url("/local/dir").is_none());
+}
+
+#[test]
+fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
+    let Some(c) = cluster("metadata_older_than_its_bucket_deletes_nothing_and_catches_up") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 63, 3, 20, 16 << 10);
+    let cfg = c.config("stale");
+    let meta = dir.path().join("meta");
+    let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+    run_to_end(
+        &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
+    drop(cloud);
+    // The appliance's metadata disk is snapshotted here...
+    let st = Command::new("cp").arg("-a").arg(&meta).arg(dir.path().join("snapshot")).status().unwrap();
+    assert!(st.success());
+    // ...then more is seeded into the bucket...
+    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    run_to_end(
+        &mut Seeder::builder(&src, &cloud, dir.path().join("s2")).selection(Selection::new().prefix("gen-001")).build().unwrap(),
+    );
+    let containers = Tier::container_ids(&cloud).unwrap().len();
+    drop(cloud);
+    // ...and the disk is rolled back to the snapshot.
+    std::fs::remove_dir_all(&meta).unwrap();
+    std::fs::rename(dir.path().join("snapshot"), &meta).unwrap();
+    // Open must not take the bucket's newer containers for crash leftovers:
+    // it adopts them, and rolls the journal forward.
+    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    assert_eq!(Tier::container_ids(&cloud).unwrap().len(), containers, "containers were deleted");
+    check_target(&cloud, &prefixed(&all, &["gen-000/", "gen-001/"]));
 }
