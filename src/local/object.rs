@@ -367,7 +367,23 @@ impl ObjectTier {
     fn roll_forward_journal(&self) -> Result<()> {
         let Some(store) = self.s3() else { return Ok(()) };
         let mut seq = lock(&self.tier.ns_seq);
-        let pending: Vec<u64> = store.journal_seqs()?.into_iter().filter(|s| *s >= *seq).collect();
+        let (journal, checkpoints, _) = store.namespace_objects()?;
+        if let Some(&c) = checkpoints.last()
+            && c >= *seq
+        {
+            // The bucket checkpointed (and pruned) past what this metadata
+            // has: it is older than the bucket by more than the journal
+            // still holds.
+            return Err(Error::ForeignBucket {
+                location: store.describe(),
+                reason: format!(
+                    "the metadata in {} is behind the bucket (its namespace is at journal entry {:016x}, the bucket's checkpoint at {c:016x}): rebuild it from the bucket with recover, into a new directory",
+                    self.tier.dir.display(),
+                    *seq
+                ),
+            });
+        }
+        let pending: Vec<u64> = journal.into_iter().filter(|s| *s >= *seq).collect();
         for s in pending {
             if s != *seq {
                 return Err(Error::corrupt_record(

@@ -891,4 +891,24 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
     let cloud = ObjectTier::open(&meta, &cfg).unwrap();
     assert_eq!(Tier::container_ids(&cloud).unwrap().len(), containers, "containers were deleted");
     check_target(&cloud, &prefixed(&all, &["gen-000/", "gen-001/"]));
+    drop(cloud);
+
+    // Metadata older than the bucket's last namespace checkpoint cannot
+    // catch up (the journal it would need is pruned): open says to recover.
+    let mut cfg = cfg;
+    cfg.checkpoint_every = 2;
+    let st = Command::new("cp").arg("-a").arg(&meta).arg(dir.path().join("snapshot2")).status().unwrap();
+    assert!(st.success());
+    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    for i in 0..4 {
+        cloud.ingest_reader(&format!("late/{i}"), 0, &b"late"[..]).unwrap();
+    }
+    drop(cloud);
+    std::fs::remove_dir_all(&meta).unwrap();
+    std::fs::rename(dir.path().join("snapshot2"), &meta).unwrap();
+    let err = ObjectTier::open(&meta, &cfg).unwrap_err();
+    assert!(matches!(err, Error::ForeignBucket { .. }) && err.to_string().contains("behind the bucket"), "{err}");
+    std::fs::remove_dir_all(&meta).unwrap();
+    let (cloud, _) = ObjectTier::recover(&meta, &cfg).unwrap();
+    assert_eq!(cloud.all_files().unwrap().iter().filter(|e| e.path.starts_with("late/")).count(), 4);
 }
