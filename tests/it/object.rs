@@ -912,3 +912,40 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
     let (cloud, _) = ObjectTier::recover(&meta, &cfg).unwrap();
     assert_eq!(cloud.all_files().unwrap().iter().filter(|e| e.path.starts_with("late/")).count(), 4);
 }
+
+#[test]
+fn read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly() {
+    use tierseed::{Fault, FaultKind, FaultyTier};
+    let Some(c) = cluster("read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly") else { return };
+    let _g = FAULTS.read().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 64, 2, 24, 16 << 10);
+    let cfg = c.config("rfault");
+    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    run_to_end(&mut Seeder::builder(&src, &cloud, dir.path().join("s0")).selection(Selection::all()).build().unwrap());
+    let mut injected = 0;
+    for (kind, corrupt) in [
+        (FaultKind::ReadMetadata, false),
+        (FaultKind::ReadSegments, false),
+        (FaultKind::ReadSegments, true),
+        (FaultKind::Fingerprints, false),
+        (FaultKind::ListFiles, false),
+    ] {
+        let fault = if corrupt { Fault::corrupt_read(2) } else { Fault::fail(kind, 2) };
+        let faulty = FaultyTier::new(&cloud, vec![fault]);
+        let back = LocalTier::create(dir.path().join(format!("back-{injected}")), small_config()).unwrap();
+        let st = dir.path().join(format!("st-{injected}"));
+        let mut job = Seeder::builder(&faulty, &back, &st).selection(Selection::all()).build().unwrap();
+        match job.run() {
+            Err(e) if corrupt => assert!(matches!(e.root(), Error::CorruptSegment { .. }), "{kind:?}: {e}"),
+            Err(e) => assert!(e.to_string().contains("injected fault"), "{kind:?}: {e}"),
+            Ok(o) => panic!("{kind:?} call 2 failed but the recall returned {o:?}"),
+        }
+        drop(job);
+        // Nothing corrupt reached the target; the same job then completes.
+        run_to_end(&mut Seeder::resume(&st, &cloud, &back).unwrap());
+        check_target(&back, &all);
+        injected += 1;
+    }
+    assert_eq!(injected, 5);
+}
