@@ -411,22 +411,8 @@ impl LocalTier {
         };
         log::warn!("recovery: adopting {} (written, never indexed)", self.store.location(id).display());
         let mut alloc = lock(&self.alloc);
-        let fps: Vec<Fingerprint> = meta.segments.iter().map(|e| e.fingerprint).collect();
-        let known = self.locate(&fps)?;
-        let index = cf(&self.db, CF_INDEX);
         let mut next = *alloc;
-        next.next_container = id.0 + 1;
-        next.containers += 1;
-        let mut batch = WriteBatch::default();
-        let mut fresh = std::collections::HashSet::new();
-        for (e, k) in meta.segments.iter().zip(known) {
-            if k.is_none() && fresh.insert(e.fingerprint) {
-                batch.put_cf(index, e.fingerprint.0, id.0.to_le_bytes());
-                next.segments += 1;
-                next.stored_bytes += u64::from(e.len);
-                next.raw_bytes += u64::from(e.raw_len);
-            }
-        }
+        let mut batch = index_table(&self.db, &self.db_path(), &meta, &mut next)?;
         batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
@@ -721,6 +707,43 @@ fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
     db.cf_handle(name).unwrap_or_else(|| panic!("column family {name} not opened"))
 }
 
+/// One batch applying namespace changes.
+fn namespace_batch(db: &DB, ops: &[NamespaceOp]) -> WriteBatch {
+    let ns = cf(db, CF_NAMESPACE);
+    let mut batch = WriteBatch::default();
+    for op in ops {
+        match op {
+            NamespaceOp::Put(e) => batch.put_cf(ns, e.path.as_bytes(), LocalTier::namespace_value(e)),
+            NamespaceOp::Delete(p) => batch.delete_cf(ns, p.as_bytes()),
+        }
+    }
+    batch
+}
+
+/// The index entries that make container `meta` the home of every
+/// fingerprint it lists and the index lacks (the first container listing a
+/// fingerprint keeps it), counted into `alloc` with the container itself.
+/// Used where a container is indexed from its table alone: adopted at
+/// open, or read back by an object tier's recovery.
+fn index_table(db: &DB, db_path: &Path, meta: &ContainerMeta, alloc: &mut Alloc) -> Result<WriteBatch> {
+    let index = cf(db, CF_INDEX);
+    let keys: Vec<&[u8]> = meta.segments.iter().map(|e| &e.fingerprint.0[..]).collect();
+    let known = db.batched_multi_get_cf(index, keys, false);
+    let mut batch = WriteBatch::default();
+    let mut fresh = std::collections::HashSet::new();
+    for (e, k) in meta.segments.iter().zip(known) {
+        if k.map_err(|err| Error::db(db_path, err))?.is_none() && fresh.insert(e.fingerprint) {
+            batch.put_cf(index, e.fingerprint.0, meta.id.0.to_le_bytes());
+            alloc.segments += 1;
+            alloc.stored_bytes += u64::from(e.len);
+            alloc.raw_bytes += u64::from(e.raw_len);
+        }
+    }
+    alloc.next_container = alloc.next_container.max(meta.id.0 + 1);
+    alloc.containers += 1;
+    Ok(batch)
+}
+
 fn synced() -> WriteOptions {
     let mut w = WriteOptions::default();
     w.set_sync(true);
@@ -899,7 +922,7 @@ impl TargetTier for LocalTier {
             id
         };
         let bytes = container::encode(id, kind, segments);
-        let r = self.store.put(id, &bytes);
+        let r = self.store.put(id, bytes);
         if r.is_err() {
             // Later writers wait for this id's turn: wake them to see the poison.
             let r = self.poison(r);
@@ -933,7 +956,7 @@ impl LocalTier {
         if ops.is_empty() {
             return Ok(());
         }
-        let mut batch = self.namespace_batch(&ops);
+        let mut batch = namespace_batch(&self.db, &ops);
         if self.store.journals() {
             let r = self.store.journal(*seq, &ops);
             self.poison(r)?;
@@ -953,18 +976,6 @@ impl LocalTier {
             }
         }
         Ok(())
-    }
-
-    fn namespace_batch(&self, ops: &[NamespaceOp]) -> WriteBatch {
-        let ns = cf(&self.db, CF_NAMESPACE);
-        let mut batch = WriteBatch::default();
-        for op in ops {
-            match op {
-                NamespaceOp::Put(e) => batch.put_cf(ns, e.path.as_bytes(), Self::namespace_value(e)),
-                NamespaceOp::Delete(p) => batch.delete_cf(ns, p.as_bytes()),
-            }
-        }
-        batch
     }
 
     /// Indexes container `id` (its turn has come): one synced batch with

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::store::{ContainerStore, NamespaceOp};
 use super::{
-    Alloc, CF_INDEX, CF_META, CF_NAMESPACE, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, LocalTier, META_MAGIC, META_VERSION, TierRecord,
+    Alloc, CF_META, CF_NAMESPACE, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, LocalTier, META_MAGIC, META_VERSION, TierRecord,
     TierRecordV1, cf, lock, synced,
 };
 use crate::container::{self, HEADER_LEN};
@@ -148,7 +148,7 @@ impl ObjectConfig {
 
     /// `s3://bucket/prefix`.
     pub fn url(&self) -> String {
-        if self.prefix.is_empty() { format!("s3://{}", self.bucket) } else { format!("s3://{}/{}", self.bucket, self.prefix) }
+        s3_url(&self.bucket, &self.prefix)
     }
 }
 
@@ -340,7 +340,7 @@ impl ObjectTier {
                 reason: format!(
                     "the metadata in {} belongs to the tier in {}",
                     meta.display(),
-                    ObjectConfig::new(have.bucket, have.prefix).url()
+                    s3_url(&have.bucket, &have.prefix)
                 ),
             });
         }
@@ -396,7 +396,7 @@ impl ObjectTier {
                 store.describe()
             );
             let ops = store.read_journal(s)?;
-            let mut batch = self.tier.namespace_batch(&ops);
+            let mut batch = super::namespace_batch(&self.tier.db, &ops);
             batch.put_cf(cf(&self.tier.db, CF_META), KEY_NS_SEQ, (s + 1).to_le_bytes());
             self.tier.db.write_opt(batch, &synced()).map_err(|e| self.tier.dberr(e))?;
             *seq = s + 1;
@@ -409,6 +409,10 @@ impl ObjectTier {
     }
 }
 
+fn s3_url(bucket: &str, prefix: &str) -> String {
+    if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") }
+}
+
 fn store_record(object: &ObjectConfig) -> Vec<u8> {
     encode_record(STORE_MAGIC, STORE_VERSION, &StoreRecordV1 { bucket: object.bucket.clone(), prefix: object.prefix.clone() })
 }
@@ -417,7 +421,6 @@ fn store_record(object: &ObjectConfig) -> Vec<u8> {
 fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> Result<()> {
     let dbp = tmp.join(crate::layout::TIER_DB);
     let dberr = |e: rocksdb::Error| Error::db(&dbp, e);
-    let index = cf(db, CF_INDEX);
     let ids = store.list()?;
     let mut alloc = Alloc::default();
     // Tables are read in parallel, indexed in id order: the first
@@ -434,21 +437,8 @@ fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> 
                     continue;
                 }
             };
-            alloc.containers += 1;
             report.containers += 1;
-            let fps: Vec<&[u8]> = meta.segments.iter().map(|e| &e.fingerprint.0[..]).collect();
-            let known = db.batched_multi_get_cf(index, fps, false);
-            let mut batch = WriteBatch::default();
-            let mut fresh = std::collections::HashSet::new();
-            for (e, k) in meta.segments.iter().zip(known) {
-                if k.map_err(dberr)?.is_some() || !fresh.insert(e.fingerprint) {
-                    continue;
-                }
-                batch.put_cf(index, e.fingerprint.0, id.0.to_le_bytes());
-                alloc.segments += 1;
-                alloc.stored_bytes += u64::from(e.len);
-                alloc.raw_bytes += u64::from(e.raw_len);
-            }
+            let batch = super::index_table(db, &dbp, &meta, &mut alloc)?;
             db.write(batch).map_err(dberr)?;
         }
     }
@@ -478,14 +468,7 @@ fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> 
                     format!("entry {s:016x} follows {next_seq:016x}: an entry is missing"),
                 ));
             }
-            let mut batch = WriteBatch::default();
-            for op in ops? {
-                match op {
-                    NamespaceOp::Put(e) => batch.put_cf(ns, e.path.as_bytes(), LocalTier::namespace_value(&e)),
-                    NamespaceOp::Delete(p) => batch.delete_cf(ns, p.as_bytes()),
-                }
-            }
-            db.write(batch).map_err(dberr)?;
+            db.write(super::namespace_batch(db, &ops?)).map_err(dberr)?;
             next_seq = s + 1;
             report.journal_entries += 1;
         }
@@ -612,14 +595,27 @@ impl S3Store {
     fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         let path = parse_key(key)?;
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
-        let payload = PutPayload::from(bytes.clone());
-        match self.block(self.s3.put_opts(&path, payload, opts))? {
+        // The payload owns the bytes; a clone of it shares them (the
+        // client may resend it on a retry, and a refusal compares with it).
+        let payload = PutPayload::from(bytes);
+        match self.block(self.s3.put_opts(&path, payload.clone(), opts))? {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 // A retry of a PUT whose first attempt landed finds its own
                 // object; anything else under the key is someone else's.
+                let same = |existing: &[u8]| {
+                    existing.len() == payload.content_length()
+                        && payload
+                            .iter()
+                            .scan(0, |at, part| {
+                                let here = &existing[*at..*at + part.len()];
+                                *at += part.len();
+                                Some(here == &part[..])
+                            })
+                            .all(|eq| eq)
+                };
                 match self.get(key, None) {
-                    Ok(existing) if existing == bytes => Ok(()),
+                    Ok(existing) if same(&existing) => Ok(()),
                     _ => Err(Error::Object {
                         op: "PUT",
                         bucket: self.bucket.clone(),
@@ -676,16 +672,24 @@ impl S3Store {
         })
     }
 
-    fn parse_meta(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<ContainerMeta> {
-        let loc = self.location(id);
-        let header = container::parse_header(probe, id, &loc)?;
+    /// Parses a container's header from the first bytes of its object,
+    /// and checks the object's size against it (truncation, without
+    /// reading the data).
+    fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<container::Header> {
+        let header = container::parse_header(probe, id, &self.location(id))?;
         if size != header.file_len() {
             return Err(Error::CorruptContainer {
                 id,
-                path: Some(loc),
+                path: Some(self.location(id)),
                 reason: format!("object is {size} bytes, header implies {}", header.file_len()),
             });
         }
+        Ok(header)
+    }
+
+    fn parse_meta(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<ContainerMeta> {
+        let loc = self.location(id);
+        let header = self.sized_header(id, probe, size)?;
         let start = header.data_start();
         let table = if start <= probe.len() as u64 {
             probe[HEADER_LEN..start as usize].to_vec()
@@ -705,27 +709,32 @@ impl S3Store {
         h.insert(id.0, (start, data_len));
     }
 
-    /// Several containers' metadata, with requests in flight together.
-    fn read_metas(&self, ids: &[ContainerId]) -> Vec<Result<ContainerMeta>> {
-        let probes = self.block(
-            futures::stream::iter(ids.iter().map(|id| {
-                let key = self.container_key(*id);
-                async move {
-                    let path = parse_key(&key)?;
-                    let opts = GetOptions { range: Some(GetRange::Bounded(0..META_PROBE)), ..GetOptions::default() };
-                    let res = self.s3.get_opts(&path, opts).await.map_err(|e| self.err("GET", &key, e))?;
-                    let size = res.meta.size;
-                    let bytes = res.bytes().await.map_err(|e| self.err("GET", &key, e))?;
-                    Ok::<_, Error>((bytes.to_vec(), size))
-                }
+    /// Several objects (or their first `limit` bytes) and their sizes, with
+    /// requests in flight together.
+    fn get_many(&self, keys: Vec<String>, limit: Option<u64>) -> Vec<Result<(Vec<u8>, u64)>> {
+        let n = keys.len();
+        let got = self.block(
+            futures::stream::iter(keys.into_iter().map(|key| async move {
+                let path = parse_key(&key)?;
+                let opts = GetOptions { range: limit.map(|l| GetRange::Bounded(0..l)), ..GetOptions::default() };
+                let res = self.s3.get_opts(&path, opts).await.map_err(|e| self.err("GET", &key, e))?;
+                let size = res.meta.size;
+                let bytes = res.bytes().await.map_err(|e| self.err("GET", &key, e))?;
+                Ok::<_, Error>((bytes.to_vec(), size))
             }))
             .buffered(RECOVER_CONCURRENCY)
             .collect::<Vec<_>>(),
         );
-        match probes {
-            Err(e) => ids.iter().map(|_| Err(Error::internal(e.to_string()))).collect(),
-            Ok(p) => ids.iter().zip(p).map(|(id, r)| r.and_then(|(b, size)| self.parse_meta(*id, &b, size))).collect(),
+        match got {
+            Ok(g) => g,
+            Err(e) => (0..n).map(|_| Err(Error::internal(e.to_string()))).collect(),
         }
+    }
+
+    /// Several containers' metadata, with requests in flight together.
+    fn read_metas(&self, ids: &[ContainerId]) -> Vec<Result<ContainerMeta>> {
+        let probes = self.get_many(ids.iter().map(|id| self.container_key(*id)).collect(), Some(META_PROBE));
+        ids.iter().zip(probes).map(|(id, r)| r.and_then(|(b, size)| self.parse_meta(*id, &b, size))).collect()
     }
 
     fn journal_seqs(&self) -> Result<Vec<u64>> {
@@ -793,8 +802,7 @@ impl S3Store {
     fn delete_checkpoint(&self, seq: u64) -> Result<()> {
         let prefix = format!("namespace/ckpt-{seq:016x}");
         for k in self.list_keys(&prefix)? {
-            let path = parse_key(&k)?;
-            self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", &k, e))?;
+            self.delete_key(&k)?;
         }
         Ok(())
     }
@@ -818,22 +826,14 @@ impl S3Store {
     }
 
     fn read_journals(&self, seqs: &[u64]) -> Vec<Result<Vec<NamespaceOp>>> {
-        let got = self.block(
-            futures::stream::iter(seqs.iter().map(|s| {
-                let key = self.journal_key(*s);
-                async move {
-                    let path = parse_key(&key)?;
-                    let res = self.s3.get(&path).await.map_err(|e| self.err("GET", &key, e))?;
-                    res.bytes().await.map(|b| b.to_vec()).map_err(|e| self.err("GET", &key, e))
-                }
-            }))
-            .buffered(RECOVER_CONCURRENCY)
-            .collect::<Vec<_>>(),
-        );
-        match got {
-            Err(e) => seqs.iter().map(|_| Err(Error::internal(e.to_string()))).collect(),
-            Ok(g) => seqs.iter().zip(g).map(|(s, r)| r.and_then(|b| self.decode_journal(*s, &b))).collect(),
-        }
+        let got = self.get_many(seqs.iter().map(|s| self.journal_key(*s)).collect(), None);
+        seqs.iter().zip(got).map(|(s, r)| r.and_then(|(b, _)| self.decode_journal(*s, &b))).collect()
+    }
+
+    /// Deletes one object (a missing one is not an error on S3).
+    fn delete_key(&self, key: &str) -> Result<()> {
+        let path = parse_key(key)?;
+        self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", key, e))
     }
 
     fn missing(&self, id: ContainerId, e: Error) -> Error {
@@ -875,8 +875,8 @@ impl ContainerStore for S3Store {
         PathBuf::from(format!("s3://{}/{}", self.bucket, self.container_key(id)))
     }
 
-    fn put(&self, id: ContainerId, bytes: &[u8]) -> Result<()> {
-        self.put_create(&self.container_key(id), bytes.to_vec())?;
+    fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()> {
+        self.put_create(&self.container_key(id), bytes)?;
         crate::crashpoint::step("put", &crate::layout::container_file(id));
         Ok(())
     }
@@ -897,14 +897,7 @@ impl ContainerStore for S3Store {
         } else {
             let (probe, size) =
                 self.get_with_size(&self.container_key(id), Some(0..HEADER_LEN as u64)).map_err(|e| self.missing(id, e))?;
-            let header = container::parse_header(&probe, id, &self.location(id))?;
-            if size != header.file_len() {
-                return Err(Error::CorruptContainer {
-                    id,
-                    path: Some(self.location(id)),
-                    reason: format!("object is {size} bytes, header implies {}", header.file_len()),
-                });
-            }
+            let header = self.sized_header(id, &probe, size)?;
             self.remember(id, header.data_start(), header.data_len);
             (header.data_start(), header.data_len)
         };
@@ -952,10 +945,7 @@ impl ContainerStore for S3Store {
 
     fn delete(&self, id: ContainerId) -> Result<()> {
         lock(&self.headers).remove(&id.0);
-        let key = self.container_key(id);
-        let path = parse_key(&key)?;
-        // A delete of a missing key succeeds on S3.
-        self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", &key, e))
+        self.delete_key(&self.container_key(id))
     }
 
     fn recover(&self, next_container: u64) -> Result<Vec<ContainerId>> {
@@ -1008,9 +998,7 @@ impl ContainerStore for S3Store {
         // Now the entries it includes, and older checkpoints, are redundant.
         let (seqs, _, checkpoints) = self.namespace_objects()?;
         for s in seqs.into_iter().filter(|s| *s <= seq) {
-            let key = self.journal_key(s);
-            let path = parse_key(&key)?;
-            self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", &key, e))?;
+            self.delete_key(&self.journal_key(s))?;
         }
         for c in checkpoints.into_iter().filter(|c| *c < seq) {
             self.delete_checkpoint(c)?;
@@ -1019,7 +1007,7 @@ impl ContainerStore for S3Store {
     }
 
     fn describe(&self) -> String {
-        if self.prefix.is_empty() { format!("s3://{}", self.bucket) } else { format!("s3://{}/{}", self.bucket, self.prefix) }
+        s3_url(&self.bucket, &self.prefix)
     }
 
     fn as_any(&self) -> &dyn std::any::Any {

@@ -118,7 +118,7 @@ impl LocalTier {
             .map(|s| StoredSegment { fingerprint: s.fingerprint, bytes: &s.bytes, raw_len: s.raw_len, codec: s.codec })
             .collect();
         let bytes = crate::container::encode(new, kind, &stored);
-        let r = self.store.put(new, &bytes);
+        let r = self.store.put(new, bytes);
         self.poison(r)?;
         let mut batch = WriteBatch::default();
         let mut next = self.unindex(&mut batch, dead, &alloc);

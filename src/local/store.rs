@@ -37,7 +37,7 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
 
     /// Stores a sealed container under `id`, durably and create-only: an
     /// existing container of that id is never overwritten.
-    fn put(&self, id: ContainerId, bytes: &[u8]) -> Result<()>;
+    fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()>;
 
     /// The container's header and table, checked, reading no segment bytes.
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta>;
@@ -124,8 +124,8 @@ impl ContainerStore for DirStore {
         self.dir.join(container_file(id))
     }
 
-    fn put(&self, id: ContainerId, bytes: &[u8]) -> Result<()> {
-        durable::write_durable(&self.location(id), bytes, true)
+    fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()> {
+        durable::write_durable(&self.location(id), &bytes, true)
     }
 
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta> {
