@@ -95,6 +95,12 @@ fn cluster(test: &str) -> Option<&'static Cluster> {
     }
 }
 
+/// The cluster, with the shared side of [`FAULTS`] held for the test.
+fn shared(test: &str) -> Option<(&'static Cluster, std::sync::RwLockReadGuard<'static, ()>)> {
+    let c = cluster(test)?;
+    Some((c, FAULTS.read().unwrap_or_else(std::sync::PoisonError::into_inner)))
+}
+
 impl Cluster {
     /// A config for a fresh prefix of the test bucket.
     fn config(&self, name: &str) -> ObjectConfig {
@@ -164,8 +170,7 @@ fn restores_all(t: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
 
 #[test]
 fn object_tier_seeded_in_copy_and_move_mode_then_recalled() {
-    let Some(c) = cluster("object_tier_seeded_in_copy_and_move_mode_then_recalled") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("object_tier_seeded_in_copy_and_move_mode_then_recalled") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 11, 3, 40, 24 << 10);
     let cfg = c.config("copymove");
@@ -209,8 +214,7 @@ fn object_tier_seeded_in_copy_and_move_mode_then_recalled() {
 
 #[test]
 fn seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed() {
-    let Some(c) = cluster("seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 12, 2, 60, 32 << 10);
     drop(src);
@@ -258,8 +262,7 @@ fn seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed() {
 
 #[test]
 fn lost_metadata_is_recovered_from_the_bucket_alone() {
-    let Some(c) = cluster("lost_metadata_is_recovered_from_the_bucket_alone") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("lost_metadata_is_recovered_from_the_bucket_alone") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 13, 3, 30, 24 << 10);
     let cfg = c.config("recover");
@@ -298,8 +301,7 @@ fn lost_metadata_is_recovered_from_the_bucket_alone() {
 
 #[test]
 fn a_bucket_of_another_tier_is_refused() {
-    let Some(c) = cluster("a_bucket_of_another_tier_is_refused") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("a_bucket_of_another_tier_is_refused") else { return };
     let dir = tempfile::tempdir().unwrap();
     let a = c.config("tier-a");
     let b = c.config("tier-b");
@@ -362,8 +364,7 @@ fn delete_prefix(c: &Cluster, cfg: &ObjectConfig) {
 
 #[test]
 fn wrong_credentials_give_a_clear_error() {
-    let Some(c) = cluster("wrong_credentials_give_a_clear_error") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("wrong_credentials_give_a_clear_error") else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = c.config("creds");
     cfg.secret_access_key = Some("not-the-secret".into());
@@ -389,8 +390,7 @@ fn wrong_credentials_give_a_clear_error() {
 
 #[test]
 fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
-    let Some(c) = cluster("crash_leftovers_in_the_bucket_are_removed_or_rolled_forward") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("crash_leftovers_in_the_bucket_are_removed_or_rolled_forward") else { return };
     let dir = tempfile::tempdir().unwrap();
     let cfg = c.config("leftovers");
     let meta = dir.path().join("meta");
@@ -561,8 +561,7 @@ fn object_crash_trial(c: &Cluster, base: &Path, want: &BTreeMap<String, Vec<u8>>
 
 #[test]
 fn crash_points_while_seeding_into_the_object_tier_then_resume() {
-    let Some(c) = cluster("crash_points_while_seeding_into_the_object_tier_then_resume") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("crash_points_while_seeding_into_the_object_tier_then_resume") else { return };
     let base = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&base.path().join("src"), 41, 2, 24, 16 << 10);
     drop(src);
@@ -598,8 +597,7 @@ fn delete_object(c: &Cluster, key: &str) {
 
 #[test]
 fn a_bucket_that_lost_containers_is_caught_and_healed_by_the_next_job() {
-    let Some(c) = cluster("a_bucket_that_lost_containers_is_caught_and_healed_by_the_next_job") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("a_bucket_that_lost_containers_is_caught_and_healed_by_the_next_job") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 51, 2, 30, 20 << 10);
     let cfg = c.config("lost");
@@ -639,8 +637,9 @@ fn a_bucket_that_lost_containers_is_caught_and_healed_by_the_next_job() {
 #[test]
 fn write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes() {
     use tierseed::{Fault, FaultKind, FaultyTier};
-    let Some(c) = cluster("write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 52, 2, 24, 16 << 10);
     let mut injected = 0;
@@ -666,7 +665,7 @@ fn write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes()
                     Ok(o) => panic!("{kind:?} call {n} failed but the job returned {o:?}"),
                 }
             }
-            // Reopened (recovery runs: unindexed objects deleted, journal
+            // Reopened (recovery runs: unindexed objects adopted, journal
             // entries rolled forward), resumed, complete.
             let cloud = ObjectTier::open(&meta, &cfg).unwrap();
             run_to_end(&mut Seeder::resume(&st, &src, &cloud).unwrap());
@@ -679,8 +678,7 @@ fn write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes()
 
 #[test]
 fn seed_into_the_object_tier_sigkilled_at_random_instants_in_move_mode() {
-    let Some(c) = cluster("seed_into_the_object_tier_sigkilled_at_random_instants_in_move_mode") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("seed_into_the_object_tier_sigkilled_at_random_instants_in_move_mode") else { return };
     let base = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&base.path().join("src0"), 61, 2, 40, 24 << 10);
     drop(src);
@@ -737,8 +735,7 @@ fn seed_into_the_object_tier_sigkilled_at_random_instants_in_move_mode() {
 
 #[test]
 fn a_job_killed_while_creating_its_object_target_can_run_again() {
-    let Some(c) = cluster("a_job_killed_while_creating_its_object_target_can_run_again") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("a_job_killed_while_creating_its_object_target_can_run_again") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 62, 1, 10, 8 << 10);
     drop(src);
@@ -757,8 +754,7 @@ fn a_job_killed_while_creating_its_object_target_can_run_again() {
 
 #[test]
 fn namespace_checkpoints_bound_the_journal_and_recovery_uses_them() {
-    let Some(c) = cluster("namespace_checkpoints_bound_the_journal_and_recovery_uses_them") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("namespace_checkpoints_bound_the_journal_and_recovery_uses_them") else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = c.config("ckpt");
     cfg.checkpoint_every = 3;
@@ -862,8 +858,7 @@ fn an_object_tier_without_credentials_is_refused_before_any_request() {
 
 #[test]
 fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
-    let Some(c) = cluster("metadata_older_than_its_bucket_deletes_nothing_and_catches_up") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("metadata_older_than_its_bucket_deletes_nothing_and_catches_up") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 63, 3, 20, 16 << 10);
     let cfg = c.config("stale");
@@ -916,8 +911,7 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
 #[test]
 fn read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly() {
     use tierseed::{Fault, FaultKind, FaultyTier};
-    let Some(c) = cluster("read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly") else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 64, 2, 24, 16 << 10);
     let cfg = c.config("rfault");
@@ -952,8 +946,7 @@ fn read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly() {
 
 #[test]
 fn two_metadata_directories_writing_one_bucket_never_overwrite_each_other() {
-    let Some(c) = cluster("two_metadata_directories_writing_one_bucket_never_overwrite_each_other") else { return };
-    let _g = FAULTS.read().unwrap();
+    let Some((c, _shared)) = shared("two_metadata_directories_writing_one_bucket_never_overwrite_each_other") else { return };
     let dir = tempfile::tempdir().unwrap();
     let cfg = c.config("splitbrain");
     let a = ObjectTier::create(dir.path().join("a"), &cfg, small_config()).unwrap();
