@@ -292,6 +292,18 @@ pub enum Error {
         /// The invariant that did not hold.
         what: String,
     },
+    /// A failure on one target of a job with several, naming the target
+    /// (its tier id and position among the job's targets, from 1).
+    #[error("target #{lane} ({target}): {error}")]
+    OnTarget {
+        /// The target tier's id.
+        target: String,
+        /// Its position among the job's targets, from 1.
+        lane: usize,
+        /// The underlying error.
+        #[source]
+        error: Box<Error>,
+    },
     /// A phase failed; wraps the cause with the phase name. The cause is
     /// part of the message, is this error's [`source`](std::error::Error::source)
     /// (a `Box<Error>`: downcast to that), and is reachable directly with
@@ -360,7 +372,7 @@ impl Error {
     /// The innermost error, looking through phase wrappers.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Phase { error, .. } => error.root(),
+            Error::Phase { error, .. } | Error::OnTarget { error, .. } => error.root(),
             e => e,
         }
     }

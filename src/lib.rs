@@ -86,7 +86,7 @@ pub use crate::crashpoint::CRASH_POINTS;
 pub use crate::crashpoint::trace;
 pub use crate::engine::{
     Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, PhfKind, Progress, Report, Seeder, SeederBuilder,
-    SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, ThrottleHandle, VerifyLevel,
+    SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, TargetFailure, TargetReport, ThrottleHandle, VerifyLevel,
 };
 pub use crate::error::{Error, Result};
 pub use crate::faulty::{Fault, FaultKind, FaultyTier};

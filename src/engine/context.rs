@@ -11,7 +11,7 @@ use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
 use super::phv::Phv;
-use super::{Counters, Mode, Phase, Report};
+use super::{Counters, Mode, Phase, Report, TargetFailure};
 use crate::ContainerId;
 use crate::durable::{Versioned, decode_record, decode_versioned, encode_record};
 use crate::error::{Error, Result};
@@ -39,6 +39,16 @@ const K_ORIGIN: &[u8] = b"origin";
 /// context without it, every earlier one included, is a boomphf job).
 const K_PHF_KIND: &[u8] = b"phfkind";
 const K_GATE: &str = "gate/";
+/// The targets after the first and the failure policy, written only for a
+/// job with more than one target or the `drop` policy (absent: one target,
+/// `fail`).
+const K_TARGETS: &[u8] = b"targets";
+/// The targets dropped by the `drop` policy, with why.
+const K_DROPPED: &[u8] = b"dropped";
+/// Per-target records of targets after the first live under this prefix:
+/// `lane/<i>` (progress) and `lane/<i>/phv/<chunk>` (PHV words). The first
+/// target's live where a single-target job keeps them.
+const K_LANE: &str = "lane/";
 /// Selected files are stored in chunks of this many entries.
 pub(crate) const FILES_PER_CHUNK: usize = 1024;
 
@@ -57,6 +67,33 @@ pub(crate) struct JobRecord {
     /// Reference time for `older_than`, fixed at creation so that a
     /// re-run of Select selects the same files.
     pub(crate) created: i64,
+    /// Targets after `target`, in lane order (persisted under `targets`).
+    pub(crate) more_targets: Vec<[u8; 16]>,
+    /// What a failing target does to the job (persisted under `targets`).
+    pub(crate) on_failure: TargetFailure,
+}
+
+impl JobRecord {
+    /// Every target's id, in lane order.
+    pub(crate) fn target_ids(&self) -> Vec<[u8; 16]> {
+        std::iter::once(self.target).chain(self.more_targets.iter().copied()).collect()
+    }
+}
+
+/// The targets record, version 1.
+#[derive(Serialize, Deserialize)]
+struct TargetsV1 {
+    more: Vec<[u8; 16]>,
+    /// 0: fail, 1: drop.
+    policy: u8,
+}
+
+/// One target's progress after the first, version 1.
+#[derive(Serialize, Deserialize)]
+struct LaneV1 {
+    floor: u64,
+    switch_cursor: u64,
+    counters: CountersV2,
 }
 
 /// The job record as persisted, version 1.
@@ -96,22 +133,107 @@ impl JobV1 {
             gamma: self.gamma,
             phf: crate::PhfKind::Boomphf,
             created: self.created,
+            more_targets: Vec::new(),
+            on_failure: TargetFailure::Fail,
         })
     }
 }
 
-/// Rewritten by every commit (in memory; on disk: [`ProgressV2`]).
-#[derive(Clone, Debug, Default)]
+/// Rewritten by every commit (in memory; on disk: [`ProgressV2`] with the
+/// first target's share folded in, [`LaneV1`] for each further target, and
+/// the dropped list).
+#[derive(Clone, Debug)]
 pub(crate) struct ProgressRecord {
     pub(crate) phase_done: Option<Phase>,
-    /// Snapshot index to resume Copy from.
+    /// Snapshot index to resume Copy from: the least of every live
+    /// target's.
     pub(crate) copy_cursor: u64,
-    /// File chunks upserted into the target namespace.
-    pub(crate) switch_cursor: u64,
     /// File chunks removed from the source namespace (move mode).
     pub(crate) remove_cursor: u64,
+    /// The job-wide counters; the target-side fields live in `lanes`.
     pub(crate) counters: Counters,
     pub(crate) resumes: u64,
+    /// One per target, in lane order (never empty).
+    pub(crate) lanes: Vec<LaneProgress>,
+}
+
+impl ProgressRecord {
+    /// A new job's progress with `targets` lanes.
+    pub(crate) fn new(targets: usize) -> ProgressRecord {
+        ProgressRecord {
+            phase_done: None,
+            copy_cursor: 0,
+            remove_cursor: 0,
+            counters: Counters::default(),
+            resumes: 0,
+            lanes: vec![LaneProgress::default(); targets.max(1)],
+        }
+    }
+
+    /// The job's counters with every target's share summed in.
+    pub(crate) fn total(&self) -> Counters {
+        self.lanes.iter().fold(self.counters, |acc, l| add_target_side(acc, &l.counters))
+    }
+
+    /// The lanes still in the job.
+    pub(crate) fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        self.lanes.iter().enumerate().filter(|(_, l)| l.dropped.is_none()).map(|(i, _)| i)
+    }
+}
+
+/// One target's share of a job's progress.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LaneProgress {
+    /// Target containers with an id at or past this were written after
+    /// Select (by this job, in a run that crashed before committing them).
+    /// `None` for a job from before floors were recorded.
+    pub(crate) floor: Option<u64>,
+    /// File chunks upserted into this target's namespace.
+    pub(crate) switch_cursor: u64,
+    /// The target-side counters only (see [`target_side`]).
+    pub(crate) counters: Counters,
+    /// Why the `drop` policy took this target out of the job.
+    pub(crate) dropped: Option<String>,
+}
+
+/// `c` with only the fields that count one target's work kept.
+pub(crate) fn target_side(c: &Counters) -> Counters {
+    Counters {
+        segments_copied: c.segments_copied,
+        bytes_copied: c.bytes_copied,
+        segments_deduplicated: c.segments_deduplicated,
+        bytes_deduplicated: c.bytes_deduplicated,
+        target_containers: c.target_containers,
+        files_switched: c.files_switched,
+        segments_adopted: c.segments_adopted,
+        ..Counters::default()
+    }
+}
+
+/// `acc` plus the target-side fields of `lane`.
+fn add_target_side(mut acc: Counters, lane: &Counters) -> Counters {
+    acc.segments_copied += lane.segments_copied;
+    acc.bytes_copied += lane.bytes_copied;
+    acc.segments_deduplicated += lane.segments_deduplicated;
+    acc.bytes_deduplicated += lane.bytes_deduplicated;
+    acc.target_containers += lane.target_containers;
+    acc.files_switched += lane.files_switched;
+    acc.segments_adopted += lane.segments_adopted;
+    acc
+}
+
+/// `c` with the target-side fields zeroed.
+fn job_side(c: &Counters) -> Counters {
+    Counters {
+        segments_copied: 0,
+        bytes_copied: 0,
+        segments_deduplicated: 0,
+        bytes_deduplicated: 0,
+        target_containers: 0,
+        files_switched: 0,
+        segments_adopted: 0,
+        ..*c
+    }
 }
 
 /// The persisted counterpart of [`ProgressRecord`], version 2.
@@ -211,27 +333,38 @@ impl From<CountersV2> for Counters {
 }
 
 impl From<&ProgressRecord> for ProgressV2 {
+    /// The first target's share is folded into the job-wide record, the
+    /// way a single-target job has always stored it.
     fn from(p: &ProgressRecord) -> Self {
+        let first = p.lanes.first().cloned().unwrap_or_default();
         ProgressV2 {
             phase_done: p.phase_done.map(phase_code),
             copy_cursor: p.copy_cursor,
-            switch_cursor: p.switch_cursor,
+            switch_cursor: first.switch_cursor,
             remove_cursor: p.remove_cursor,
-            counters: (&p.counters).into(),
+            counters: (&add_target_side(p.counters, &first.counters)).into(),
             resumes: p.resumes,
         }
     }
 }
 
 impl Upgrade<ProgressRecord> for ProgressV2 {
+    /// One lane, from the folded-in first target's share; the reader adds
+    /// its floor and the other targets.
     fn upgrade(self, what: &dyn Fn() -> String) -> Result<ProgressRecord> {
+        let counters: Counters = self.counters.into();
         Ok(ProgressRecord {
             phase_done: self.phase_done.map(|c| phase_from_code(c, what)).transpose()?,
             copy_cursor: self.copy_cursor,
-            switch_cursor: self.switch_cursor,
             remove_cursor: self.remove_cursor,
-            counters: self.counters.into(),
+            counters: job_side(&counters),
             resumes: self.resumes,
+            lanes: vec![LaneProgress {
+                floor: None,
+                switch_cursor: self.switch_cursor,
+                counters: target_side(&counters),
+                dropped: None,
+            }],
         })
     }
 }
@@ -327,8 +460,22 @@ pub(crate) struct Commit {
 }
 
 impl Commit {
+    /// The progress record and every target's share of it, in one batch.
     pub(crate) fn progress(&mut self, p: &ProgressRecord) -> &mut Self {
         self.batch.put(K_PROGRESS, encode_record(CTX_MAGIC, PROGRESS_VERSION, &ProgressV2::from(p)));
+        if let Some(floor) = p.lanes.first().and_then(|l| l.floor) {
+            self.target(&TargetRecord { floor });
+        }
+        for (i, lane) in p.lanes.iter().enumerate().skip(1) {
+            let v1 =
+                LaneV1 { floor: lane.floor.unwrap_or(0), switch_cursor: lane.switch_cursor, counters: (&lane.counters).into() };
+            self.batch.put(format!("{K_LANE}{i}"), encode_record(CTX_MAGIC, CTX_VERSION, &v1));
+        }
+        let dropped: Vec<(u32, String)> =
+            p.lanes.iter().enumerate().filter_map(|(i, l)| l.dropped.clone().map(|d| (i as u32, d))).collect();
+        if !dropped.is_empty() {
+            self.batch.put(K_DROPPED, encode_record(CTX_MAGIC, CTX_VERSION, &dropped));
+        }
         self
     }
     pub(crate) fn mark_sum(&mut self, m: &MarkSumRecord) -> &mut Self {
@@ -348,6 +495,10 @@ impl Commit {
         if j.phf != crate::PhfKind::Boomphf {
             self.batch.put(K_PHF_KIND, encode_record(CTX_MAGIC, CTX_VERSION, &j.phf.code()));
         }
+        if !j.more_targets.is_empty() || j.on_failure != TargetFailure::Fail {
+            let t = TargetsV1 { more: j.more_targets.clone(), policy: j.on_failure.code() };
+            self.batch.put(K_TARGETS, encode_record(CTX_MAGIC, CTX_VERSION, &t));
+        }
         self
     }
     pub(crate) fn snapshot(&mut self, s: &[ContainerId]) -> &mut Self {
@@ -366,9 +517,10 @@ impl Commit {
         self.batch.put(K_PHF, encode_record(CTX_MAGIC, CTX_VERSION, r));
         self
     }
-    pub(crate) fn phv(&mut self, phv: &mut Phv) -> &mut Self {
+    /// The changed words of target `lane`'s PHV.
+    pub(crate) fn phv(&mut self, lane: usize, phv: &mut Phv) -> &mut Self {
         for (i, bytes) in phv.take_dirty() {
-            self.batch.put(phv_key(i), bytes);
+            self.batch.put(phv_key(lane, i), bytes);
         }
         self
     }
@@ -391,6 +543,9 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
         decode_record::<ProgressV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
         decode_record::<MarkSumRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<TargetRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<TargetsV1>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<LaneV1>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<(u32, String)>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<OptionsRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<GateRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
@@ -408,8 +563,14 @@ fn files_key(i: u64) -> Vec<u8> {
     format!("files/{i:010}").into_bytes()
 }
 
-fn phv_key(i: usize) -> Vec<u8> {
-    format!("phv/{i:010}").into_bytes()
+/// The PHV chunks' key prefix of target `lane` (the first target's is
+/// the single-target job's `phv/`).
+fn phv_prefix(lane: usize) -> String {
+    if lane == 0 { "phv/".to_string() } else { format!("{K_LANE}{lane}/phv/") }
+}
+
+fn phv_key(lane: usize, i: usize) -> Vec<u8> {
+    format!("{}{i:010}", phv_prefix(lane)).into_bytes()
 }
 
 impl Context {
@@ -604,10 +765,41 @@ impl Reader<'_> {
             job.phf = crate::PhfKind::from_code(code)
                 .ok_or_else(|| Error::corrupt_record(self.what(K_PHF_KIND), format!("unknown PHF kind {code}")))?;
         }
+        if let Some(t) = self.get::<TargetsV1>(K_TARGETS)? {
+            job.on_failure = TargetFailure::from_code(t.policy)
+                .ok_or_else(|| Error::corrupt_record(self.what(K_TARGETS), format!("unknown failure policy {}", t.policy)))?;
+            job.more_targets = t.more;
+        }
         Ok(Some(job))
     }
+
+    /// The progress with every target's share: the first target's from
+    /// the progress and target records, the others' from their lane
+    /// records (a missing one is corruption).
     pub(crate) fn progress(&self) -> Result<ProgressRecord> {
-        self.get_v2::<ProgressRecord, ProgressV1, ProgressV2>(K_PROGRESS)?.ok_or_else(|| self.missing(K_PROGRESS))
+        let mut p = self.get_v2::<ProgressRecord, ProgressV1, ProgressV2>(K_PROGRESS)?.ok_or_else(|| self.missing(K_PROGRESS))?;
+        if let Some(first) = p.lanes.first_mut() {
+            first.floor = self.target()?.map(|t| t.floor);
+        }
+        let more = self.get::<TargetsV1>(K_TARGETS)?.map_or(0, |t| t.more.len());
+        for i in 1..=more {
+            let key = format!("{K_LANE}{i}");
+            let l: LaneV1 = self.need(key.as_bytes())?;
+            p.lanes.push(LaneProgress {
+                floor: Some(l.floor),
+                switch_cursor: l.switch_cursor,
+                counters: target_side(&l.counters.into()),
+                dropped: None,
+            });
+        }
+        for (i, why) in self.get::<Vec<(u32, String)>>(K_DROPPED)?.unwrap_or_default() {
+            let lanes = p.lanes.len();
+            let lane = p.lanes.get_mut(i as usize).ok_or_else(|| {
+                Error::corrupt_record(self.what(K_DROPPED), format!("target #{i} dropped, the job has {lanes}"))
+            })?;
+            lane.dropped = Some(why);
+        }
+        Ok(p)
     }
     pub(crate) fn mark_sum(&self) -> Result<Option<MarkSumRecord>> {
         self.get(K_MARK_SUM)
@@ -630,20 +822,27 @@ impl Reader<'_> {
     pub(crate) fn phf(&self) -> Result<PhfRef> {
         self.need(K_PHF)
     }
+    /// The final report, with each target's share from the progress
+    /// (which is final once the report is written).
     pub(crate) fn report(&self) -> Result<Option<Report>> {
-        self.get_v2::<Report, ReportV1, ReportV2>(K_REPORT)
+        let Some(mut r) = self.get_v2::<Report, ReportV1, ReportV2>(K_REPORT)? else { return Ok(None) };
+        let job = self.job()?.ok_or_else(|| self.missing(K_JOB))?;
+        r.targets = super::targets_report(&job, &self.progress()?);
+        Ok(Some(r))
     }
     pub(crate) fn file_chunk(&self, i: u64) -> Result<Vec<FileEntry>> {
         Ok(self.need::<Vec<FileEntryV1>>(&files_key(i))?.into_iter().map(FileEntry::from).collect())
     }
 
-    /// Loads every PHV chunk into `phv`; a missing chunk is corruption.
-    pub(crate) fn load_phv(&self, phv: &mut Phv) -> Result<()> {
+    /// Loads every PHV chunk of target `lane` into `phv`; a missing chunk
+    /// is corruption.
+    pub(crate) fn load_phv(&self, lane: usize, phv: &mut Phv) -> Result<()> {
         let path = self.dir.join(JOB_CONTEXT);
         let mut seen = 0usize;
-        for item in self.db.iterator(IteratorMode::From(b"phv/", rocksdb::Direction::Forward)) {
+        let prefix = phv_prefix(lane);
+        for item in self.db.iterator(IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward)) {
             let (k, v) = item.map_err(|e| Error::db(&path, e))?;
-            let Some(idx) = k.strip_prefix(b"phv/") else { break };
+            let Some(idx) = k.strip_prefix(prefix.as_bytes()) else { break };
             let i: usize = std::str::from_utf8(idx)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -668,6 +867,7 @@ impl Upgrade<Report> for ReportV2 {
             mode: mode_from_code(self.mode, what)?,
             counters: self.counters.into(),
             resumes: self.resumes,
+            targets: Vec::new(),
         })
     }
 }

@@ -37,6 +37,77 @@ pub enum Mode {
     Move,
 }
 
+/// What a job does when one of its targets fails (a write, a lookup,
+/// Verify or Switch on that target), or is not given to a resume.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetFailure {
+    /// The whole job fails cleanly; a resume goes on from the last commit.
+    #[default]
+    Fail,
+    /// The failing target is dropped (recorded in the context, named in the
+    /// report) and the others complete. A move job removes nothing from the
+    /// source once a target is dropped. With every target dropped, the job
+    /// fails.
+    Drop,
+}
+
+impl TargetFailure {
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            TargetFailure::Fail => 0,
+            TargetFailure::Drop => 1,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<TargetFailure> {
+        match code {
+            0 => Some(TargetFailure::Fail),
+            1 => Some(TargetFailure::Drop),
+            _ => None,
+        }
+    }
+
+    /// The policy's name: `fail` or `drop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetFailure::Fail => "fail",
+            TargetFailure::Drop => "drop",
+        }
+    }
+}
+
+impl std::fmt::Display for TargetFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for TargetFailure {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fail" => Ok(TargetFailure::Fail),
+            "drop" => Ok(TargetFailure::Drop),
+            other => Err(Error::InvalidConfig(format!("on-target-failure {other:?}: expected fail or drop"))),
+        }
+    }
+}
+
+/// What a job did on one of its targets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetReport {
+    /// The target tier's id.
+    pub tier_id: String,
+    /// This target's share of the work: only the target-side counters are
+    /// set (segments and bytes copied and deduplicated, target containers,
+    /// files switched, segments adopted).
+    pub counters: Counters,
+    /// Why the [`TargetFailure::Drop`] policy took this target out of the
+    /// job; `None` for a target that has everything.
+    pub dropped: Option<String>,
+}
+
 /// The phases of a job, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Phase {
@@ -137,10 +208,12 @@ pub struct Report {
     pub job_id: String,
     /// Copy or move.
     pub mode: Mode,
-    /// What was done.
+    /// What was done; with several targets, their shares summed.
     pub counters: Counters,
     /// How many times the job was resumed.
     pub resumes: u64,
+    /// Each target's share, in the order the job was given them.
+    pub targets: Vec<TargetReport>,
 }
 
 /// Where a suspended (or running) job stands.
@@ -152,10 +225,13 @@ pub struct Progress {
     pub phase_done: Option<Phase>,
     /// The phase a resume starts at.
     pub next_phase: Phase,
-    /// Copy cursor: snapshot containers fully handled.
+    /// Copy cursor: snapshot containers fully handled (by every target).
     pub copy_cursor: u64,
-    /// Counters as of the last commit.
+    /// Counters as of the last commit; with several targets, their shares
+    /// summed.
     pub counters: Counters,
+    /// Each target's share, in the order the job was given them.
+    pub targets: Vec<TargetReport>,
     /// Rough completion estimate, 0 to 100.
     pub percent: f64,
     /// Why the job is waiting, when a switch gate deferred it.
@@ -310,6 +386,15 @@ pub enum Event {
     Suspended(Progress),
     /// The job completed.
     Completed(Report),
+    /// The [`TargetFailure::Drop`] policy took a target out of the job.
+    TargetDropped {
+        /// The target tier's id.
+        target: String,
+        /// The phase it failed in.
+        phase: Phase,
+        /// Why.
+        reason: String,
+    },
     /// The job failed; the context holds the last committed state.
     Failed {
         /// The phase that failed.
@@ -372,7 +457,8 @@ impl ThrottleHandle {
 /// Builds a new job; see [`Seeder::builder`].
 pub struct SeederBuilder<'a> {
     source: &'a dyn SourceTier,
-    target: &'a dyn TargetTier,
+    targets: Vec<&'a dyn TargetTier>,
+    on_failure: TargetFailure,
     state_dir: PathBuf,
     selection: Selection,
     mode: Mode,
@@ -387,6 +473,22 @@ pub struct SeederBuilder<'a> {
 }
 
 impl<'a> SeederBuilder<'a> {
+    /// Seeds `target` too, in the same pass: the source is read and
+    /// verified once, and each segment goes to every target that lacks it.
+    /// Call it once per extra target; each keeps its own PHV, progress,
+    /// Verify and Switch.
+    #[must_use]
+    pub fn also_to(mut self, target: &'a dyn TargetTier) -> Self {
+        self.targets.push(target);
+        self
+    }
+    /// What a failing target does to the job (default
+    /// [`TargetFailure::Fail`]). Recorded in the job.
+    #[must_use]
+    pub fn on_target_failure(mut self, policy: TargetFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
     /// Which files to move (required: an empty selection is an error).
     #[must_use]
     pub fn selection(mut self, s: Selection) -> Self {
@@ -464,10 +566,27 @@ impl<'a> SeederBuilder<'a> {
         if self.threads == 0 {
             return Err(Error::InvalidConfig("threads must be at least 1".into()));
         }
+        let source = *self.source.tier_id()?.as_bytes();
+        let mut ids = Vec::with_capacity(self.targets.len());
+        for t in &self.targets {
+            let id = *t.tier_id()?.as_bytes();
+            if id == source {
+                return Err(Error::InvalidConfig("a target is the source tier itself".into()));
+            }
+            if ids.contains(&id) {
+                return Err(Error::InvalidConfig(format!(
+                    "target {} is given twice (one tier, two paths?)",
+                    uuid::Uuid::from_bytes(id)
+                )));
+            }
+            ids.push(id);
+        }
         let job = JobRecord {
             job_id: *uuid::Uuid::new_v4().as_bytes(),
-            source: *self.source.tier_id()?.as_bytes(),
-            target: *self.target.tier_id()?.as_bytes(),
+            source,
+            target: ids[0],
+            more_targets: ids[1..].to_vec(),
+            on_failure: self.on_failure,
             selection: self.selection,
             mode: self.mode,
             gamma: self.gamma,
@@ -475,8 +594,10 @@ impl<'a> SeederBuilder<'a> {
             created: now_secs(),
         };
         let options = OptionsRecord { verify: self.verify.code() };
-        let ctx = Context::create(&self.state_dir, &job, &ProgressRecord::default(), &options, self.origin.as_deref())?;
-        let mut s = Seeder::assemble(self.source, self.target, ctx, job, self.threads, self.observer, false);
+        let progress = ProgressRecord::new(ids.len());
+        let ctx = Context::create(&self.state_dir, &job, &progress, &options, self.origin.as_deref())?;
+        let targets = self.targets.into_iter().map(Some).collect();
+        let mut s = Seeder::assemble(self.source, targets, ctx, job, self.threads, self.observer, false);
         s.verify = self.verify;
         s.throttle.set_bytes_per_sec(self.limit);
         s.gate = self.gate;
@@ -512,7 +633,9 @@ fn default_threads() -> usize {
 /// ```
 pub struct Seeder<'a> {
     source: &'a dyn SourceTier,
-    target: &'a dyn TargetTier,
+    /// One per target, in lane order; `None` for a target a resume was not
+    /// given (dropped under [`TargetFailure::Drop`]).
+    targets: Vec<Option<&'a dyn TargetTier>>,
     ctx: Context,
     job: JobRecord,
     threads: usize,
@@ -532,7 +655,8 @@ impl<'a> Seeder<'a> {
     pub fn builder(source: &'a dyn SourceTier, target: &'a dyn TargetTier, state_dir: impl AsRef<Path>) -> SeederBuilder<'a> {
         SeederBuilder {
             source,
-            target,
+            targets: vec![target],
+            on_failure: TargetFailure::Fail,
             state_dir: state_dir.as_ref().to_path_buf(),
             selection: Selection::new(),
             mode: Mode::Copy,
@@ -549,7 +673,7 @@ impl<'a> Seeder<'a> {
 
     fn assemble(
         source: &'a dyn SourceTier,
-        target: &'a dyn TargetTier,
+        targets: Vec<Option<&'a dyn TargetTier>>,
         ctx: Context,
         job: JobRecord,
         threads: usize,
@@ -558,7 +682,7 @@ impl<'a> Seeder<'a> {
     ) -> Seeder<'a> {
         Seeder {
             source,
-            target,
+            targets,
             ctx,
             job,
             threads,
@@ -576,7 +700,21 @@ impl<'a> Seeder<'a> {
     /// Reopens the job in `state_dir`. The tiers must be the ones the job
     /// was created with (checked by their UUIDs); the context is untouched
     /// otherwise. `run` then starts at the first phase not recorded done.
+    /// A job with several targets resumes with [`Seeder::resume_targets`].
     pub fn resume(state_dir: impl AsRef<Path>, source: &'a dyn SourceTier, target: &'a dyn TargetTier) -> Result<Seeder<'a>> {
+        Self::resume_targets(state_dir, source, &[target])
+    }
+
+    /// Reopens a job with one or more targets. Each tier in `targets` must
+    /// be one of the job's (matched by UUID, in any order). A target of the
+    /// job missing from `targets` fails the resume under
+    /// [`TargetFailure::Fail`]; under [`TargetFailure::Drop`] it is dropped
+    /// at the run's first commit, and named in the report.
+    pub fn resume_targets(
+        state_dir: impl AsRef<Path>,
+        source: &'a dyn SourceTier,
+        targets: &[&'a dyn TargetTier],
+    ) -> Result<Seeder<'a>> {
         let dir = state_dir.as_ref();
         let ctx = Context::open(dir)?;
         let job = ctx.reader().job()?.ok_or_else(|| Error::NoJob { state_dir: dir.to_path_buf() })?;
@@ -591,14 +729,41 @@ impl<'a> Seeder<'a> {
         if progress.phase_done >= Some(Phase::BuildPhf) {
             ctx.reader().phf()?;
         }
-        for (role, expected, found) in [("source", job.source, source.tier_id()?), ("target", job.target, target.tier_id()?)] {
-            if *found.as_bytes() != expected {
-                return Err(Error::TierMismatch {
-                    state_dir: dir.to_path_buf(),
-                    role,
-                    expected: uuid::Uuid::from_bytes(expected).to_string(),
-                    found: found.to_string(),
-                });
+        let mismatch = |role, expected: [u8; 16], found: String| Error::TierMismatch {
+            state_dir: dir.to_path_buf(),
+            role,
+            expected: uuid::Uuid::from_bytes(expected).to_string(),
+            found,
+        };
+        let found = source.tier_id()?;
+        if *found.as_bytes() != job.source {
+            return Err(mismatch("source", job.source, found.to_string()));
+        }
+        let ids = job.target_ids();
+        let mut lanes: Vec<Option<&'a dyn TargetTier>> = vec![None; ids.len()];
+        for t in targets {
+            let found = t.tier_id()?;
+            match ids.iter().position(|id| id == found.as_bytes()) {
+                Some(i) if lanes[i].is_none() => lanes[i] = Some(*t),
+                Some(_) => return Err(Error::InvalidConfig(format!("target {found} is given twice"))),
+                // With one target, name what was expected as before.
+                None if ids.len() == 1 => return Err(mismatch("target", ids[0], found.to_string())),
+                None => {
+                    let all: Vec<String> = ids.iter().map(|i| uuid::Uuid::from_bytes(*i).to_string()).collect();
+                    return Err(mismatch("target", ids[0], format!("{found}, which is none of the job's ({})", all.join(", "))));
+                }
+            }
+        }
+        for (i, lane) in lanes.iter().enumerate() {
+            if lane.is_none()
+                && progress.lanes.get(i).is_some_and(|l| l.dropped.is_none())
+                && job.on_failure == TargetFailure::Fail
+            {
+                return Err(mismatch(
+                    "target",
+                    ids[i],
+                    "nothing (the job's policy is fail: give every target, or abandon the job)".into(),
+                ));
             }
         }
         // Jobs created before the verify level was recorded verify metadata.
@@ -608,7 +773,7 @@ impl<'a> Seeder<'a> {
                 Error::corrupt_record(format!("context in {}", dir.display()), format!("unknown verify level {}", o.verify))
             })?,
         };
-        let mut s = Seeder::assemble(source, target, ctx, job, default_threads(), None, true);
+        let mut s = Seeder::assemble(source, lanes, ctx, job, default_threads(), None, true);
         s.verify = verify;
         Ok(s)
     }
@@ -727,7 +892,8 @@ pub(crate) fn progress_of(job: &JobRecord, p: &ProgressRecord) -> Progress {
     let within = match next {
         Phase::Copy if p.counters.containers_total > 0 => p.copy_cursor as f64 / p.counters.containers_total as f64,
         Phase::Switch if p.counters.files_selected > 0 => {
-            (p.switch_cursor as f64 * context::FILES_PER_CHUNK as f64 / p.counters.files_selected as f64).min(1.0)
+            let chunks: u64 = p.lanes.iter().map(|l| l.switch_cursor).sum();
+            (chunks as f64 * context::FILES_PER_CHUNK as f64 / (p.counters.files_selected * p.lanes.len() as u64) as f64).min(1.0)
         }
         _ => 0.0,
     };
@@ -736,8 +902,22 @@ pub(crate) fn progress_of(job: &JobRecord, p: &ProgressRecord) -> Progress {
         phase_done: p.phase_done,
         next_phase: next,
         copy_cursor: p.copy_cursor,
-        counters: p.counters,
+        counters: p.total(),
+        targets: targets_report(job, p),
         percent: if next == Phase::Done { 100.0 } else { done + within * WEIGHTS[next as usize] },
         deferred: None,
     }
+}
+
+/// Each target's share of `p`, for reports.
+pub(crate) fn targets_report(job: &JobRecord, p: &ProgressRecord) -> Vec<TargetReport> {
+    job.target_ids()
+        .into_iter()
+        .zip(&p.lanes)
+        .map(|(id, l)| TargetReport {
+            tier_id: uuid::Uuid::from_bytes(id).to_string(),
+            counters: l.counters,
+            dropped: l.dropped.clone(),
+        })
+        .collect()
 }

@@ -16,6 +16,7 @@ pub(crate) const CHUNK_WORDS: usize = 16;
 const PHV_MAGIC: &[u8; 4] = b"TSPV";
 const PHV_VERSION: u16 = 1;
 
+#[derive(Clone)]
 pub(crate) struct Phv {
     bits: BitVec<u64, Lsb0>,
     /// One bit per chunk changed since the last commit. (A set here was

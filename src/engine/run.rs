@@ -7,17 +7,20 @@ use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
-use super::context::{Commit, FILES_PER_CHUNK, GateRecord, MarkSumRecord, PhfRef, ProgressRecord, TargetRecord};
+use super::context::{Commit, FILES_PER_CHUNK, GateRecord, MarkSumRecord, PhfRef, ProgressRecord};
 use super::phf::Phf;
 use super::phv::Phv;
 use super::verify::verify_target;
 use super::walk::{SetSum, affected_files, mark};
-use super::{Event, GateAnswer, Mode, Outcome, Phase, Report, Seeder, SwitchRequest, SwitchStage, ThrottleHandle, progress_of};
+use super::{
+    Event, GateAnswer, Mode, Outcome, Phase, Report, Seeder, SwitchRequest, SwitchStage, TargetFailure, ThrottleHandle,
+    progress_of, targets_report,
+};
 use crate::crashpoint;
 use crate::error::{Error, Result};
 use crate::pack::{Batch, OwnedSegment, Packer, Sealed};
 use crate::tier::{ContainerKind, SegmentEntry};
-use crate::tier::{FileEntry, Tier};
+use crate::tier::{FileEntry, TargetTier, Tier};
 use crate::{ContainerId, Fingerprint};
 
 /// Copy commits at least this often (in source containers) even when no
@@ -37,12 +40,12 @@ const MAX_FILES_NAMED: usize = 20;
 /// Which tier a pin is on.
 enum PinOn {
     Source,
-    Target,
+    /// The target of this lane.
+    Target(usize),
 }
 
 /// What the engine holds in memory while it runs; everything here can be
 /// rebuilt from the context.
-#[derive(Default)]
 pub(super) struct State {
     /// Pins taken on the tiers by this run.
     pins: Vec<(PinOn, u64)>,
@@ -50,7 +53,9 @@ pub(super) struct State {
     snapshot: Vec<ContainerId>,
     files: Vec<FileEntry>,
     phf: Option<Phf>,
-    phv: Option<Phv>,
+    /// One PHV per target, in lane order (empty: not loaded yet). A
+    /// dropped target's is never read.
+    phvs: Vec<Phv>,
 }
 
 enum Flow {
@@ -71,7 +76,7 @@ struct Loaded {
     skipped: bool,
 }
 
-impl Seeder<'_> {
+impl<'a> Seeder<'a> {
     fn emit(&self, e: Event) {
         if let Some(o) = &self.observer {
             o.event(&e);
@@ -85,7 +90,14 @@ impl Seeder<'_> {
             .num_threads(self.threads)
             .build()
             .map_err(|e| Error::ThreadPool { threads: self.threads, source: e })?;
-        let mut st = State { prog: self.ctx.reader().progress()?, ..State::default() };
+        let prog = self.ctx.reader().progress()?;
+        if prog.lanes.len() != self.targets.len() {
+            return Err(Error::corrupt_record(
+                format!("context in {}", self.ctx.dir().display()),
+                format!("progress of {} targets, the job has {}", prog.lanes.len(), self.targets.len()),
+            ));
+        }
+        let mut st = State { pins: Vec::new(), prog, snapshot: Vec::new(), files: Vec::new(), phf: None, phvs: Vec::new() };
         self.emit(Event::Started { job_id: self.job_id(), resumed: self.resumed });
         if self.resumed {
             st.prog.resumes += 1;
@@ -100,7 +112,11 @@ impl Seeder<'_> {
         for (tier, token) in std::mem::take(&mut st.pins) {
             match tier {
                 PinOn::Source => self.source.unpin(token),
-                PinOn::Target => self.target.unpin(token),
+                PinOn::Target(lane) => {
+                    if let Some(t) = self.targets[lane] {
+                        t.unpin(token);
+                    }
+                }
             }
         }
         if let Err(e) = &result {
@@ -110,6 +126,18 @@ impl Seeder<'_> {
     }
 
     fn run_phases(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Outcome> {
+        // A target the resume was not given is dropped (the resume refused
+        // it unless the policy is drop), durably, before anything runs.
+        let absent: Vec<usize> = st.prog.live().filter(|&lane| self.targets[lane].is_none()).collect();
+        if !absent.is_empty() && st.prog.phase_done != Some(Phase::Done) {
+            let phase = Phase::after(st.prog.phase_done);
+            for lane in absent {
+                self.lane_failed(st, lane, phase, Error::InvalidConfig("not given to the resume".into()))?;
+            }
+            let mut c = Commit::default();
+            c.progress(&st.prog);
+            self.ctx.commit(c)?;
+        }
         if st.prog.phase_done >= Some(Phase::Select) {
             self.pin(st)?;
         }
@@ -157,10 +185,53 @@ impl Seeder<'_> {
         let mut c = extra;
         st.prog.phase_done = Some(phase);
         c.progress(&st.prog);
-        crashpoint::step("counting", &st.prog.counters.target_containers.to_string());
+        crashpoint::step("counting", &st.prog.total().target_containers.to_string());
         self.ctx.commit(c)?;
         crashpoint::hit("phase.after_commit");
         Ok(())
+    }
+
+    /// The target of `lane`, which must be live.
+    fn target_of(&self, lane: usize) -> Result<&'a dyn TargetTier> {
+        self.targets
+            .get(lane)
+            .copied()
+            .flatten()
+            .ok_or_else(|| Error::internal(format!("target #{} is used but was not given", lane + 1)))
+    }
+
+    /// `e` naming the target it happened on, in a job with several.
+    fn on_target(&self, lane: usize, e: Error) -> Error {
+        if self.targets.len() == 1 {
+            return e;
+        }
+        let id = self.job.target_ids().get(lane).map_or_else(String::new, |id| uuid::Uuid::from_bytes(*id).to_string());
+        Error::OnTarget { target: id, lane: lane + 1, error: Box::new(e) }
+    }
+
+    /// Target `lane` failed with `e` in `phase`. Under the fail policy, or
+    /// when it is the last target left, the job fails with `e`; under the
+    /// drop policy the target is marked dropped in memory (the caller's
+    /// next commit records it) and the job goes on without it.
+    fn lane_failed(&mut self, st: &mut State, lane: usize, phase: Phase, e: Error) -> Result<()> {
+        let e = self.on_target(lane, e);
+        let others = st.prog.live().filter(|&l| l != lane).count();
+        if self.job.on_failure == TargetFailure::Fail || others == 0 {
+            return Err(e);
+        }
+        let reason = format!("{phase}: {e}");
+        log::warn!("dropping {reason}");
+        st.prog.lanes[lane].dropped = Some(reason.clone());
+        let target = self.job.target_ids().get(lane).map_or_else(String::new, |id| uuid::Uuid::from_bytes(*id).to_string());
+        self.emit(Event::TargetDropped { target, phase, reason });
+        Ok(())
+    }
+
+    /// Records the progress (a dropped target, most often) in its own commit.
+    fn commit_progress(&mut self, st: &State) -> Result<()> {
+        let mut c = Commit::default();
+        c.progress(&st.prog);
+        self.ctx.commit(c)
     }
 
     /// Pins the snapshot on the source and what the job writes on the
@@ -171,8 +242,10 @@ impl Seeder<'_> {
         }
         self.need_snapshot(st)?;
         st.pins.push((PinOn::Source, self.source.pin(&st.snapshot, None)?));
-        let floor = self.ctx.reader().target()?.map_or(0, |t| t.floor);
-        st.pins.push((PinOn::Target, self.target.pin(&[], Some(ContainerId(floor)))?));
+        for lane in st.prog.live().collect::<Vec<_>>() {
+            let floor = st.prog.lanes[lane].floor.unwrap_or(0);
+            st.pins.push((PinOn::Target(lane), self.target_of(lane)?.pin(&[], Some(ContainerId(floor)))?));
+        }
         Ok(())
     }
 
@@ -212,11 +285,15 @@ impl Seeder<'_> {
 
     fn need_phv(&self, st: &mut State) -> Result<()> {
         self.need_phf(st)?;
-        if st.phv.is_none() {
+        if st.phvs.is_empty() {
             let keys = st.phf.as_ref().map_or(0, |p| p.keys);
-            let mut phv = Phv::zeroed(keys);
-            self.ctx.reader().load_phv(&mut phv)?;
-            st.phv = Some(phv);
+            for lane in 0..st.prog.lanes.len() {
+                let mut phv = Phv::zeroed(keys);
+                if st.prog.lanes[lane].dropped.is_none() {
+                    self.ctx.reader().load_phv(lane, &mut phv)?;
+                }
+                st.phvs.push(phv);
+            }
         }
         Ok(())
     }
@@ -229,12 +306,17 @@ impl Seeder<'_> {
         c.files_selected = files.len() as u64;
         c.bytes_selected = files.iter().map(|f| f.size).sum();
         c.containers_total = snapshot.len() as u64;
-        // Containers the target gets from now on are this job's (or a
+        // Containers a target gets from now on are this job's (or a
         // concurrent writer's): a resume counts what it finds in them as
         // copied, not as already there.
-        let floor = self.target.container_ids()?.last().map_or(0, |c| c.0 + 1);
+        for lane in st.prog.live().collect::<Vec<_>>() {
+            match self.target_of(lane)?.container_ids() {
+                Ok(ids) => st.prog.lanes[lane].floor = Some(ids.last().map_or(0, |c| c.0 + 1)),
+                Err(e) => self.lane_failed(st, lane, Phase::Select, e)?,
+            }
+        }
         let mut commit = Commit::default();
-        commit.files(&files).snapshot(&snapshot).target(&TargetRecord { floor });
+        commit.files(&files).snapshot(&snapshot);
         self.commit_phase(st, Phase::Select, commit)?;
         st.files = files;
         st.snapshot = snapshot;
@@ -271,36 +353,42 @@ impl Seeder<'_> {
             }
         })?;
         st.prog.counters.segments_marked = marked.distinct;
+        // Every target starts from the same marks; each drops what it has.
         phv.mark_all_dirty();
+        let mut phvs: Vec<Phv> = vec![phv; st.prog.lanes.len()];
         let mut c = Commit::default();
-        c.phv(&mut phv).mark_sum(&MarkSumRecord { count: marked.sum.count, lanes: marked.sum.lanes });
+        for lane in st.prog.live().collect::<Vec<_>>() {
+            c.phv(lane, &mut phvs[lane]);
+        }
+        c.mark_sum(&MarkSumRecord { count: marked.sum.count, lanes: marked.sum.lanes });
         self.commit_phase(st, Phase::Mark, c)?;
-        st.phv = Some(phv);
+        st.phvs = phvs;
         Ok(Flow::Continue)
     }
 
     fn copy(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Flow> {
         self.need_snapshot(st)?;
         self.need_phv(st)?;
-        let (Some(phf), Some(phv)) = (st.phf.take(), st.phv.take()) else {
-            return Err(Error::internal("Copy started without a PHF or PHV"));
-        };
-        let phv = RwLock::new(phv);
+        let Some(phf) = st.phf.take() else { return Err(Error::internal("Copy started without a PHF")) };
+        if st.phvs.len() != st.prog.lanes.len() {
+            st.phf = Some(phf);
+            return Err(Error::internal("Copy started without a PHV per target"));
+        }
+        let phvs: Vec<RwLock<Phv>> = std::mem::take(&mut st.phvs).into_iter().map(RwLock::new).collect();
+        // Which targets are still in the job, for the reader: a dropped
+        // target's bits no longer make it read anything.
+        let live: Vec<AtomicBool> = st.prog.lanes.iter().map(|l| AtomicBool::new(l.dropped.is_none())).collect();
         let stop = AtomicBool::new(false);
         let snapshot = std::mem::take(&mut st.snapshot);
         let start = st.prog.copy_cursor;
-        // Channels to and from the writer threads (shared by them).
-        let (wtx, wrx) = sync_channel::<(u64, Batch)>(0);
-        let (dtx, drx) = sync_channel::<(u64, Result<Sealed>)>(WRITERS);
-        let wrx = std::sync::Mutex::new(wrx);
-        let pace = std::sync::Mutex::new(Pace::new(self.throttle.clone()));
         let result = std::thread::scope(|s| {
             // Three stages: the reader loads and verifies source containers
-            // (hashing on the pool), this thread decides and packs, and the
-            // writer seals container k (write, fsync, rename, directory
-            // fsync, index) while k+1 fills.
+            // (hashing on the pool) once for every target, this thread
+            // decides and packs for each target, and each target's writers
+            // seal its container k (write, fsync, rename, directory fsync,
+            // index) while k+1 fills.
             let (tx, rx) = sync_channel::<Result<Loaded>>(READ_AHEAD);
-            let (phf, phv, snapshot, stop) = (&phf, &phv, &snapshot, &stop);
+            let (phf, phvs, live, snapshot, stop) = (&phf, &phvs, &live, &snapshot, &stop);
             let source = self.source;
             s.spawn(move || {
                 pool.install(|| {
@@ -308,7 +396,7 @@ impl Seeder<'_> {
                         if stop.load(Ordering::SeqCst) {
                             return;
                         }
-                        let r = load_container(source, phf, phv, snapshot, index);
+                        let r = load_container(source, phf, phvs, live, snapshot, index);
                         let failed = r.is_err();
                         if tx.send(r).is_err() || failed {
                             return;
@@ -316,45 +404,39 @@ impl Seeder<'_> {
                     }
                 });
             });
-            let (wrx, pace) = (&wrx, &pace);
-            let target = self.target;
-            for _ in 0..WRITERS {
-                let dtx = dtx.clone();
-                let trace = crashpoint::inherit();
-                s.spawn(move || {
-                    trace.install();
-                    loop {
-                        // One writer takes the next batch; the others wait.
-                        let next = wrx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
-                        let Ok((seq, batch)) = next else { return };
-                        pace.lock().unwrap_or_else(std::sync::PoisonError::into_inner).before(batch.bytes);
-                        let r = batch.write(target);
-                        let failed = r.is_err();
-                        if dtx.send((seq, r)).is_err() || failed {
-                            return;
-                        }
-                    }
+            let mut lanes = Vec::new();
+            for no in st.prog.live().collect::<Vec<_>>() {
+                let target = self.target_of(no)?;
+                let pipe = spawn_writers(s, target, self.throttle.clone(), phf, &phvs[no]);
+                let size = target.container_target_size();
+                lanes.push(Lane {
+                    no,
+                    target,
+                    // One packer per kind, so recipes stay in meta containers on the target too.
+                    packers: [Packer::new(ContainerKind::Data, size), Packer::new(ContainerKind::Meta, size)],
+                    pipe,
+                    on_target: HashMap::new(),
+                    adopted: HashSet::new(),
+                    floor: st.prog.lanes[no].floor,
                 });
             }
-            drop(dtx);
-            let mut pipe = Pipe { tx: Some(wtx), rx: drx, in_flight: Vec::new(), seq: 0, phf, phv };
-            let r = self.copy_loop(st, rx, &mut pipe, phf, phv, snapshot, start);
+            let r = self.copy_loop(st, rx, &mut lanes, phf, phvs, live, snapshot, start);
             stop.store(true, Ordering::SeqCst);
-            // Closing the submission channel ends the writer; a container
+            // Closing the submission channels ends the writers; a container
             // still in flight is waited for by the scope, and is either
             // indexed (found again by the batched lookup on resume) or not.
-            drop(pipe);
+            drop(lanes);
             r
         });
         st.snapshot = snapshot;
         st.phf = Some(phf);
-        st.phv = Some(phv.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner));
+        st.phvs = phvs.into_iter().map(|p| p.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner)).collect();
         let flow = result?;
         if let Flow::Continue = flow {
             // All sealed by copy_loop; record the phase with the final PHV words.
             let mut c = Commit::default();
-            if let Some(p) = st.phv.as_mut() {
-                c.phv(p);
+            for (lane, p) in st.phvs.iter_mut().enumerate() {
+                c.phv(lane, p);
             }
             st.prog.copy_cursor = st.prog.counters.containers_total;
             self.commit_phase(st, Phase::Copy, c)?;
@@ -367,25 +449,19 @@ impl Seeder<'_> {
         &mut self,
         st: &mut State,
         rx: std::sync::mpsc::Receiver<Result<Loaded>>,
-        pipe: &mut Pipe<'_>,
+        lanes: &mut Vec<Lane<'a, '_>>,
         phf: &Phf,
-        phv: &RwLock<Phv>,
+        phvs: &[RwLock<Phv>],
+        live: &[AtomicBool],
         snapshot: &[ContainerId],
         start: u64,
     ) -> Result<Flow> {
-        let size = self.target.container_target_size();
-        // One packer per kind, so recipes stay in meta containers on the target too.
-        let mut packers = [Packer::new(ContainerKind::Data, size), Packer::new(ContainerKind::Meta, size)];
         let total = snapshot.len() as u64;
         let mut since_commit = 0u64;
-        // Target containers checked for existence, once each per run.
-        let mut on_target_cache: HashMap<ContainerId, bool> = HashMap::new();
-        let floor = self.ctx.reader().target()?.map(|t| t.floor);
-        let mut adopted: HashSet<ContainerId> = HashSet::new();
         for index in start..total {
             let loaded = match rx.recv() {
                 Ok(Ok(l)) => l,
-                Ok(Err(e)) => return Err(self.explain_copy_error(st, phf, phv, e)),
+                Ok(Err(e)) => return Err(self.explain_copy_error(st, phf, phvs, e)),
                 Err(_) => return Err(Error::internal("Copy's reader thread stopped before the last container")),
             };
             if loaded.index != index {
@@ -394,66 +470,18 @@ impl Seeder<'_> {
                     loaded.index
                 )));
             }
+            // Whether a target container was sealed (or a target dropped):
+            // then commit now.
+            let mut commit = false;
             if loaded.skipped {
                 st.prog.counters.containers_skipped += 1;
                 self.emit(Event::ContainerSkipped { source: loaded.id, done: index + 1, total });
             } else {
                 st.prog.counters.containers_read += 1;
-                let k = kind_slot(loaded.kind);
-                let read_count = loaded.segments.len() as u64;
-                // Still needed: the bit is set and it is not already waiting
-                // in a packer of either kind or in the container being
-                // written (a segment can sit in two source containers, and
-                // the same bytes can be data and a recipe).
-                let live: Vec<(SegmentEntry, u64, Vec<u8>)> = {
-                    let bits = read(phv);
-                    loaded
-                        .segments
-                        .into_iter()
-                        .filter(|(e, slot, _)| {
-                            bits.get(*slot) && !packers.iter().any(|p| p.holds(&e.fingerprint)) && !pipe.holds(&e.fingerprint)
-                        })
-                        .collect()
-                };
-                let fps: Vec<Fingerprint> = live.iter().map(|l| l.0.fingerprint).collect();
-                let on_target = self.target.locate(&fps)?;
-                for ((entry, slot, bytes), present) in live.into_iter().zip(on_target) {
-                    // An index entry counts only if its container is there:
-                    // a target that lost a container (or was replaced by an
-                    // older copy of itself) must get the segment again.
-                    let present = match present {
-                        Some(c) if target_has(self.target, c, &mut on_target_cache)? => Some(c),
-                        _ => None,
-                    };
-                    if let Some(c) = present {
-                        write(phv).clear(slot);
-                        let counters = &mut st.prog.counters;
-                        if floor.is_some_and(|f| c.0 >= f) {
-                            // Written by this job in a run that stopped
-                            // before committing it: copied, not "already
-                            // there".
-                            counters.segments_adopted += 1;
-                            counters.segments_copied += 1;
-                            counters.bytes_copied += bytes.len() as u64;
-                            if adopted.insert(c) {
-                                counters.target_containers += 1;
-                            }
-                        } else {
-                            counters.segments_deduplicated += 1;
-                            counters.bytes_deduplicated += bytes.len() as u64;
-                        }
-                        continue;
-                    }
-                    // The stored bytes move as they are: no recompression.
-                    let seg = OwnedSegment { fingerprint: entry.fingerprint, bytes, raw_len: entry.raw_len, codec: entry.codec };
-                    if let Some(full) = packers[k].add(seg, index) {
-                        self.submit(st, pipe, &packers, full, index)?;
-                        since_commit = 0;
-                    }
-                }
+                commit |= self.each_lane(st, lanes, live, |me, st, lane| me.copy_into(st, lane, &loaded, index))?;
                 self.emit(Event::ContainerCopied {
                     source: loaded.id,
-                    segments: read_count,
+                    segments: loaded.segments.len() as u64,
                     bytes: loaded.bytes,
                     done: index + 1,
                     total,
@@ -461,37 +489,132 @@ impl Seeder<'_> {
             }
             // A container that finished writing meanwhile is committed now,
             // not when the next one is ready.
-            if self.poll_written(st, pipe, &packers, index + 1)? {
-                since_commit = 0;
-            }
+            commit |= self.each_lane(st, lanes, live, |me, st, lane| me.poll_written(st, lane))?;
             since_commit += 1;
             let suspend = self.suspend.is_requested();
             if suspend {
                 // Seal what is pending so the suspension point is one clean
                 // commit with nothing half-packed or in flight.
-                self.flush(st, pipe, &mut packers, index + 1)?;
+                self.each_lane(st, lanes, live, |me, st, lane| me.flush(st, lane))?;
             }
-            if suspend || since_commit >= COMMIT_EVERY_CONTAINERS {
-                self.commit_copy(st, phv, cursor(index + 1, &packers, pipe))?;
+            if commit || suspend || since_commit >= COMMIT_EVERY_CONTAINERS {
+                self.commit_copy(st, phvs, cursor(index + 1, lanes))?;
                 since_commit = 0;
                 if suspend {
                     return Ok(Flow::Suspended);
                 }
             }
         }
-        self.flush(st, pipe, &mut packers, total)?;
+        if self.each_lane(st, lanes, live, |me, st, lane| me.flush(st, lane))? {
+            self.commit_copy(st, phvs, cursor(total, lanes))?;
+        }
         Ok(Flow::Continue)
     }
 
-    /// Hands a full batch to a writer, first waiting for a slot if
-    /// [`WRITERS`] containers are in flight.
-    fn submit(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &[Packer; 2], batch: Batch, handled: u64) -> Result<()> {
-        // The batch has left its packer but is not in flight yet: a commit
-        // made while waiting must still keep the cursor before it.
-        let hold = handled.min(batch.first_tag.unwrap_or(u64::MAX));
-        while pipe.in_flight.len() >= WRITERS {
-            self.await_one(st, pipe, packers, hold)?;
+    /// Runs `step` on every target still in the job. A target whose step
+    /// fails is dropped (its writers stop) under the drop policy, or fails
+    /// the job. True when a step said so or a target was dropped: the
+    /// caller commits.
+    fn each_lane<'p>(
+        &mut self,
+        st: &mut State,
+        lanes: &mut Vec<Lane<'a, 'p>>,
+        live: &[AtomicBool],
+        mut step: impl FnMut(&mut Self, &mut State, &mut Lane<'a, 'p>) -> Result<bool>,
+    ) -> Result<bool> {
+        let mut any = false;
+        let mut k = 0;
+        while k < lanes.len() {
+            match step(self, st, &mut lanes[k]) {
+                Ok(said) => {
+                    any |= said;
+                    k += 1;
+                }
+                Err(e) => {
+                    let no = lanes[k].no;
+                    self.lane_failed(st, no, Phase::Copy, e)?;
+                    live[no].store(false, Ordering::SeqCst);
+                    lanes.remove(k);
+                    any = true;
+                }
+            }
         }
+        Ok(any)
+    }
+
+    /// Hands one loaded source container's marked segments to one target:
+    /// drops what the target has, packs the rest. True when a target
+    /// container was sealed meanwhile.
+    fn copy_into(&mut self, st: &mut State, lane: &mut Lane<'a, '_>, loaded: &Loaded, index: u64) -> Result<bool> {
+        let k = kind_slot(loaded.kind);
+        // Still needed by this target: the bit is set and it is not already
+        // waiting in a packer of either kind or in a container being
+        // written (a segment can sit in two source containers, and the same
+        // bytes can be data and a recipe).
+        let wanted: Vec<(SegmentEntry, u64, Vec<u8>)> = {
+            let bits = read(lane.pipe.phv);
+            loaded
+                .segments
+                .iter()
+                .filter(|(e, slot, _)| {
+                    bits.get(*slot) && !lane.packers.iter().any(|p| p.holds(&e.fingerprint)) && !lane.pipe.holds(&e.fingerprint)
+                })
+                .cloned()
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Ok(false);
+        }
+        let fps: Vec<Fingerprint> = wanted.iter().map(|l| l.0.fingerprint).collect();
+        let on_target = lane.target.locate(&fps)?;
+        let mut sealed = false;
+        for ((entry, slot, bytes), present) in wanted.into_iter().zip(on_target) {
+            // An index entry counts only if its container is there: a
+            // target that lost a container (or was replaced by an older
+            // copy of itself) must get the segment again.
+            let present = match present {
+                Some(c) if target_has(lane.target, c, &mut lane.on_target)? => Some(c),
+                _ => None,
+            };
+            if let Some(c) = present {
+                write(lane.pipe.phv).clear(slot);
+                let counters = &mut st.prog.lanes[lane.no].counters;
+                if lane.floor.is_some_and(|f| c.0 >= f) {
+                    // Written by this job in a run that stopped before
+                    // committing it: copied, not "already there".
+                    counters.segments_adopted += 1;
+                    counters.segments_copied += 1;
+                    counters.bytes_copied += bytes.len() as u64;
+                    if lane.adopted.insert(c) {
+                        counters.target_containers += 1;
+                    }
+                } else {
+                    counters.segments_deduplicated += 1;
+                    counters.bytes_deduplicated += bytes.len() as u64;
+                }
+                continue;
+            }
+            // The stored bytes move as they are: no recompression.
+            let seg = OwnedSegment { fingerprint: entry.fingerprint, bytes, raw_len: entry.raw_len, codec: entry.codec };
+            if let Some(full) = lane.packers[k].add(seg, index) {
+                sealed |= self.submit(st, lane, full)?;
+            }
+        }
+        Ok(sealed)
+    }
+
+    /// Hands a full batch to one of the target's writers, first waiting
+    /// for a slot if [`WRITERS`] containers are in flight. True when a
+    /// container was sealed while waiting.
+    fn submit(&mut self, st: &mut State, lane: &mut Lane<'a, '_>, batch: Batch) -> Result<bool> {
+        // The batch is neither in a packer nor in flight while this waits;
+        // nothing commits until it is in flight (the caller commits).
+        let mut sealed = false;
+        while lane.pipe.in_flight.len() >= WRITERS {
+            self.await_one(st, lane)?;
+            sealed = true;
+        }
+        let pipe = &mut lane.pipe;
         pipe.seq += 1;
         pipe.in_flight.push(InFlight { seq: pipe.seq, fps: batch.fingerprints().collect(), first_tag: batch.first_tag });
         let sent = pipe.tx.as_ref().map(|tx| tx.send((pipe.seq, batch)));
@@ -502,23 +625,25 @@ impl Seeder<'_> {
                 _ => Err(Error::internal("Copy's writer threads stopped")),
             };
         }
+        Ok(sealed)
+    }
+
+    /// Waits for one of the target's containers in flight to be written,
+    /// then clears its bits.
+    fn await_one(&mut self, st: &mut State, lane: &mut Lane<'a, '_>) -> Result<()> {
+        let (seq, sealed) = lane.pipe.rx.recv().map_err(|_| Error::internal("Copy's writer threads stopped"))?;
+        self.written(st, lane, seq, sealed?);
         Ok(())
     }
 
-    /// Waits for one container in flight to be written, then clears its
-    /// bits and commits.
-    fn await_one(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &[Packer; 2], handled: u64) -> Result<()> {
-        let (seq, sealed) = pipe.rx.recv().map_err(|_| Error::internal("Copy's writer threads stopped"))?;
-        self.written(st, pipe, packers, seq, sealed?, handled)
-    }
-
-    /// Commits every container in flight that its writer has finished.
-    fn poll_written(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &[Packer; 2], handled: u64) -> Result<bool> {
+    /// Takes every container in flight that the target's writers have
+    /// finished. True when there was one.
+    fn poll_written(&mut self, st: &mut State, lane: &mut Lane<'a, '_>) -> Result<bool> {
         let mut any = false;
-        while !pipe.in_flight.is_empty() {
-            match pipe.rx.try_recv() {
+        while !lane.pipe.in_flight.is_empty() {
+            match lane.pipe.rx.try_recv() {
                 Ok((seq, sealed)) => {
-                    self.written(st, pipe, packers, seq, sealed?, handled)?;
+                    self.written(st, lane, seq, sealed?);
                     any = true;
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => break,
@@ -530,44 +655,18 @@ impl Seeder<'_> {
         Ok(any)
     }
 
-    fn written(
-        &mut self,
-        st: &mut State,
-        pipe: &mut Pipe<'_>,
-        packers: &[Packer; 2],
-        seq: u64,
-        sealed: Sealed,
-        handled: u64,
-    ) -> Result<()> {
-        pipe.in_flight.retain(|f| f.seq != seq);
-        self.sealed(st, pipe.phf, pipe.phv, sealed);
-        // The container is durable and indexed: now the commit may count it.
-        self.commit_copy(st, pipe.phv, cursor(handled, packers, pipe))
-    }
-
-    /// Writes everything pending and waits until all of it is durable.
-    fn flush(&mut self, st: &mut State, pipe: &mut Pipe<'_>, packers: &mut [Packer; 2], handled: u64) -> Result<()> {
-        for k in 0..packers.len() {
-            if let Some(batch) = packers[k].take() {
-                self.submit(st, pipe, packers, batch, handled)?;
-            }
-        }
-        while !pipe.in_flight.is_empty() {
-            self.await_one(st, pipe, packers, handled)?;
-        }
-        Ok(())
-    }
-
-    /// Clears the bits of a sealed target container's segments and counts it.
-    fn sealed(&self, st: &mut State, phf: &Phf, phv: &RwLock<Phv>, sealed: Sealed) {
-        let mut bits = write(phv);
+    /// A container is durable and indexed on the target: clear its bits
+    /// and count it (the caller's next commit records it).
+    fn written(&mut self, st: &mut State, lane: &mut Lane<'a, '_>, seq: u64, sealed: Sealed) {
+        lane.pipe.in_flight.retain(|f| f.seq != seq);
+        let mut bits = write(lane.pipe.phv);
         for fp in &sealed.fingerprints {
-            if let Some(slot) = phf.slot(fp) {
+            if let Some(slot) = lane.pipe.phf.slot(fp) {
                 bits.clear(slot);
             }
         }
         drop(bits);
-        let c = &mut st.prog.counters;
+        let c = &mut st.prog.lanes[lane.no].counters;
         c.segments_copied += sealed.fingerprints.len() as u64;
         c.bytes_copied += sealed.bytes;
         c.target_containers += 1;
@@ -575,29 +674,57 @@ impl Seeder<'_> {
         crashpoint::hit("copy.sealed_before_commit");
     }
 
-    fn commit_copy(&mut self, st: &mut State, phv: &RwLock<Phv>, cursor: u64) -> Result<()> {
+    /// Writes everything pending for the target and waits until all of it
+    /// is durable. True when anything was sealed.
+    fn flush(&mut self, st: &mut State, lane: &mut Lane<'a, '_>) -> Result<bool> {
+        let mut any = false;
+        for k in 0..lane.packers.len() {
+            if let Some(batch) = lane.packers[k].take() {
+                any |= self.submit(st, lane, batch)?;
+            }
+        }
+        while !lane.pipe.in_flight.is_empty() {
+            self.await_one(st, lane)?;
+            any = true;
+        }
+        Ok(any)
+    }
+
+    /// One atomic commit of every target's progress and changed PHV words,
+    /// with the Copy cursor every target can restart from.
+    fn commit_copy(&mut self, st: &mut State, phvs: &[RwLock<Phv>], cursor: u64) -> Result<()> {
         if !self.commits_enabled {
             return Ok(());
         }
         st.prog.copy_cursor = cursor;
         let mut c = Commit::default();
-        c.phv(&mut write(phv)).progress(&st.prog);
-        crashpoint::step("counting", &st.prog.counters.target_containers.to_string());
+        for (lane, phv) in phvs.iter().enumerate() {
+            c.phv(lane, &mut write(phv));
+        }
+        c.progress(&st.prog);
+        crashpoint::step("counting", &st.prog.total().target_containers.to_string());
         self.ctx.commit(c)?;
         crashpoint::hit("copy.after_commit");
         Ok(())
     }
 
     /// A source container vanished mid-job: name the files it breaks.
-    fn explain_copy_error(&self, st: &mut State, phf: &Phf, phv: &RwLock<Phv>, e: Error) -> Error {
+    fn explain_copy_error(&self, st: &mut State, phf: &Phf, phvs: &[RwLock<Phv>], e: Error) -> Error {
         let Error::MissingContainer { id, context } = e else { return e };
         if self.need_files(st).is_err() {
             return Error::MissingContainer { id, context };
         }
+        // What any target still needs.
+        let mut needed = Phv::zeroed(phf.keys);
+        for lane in st.prog.live() {
+            for slot in read(&phvs[lane]).ones() {
+                needed.set(slot);
+            }
+        }
         let source = self.source;
         let pick =
             |fps: &[Fingerprint]| -> Result<Vec<bool>> { Ok(source.locate(fps)?.into_iter().map(|c| c == Some(id)).collect()) };
-        let (files, count) = affected_files(self.source, phf, &read(phv), &st.files, &pick, MAX_FILES_NAMED);
+        let (files, count) = affected_files(self.source, phf, &needed, &st.files, &pick, MAX_FILES_NAMED);
         Error::MissingContainer {
             id,
             context: format!("{context} from the source; {count} selected file(s) need it: {}", files.join("; ")),
@@ -606,18 +733,7 @@ impl Seeder<'_> {
 
     fn verify(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Flow> {
         self.need_phv(st)?;
-        let Some(missing) = st.phv.as_ref().map(Phv::count_ones) else {
-            return Err(Error::internal("Verify started without a PHV"));
-        };
         self.need_files(st)?;
-        if missing > 0 {
-            let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phv.as_ref()) else {
-                return Err(Error::internal("Verify started without a PHF or PHV"));
-            };
-            let (files, count) = affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
-            let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
-            return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
-        }
         self.need_snapshot(st)?;
         let Some(phf) = st.phf.as_ref() else { return Err(Error::internal("Verify started without a PHF")) };
         let snapshot = &st.snapshot;
@@ -629,17 +745,52 @@ impl Seeder<'_> {
             Some(m) => SetSum { count: m.count, lanes: m.lanes },
             None => mark(self.source, phf, &in_snapshot, &st.files, &mut Phv::zeroed(phf.keys), &mut |_| {})?.sum,
         };
+        // Each target is proven on its own: one that fails is rewound to
+        // Copy (fail policy, or the last target left) or dropped.
+        for lane in st.prog.live().collect::<Vec<_>>() {
+            let rewind = self.job.on_failure == TargetFailure::Fail || st.prog.live().count() == 1;
+            if let Err(e) = self.verify_lane(st, pool, lane, &expected, rewind) {
+                self.lane_failed(st, lane, Phase::Verify, e)?;
+                self.commit_progress(st)?;
+            }
+        }
+        self.commit_phase(st, Phase::Verify, Commit::default())?;
+        Ok(Flow::Continue)
+    }
+
+    /// Proves every selected file on target `lane`. On failure with
+    /// `rewind`, what could not be proven goes back into the target's PHV
+    /// and the job back to Copy, durably, before the error returns.
+    fn verify_lane(
+        &mut self,
+        st: &mut State,
+        pool: &rayon::ThreadPool,
+        lane: usize,
+        expected: &SetSum,
+        rewind: bool,
+    ) -> Result<()> {
+        let target = self.target_of(lane)?;
+        let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phvs.get(lane)) else {
+            return Err(Error::internal("Verify started without a PHF or PHV"));
+        };
+        let missing = phv.count_ones();
+        if missing > 0 {
+            let (files, count) = affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
+            let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
+            return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
+        }
+        let snapshot = &st.snapshot;
+        let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
         let observer = self.observer.clone();
-        let verdict =
-            verify_target(self.source, self.target, phf, &in_snapshot, &st.files, self.verify, pool, &mut |done, total| {
-                if let Some(o) = &observer {
-                    o.event(&Event::Verifying { containers: done, total });
-                }
-            })?;
+        let verdict = verify_target(self.source, target, phf, &in_snapshot, &st.files, self.verify, pool, &mut |done, total| {
+            if let Some(o) = &observer {
+                o.event(&Event::Verifying { containers: done, total });
+            }
+        })?;
         let failed = verdict.failed;
         let mut problems = verdict.problems;
         let mut reasons = verdict.reasons;
-        if verdict.sum != expected && problems == 0 {
+        if verdict.sum != *expected && problems == 0 {
             problems += 1;
             reasons.push(format!(
                 "the target walk reached {} distinct segments, Mark marked {} (checksums differ)",
@@ -653,12 +804,12 @@ impl Seeder<'_> {
             // Copy, so that a resume copies it again (a target that lost a
             // container, or was replaced by an older copy of itself, heals
             // on resume). Nothing is switched or removed.
-            if let Some(phv) = st.phv.as_mut() {
+            if rewind && let Some(phv) = st.phvs.get_mut(lane) {
                 for slot in failed.ones() {
                     phv.set(slot);
                 }
                 let mut c = Commit::default();
-                c.phv(phv);
+                c.phv(lane, phv);
                 st.prog.phase_done = Some(Phase::Mark);
                 st.prog.copy_cursor = 0;
                 c.progress(&st.prog);
@@ -672,8 +823,7 @@ impl Seeder<'_> {
             containers: verdict.containers,
             hashed: verdict.hashed,
         });
-        self.commit_phase(st, Phase::Verify, Commit::default())?;
-        Ok(Flow::Continue)
+        Ok(())
     }
 
     /// Asks the switch gate about `stage`, unless an approval for it is
@@ -716,27 +866,43 @@ impl Seeder<'_> {
 
     fn switch(&mut self, st: &mut State) -> Result<Flow> {
         let chunks = st.prog.counters.files_selected.div_ceil(FILES_PER_CHUNK as u64);
-        let total = st.prog.counters.files_selected;
-        if st.prog.switch_cursor == 0
+        if st.prog.lanes.iter().all(|l| l.switch_cursor == 0)
             && let Some(flow) = self.ask_gate(st, SwitchStage::Switch)?
         {
             return Ok(flow);
         }
-        while st.prog.switch_cursor < chunks {
-            let entries = self.ctx.reader().file_chunk(st.prog.switch_cursor)?;
-            self.target.upsert_files(&entries)?;
-            st.prog.switch_cursor += 1;
-            st.prog.counters.files_switched += entries.len() as u64;
-            let mut c = Commit::default();
-            c.progress(&st.prog);
-            self.ctx.commit(c)?;
-            self.emit(Event::Switched { files: st.prog.counters.files_switched, total });
-            crashpoint::hit("switch.between_batches");
-            if self.suspend.is_requested() && st.prog.switch_cursor < chunks {
-                return Ok(Flow::Suspended);
+        // Each target's namespace gets the entries in turn, with its own
+        // cursor.
+        for lane in st.prog.live().collect::<Vec<_>>() {
+            let target = self.target_of(lane)?;
+            while st.prog.lanes[lane].switch_cursor < chunks {
+                let entries = self.ctx.reader().file_chunk(st.prog.lanes[lane].switch_cursor)?;
+                if let Err(e) = target.upsert_files(&entries) {
+                    self.lane_failed(st, lane, Phase::Switch, e)?;
+                    self.commit_progress(st)?;
+                    break;
+                }
+                let l = &mut st.prog.lanes[lane];
+                l.switch_cursor += 1;
+                l.counters.files_switched += entries.len() as u64;
+                self.commit_progress(st)?;
+                let live: Vec<usize> = st.prog.live().collect();
+                let files = live.iter().map(|&l| st.prog.lanes[l].counters.files_switched).sum();
+                self.emit(Event::Switched { files, total: st.prog.counters.files_selected * live.len() as u64 });
+                crashpoint::hit("switch.between_batches");
+                let more = live.iter().any(|&l| st.prog.lanes[l].switch_cursor < chunks);
+                if self.suspend.is_requested() && more {
+                    return Ok(Flow::Suspended);
+                }
             }
         }
-        if self.job.mode == Mode::Move {
+        // A move removes a file from the source only once every target of
+        // the job has it: with a target dropped, the source keeps them all.
+        let dropped = st.prog.lanes.iter().any(|l| l.dropped.is_some());
+        if self.job.mode == Mode::Move && dropped {
+            log::warn!("a target was dropped: the source keeps every selected file");
+        }
+        if self.job.mode == Mode::Move && !dropped {
             if st.prog.remove_cursor == 0 {
                 crashpoint::hit("switch.before_source_removal");
                 if let Some(flow) = self.ask_gate(st, SwitchStage::SourceRemoval)? {
@@ -756,9 +922,7 @@ impl Seeder<'_> {
                 let removed = gone.iter().filter(|g| **g).count() as u64;
                 st.prog.counters.files_removed += removed;
                 st.prog.counters.files_kept += entries.len() as u64 - removed;
-                let mut c = Commit::default();
-                c.progress(&st.prog);
-                self.ctx.commit(c)?;
+                self.commit_progress(st)?;
             }
         }
         self.commit_phase(st, Phase::Switch, Commit::default())?;
@@ -766,7 +930,13 @@ impl Seeder<'_> {
     }
 
     fn done(&mut self, st: &mut State) -> Result<Flow> {
-        let report = Report { job_id: self.job_id(), mode: self.job.mode, counters: st.prog.counters, resumes: st.prog.resumes };
+        let report = Report {
+            job_id: self.job_id(),
+            mode: self.job.mode,
+            counters: st.prog.total(),
+            resumes: st.prog.resumes,
+            targets: targets_report(&self.job, &st.prog),
+        };
         let mut c = Commit::default();
         c.report(&report);
         self.commit_phase(st, Phase::Done, c)?;
@@ -798,10 +968,61 @@ pub(super) fn target_has(target: &dyn Tier, c: ContainerId, cache: &mut HashMap<
 }
 
 /// The snapshot index a resume must restart from: before the current
-/// container, before any container whose segments still sit unsealed in a
-/// packer, and before the container in flight.
-fn cursor(handled: u64, packers: &[Packer; 2], pipe: &Pipe<'_>) -> u64 {
-    packers.iter().filter_map(Packer::first_tag).chain(pipe.first_tag()).fold(handled, u64::min)
+/// container, and, for every target still in the job, before any container
+/// whose segments still sit unsealed in one of its packers or in one of its
+/// containers in flight. (A target that is ahead re-reads a little after a
+/// crash; its committed bits keep it from writing anything twice.)
+fn cursor(handled: u64, lanes: &[Lane<'_, '_>]) -> u64 {
+    lanes.iter().flat_map(|l| l.packers.iter().filter_map(Packer::first_tag).chain(l.pipe.first_tag())).fold(handled, u64::min)
+}
+
+/// One target's side of the Copy phase.
+pub(super) struct Lane<'a, 'p> {
+    /// Its position among the job's targets.
+    no: usize,
+    target: &'a dyn TargetTier,
+    packers: [Packer; 2],
+    pipe: Pipe<'p>,
+    /// Target containers checked for existence, once each per run.
+    on_target: HashMap<ContainerId, bool>,
+    /// Containers at or past the floor found holding marked segments.
+    adopted: HashSet<ContainerId>,
+    floor: Option<u64>,
+}
+
+/// Starts [`WRITERS`] writer threads for `target` in scope `s`, with their
+/// own pace (a bandwidth limit holds per target), and returns the pipe to
+/// them.
+fn spawn_writers<'scope, 'p: 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    target: &'p dyn TargetTier,
+    limit: ThrottleHandle,
+    phf: &'p Phf,
+    phv: &'p RwLock<Phv>,
+) -> Pipe<'p> {
+    let (wtx, wrx) = sync_channel::<(u64, Batch)>(0);
+    let (dtx, drx) = sync_channel::<(u64, Result<Sealed>)>(WRITERS);
+    let wrx = std::sync::Arc::new(std::sync::Mutex::new(wrx));
+    let pace = std::sync::Arc::new(std::sync::Mutex::new(Pace::new(limit)));
+    for _ in 0..WRITERS {
+        let (dtx, wrx, pace) = (dtx.clone(), wrx.clone(), pace.clone());
+        let trace = crashpoint::inherit();
+        s.spawn(move || {
+            trace.install();
+            loop {
+                // One writer takes the next batch; the others wait.
+                let next = wrx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                let Ok((seq, batch)) = next else { return };
+                pace.lock().unwrap_or_else(std::sync::PoisonError::into_inner).before(batch.bytes);
+                let r = batch.write(target);
+                let failed = r.is_err();
+                if dtx.send((seq, r)).is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    Pipe { tx: Some(wtx), rx: drx, in_flight: Vec::new(), seq: 0, phf, phv }
 }
 
 /// A container being written on a writer thread.
@@ -888,15 +1109,20 @@ fn write(phv: &RwLock<Phv>) -> std::sync::RwLockWriteGuard<'_, Phv> {
 fn load_container(
     source: &dyn crate::tier::SourceTier,
     phf: &Phf,
-    phv: &RwLock<Phv>,
+    phvs: &[RwLock<Phv>],
+    live: &[AtomicBool],
     snapshot: &[ContainerId],
     index: u64,
 ) -> Result<Loaded> {
     let id = snapshot[index as usize];
     let meta = source.read_metadata(id)?;
+    // Marked for any target still in the job: read once, for all of them.
     let candidates: Vec<(SegmentEntry, u64)> = {
-        let bits = read(phv);
-        meta.segments.iter().filter_map(|e| phf.slot(&e.fingerprint).filter(|s| bits.get(*s)).map(|s| (*e, s))).collect()
+        let bits: Vec<_> = phvs.iter().zip(live).filter(|(_, l)| l.load(Ordering::SeqCst)).map(|(p, _)| read(p)).collect();
+        meta.segments
+            .iter()
+            .filter_map(|e| phf.slot(&e.fingerprint).filter(|s| bits.iter().any(|b| b.get(*s))).map(|s| (*e, s)))
+            .collect()
     };
     if candidates.is_empty() {
         return Ok(Loaded { index, id, kind: meta.kind, segments: Vec::new(), bytes: 0, skipped: true });
