@@ -8,6 +8,7 @@ mod engine;
 mod faults;
 mod fixtures;
 mod gc;
+mod multi;
 mod object;
 mod phf;
 mod tier;

@@ -1,0 +1,327 @@
+//! One job, several targets: the source is read once, every target ends
+//! up with every selected file, and a failing or missing target is handled
+//! by the job's policy (fail or drop).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use tierseed::{
+    Error, Event, Fault, FaultKind, FaultyTier, LocalTier, Mode, Outcome, Phase, Seeder, Selection, TargetFailure, TargetTier,
+    Tier,
+};
+
+use crate::{check_target, namespace, prefixed, run_to_end, small_config, synth_source};
+
+const PREFIXES: [&str; 2] = ["gen-001", "gen-000/home"];
+
+fn selection() -> Selection {
+    Selection::new().prefix("gen-001").prefix("gen-000/home")
+}
+
+/// A source, and `n` fresh targets under `dir`.
+fn setup(dir: &Path, n: usize) -> (LocalTier, BTreeMap<String, Vec<u8>>, Vec<LocalTier>) {
+    let (src, all) = synth_source(&dir.join("src"), 21, 2, 14, 14_000);
+    let targets = (0..n).map(|i| LocalTier::create(dir.join(format!("dst{i}")), small_config()).unwrap()).collect();
+    (src, prefixed(&all, &PREFIXES), targets)
+}
+
+/// A builder over `src` and every tier in `targets`.
+fn builder<'a>(src: &'a LocalTier, targets: &[&'a dyn TargetTier], state: &Path) -> tierseed::SeederBuilder<'a> {
+    let mut b = Seeder::builder(src, targets[0], state).selection(selection());
+    for t in &targets[1..] {
+        b = b.also_to(*t);
+    }
+    b
+}
+
+#[test]
+fn two_and_three_targets_in_one_pass_each_get_everything_and_the_source_is_read_once() {
+    for n in [2usize, 3] {
+        for threads in [1usize, 2, 3] {
+            let base = tempfile::tempdir().unwrap();
+            let (src, want, targets) = setup(base.path(), n);
+            // The same job with one target, for comparison.
+            let alone = LocalTier::create(base.path().join("alone"), small_config()).unwrap();
+            let single = run_to_end(
+                &mut Seeder::builder(&src, &alone, base.path().join("single")).selection(selection()).build().unwrap(),
+            );
+            let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+            let r = run_to_end(&mut builder(&src, &refs, &base.path().join("state")).threads(threads).build().unwrap());
+            for t in &targets {
+                check_target(t, &want);
+            }
+            assert_eq!(r.targets.len(), n);
+            // Each source container was read once for all the targets.
+            assert_eq!(r.counters.containers_read, single.counters.containers_read, "{n} targets, {threads} threads");
+            for t in &r.targets {
+                assert_eq!(t.dropped, None);
+                assert_eq!(t.counters.segments_copied, single.counters.segments_copied);
+                assert_eq!(t.counters.bytes_copied, single.counters.bytes_copied);
+                assert_eq!(t.counters.files_switched, single.counters.files_switched);
+            }
+            assert_eq!(r.counters.segments_copied, n as u64 * single.counters.segments_copied);
+            let ids: Vec<String> = targets.iter().map(|t| t.tier_id().unwrap().to_string()).collect();
+            assert_eq!(r.targets.iter().map(|t| t.tier_id.clone()).collect::<Vec<_>>(), ids);
+        }
+    }
+}
+
+#[test]
+fn one_target_already_holding_part_of_the_data_gets_only_the_rest() {
+    let base = tempfile::tempdir().unwrap();
+    let (src, want, targets) = setup(base.path(), 2);
+    // The second target holds gen-000 already.
+    run_to_end(
+        &mut Seeder::builder(&src, &targets[1], base.path().join("prep"))
+            .selection(Selection::new().prefix("gen-000"))
+            .build()
+            .unwrap(),
+    );
+    let before = targets[1].container_ids().unwrap().len();
+    let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+    let r = run_to_end(&mut builder(&src, &refs, &base.path().join("state")).build().unwrap());
+    check_target(&targets[0], &want);
+    // The second target keeps its gen-000 files and gains the selection.
+    let mut want1 = want.clone();
+    for (p, e) in namespace(&targets[1]) {
+        if !want1.contains_key(&p) {
+            let mut out = Vec::new();
+            targets[1].restore(&p, &mut out).unwrap();
+            assert_eq!(out.len() as u64, e.size);
+            want1.insert(p, out);
+        }
+    }
+    check_target(&targets[1], &want1);
+    let (a, b) = (&r.targets[0].counters, &r.targets[1].counters);
+    assert_eq!(a.segments_deduplicated, 0, "the fresh target had nothing");
+    assert!(b.segments_deduplicated > 0, "the prepared target's gen-000 data counts as already there");
+    assert_eq!(a.segments_copied, b.segments_copied + b.segments_deduplicated, "together they cover the same set");
+    assert!(b.target_containers < a.target_containers);
+    assert_eq!(targets[1].container_ids().unwrap().len() as u64, before as u64 + b.target_containers);
+}
+
+#[test]
+fn suspend_at_every_commit_point_with_two_targets_gives_the_uninterrupted_result() {
+    let base = tempfile::tempdir().unwrap();
+    let (src, want, targets) = setup(base.path(), 2);
+    let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+    let state = base.path().join("state");
+    let mut job = builder(&src, &refs, &state).threads(1).build().unwrap();
+    let mut suspensions = 0;
+    let report = loop {
+        job.suspend_handle().suspend();
+        match job.run().unwrap() {
+            Outcome::Completed(r) => break r,
+            Outcome::Suspended(p) => {
+                suspensions += 1;
+                assert_eq!(p.targets.len(), 2);
+            }
+        }
+        drop(job);
+        // Targets given in the other order: matched by id.
+        job = Seeder::resume_targets(&state, &src, &[refs[1], refs[0]]).unwrap();
+    };
+    assert!(suspensions > 8, "only {suspensions} commit points");
+    for t in &targets {
+        check_target(t, &want);
+    }
+    assert_eq!(report.targets[0].counters.segments_copied, report.targets[1].counters.segments_copied);
+    assert_eq!(report.resumes, suspensions);
+}
+
+/// Runs a two-target job whose second target fails at `fault`, under
+/// `policy`, in `mode`; returns the outcome and the events seen.
+fn failing_second_target(
+    dir: &Path,
+    fault: Fault,
+    policy: TargetFailure,
+    mode: Mode,
+) -> (LocalTier, BTreeMap<String, Vec<u8>>, Vec<LocalTier>, Result<Outcome, Error>, Vec<Event>) {
+    let (src, want, targets) = setup(dir, 2);
+    let events = Mutex::new(Vec::new());
+    let r = {
+        let faulty = FaultyTier::new(&targets[1], vec![fault]);
+        let refs: Vec<&dyn TargetTier> = vec![&targets[0], &faulty];
+        let mut job = builder(&src, &refs, &dir.join("state"))
+            .mode(mode)
+            .on_target_failure(policy)
+            .observer(|e: &Event| events.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap();
+        job.run()
+    };
+    (src, want, targets, r, events.into_inner().unwrap())
+}
+
+/// Which call of `kind` fails: the second (mid-Copy), or the first Switch
+/// batch (the selection fits in one).
+fn nth(kind: FaultKind) -> u64 {
+    if kind == FaultKind::UpsertFiles { 1 } else { 2 }
+}
+
+#[test]
+fn a_failing_target_fails_the_whole_job_under_fail_and_a_resume_completes_both() {
+    for kind in [FaultKind::WriteContainer, FaultKind::Locate, FaultKind::UpsertFiles] {
+        let base = tempfile::tempdir().unwrap();
+        let (src, want, targets, r, _) =
+            failing_second_target(base.path(), Fault::fail(kind, nth(kind)), TargetFailure::Fail, Mode::Move);
+        let e = r.expect_err("the job must fail");
+        assert!(e.to_string().contains("target #2"), "{kind:?}: the error names the target: {e}");
+        assert!(e.to_string().contains(&targets[1].tier_id().unwrap().to_string()), "{e}");
+        assert!(e.to_string().contains("injected fault"), "{kind:?}: {e}");
+        // Nothing was removed from the source.
+        assert!(want.keys().all(|p| namespace(&src).contains_key(p)));
+        let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+        let done = run_to_end(&mut Seeder::resume_targets(base.path().join("state"), &src, &refs).unwrap());
+        assert!(done.targets.iter().all(|t| t.dropped.is_none()));
+        for t in &targets {
+            check_target(t, &want);
+        }
+        let ns = namespace(&src);
+        assert!(want.keys().all(|p| !ns.contains_key(p)), "{kind:?}: moved files left in the source");
+    }
+}
+
+#[test]
+fn a_failing_target_is_dropped_under_drop_the_other_completes_and_a_move_removes_nothing() {
+    for (kind, phase) in
+        [(FaultKind::WriteContainer, Phase::Copy), (FaultKind::Locate, Phase::Copy), (FaultKind::UpsertFiles, Phase::Switch)]
+    {
+        let base = tempfile::tempdir().unwrap();
+        let (src, want, targets, r, events) =
+            failing_second_target(base.path(), Fault::fail(kind, nth(kind)), TargetFailure::Drop, Mode::Move);
+        let Ok(Outcome::Completed(report)) = r else { panic!("{kind:?}: {r:?}") };
+        check_target(&targets[0], &want);
+        assert_eq!(report.targets[0].dropped, None);
+        let why = report.targets[1].dropped.clone().expect("the failing target is named as dropped");
+        assert!(why.starts_with(phase.name()) && why.contains("injected"), "{kind:?}: {why}");
+        assert!(
+            events.iter().any(|e| matches!(e, Event::TargetDropped { phase: p, .. } if *p == phase)),
+            "{kind:?}: no TargetDropped event"
+        );
+        // A target is missing the files: the source keeps every one.
+        let ns = namespace(&src);
+        assert!(want.keys().all(|p| ns.contains_key(p)), "{kind:?}: a move removed files a dropped target lacks");
+        assert_eq!(report.counters.files_removed, 0);
+        // The drop is durable: a resume of the done job reports the same.
+        let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+        let again = run_to_end(&mut Seeder::resume_targets(base.path().join("state"), &src, &refs).unwrap());
+        assert_eq!(again.targets, report.targets);
+        assert!(Seeder::status(base.path().join("state")).unwrap().targets[1].dropped.is_some());
+    }
+}
+
+#[test]
+fn when_the_last_target_left_fails_the_job_fails_even_under_drop() {
+    let base = tempfile::tempdir().unwrap();
+    let (src, want, targets) = setup(base.path(), 2);
+    let r = {
+        let a = FaultyTier::new(&targets[0], vec![Fault::fail(FaultKind::WriteContainer, 1)]);
+        let b = FaultyTier::new(&targets[1], vec![Fault::fail(FaultKind::WriteContainer, 3)]);
+        let refs: Vec<&dyn TargetTier> = vec![&a, &b];
+        builder(&src, &refs, &base.path().join("state")).on_target_failure(TargetFailure::Drop).build().unwrap().run()
+    };
+    let e = r.expect_err("no target left: the job fails");
+    assert!(e.to_string().contains("target #2"), "{e}");
+    // The last target was not dropped: a resume completes it.
+    let done = run_to_end(&mut Seeder::resume_targets(base.path().join("state"), &src, &[&targets[1]]).unwrap());
+    assert!(done.targets[0].dropped.is_some() && done.targets[1].dropped.is_none());
+    check_target(&targets[1], &want);
+}
+
+#[test]
+fn resuming_with_a_target_missing_is_refused_under_fail_and_drops_it_under_drop() {
+    for policy in [TargetFailure::Fail, TargetFailure::Drop] {
+        let base = tempfile::tempdir().unwrap();
+        let (src, want, targets) = setup(base.path(), 3);
+        let state = base.path().join("state");
+        let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+        let mut job = builder(&src, &refs, &state).on_target_failure(policy).build().unwrap();
+        // Suspend a few commits into Copy.
+        let mut p = None;
+        for _ in 0..6 {
+            job.suspend_handle().suspend();
+            let Outcome::Suspended(s) = job.run().unwrap() else { panic!("completed too early") };
+            p = Some(s);
+        }
+        assert_eq!(p.map(|p| p.next_phase), Some(Phase::Copy));
+        drop(job);
+        // The third target's site is gone.
+        let given = [refs[0], refs[1]];
+        match policy {
+            TargetFailure::Fail => {
+                let Err(e) = Seeder::resume_targets(&state, &src, &given) else { panic!("a missing target was accepted") };
+                assert!(matches!(e, Error::TierMismatch { .. }), "{e}");
+                assert!(e.to_string().contains(&targets[2].tier_id().unwrap().to_string()), "{e}");
+                // Nothing changed: with every target, it completes.
+                run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
+                for t in &targets {
+                    check_target(t, &want);
+                }
+            }
+            _ => {
+                let r = run_to_end(&mut Seeder::resume_targets(&state, &src, &given).unwrap());
+                assert!(r.targets[2].dropped.as_deref().is_some_and(|d| d.contains("not given")), "{:?}", r.targets[2]);
+                check_target(&targets[0], &want);
+                check_target(&targets[1], &want);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_target_that_loses_a_container_before_verify_is_caught_per_target() {
+    for policy in [TargetFailure::Fail, TargetFailure::Drop] {
+        let base = tempfile::tempdir().unwrap();
+        let (src, want, targets) = setup(base.path(), 2);
+        let state = base.path().join("state");
+        let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+        let mut job = builder(&src, &refs, &state).on_target_failure(policy).build().unwrap();
+        // Run to Verify.
+        loop {
+            job.suspend_handle().suspend();
+            match job.run().unwrap() {
+                Outcome::Suspended(p) if p.next_phase == Phase::Verify => break,
+                Outcome::Suspended(_) => {}
+                Outcome::Completed(_) => panic!("completed before Verify"),
+            }
+        }
+        drop(job);
+        // The second target loses a data container behind the job's back.
+        let lost = targets[1].container_ids().unwrap()[0];
+        std::fs::remove_file(targets[1].container_path(lost)).unwrap();
+        let r = Seeder::resume_targets(&state, &src, &refs).unwrap().run();
+        match policy {
+            TargetFailure::Fail => {
+                let e = r.expect_err("Verify must fail on the second target");
+                assert!(matches!(e.root(), Error::VerifyFailed { .. }) && e.to_string().contains("target #2"), "{e}");
+                assert!(want.keys().all(|p| !namespace(&targets[0]).contains_key(p)), "nothing is switched");
+                // The resume copies what the second target lost, to it alone.
+                let done = run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
+                assert!(done.targets.iter().all(|t| t.dropped.is_none()));
+                check_target(&targets[1], &want);
+            }
+            _ => {
+                let Ok(Outcome::Completed(done)) = r else { panic!("{r:?}") };
+                assert!(done.targets[1].dropped.as_deref().is_some_and(|d| d.starts_with("verify")), "{:?}", done.targets);
+                assert!(namespace(&targets[1]).is_empty(), "a dropped target gets no namespace entries");
+            }
+        }
+        check_target(&targets[0], &want);
+    }
+}
+
+#[test]
+fn a_job_refuses_the_same_target_twice_and_the_source_as_a_target() {
+    let base = tempfile::tempdir().unwrap();
+    let (src, _, targets) = setup(base.path(), 1);
+    let again = LocalTier::open_read_only(base.path().join("dst0")).unwrap();
+    let refs: Vec<&dyn TargetTier> = vec![&targets[0], &again];
+    let Err(e) = builder(&src, &refs, &base.path().join("s1")).build() else { panic!("accepted one target twice") };
+    assert!(e.to_string().contains("given twice"), "{e}");
+    let refs: Vec<&dyn TargetTier> = vec![&targets[0], &src];
+    let Err(e) = builder(&src, &refs, &base.path().join("s2")).build() else { panic!("accepted the source as a target") };
+    assert!(e.to_string().contains("source tier itself"), "{e}");
+    assert!(!Seeder::exists(base.path().join("s1")) && !Seeder::exists(base.path().join("s2")));
+}
