@@ -5,7 +5,8 @@
 //!
 //! ```toml
 //! source = "/tiers/active"
-//! targets = ["/tiers/archive"]
+//! targets = ["/tiers/archive"]    # or several, seeded in one pass
+//! on_target_failure = "drop"      # optional: fail (default) or drop
 //! state = "/var/lib/seed/nightly"
 //! mode = "move"
 //! verify = "full"
@@ -32,8 +33,11 @@ use crate::selection::Selection;
 pub struct JobSpec {
     /// The source tier directory.
     pub source: PathBuf,
-    /// The target tier directories (one for now).
+    /// The target tiers (one or more, seeded in one pass).
     pub targets: Vec<PathBuf>,
+    /// `"fail"` (default) or `"drop"`: what a failing target does to the job.
+    #[serde(default)]
+    pub on_target_failure: crate::TargetFailure,
     /// The job's state directory.
     pub state: PathBuf,
     /// Which files.
@@ -165,8 +169,16 @@ impl JobSpec {
 
     fn check(&self, file: &Path) -> Result<()> {
         let bad = |message: String| Err(Error::JobFile { file: file.to_path_buf(), line: 0, message });
-        if self.targets.len() != 1 {
-            return bad(format!("targets: {} given; this version seeds to exactly one target", self.targets.len()));
+        if self.targets.is_empty() {
+            return bad("targets: give at least one target tier".into());
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if self.targets[..i].contains(t) {
+                return bad(format!("targets: {} is given twice", t.display()));
+            }
+            if *t == self.source {
+                return bad(format!("targets: {} is the source", t.display()));
+            }
         }
         if let Some(l) = self.limit_mib_per_sec
             && !(l.is_finite() && l > 0.0)

@@ -151,6 +151,12 @@ enum Cmd {
         /// several times slower to build). With --job, the file's `phf`.
         #[arg(long, default_value = "boomphf")]
         phf: tierseed::PhfKind,
+        /// With several --to: `fail` (default) ends the job when a target
+        /// fails; `drop` drops that target, names it in the report and
+        /// completes the others (a move then removes nothing from the
+        /// source). With --job, the file's `on_target_failure`.
+        #[arg(long, default_value = "fail")]
+        on_target_failure: tierseed::TargetFailure,
         #[command(flatten)]
         opts: RunOpts,
     },
@@ -161,6 +167,12 @@ enum Cmd {
         /// Verify level for this run (default: the one the job was started with).
         #[arg(long)]
         verify: Option<tierseed::VerifyLevel>,
+        /// Leave this target out (one of the job's --to, or of its job
+        /// file's targets; repeatable): a site that is gone. Under the
+        /// `drop` policy it is dropped and the others complete; under
+        /// `fail` the resume is refused.
+        #[arg(long, value_name = "TARGET")]
+        skip_target: Vec<PathBuf>,
         #[command(flatten)]
         opts: RunOpts,
     },
@@ -319,8 +331,11 @@ struct Tiers {
     #[arg(long, required_unless_present = "job")]
     from: Option<PathBuf>,
     /// Target tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// Give it more than once to seed several targets in one pass (the
+    /// source is read once). A resume takes the targets still reachable:
+    /// one left out is dropped if the job's policy is `drop`.
     #[arg(long, required_unless_present = "job")]
-    to: Option<PathBuf>,
+    to: Vec<PathBuf>,
     /// Job state directory (the resumption context).
     #[arg(long, required_unless_present = "job")]
     state: Option<PathBuf>,
@@ -329,7 +344,7 @@ struct Tiers {
 /// The tiers of a run, from flags or a job file.
 struct Resolved {
     from: PathBuf,
-    to: PathBuf,
+    to: Vec<PathBuf>,
     state: PathBuf,
     spec: Option<tierseed::JobSpec>,
     /// "job file PATH blake3 HEX", recorded in the job.
@@ -343,18 +358,22 @@ impl Tiers {
             let spec = tierseed::JobSpec::parse(&text, path)?;
             let abs = std::fs::canonicalize(path)?;
             let origin = format!("job file {} blake3 {}", abs.display(), tierseed::Fingerprint::of(text.as_bytes()));
-            let [to] = spec.targets.as_slice() else { bail!("{}: exactly one target", path.display()) };
             return Ok(Resolved {
                 from: spec.source.clone(),
-                to: to.clone(),
+                to: spec.targets.clone(),
                 state: spec.state.clone(),
                 origin: Some(origin),
                 spec: Some(spec),
             });
         }
-        match (&self.from, &self.to, &self.state) {
-            (Some(f), Some(t), Some(s)) => {
-                Ok(Resolved { from: f.clone(), to: t.clone(), state: s.clone(), spec: None, origin: None })
+        match (&self.from, self.to.is_empty(), &self.state) {
+            (Some(f), false, Some(s)) => {
+                for (i, t) in self.to.iter().enumerate() {
+                    if self.to[..i].contains(t) {
+                        bail!("--to {} is given twice", t.display());
+                    }
+                }
+                Ok(Resolved { from: f.clone(), to: self.to.clone(), state: s.clone(), spec: None, origin: None })
             }
             _ => bail!("give --from, --to and --state, or --job FILE"),
         }
@@ -509,7 +528,7 @@ fn metas_for<'a>(specs: &[&Path], metas: &'a [PathBuf]) -> Result<Vec<Option<&'a
         out.push(if object_spec(spec)?.is_some() { given.next().map(PathBuf::as_path) } else { None });
     }
     if given.next().is_some() {
-        bail!("more --meta directories than s3:// tiers: give one per object tier, in the order --from, --to");
+        bail!("more --meta directories than s3:// tiers: give one per object tier, in the order --from, then each --to");
     }
     Ok(out)
 }
@@ -640,16 +659,19 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Check { job } => {
             let spec = tierseed::JobSpec::load(&job)?;
-            let target = &spec.targets[0];
-            let m = metas_for(&[&spec.source, target], &metas)?;
+            let all: Vec<&Path> =
+                std::iter::once(spec.source.as_path()).chain(spec.targets.iter().map(PathBuf::as_path)).collect();
+            let m = metas_for(&all, &metas)?;
             let src = open_tier(&spec.source, m[0], How::Read)?;
-            let target_exists = match (object_spec(target)?, m[1]) {
-                (Some(_), Some(meta)) => ObjectTier::exists(meta),
-                (Some(_), None) => bail!("{}: an object tier needs --meta DIR", target.display()),
-                (None, _) => LocalTier::exists(target),
-            };
-            if target_exists {
-                open_tier(target, m[1], How::Read)?;
+            for (target, meta) in spec.targets.iter().zip(&m[1..]) {
+                let target_exists = match (object_spec(target)?, meta) {
+                    (Some(_), Some(meta)) => ObjectTier::exists(meta),
+                    (Some(_), None) => bail!("{}: an object tier needs --meta DIR", target.display()),
+                    (None, _) => LocalTier::exists(target),
+                };
+                if target_exists {
+                    open_tier(target, *meta, How::Read)?;
+                }
             }
             let e = Seeder::estimate(&*src, &*src, &spec.selection()?)?;
             say!(
@@ -660,7 +682,7 @@ fn real_main(cli: Cli) -> Result<i32> {
                 spec.source.display(),
                 if spec.mode() == Mode::Move { "move" } else { "copy" },
                 spec.verify_level(),
-                target.display()
+                spec.targets.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(" and ")
             );
         }
         Cmd::Verify { tier } => {
@@ -690,7 +712,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             say!("compression {:.2}x (raw / stored)", i.compression_ratio());
             say!("total       {:.2}x (logical / stored)", i.total_ratio());
         }
-        Cmd::Run { tiers, sel, move_mode, container_kib, verify, phf, opts } => {
+        Cmd::Run { tiers, sel, move_mode, container_kib, verify, phf, on_target_failure, opts } => {
             let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
             let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
             let r = tiers.resolve()?;
@@ -698,7 +720,7 @@ fn real_main(cli: Cli) -> Result<i32> {
             if r.spec.is_some() && (flags || sel.older_than.is_some() || move_mode || limit.is_some() || threads.is_some()) {
                 bail!("with --job, the job file holds the selection, mode, limit and threads: give them there, not as flags");
             }
-            let (selection, mode, verify, limit, threads, phf) = match &r.spec {
+            let (selection, mode, verify, limit, threads, phf, policy) = match &r.spec {
                 Some(spec) => (
                     spec.selection()?,
                     spec.mode(),
@@ -706,28 +728,37 @@ fn real_main(cli: Cli) -> Result<i32> {
                     spec.limit_bytes_per_sec(),
                     spec.threads,
                     tierseed::PhfKind::from(spec.phf),
+                    spec.on_target_failure,
                 ),
-                None => {
-                    (sel.selection()?, if move_mode { Mode::Move } else { Mode::Copy }, verify, mib_per_sec(limit)?, threads, phf)
-                }
+                None => (
+                    sel.selection()?,
+                    if move_mode { Mode::Move } else { Mode::Copy },
+                    verify,
+                    mib_per_sec(limit)?,
+                    threads,
+                    phf,
+                    on_target_failure,
+                ),
             };
             Seeder::ensure_idle(&r.state)?;
-            let m = metas_for(&[&r.from, &r.to], &metas)?;
+            let m = metas_for(&specs(&r), &metas)?;
             let src = open_tier(&r.from, m[0], How::Write)?;
-            let dst = open_tier(
-                &r.to,
-                m[1],
-                How::Create(TierConfig { container_size: container_kib * 1024, ..TierConfig::default() }),
-            )?;
+            let config = TierConfig { container_size: container_kib * 1024, ..TierConfig::default() };
+            let dsts =
+                r.to.iter().zip(&m[1..]).map(|(t, meta)| open_tier(t, *meta, How::Create(config))).collect::<Result<Vec<_>>>()?;
             let mut ui = Ui::new(json, log_events);
             ui.prompts = confirm_switch;
-            let mut b = Seeder::builder(&*src, &*dst, &r.state)
+            let mut b = Seeder::builder(&*src, &*dsts[0], &r.state)
                 .selection(selection)
                 .mode(mode)
                 .verify(verify)
                 .phf(phf)
+                .on_target_failure(policy)
                 .limit_bytes_per_sec(limit)
                 .observer(|e: &Event| ui.event(e));
+            for d in &dsts[1..] {
+                b = b.also_to(&**d);
+            }
             if let Some(n) = threads {
                 b = b.threads(n);
             }
@@ -738,19 +769,33 @@ fn real_main(cli: Cli) -> Result<i32> {
                 b = b.switch_gate(move |r: &tierseed::SwitchRequest| g.decide(r));
             }
             let mut job = b.build()?;
-            return drive(&mut job, &r, &metas, &ui, json);
+            let names = target_names(&r, &dsts)?;
+            return drive(&mut job, &r, &names, &metas, &ui, json);
         }
-        Cmd::Resume { tiers, verify, opts } => {
+        Cmd::Resume { tiers, verify, skip_target, opts } => {
             let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
             let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
-            let r = tiers.resolve()?;
+            let mut r = tiers.resolve()?;
+            for skip in &skip_target {
+                let before = r.to.len();
+                r.to.retain(|t| t != skip);
+                if r.to.len() == before {
+                    bail!("--skip-target {}: not one of the targets given ({})", skip.display(), {
+                        r.to.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", ")
+                    });
+                }
+            }
+            if r.to.is_empty() {
+                bail!("--skip-target leaves no target to resume with");
+            }
             Seeder::ensure_idle(&r.state)?;
-            let m = metas_for(&[&r.from, &r.to], &metas)?;
+            let m = metas_for(&specs(&r), &metas)?;
             let src = open_tier(&r.from, m[0], How::Write)?;
-            let dst = open_tier(&r.to, m[1], How::Write)?;
+            let dsts = r.to.iter().zip(&m[1..]).map(|(t, meta)| open_tier(t, *meta, How::Write)).collect::<Result<Vec<_>>>()?;
+            let refs: Vec<&dyn tierseed::TargetTier> = dsts.iter().map(|d| &**d as &dyn tierseed::TargetTier).collect();
             let mut ui = Ui::new(json, log_events);
             ui.prompts = confirm_switch;
-            let mut job = Seeder::resume(&r.state, &*src, &*dst)?.with_observer(|e: &Event| ui.event(e));
+            let mut job = Seeder::resume_targets(&r.state, &*src, &refs)?.with_observer(|e: &Event| ui.event(e));
             // A job started from a file resumes only from the same file.
             if let Some(now) = &r.origin {
                 let then = job.origin()?;
@@ -772,7 +817,8 @@ fn real_main(cli: Cli) -> Result<i32> {
             if let Some(g) = gate {
                 job = job.with_switch_gate(move |r: &tierseed::SwitchRequest| g.decide(r));
             }
-            return drive(&mut job, &r, &metas, &ui, json);
+            let names = target_names(&r, &dsts)?;
+            return drive(&mut job, &r, &names, &metas, &ui, json);
         }
         Cmd::Status { state, json, watch } => {
             if watch {
@@ -833,8 +879,25 @@ fn real_main(cli: Cli) -> Result<i32> {
     Ok(0)
 }
 
+/// The tiers of a run in `--meta` order: the source, then each target.
+fn specs(r: &Resolved) -> Vec<&Path> {
+    std::iter::once(r.from.as_path()).chain(r.to.iter().map(PathBuf::as_path)).collect()
+}
+
 /// Runs a job with Ctrl-C wired to suspension; prints the outcome.
-fn drive(job: &mut Seeder<'_>, tiers: &Resolved, metas: &[PathBuf], ui: &Ui, json: bool) -> Result<i32> {
+/// Each opened target's id with the path it was given as, for reports.
+fn target_names(r: &Resolved, dsts: &[Opened]) -> Result<Vec<(String, String)>> {
+    r.to.iter().zip(dsts).map(|(p, d)| Ok((d.tier_id()?.to_string(), p.display().to_string()))).collect()
+}
+
+fn drive(
+    job: &mut Seeder<'_>,
+    tiers: &Resolved,
+    names: &[(String, String)],
+    metas: &[PathBuf],
+    ui: &Ui,
+    json: bool,
+) -> Result<i32> {
     install_ctrlc(job.suspend_handle());
     let outcome = job.run();
     ui.finish();
@@ -843,9 +906,10 @@ fn drive(job: &mut Seeder<'_>, tiers: &Resolved, metas: &[PathBuf], ui: &Ui, jso
             if json {
                 say!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_report(&r)?;
+                print_report(&r, names)?;
             }
-            Ok(0)
+            // Completed, but not on every target: scripts must notice.
+            Ok(if r.targets.iter().any(|t| t.dropped.is_some()) { 4 } else { 0 })
         }
         Outcome::Suspended(p) => {
             if json {
@@ -860,10 +924,14 @@ fn drive(job: &mut Seeder<'_>, tiers: &Resolved, metas: &[PathBuf], ui: &Ui, jso
                     acc.push_str(&m.display().to_string());
                     acc
                 });
+                let to = tiers.to.iter().fold(String::new(), |mut acc, t| {
+                    acc.push_str(" --to ");
+                    acc.push_str(&t.display().to_string());
+                    acc
+                });
                 eprintln!(
-                    "suspended; resume with: seed resume --from {} --to {} --state {}{meta}",
+                    "suspended; resume with: seed resume --from {}{to} --state {}{meta}",
                     tiers.from.display(),
-                    tiers.to.display(),
                     tiers.state.display()
                 );
             }
@@ -963,6 +1031,10 @@ impl Ui {
                 b.set_position(*containers);
                 b.set_message("target containers checked");
             }
+            Event::TargetDropped { target, reason, .. } => {
+                self.finish();
+                eprintln!("seed: target {target} dropped, the others go on: {reason}");
+            }
             Event::Switched { files, total } => {
                 let b = self.bar_for(Phase::Switch, Some(*total));
                 b.set_position(*files);
@@ -979,15 +1051,16 @@ impl Ui {
     }
 }
 
-fn print_report(r: &Report) -> Result<()> {
+fn print_report(r: &Report, names: &[(String, String)]) -> Result<()> {
     let c = &r.counters;
     let mode = if r.mode == Mode::Move { "move" } else { "copy" };
     say!("job {} completed: {mode} mode, resumed {} time(s)", r.job_id, r.resumes);
     say!("  files           {} ({})", c.files_selected, human(c.bytes_selected));
     say!("  segments marked {}", c.segments_marked);
     say!("  containers      {} read, {} skipped unread, of {}", c.containers_read, c.containers_skipped, c.containers_total);
+    let over = if r.targets.len() > 1 { format!(" over {} targets", r.targets.len()) } else { String::new() };
     say!(
-        "  copied          {} segments, {} in {} target containers",
+        "  copied          {} segments, {} in {} target containers{over}",
         c.segments_copied,
         human(c.bytes_copied),
         c.target_containers
@@ -997,7 +1070,28 @@ fn print_report(r: &Report) -> Result<()> {
         say!("  adopted         {} segments written before a crash, counted as copied", c.segments_adopted);
     }
     say!("  switched        {} files", c.files_switched);
+    if r.targets.len() > 1 {
+        for (i, t) in r.targets.iter().enumerate() {
+            let name = names.iter().find(|(id, _)| *id == t.tier_id).map_or_else(|| t.tier_id.clone(), |(_, p)| p.clone());
+            let tc = &t.counters;
+            match &t.dropped {
+                Some(why) => say!("  target {}      {name}: DROPPED ({why})", i + 1),
+                None => say!(
+                    "  target {}      {name}: copied {} segments, {} in {} containers; already there {} segments; switched {} files",
+                    i + 1,
+                    tc.segments_copied,
+                    human(tc.bytes_copied),
+                    tc.target_containers,
+                    tc.segments_deduplicated,
+                    tc.files_switched
+                ),
+            }
+        }
+    }
     if r.mode == Mode::Move {
+        if r.targets.iter().any(|t| t.dropped.is_some()) {
+            say!("  removed         nothing from the source: a target was dropped, so not every target has the files");
+        }
         say!("  removed         {} files from the source", c.files_removed);
         if c.files_kept > 0 {
             say!("  kept            {} files in the source: they changed after they were selected", c.files_kept);
@@ -1014,6 +1108,15 @@ fn print_progress(p: &Progress) -> Result<()> {
     say!("cursor     {} of {} containers", p.copy_cursor, c.containers_total);
     say!("copied     {} segments, {}", c.segments_copied, human(c.bytes_copied));
     say!("on target  {} segments, {}", c.segments_deduplicated, human(c.bytes_deduplicated));
+    if p.targets.len() > 1 {
+        for (i, t) in p.targets.iter().enumerate() {
+            let state = t.dropped.as_deref().map_or_else(
+                || format!("copied {}, switched {} files", human(t.counters.bytes_copied), t.counters.files_switched),
+                |why| format!("DROPPED ({why})"),
+            );
+            say!("target {}   {}: {state}", i + 1, t.tier_id);
+        }
+    }
     say!("done       {:.1}%", p.percent);
     Ok(())
 }

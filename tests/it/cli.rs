@@ -198,14 +198,17 @@ fn every_example_job_file_checks_and_runs() {
         let version = u16::from_le_bytes(std::fs::read(&blob).unwrap()[4..6].try_into().unwrap());
         let want = if spec.phf == tierseed::PhfSpec::Compact { 2 } else { 1 };
         assert_eq!(version, want, "{}: PHF blob version", file.display());
-        let dst = LocalTier::open(dir.path().join(&spec.targets[0])).unwrap();
-        let ns = crate::namespace(&dst);
-        assert!(!ns.is_empty(), "{}: nothing seeded", file.display());
-        // What was switched restores byte for byte.
-        for p in ns.keys() {
-            let mut out = Vec::new();
-            dst.restore(p, &mut out).unwrap();
-            assert!(out == all[p], "{p}");
+        // Every target of the file got the selection.
+        for target in &spec.targets {
+            let dst = LocalTier::open(dir.path().join(target)).unwrap();
+            let ns = crate::namespace(&dst);
+            assert!(!ns.is_empty(), "{}: nothing seeded to {}", file.display(), target.display());
+            // What was switched restores byte for byte.
+            for p in ns.keys() {
+                let mut out = Vec::new();
+                dst.restore(p, &mut out).unwrap();
+                assert!(out == all[p], "{p}");
+            }
         }
         ran += 1;
     }
@@ -254,4 +257,55 @@ fn a_job_file_is_checked_named_and_recorded() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+#[test]
+fn seed_seeds_several_targets_and_resumes_without_a_lost_site_under_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = crate::synth_source(&dir.path().join("src"), 93, 2, 12, 6_000);
+    drop(src);
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (s, a, b, c) = (p("src"), p("a"), p("b"), p("c"));
+    let text =
+        |o: &std::process::Output| format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    for (policy, state) in [("fail", p("st-fail")), ("drop", p("st-drop"))] {
+        // Three targets; the switch is deferred, so the job suspends there.
+        let o = seed()
+            .args(["run", "--from", &s, "--to", &a, "--to", &b, "--to", &c, "--state", &state, "--all"])
+            .args(["--on-target-failure", policy, "--switch-after", "2999-01-01T00:00"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(text(&o).contains(&format!("--to {a} --to {b} --to {c}")), "the resume hint names every target: {}", text(&o));
+        // Site c is gone.
+        let o = seed()
+            .args(["resume", "--from", &s, "--to", &a, "--to", &b, "--to", &c, "--state", &state, "--skip-target", &c])
+            .output()
+            .unwrap();
+        if policy == "fail" {
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+            assert!(text(&o).contains("the job's policy is fail"), "{}", text(&o));
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(4), "completed without a target: exit 4: {}", text(&o));
+        let out = text(&o);
+        assert!(out.contains("target 3") && out.contains("DROPPED") && out.contains("not given"), "{out}");
+        let status = seed().args(["status", "--state", &state]).output().unwrap();
+        assert!(text(&status).contains("DROPPED"), "{}", text(&status));
+    }
+    // a and b hold every file (from the drop job; the fail job never switched).
+    for t in [&a, &b] {
+        let dst = LocalTier::open(t).unwrap();
+        let ns = crate::namespace(&dst);
+        assert_eq!(ns.len(), all.len());
+        for (path, bytes) in &all {
+            let mut out = Vec::new();
+            dst.restore(path, &mut out).unwrap();
+            assert!(out == *bytes, "{path}");
+        }
+    }
+    assert!(crate::namespace(&LocalTier::open(&c).unwrap()).is_empty());
+    // The same target twice is refused before anything runs.
+    let o = seed().args(["run", "--from", &s, "--to", &a, "--to", &a, "--state", &p("st-twice"), "--all"]).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("given twice"), "{}", text(&o));
 }

@@ -480,3 +480,167 @@ fn a_second_run_on_a_busy_state_directory_is_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("job in progress"), "{}", text(&o));
     drop(job);
 }
+
+/// `run` arguments with `targets` as `--to` flags.
+fn multi_run_args<'a>(src: &'a str, targets: &'a [String], state: &'a str, mv: bool) -> Vec<&'a str> {
+    let mut a = vec!["run", "--from", src];
+    for t in targets {
+        a.extend(["--to", t.as_str()]);
+    }
+    a.extend(["--state", state, "--container-kib", "64"]);
+    a.extend_from_slice(&SELECT);
+    if mv {
+        a.push("--move");
+    }
+    a
+}
+
+/// Brings an interrupted several-target job to completion the way an
+/// operator would: resume with every target, or run again if the job
+/// context was never created.
+fn multi_finish(src: &str, targets: &[String], state: &str, mv: bool) {
+    let mut args = vec!["resume", "--from", src, "--state", state];
+    for t in targets {
+        args.extend(["--to", t.as_str()]);
+    }
+    let resume = seed(&args, None).output().unwrap();
+    if resume.status.success() {
+        return;
+    }
+    let err = String::from_utf8_lossy(&resume.stderr);
+    assert!(err.contains("no job in") || err.contains("no tier here"), "resume failed: {}", text(&resume));
+    let o = seed(&multi_run_args(src, targets, state, mv), None).output().unwrap();
+    assert!(o.status.success(), "re-run failed: {}", text(&o));
+}
+
+/// One crash-then-resume trial of a job with `n` targets; returns whether
+/// the process really crashed. Every target must then hold every selected
+/// file exactly once.
+fn multi_crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -> bool {
+    let mv = point.starts_with("switch");
+    std::fs::create_dir_all(dir).unwrap();
+    let src = dir.join("src");
+    copy_dir(&ds.src, &src);
+    let targets: Vec<String> = (0..n).map(|i| dir.join(format!("dst{i}")).to_str().unwrap().to_string()).collect();
+    let (s, st) = (src.to_str().unwrap(), dir.join("state"));
+    let st = st.to_str().unwrap();
+    let spec = format!("{point}:{at}");
+    let o = seed(&multi_run_args(s, &targets, st, mv), Some(&spec)).output().unwrap();
+    let crashed = !o.status.success();
+    if crashed {
+        assert!(String::from_utf8_lossy(&o.stderr).contains("crash point"), "{spec}: failed without crashing: {}", text(&o));
+    }
+    multi_finish(s, &targets, st, mv);
+    for t in &targets {
+        check(ds, &src, Path::new(t), mv);
+    }
+    let status = tierseed::Seeder::status(st).unwrap();
+    assert!(status.targets.iter().all(|t| t.dropped.is_none()), "{spec}: a target was dropped: {:?}", status.targets);
+    std::fs::remove_dir_all(dir).unwrap();
+    crashed
+}
+
+#[test]
+fn abort_at_every_crash_point_with_two_and_three_targets_then_resume() {
+    let base = tempfile::tempdir().unwrap();
+    let ds = dataset(base.path(), 16, 32_000);
+    for n in [2usize, 3] {
+        let mut aborted: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut trials = 0;
+        for point in CRASH_POINTS {
+            let dir = |at: u64| base.path().join(format!("{n}-{}-{at}", point.replace('.', "_")));
+            if point.starts_with("copy.") || *point == "tier.sealed_not_indexed" {
+                // Where the targets' cursors and writers interleave: every
+                // arrival (two targets) or every other (three, for time),
+                // until a run completes without reaching the point.
+                let step = if n == 2 { 1 } else { 2 };
+                let mut at = 1;
+                while at <= MAX_SWEEP {
+                    trials += 1;
+                    if !multi_crash_trial(&ds, &dir(at), n, point, at) {
+                        break;
+                    }
+                    *aborted.entry(point).or_insert(0) += 1;
+                    at += step;
+                }
+            } else {
+                for at in [1u64, 2, 7] {
+                    trials += 1;
+                    if multi_crash_trial(&ds, &dir(at), n, point, at) {
+                        *aborted.entry(point).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+        for point in CRASH_POINTS {
+            assert!(aborted.get(point).copied().unwrap_or(0) > 0, "{n} targets: crash point {point} never reached ({aborted:?})");
+        }
+        eprintln!(
+            "crash points, {n} targets: {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost on any target",
+            aborted.values().sum::<u64>()
+        );
+    }
+}
+
+#[test]
+fn sigkill_at_random_instants_with_two_targets_then_resume() {
+    let trials: u64 = std::env::var("TIERSEED_KILL_TRIALS").ok().and_then(|v| v.parse().ok()).map_or(10, |t: u64| t.div_ceil(2));
+    let seed_value: u64 = std::env::var("TIERSEED_KILL_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("random kills, two targets: replay with TIERSEED_KILL_SEED={seed_value} TIERSEED_KILL_TRIALS={}", trials * 2);
+    let mut rng = Rng::new(seed_value);
+    let base = tempfile::tempdir().unwrap();
+    let ds = dataset(base.path(), 40, 48_000);
+    // The clean run's length bounds the kill instants.
+    let clean = base.path().join("clean");
+    std::fs::create_dir_all(&clean).unwrap();
+    let targets: Vec<String> = (0..2).map(|i| clean.join(format!("dst{i}")).to_str().unwrap().to_string()).collect();
+    let t = Instant::now();
+    let o = seed(&multi_run_args(ds.src.to_str().unwrap(), &targets, clean.join("state").to_str().unwrap(), false), None)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "clean run: {}", text(&o));
+    let span = t.elapsed().max(Duration::from_millis(20));
+    let mut kills = 0;
+    for trial in 0..trials {
+        let mv = trial % 2 == 1;
+        let dir = base.path().join(format!("t{trial}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("src");
+        copy_dir(&ds.src, &src);
+        let targets: Vec<String> = (0..2).map(|i| dir.join(format!("dst{i}")).to_str().unwrap().to_string()).collect();
+        let (s, st) = (src.to_str().unwrap(), dir.join("state"));
+        let st = st.to_str().unwrap();
+        let mut resume = vec!["resume", "--from", s, "--state", st];
+        for t in &targets {
+            resume.extend(["--to", t.as_str()]);
+        }
+        for round in 0..3 {
+            let args = if round == 0 || !Path::new(st).join(tierseed::layout::JOB_CONTEXT).exists() {
+                multi_run_args(s, &targets, st, mv)
+            } else {
+                resume.clone()
+            };
+            let mut child =
+                seed(&args, None).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+            std::thread::sleep(Duration::from_micros(rng.below(span.as_micros() as u64 + 1)));
+            if child.try_wait().unwrap().is_none() {
+                kills += 1;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        multi_finish(s, &targets, st, mv);
+        std::panic::catch_unwind(|| {
+            for t in &targets {
+                check(&ds, &src, Path::new(t), mv);
+            }
+        })
+        .unwrap_or_else(|_| panic!("trial {trial} failed; replay with TIERSEED_KILL_SEED={seed_value}"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    eprintln!("random kills, two targets: {trials} trials, {kills} SIGKILLs, every trial resumed with nothing lost");
+    assert!(kills >= trials, "only {kills} kills landed in {trials} trials");
+}

@@ -85,12 +85,12 @@ fn one_target_already_holding_part_of_the_data_gets_only_the_rest() {
     // The second target keeps its gen-000 files and gains the selection.
     let mut want1 = want.clone();
     for (p, e) in namespace(&targets[1]) {
-        if !want1.contains_key(&p) {
+        want1.entry(p).or_insert_with_key(|p| {
             let mut out = Vec::new();
-            targets[1].restore(&p, &mut out).unwrap();
+            targets[1].restore(p, &mut out).unwrap();
             assert_eq!(out.len() as u64, e.size);
-            want1.insert(p, out);
-        }
+            out
+        });
     }
     check_target(&targets[1], &want1);
     let (a, b) = (&r.targets[0].counters, &r.targets[1].counters);
@@ -130,14 +130,13 @@ fn suspend_at_every_commit_point_with_two_targets_gives_the_uninterrupted_result
     assert_eq!(report.resumes, suspensions);
 }
 
+/// What [`failing_second_target`] leaves: the source, the files every
+/// target must hold, the targets, how the run ended and its events.
+type Failed = (LocalTier, BTreeMap<String, Vec<u8>>, Vec<LocalTier>, Result<Outcome, Error>, Vec<Event>);
+
 /// Runs a two-target job whose second target fails at `fault`, under
-/// `policy`, in `mode`; returns the outcome and the events seen.
-fn failing_second_target(
-    dir: &Path,
-    fault: Fault,
-    policy: TargetFailure,
-    mode: Mode,
-) -> (LocalTier, BTreeMap<String, Vec<u8>>, Vec<LocalTier>, Result<Outcome, Error>, Vec<Event>) {
+/// `policy`, in `mode`.
+fn failing_second_target(dir: &Path, fault: Fault, policy: TargetFailure, mode: Mode) -> Failed {
     let (src, want, targets) = setup(dir, 2);
     let events = Mutex::new(Vec::new());
     let r = {
@@ -249,23 +248,20 @@ fn resuming_with_a_target_missing_is_refused_under_fail_and_drops_it_under_drop(
         drop(job);
         // The third target's site is gone.
         let given = [refs[0], refs[1]];
-        match policy {
-            TargetFailure::Fail => {
-                let Err(e) = Seeder::resume_targets(&state, &src, &given) else { panic!("a missing target was accepted") };
-                assert!(matches!(e, Error::TierMismatch { .. }), "{e}");
-                assert!(e.to_string().contains(&targets[2].tier_id().unwrap().to_string()), "{e}");
-                // Nothing changed: with every target, it completes.
-                run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
-                for t in &targets {
-                    check_target(t, &want);
-                }
+        if policy == TargetFailure::Fail {
+            let Err(e) = Seeder::resume_targets(&state, &src, &given) else { panic!("a missing target was accepted") };
+            assert!(matches!(e, Error::TierMismatch { .. }), "{e}");
+            assert!(e.to_string().contains(&targets[2].tier_id().unwrap().to_string()), "{e}");
+            // Nothing changed: with every target, it completes.
+            run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
+            for t in &targets {
+                check_target(t, &want);
             }
-            _ => {
-                let r = run_to_end(&mut Seeder::resume_targets(&state, &src, &given).unwrap());
-                assert!(r.targets[2].dropped.as_deref().is_some_and(|d| d.contains("not given")), "{:?}", r.targets[2]);
-                check_target(&targets[0], &want);
-                check_target(&targets[1], &want);
-            }
+        } else {
+            let r = run_to_end(&mut Seeder::resume_targets(&state, &src, &given).unwrap());
+            assert!(r.targets[2].dropped.as_deref().is_some_and(|d| d.contains("not given")), "{:?}", r.targets[2]);
+            check_target(&targets[0], &want);
+            check_target(&targets[1], &want);
         }
     }
 }
@@ -292,21 +288,18 @@ fn a_target_that_loses_a_container_before_verify_is_caught_per_target() {
         let lost = targets[1].container_ids().unwrap()[0];
         std::fs::remove_file(targets[1].container_path(lost)).unwrap();
         let r = Seeder::resume_targets(&state, &src, &refs).unwrap().run();
-        match policy {
-            TargetFailure::Fail => {
-                let e = r.expect_err("Verify must fail on the second target");
-                assert!(matches!(e.root(), Error::VerifyFailed { .. }) && e.to_string().contains("target #2"), "{e}");
-                assert!(want.keys().all(|p| !namespace(&targets[0]).contains_key(p)), "nothing is switched");
-                // The resume copies what the second target lost, to it alone.
-                let done = run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
-                assert!(done.targets.iter().all(|t| t.dropped.is_none()));
-                check_target(&targets[1], &want);
-            }
-            _ => {
-                let Ok(Outcome::Completed(done)) = r else { panic!("{r:?}") };
-                assert!(done.targets[1].dropped.as_deref().is_some_and(|d| d.starts_with("verify")), "{:?}", done.targets);
-                assert!(namespace(&targets[1]).is_empty(), "a dropped target gets no namespace entries");
-            }
+        if policy == TargetFailure::Fail {
+            let e = r.expect_err("Verify must fail on the second target");
+            assert!(matches!(e.root(), Error::VerifyFailed { .. }) && e.to_string().contains("target #2"), "{e}");
+            assert!(want.keys().all(|p| !namespace(&targets[0]).contains_key(p)), "nothing is switched");
+            // The resume copies what the second target lost, to it alone.
+            let done = run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
+            assert!(done.targets.iter().all(|t| t.dropped.is_none()));
+            check_target(&targets[1], &want);
+        } else {
+            let Ok(Outcome::Completed(done)) = r else { panic!("{r:?}") };
+            assert!(done.targets[1].dropped.as_deref().is_some_and(|d| d.starts_with("verify")), "{:?}", done.targets);
+            assert!(namespace(&targets[1]).is_empty(), "a dropped target gets no namespace entries");
         }
         check_target(&targets[0], &want);
     }
