@@ -262,50 +262,71 @@ fn a_job_file_is_checked_named_and_recorded() {
 #[test]
 fn seed_seeds_several_targets_and_resumes_without_a_lost_site_under_drop() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, all) = crate::synth_source(&dir.path().join("src"), 93, 2, 12, 6_000);
-    drop(src);
-    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
-    let (s, a, b, c) = (p("src"), p("a"), p("b"), p("c"));
+    let (tier, all) = crate::synth_source(&dir.path().join("src"), 93, 2, 12, 6_000);
+    drop(tier);
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let (src, site_a, site_b, site_c) = (path("src"), path("a"), path("b"), path("c"));
     let text =
         |o: &std::process::Output| format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    for (policy, state) in [("fail", p("st-fail")), ("drop", p("st-drop"))] {
+    for (policy, state) in [("fail", path("st-fail")), ("drop", path("st-drop"))] {
         // Three targets; the switch is deferred, so the job suspends there.
-        let o = seed()
-            .args(["run", "--from", &s, "--to", &a, "--to", &b, "--to", &c, "--state", &state, "--all"])
+        let out = seed()
+            .args(["run", "--from", &src, "--to", &site_a, "--to", &site_b, "--to", &site_c, "--state", &state, "--all"])
             .args(["--on-target-failure", policy, "--switch-after", "2999-01-01T00:00"])
             .output()
             .unwrap();
-        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-        assert!(text(&o).contains(&format!("--to {a} --to {b} --to {c}")), "the resume hint names every target: {}", text(&o));
+        assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("--to {site_a} --to {site_b} --to {site_c}")),
+            "the resume hint names every target: {}",
+            text(&out)
+        );
         // Site c is gone.
-        let o = seed()
-            .args(["resume", "--from", &s, "--to", &a, "--to", &b, "--to", &c, "--state", &state, "--skip-target", &c])
+        let out = seed()
+            .args([
+                "resume",
+                "--from",
+                &src,
+                "--to",
+                &site_a,
+                "--to",
+                &site_b,
+                "--to",
+                &site_c,
+                "--state",
+                &state,
+                "--skip-target",
+                &site_c,
+            ])
             .output()
             .unwrap();
         if policy == "fail" {
-            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-            assert!(text(&o).contains("the job's policy is fail"), "{}", text(&o));
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            assert!(text(&out).contains("the job's policy is fail"), "{}", text(&out));
             continue;
         }
-        assert_eq!(o.status.code(), Some(4), "completed without a target: exit 4: {}", text(&o));
-        let out = text(&o);
-        assert!(out.contains("target 3") && out.contains("DROPPED") && out.contains("not given"), "{out}");
+        assert_eq!(out.status.code(), Some(4), "completed without a target: exit 4: {}", text(&out));
+        let shown = text(&out);
+        assert!(shown.contains("target 3") && shown.contains("DROPPED") && shown.contains("not given"), "{shown}");
         let status = seed().args(["status", "--state", &state]).output().unwrap();
         assert!(text(&status).contains("DROPPED"), "{}", text(&status));
     }
     // a and b hold every file (from the drop job; the fail job never switched).
-    for t in [&a, &b] {
+    for t in [&site_a, &site_b] {
         let dst = LocalTier::open(t).unwrap();
         let ns = crate::namespace(&dst);
         assert_eq!(ns.len(), all.len());
-        for (path, bytes) in &all {
-            let mut out = Vec::new();
-            dst.restore(path, &mut out).unwrap();
-            assert!(out == *bytes, "{path}");
+        for (file, bytes) in &all {
+            let mut restored = Vec::new();
+            dst.restore(file, &mut restored).unwrap();
+            assert!(restored == *bytes, "{file}");
         }
     }
-    assert!(crate::namespace(&LocalTier::open(&c).unwrap()).is_empty());
+    assert!(crate::namespace(&LocalTier::open(&site_c).unwrap()).is_empty());
     // The same target twice is refused before anything runs.
-    let o = seed().args(["run", "--from", &s, "--to", &a, "--to", &a, "--state", &p("st-twice"), "--all"]).output().unwrap();
-    assert!(!o.status.success() && text(&o).contains("given twice"), "{}", text(&o));
+    let out = seed()
+        .args(["run", "--from", &src, "--to", &site_a, "--to", &site_a, "--state", &path("st-twice"), "--all"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && text(&out).contains("given twice"), "{}", text(&out));
 }
