@@ -972,3 +972,43 @@ fn two_metadata_directories_writing_one_bucket_never_overwrite_each_other() {
     }
     assert!(a.verify().unwrap().is_clean());
 }
+
+#[test]
+fn one_pass_to_a_local_and_an_object_target_sigkilled_mid_copy_then_resumed() {
+    let Some((c, _shared)) = shared("one_pass_to_a_local_and_an_object_target_sigkilled_mid_copy_then_resumed") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 14, 2, 60, 32 << 10);
+    drop(src);
+    let cfg = c.config("twotargets");
+    let url = cfg.url();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (srcp, local, meta, state) = (p("src"), p("archive"), p("meta"), p("state"));
+    // The local target runs ahead of the bucket; throttled so the kill
+    // lands in Copy with the two at different places.
+    let mut child = seed_cmd(c)
+        .args(["run", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state, "--all"])
+        .args(["--container-kib", "64", "--limit", "2", "--log-events"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut sealed = 0;
+    for line in stderr.lines().map_while(Result::ok) {
+        if line.starts_with("event TargetSealed") {
+            sealed += 1;
+            if sealed == 5 {
+                break;
+            }
+        }
+    }
+    assert_eq!(sealed, 5, "the job never sealed five containers");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = Seeder::status(&state).unwrap();
+    assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
+    let out = ok(seed_cmd(c).args(["resume", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state]));
+    assert!(out.contains("target 2") && !out.contains("DROPPED"), "{out}");
+    check_target(&LocalTier::open(&local).unwrap(), &all);
+    check_target(&ObjectTier::open(&meta, &cfg).unwrap(), &all);
+}
