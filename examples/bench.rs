@@ -52,6 +52,11 @@ fn main() -> Result<()> {
         print_rows(&rows);
         return Ok(());
     }
+    if args.iter().any(|a| a == "--only-multi") {
+        rows.extend(multi_rows(&dir, data_mib)?);
+        print_rows(&rows);
+        return Ok(());
+    }
     let only_gc = args.iter().any(|a| a == "--only-gc");
     if only_gc {
         rows.extend(gc_rows(&dir, opt("--gc-keys", 10_000_000))?);
@@ -440,9 +445,29 @@ fn run_job_child_verifying(dir: &Path, src: &Path, name: &str, sel: &str, commit
 }
 
 fn run_job_child_with(dir: &Path, src: &Path, name: &str, sel: &str, commits: bool, verify: &str, limit: u64) -> Result<JobRun> {
+    job_child(dir, src, name, sel, commits, verify, limit, None)
+}
+
+/// Runs one job in a child process (with `also` as a second target) and
+/// reads what it printed.
+#[allow(clippy::too_many_arguments)]
+fn job_child(
+    dir: &Path,
+    src: &Path,
+    name: &str,
+    sel: &str,
+    commits: bool,
+    verify: &str,
+    limit: u64,
+    also: Option<&Path>,
+) -> Result<JobRun> {
     let dst = dir.join(format!("dst-{name}"));
     let state = dir.join(format!("state-{name}"));
-    let out = Command::new(std::env::current_exe()?)
+    let mut child = Command::new(std::env::current_exe()?);
+    if let Some(a) = also {
+        child.env("BENCH_ALSO", a);
+    }
+    let out = child
         .env("BENCH_VERIFY", verify)
         .env("BENCH_LIMIT", limit.to_string())
         .arg("__job")
@@ -476,6 +501,67 @@ fn run_job_child_with(dir: &Path, src: &Path, name: &str, sel: &str, commits: bo
     })
 }
 
+/// Two targets in one pass against two sequential single-target jobs, in
+/// interleaved rounds from a cold cache each: with the targets on the
+/// source's disk (which then shares its bandwidth between the one read and
+/// the two writes), and, where there is room, on tmpfs (targets on a device
+/// of their own, so the pass is bound by reading the source).
+fn multi_rows(dir: &Path, data_mib: u64) -> Result<Vec<Row>> {
+    let src = dir.join("src");
+    let files = make_dataset(&src, data_mib << 20)?;
+    let stored = LocalTier::open(&src)?.info()?.stored_bytes;
+    eprintln!("bench: two targets, {data_mib} MiB in {files} files");
+    let shm = Path::new("/dev/shm/tierseed-bench");
+    let room = Command::new("df")
+        .args(["--output=avail", "-B1", "/dev/shm"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().nth(1).and_then(|l| l.trim().parse::<u64>().ok()))
+        .unwrap_or(0);
+    let mut places: Vec<(&str, &Path)> = vec![("targets on the source's disk", dir)];
+    if room > 3 * stored {
+        std::fs::create_dir_all(shm)?;
+        places.push(("targets on tmpfs, source on disk", shm));
+    } else {
+        eprintln!("bench: /dev/shm has {} MiB free, too little for the tmpfs row", room >> 20);
+    }
+    let mut rows = Vec::new();
+    for (place, tdir) in places {
+        let (mut one_pass, mut sequential) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            drop_caches();
+            let a = job_child(tdir, &src, &format!("seq-a{round}"), "all", true, "metadata", 0, None)?;
+            drop_caches();
+            let b = job_child(tdir, &src, &format!("seq-b{round}"), "all", true, "metadata", 0, None)?;
+            sequential.push(a.secs + b.secs);
+            drop_caches();
+            let second = tdir.join(format!("dst-pass-b{round}"));
+            let run = job_child(tdir, &src, &format!("pass-a{round}"), "all", true, "metadata", 0, Some(&second))?;
+            let _ = std::fs::remove_dir_all(&second);
+            if run.copied != a.copied + b.copied {
+                bail!("one pass copied {} bytes, the two jobs {} and {}", run.copied, a.copied, b.copied);
+            }
+            one_pass.push(run.secs);
+        }
+        let (pass, seq) = (median(one_pass.clone()), median(sequential.clone()));
+        rows.push(Row::ratio(
+            &format!("two targets: one pass vs two sequential jobs, {place}, cold cache"),
+            pass,
+            seq,
+            "<= 0.6x",
+            pass <= 0.6 * seq,
+            format!(
+                "medians of {ROUNDS}, interleaved; one pass {} s, two jobs {} s; {} MiB to each target",
+                list(&one_pass),
+                list(&sequential),
+                stored >> 20
+            ),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(shm);
+    Ok(rows)
+}
+
 fn selection(sel: &str) -> Selection {
     match sel {
         "partial" => Selection::new().glob("**/*-[0-2].bin"),
@@ -490,22 +576,29 @@ fn child_job(a: &[String]) -> Result<()> {
     // parent that kills this process knows how far it got.
     let log = a.get(5).is_some_and(|x| x == "log");
     let src = LocalTier::open(src)?;
-    let dst = if LocalTier::exists(dst) { LocalTier::open(dst)? } else { LocalTier::create(dst, TierConfig::default())? };
+    let open = |d: &Path| -> Result<LocalTier> {
+        Ok(if LocalTier::exists(d) { LocalTier::open(d)? } else { LocalTier::create(d, TierConfig::default())? })
+    };
+    let dst = open(Path::new(dst))?;
+    // BENCH_ALSO: a second target, seeded in the same pass.
+    let also = std::env::var_os("BENCH_ALSO").map(|d| open(Path::new(&d))).transpose()?;
     let t = Instant::now();
     let mut job = if Seeder::exists(state) {
-        Seeder::resume(state, &src, &dst)?
+        let mut targets: Vec<&dyn tierseed::TargetTier> = vec![&dst];
+        targets.extend(also.iter().map(|a| a as &dyn tierseed::TargetTier));
+        Seeder::resume_targets(state, &src, &targets)?
     } else {
         let verify = match std::env::var("BENCH_VERIFY").as_deref() {
             Ok("full") => VerifyLevel::Full,
             _ => VerifyLevel::Metadata,
         };
         let limit = std::env::var("BENCH_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        Seeder::builder(&src, &dst, state)
-            .selection(selection(sel))
-            .threads(2)
-            .verify(verify)
-            .limit_bytes_per_sec(limit)
-            .build()?
+        let mut b =
+            Seeder::builder(&src, &dst, state).selection(selection(sel)).threads(2).verify(verify).limit_bytes_per_sec(limit);
+        if let Some(a) = &also {
+            b = b.also_to(a);
+        }
+        b.build()?
     };
     if !commits {
         job = job.disable_copy_commits_for_bench();

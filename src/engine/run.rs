@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::context::{Commit, FILES_PER_CHUNK, GateRecord, MarkSumRecord, PhfRef, ProgressRecord};
 use super::phf::Phf;
 use super::phv::Phv;
-use super::verify::verify_target;
+use super::verify::{Verdict, verify_target};
 use super::walk::{SetSum, affected_files, mark};
 use super::{
     Event, GateAnswer, Mode, Outcome, Phase, Report, Seeder, SwitchRequest, SwitchStage, TargetFailure, ThrottleHandle,
@@ -745,11 +745,57 @@ impl<'a> Seeder<'a> {
             Some(m) => SetSum { count: m.count, lanes: m.lanes },
             None => mark(self.source, phf, &in_snapshot, &st.files, &mut Phv::zeroed(phf.keys), &mut |_| {})?.sum,
         };
-        // Each target is proven on its own: one that fails is rewound to
-        // Copy (fail policy, or the last target left) or dropped.
-        for lane in st.prog.live().collect::<Vec<_>>() {
+        // Each target is proven on its own, all at once (the walks wait on
+        // different devices); then each verdict is judged in turn: a target
+        // that fails is rewound to Copy (fail policy, or the last target
+        // left) or dropped.
+        let lanes: Vec<usize> = st.prog.live().collect();
+        let mut verdicts = Vec::with_capacity(lanes.len());
+        for &lane in &lanes {
+            verdicts.push(self.target_of(lane).map(|t| (lane, t)));
+        }
+        let (source, files, level, observer) = (self.source, &st.files, self.verify, self.observer.clone());
+        let prove = |lane: usize, target: &dyn TargetTier| -> Result<Verdict> {
+            let phv = st.phvs.get(lane).ok_or_else(|| Error::internal("Verify started without a PHV per target"))?;
+            let missing = phv.count_ones();
+            if missing > 0 {
+                let (names, count) = affected_files(source, phf, phv, files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
+                let more = if count > names.len() { format!("; and {} more", count - names.len()) } else { String::new() };
+                return Err(Error::Incomplete { missing, files: format!("{}{more}", names.join("; ")) });
+            }
+            let observer = observer.clone();
+            verify_target(source, target, phf, &in_snapshot, files, level, pool, &mut |done, total| {
+                if let Some(o) = &observer {
+                    o.event(&Event::Verifying { containers: done, total });
+                }
+            })
+        };
+        let results: Vec<(usize, Result<Verdict>)> = if let [Ok((lane, target))] = verdicts.as_slice() {
+            vec![(*lane, prove(*lane, *target))]
+        } else {
+            std::thread::scope(|s| {
+                let running: Vec<_> = verdicts
+                    .iter()
+                    .map(|v| match v {
+                        Ok((lane, target)) => (*lane, Some(s.spawn(|| prove(*lane, *target)))),
+                        Err(_) => (usize::MAX, None),
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|(lane, h)| {
+                        let r = h.map_or_else(
+                            || Err(Error::internal("Verify of a target that was not given")),
+                            |h| h.join().unwrap_or_else(|_| Err(Error::internal("a Verify thread panicked"))),
+                        );
+                        (lane, r)
+                    })
+                    .collect()
+            })
+        };
+        for (lane, verdict) in results {
             let rewind = self.job.on_failure == TargetFailure::Fail || st.prog.live().count() == 1;
-            if let Err(e) = self.verify_lane(st, pool, lane, &expected, rewind) {
+            if let Err(e) = verdict.and_then(|v| self.judge(st, lane, v, &expected, rewind)) {
                 self.lane_failed(st, lane, Phase::Verify, e)?;
                 self.commit_progress(st)?;
             }
@@ -758,35 +804,11 @@ impl<'a> Seeder<'a> {
         Ok(Flow::Continue)
     }
 
-    /// Proves every selected file on target `lane`. On failure with
-    /// `rewind`, what could not be proven goes back into the target's PHV
-    /// and the job back to Copy, durably, before the error returns.
-    fn verify_lane(
-        &mut self,
-        st: &mut State,
-        pool: &rayon::ThreadPool,
-        lane: usize,
-        expected: &SetSum,
-        rewind: bool,
-    ) -> Result<()> {
-        let target = self.target_of(lane)?;
-        let (Some(phf), Some(phv)) = (st.phf.as_ref(), st.phvs.get(lane)) else {
-            return Err(Error::internal("Verify started without a PHF or PHV"));
-        };
-        let missing = phv.count_ones();
-        if missing > 0 {
-            let (files, count) = affected_files(self.source, phf, phv, &st.files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
-            let more = if count > files.len() { format!("; and {} more", count - files.len()) } else { String::new() };
-            return Err(Error::Incomplete { missing, files: format!("{}{more}", files.join("; ")) });
-        }
-        let snapshot = &st.snapshot;
-        let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
-        let observer = self.observer.clone();
-        let verdict = verify_target(self.source, target, phf, &in_snapshot, &st.files, self.verify, pool, &mut |done, total| {
-            if let Some(o) = &observer {
-                o.event(&Event::Verifying { containers: done, total });
-            }
-        })?;
+    /// Judges target `lane`'s Verify walk. On failure with `rewind`, what
+    /// could not be proven goes back into the target's PHV and the job back
+    /// to Copy, durably, before the error returns.
+    fn judge(&mut self, st: &mut State, lane: usize, verdict: Verdict, expected: &SetSum, rewind: bool) -> Result<()> {
+        let Some(phf) = st.phf.as_ref() else { return Err(Error::internal("Verify started without a PHF")) };
         let failed = verdict.failed;
         let mut problems = verdict.problems;
         let mut reasons = verdict.reasons;
