@@ -459,7 +459,7 @@ impl<'a> Seeder<'a> {
         let total = snapshot.len() as u64;
         let mut since_commit = 0u64;
         for index in start..total {
-            let loaded = match rx.recv() {
+            let mut loaded = match rx.recv() {
                 Ok(Ok(l)) => l,
                 Ok(Err(e)) => return Err(self.explain_copy_error(st, phf, phvs, e)),
                 Err(_) => return Err(Error::internal("Copy's reader thread stopped before the last container")),
@@ -478,7 +478,8 @@ impl<'a> Seeder<'a> {
                 self.emit(Event::ContainerSkipped { source: loaded.id, done: index + 1, total });
             } else {
                 st.prog.counters.containers_read += 1;
-                commit |= self.each_lane(st, lanes, live, |me, st, lane| me.copy_into(st, lane, &loaded, index))?;
+                commit |=
+                    self.each_lane(st, lanes, live, |me, st, lane, last| me.copy_into(st, lane, &mut loaded, index, last))?;
                 self.emit(Event::ContainerCopied {
                     source: loaded.id,
                     segments: loaded.segments.len() as u64,
@@ -489,13 +490,13 @@ impl<'a> Seeder<'a> {
             }
             // A container that finished writing meanwhile is committed now,
             // not when the next one is ready.
-            commit |= self.each_lane(st, lanes, live, |me, st, lane| me.poll_written(st, lane))?;
+            commit |= self.each_lane(st, lanes, live, |me, st, lane, _| me.poll_written(st, lane))?;
             since_commit += 1;
             let suspend = self.suspend.is_requested();
             if suspend {
                 // Seal what is pending so the suspension point is one clean
                 // commit with nothing half-packed or in flight.
-                self.each_lane(st, lanes, live, |me, st, lane| me.flush(st, lane))?;
+                self.each_lane(st, lanes, live, |me, st, lane, _| me.flush(st, lane))?;
             }
             if commit || suspend || since_commit >= COMMIT_EVERY_CONTAINERS {
                 self.commit_copy(st, phvs, cursor(index + 1, lanes))?;
@@ -505,13 +506,14 @@ impl<'a> Seeder<'a> {
                 }
             }
         }
-        if self.each_lane(st, lanes, live, |me, st, lane| me.flush(st, lane))? {
+        if self.each_lane(st, lanes, live, |me, st, lane, _| me.flush(st, lane))? {
             self.commit_copy(st, phvs, cursor(total, lanes))?;
         }
         Ok(Flow::Continue)
     }
 
-    /// Runs `step` on every target still in the job. A target whose step
+    /// Runs `step` on every target still in the job (told whether it is the
+    /// last one this round). A target whose step
     /// fails is dropped (its writers stop) under the drop policy, or fails
     /// the job. True when a step said so or a target was dropped: the
     /// caller commits.
@@ -520,12 +522,13 @@ impl<'a> Seeder<'a> {
         st: &mut State,
         lanes: &mut Vec<Lane<'a, 'p>>,
         live: &[AtomicBool],
-        mut step: impl FnMut(&mut Self, &mut State, &mut Lane<'a, 'p>) -> Result<bool>,
+        mut step: impl FnMut(&mut Self, &mut State, &mut Lane<'a, 'p>, bool) -> Result<bool>,
     ) -> Result<bool> {
         let mut any = false;
         let mut k = 0;
         while k < lanes.len() {
-            match step(self, st, &mut lanes[k]) {
+            let last = k + 1 == lanes.len();
+            match step(self, st, &mut lanes[k], last) {
                 Ok(said) => {
                     any |= said;
                     k += 1;
@@ -543,9 +546,17 @@ impl<'a> Seeder<'a> {
     }
 
     /// Hands one loaded source container's marked segments to one target:
-    /// drops what the target has, packs the rest. True when a target
-    /// container was sealed meanwhile.
-    fn copy_into(&mut self, st: &mut State, lane: &mut Lane<'a, '_>, loaded: &Loaded, index: u64) -> Result<bool> {
+    /// drops what the target has, packs the rest. The `last` target takes
+    /// the bytes; the others get copies. True when a target container was
+    /// sealed meanwhile.
+    fn copy_into(
+        &mut self,
+        st: &mut State,
+        lane: &mut Lane<'a, '_>,
+        loaded: &mut Loaded,
+        index: u64,
+        last: bool,
+    ) -> Result<bool> {
         let k = kind_slot(loaded.kind);
         // Still needed by this target: the bit is set and it is not already
         // waiting in a packer of either kind or in a container being
@@ -555,11 +566,11 @@ impl<'a> Seeder<'a> {
             let bits = read(lane.pipe.phv);
             loaded
                 .segments
-                .iter()
+                .iter_mut()
                 .filter(|(e, slot, _)| {
                     bits.get(*slot) && !lane.packers.iter().any(|p| p.holds(&e.fingerprint)) && !lane.pipe.holds(&e.fingerprint)
                 })
-                .cloned()
+                .map(|(e, slot, b)| (*e, *slot, if last { std::mem::take(b) } else { b.clone() }))
                 .collect()
         };
         if wanted.is_empty() {
