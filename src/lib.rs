@@ -41,7 +41,9 @@
 //!   implement them over your own, or use [`LocalTier`] (a directory).
 //! - [`Seeder`]: the job (builder, `run`, `suspend_handle`, `resume`,
 //!   `abandon`, `status`, `estimate`), reporting [`Event`]s to an
-//!   [`Observer`].
+//!   [`Observer`]. One job can seed several targets in one pass
+//!   ([`SeederBuilder::also_to`], [`Seeder::resume_targets`]), with a
+//!   [`TargetFailure`] policy for a target that fails.
 //! - [`FaultyTier`]: a decorator that injects faults, for testing
 //!   integrations.
 //!

@@ -13,7 +13,7 @@ use tierseed::{
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
 
 /// Deterministic pseudo-random bytes (incompressible, no repeats).
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut rng = tierseed::synth::Rng::new(seed);
     (0..len).map(|_| rng.below(256) as u8).collect()
 }
@@ -59,7 +59,7 @@ fn threads_1_hangs_forever() {
 }
 
 /// The level-1 recipe segments stored in a tier's meta containers.
-fn level1_recipes(t: &LocalTier) -> Vec<Vec<u8>> {
+pub fn level1_recipes(t: &LocalTier) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for c in t.container_ids().unwrap() {
         let meta = t.read_metadata(c).unwrap();

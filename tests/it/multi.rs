@@ -318,3 +318,35 @@ fn a_job_refuses_the_same_target_twice_and_the_source_as_a_target() {
     assert!(e.to_string().contains("source tier itself"), "{e}");
     assert!(!Seeder::exists(base.path().join("s1")) && !Seeder::exists(base.path().join("s2")));
 }
+
+#[test]
+fn bytes_that_are_a_recipe_on_the_source_and_data_on_one_target_reach_both_targets() {
+    for threads in [1usize, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+        let a = crate::defects::noise(7, 400_000);
+        src.ingest_reader("a.bin", 0, &a[..]).unwrap();
+        let recipe = crate::defects::level1_recipes(&src).pop().expect("a.bin has level-1 recipes");
+        src.ingest_reader("b.bin", 0, &recipe[..]).unwrap();
+        // The second target already holds the recipe's bytes as a file's data.
+        let fresh = LocalTier::create(dir.path().join("fresh"), small_config()).unwrap();
+        let holder = LocalTier::create(dir.path().join("holder"), small_config()).unwrap();
+        holder.ingest_reader("old/copy.bin", 0, &recipe[..]).unwrap();
+        let refs: Vec<&dyn TargetTier> = vec![&fresh, &holder];
+        let mut job = Seeder::builder(&src, refs[0], dir.path().join("state"))
+            .also_to(refs[1])
+            .selection(Selection::all())
+            .mode(Mode::Move)
+            .threads(threads)
+            .build()
+            .unwrap();
+        let r = run_to_end(&mut job);
+        let want: BTreeMap<String, Vec<u8>> = [("a.bin".to_string(), a.clone()), ("b.bin".to_string(), recipe.clone())].into();
+        check_target(&fresh, &want);
+        let mut with_old = want.clone();
+        with_old.insert("old/copy.bin".into(), recipe.clone());
+        check_target(&holder, &with_old);
+        assert!(r.targets[1].counters.segments_deduplicated >= 1, "{threads} threads: {:?}", r.targets[1]);
+        assert!(namespace(&src).is_empty(), "every target has everything: the move removes it all");
+    }
+}
