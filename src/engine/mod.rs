@@ -700,7 +700,9 @@ impl<'a> Seeder<'a> {
     /// Reopens the job in `state_dir`. The tiers must be the ones the job
     /// was created with (checked by their UUIDs); the context is untouched
     /// otherwise. `run` then starts at the first phase not recorded done.
-    /// A job with several targets resumes with [`Seeder::resume_targets`].
+    /// A job with several targets resumes with [`Seeder::resume_targets`]:
+    /// given to `resume`, its other targets count as missing (refused under
+    /// [`TargetFailure::Fail`], dropped under [`TargetFailure::Drop`]).
     pub fn resume(state_dir: impl AsRef<Path>, source: &'a dyn SourceTier, target: &'a dyn TargetTier) -> Result<Seeder<'a>> {
         Self::resume_targets(state_dir, source, &[target])
     }
