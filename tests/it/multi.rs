@@ -47,7 +47,11 @@ fn two_and_three_targets_in_one_pass_each_get_everything_and_the_source_is_read_
                 &mut Seeder::builder(&src, &alone, base.path().join("single")).selection(selection()).build().unwrap(),
             );
             let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
-            let r = run_to_end(&mut builder(&src, &refs, &base.path().join("state")).threads(threads).build().unwrap());
+            // Full verify walks every target at once, each using the job's
+            // pool: at one thread too.
+            let level = if threads == 1 { tierseed::VerifyLevel::Full } else { tierseed::VerifyLevel::Metadata };
+            let r =
+                run_to_end(&mut builder(&src, &refs, &base.path().join("state")).threads(threads).verify(level).build().unwrap());
             for t in &targets {
                 check_target(t, &want);
             }
