@@ -292,6 +292,10 @@ pub enum Error {
         /// The invariant that did not hold.
         what: String,
     },
+    /// A target of the job was left out of a resume (a site that is
+    /// gone); under the drop policy it is dropped with this reason.
+    #[error("not given to the resume (left out, or skipped with --skip-target)")]
+    TargetNotGiven,
     /// A failure on one target of a job with several, naming the target
     /// (its tier id and position among the job's targets, from 1).
     #[error("target #{lane} ({target}): {error}")]

@@ -776,22 +776,28 @@ fn real_main(cli: Cli) -> Result<i32> {
             let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
             let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
             let mut r = tiers.resolve()?;
+            // `--meta` goes with the tiers as given; a skipped target takes
+            // its own with it.
+            let m = metas_for(&specs(&r), &metas)?;
+            let mut targets: Vec<(PathBuf, Option<&Path>)> = r.to.iter().cloned().zip(m[1..].iter().copied()).collect();
             for skip in &skip_target {
-                let before = r.to.len();
-                r.to.retain(|t| t != skip);
-                if r.to.len() == before {
+                let before = targets.len();
+                targets.retain(|(t, _)| t != skip);
+                if targets.len() == before {
                     bail!("--skip-target {}: not one of the targets given ({})", skip.display(), {
                         r.to.iter().map(|t| t.display().to_string()).collect::<Vec<_>>().join(", ")
                     });
                 }
             }
-            if r.to.is_empty() {
+            if targets.is_empty() {
                 bail!("--skip-target leaves no target to resume with");
             }
+            r.to = targets.iter().map(|(t, _)| t.clone()).collect();
+            let metas: Vec<PathBuf> =
+                m[..1].iter().copied().chain(targets.iter().map(|(_, meta)| *meta)).flatten().map(Path::to_path_buf).collect();
             Seeder::ensure_idle(&r.state)?;
-            let m = metas_for(&specs(&r), &metas)?;
             let src = open_tier(&r.from, m[0], How::Write)?;
-            let dsts = r.to.iter().zip(&m[1..]).map(|(t, meta)| open_tier(t, *meta, How::Write)).collect::<Result<Vec<_>>>()?;
+            let dsts = targets.iter().map(|(t, meta)| open_tier(t, *meta, How::Write)).collect::<Result<Vec<_>>>()?;
             let refs: Vec<&dyn tierseed::TargetTier> = dsts.iter().map(|d| &**d as &dyn tierseed::TargetTier).collect();
             let mut ui = Ui::new(json, log_events);
             ui.prompts = confirm_switch;

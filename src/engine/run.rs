@@ -132,7 +132,7 @@ impl<'a> Seeder<'a> {
         if !absent.is_empty() && st.prog.phase_done != Some(Phase::Done) {
             let phase = Phase::after(st.prog.phase_done);
             for lane in absent {
-                self.lane_failed(st, lane, phase, Error::InvalidConfig("not given to the resume".into()))?;
+                self.lane_failed(st, lane, phase, Error::TargetNotGiven)?;
             }
             let mut c = Commit::default();
             c.progress(&st.prog);
@@ -214,13 +214,14 @@ impl<'a> Seeder<'a> {
     /// drop policy the target is marked dropped in memory (the caller's
     /// next commit records it) and the job goes on without it.
     fn lane_failed(&mut self, st: &mut State, lane: usize, phase: Phase, e: Error) -> Result<()> {
-        let e = self.on_target(lane, e);
         let others = st.prog.live().filter(|&l| l != lane).count();
         if self.job.on_failure == TargetFailure::Fail || others == 0 {
-            return Err(e);
+            return Err(self.on_target(lane, e));
         }
+        // The report names the target beside the reason: the reason is
+        // the phase and the error alone.
         let reason = format!("{phase}: {e}");
-        log::warn!("dropping {reason}");
+        log::warn!("dropping target #{}: {reason}", lane + 1);
         st.prog.lanes[lane].dropped = Some(reason.clone());
         let target = self.job.target_ids().get(lane).map_or_else(String::new, |id| uuid::Uuid::from_bytes(*id).to_string());
         self.emit(Event::TargetDropped { target, phase, reason });

@@ -1012,3 +1012,32 @@ fn one_pass_to_a_local_and_an_object_target_sigkilled_mid_copy_then_resumed() {
     check_target(&LocalTier::open(&local).unwrap(), &all);
     check_target(&ObjectTier::open(&meta, &cfg).unwrap(), &all);
 }
+
+/// The bug "--skip-target of an s3:// target leaves its --meta unmatched":
+/// the resume was refused with "more --meta directories than s3:// tiers".
+#[test]
+fn resume_skipping_an_object_target_takes_its_meta_with_it() {
+    let Some((c, _shared)) = shared("resume_skipping_an_object_target_takes_its_meta_with_it") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 15, 1, 20, 8 << 10);
+    drop(src);
+    let url = c.config("skip").url();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (srcp, local, meta, state) = (p("src"), p("archive"), p("meta"), p("state"));
+    let out = seed_cmd(c)
+        .args(["run", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state, "--all"])
+        .args(["--on-target-failure", "drop", "--switch-after", "2999-01-01T00:00"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = seed_cmd(c)
+        .args(["resume", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state])
+        .args(["--skip-target", &url])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    assert!(text.contains("DROPPED (switch: not given to the resume"), "{text}");
+    let archive = LocalTier::open(&local).unwrap();
+    restores_all(&archive, &all);
+}
