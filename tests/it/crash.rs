@@ -58,15 +58,6 @@ fn seed(args: &[&str], crash_at: Option<&str>) -> Command {
     c
 }
 
-fn run_args<'a>(src: &'a str, dst: &'a str, state: &'a str, mv: bool) -> Vec<&'a str> {
-    let mut a = vec!["run", "--from", src, "--to", dst, "--state", state, "--container-kib", "64"];
-    a.extend_from_slice(&SELECT);
-    if mv {
-        a.push("--move");
-    }
-    a
-}
-
 fn text(o: &Output) -> String {
     format!(
         "status {:?}\nstdout: {}\nstderr: {}",
@@ -74,19 +65,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// Brings an interrupted job to completion the way an operator would: if
-/// the job context was never created, run again; else resume.
-fn finish(src: &str, dst: &str, state: &str, mv: bool) {
-    let resume = seed(&["resume", "--from", src, "--to", dst, "--state", state], None).output().unwrap();
-    if resume.status.success() {
-        return;
-    }
-    let err = String::from_utf8_lossy(&resume.stderr);
-    assert!(err.contains("no job in") || err.contains("no tier here"), "resume failed: {}", text(&resume));
-    let o = seed(&run_args(src, dst, state, mv), None).output().unwrap();
-    assert!(o.status.success(), "re-run failed: {}", text(&o));
 }
 
 /// The invariants after a crash and resume.
@@ -111,68 +89,6 @@ fn check(ds: &Dataset, src_dir: &Path, dst_dir: &Path, mv: bool) {
 
 /// Upper bound on the arrivals swept per Copy crash point.
 const MAX_SWEEP: u64 = 400;
-
-/// One crash-then-resume trial; returns whether the process really crashed.
-fn crash_trial(ds: &Dataset, dir: &Path, point: &str, n: u64) -> bool {
-    let mv = point.starts_with("switch");
-    std::fs::create_dir_all(dir).unwrap();
-    let src = dir.join("src");
-    copy_dir(&ds.src, &src);
-    let (s, d, st) = (src.to_str().unwrap(), dir.join("dst"), dir.join("state"));
-    let (d, st) = (d.to_str().unwrap(), st.to_str().unwrap());
-    let spec = format!("{point}:{n}");
-    let o = seed(&run_args(s, d, st, mv), Some(&spec)).output().unwrap();
-    let crashed = !o.status.success();
-    if crashed {
-        assert!(String::from_utf8_lossy(&o.stderr).contains("crash point"), "{spec}: failed without crashing: {}", text(&o));
-    }
-    finish(s, d, st, mv);
-    check(ds, &src, Path::new(d), mv);
-    std::fs::remove_dir_all(dir).unwrap();
-    crashed
-}
-
-#[test]
-fn abort_at_every_crash_point_then_resume() {
-    let base = tempfile::tempdir().unwrap();
-    let ds = dataset(base.path(), 16, 32_000);
-    let mut aborted: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut trials = 0;
-    for point in CRASH_POINTS {
-        let dir = |n: u64| base.path().join(format!("{}-{n}", point.replace('.', "_")));
-        if point.starts_with("copy.") {
-            // Copy commits are where the cursor logic lives: crash at every
-            // arrival, until a run completes without reaching the point.
-            for n in 1..=MAX_SWEEP {
-                trials += 1;
-                if !crash_trial(&ds, &dir(n), point, n) {
-                    break;
-                }
-                *aborted.entry(point).or_insert(0) += 1;
-            }
-        } else {
-            for n in [1u64, 2, 7] {
-                trials += 1;
-                if crash_trial(&ds, &dir(n), point, n) {
-                    *aborted.entry(point).or_insert(0) += 1;
-                }
-            }
-        }
-    }
-    // Every point must really have been hit: a crash test that never
-    // crashes proves nothing (e.g. a build without the feature).
-    for point in CRASH_POINTS {
-        assert!(
-            aborted.get(point).copied().unwrap_or(0) > 0,
-            "crash point {point} was never reached (aborted: {aborted:?}); if nothing aborted, the seed example was built \
-             without `--features crash-points`: run the whole suite with `cargo test --release --features crash-points`"
-        );
-    }
-    eprintln!(
-        "crash points: {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost",
-        aborted.values().sum::<u64>()
-    );
-}
 
 /// One dataset for the random-kill test, with the arguments of its job.
 struct KillCase {
@@ -476,13 +392,13 @@ fn a_second_run_on_a_busy_state_directory_is_refused() {
     let o = seed(&["resume", "--from", s, "--to", d, "--state", st], None).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("job in progress"), "{}", text(&o));
-    let o = seed(&run_args(s, d, st, false), None).output().unwrap();
+    let o = seed(&run_args(s, &[d.to_string()], st, false), None).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("job in progress"), "{}", text(&o));
     drop(job);
 }
 
 /// `run` arguments with `targets` as `--to` flags.
-fn multi_run_args<'a>(src: &'a str, targets: &'a [String], state: &'a str, mv: bool) -> Vec<&'a str> {
+fn run_args<'a>(src: &'a str, targets: &'a [String], state: &'a str, mv: bool) -> Vec<&'a str> {
     let mut a = vec!["run", "--from", src];
     for t in targets {
         a.extend(["--to", t.as_str()]);
@@ -495,10 +411,10 @@ fn multi_run_args<'a>(src: &'a str, targets: &'a [String], state: &'a str, mv: b
     a
 }
 
-/// Brings an interrupted several-target job to completion the way an
-/// operator would: resume with every target, or run again if the job
-/// context was never created.
-fn multi_finish(src: &str, targets: &[String], state: &str, mv: bool) {
+/// Brings an interrupted job to completion the way an operator would:
+/// resume with every target, or run again if the job context was never
+/// created.
+fn finish(src: &str, targets: &[String], state: &str, mv: bool) {
     let mut args = vec!["resume", "--from", src, "--state", state];
     for t in targets {
         args.extend(["--to", t.as_str()]);
@@ -509,14 +425,14 @@ fn multi_finish(src: &str, targets: &[String], state: &str, mv: bool) {
     }
     let err = String::from_utf8_lossy(&resume.stderr);
     assert!(err.contains("no job in") || err.contains("no tier here"), "resume failed: {}", text(&resume));
-    let o = seed(&multi_run_args(src, targets, state, mv), None).output().unwrap();
+    let o = seed(&run_args(src, targets, state, mv), None).output().unwrap();
     assert!(o.status.success(), "re-run failed: {}", text(&o));
 }
 
-/// One crash-then-resume trial of a job with `n` targets; returns whether
-/// the process really crashed. Every target must then hold every selected
+/// One crash-then-resume trial of a job with `n` targets (`dst0`, ...);
+/// returns whether the process really crashed. Every target must then hold every selected
 /// file exactly once.
-fn multi_crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -> bool {
+fn crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -> bool {
     let mv = point.starts_with("switch");
     std::fs::create_dir_all(dir).unwrap();
     let src = dir.join("src");
@@ -525,12 +441,12 @@ fn multi_crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -
     let (s, st) = (src.to_str().unwrap(), dir.join("state"));
     let st = st.to_str().unwrap();
     let spec = format!("{point}:{at}");
-    let o = seed(&multi_run_args(s, &targets, st, mv), Some(&spec)).output().unwrap();
+    let o = seed(&run_args(s, &targets, st, mv), Some(&spec)).output().unwrap();
     let crashed = !o.status.success();
     if crashed {
         assert!(String::from_utf8_lossy(&o.stderr).contains("crash point"), "{spec}: failed without crashing: {}", text(&o));
     }
-    multi_finish(s, &targets, st, mv);
+    finish(s, &targets, st, mv);
     for t in &targets {
         check(ds, &src, Path::new(t), mv);
     }
@@ -540,45 +456,64 @@ fn multi_crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -
     crashed
 }
 
+/// Aborts a job with `n` targets at every crash point, then resumes it:
+/// at every arrival at the points where the targets' cursors and writers
+/// interleave (every other with three targets, for time), until a run
+/// completes without reaching the point; at a few arrivals elsewhere.
+fn sweep_crash_points(ds: &Dataset, base: &Path, n: usize) {
+    let mut aborted: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut trials = 0;
+    for point in CRASH_POINTS {
+        let dir = |at: u64| base.join(format!("{n}-{}-{at}", point.replace('.', "_")));
+        if point.starts_with("copy.") || *point == "tier.sealed_not_indexed" {
+            let step = if n < 3 { 1 } else { 2 };
+            let mut at = 1;
+            while at <= MAX_SWEEP {
+                trials += 1;
+                if !crash_trial(ds, &dir(at), n, point, at) {
+                    break;
+                }
+                *aborted.entry(point).or_insert(0) += 1;
+                at += step;
+            }
+        } else {
+            for at in [1u64, 2, 7] {
+                trials += 1;
+                if crash_trial(ds, &dir(at), n, point, at) {
+                    *aborted.entry(point).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    // Every point must really have been hit: a crash test that never
+    // crashes proves nothing (e.g. a build without the feature).
+    for point in CRASH_POINTS {
+        assert!(
+            aborted.get(point).copied().unwrap_or(0) > 0,
+            "{n} target(s): crash point {point} was never reached (aborted: {aborted:?}); if nothing aborted, the seed \
+             example was built without `--features crash-points`: run the whole suite with `cargo test --release --features \
+             crash-points`"
+        );
+    }
+    eprintln!(
+        "crash points, {n} target(s): {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost on any target",
+        aborted.values().sum::<u64>()
+    );
+}
+
+#[test]
+fn abort_at_every_crash_point_then_resume() {
+    let base = tempfile::tempdir().unwrap();
+    let ds = dataset(base.path(), 16, 32_000);
+    sweep_crash_points(&ds, base.path(), 1);
+}
+
 #[test]
 fn abort_at_every_crash_point_with_two_and_three_targets_then_resume() {
     let base = tempfile::tempdir().unwrap();
     let ds = dataset(base.path(), 16, 32_000);
     for n in [2usize, 3] {
-        let mut aborted: BTreeMap<&str, u64> = BTreeMap::new();
-        let mut trials = 0;
-        for point in CRASH_POINTS {
-            let dir = |at: u64| base.path().join(format!("{n}-{}-{at}", point.replace('.', "_")));
-            if point.starts_with("copy.") || *point == "tier.sealed_not_indexed" {
-                // Where the targets' cursors and writers interleave: every
-                // arrival (two targets) or every other (three, for time),
-                // until a run completes without reaching the point.
-                let step = if n == 2 { 1 } else { 2 };
-                let mut at = 1;
-                while at <= MAX_SWEEP {
-                    trials += 1;
-                    if !multi_crash_trial(&ds, &dir(at), n, point, at) {
-                        break;
-                    }
-                    *aborted.entry(point).or_insert(0) += 1;
-                    at += step;
-                }
-            } else {
-                for at in [1u64, 2, 7] {
-                    trials += 1;
-                    if multi_crash_trial(&ds, &dir(at), n, point, at) {
-                        *aborted.entry(point).or_insert(0) += 1;
-                    }
-                }
-            }
-        }
-        for point in CRASH_POINTS {
-            assert!(aborted.get(point).copied().unwrap_or(0) > 0, "{n} targets: crash point {point} never reached ({aborted:?})");
-        }
-        eprintln!(
-            "crash points, {n} targets: {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost on any target",
-            aborted.values().sum::<u64>()
-        );
+        sweep_crash_points(&ds, base.path(), n);
     }
 }
 
@@ -598,9 +533,8 @@ fn sigkill_at_random_instants_with_two_targets_then_resume() {
     std::fs::create_dir_all(&clean).unwrap();
     let targets: Vec<String> = (0..2).map(|i| clean.join(format!("dst{i}")).to_str().unwrap().to_string()).collect();
     let t = Instant::now();
-    let o = seed(&multi_run_args(ds.src.to_str().unwrap(), &targets, clean.join("state").to_str().unwrap(), false), None)
-        .output()
-        .unwrap();
+    let o =
+        seed(&run_args(ds.src.to_str().unwrap(), &targets, clean.join("state").to_str().unwrap(), false), None).output().unwrap();
     assert!(o.status.success(), "clean run: {}", text(&o));
     let span = t.elapsed().max(Duration::from_millis(20));
     let mut kills = 0;
@@ -619,7 +553,7 @@ fn sigkill_at_random_instants_with_two_targets_then_resume() {
         }
         for round in 0..3 {
             let args = if round == 0 || !Path::new(st).join(tierseed::layout::JOB_CONTEXT).exists() {
-                multi_run_args(s, &targets, st, mv)
+                run_args(s, &targets, st, mv)
             } else {
                 resume.clone()
             };
@@ -632,7 +566,7 @@ fn sigkill_at_random_instants_with_two_targets_then_resume() {
             let _ = child.kill();
             let _ = child.wait();
         }
-        multi_finish(s, &targets, st, mv);
+        finish(s, &targets, st, mv);
         std::panic::catch_unwind(|| {
             for t in &targets {
                 check(&ds, &src, Path::new(t), mv);

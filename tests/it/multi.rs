@@ -233,6 +233,17 @@ fn when_the_last_target_left_fails_the_job_fails_even_under_drop() {
     check_target(&targets[1], &want);
 }
 
+/// Runs `job` to its next commit point `n` times; the last progress.
+fn suspend_times(job: &mut Seeder<'_>, n: usize) -> tierseed::Progress {
+    let mut last = None;
+    for _ in 0..n {
+        job.suspend_handle().suspend();
+        let Outcome::Suspended(p) = job.run().unwrap() else { panic!("completed too early") };
+        last = Some(p);
+    }
+    last.expect("n is at least 1")
+}
+
 #[test]
 fn resuming_with_a_target_missing_is_refused_under_fail_and_drops_it_under_drop() {
     for policy in [TargetFailure::Fail, TargetFailure::Drop] {
@@ -242,13 +253,7 @@ fn resuming_with_a_target_missing_is_refused_under_fail_and_drops_it_under_drop(
         let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
         let mut job = builder(&src, &refs, &state).on_target_failure(policy).build().unwrap();
         // Suspend a few commits into Copy.
-        let mut p = None;
-        for _ in 0..6 {
-            job.suspend_handle().suspend();
-            let Outcome::Suspended(s) = job.run().unwrap() else { panic!("completed too early") };
-            p = Some(s);
-        }
-        assert_eq!(p.map(|p| p.next_phase), Some(Phase::Copy));
+        assert_eq!(suspend_times(&mut job, 6).next_phase, Phase::Copy);
         drop(job);
         // The third target's site is gone.
         let given = [refs[0], refs[1]];
@@ -279,14 +284,7 @@ fn a_target_that_loses_a_container_before_verify_is_caught_per_target() {
         let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
         let mut job = builder(&src, &refs, &state).on_target_failure(policy).build().unwrap();
         // Run to Verify.
-        loop {
-            job.suspend_handle().suspend();
-            match job.run().unwrap() {
-                Outcome::Suspended(p) if p.next_phase == Phase::Verify => break,
-                Outcome::Suspended(_) => {}
-                Outcome::Completed(_) => panic!("completed before Verify"),
-            }
-        }
+        while suspend_times(&mut job, 1).next_phase != Phase::Verify {}
         drop(job);
         // The second target loses a data container behind the job's back.
         let lost = targets[1].container_ids().unwrap()[0];

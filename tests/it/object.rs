@@ -160,6 +160,31 @@ fn ok(cmd: &mut Command) -> String {
     text
 }
 
+/// Runs `seed` with `args`, throttled to 2 MiB/s and logging events, and
+/// SIGKILLs it once `n` event lines starting with `event` have appeared.
+fn kill_after_events(c: &Cluster, args: &[&str], event: &str, n: usize) {
+    let mut child = seed_cmd(c)
+        .args(args)
+        .args(["--limit", "2", "--log-events"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = 0;
+    for line in stderr.lines().map_while(Result::ok) {
+        if line.starts_with(event) {
+            seen += 1;
+            if seen == n {
+                break;
+            }
+        }
+    }
+    assert_eq!(seen, n, "the job ended before {n} lines of {event:?}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn restores_all(t: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
     for (path, bytes) in expected {
         let mut out = Vec::new();
@@ -224,26 +249,7 @@ fn seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed() {
     let (srcp, meta, state) = (p("src"), p("meta"), p("state"));
     // Throttled so the kill lands in Copy.
     let args = ["run", "--from", &srcp, "--to", &url, "--meta", &meta, "--state", &state, "--all", "--container-kib", "64"];
-    let mut child = seed_cmd(c)
-        .args(args)
-        .args(["--limit", "2", "--log-events"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut copied = 0;
-    for line in stderr.lines().map_while(Result::ok) {
-        if line.starts_with("event ContainerCopied") {
-            copied += 1;
-            if copied == 3 {
-                break;
-            }
-        }
-    }
-    assert_eq!(copied, 3, "the job never copied three containers");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_events(c, &args, "event ContainerCopied", 3);
     let status = Seeder::status(&state).unwrap();
     assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
 
@@ -985,26 +991,23 @@ fn one_pass_to_a_local_and_an_object_target_sigkilled_mid_copy_then_resumed() {
     let (srcp, local, meta, state) = (p("src"), p("archive"), p("meta"), p("state"));
     // The local target runs ahead of the bucket; throttled so the kill
     // lands in Copy with the two at different places.
-    let mut child = seed_cmd(c)
-        .args(["run", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state, "--all"])
-        .args(["--container-kib", "64", "--limit", "2", "--log-events"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut sealed = 0;
-    for line in stderr.lines().map_while(Result::ok) {
-        if line.starts_with("event TargetSealed") {
-            sealed += 1;
-            if sealed == 5 {
-                break;
-            }
-        }
-    }
-    assert_eq!(sealed, 5, "the job never sealed five containers");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let args = [
+        "run",
+        "--from",
+        &srcp,
+        "--to",
+        &local,
+        "--to",
+        &url,
+        "--meta",
+        &meta,
+        "--state",
+        &state,
+        "--all",
+        "--container-kib",
+        "64",
+    ];
+    kill_after_events(c, &args, "event TargetSealed", 5);
     let status = Seeder::status(&state).unwrap();
     assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
     let out = ok(seed_cmd(c).args(["resume", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state]));
