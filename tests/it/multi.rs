@@ -352,3 +352,76 @@ fn bytes_that_are_a_recipe_on_the_source_and_data_on_one_target_reach_both_targe
         assert!(namespace(&src).is_empty(), "every target has everything: the move removes it all");
     }
 }
+
+/// Every kind of call the second target gets, failing at calls spread over
+/// a clean run's, under `policy`, in move mode: under fail the job ends with
+/// an error naming the target and a resume completes both; under drop the
+/// first target completes, the second is named, the source keeps every
+/// file, and the dropped target is still a sound tier.
+fn sweep_second_target(policy: TargetFailure) -> u64 {
+    let kinds = [
+        (FaultKind::ContainerIds, false),
+        (FaultKind::Locate, false),
+        (FaultKind::WriteContainer, false),
+        (FaultKind::WriteContainer, true),
+        (FaultKind::ReadMetadata, false),
+        (FaultKind::UpsertFiles, false),
+        (FaultKind::UpsertFiles, true),
+    ];
+    let mut injected = 0;
+    for (k, (kind, after_effect)) in kinds.into_iter().enumerate() {
+        // A clean run counts the calls of this kind.
+        let calls = {
+            let base = tempfile::tempdir().unwrap();
+            let (src, _, targets) = setup(base.path(), 2);
+            let counting = FaultyTier::new(&targets[1], vec![]);
+            let refs: Vec<&dyn TargetTier> = vec![&targets[0], &counting];
+            run_to_end(&mut builder(&src, &refs, &base.path().join("state")).mode(Mode::Move).build().unwrap());
+            counting.calls(kind)
+        };
+        assert!(calls > 0, "{kind:?} is never called on the second target");
+        for nth in (1..=calls).step_by(calls.div_ceil(6) as usize) {
+            let base = tempfile::tempdir().unwrap();
+            let (src, want, targets) = setup(base.path(), 2);
+            let state = base.path().join("state");
+            let fault = Fault { kind, nth, corrupt: false, after_effect };
+            let r = {
+                let faulty = FaultyTier::new(&targets[1], vec![fault]);
+                let refs: Vec<&dyn TargetTier> = vec![&targets[0], &faulty];
+                let threads = 1 + (k + nth as usize) % 2;
+                builder(&src, &refs, &state).mode(Mode::Move).on_target_failure(policy).threads(threads).build().unwrap().run()
+            };
+            let what = format!("{kind:?} (after effect: {after_effect}) call {nth} of {calls}, {policy}");
+            let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+            if policy == TargetFailure::Fail {
+                let e = r.expect_err(&what);
+                assert!(e.to_string().contains("target #2") && e.to_string().contains("injected fault"), "{what}: {e}");
+                assert!(want.keys().all(|p| namespace(&src).contains_key(p)), "{what}: removed before both had it");
+                let done = run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
+                assert!(done.targets.iter().all(|t| t.dropped.is_none()), "{what}");
+                check_target(&targets[1], &want);
+                assert!(want.keys().all(|p| !namespace(&src).contains_key(p)), "{what}: the move left files");
+            } else {
+                let Ok(Outcome::Completed(done)) = r else { panic!("{what}: {r:?}") };
+                let why = done.targets[1].dropped.as_deref().unwrap_or_else(|| panic!("{what}: not dropped"));
+                assert!(why.contains("injected fault"), "{what}: {why}");
+                assert!(want.keys().all(|p| namespace(&src).contains_key(p)), "{what}: a move removed files");
+                let report = targets[1].verify().unwrap();
+                assert!(report.is_clean(), "{what}: the dropped target is unsound: {:?}", report.problems);
+            }
+            check_target(&targets[0], &want);
+            injected += 1;
+        }
+    }
+    injected
+}
+
+#[test]
+fn every_call_of_the_second_target_failing_under_fail_then_resumed() {
+    assert!(sweep_second_target(TargetFailure::Fail) > 20);
+}
+
+#[test]
+fn every_call_of_the_second_target_failing_under_drop() {
+    assert!(sweep_second_target(TargetFailure::Drop) > 20);
+}
