@@ -968,11 +968,20 @@ struct Ui {
     log_events: bool,
     prompts: bool,
     copied: Mutex<(u64, Instant)>,
+    /// Verify's progress per target: containers checked, to check.
+    verifying: Mutex<std::collections::BTreeMap<usize, (u64, u64)>>,
 }
 
 impl Ui {
     fn new(quiet: bool, log_events: bool) -> Ui {
-        Ui { bar: Mutex::new(None), quiet, log_events, prompts: false, copied: Mutex::new((0, Instant::now())) }
+        Ui {
+            bar: Mutex::new(None),
+            quiet,
+            log_events,
+            prompts: false,
+            copied: Mutex::new((0, Instant::now())),
+            verifying: Mutex::new(std::collections::BTreeMap::new()),
+        }
     }
 
     fn bar_for(&self, phase: Phase, len: Option<u64>) -> ProgressBar {
@@ -1032,10 +1041,19 @@ impl Ui {
                 b.set_message(format!("containers, {} read at {}/s", human(c.0), human(rate as u64)));
             }
             Event::ContainerSkipped { done, total, .. } => self.bar_for(Phase::Copy, Some(*total)).set_position(*done),
-            Event::Verifying { containers, total } => {
-                let b = self.bar_for(Phase::Verify, Some(*total));
-                b.set_position(*containers);
-                b.set_message("target containers checked");
+            Event::Verifying { target_index, containers, total } => {
+                // Several targets are walked at once: one bar over all.
+                let mut v = self.verifying.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                v.insert(*target_index, (*containers, *total));
+                let (done, all) = v.values().fold((0, 0), |(d, a), (x, y)| (d + x, a + y));
+                let b = self.bar_for(Phase::Verify, Some(all));
+                b.set_length(all);
+                b.set_position(done);
+                b.set_message(if v.len() > 1 {
+                    format!("target containers checked on {} targets", v.len())
+                } else {
+                    "target containers checked".into()
+                });
             }
             Event::TargetDropped { target, reason, .. } => {
                 self.finish();

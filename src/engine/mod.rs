@@ -343,6 +343,8 @@ pub enum Event {
     },
     /// A target container was sealed (and will be committed next).
     TargetSealed {
+        /// Which of the job's targets, from 0 in the order given.
+        target_index: usize,
         /// The new target container.
         target: ContainerId,
         /// Segments in it.
@@ -352,13 +354,17 @@ pub enum Event {
     },
     /// Verify's check of target containers advanced.
     Verifying {
+        /// Which of the job's targets, from 0 in the order given.
+        target_index: usize,
         /// Target containers checked so far.
         containers: u64,
         /// Target containers to check.
         total: u64,
     },
-    /// Verify proved every selected file on the target.
+    /// Verify proved every selected file on a target.
     Verified {
+        /// Which of the job's targets, from 0 in the order given.
+        target_index: usize,
         /// The level it ran at.
         level: VerifyLevel,
         /// Distinct segments proven.

@@ -682,7 +682,12 @@ impl<'a> Seeder<'a> {
         c.segments_copied += sealed.fingerprints.len() as u64;
         c.bytes_copied += sealed.bytes;
         c.target_containers += 1;
-        self.emit(Event::TargetSealed { target: sealed.id, segments: sealed.fingerprints.len() as u64, bytes: sealed.bytes });
+        self.emit(Event::TargetSealed {
+            target_index: lane.no,
+            target: sealed.id,
+            segments: sealed.fingerprints.len() as u64,
+            bytes: sealed.bytes,
+        });
         crashpoint::hit("copy.sealed_before_commit");
     }
 
@@ -778,7 +783,7 @@ impl<'a> Seeder<'a> {
             let observer = observer.clone();
             verify_target(source, target, phf, &in_snapshot, files, level, pool, &mut |done, total| {
                 if let Some(o) = &observer {
-                    o.event(&Event::Verifying { containers: done, total });
+                    o.event(&Event::Verifying { target_index: lane, containers: done, total });
                 }
             })
         };
@@ -852,6 +857,7 @@ impl<'a> Seeder<'a> {
             return Err(Error::VerifyFailed { level: self.verify.name(), segments, problems, reasons, files, file_count: count });
         }
         self.emit(Event::Verified {
+            target_index: lane,
             level: self.verify,
             segments: verdict.sum.count,
             containers: verdict.containers,

@@ -425,3 +425,25 @@ fn every_call_of_the_second_target_failing_under_fail_then_resumed() {
 fn every_call_of_the_second_target_failing_under_drop() {
     assert!(sweep_second_target(TargetFailure::Drop) > 20);
 }
+
+#[test]
+fn events_say_which_target_a_container_was_sealed_on_and_verified() {
+    let base = tempfile::tempdir().unwrap();
+    let (src, _, targets) = setup(base.path(), 2);
+    let refs: Vec<&dyn TargetTier> = targets.iter().map(|t| t as &dyn TargetTier).collect();
+    let events = Mutex::new(Vec::new());
+    let r = run_to_end(
+        &mut builder(&src, &refs, &base.path().join("state"))
+            .observer(|e: &Event| events.lock().unwrap().push(e.clone()))
+            .build()
+            .unwrap(),
+    );
+    let events = events.into_inner().unwrap();
+    for (i, t) in r.targets.iter().enumerate() {
+        let sealed =
+            events.iter().filter(|e| matches!(e, Event::TargetSealed { target_index, .. } if *target_index == i)).count();
+        assert_eq!(sealed as u64, t.counters.target_containers, "target {i}");
+        let verified = events.iter().filter(|e| matches!(e, Event::Verified { target_index, .. } if *target_index == i)).count();
+        assert_eq!(verified, 1, "target {i}");
+    }
+}
