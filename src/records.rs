@@ -16,6 +16,57 @@ use crate::engine::{Mode, Phase};
 use crate::error::{Error, Result};
 use crate::tier::FileEntry;
 
+/// Gives a fieldless enum its name (`name`, `Display`, `FromStr`) and its
+/// persisted code (`code`, `from_code`) from one table, so that the
+/// spellings the CLI and job files accept and the codes contexts store
+/// cannot drift apart. `$what` names the setting in a parse error.
+macro_rules! named_codes {
+    ($ty:ident, $what:literal, { $($variant:ident => ($name:literal, $code:literal)),+ $(,)? }) => {
+        impl $ty {
+            /// The name, as the CLI and job files spell it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+
+            pub(crate) fn code(self) -> u8 {
+                match self {
+                    $($ty::$variant => $code,)+
+                }
+            }
+
+            pub(crate) fn from_code(code: u8) -> Option<$ty> {
+                match code {
+                    $($code => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = crate::error::Error;
+            fn from_str(s: &str) -> crate::error::Result<Self> {
+                match s {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(crate::error::Error::InvalidConfig(format!(
+                        "{} {s:?}: expected {}",
+                        $what,
+                        [$($name),+].join(" or ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+pub(crate) use named_codes;
+
 /// A namespace entry, version 1.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct FileEntryV1 {

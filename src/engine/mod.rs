@@ -52,47 +52,7 @@ pub enum TargetFailure {
     Drop,
 }
 
-impl TargetFailure {
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            TargetFailure::Fail => 0,
-            TargetFailure::Drop => 1,
-        }
-    }
-
-    pub(crate) fn from_code(code: u8) -> Option<TargetFailure> {
-        match code {
-            0 => Some(TargetFailure::Fail),
-            1 => Some(TargetFailure::Drop),
-            _ => None,
-        }
-    }
-
-    /// The policy's name: `fail` or `drop`.
-    pub fn name(self) -> &'static str {
-        match self {
-            TargetFailure::Fail => "fail",
-            TargetFailure::Drop => "drop",
-        }
-    }
-}
-
-impl std::fmt::Display for TargetFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for TargetFailure {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "fail" => Ok(TargetFailure::Fail),
-            "drop" => Ok(TargetFailure::Drop),
-            other => Err(Error::InvalidConfig(format!("on-target-failure {other:?}: expected fail or drop"))),
-        }
-    }
-}
+crate::records::named_codes!(TargetFailure, "on-target-failure", { Fail => ("fail", 0), Drop => ("drop", 1) });
 
 /// What a job did on one of its targets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -52,42 +52,7 @@ pub enum PhfKind {
     Compact,
 }
 
-impl PhfKind {
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            PhfKind::Boomphf => 0,
-            PhfKind::Compact => 1,
-        }
-    }
-
-    pub(crate) fn from_code(code: u8) -> Option<PhfKind> {
-        match code {
-            0 => Some(PhfKind::Boomphf),
-            1 => Some(PhfKind::Compact),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for PhfKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PhfKind::Boomphf => "boomphf",
-            PhfKind::Compact => "compact",
-        })
-    }
-}
-
-impl std::str::FromStr for PhfKind {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<PhfKind> {
-        match s {
-            "boomphf" => Ok(PhfKind::Boomphf),
-            "compact" => Ok(PhfKind::Compact),
-            _ => Err(Error::InvalidConfig(format!("PHF kind {s:?}: expected boomphf or compact"))),
-        }
-    }
-}
+crate::records::named_codes!(PhfKind, "PHF kind", { Boomphf => ("boomphf", 0), Compact => ("compact", 1) });
 
 type CompactFn = GOFunction<TwoToPowerBitsStatic<4>, TwoToPowerBitsStatic<2>, BuildWyHash>;
 

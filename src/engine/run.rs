@@ -766,11 +766,9 @@ impl<'a> Seeder<'a> {
         // different devices); then each verdict is judged in turn: a target
         // that fails is rewound to Copy (fail policy, or the last target
         // left) or dropped.
-        let lanes: Vec<usize> = st.prog.live().collect();
-        let mut verdicts = Vec::with_capacity(lanes.len());
-        for &lane in &lanes {
-            verdicts.push(self.target_of(lane).map(|t| (lane, t)));
-        }
+        // A live target was given (run dropped the others first), so this
+        // fails only on an engine bug.
+        let targets = st.prog.live().map(|lane| self.target_of(lane).map(|t| (lane, t))).collect::<Result<Vec<_>>>()?;
         let (source, files, level, observer) = (self.source, &st.files, self.verify, self.observer.clone());
         let prove = |lane: usize, target: &dyn TargetTier| -> Result<Verdict> {
             let phv = st.phvs.get(lane).ok_or_else(|| Error::internal("Verify started without a PHV per target"))?;
@@ -787,26 +785,15 @@ impl<'a> Seeder<'a> {
                 }
             })
         };
-        let results: Vec<(usize, Result<Verdict>)> = if let [Ok((lane, target))] = verdicts.as_slice() {
+        let results: Vec<(usize, Result<Verdict>)> = if let [(lane, target)] = targets.as_slice() {
             vec![(*lane, prove(*lane, *target))]
         } else {
             std::thread::scope(|s| {
-                let running: Vec<_> = verdicts
-                    .iter()
-                    .map(|v| match v {
-                        Ok((lane, target)) => (*lane, Some(s.spawn(|| prove(*lane, *target)))),
-                        Err(_) => (usize::MAX, None),
-                    })
-                    .collect();
+                let running: Vec<_> =
+                    targets.iter().map(|&(lane, target)| (lane, s.spawn(move || prove(lane, target)))).collect();
                 running
                     .into_iter()
-                    .map(|(lane, h)| {
-                        let r = h.map_or_else(
-                            || Err(Error::internal("Verify of a target that was not given")),
-                            |h| h.join().unwrap_or_else(|_| Err(Error::internal("a Verify thread panicked"))),
-                        );
-                        (lane, r)
-                    })
+                    .map(|(lane, h)| (lane, h.join().unwrap_or_else(|_| Err(Error::internal("a Verify thread panicked")))))
                     .collect()
             })
         };

@@ -43,47 +43,7 @@ pub enum VerifyLevel {
     Full,
 }
 
-impl VerifyLevel {
-    /// The level's name, as the CLI spells it.
-    pub fn name(self) -> &'static str {
-        match self {
-            VerifyLevel::Metadata => "metadata",
-            VerifyLevel::Full => "full",
-        }
-    }
-
-    pub(crate) fn code(self) -> u8 {
-        match self {
-            VerifyLevel::Metadata => 0,
-            VerifyLevel::Full => 1,
-        }
-    }
-
-    pub(crate) fn from_code(c: u8) -> Option<VerifyLevel> {
-        match c {
-            0 => Some(VerifyLevel::Metadata),
-            1 => Some(VerifyLevel::Full),
-            _ => None,
-        }
-    }
-}
-
-impl std::str::FromStr for VerifyLevel {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "metadata" => Ok(VerifyLevel::Metadata),
-            "full" => Ok(VerifyLevel::Full),
-            _ => Err(Error::InvalidConfig(format!("verify level {s:?}: expected \"metadata\" or \"full\""))),
-        }
-    }
-}
-
-impl std::fmt::Display for VerifyLevel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::records::named_codes!(VerifyLevel, "verify level", { Metadata => ("metadata", 0), Full => ("full", 1) });
 
 /// What a verification of the target found.
 pub(crate) struct Verdict {
