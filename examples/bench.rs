@@ -52,6 +52,11 @@ fn main() -> Result<()> {
         print_rows(&rows);
         return Ok(());
     }
+    if args.iter().any(|a| a == "--only-proof") {
+        rows.extend(proof_rows(&dir, data_mib)?);
+        print_rows(&rows);
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--only-multi") {
         rows.extend(multi_rows(&dir, data_mib)?);
         print_rows(&rows);
@@ -562,6 +567,67 @@ fn multi_rows(dir: &Path, data_mib: u64) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
+/// A move whose every segment is already on the target (so the move reads
+/// each back and hashes it before it may remove a file: the proof by
+/// bytes) against the same move into an empty target, each in a child
+/// process with a cold cache, interleaved.
+fn proof_rows(dir: &Path, data_mib: u64) -> Result<Vec<Row>> {
+    let src = dir.join("src");
+    let files = make_dataset(&src, data_mib << 20)?;
+    eprintln!("bench: proof by bytes, {data_mib} MiB in {files} files");
+    let run = |from: &Path, to: &Path, state: &Path, mode: &str| -> Result<f64> {
+        let out = Command::new(std::env::current_exe()?)
+            .env("BENCH_MODE", mode)
+            .arg("__job")
+            .arg(from)
+            .arg(to)
+            .arg(state)
+            .arg("all")
+            .arg("commits")
+            .output()?;
+        if !out.status.success() {
+            bail!("job child failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(text.split_whitespace().next().and_then(|x| x.parse().ok()).unwrap_or(f64::NAN))
+    };
+    let cp = |a: &Path, b: &Path| -> Result<()> {
+        if !Command::new("cp").arg("-a").arg(a).arg(b).status()?.success() {
+            bail!("cp -a {} {} failed", a.display(), b.display());
+        }
+        Ok(())
+    };
+    let (mut on_target, mut empty) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (s1, s2) = (dir.join(format!("proof-src-a{round}")), dir.join(format!("proof-src-b{round}")));
+        cp(&src, &s1)?;
+        cp(&src, &s2)?;
+        let full = dir.join(format!("proof-full{round}"));
+        run(&src, &full, &dir.join(format!("proof-prefill{round}")), "copy")?;
+        drop_caches();
+        on_target.push(run(&s1, &full, &dir.join(format!("proof-move-a{round}")), "move")?);
+        drop_caches();
+        let fresh = dir.join(format!("proof-empty{round}"));
+        empty.push(run(&s2, &fresh, &dir.join(format!("proof-move-b{round}")), "move")?);
+        for d in [s1, s2, full, fresh] {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    let (a, b) = (median(on_target.clone()), median(empty.clone()));
+    Ok(vec![Row::ratio(
+        "move onto a target that has every segment (each read back and hashed) vs into an empty target, cold cache",
+        a,
+        b,
+        "< 1.0x",
+        a < b,
+        format!(
+            "medians of {ROUNDS}, interleaved; already there {} s, empty {} s; {data_mib} MiB",
+            list(&on_target),
+            list(&empty)
+        ),
+    )])
+}
+
 fn selection(sel: &str) -> Selection {
     match sel {
         "partial" => Selection::new().glob("**/*-[0-2].bin"),
@@ -593,8 +659,13 @@ fn child_job(a: &[String]) -> Result<()> {
             _ => VerifyLevel::Metadata,
         };
         let limit = std::env::var("BENCH_LIMIT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut b =
-            Seeder::builder(&src, &dst, state).selection(selection(sel)).threads(2).verify(verify).limit_bytes_per_sec(limit);
+        let mode = if std::env::var("BENCH_MODE").as_deref() == Ok("move") { tierseed::Mode::Move } else { tierseed::Mode::Copy };
+        let mut b = Seeder::builder(&src, &dst, state)
+            .selection(selection(sel))
+            .threads(2)
+            .verify(verify)
+            .limit_bytes_per_sec(limit)
+            .mode(mode);
         if let Some(a) = &also {
             b = b.also_to(a);
         }

@@ -2,9 +2,12 @@
 //!
 //! With the `crash-points` cargo feature, `TIERSEED_CRASH_AT=NAME:N` makes
 //! the process abort (no unwinding, no destructors, like a power cut seen
-//! from user space) on the N-th arrival at the point named NAME. Without
-//! the feature, `hit` compiles to nothing, so release builds cannot crash
-//! on purpose.
+//! from user space) on the N-th arrival at the point named NAME, and
+//! `TIERSEED_HOLD_AT=NAME:N` makes it stop there instead, printing
+//! `tierseed: held at NAME (N)` to stderr, until the file named by
+//! `TIERSEED_HOLD_UNTIL` exists: tests act on a job known to be mid-phase
+//! instead of racing a throttled one. Without the feature, `hit` compiles
+//! to nothing, so release builds cannot crash or stall on purpose.
 
 /// Every named window in the commit protocol, for tests to iterate over.
 pub const CRASH_POINTS: &[&str] = &[
@@ -23,23 +26,56 @@ pub const CRASH_POINTS: &[&str] = &[
 pub(crate) fn hit(name: &str) {
     use std::sync::Mutex;
     static COUNTS: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
-    let Ok(spec) = std::env::var("TIERSEED_CRASH_AT") else { return };
-    let Some((point, n)) = spec.rsplit_once(':') else { return };
-    if point != name {
+    let crash = std::env::var("TIERSEED_CRASH_AT").ok().and_then(|s| aimed_at(&s, name));
+    let hold = std::env::var("TIERSEED_HOLD_AT").ok().and_then(|s| aimed_at(&s, name));
+    if crash.is_none() && hold.is_none() {
         return;
     }
-    let Ok(n) = n.parse::<u64>() else { return };
-    let mut counts = COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let count = if let Some((_, c)) = counts.iter_mut().find(|(p, _)| p == name) {
-        *c += 1;
-        *c
-    } else {
-        counts.push((name.to_string(), 1));
-        1
+    let count = {
+        let mut counts = COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, c)) = counts.iter_mut().find(|(p, _)| p == name) {
+            *c += 1;
+            *c
+        } else {
+            counts.push((name.to_string(), 1));
+            1
+        }
     };
-    if count == n {
-        eprintln!("tierseed: crash point {name} reached ({n}), aborting");
+    if crash == Some(count) {
+        eprintln!("tierseed: crash point {name} reached ({count}), aborting");
         std::process::abort();
+    }
+    if hold == Some(count) {
+        hold_here(name, count);
+    }
+}
+
+/// The N of a `NAME:N` spec aimed at the point `name`.
+#[cfg(feature = "crash-points")]
+fn aimed_at(spec: &str, name: &str) -> Option<u64> {
+    let (point, n) = spec.rsplit_once(':')?;
+    if point == name { n.parse().ok() } else { None }
+}
+
+/// Blocks the calling thread at a point, with everything the process holds
+/// (tier locks, open files) still held, so that a test can act on a job
+/// that is known to be mid-phase instead of racing a throttled one. The
+/// line on stderr says the hold began; `TIERSEED_HOLD_UNTIL=PATH` releases
+/// it once PATH exists (without it the hold lasts until the process is
+/// killed).
+#[cfg(feature = "crash-points")]
+fn hold_here(name: &str, count: u64) {
+    use std::io::Write;
+    let until = std::env::var_os("TIERSEED_HOLD_UNTIL").map(std::path::PathBuf::from);
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "tierseed: held at {name} ({count})");
+    let _ = err.flush();
+    drop(err);
+    loop {
+        if until.as_ref().is_some_and(|p| p.exists()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 

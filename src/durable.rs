@@ -58,6 +58,19 @@ pub(crate) fn take_lock(path: &Path, what: &'static str, hint: &'static str) -> 
     if lock_exclusive(&f, path)? { Ok(f) } else { Err(Error::Locked { what, path: path.to_path_buf(), hint }) }
 }
 
+/// Takes an exclusive `flock` on directory `dir` itself, waiting for any
+/// other holder, and returns the handle that keeps it. Creations of a tier
+/// in one parent directory take it, so that two processes creating the
+/// same tier at once are serialized: the second sees the first one's tier
+/// (the bug "two processes creating one tier left it unusable": both
+/// built in the same fixed temp directory, each deleting the other's).
+/// The kernel releases it if the holder dies.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File> {
+    let f = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    f.lock().map_err(|e| Error::io(dir, e))?;
+    Ok(f)
+}
+
 /// Creates directory `dir` atomically: `build` fills `tmp` (a sibling,
 /// removed first if a crashed attempt left it), which is fsynced and then
 /// renamed to `dir` (an empty `dir` is replaced), and the parent fsynced.

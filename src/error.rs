@@ -146,10 +146,9 @@ pub enum Error {
         /// The id of the tier that was passed in.
         found: String,
     },
-    /// A new job was started where an unfinished one exists.
-    #[error(
-        "an unfinished job exists in {state_dir} (phase {phase}); resume it with `seed resume` / Seeder::resume, or remove it with `seed abandon` / Seeder::abandon"
-    )]
+    /// A new job was started where another one's state is (unfinished,
+    /// or finished and not yet removed: `phase` is then "done").
+    #[error("{}", job_exists(state_dir, phase))]
     JobExists {
         /// The state directory.
         state_dir: PathBuf,
@@ -161,6 +160,16 @@ pub enum Error {
     NoJob {
         /// The state directory.
         state_dir: PathBuf,
+    },
+    /// The job's resumption context cannot be opened (a file of it was
+    /// deleted, truncated or overwritten). It is never silently restarted:
+    /// it can only be abandoned.
+    #[error("the job context in {state_dir} is damaged and cannot be resumed ({reason}); abandon the job to start again")]
+    DamagedJob {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// What the database said.
+        reason: String,
     },
     /// The selection resolves to no files.
     #[error("the selection matches no file in the source namespace")]
@@ -365,6 +374,20 @@ impl Error {
         }
     }
 
+    /// Whether this error says stored bytes are bad (a segment that fails
+    /// its fingerprint, a container or record that fails its checks), as
+    /// opposed to unreachable for now. Only such an error lets a tier
+    /// retire what it holds; a transient one never does.
+    pub(crate) fn is_rot(&self) -> bool {
+        matches!(
+            self.root(),
+            Error::CorruptContainer { .. }
+                | Error::CorruptSegment { .. }
+                | Error::CorruptRecord { .. }
+                | Error::UnsupportedVersion { .. }
+        )
+    }
+
     /// Wraps `self` with the phase it happened in, unless it already names one.
     pub(crate) fn in_phase(self, phase: &'static str) -> Self {
         match self {
@@ -379,6 +402,20 @@ impl Error {
             Error::Phase { error, .. } | Error::OnTarget { error, .. } => error.root(),
             e => e,
         }
+    }
+}
+
+fn job_exists(state_dir: &std::path::Path, phase: &str) -> String {
+    if phase == "done" {
+        format!(
+            "a finished job's state is in {}; remove it with `seed abandon` / Seeder::abandon (or use another state directory) to start a new job",
+            state_dir.display()
+        )
+    } else {
+        format!(
+            "an unfinished job exists in {} (phase {phase} done); resume it with `seed resume` / Seeder::resume, or remove it with `seed abandon` / Seeder::abandon",
+            state_dir.display()
+        )
     }
 }
 

@@ -141,6 +141,12 @@ impl<T: Tier> Tier for FaultyTier<T> {
     fn unpin(&self, token: u64) {
         self.inner.unpin(token);
     }
+    fn hold(&self, hold: &crate::tier::JobHold) -> Result<()> {
+        self.inner.hold(hold)
+    }
+    fn release_hold(&self, job: &uuid::Uuid) -> Result<()> {
+        self.inner.release_hold(job)
+    }
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
         self.around(FaultKind::Locate, || self.inner.locate(fingerprints))
     }
@@ -195,5 +201,8 @@ impl<T: TargetTier> TargetTier for FaultyTier<T> {
     }
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
         self.around(FaultKind::UpsertFiles, || self.inner.upsert_files(entries))
+    }
+    fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
+        self.inner.retire_segments(suspects)
     }
 }

@@ -14,7 +14,7 @@ use crate::engine::phv::Phv;
 use crate::error::{Error, Result};
 use crate::local::{GcRecord, LocalTier};
 use crate::pack::OwnedSegment;
-use crate::tier::Tier;
+use crate::tier::{ContainerMeta, JobHold, Tier};
 use crate::{ContainerId, Fingerprint};
 
 /// How a reclamation runs.
@@ -86,13 +86,14 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
         return Err(Error::InvalidConfig(format!("reclamation threshold {} must be in 0.0..=1.0", opts.threshold)));
     }
     let _exclusive = tier.gc_gate()?;
+    let holds = live_holds(tier, opts.dry_run)?;
     let files = tier.all_files()?;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let phf = Phf::build(tier, &|_| true, crate::PhfKind::Boomphf, 1.7, threads)?;
     let mut live = Phv::zeroed(phf.keys);
     // A tree that reaches a segment the index lacks is a corrupt tier:
     // marking fails and nothing is reclaimed.
-    crate::engine::walk::mark(tier, &phf, &|_| true, &files, &mut live, &mut |_| {})?;
+    crate::engine::walk::mark(tier, &phf, &|_| true, &files, &mut live, &mut |_| {}).inspect_err(|e| tier.retire_after(e))?;
     let next = tier.container_ids()?.last().map_or(0, |c| c.0 + 1);
     let mut record = match tier.gc_record()? {
         Some(r) if !opts.dry_run => r,
@@ -111,14 +112,30 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
             return Ok(add(report, &record));
         }
         record.cursor = raw + 1;
-        if tier.pinned(id) {
+        if tier.pinned(id) || holds.iter().any(|h| h.holds(id)) {
             report.containers_pinned += 1;
             continue;
         }
+        // A container retired whole (its table failed its checks) has no
+        // index entry left: nothing in it can be read, it goes. Its size is
+        // unknown without a table, so it adds no reclaimed bytes.
+        let retired = tier.is_retired(id)?;
         let meta = match tier.read_metadata(id) {
-            Ok(m) => m,
+            Ok(m) if !retired => m,
+            Ok(_) => ContainerMeta { id, kind: crate::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
             // Deleted already (a resumed run), or never there.
             Err(Error::MissingContainer { .. }) => continue,
+            Err(e) if e.is_rot() => {
+                if !opts.dry_run {
+                    log::warn!("gc: container {id} is unreadable ({e}); retired, and removed");
+                    tier.retire_table(id);
+                    if !tier.is_retired(id)? {
+                        return Err(e);
+                    }
+                }
+                ContainerMeta { id, kind: crate::ContainerKind::Data, segments: Vec::new(), data_len: 0 }
+            }
+            Err(_) if retired => ContainerMeta { id, kind: crate::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
             Err(e) => return Err(e),
         };
         let sorted = sort(tier, &phf, &live, id, &meta.segments)?;
@@ -131,20 +148,40 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
                 since_commit = 0;
             }
         } else if (sorted.live_bytes as f64) < opts.threshold * total as f64 && sorted.live_bytes < total {
+            if !opts.dry_run {
+                let stored = tier.read_segments(id, &sorted.live)?;
+                if stored.len() != sorted.live.len() {
+                    return Err(Error::internal(format!("container {id}: the store returned the wrong number of segments")));
+                }
+                let mut segs = Vec::with_capacity(stored.len());
+                let mut rotten = Vec::new();
+                for (e, b) in sorted.live.iter().zip(stored) {
+                    // Moved bytes are verified like copied ones.
+                    if crate::container::check_stored(e, &b, id).is_err() {
+                        rotten.push((e.fingerprint, id));
+                    }
+                    segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b, raw_len: e.raw_len, codec: e.codec });
+                }
+                if !rotten.is_empty() {
+                    // Never moved on, never trusted again: retired, and the
+                    // container kept this round (the next run finds the
+                    // rotten copies dead and compacts the rest).
+                    log::warn!("gc: {} live segment(s) of container {id} are rotten; retired, container kept", rotten.len());
+                    tier.retire(&rotten)?;
+                    continue;
+                }
+                tier.gc_move(id, meta.kind, &segs, &sorted.dead, &{
+                    let mut r = record;
+                    r.containers_compacted += 1;
+                    r.bytes_reclaimed += total - sorted.live_bytes;
+                    r.segments_moved += sorted.live.len() as u64;
+                    r
+                })?;
+                since_commit = 0;
+            }
             record.containers_compacted += 1;
             record.bytes_reclaimed += total - sorted.live_bytes;
             record.segments_moved += sorted.live.len() as u64;
-            if !opts.dry_run {
-                let stored = tier.read_segments(id, &sorted.live)?;
-                let mut segs = Vec::with_capacity(stored.len());
-                for (e, b) in sorted.live.iter().zip(stored) {
-                    // Moved bytes are verified like copied ones.
-                    crate::container::check_stored(e, &b, id)?;
-                    segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b, raw_len: e.raw_len, codec: e.codec });
-                }
-                tier.gc_move(id, meta.kind, &segs, &sorted.dead, &record)?;
-                since_commit = 0;
-            }
         } else if !opts.dry_run {
             since_commit += 1;
             if since_commit >= 64 {
@@ -157,6 +194,34 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
         tier.gc_commit(None)?;
     }
     Ok(add(report, &record))
+}
+
+/// The durable holds of jobs that still exist; the holds of jobs that are
+/// gone (abandoned, their state directory removed) or done are dropped,
+/// except in a dry run. A hold whose job cannot be checked is kept.
+fn live_holds(tier: &LocalTier, dry_run: bool) -> Result<Vec<JobHold>> {
+    let mut live = Vec::new();
+    for h in tier.job_holds()? {
+        let alive = match crate::Seeder::status(&h.state_dir) {
+            Ok(p) => p.job_id == h.job_id.to_string() && p.next_phase != crate::Phase::Done,
+            Err(e) if matches!(e.root(), Error::NoJob { .. }) => false,
+            Err(e) => {
+                log::warn!(
+                    "gc: cannot tell whether job {} in {} still exists ({e}); its hold is kept",
+                    h.job_id,
+                    h.state_dir.display()
+                );
+                true
+            }
+        };
+        if alive {
+            live.push(h);
+        } else if !dry_run {
+            log::info!("gc: job {} in {} is gone or done; its hold is dropped", h.job_id, h.state_dir.display());
+            tier.drop_hold(&h.job_id)?;
+        }
+    }
+    Ok(live)
 }
 
 /// The report with the record's totals (a resumed run reports the whole

@@ -222,7 +222,7 @@ impl JobSpec {
     }
 }
 
-/// `30d`, `12h`, `45m`, `10s` (or plain seconds) as seconds.
+/// `30d`, `12h`, `45m`, `10s` as seconds; a number without a unit is refused.
 pub fn parse_age(s: &str) -> Result<u64> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 =
@@ -231,8 +231,15 @@ pub fn parse_age(s: &str) -> Result<u64> {
         "d" => 86_400,
         "h" => 3_600,
         "m" => 60,
-        "s" | "" => 1,
-        _ => return Err(Error::InvalidConfig(format!("age {s:?}: unit must be d, h, m or s"))),
+        "s" => 1,
+        // A bare number used to mean seconds: "30" meant to be 30 days
+        // selected nearly everything. The unit is required.
+        "" => {
+            return Err(Error::InvalidConfig(format!(
+                "age {s:?} has no unit: write {n}d (days), {n}h (hours), {n}m (minutes) or {n}s (seconds)"
+            )));
+        }
+        _ => return Err(Error::InvalidConfig(format!("age {s:?}: unit must be d, h, m or s (e.g. 30d)"))),
     };
     Ok(n.saturating_mul(mult))
 }

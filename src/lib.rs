@@ -102,5 +102,6 @@ pub use crate::local::{
 pub use crate::local::{ObjectConfig, ObjectTier, RecoverReport};
 pub use crate::selection::Selection;
 pub use crate::tier::{
-    Codec, ContainerKind, ContainerMeta, FileEntry, IndexEntry, SegmentEntry, SourceTier, StoredSegment, TargetTier, Tier, TierId,
+    Codec, ContainerKind, ContainerMeta, FileEntry, IndexEntry, JobHold, SegmentEntry, SourceTier, StoredSegment, TargetTier,
+    Tier, TierId,
 };

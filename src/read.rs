@@ -87,6 +87,14 @@ pub(crate) fn fetch_located(
             which.push(*e);
         }
         let bytes = tier.read_segments(cid, &which).map_err(|e| with_file(e, file))?;
+        // A tier that answers short would otherwise restore a short file
+        // (the bug "read.rs never checks how many segments came back").
+        if bytes.len() != which.len() {
+            return Err(Error::tier(
+                format!("container {cid} (file {file:?})"),
+                std::io::Error::other(format!("asked for {} segments, got {}", which.len(), bytes.len())),
+            ));
+        }
         for (e, b) in which.iter().zip(bytes) {
             out.push(crate::container::open_segment(e, b, cid)?);
         }

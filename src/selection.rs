@@ -29,6 +29,37 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// The files of `source` this selection matches now, and their
+    /// logical bytes, reading only the namespace (no tree is walked: see
+    /// [`Seeder::estimate`](crate::Seeder::estimate) for what a job would
+    /// copy). Errors as a job's Select would: an explicit path that is not
+    /// there, or nothing matched.
+    pub fn resolve_count(&self, source: &dyn Tier) -> Result<(u64, u64)> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let matcher = self.matcher(now)?;
+        let explicit = self.explicit_paths().to_vec();
+        for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
+            if e.is_none() {
+                return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
+            }
+        }
+        let (mut files, mut bytes) = (0u64, 0u64);
+        let mut after: Option<String> = None;
+        loop {
+            let page = source.list_files(after.as_deref(), 4096)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.path.clone());
+            for e in page.iter().filter(|e| matcher.matches(e)) {
+                files += 1;
+                bytes += e.size;
+            }
+        }
+        if files == 0 {
+            return Err(Error::EmptySelection);
+        }
+        Ok((files, bytes))
+    }
+
     /// An empty selection; add criteria with the builder methods.
     pub fn new() -> Self {
         Self::default()

@@ -103,6 +103,28 @@ pub struct FileEntry {
     pub height: u8,
 }
 
+/// A job's durable hold on a tier's containers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobHold {
+    /// The job's id.
+    pub job_id: uuid::Uuid,
+    /// The job's state directory, as the job gave it.
+    pub state_dir: std::path::PathBuf,
+    /// Every container with a smaller id is held (a source snapshot: ids
+    /// only grow, so these are the containers that existed at Select).
+    pub below: Option<ContainerId>,
+    /// Every container from this id on is held (what the job writes on a
+    /// target).
+    pub from: Option<ContainerId>,
+}
+
+impl JobHold {
+    /// Whether the hold keeps container `id`.
+    pub fn holds(&self, id: ContainerId) -> bool {
+        self.below.is_some_and(|b| id < b) || self.from.is_some_and(|f| id >= f)
+    }
+}
+
 /// What every tier offers, source or target.
 pub trait Tier: Send + Sync {
     /// The tier's stable UUID. It never changes for the life of the tier.
@@ -148,6 +170,25 @@ pub trait Tier: Send + Sync {
 
     /// Releases a pin taken with [`pin`](Self::pin).
     fn unpin(&self, _token: u64) {}
+
+    /// Durably records `hold` (replacing the same job's earlier one): the
+    /// containers it names are kept from reclamation, by any process,
+    /// until [`release_hold`](Self::release_hold) or until the job no
+    /// longer exists (reclamation may drop the hold of a job whose state
+    /// directory holds no such unfinished job). A job holds its snapshot
+    /// on the source and what it writes on each target, from Select until
+    /// it completes, suspended and crashed included.
+    ///
+    /// Durability: on `Ok`, the hold survives a crash. The default, for a
+    /// tier that never reclaims space, records nothing.
+    fn hold(&self, _hold: &JobHold) -> Result<()> {
+        Ok(())
+    }
+
+    /// Drops job `job`'s hold (nothing if it has none). Durable on `Ok`.
+    fn release_hold(&self, _job: &uuid::Uuid) -> Result<()> {
+        Ok(())
+    }
 
     /// Every namespace entry, in path order, paging through
     /// [`list_files`](Self::list_files).
@@ -221,6 +262,23 @@ pub trait TargetTier: Tier {
 
     /// Inserts or replaces namespace entries. Durable on return; idempotent.
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()>;
+
+    /// Tells the tier that a read of these `(fingerprint, container)`
+    /// pairs returned bytes that do not hash to the fingerprint, a table
+    /// that does not list it, or a table that fails its checks.
+    ///
+    /// The tier re-reads each suspect itself (past any cache) and, for
+    /// those that are really bad, durably stops counting the segment as
+    /// present: afterwards [`Tier::locate`] no longer names that container
+    /// for it, so the next [`write_container`](Self::write_container) of
+    /// the segment becomes its home, and a scrub and space reclamation
+    /// treat the bad copy as garbage. An entry that already names another
+    /// container is left alone. Returns how many index entries it dropped.
+    /// A suspect that re-reads fine is kept (the caller's copy was damaged
+    /// on the way). Transient errors are returned, never taken for rot.
+    ///
+    /// Durability: on `Ok`, the retirement survives a crash.
+    fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64>;
 }
 
 // A reference to a tier is a tier, so decorators such as `FaultyTier` can
@@ -234,6 +292,12 @@ impl<T: Tier + ?Sized> Tier for &T {
     }
     fn unpin(&self, token: u64) {
         (**self).unpin(token);
+    }
+    fn hold(&self, hold: &JobHold) -> Result<()> {
+        (**self).hold(hold)
+    }
+    fn release_hold(&self, job: &uuid::Uuid) -> Result<()> {
+        (**self).release_hold(job)
     }
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
         (**self).locate(fingerprints)
@@ -276,5 +340,8 @@ impl<T: TargetTier + ?Sized> TargetTier for &T {
     }
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
         (**self).upsert_files(entries)
+    }
+    fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
+        (**self).retire_segments(suspects)
     }
 }

@@ -194,9 +194,11 @@ enum Cmd {
         /// Source tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
         #[arg(long)]
         from: PathBuf,
-        /// Target tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
-        #[arg(long)]
-        to: PathBuf,
+        /// Target tier: a directory, or s3://BUCKET/PREFIX (with --meta
+        /// DIR). Repeat for several targets. A target that does not exist
+        /// yet counts as empty.
+        #[arg(long, required = true)]
+        to: Vec<PathBuf>,
         #[command(flatten)]
         sel: SelectionArgs,
         /// Print the estimate as JSON.
@@ -309,6 +311,26 @@ fn parse_time(text: &str) -> Result<i64> {
     let hms: Vec<i64> = time.split(':').map(str::parse).collect::<std::result::Result<_, _>>().map_err(|_| bad())?;
     let ([year, month, day], [hour, minute, ..]) = (ymd.as_slice(), hms.as_slice()) else { return Err(bad()) };
     let second = hms.get(2).copied().unwrap_or(0);
+    // Out-of-range fields used to roll over silently (month 13 was next
+    // January, hour 99 four days later).
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => 0,
+    };
+    if hms.len() > 3
+        || !(1..=days_in_month).contains(day)
+        || !(0..24).contains(hour)
+        || !(0..60).contains(minute)
+        || !(0..60).contains(&second)
+    {
+        return Err(anyhow::anyhow!(
+            "time {text:?}: no such date or time (month 1-12, a day of that month, hour 0-23, minute and second 0-59)"
+        ));
+    }
     // Days from civil (Howard Hinnant's algorithm), the inverse of `utc`.
     let year = if *month <= 2 { year - 1 } else { *year };
     let era = year.div_euclid(400);
@@ -343,6 +365,8 @@ struct Tiers {
 
 /// The tiers of a run, from flags or a job file.
 struct Resolved {
+    /// The job file, when the tiers came from one.
+    job: Option<PathBuf>,
     from: PathBuf,
     to: Vec<PathBuf>,
     state: PathBuf,
@@ -353,12 +377,29 @@ struct Resolved {
 
 impl Tiers {
     fn resolve(&self) -> Result<Resolved> {
+        let r = self.resolve_given()?;
+        // One tier as both source and target used to fail as "locked by
+        // another process" (the first open held the lock the second hit).
+        let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+        for t in &r.to {
+            if same(&r.from, t) {
+                bail!("the source and the target are the same tier ({}); seeding needs two tiers", t.display());
+            }
+        }
+        Ok(r)
+    }
+
+    fn resolve_given(&self) -> Result<Resolved> {
         if let Some(path) = &self.job {
             let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("job file {}: {e}", path.display()))?;
             let spec = tierseed::JobSpec::parse(&text, path)?;
             let abs = std::fs::canonicalize(path)?;
             let origin = format!("job file {} blake3 {}", abs.display(), tierseed::Fingerprint::of(text.as_bytes()));
             return Ok(Resolved {
+                job: Some(path.clone()),
                 from: spec.source.clone(),
                 to: spec.targets.clone(),
                 state: spec.state.clone(),
@@ -373,7 +414,7 @@ impl Tiers {
                         bail!("--to {} is given twice", t.display());
                     }
                 }
-                Ok(Resolved { from: f.clone(), to: self.to.clone(), state: s.clone(), spec: None, origin: None })
+                Ok(Resolved { job: None, from: f.clone(), to: self.to.clone(), state: s.clone(), spec: None, origin: None })
             }
             _ => bail!("give --from, --to and --state, or --job FILE"),
         }
@@ -505,7 +546,12 @@ fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<Opened> {
     let Some(cfg) = object_spec(spec)? else {
         return Ok(Opened::Local(match how {
             How::Read => LocalTier::open_read_only(spec)?,
-            How::Create(c) if !LocalTier::exists(spec) => LocalTier::create(spec, c)?,
+            // Another process may create it first: then it is opened (and
+            // refused as locked while that process has it open).
+            How::Create(c) if !LocalTier::exists(spec) => match LocalTier::create(spec, c) {
+                Err(tierseed::Error::NotATier { .. }) if LocalTier::exists(spec) => LocalTier::open(spec)?,
+                r => r?,
+            },
             How::Write | How::Create(_) => LocalTier::open(spec)?,
         }));
     };
@@ -514,7 +560,10 @@ fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<Opened> {
     };
     Ok(Opened::Object(match how {
         How::Read => ObjectTier::open_read_only(meta, &cfg)?,
-        How::Create(c) if !ObjectTier::exists(meta) => ObjectTier::create(meta, &cfg, c)?,
+        How::Create(c) if !ObjectTier::exists(meta) => match ObjectTier::create(meta, &cfg, c) {
+            Err(tierseed::Error::NotATier { .. }) if ObjectTier::exists(meta) => ObjectTier::open(meta, &cfg)?,
+            r => r?,
+        },
         How::Write | How::Create(_) => ObjectTier::open(meta, &cfg)?,
     }))
 }
@@ -534,6 +583,23 @@ fn metas_for<'a>(specs: &[&Path], metas: &'a [PathBuf]) -> Result<Vec<Option<&'a
 }
 
 /// Opens one tier with the command's `--meta`.
+/// After restores failed: reads `paths` again through a writable handle,
+/// whose reads retire what they find rotten (so the next job into this
+/// tier copies good bytes). Restores run on a read-only handle so that
+/// they work beside a running job; when the tier is busy, says so.
+fn retire_rot<'p>(tier: &Path, metas: &[PathBuf], paths: impl Iterator<Item = &'p str>) {
+    match open_one(tier, metas, How::Write) {
+        Ok(t) => {
+            for p in paths {
+                let _ = t.restore(p, &mut std::io::sink());
+            }
+        }
+        Err(e) => {
+            eprintln!("seed: rot found could not be retired now ({e:#}); `seed verify --tier {}` does it later", tier.display());
+        }
+    }
+}
+
 fn open_one(spec: &Path, metas: &[PathBuf], how: How) -> Result<Opened> {
     let m = metas_for(&[spec], metas)?;
     open_tier(spec, m[0], how)
@@ -557,6 +623,12 @@ fn real_main(cli: Cli) -> Result<i32> {
                 s.segments_new,
                 s.segments_dedup
             );
+            if !s.unreadable.is_empty() {
+                for u in &s.unreadable {
+                    eprintln!("seed: not ingested: {u}");
+                }
+                bail!("{} path(s) could not be read; everything else was stored", s.unreadable.len());
+            }
         }
         Cmd::Ls { tier, prefix, long, json } => {
             let t = open_one(&tier, &metas, How::Read)?;
@@ -585,21 +657,20 @@ fn real_main(cli: Cli) -> Result<i32> {
             let t = open_one(&tier, &metas, How::Read)?;
             let path = path.trim_end_matches('/').to_string();
             let single = t.file_entries(std::slice::from_ref(&path))?.pop().flatten();
-            match single {
-                Some(_) if !out.is_dir() => {
-                    let n = t.restore_to_file(&path, &out)?;
-                    say!("restored {path} ({})", human(n));
+            if single.is_some() {
+                let r = if out.is_dir() { t.restore_to_dir(&path, &out) } else { t.restore_to_file(&path, &out) };
+                if r.is_err() {
+                    drop(t);
+                    retire_rot(&tier, &metas, std::iter::once(path.as_str()));
                 }
-                Some(_) => {
-                    let n = t.restore_to_dir(&path, &out)?;
-                    say!("restored {path} ({})", human(n));
-                }
-                None => {
-                    if !out.is_dir() {
-                        bail!(
-                            "{path:?} is not a file in the tier, and --out {} is not an existing directory to restore a directory into",
-                            out.display()
-                        );
+                say!("restored {path} ({})", human(r?));
+            } else {
+                {
+                    // A directory restore creates --out, as `cp -r` and
+                    // `restic restore --target` do; an existing file there
+                    // is refused.
+                    if out.exists() && !out.is_dir() {
+                        bail!("{path:?} is a directory in the tier, and --out {} is a file", out.display());
                     }
                     let total = t.all_files()?.iter().filter(|e| under(&path, &e.path)).count();
                     let bar = ProgressBar::new(total as u64).with_style(
@@ -622,6 +693,16 @@ fn real_main(cli: Cli) -> Result<i32> {
                     bar.finish_and_clear();
                     let stats = stats?;
                     say!("restored {} files ({}) under {path:?} into {}", stats.files, human(stats.bytes), out.display());
+                    if stats.failed > 0 {
+                        for (p, why) in &stats.failures {
+                            eprintln!("seed: not restored: {p:?}: {why}");
+                        }
+                        if stats.failed > stats.failures.len() as u64 {
+                            eprintln!("seed: and {} more not restored", stats.failed - stats.failures.len() as u64);
+                        }
+                        retire_rot(&tier, &metas, stats.failures.iter().map(|f| f.0.as_str()));
+                        bail!("{} of {} files under {path:?} could not be restored", stats.failed, stats.failed + stats.files);
+                    }
                 }
             }
         }
@@ -649,6 +730,17 @@ fn real_main(cli: Cli) -> Result<i32> {
                     r.segments_moved,
                     r.containers_pinned
                 );
+                if r.containers_pinned > 0 {
+                    for h in t.job_holds()? {
+                        let what = match (h.below, h.from) {
+                            (Some(b), Some(f)) => format!("containers below {b} and from {f} on"),
+                            (Some(b), None) => format!("containers below {b} (its source snapshot)"),
+                            (None, Some(f)) => format!("containers from {f} on (what it writes)"),
+                            (None, None) => "nothing".into(),
+                        };
+                        say!("  job {} (state {}) holds {what}", h.job_id, h.state_dir.display());
+                    }
+                }
                 if r.suspended {
                     say!("suspended; run `seed gc --tier {}` again to go on", tier.display());
                 }
@@ -673,12 +765,15 @@ fn real_main(cli: Cli) -> Result<i32> {
                     open_tier(target, *meta, How::Read)?;
                 }
             }
-            let e = Seeder::estimate(&*src, &*src, &spec.selection()?)?;
+            // The selection against the namespace only: a check must be
+            // quick (it used to run a whole estimate of the source against
+            // itself, walking every selected tree).
+            let (files, bytes) = spec.selection()?.resolve_count(&*src)?;
             say!(
                 "{}: ok; {} files ({}) selected from {}, {} mode, verify {}, into {}",
                 job.display(),
-                e.files,
-                human(e.logical_bytes),
+                files,
+                human(bytes),
                 spec.source.display(),
                 if spec.mode() == Mode::Move { "move" } else { "copy" },
                 spec.verify_level(),
@@ -686,7 +781,16 @@ fn real_main(cli: Cli) -> Result<i32> {
             );
         }
         Cmd::Verify { tier } => {
-            let t = open_one(&tier, &metas, How::Read)?;
+            // A writable handle retires the rot it finds; while another
+            // process has the tier open, the scrub runs read-only.
+            let t = match open_one(&tier, &metas, How::Write) {
+                Ok(t) => t,
+                Err(e) if e.downcast_ref::<tierseed::Error>().is_some_and(|e| matches!(e, tierseed::Error::Locked { .. })) => {
+                    eprintln!("seed: {} is in use; scrubbing read-only (rot found is reported, not retired)", tier.display());
+                    open_one(&tier, &metas, How::Read)?
+                }
+                Err(e) => return Err(e),
+            };
             let r = t.verify()?;
             say!("checked {} containers, {} segments, {} files", r.containers, r.segments, r.files);
             if !r.is_clean() {
@@ -839,19 +943,52 @@ fn real_main(cli: Cli) -> Result<i32> {
         }
         Cmd::Estimate { from, to, sel, json } => {
             let selection = sel.selection()?;
-            let m = metas_for(&[&from, &to], &metas)?;
+            let all: Vec<&Path> = std::iter::once(from.as_path()).chain(to.iter().map(PathBuf::as_path)).collect();
+            let m = metas_for(&all, &metas)?;
             let src = open_tier(&from, m[0], How::Read)?;
-            let dst = open_tier(&to, m[1], How::Read)?;
-            let e = Seeder::estimate(&*src, &*dst, &selection)?;
+            // An operator estimates before the first run: a target that
+            // does not exist yet is an empty one.
+            let scratch = tempfile::tempdir()?;
+            let mut estimates = Vec::new();
+            for (k, (target, meta)) in to.iter().zip(&m[1..]).enumerate() {
+                let exists = match (object_spec(target)?, meta) {
+                    (Some(_), Some(meta)) => ObjectTier::exists(meta),
+                    (Some(_), None) => bail!("{}: an object tier needs --meta DIR", target.display()),
+                    (None, _) => LocalTier::exists(target),
+                };
+                let e = if exists {
+                    Seeder::estimate(&*src, &*open_tier(target, *meta, How::Read)?, &selection)?
+                } else {
+                    Seeder::estimate(
+                        &*src,
+                        &LocalTier::create(scratch.path().join(format!("t{k}")), TierConfig::default())?,
+                        &selection,
+                    )?
+                };
+                estimates.push((target, exists, e));
+            }
             if json {
-                say!("{}", serde_json::to_string_pretty(&e)?);
+                let v: Vec<_> = estimates.iter().map(|(t, _, e)| serde_json::json!({ "target": t, "estimate": e })).collect();
+                say!(
+                    "{}",
+                    serde_json::to_string_pretty(&if v.len() == 1 {
+                        serde_json::to_value(estimates[0].2)?
+                    } else {
+                        serde_json::Value::Array(v)
+                    })?
+                );
             } else {
-                say!("files selected      {} ({})", e.files, human(e.logical_bytes));
-                say!("segments needed     {}", e.segments);
-                say!("would copy          {} segments, {}", e.segments_to_copy, human(e.bytes_to_copy));
-                say!("already on target   {} segments, {}", e.segments_on_target, human(e.bytes_on_target));
-                say!("reclaimable (move)  {}", human(e.bytes_reclaimable));
-                say!("containers touched  {} of {}", e.containers_touched, e.containers_total);
+                for (target, exists, e) in &estimates {
+                    if estimates.len() > 1 || !exists {
+                        say!("into {}{}", target.display(), if *exists { "" } else { " (does not exist yet: empty)" });
+                    }
+                    say!("files selected      {} ({})", e.files, human(e.logical_bytes));
+                    say!("segments needed     {}", e.segments);
+                    say!("would copy          {} segments, {}", e.segments_to_copy, human(e.bytes_to_copy));
+                    say!("already on target   {} segments, {}", e.segments_on_target, human(e.bytes_on_target));
+                    say!("reclaimable (move)  {}", human(e.bytes_reclaimable));
+                    say!("containers touched  {} of {}", e.containers_touched, e.containers_total);
+                }
             }
         }
         Cmd::Recover { tier } => {
@@ -935,11 +1072,14 @@ fn drive(
                     acc.push_str(&t.display().to_string());
                     acc
                 });
-                eprintln!(
-                    "suspended; resume with: seed resume --from {}{to} --state {}{meta}",
-                    tiers.from.display(),
-                    tiers.state.display()
-                );
+                match &tiers.job {
+                    Some(file) => eprintln!("suspended; resume with: seed resume --job {}{meta}", file.display()),
+                    None => eprintln!(
+                        "suspended; resume with: seed resume --from {}{to} --state {}{meta}",
+                        tiers.from.display(),
+                        tiers.state.display()
+                    ),
+                }
             }
             Ok(3)
         }

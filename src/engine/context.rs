@@ -559,6 +559,17 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     .count()
 }
 
+/// A context that RocksDB refuses to open is a damaged job (anything but
+/// a lock, which says a job is running).
+fn damaged(dir: &Path, e: Error) -> Error {
+    match e {
+        Error::Db { message, .. } if !message.contains("lock") => {
+            Error::DamagedJob { state_dir: dir.to_path_buf(), reason: message }
+        }
+        e => e,
+    }
+}
+
 fn files_key(i: u64) -> Vec<u8> {
     format!("files/{i:010}").into_bytes()
 }
@@ -582,8 +593,38 @@ impl Context {
             return Err(Error::NoJob { state_dir: dir.to_path_buf() });
         }
         let lock = Self::lock(dir)?;
-        let db = Self::open_db(&dir.join(JOB_CONTEXT), false)?;
+        let db = Self::open_db(&dir.join(JOB_CONTEXT), false).map_err(|e| damaged(dir, e))?;
         Ok(Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None })
+    }
+
+    /// Removes the job's state in `dir` under its lock, whether or not its
+    /// context still opens (a damaged job must always be removable): the
+    /// context, a half-created one, the PHF blobs, then the lock file,
+    /// which goes last so that no `resume` starts in between (the bug
+    /// "abandon drops the job lock before deleting the state").
+    pub(crate) fn remove(dir: &Path) -> Result<()> {
+        let ctx = dir.join(JOB_CONTEXT);
+        let creating = dir.join(JOB_CONTEXT_CREATING);
+        if !ctx.exists() && !creating.exists() {
+            return Err(Error::NoJob { state_dir: dir.to_path_buf() });
+        }
+        let lock = Self::lock(dir)?;
+        for d in [&ctx, &creating] {
+            if d.exists() {
+                std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+            }
+        }
+        crate::durable::sync_dir(dir)?;
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_phf_file(&name) || name == JOB_LOCK {
+                let p = entry.path();
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+        crate::durable::sync_dir(dir)?;
+        drop(lock);
+        Ok(())
     }
 
     /// Creates the context for a new job, atomically: the database is built
@@ -600,7 +641,8 @@ impl Context {
         let lock = Self::lock(dir)?;
         let ctx = dir.join(JOB_CONTEXT);
         if ctx.is_dir() {
-            let existing = Context { dir: dir.to_path_buf(), db: Self::open_db(&ctx, false)?, _lock: lock, poisoned: None };
+            let db = Self::open_db(&ctx, false).map_err(|e| damaged(dir, e))?;
+            let existing = Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None };
             let phase =
                 existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
             return Err(Error::JobExists { state_dir: dir.to_path_buf(), phase });
@@ -633,6 +675,11 @@ impl Context {
         let mut opts = Options::default();
         opts.create_if_missing(create);
         opts.set_max_background_jobs(2);
+        // A log cut short, or a synced one gone, is an error at open, never
+        // a context that silently lost its last commits (the bug "a deleted
+        // WAL makes resume restart from Select").
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::AbsoluteConsistency);
+        opts.set_track_and_verify_wals_in_manifest(true);
         DB::open(&opts, path).map_err(|e| Error::db(path, e))
     }
 
@@ -642,30 +689,8 @@ impl Context {
         if !path.is_dir() {
             return Err(Error::NoJob { state_dir: dir.to_path_buf() });
         }
-        let db = DB::open_for_read_only(&Options::default(), &path, false).map_err(|e| Error::db(&path, e))?;
+        let db = DB::open_for_read_only(&Options::default(), &path, false).map_err(|e| damaged(dir, Error::db(&path, e)))?;
         Ok(DbReader { dir: dir.to_path_buf(), db })
-    }
-
-    /// Removes the job's state (context, PHF blobs, lock file) while
-    /// still holding its lock, so no `resume` can start in between (the bug
-    /// "abandon drops the job lock before deleting the state"). The lock
-    /// goes last.
-    pub(crate) fn destroy(self) -> Result<()> {
-        let Context { dir, db, _lock, .. } = self;
-        drop(db);
-        let ctx_dir = dir.join(JOB_CONTEXT);
-        std::fs::remove_dir_all(&ctx_dir).map_err(|e| Error::io(&ctx_dir, e))?;
-        crate::durable::sync_dir(&dir)?;
-        for entry in std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if is_phf_file(&name) || name == JOB_LOCK {
-                let p = entry.path();
-                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-            }
-        }
-        crate::durable::sync_dir(&dir)?;
-        drop(_lock);
-        Ok(())
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -688,6 +713,22 @@ impl Context {
             return Err(err);
         }
         crate::crashpoint::step("commit", "context");
+        Ok(())
+    }
+
+    /// Commits `c`, which records a phase as done, then flushes the
+    /// context's memtable to its tables: a phase boundary never lives in
+    /// the log alone, so a log lost or cut short behind the job's back can
+    /// cost at most the commits since the last phase, never a phase (the
+    /// bug "a deleted WAL makes resume restart from Select": the whole
+    /// job's progress was in the log).
+    pub(crate) fn commit_phase(&mut self, c: Commit) -> Result<()> {
+        self.commit(c)?;
+        if let Err(e) = self.db.flush() {
+            let err = Error::db(self.dir.join(JOB_CONTEXT), e);
+            self.poisoned = Some(err.to_string());
+            return Err(err);
+        }
         Ok(())
     }
 

@@ -5,6 +5,7 @@ pub(crate) mod context;
 mod estimate;
 pub(crate) mod phf;
 pub(crate) mod phv;
+mod prove;
 mod run;
 mod verify;
 pub(crate) mod walk;
@@ -220,6 +221,9 @@ pub struct SwitchRequest {
     pub files: u64,
     /// Their logical bytes.
     pub bytes: u64,
+    /// The ids of the targets the files are switched to (those still in
+    /// the job), in the order the job was given them.
+    pub targets: Vec<String>,
 }
 
 /// A gate's answer.
@@ -819,8 +823,13 @@ impl<'a> Seeder<'a> {
 
     /// Removes the job's context (state files this crate created) from
     /// `state_dir`. Refuses while a job runs there.
+    ///
+    /// Works on a damaged job too (one whose context no longer opens): its
+    /// state is removed all the same. The job's holds on its tiers are
+    /// dropped by the tiers' next space reclamation, which finds the job
+    /// gone.
     pub fn abandon(state_dir: impl AsRef<Path>) -> Result<()> {
-        Context::open(state_dir.as_ref())?.destroy()
+        Context::remove(state_dir.as_ref())
     }
 
     /// Whether `state_dir` holds a job (running, suspended, failed or done).
@@ -859,9 +868,12 @@ pub(crate) fn progress_of(job: &JobRecord, p: &ProgressRecord) -> Progress {
     let done: f64 = WEIGHTS[..next as usize].iter().sum();
     let within = match next {
         Phase::Copy if p.counters.containers_total > 0 => p.copy_cursor as f64 / p.counters.containers_total as f64,
-        Phase::Switch if p.counters.files_selected > 0 => {
-            let chunks: u64 = p.lanes.iter().map(|l| l.switch_cursor).sum();
-            (chunks as f64 * context::FILES_PER_CHUNK as f64 / (p.counters.files_selected * p.lanes.len() as u64) as f64).min(1.0)
+        // Only live targets switch: a dropped one never moves its cursor,
+        // and counting it kept the bar short of its end.
+        Phase::Switch if p.counters.files_selected > 0 && p.live().count() > 0 => {
+            let chunks: u64 = p.live().map(|l| p.lanes[l].switch_cursor).sum();
+            (chunks as f64 * context::FILES_PER_CHUNK as f64 / (p.counters.files_selected * p.live().count() as u64) as f64)
+                .min(1.0)
         }
         _ => 0.0,
     };

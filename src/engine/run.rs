@@ -186,7 +186,7 @@ impl<'a> Seeder<'a> {
         st.prog.phase_done = Some(phase);
         c.progress(&st.prog);
         crashpoint::step("counting", &st.prog.total().target_containers.to_string());
-        self.ctx.commit(c)?;
+        self.ctx.commit_phase(c)?;
         crashpoint::hit("phase.after_commit");
         Ok(())
     }
@@ -242,12 +242,41 @@ impl<'a> Seeder<'a> {
             return Ok(());
         }
         self.need_snapshot(st)?;
+        // Durable holds first: they outlive this run (a suspension, a
+        // crash), so that reclamation in another process never deletes
+        // what a resume will read (the bug "gc while a job is suspended").
+        let job_id = uuid::Uuid::from_bytes(self.job.job_id);
+        let state_dir = std::fs::canonicalize(self.ctx.dir()).unwrap_or_else(|_| self.ctx.dir().to_path_buf());
+        let hold = |below: Option<ContainerId>, from: Option<ContainerId>| crate::tier::JobHold {
+            job_id,
+            state_dir: state_dir.clone(),
+            below,
+            from,
+        };
+        self.source.hold(&hold(st.snapshot.last().map(|c| ContainerId(c.0 + 1)), None))?;
+        for lane in st.prog.live().collect::<Vec<_>>() {
+            let floor = st.prog.lanes[lane].floor.unwrap_or(0);
+            self.target_of(lane)?.hold(&hold(None, Some(ContainerId(floor))))?;
+        }
         st.pins.push((PinOn::Source, self.source.pin(&st.snapshot, None)?));
         for lane in st.prog.live().collect::<Vec<_>>() {
             let floor = st.prog.lanes[lane].floor.unwrap_or(0);
             st.pins.push((PinOn::Target(lane), self.target_of(lane)?.pin(&[], Some(ContainerId(floor)))?));
         }
         Ok(())
+    }
+
+    /// Releases the job's durable holds once it is done. A failure is
+    /// logged, not returned: the job is complete, and reclamation drops
+    /// the hold of a finished job anyway.
+    fn release_holds(&self) {
+        let job_id = uuid::Uuid::from_bytes(self.job.job_id);
+        let tiers = std::iter::once(self.source as &dyn Tier).chain(self.targets.iter().flatten().map(|t| *t as &dyn Tier));
+        for t in tiers {
+            if let Err(e) = t.release_hold(&job_id) {
+                log::warn!("job {job_id}: its hold on a tier was not released ({e}); space reclamation drops it");
+            }
+        }
     }
 
     // Lazy loaders: a resumed job reads what the phases before it persisted.
@@ -579,6 +608,11 @@ impl<'a> Seeder<'a> {
         }
         let fps: Vec<Fingerprint> = wanted.iter().map(|l| l.0.fingerprint).collect();
         let on_target = lane.target.locate(&fps)?;
+        // A move relies on what the target already had only once this job
+        // has read it back and hashed it (see `prove`); a copy trusts the
+        // target's index and tables, as Verify's `metadata` level does.
+        let prove = self.job.mode == Mode::Move;
+        let mut to_prove: Vec<(SegmentEntry, u64, Vec<u8>, ContainerId)> = Vec::new();
         let mut sealed = false;
         for ((entry, slot, bytes), present) in wanted.into_iter().zip(on_target) {
             // An index entry counts only if its container is there: a
@@ -589,11 +623,17 @@ impl<'a> Seeder<'a> {
                 _ => None,
             };
             if let Some(c) = present {
+                // Written by this job in a run that stopped before
+                // committing it: verified before it was written.
+                let ours = lane.floor.is_some_and(|f| c.0 >= f);
+                if prove && !ours {
+                    to_prove.push((entry, slot, bytes, c));
+                    continue;
+                }
                 write(lane.pipe.phv).clear(slot);
                 let counters = &mut st.prog.lanes[lane.no].counters;
-                if lane.floor.is_some_and(|f| c.0 >= f) {
-                    // Written by this job in a run that stopped before
-                    // committing it: copied, not "already there".
+                if ours {
+                    // Copied by this job, not "already there".
                     counters.segments_adopted += 1;
                     counters.segments_copied += 1;
                     counters.bytes_copied += bytes.len() as u64;
@@ -606,13 +646,45 @@ impl<'a> Seeder<'a> {
                 }
                 continue;
             }
-            // The stored bytes move as they are: no recompression.
-            let seg = OwnedSegment { fingerprint: entry.fingerprint, bytes, raw_len: entry.raw_len, codec: entry.codec };
-            if let Some(full) = lane.packers[k].add(seg, index) {
-                sealed |= self.submit(st, lane, full)?;
+            sealed |= self.pack(st, lane, k, entry, bytes, index)?;
+        }
+        if !to_prove.is_empty() {
+            let items: Vec<(Fingerprint, ContainerId)> = to_prove.iter().map(|p| (p.0.fingerprint, p.3)).collect();
+            let proven = super::prove::prove_on_target(lane.target, &items)?;
+            for ((entry, slot, bytes, _), fine) in to_prove.into_iter().zip(proven) {
+                if fine {
+                    write(lane.pipe.phv).clear(slot);
+                    let counters = &mut st.prog.lanes[lane.no].counters;
+                    counters.segments_deduplicated += 1;
+                    counters.bytes_deduplicated += bytes.len() as u64;
+                } else {
+                    // Not proven (rotten, or not where the index says):
+                    // the source's verified bytes are written again.
+                    sealed |= self.pack(st, lane, k, entry, bytes, index)?;
+                }
             }
         }
         Ok(sealed)
+    }
+
+    /// Adds one verified source segment to the target's packer of kind
+    /// slot `k`, submitting the batch it fills. True when a container was
+    /// sealed meanwhile.
+    fn pack(
+        &mut self,
+        st: &mut State,
+        lane: &mut Lane<'a, '_>,
+        k: usize,
+        entry: SegmentEntry,
+        bytes: Vec<u8>,
+        index: u64,
+    ) -> Result<bool> {
+        // The stored bytes move as they are: no recompression.
+        let seg = OwnedSegment { fingerprint: entry.fingerprint, bytes, raw_len: entry.raw_len, codec: entry.codec };
+        match lane.packers[k].add(seg, index) {
+            Some(full) => self.submit(st, lane, full),
+            None => Ok(false),
+        }
     }
 
     /// Hands a full batch to one of the target's writers, first waiting
@@ -799,6 +871,13 @@ impl<'a> Seeder<'a> {
         };
         for (lane, verdict) in results {
             let rewind = self.job.on_failure == TargetFailure::Fail || st.prog.live().count() == 1;
+            // Bits still set after Copy: a resume must go back to Copy for
+            // them, as after any other failed proof (the bug "Incomplete
+            // does not rewind": every resume failed the same way).
+            let verdict = match verdict {
+                Err(e @ Error::Incomplete { .. }) if rewind => self.rewind_to_copy(st, lane).and(Err(e)),
+                v => v,
+            };
             if let Err(e) = verdict.and_then(|v| self.judge(st, lane, v, &expected, rewind)) {
                 self.lane_failed(st, lane, Phase::Verify, e)?;
                 self.commit_progress(st)?;
@@ -834,12 +913,7 @@ impl<'a> Seeder<'a> {
                 for slot in failed.ones() {
                     phv.set(slot);
                 }
-                let mut c = Commit::default();
-                c.phv(lane, phv);
-                st.prog.phase_done = Some(Phase::Mark);
-                st.prog.copy_cursor = 0;
-                c.progress(&st.prog);
-                self.ctx.commit(c)?;
+                self.rewind_to_copy(st, lane)?;
             }
             return Err(Error::VerifyFailed { level: self.verify.name(), segments, problems, reasons, files, file_count: count });
         }
@@ -851,6 +925,18 @@ impl<'a> Seeder<'a> {
             hashed: verdict.hashed,
         });
         Ok(())
+    }
+
+    /// Durably sends the job back to Copy with target `lane`'s PHV as it
+    /// is in memory, so that a resume copies whatever is set in it.
+    fn rewind_to_copy(&mut self, st: &mut State, lane: usize) -> Result<()> {
+        let Some(phv) = st.phvs.get_mut(lane) else { return Err(Error::internal("rewind without a PHV for the target")) };
+        let mut c = Commit::default();
+        c.phv(lane, phv);
+        st.prog.phase_done = Some(Phase::Mark);
+        st.prog.copy_cursor = 0;
+        c.progress(&st.prog);
+        self.ctx.commit(c)
     }
 
     /// Asks the switch gate about `stage`, unless an approval for it is
@@ -870,6 +956,10 @@ impl<'a> Seeder<'a> {
             stage,
             files: st.prog.counters.files_selected,
             bytes: st.prog.counters.bytes_selected,
+            targets: {
+                let ids = self.job.target_ids();
+                st.prog.live().filter_map(|l| ids.get(l)).map(|id| uuid::Uuid::from_bytes(*id).to_string()).collect()
+            },
         };
         let answer = gate.decide(&request);
         self.emit(Event::Gate { stage, answer: answer.clone() });
@@ -967,6 +1057,7 @@ impl<'a> Seeder<'a> {
         let mut c = Commit::default();
         c.report(&report);
         self.commit_phase(st, Phase::Done, c)?;
+        self.release_holds();
         Ok(Flow::Continue)
     }
 }
@@ -1096,22 +1187,41 @@ impl Pace {
     }
 
     fn before(&mut self, bytes: u64) {
+        let wait = self.wait(bytes, std::time::Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// How long to wait at `now` before writing `bytes`; counts them.
+    /// Credit for time spent not writing is capped at [`PACE_CREDIT`]: a
+    /// job stopped for a while (SIGSTOP, a stalled read) must not write at
+    /// full speed until it has "caught up" (the bug "throttle bursts after
+    /// a stall": 40 MiB in one second at `--limit 2` after 20 s stopped).
+    fn wait(&mut self, bytes: u64, now: std::time::Instant) -> std::time::Duration {
         let limit = self.limit.bytes_per_sec();
         if limit != self.at_limit {
-            self.epoch = std::time::Instant::now();
+            self.epoch = now;
             self.sent = 0;
             self.at_limit = limit;
         }
+        let mut wait = std::time::Duration::ZERO;
         if limit > 0 {
             let due = self.epoch + std::time::Duration::from_secs_f64(self.sent as f64 / limit as f64);
-            let now = std::time::Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
+            if now > due + PACE_CREDIT {
+                self.epoch = now.checked_sub(PACE_CREDIT).unwrap_or(now);
+                self.sent = 0;
+            } else if due > now {
+                wait = due - now;
             }
         }
         self.sent += bytes;
+        wait
     }
 }
+
+/// The most idle time a paced job may make up for at full speed.
+const PACE_CREDIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn kind_slot(kind: ContainerKind) -> usize {
     match kind {
@@ -1177,4 +1287,29 @@ fn load_container(
         .collect::<Result<_>>()?;
     let bytes = segments.iter().map(|s| s.2.len() as u64).sum();
     Ok(Loaded { index, id, kind: meta.kind, segments, bytes, skipped: false })
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Pace, ThrottleHandle};
+
+    #[test]
+    fn throttle_bursts_after_a_stall_are_bounded_to_one_second_of_the_limit() {
+        let mib = 1u64 << 20;
+        let limit = ThrottleHandle::default();
+        limit.set_bytes_per_sec(2 * mib);
+        let mut pace = Pace::new(limit);
+        let t0 = Instant::now();
+        assert_eq!(pace.wait(mib, t0), Duration::ZERO);
+        // Stopped for 20 s, then 40 MiB offered in 1 MiB writes at once:
+        // only about 1 s of the limit (2 MiB, plus the write in hand) may
+        // go without waiting, and the rest waits its turn.
+        let later = t0 + Duration::from_secs(20);
+        let free = (0..40).map(|_| pace.wait(mib, later)).filter(Duration::is_zero).count();
+        assert!(free <= 3, "{free} MiB written without waiting after the stall");
+        let last = pace.wait(mib, later);
+        assert!(last >= Duration::from_secs(18), "the 41st MiB after the stall waits only {last:?}");
+    }
 }

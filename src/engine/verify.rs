@@ -73,6 +73,9 @@ struct TargetSide<'a> {
     touched: BTreeSet<ContainerId>,
     /// ToExpand that could not be read from the target.
     failed_recipes: Vec<u64>,
+    /// Segments the target returned rotten: offered to it for retirement,
+    /// so that the resume this failure asks for copies them again.
+    rotten: Vec<(Fingerprint, ContainerId)>,
     problems: u64,
     reasons: Vec<String>,
     files: &'a [FileEntry],
@@ -165,6 +168,9 @@ impl Side for TargetSide<'_> {
             Some(cid) => match self.tables.read(cid, &fps) {
                 Ok(r) => r,
                 Err(e) => {
+                    if e.is_rot() {
+                        self.rotten.extend(fps.iter().map(|fp| (*fp, cid)));
+                    }
                     fps.iter().map(|_| Err(Error::corrupt_record(format!("target container {cid}"), e.to_string()))).collect()
                 }
             },
@@ -172,6 +178,11 @@ impl Side for TargetSide<'_> {
         let mut out = Vec::with_capacity(items.len());
         let mut from_source = Vec::new();
         for (i, (r, &(fp, file, slot))) in read.into_iter().zip(items).enumerate() {
+            if let (Err(e), Some(cid)) = (&r, cid)
+                && matches!(e, Error::CorruptSegment { .. } | Error::CorruptContainer { .. })
+            {
+                self.rotten.push((fp, cid));
+            }
             match r.and_then(|b| Recipe::decode(&b, &fp, level)) {
                 Ok(recipe) => out.push(Some(recipe)),
                 Err(e) => {
@@ -214,6 +225,7 @@ pub(crate) fn verify_target(
         leaves: Phv::zeroed(phf.keys),
         touched: BTreeSet::new(),
         failed_recipes: Vec::new(),
+        rotten: Vec::new(),
         problems: 0,
         reasons: Vec::new(),
         files,
@@ -271,6 +283,7 @@ pub(crate) fn verify_target(
                                     "segment {} in target container {cid} does not match its fingerprint",
                                     p.0.fingerprint
                                 ));
+                                side.rotten.push((p.0.fingerprint, cid));
                             }
                         }
                         proven.iter().zip(ok).filter(|(_, fine)| *fine).map(|(p, _)| p.1).collect()
@@ -292,6 +305,14 @@ pub(crate) fn verify_target(
         progress(done as u64 + 1, total);
     }
 
+    // What the target returned rotten is never trusted again: the target
+    // retires it now, so the resume that this failure rewinds to copies
+    // good bytes instead of finding the rotten ones "already there".
+    let rotten = std::mem::take(&mut side.rotten);
+    if !rotten.is_empty() {
+        let retired = target.retire_segments(&rotten)?;
+        log::warn!("Verify: {retired} rotten segment(s) retired on the target; a resume copies them again");
+    }
     // Leaves still set were never proven; count those no reason covers yet.
     let unproven = side.leaves.count_ones();
     let mut failed = std::mem::replace(&mut side.leaves, Phv::zeroed(0));

@@ -19,8 +19,12 @@ use crate::tier::{FileEntry, TargetTier, Tier};
 use crate::tree::{Child, build_tree};
 
 /// What an ingest did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IngestStats {
+    /// Paths under the ingested trees that could not be read (too long,
+    /// unreadable, vanished), each with why; the rest was stored. Not
+    /// counted in `skipped`.
+    pub unreadable: Vec<String>,
     /// Files added to the namespace.
     pub files: u64,
     /// Entries skipped (symlinks, special files), each with a warning.
@@ -157,7 +161,18 @@ impl<'a> Ingest<'a> {
 
     /// Adds a file or directory tree at `path` under namespace path `name`.
     pub fn add_path(&mut self, path: &Path, name: &str) -> Result<()> {
-        let md = fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+        self.add_path_at(path, name, false)
+    }
+
+    /// [`add_path`](Self::add_path), following `path` itself if it is a
+    /// symlink (as `cp -H` does for its arguments), never those below it.
+    pub fn add_path_following(&mut self, path: &Path, name: &str) -> Result<()> {
+        self.add_path_at(path, name, true)
+    }
+
+    fn add_path_at(&mut self, path: &Path, name: &str, follow: bool) -> Result<()> {
+        let md = if follow { fs::metadata(path) } else { fs::symlink_metadata(path) };
+        let md = md.map_err(|e| Error::io(path, e))?;
         let ft = md.file_type();
         if ft.is_dir() {
             let mut children: Vec<_> = fs::read_dir(path)
@@ -172,20 +187,46 @@ impl<'a> Ingest<'a> {
                     self.stats.skipped += 1;
                     continue;
                 };
-                self.add_path(&c.path(), &format!("{name}/{fname}"))?;
+                self.add_path_skipping(&c.path(), &format!("{name}/{fname}"))?;
             }
             Ok(())
         } else if ft.is_file() {
             let mtime = md.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64);
             let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            // Only a read of the input names the input file: an error
+            // writing the tier (a full disk) names the tier's file (the
+            // bug "disk-full on the tier reported as an I/O error on the
+            // input file").
             self.add_reader(name, mtime, &mut f).map_err(|e| match e {
-                Error::Io { source, .. } => Error::io(path, source),
+                Error::Io { path: p, source } if p.as_os_str() == name => Error::io(path, source),
                 e => e,
             })
         } else {
             log::warn!("skipping {}: not a regular file or directory", path.display());
             self.stats.skipped += 1;
             Ok(())
+        }
+    }
+
+    /// Like [`add_path`](Self::add_path), but a path that cannot be read
+    /// (too long for the system, unreadable, vanished meanwhile) is
+    /// skipped with a warning naming it, so that one bad path does not
+    /// lose the rest of a tree (the bug "one path over PATH_MAX fails the
+    /// whole ingest and stores nothing"). Errors writing the tier still
+    /// stop the session.
+    fn add_path_skipping(&mut self, path: &Path, name: &str) -> Result<()> {
+        match self.add_path(path, name) {
+            Err(Error::Io { path: p, source }) if p.starts_with(path) || p.as_os_str() == name => {
+                log::warn!("skipping {}: {source}", p.display());
+                self.stats.unreadable.push(format!("{}: {source}", p.display()));
+                Ok(())
+            }
+            Err(Error::InvalidPath { path: p, reason }) => {
+                log::warn!("skipping {p}: {reason}");
+                self.stats.unreadable.push(format!("{p}: {reason}"));
+                Ok(())
+            }
+            r => r,
         }
     }
 
@@ -200,7 +241,7 @@ impl<'a> Ingest<'a> {
         for chunk in self.entries.chunks(1024) {
             self.tier.upsert_files(chunk)?;
         }
-        Ok(self.stats)
+        Ok(std::mem::take(&mut self.stats))
     }
 }
 
@@ -212,7 +253,11 @@ impl LocalTier {
 
     /// Ingests files and directory trees. Each argument's last component
     /// becomes the first component of its namespace paths (`/a/b/dir` ->
-    /// `dir/...`). Symlinks and special files are skipped with a warning.
+    /// `dir/...`). An argument that is a symlink is followed (the bug "a
+    /// symlink given as the argument ingests 0 files"); symlinks and
+    /// special files below it are skipped with a warning. A path below an
+    /// argument that cannot be read is named in
+    /// [`IngestStats::unreadable`] and the rest is stored.
     pub fn ingest_paths(&self, paths: &[impl AsRef<Path>]) -> Result<IngestStats> {
         let mut batch = Ingest::new(self);
         for p in paths {
@@ -221,7 +266,7 @@ impl LocalTier {
                 path: p.display().to_string(),
                 reason: "has no UTF-8 final component".into(),
             })?;
-            batch.add_path(p, name)?;
+            batch.add_path_following(p, name)?;
         }
         batch.finish()
     }

@@ -11,8 +11,10 @@ mod ingest;
 #[cfg(feature = "s3")]
 mod object;
 mod paths;
+mod pins;
 mod reclaim;
 mod restore;
+mod retire;
 pub(crate) mod store;
 
 use std::fs::{self, File, OpenOptions};
@@ -328,6 +330,14 @@ impl LocalTier {
         store_record: Option<Vec<u8>>,
         fill: impl FnOnce(&DB, &Path) -> Result<()>,
     ) -> Result<()> {
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+        // Held until the tier is renamed into place: a second creator
+        // waits, then finds the tier made and is refused.
+        let _creating = durable::lock_dir(&parent)?;
         if dir.join(TIER_DB).exists() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "already holds a tier".into() });
         }
@@ -770,6 +780,14 @@ impl Tier for LocalTier {
         lock(&self.pins).remove(&token);
     }
 
+    fn hold(&self, hold: &crate::tier::JobHold) -> Result<()> {
+        self.put_hold(hold)
+    }
+
+    fn release_hold(&self, job: &uuid::Uuid) -> Result<()> {
+        self.drop_hold(job)
+    }
+
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
         let index = cf(&self.db, CF_INDEX);
         let keys: Vec<&[u8]> = fingerprints.iter().map(|f| &f.0[..]).collect();
@@ -907,6 +925,10 @@ impl TargetTier for LocalTier {
         self.commit_namespace(|| Ok(entries.iter().cloned().map(NamespaceOp::Put).collect()))
     }
 
+    fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
+        self.retire(suspects)
+    }
+
     fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId> {
         self.check_poison()?;
         // Containers are written and fsynced outside any lock, so several
@@ -1017,10 +1039,21 @@ impl LocalTier {
                     // does not list the segment is stale: this container
                     // takes it over, so the copy just written is the one
                     // readers find.
-                    let table = tables.entry(old).or_insert_with(|| {
-                        let meta = self.read_metadata(old).ok()?;
-                        Some(meta.segments.iter().map(|e| e.fingerprint).collect())
-                    });
+                    if let std::collections::hash_map::Entry::Vacant(slot) = tables.entry(old) {
+                        // Only an answer about the bytes makes it unusable:
+                        // a transient error (an object store timing out)
+                        // must not re-point a sound segment (the bug
+                        // "read_metadata(old).ok()?"). It fails the write,
+                        // and poisons the handle so later writers waiting
+                        // for this id's turn stop too.
+                        let listed = match self.read_metadata(old) {
+                            Ok(meta) => Some(meta.segments.iter().map(|e| e.fingerprint).collect()),
+                            Err(e) if e.is_rot() || matches!(e, Error::MissingContainer { .. }) => None,
+                            Err(e) => return self.poison(Err(e)),
+                        };
+                        slot.insert(listed);
+                    }
+                    let table = &tables[&old];
                     if !table.as_ref().is_some_and(|t| t.contains(fp)) {
                         log::warn!(
                             "{}: segment {fp} was indexed in unusable container {old}; re-pointed to {id}",

@@ -1025,6 +1025,12 @@ impl Tier for ObjectTier {
     fn unpin(&self, token: u64) {
         self.tier.unpin(token);
     }
+    fn hold(&self, hold: &crate::tier::JobHold) -> Result<()> {
+        self.tier.hold(hold)
+    }
+    fn release_hold(&self, job: &uuid::Uuid) -> Result<()> {
+        self.tier.release_hold(job)
+    }
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
         self.tier.locate(fingerprints)
     }
@@ -1066,5 +1072,8 @@ impl TargetTier for ObjectTier {
     }
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
         self.tier.upsert_files(entries)
+    }
+    fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
+        self.tier.retire_segments(suspects)
     }
 }

@@ -164,6 +164,9 @@ impl LocalTier {
     fn finish_delete(&self, id: ContainerId) -> Result<()> {
         self.store.delete(id)?;
         self.tables.forget(id);
+        // A retired container's note goes with it (after the file: a crash
+        // between the two leaves a note naming nothing, which is harmless).
+        self.db.delete_cf(cf(&self.db, CF_META), super::retire::retired_key(id)).map_err(|e| self.dberr(e))?;
         self.db.delete_cf(cf(&self.db, CF_META), delete_key(id)).map_err(|e| self.dberr(e))
     }
 

@@ -14,13 +14,23 @@ use crate::tree::Recipe;
 use crate::walk::{Item, RecipeSet, Side, TableCache, ToExpand, walk};
 use crate::{ContainerId, Fingerprint};
 
-/// What [`LocalTier::restore_tree`] restored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// What [`LocalTier::restore_tree`] restored, and what it could not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreStats {
     /// Files restored.
     pub files: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Files that could not be restored, with why (at most
+    /// [`RestoreStats::MAX_FAILURES`] listed; `failed` counts them all).
+    pub failures: Vec<(String, String)>,
+    /// How many files could not be restored.
+    pub failed: u64,
+}
+
+impl RestoreStats {
+    /// Failures beyond this many are counted, not listed.
+    pub const MAX_FAILURES: usize = 1000;
 }
 
 /// What [`LocalTier::verify`] checked and what it found wrong.
@@ -32,6 +42,11 @@ pub struct VerifyReport {
     pub segments: u64,
     /// Namespace entries whose trees were walked.
     pub files: u64,
+    /// Stored copies known to be bad that nothing refers to any more
+    /// (retired segments, and containers retired whole because their
+    /// table failed its checks): not problems, garbage that space
+    /// reclamation removes.
+    pub retired: u64,
     /// Every problem found (at most [`VerifyReport::MAX_PROBLEMS`]), each
     /// naming the container, segment or file.
     pub problems: Vec<String>,
@@ -68,7 +83,8 @@ impl LocalTier {
         let entry = self.entry(path)?;
         let n = read_file(self, &self.tables, entry.root, entry.height, path, &mut |b| {
             out.write_all(b).map_err(|e| Error::io(path, e))
-        })?;
+        })
+        .inspect_err(|e| self.retire_after(e))?;
         if n != entry.size {
             return Err(Error::corrupt_record(
                 format!("file {path:?}"),
@@ -96,10 +112,16 @@ impl LocalTier {
 
     /// Restores every file at or under namespace path `prefix` (matched
     /// by whole components, as [`Selection::prefix`](crate::Selection::prefix);
-    /// `""` restores everything) into directory `dir`, each at `dir/path`
-    /// as [`restore_to_dir`](Self::restore_to_dir) does, on `threads`
-    /// workers. `progress` is called after each file with its entry and
-    /// length. Stops at the first failure; files already restored stay.
+    /// `""` restores everything) into directory `dir` (created if it does
+    /// not exist), each at `dir/path` as
+    /// [`restore_to_dir`](Self::restore_to_dir) does, on `threads`
+    /// workers. `progress` is called after each file restored, with its
+    /// entry and length. A file that cannot be restored (rot, a missing
+    /// segment) does not stop the others: it is named in
+    /// [`RestoreStats::failures`] (the bug "one rotten file aborted a
+    /// directory restore and left 76 good files unrestored"). Only an
+    /// error that concerns every file (creating the destination, reading
+    /// the namespace) is returned as an error.
     pub fn restore_tree(
         &self,
         prefix: &str,
@@ -121,22 +143,40 @@ impl LocalTier {
         if entries.is_empty() {
             return Err(Error::FileNotFound { path: prefix.into(), tier: self.dir.display().to_string() });
         }
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build()
             .map_err(|e| Error::ThreadPool { threads, source: e })?;
-        let bytes: u64 = pool.install(|| {
+        let outcomes: Vec<std::result::Result<u64, (String, Error)>> = pool.install(|| {
             use rayon::prelude::*;
             entries
                 .par_iter()
-                .map(|e| {
-                    let n = self.restore_to_dir(&e.path, dir)?;
-                    progress(e, n);
-                    Ok(n)
+                .map(|e| match self.restore_to_dir(&e.path, dir) {
+                    Ok(n) => {
+                        progress(e, n);
+                        Ok(n)
+                    }
+                    Err(err) => Err((e.path.clone(), err)),
                 })
-                .sum::<Result<u64>>()
-        })?;
-        Ok(RestoreStats { files: entries.len() as u64, bytes })
+                .collect()
+        });
+        let mut stats = RestoreStats::default();
+        for o in outcomes {
+            match o {
+                Ok(n) => {
+                    stats.files += 1;
+                    stats.bytes += n;
+                }
+                Err((path, e)) => {
+                    stats.failed += 1;
+                    if stats.failures.len() < RestoreStats::MAX_FAILURES {
+                        stats.failures.push((path, e.to_string()));
+                    }
+                }
+            }
+        }
+        Ok(stats)
     }
 
     /// Restores the file at namespace `path` to the file `dest`.
@@ -189,6 +229,12 @@ impl LocalTier {
     /// Scrubs the whole tier: every container's checksums and every
     /// segment's fingerprint; every index entry resolves to a container
     /// that holds it; every namespace entry's tree is complete.
+    ///
+    /// A writable handle retires what it finds rotten (see
+    /// [`TargetTier::retire_segments`](crate::TargetTier::retire_segments)):
+    /// the rot is reported once, as a problem; afterwards the bad copy is
+    /// counted in [`VerifyReport::retired`] and the files that needed it
+    /// are reported as missing a segment until a job copies it again.
     pub fn verify(&self) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let next = lock(&self.alloc).next_container;
@@ -208,21 +254,57 @@ impl LocalTier {
                 continue;
             }
             report.containers += 1;
+            if self.is_retired(id)? {
+                report.retired += 1;
+                continue;
+            }
             let (meta, segs) = match self.store.scrub(id) {
                 Ok(x) => x,
+                // The data region fails its checksum: the table may still
+                // be sound, and then each segment is judged on its own (a
+                // rotten one retired, its neighbours kept).
+                Err(e) if e.is_rot() => match self.store.read_meta(id).and_then(|m| {
+                    let segs = self.store.read_segments(id, &m.segments)?;
+                    Ok((m, segs))
+                }) {
+                    Ok((m, segs)) if segs.len() == m.segments.len() => (m, segs),
+                    _ => {
+                        // A table that fails its checks is never read again.
+                        report.problem(e.to_string());
+                        self.retire_table(id);
+                        continue;
+                    }
+                },
                 Err(e) => {
                     report.problem(e.to_string());
                     continue;
                 }
             };
             let mut distinct = HashSet::new();
+            let mut bad = Vec::new();
             for (e, b) in meta.segments.iter().zip(&segs) {
                 if container::check_stored(e, b, id).is_ok() {
                     report.segments += 1;
                     distinct.insert(e.fingerprint);
                 } else {
-                    report.problem(Error::CorruptSegment { container: id, fingerprint: e.fingerprint }.to_string());
+                    bad.push(e.fingerprint);
                 }
+            }
+            // A bad copy the index still counts is a problem, retired now;
+            // one it no longer counts (retired earlier, or a second copy)
+            // is garbage for reclamation.
+            let homes = self.locate(&bad)?;
+            let mut suspects = Vec::new();
+            for (fp, home) in bad.into_iter().zip(homes) {
+                if home == Some(id) && !distinct.contains(&fp) {
+                    report.problem(Error::CorruptSegment { container: id, fingerprint: fp }.to_string());
+                    suspects.push((fp, id));
+                } else {
+                    report.retired += 1;
+                }
+            }
+            if !suspects.is_empty() && !self.is_read_only() {
+                self.retire(&suspects)?;
             }
             let fps: Vec<Fingerprint> = distinct.into_iter().collect();
             accounted += self.locate(&fps)?.iter().filter(|c| **c == Some(id)).count() as u64;
@@ -337,7 +419,14 @@ fn create_temp(dir: &Path, base: &str) -> Result<(fs::File, std::path::PathBuf)>
     let mut last = None;
     for _ in 0..16 {
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        let tmp = dir.join(format!(".{base}.{}.tierseed-restore", &tag[..12]));
+        // The name must fit NAME_MAX (255 bytes) even when `base` nearly
+        // fills it (the bug "a 225-255 byte name ingests but does not
+        // restore"): only a prefix of `base` is kept, cut at a character.
+        let mut keep = base.len().min(200);
+        while !base.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        let tmp = dir.join(format!(".{}.{}.tierseed-restore", &base[..keep], &tag[..12]));
         match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
             Ok(f) => return Ok((f, tmp)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((tmp, e)),

@@ -89,24 +89,17 @@ fn readers_work_on_both_tiers_while_a_job_runs_in_another_process() {
     let (src, all) = crate::synth_source(&dir.path().join("src"), 61, 2, 30, 60_000);
     let (s, d, st) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
     drop(src);
-    // A job slowed down to 2 MiB/s, so it is still copying while we read.
-    let mut job = seed()
-        .args(["run", "--all", "--container-kib", "64", "--limit", "2", "--log-events", "--from"])
+    // The job is held right after its first Copy commit (tier locks held,
+    // mid-phase) for as long as we read: no race with its speed.
+    let mut cmd = seed();
+    cmd.args(["run", "--all", "--container-kib", "64", "--log-events", "--from"])
         .arg(&s)
         .arg("--to")
         .arg(&d)
         .arg("--state")
         .arg(&st)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(job.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line.unwrap().starts_with("event TargetSealed") {
-            break;
-        }
-    }
+        .stdout(Stdio::null());
+    let mut job = crate::HeldJob::spawn(cmd, "copy.after_commit", 1);
     let run = |args: &[&str], tier: &std::path::Path| {
         let o = seed().args(args).arg("--tier").arg(tier).output().unwrap();
         (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
@@ -131,10 +124,10 @@ fn readers_work_on_both_tiers_while_a_job_runs_in_another_process() {
     let o = seed().args(["ingest", "--tier"]).arg(&s).arg(&out).output().unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("locked"), "{}", String::from_utf8_lossy(&o.stderr));
-    // Keep reading its events until it finishes.
-    let drain = std::thread::spawn(move || lines.count());
-    assert!(job.wait().unwrap().success());
-    drain.join().unwrap();
+    // Still held mid-Copy: nothing above raced its end.
+    assert!(job.child.try_wait().unwrap().is_none(), "the held job ended while we read");
+    let (status, rest) = job.finish();
+    assert!(status.success(), "{}", rest.join("\n"));
     let dst = LocalTier::open(&d).unwrap();
     crate::check_target(&dst, &all);
 }

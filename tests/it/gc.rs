@@ -255,3 +255,85 @@ fn restores_by_the_same_handle_before_and_after_a_compaction_read_the_new_contai
     let left = prefixed(&all, &["gen-002/"]);
     all_restore(&src, &left);
 }
+
+/// The bug "gc while a job is suspended": a suspended move job's files
+/// were removed from the source and the source reclaimed; the resume then
+/// failed forever with "container ... is missing". The job's hold is
+/// durable in the tier until the job completes.
+#[test]
+fn gc_while_a_job_is_suspended_keeps_what_the_resume_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source_changing(&dir.path().join("src"), 83, 3, 30, 20_000, 40.0);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let state = dir.path().join("state");
+    let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).mode(Mode::Move).build().unwrap();
+    drop(crate::run_until(job, &state, &src, &dst, tierseed::Phase::Copy));
+    assert_eq!(src.job_holds().unwrap().len(), 1, "the suspended job holds its snapshot");
+    // Everything it selected goes from the source, which is then
+    // reclaimed in full, by another handle as another process would.
+    src.remove(&["gen-000", "gen-001", "gen-002"]).unwrap();
+    drop(src);
+    let src = LocalTier::open(dir.path().join("src")).unwrap();
+    let r = src.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap();
+    assert!(r.containers_pinned > 0, "{r:?}");
+    assert_eq!(r.containers_deleted + r.containers_compacted, 0, "{r:?}");
+    run_to_end(&mut Seeder::resume(&state, &src, &dst).unwrap());
+    check_target(&dst, &all);
+    // Done: the hold is released and the space comes back.
+    assert!(src.job_holds().unwrap().is_empty());
+    let r = src.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap();
+    assert!(r.containers_deleted > 0 && r.containers_pinned == 0, "{r:?}");
+}
+
+/// An abandoned job's hold is dropped by the next reclamation.
+#[test]
+fn gc_after_a_job_is_abandoned_drops_its_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source_changing(&dir.path().join("src"), 85, 2, 20, 20_000, 40.0);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let state = dir.path().join("state");
+    let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
+    drop(crate::run_until(job, &state, &src, &dst, tierseed::Phase::Copy));
+    src.remove(&["gen-000"]).unwrap();
+    let held = src.gc(GcOptions::default().threshold(1.0).dry_run(true), &SuspendHandle::default()).unwrap();
+    assert!(held.containers_pinned > 0, "{held:?}");
+    Seeder::abandon(&state).unwrap();
+    let r = src.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap();
+    assert_eq!(r.containers_pinned, 0, "{r:?}");
+    assert!(r.containers_deleted + r.containers_compacted > 0, "{r:?}");
+    assert!(src.job_holds().unwrap().is_empty());
+    // The target's hold (from its floor) goes the same way.
+    assert_eq!(dst.job_holds().unwrap().len(), 1);
+    dst.gc(GcOptions::default(), &SuspendHandle::default()).unwrap();
+    assert!(dst.job_holds().unwrap().is_empty());
+}
+
+/// The same through the real binary: a move killed mid-Copy, its files
+/// removed with `seed rm`, the source reclaimed with `seed gc` (which
+/// names the job holding containers), then `seed resume` completes.
+#[test]
+fn seed_gc_while_a_killed_move_waits_keeps_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source_changing(&dir.path().join("src"), 89, 2, 30, 20_000, 40.0);
+    drop(src);
+    let (s, d, st) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    let seed = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_seed"));
+        c.env("RUST_LOG", "error").env_remove("TIERSEED_CRASH_AT");
+        c
+    };
+    let mut cmd = seed();
+    cmd.args(["run", "--all", "--move", "--container-kib", "64", "--from"]).arg(&s).arg("--to").arg(&d).arg("--state").arg(&st);
+    cmd.stdout(std::process::Stdio::null());
+    crate::HeldJob::spawn(cmd, "copy.after_commit", 1).kill();
+    let o = seed().args(["rm", "--tier"]).arg(&s).args(["gen-000", "gen-001"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = seed().args(["gc", "--threshold", "1.0", "--tier"]).arg(&s).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("holds containers below"), "{out}");
+    let o = seed().args(["resume", "--from"]).arg(&s).arg("--to").arg(&d).arg("--state").arg(&st).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check_target(&LocalTier::open(&d).unwrap(), &all);
+    assert!(namespace(&LocalTier::open(&s).unwrap()).is_empty());
+}

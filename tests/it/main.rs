@@ -7,10 +7,12 @@ mod defects;
 mod engine;
 mod faults;
 mod fixtures;
+mod found;
 mod gc;
 mod multi;
 mod object;
 mod phf;
+mod rot;
 mod tier;
 
 use std::collections::BTreeMap;
@@ -136,4 +138,61 @@ pub fn run_to_end(job: &mut tierseed::Seeder<'_>) -> tierseed::Report {
 /// The files of `all` under any of `prefixes`.
 pub fn prefixed(all: &BTreeMap<String, Vec<u8>>, prefixes: &[&str]) -> BTreeMap<String, Vec<u8>> {
     all.iter().filter(|(p, _)| prefixes.iter().any(|x| p.starts_with(x))).map(|(p, b)| (p.clone(), b.clone())).collect()
+}
+
+/// A `seed` process stopped at a named point of its commit protocol
+/// (`TIERSEED_HOLD_AT`), still holding its locks: tests act on a job that
+/// is known to be mid-phase instead of racing a throttled one.
+pub struct HeldJob {
+    /// The process; `release` lets it go on, or the test kills it.
+    pub child: std::process::Child,
+    /// Its stderr lines after the hold began.
+    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+    release: tempfile::TempDir,
+}
+
+impl HeldJob {
+    /// Spawns `cmd` (stderr piped here) and returns once it is held at the
+    /// `n`-th arrival at `point`; panics with its stderr if it ends first.
+    pub fn spawn(mut cmd: std::process::Command, point: &str, n: u64) -> HeldJob {
+        use std::io::BufRead;
+        let release = tempfile::tempdir().unwrap();
+        cmd.env("TIERSEED_HOLD_AT", format!("{point}:{n}"))
+            .env("TIERSEED_HOLD_UNTIL", release.path().join("go"))
+            .env_remove("TIERSEED_CRASH_AT")
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if line.starts_with(&format!("tierseed: held at {point} ")) {
+                return HeldJob { child, lines, release };
+            }
+            seen.push(line);
+        }
+        let status = child.wait().unwrap();
+        panic!("the job ended ({status}) before reaching {point}:{n}; its stderr:\n{}", seen.join("\n"));
+    }
+
+    /// Lets the job go on from the point it is held at.
+    pub fn release(&self) {
+        std::fs::write(self.release.path().join("go"), b"").unwrap();
+    }
+
+    /// Releases the job and waits for it to end; returns its exit status
+    /// and the rest of its stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        self.release();
+        let lines = self.lines;
+        let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+        let status = self.child.wait().unwrap();
+        (status, drain.join().unwrap())
+    }
+
+    /// SIGKILLs the held job (it is still at its point).
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }

@@ -8,7 +8,7 @@
 //! `.ci/ceph.sh start DIR PORT` instead of starting one.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{OnceLock, RwLock};
@@ -160,29 +160,12 @@ fn ok(cmd: &mut Command) -> String {
     text
 }
 
-/// Runs `seed` with `args`, throttled to 2 MiB/s and logging events, and
-/// SIGKILLs it once `n` event lines starting with `event` have appeared.
-fn kill_after_events(c: &Cluster, args: &[&str], event: &str, n: usize) {
-    let mut child = seed_cmd(c)
-        .args(args)
-        .args(["--limit", "2", "--log-events"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut seen = 0;
-    for line in stderr.lines().map_while(Result::ok) {
-        if line.starts_with(event) {
-            seen += 1;
-            if seen == n {
-                break;
-            }
-        }
-    }
-    assert_eq!(seen, n, "the job ended before {n} lines of {event:?}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+/// Runs `seed` with `args` and SIGKILLs it while it is held right after
+/// its `n`-th Copy commit: mid-Copy for certain, however loaded the machine.
+fn kill_after_copy_commits(c: &Cluster, args: &[&str], n: u64) {
+    let mut cmd = seed_cmd(c);
+    cmd.args(args).stdout(Stdio::null());
+    crate::HeldJob::spawn(cmd, "copy.after_commit", n).kill();
 }
 
 fn restores_all(t: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
@@ -247,9 +230,8 @@ fn seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed() {
     let url = cfg.url();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let (srcp, meta, state) = (p("src"), p("meta"), p("state"));
-    // Throttled so the kill lands in Copy.
     let args = ["run", "--from", &srcp, "--to", &url, "--meta", &meta, "--state", &state, "--all", "--container-kib", "64"];
-    kill_after_events(c, &args, "event ContainerCopied", 3);
+    kill_after_copy_commits(c, &args, 3);
     let status = Seeder::status(&state).unwrap();
     assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
 
@@ -440,8 +422,9 @@ fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
     assert!(t.verify().unwrap().is_clean());
 }
 
-/// Runs a throttled job to the object tier in a thread, calls `fault` once
-/// Copy is under way, and returns the job's first outcome.
+/// Runs a throttled job to the object tier and calls `fault` from inside
+/// the job's 4th `ContainerCopied` event, so the fault lands mid-Copy
+/// however loaded the machine; returns the job's first outcome.
 fn job_under_fault(
     c: &Cluster,
     name: &str,
@@ -452,34 +435,22 @@ fn job_under_fault(
     let cfg = c.config(name);
     let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
     let copied = std::sync::atomic::AtomicU64::new(0);
+    let fault = std::sync::Mutex::new(Some(fault));
     let mut job = Seeder::builder(&src, &cloud, dir.path().join("state"))
         .selection(Selection::all())
         .limit_bytes_per_sec(3 << 20)
         .observer(|e: &tierseed::Event| {
-            if matches!(e, tierseed::Event::ContainerCopied { .. }) {
-                copied.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if matches!(e, tierseed::Event::ContainerCopied { .. })
+                && copied.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == 4
+                && let Some(f) = fault.lock().unwrap().take()
+            {
+                f();
             }
         })
         .build()
         .unwrap();
-    let done = std::sync::atomic::AtomicBool::new(false);
-    let fired = std::sync::atomic::AtomicBool::new(false);
-    let outcome = std::thread::scope(|s| {
-        s.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                if copied.load(std::sync::atomic::Ordering::SeqCst) >= 4 {
-                    fault();
-                    fired.store(true, std::sync::atomic::Ordering::SeqCst);
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        });
-        let r = job.run();
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        r
-    });
-    assert!(fired.load(std::sync::atomic::Ordering::SeqCst), "the job ended before the fault was injected");
+    let outcome = job.run();
+    assert!(fault.lock().unwrap().is_none(), "the job ended before the fault was injected");
     drop(job);
     drop(cloud);
     drop(src);
@@ -989,8 +960,8 @@ fn one_pass_to_a_local_and_an_object_target_sigkilled_mid_copy_then_resumed() {
     let url = cfg.url();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let (srcp, local, meta, state) = (p("src"), p("archive"), p("meta"), p("state"));
-    // The local target runs ahead of the bucket; throttled so the kill
-    // lands in Copy with the two at different places.
+    // The local target runs ahead of the bucket; the kill lands in Copy
+    // with the two at different places.
     let args = [
         "run",
         "--from",
@@ -1007,7 +978,7 @@ fn one_pass_to_a_local_and_an_object_target_sigkilled_mid_copy_then_resumed() {
         "--container-kib",
         "64",
     ];
-    kill_after_events(c, &args, "event TargetSealed", 5);
+    kill_after_copy_commits(c, &args, 5);
     let status = Seeder::status(&state).unwrap();
     assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
     let out = ok(seed_cmd(c).args(["resume", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state]));
@@ -1043,4 +1014,48 @@ fn resume_skipping_an_object_target_takes_its_meta_with_it() {
     assert!(text.contains("DROPPED (switch: not given to the resume"), "{text}");
     let archive = LocalTier::open(&local).unwrap();
     restores_all(&archive, &all);
+}
+
+/// Flips one byte, at `at`, of the bucket object `key`.
+fn rot_object(c: &Cluster, key: &str, at: usize) {
+    boto(
+        c,
+        "o=s3.get_object(Bucket=sys.argv[1],Key=sys.argv[2])['Body'].read()\n\
+         i=int(sys.argv[3]);b=bytearray(o);b[i]^=1\n\
+         s3.put_object(Bucket=sys.argv[1],Key=sys.argv[2],Body=bytes(b))",
+        &[BUCKET, key, &at.to_string()],
+    );
+}
+
+/// Issue 18 on the object tier: rot in a bucket object must not let a move
+/// delete the only good copy; the move reads back what the bucket had,
+/// retires the rotten copy and writes good bytes.
+#[test]
+fn rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy() {
+    let Some((c, _shared)) = shared("rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 61, 2, 30, 20 << 10);
+    let cfg = c.config("rot");
+    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    run_to_end(
+        &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
+    let id = Tier::container_ids(&cloud)
+        .unwrap()
+        .into_iter()
+        .find(|id| cloud.read_metadata(*id).unwrap().kind == tierseed::ContainerKind::Data)
+        .unwrap();
+    let meta = cloud.read_metadata(id).unwrap();
+    let victim = *meta.segments.iter().find(|s| s.codec == tierseed::Codec::Raw).expect("random data is stored raw");
+    let url = cloud.container_path(id).to_string_lossy().into_owned();
+    let key = url.strip_prefix(&format!("s3://{BUCKET}/")).unwrap().to_string();
+    rot_object(c, &key, 48 + 48 * meta.segments.len() + victim.offset as usize + victim.len as usize / 2);
+    let mut job =
+        Seeder::builder(&src, &cloud, dir.path().join("s2")).selection(Selection::all()).mode(Mode::Move).build().unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    assert!(src.all_files().unwrap().is_empty(), "the move left files in the source");
+    let home = cloud.locate(&[victim.fingerprint]).unwrap()[0];
+    assert!(home.is_some_and(|h| h != id), "{home:?}");
+    restores_all(&cloud, &all);
 }

@@ -287,3 +287,57 @@ fn tier_create_interrupted_before_rename_leaves_no_half_tier() {
     assert!(!leftover.exists(), "the leftover of a crashed create was kept");
     assert!(t.verify().unwrap().is_clean());
 }
+
+/// The bug "two processes creating one tier left it unusable": both built
+/// it in the same fixed temp directory, each deleting the other's half,
+/// and `db/MANIFEST-000001` went missing. Creation is now serialized: one
+/// wins, the others are refused and can open what it made.
+#[test]
+fn two_creators_of_one_tier_leave_one_whole_tier() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..6).map(|_| s.spawn(|| LocalTier::create(&path, small_config()).map(drop))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r, Error::NotATier { reason, .. } if reason.contains("already holds a tier")), "{r}");
+    }
+    let t = LocalTier::open(&path).unwrap();
+    t.ingest_reader("f", 0, &b"after the race"[..]).unwrap();
+    assert!(t.verify().unwrap().is_clean());
+
+    // The same with real processes: two `seed ingest --tier NEW` at once.
+    let input = dir.path().join("input");
+    fs::create_dir_all(&input).unwrap();
+    for i in 0..50 {
+        fs::write(input.join(format!("f{i}")), format!("file {i}").repeat(100)).unwrap();
+    }
+    for round in 0..4 {
+        let tier = dir.path().join(format!("new{round}"));
+        let spawn = || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_seed"))
+                .env("RUST_LOG", "error")
+                .args(["ingest", "--tier"])
+                .arg(&tier)
+                .arg(&input)
+                .output()
+        };
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(spawn);
+            let b = s.spawn(spawn);
+            (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+        });
+        let ok = [&a, &b].iter().filter(|o| o.status.success()).count();
+        assert!(ok >= 1, "round {round}: {} / {}", String::from_utf8_lossy(&a.stderr), String::from_utf8_lossy(&b.stderr));
+        for o in [&a, &b] {
+            if !o.status.success() {
+                assert!(String::from_utf8_lossy(&o.stderr).contains("locked"), "{}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
+        let t = LocalTier::open(&tier).unwrap();
+        assert!(t.verify().unwrap().is_clean());
+        assert_eq!(crate::namespace(&t).len(), 50, "round {round}");
+    }
+}
