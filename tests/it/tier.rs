@@ -172,10 +172,12 @@ fn verify_reports_a_flipped_bit_naming_the_container() {
     let report = tier.verify().unwrap();
     assert!(!report.is_clean());
     assert!(report.problems.iter().any(|p| p.contains(&id.to_string())), "{:?}", report.problems);
-    // Restoring the file now fails with an error naming container and segment; it never returns wrong bytes.
+    // The scrub retired the rotten copy: restoring the file now fails
+    // naming the file and the segment it lacks; it never returns wrong
+    // bytes.
     let mut out = Vec::new();
     let err = tier.restore("f", &mut out).unwrap_err();
-    assert!(matches!(err, Error::CorruptSegment { container, .. } if container == id), "{err}");
+    assert!(matches!(&err, Error::MissingSegment { path, .. } if path == "f"), "{err}");
 }
 
 #[test]
