@@ -665,44 +665,42 @@ fn real_main(cli: Cli) -> Result<i32> {
                 }
                 say!("restored {path} ({})", human(r?));
             } else {
-                {
-                    // A directory restore creates --out, as `cp -r` and
-                    // `restic restore --target` do; an existing file there
-                    // is refused.
-                    if out.exists() && !out.is_dir() {
-                        bail!("{path:?} is a directory in the tier, and --out {} is a file", out.display());
+                // A directory restore creates --out, as `cp -r` and
+                // `restic restore --target` do; an existing file there
+                // is refused.
+                if out.exists() && !out.is_dir() {
+                    bail!("{path:?} is a directory in the tier, and --out {} is a file", out.display());
+                }
+                let total = t.all_files()?.iter().filter(|e| under(&path, &e.path)).count();
+                let bar = ProgressBar::new(total as u64).with_style(
+                    ProgressStyle::with_template("restore [{bar:30}] {percent:>3}% {pos}/{len} files, {msg} ETA {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                let bytes = std::sync::atomic::AtomicU64::new(0);
+                let started = Instant::now();
+                // An object tier's reads wait on the network, not the
+                // CPU: more files in flight than cores.
+                let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+                let threads = threads.unwrap_or(if matches!(t, Opened::Object(_)) { cores.max(8) } else { cores });
+                let stats = t.restore_tree(&path, &out, threads, &|_, n| {
+                    let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
+                    bar.inc(1);
+                    let rate = b as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    bar.set_message(format!("{} at {}/s", human(b), human(rate as u64)));
+                });
+                bar.finish_and_clear();
+                let stats = stats?;
+                say!("restored {} files ({}) under {path:?} into {}", stats.files, human(stats.bytes), out.display());
+                if stats.failed > 0 {
+                    for (p, why) in &stats.failures {
+                        eprintln!("seed: not restored: {p:?}: {why}");
                     }
-                    let total = t.all_files()?.iter().filter(|e| under(&path, &e.path)).count();
-                    let bar = ProgressBar::new(total as u64).with_style(
-                        ProgressStyle::with_template("restore [{bar:30}] {percent:>3}% {pos}/{len} files, {msg} ETA {eta}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar())
-                            .progress_chars("=> "),
-                    );
-                    let bytes = std::sync::atomic::AtomicU64::new(0);
-                    let started = Instant::now();
-                    // An object tier's reads wait on the network, not the
-                    // CPU: more files in flight than cores.
-                    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-                    let threads = threads.unwrap_or(if matches!(t, Opened::Object(_)) { cores.max(8) } else { cores });
-                    let stats = t.restore_tree(&path, &out, threads, &|_, n| {
-                        let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
-                        bar.inc(1);
-                        let rate = b as f64 / started.elapsed().as_secs_f64().max(0.001);
-                        bar.set_message(format!("{} at {}/s", human(b), human(rate as u64)));
-                    });
-                    bar.finish_and_clear();
-                    let stats = stats?;
-                    say!("restored {} files ({}) under {path:?} into {}", stats.files, human(stats.bytes), out.display());
-                    if stats.failed > 0 {
-                        for (p, why) in &stats.failures {
-                            eprintln!("seed: not restored: {p:?}: {why}");
-                        }
-                        if stats.failed > stats.failures.len() as u64 {
-                            eprintln!("seed: and {} more not restored", stats.failed - stats.failures.len() as u64);
-                        }
-                        retire_rot(&tier, &metas, stats.failures.iter().map(|f| f.0.as_str()));
-                        bail!("{} of {} files under {path:?} could not be restored", stats.failed, stats.failed + stats.files);
+                    if stats.failed > stats.failures.len() as u64 {
+                        eprintln!("seed: and {} more not restored", stats.failed - stats.failures.len() as u64);
                     }
+                    retire_rot(&tier, &metas, stats.failures.iter().map(|f| f.0.as_str()));
+                    bail!("{} of {} files under {path:?} could not be restored", stats.failed, stats.failed + stats.files);
                 }
             }
         }

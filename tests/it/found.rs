@@ -248,3 +248,34 @@ fn ingest_follows_a_symlink_argument_and_skips_a_path_over_path_max() {
     let tier = LocalTier::open(&t2).unwrap();
     assert_eq!(crate::namespace(&tier).len(), 5, "the readable files were not stored");
 }
+
+#[test]
+fn a_suspended_job_file_job_is_resumed_with_its_job_file_and_the_gate_sees_its_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(synth_source(&dir.path().join("src"), 59, 1, 10, 4_000));
+    let job = dir.path().join("job.toml");
+    fs::write(&job, "source = \"src\"\ntargets = [\"dst\"]\nstate = \"state\"\n[selection]\nall = true\n").unwrap();
+    // Deferred at the switch: suspended, and the hint names the job file.
+    let o =
+        seed().current_dir(dir.path()).args(["run", "--switch-after", "2999-01-01T00:00", "--job"]).arg(&job).output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains(&format!("seed resume --job {}", job.display())), "{}", text(&o));
+    let o = seed().current_dir(dir.path()).args(["resume", "--job"]).arg(&job).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    // The gate is told which targets the files go to.
+    let src = LocalTier::open(dir.path().join("src")).unwrap();
+    let dst = LocalTier::create(dir.path().join("dst2"), small_config()).unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let mut job = Seeder::builder(&src, &dst, dir.path().join("st2"))
+        .selection(Selection::all())
+        .switch_gate(|r: &tierseed::SwitchRequest| {
+            seen.lock().unwrap().push(r.targets.clone());
+            tierseed::GateAnswer::Approve
+        })
+        .build()
+        .unwrap();
+    crate::run_to_end(&mut job);
+    drop(job);
+    assert_eq!(*seen.lock().unwrap(), vec![vec![dst.tier_id().unwrap().to_string()]]);
+}
