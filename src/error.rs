@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{ContainerId, Fingerprint};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

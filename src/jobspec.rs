@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::selection::Selection;
 use crate::engine::{Mode, VerifyLevel};
 use crate::error::{Error, Result};
-use crate::selection::Selection;
 
 /// A job as kept in a file. Unknown fields are an error, so a misspelt
 /// key is never silently ignored.
@@ -37,7 +37,7 @@ pub struct JobSpec {
     pub targets: Vec<PathBuf>,
     /// `"fail"` (default) or `"drop"`: what a failing target does to the job.
     #[serde(default)]
-    pub on_target_failure: crate::TargetFailure,
+    pub on_target_failure: crate::engine::TargetFailure,
     /// The job's state directory.
     pub state: PathBuf,
     /// Which files.
@@ -71,11 +71,11 @@ pub enum PhfSpec {
     Compact,
 }
 
-impl From<PhfSpec> for crate::PhfKind {
+impl From<PhfSpec> for crate::mark::phf::PhfKind {
     fn from(p: PhfSpec) -> Self {
         match p {
-            PhfSpec::Boomphf => crate::PhfKind::Boomphf,
-            PhfSpec::Compact => crate::PhfKind::Compact,
+            PhfSpec::Boomphf => crate::mark::phf::PhfKind::Boomphf,
+            PhfSpec::Compact => crate::mark::phf::PhfKind::Compact,
         }
     }
 }

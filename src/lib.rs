@@ -55,52 +55,43 @@
 // that says why it cannot happen. Unit tests unwrap freely.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-#[cfg(feature = "test-util")]
-#[doc(hidden)]
-pub mod bench_api;
-mod container;
-mod crashpoint;
-mod durable;
+// The layers, bottom up: error -> format -> tier -> mark -> engine -> gc;
+// `testing` holds the doors for tests. No module imports a higher layer.
 mod engine;
 mod error;
-mod faulty;
-mod fingerprint;
-#[cfg(feature = "test-util")]
-#[doc(hidden)]
-pub mod fuzzing;
+mod format;
 mod gc;
 mod jobspec;
-pub mod layout;
-mod local;
-mod pack;
-mod read;
-mod records;
-mod selection;
-#[cfg(feature = "test-util")]
-pub mod synth;
+mod mark;
+mod testing;
 mod tier;
-mod tree;
-mod walk;
 
-pub use crate::container::{decode_container, decode_segment};
-pub use crate::crashpoint::CRASH_POINTS;
-#[cfg(feature = "crash-points")]
-pub use crate::crashpoint::trace;
+pub use crate::engine::selection::Selection;
 pub use crate::engine::{
-    Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, PhfKind, Progress, Report, Seeder, SeederBuilder,
+    Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder,
     SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, TargetFailure, TargetReport, ThrottleHandle, VerifyLevel,
 };
 pub use crate::error::{Error, Result};
-pub use crate::faulty::{Fault, FaultKind, FaultyTier};
-pub use crate::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
+pub use crate::format::container::{decode_container, decode_segment};
+pub use crate::format::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
+pub use crate::format::layout;
 pub use crate::gc::{GcOptions, GcReport};
 pub use crate::jobspec::{JobSpec, ModeSpec, PhfSpec, SelectionSpec, VerifySpec, parse_age};
-pub use crate::local::{
+pub use crate::mark::PhfKind;
+pub use crate::testing::crashpoint::CRASH_POINTS;
+#[cfg(feature = "crash-points")]
+pub use crate::testing::crashpoint::trace;
+#[cfg(feature = "test-util")]
+pub use crate::testing::synth;
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub use crate::testing::{bench_api, fuzzing};
+pub use crate::tier::faulty::{Fault, FaultKind, FaultyTier};
+pub use crate::tier::local::{
     Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };
 #[cfg(feature = "s3")]
-pub use crate::local::{ObjectConfig, ObjectTier, RecoverReport};
-pub use crate::selection::Selection;
+pub use crate::tier::local::{ObjectConfig, ObjectTier, RecoverReport};
 pub use crate::tier::{
     Codec, ContainerKind, ContainerMeta, FileEntry, IndexEntry, JobHold, SegmentEntry, SourceTier, StoredSegment, TargetTier,
     Tier, TierId,

@@ -10,14 +10,14 @@ use std::path::{Path, PathBuf};
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
-use super::phv::Phv;
 use super::{Counters, Mode, Phase, Report, TargetFailure};
-use crate::ContainerId;
-use crate::durable::{Versioned, decode_record, decode_versioned, encode_record};
+use crate::engine::selection::Selection;
 use crate::error::{Error, Result};
-use crate::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file};
-use crate::records::{FileEntryV1, SelectionV1, mode_code, mode_from_code, phase_code, phase_from_code};
-use crate::selection::Selection;
+use crate::format::durable::{Versioned, decode_record, decode_versioned, encode_record};
+use crate::format::fingerprint::ContainerId;
+use crate::format::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file};
+use crate::format::records::{FileEntryV1, SelectionV1, mode_code, mode_from_code, phase_code, phase_from_code};
+use crate::mark::phv::Phv;
 use crate::tier::FileEntry;
 
 const CTX_MAGIC: &[u8; 4] = b"TSCX";
@@ -63,7 +63,7 @@ pub(crate) struct JobRecord {
     pub(crate) gamma: f64,
     /// Which PHF the job builds (persisted apart from [`JobV1`], under
     /// `phfkind`, so version 1 job records stay as they were).
-    pub(crate) phf: crate::PhfKind,
+    pub(crate) phf: crate::mark::phf::PhfKind,
     /// Reference time for `older_than`, fixed at creation so that a
     /// re-run of Select selects the same files.
     pub(crate) created: i64,
@@ -131,7 +131,7 @@ impl JobV1 {
             selection: self.selection.into(),
             mode: mode_from_code(self.mode, what)?,
             gamma: self.gamma,
-            phf: crate::PhfKind::Boomphf,
+            phf: crate::mark::phf::PhfKind::Boomphf,
             created: self.created,
             more_targets: Vec::new(),
             on_failure: TargetFailure::Fail,
@@ -492,7 +492,7 @@ impl Commit {
     }
     pub(crate) fn job(&mut self, j: &JobRecord) -> &mut Self {
         self.batch.put(K_JOB, encode_record(CTX_MAGIC, CTX_VERSION, &JobV1::from(j)));
-        if j.phf != crate::PhfKind::Boomphf {
+        if j.phf != crate::mark::phf::PhfKind::Boomphf {
             self.batch.put(K_PHF_KIND, encode_record(CTX_MAGIC, CTX_VERSION, &j.phf.code()));
         }
         if !j.more_targets.is_empty() || j.on_failure != TargetFailure::Fail {
@@ -614,7 +614,7 @@ impl Context {
                 std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
             }
         }
-        crate::durable::sync_dir(dir)?;
+        crate::format::durable::sync_dir(dir)?;
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_phf_file(&name) || name == JOB_LOCK {
@@ -622,7 +622,7 @@ impl Context {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
-        crate::durable::sync_dir(dir)?;
+        crate::format::durable::sync_dir(dir)?;
         drop(lock);
         Ok(())
     }
@@ -647,7 +647,7 @@ impl Context {
                 existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
             return Err(Error::JobExists { state_dir: dir.to_path_buf(), phase });
         }
-        crate::durable::create_dir_atomically(&ctx, &dir.join(JOB_CONTEXT_CREATING), |tmp| {
+        crate::format::durable::create_dir_atomically(&ctx, &dir.join(JOB_CONTEXT_CREATING), |tmp| {
             let db = Self::open_db(tmp, true)?;
             let mut c = Commit::default();
             c.job(job).progress(progress);
@@ -664,7 +664,7 @@ impl Context {
     }
 
     fn lock(dir: &Path) -> Result<File> {
-        crate::durable::take_lock(
+        crate::format::durable::take_lock(
             &dir.join(JOB_LOCK),
             "job state",
             "job in progress: another seed run/resume is using this state directory",
@@ -706,13 +706,13 @@ impl Context {
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
-        crate::crashpoint::hit("phase.before_commit");
+        crate::testing::crashpoint::hit("phase.before_commit");
         if let Err(e) = self.db.write_opt(c.batch, &wo) {
             let err = Error::db(self.dir.join(JOB_CONTEXT), e);
             self.poisoned = Some(err.to_string());
             return Err(err);
         }
-        crate::crashpoint::step("commit", "context");
+        crate::testing::crashpoint::step("commit", "context");
         Ok(())
     }
 
@@ -803,7 +803,7 @@ impl Reader<'_> {
             return Ok(None);
         };
         if let Some(code) = self.get::<u8>(K_PHF_KIND)? {
-            job.phf = crate::PhfKind::from_code(code)
+            job.phf = crate::mark::phf::PhfKind::from_code(code)
                 .ok_or_else(|| Error::corrupt_record(self.what(K_PHF_KIND), format!("unknown PHF kind {code}")))?;
         }
         if let Some(t) = self.get::<TargetsV1>(K_TARGETS)? {

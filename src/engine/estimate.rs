@@ -2,15 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::phf::Phf;
-use super::phv::Phv;
 use super::run::target_has;
-use super::walk::mark;
 use super::{Seeder, now_secs};
+use crate::engine::selection::Selection;
 use crate::error::Result;
-use crate::selection::Selection;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::mark::marks::mark;
+use crate::mark::phf::Phf;
+use crate::mark::phv::Phv;
 use crate::tier::{SourceTier, Tier};
-use crate::{ContainerId, Fingerprint};
 
 /// What a job with a given selection would do, computed without writing.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,11 +45,11 @@ impl Seeder<'_> {
     pub fn estimate(source: &dyn SourceTier, target: &dyn Tier, selection: &Selection) -> Result<Estimate> {
         // The reference time for `older_than` is now, as it is for a job
         // built now (a job fixes it at creation).
-        let (selected, others) = crate::selection::resolve(source, selection, now_secs())?;
+        let (selected, others) = crate::engine::selection::resolve(source, selection, now_secs())?;
         let snapshot = source.container_ids()?;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
         let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        let phf = Phf::build(source, &in_snapshot, crate::PhfKind::Boomphf, 1.7, threads)?;
+        let phf = Phf::build(source, &in_snapshot, crate::mark::phf::PhfKind::Boomphf, 1.7, threads)?;
         let mut wanted = Phv::zeroed(phf.keys);
         let mut kept = Phv::zeroed(phf.keys);
         let segments = mark(source, &phf, &in_snapshot, &selected, &mut wanted, &mut |_| {})?.distinct;

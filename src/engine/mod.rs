@@ -3,12 +3,10 @@
 
 pub(crate) mod context;
 mod estimate;
-pub(crate) mod phf;
-pub(crate) mod phv;
 mod prove;
 mod run;
+pub(crate) mod selection;
 mod verify;
-pub(crate) mod walk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,13 +14,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ContainerId;
+use crate::engine::selection::Selection;
 use crate::error::{Error, Result};
-use crate::selection::Selection;
+use crate::format::fingerprint::ContainerId;
 use crate::tier::{SourceTier, TargetTier};
 
+use crate::mark::phf::PhfKind;
 use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
-pub use phf::PhfKind;
 
 pub use estimate::Estimate;
 pub use verify::VerifyLevel;
@@ -53,7 +51,7 @@ pub enum TargetFailure {
     Drop,
 }
 
-crate::records::named_codes!(TargetFailure, "on-target-failure", { Fail => ("fail", 0), Drop => ("drop", 1) });
+crate::format::records::named_codes!(TargetFailure, "on-target-failure", { Fail => ("fail", 0), Drop => ("drop", 1) });
 
 /// What a job did on one of its targets.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -532,7 +530,7 @@ impl<'a> SeederBuilder<'a> {
     /// unfinished (or finished, not yet abandoned) job is there.
     pub fn build(self) -> Result<Seeder<'a>> {
         self.selection.matcher(0)?;
-        phf::check_gamma(self.gamma)?;
+        crate::mark::phf::check_gamma(self.gamma)?;
         if self.threads == 0 {
             return Err(Error::InvalidConfig("threads must be at least 1".into()));
         }
@@ -834,7 +832,7 @@ impl<'a> Seeder<'a> {
 
     /// Whether `state_dir` holds a job (running, suspended, failed or done).
     pub fn exists(state_dir: impl AsRef<Path>) -> bool {
-        state_dir.as_ref().join(crate::layout::JOB_CONTEXT).is_dir()
+        state_dir.as_ref().join(crate::format::layout::JOB_CONTEXT).is_dir()
     }
 
     /// Fails with [`Error::Locked`] ("job in progress") if a job is running

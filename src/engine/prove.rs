@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::{SegmentEntry, TargetTier};
-use crate::{ContainerId, Fingerprint};
 
 /// Reads each `(fingerprint, container)` back from the target container
 /// its index names, and hashes it. Returns, per item, whether its bytes
@@ -60,7 +60,7 @@ pub(super) fn prove_on_target(target: &dyn TargetTier, items: &[(Fingerprint, Co
             Err(e) => return Err(e),
         };
         for ((i, e), b) in asked.iter().zip(&bytes) {
-            proven[*i] = crate::container::check_stored(e, b, c).is_ok();
+            proven[*i] = crate::format::container::check_stored(e, b, c).is_ok();
         }
     }
     let suspects: Vec<(Fingerprint, ContainerId)> =

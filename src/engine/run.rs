@@ -8,20 +8,20 @@ use std::sync::mpsc::sync_channel;
 use rayon::prelude::*;
 
 use super::context::{Commit, FILES_PER_CHUNK, GateRecord, MarkSumRecord, PhfRef, ProgressRecord};
-use super::phf::Phf;
-use super::phv::Phv;
 use super::verify::{Verdict, verify_target};
-use super::walk::{SetSum, affected_files, mark};
 use super::{
     Event, GateAnswer, Mode, Outcome, Phase, Report, Seeder, SwitchRequest, SwitchStage, TargetFailure, ThrottleHandle,
     progress_of, targets_report,
 };
-use crate::crashpoint;
 use crate::error::{Error, Result};
-use crate::pack::{Batch, OwnedSegment, Packer, Sealed};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::mark::marks::{SetSum, affected_files, mark};
+use crate::mark::phf::Phf;
+use crate::mark::phv::Phv;
+use crate::testing::crashpoint;
+use crate::tier::pack::{Batch, OwnedSegment, Packer, Sealed};
 use crate::tier::{ContainerKind, SegmentEntry};
 use crate::tier::{FileEntry, TargetTier, Tier};
-use crate::{ContainerId, Fingerprint};
 
 /// Copy commits at least this often (in source containers) even when no
 /// target container is sealed, so a resume after a run of fully
@@ -329,7 +329,7 @@ impl<'a> Seeder<'a> {
     }
 
     fn select(&mut self, st: &mut State) -> Result<Flow> {
-        let (files, _) = crate::selection::resolve(self.source, &self.job.selection, self.job.created)?;
+        let (files, _) = crate::engine::selection::resolve(self.source, &self.job.selection, self.job.created)?;
         // The snapshot: containers written from now on are not this job's.
         let snapshot = self.source.container_ids()?;
         let c = &mut st.prog.counters;
@@ -359,7 +359,7 @@ impl<'a> Seeder<'a> {
         let snapshot = &st.snapshot;
         let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
         let phf = Phf::build(self.source, &in_snapshot, self.job.phf, self.job.gamma, self.threads)?;
-        let file = crate::layout::phf_file(&self.job_id());
+        let file = crate::format::layout::phf_file(&self.job_id());
         phf.persist(&self.ctx.dir().join(&file), self.job.gamma)?;
         let mut c = Commit::default();
         c.phf(&PhfRef { file, keys: phf.keys });
@@ -1283,7 +1283,7 @@ fn load_container(
     let segments: Vec<(SegmentEntry, u64, Vec<u8>)> = members
         .into_par_iter()
         .zip(bytes)
-        .map(|((e, slot), b)| crate::container::check_stored(&e, &b, id).map(|()| (e, slot, b)))
+        .map(|((e, slot), b)| crate::format::container::check_stored(&e, &b, id).map(|()| (e, slot, b)))
         .collect::<Result<_>>()?;
     let bytes = segments.iter().map(|s| s.2.len() as u64).sum();
     Ok(Loaded { index, id, kind: meta.kind, segments, bytes, skipped: false })

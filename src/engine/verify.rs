@@ -22,13 +22,13 @@ use std::collections::BTreeSet;
 
 use rayon::prelude::*;
 
-use super::phf::Phf;
-use super::phv::Phv;
-use super::walk::{Item, PhfMarks, Side, TableCache, ToExpand, walk};
 use crate::error::{Error, Result};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::tree::Recipe;
+use crate::mark::marks::{Item, PhfMarks, Side, TableCache, ToExpand, walk};
+use crate::mark::phf::Phf;
+use crate::mark::phv::Phv;
 use crate::tier::{FileEntry, SourceTier, TargetTier};
-use crate::tree::Recipe;
-use crate::{ContainerId, Fingerprint};
 
 /// How much Verify reads from the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -43,12 +43,12 @@ pub enum VerifyLevel {
     Full,
 }
 
-crate::records::named_codes!(VerifyLevel, "verify level", { Metadata => ("metadata", 0), Full => ("full", 1) });
+crate::format::records::named_codes!(VerifyLevel, "verify level", { Metadata => ("metadata", 0), Full => ("full", 1) });
 
 /// What a verification of the target found.
 pub(crate) struct Verdict {
     /// Distinct fingerprints reached on the target, and their checksum.
-    pub(crate) sum: super::walk::SetSum,
+    pub(crate) sum: crate::mark::marks::SetSum,
     /// Target containers whose metadata was read in step 3.
     pub(crate) containers: u64,
     /// Leaves whose bytes were read and hashed (`full` only).
@@ -274,7 +274,7 @@ pub(crate) fn verify_target(
                             which
                                 .par_iter()
                                 .zip(bytes.par_iter())
-                                .map(|(e, b)| crate::container::check_stored(e, b, cid).is_ok())
+                                .map(|(e, b)| crate::format::container::check_stored(e, b, cid).is_ok())
                                 .collect()
                         });
                         for (p, fine) in proven.iter().zip(&ok) {

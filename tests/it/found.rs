@@ -104,23 +104,8 @@ fn restore_of_long_names_rotten_files_and_a_new_out_dir() {
         (0..12).map(|i| (format!("d/f{i:02}"), (0..30_000).map(|_| rng.below(256) as u8).collect())).collect();
     t.ingest_many(files.iter().map(|(p, b)| (p.as_str(), 0, b.as_slice()))).unwrap();
     // One byte of rot in the largest data container (not the long name's).
-    let c = t
-        .container_ids()
-        .unwrap()
-        .into_iter()
-        .filter(|c| t.read_metadata(*c).unwrap().kind == tierseed::ContainerKind::Data)
-        .max_by_key(|c| t.read_metadata(*c).unwrap().data_len)
-        .unwrap();
-    let meta = t.read_metadata(c).unwrap();
-    let victim = meta.segments[0];
-    let path = t.container_path(c);
-    let mut bytes = fs::read(&path).unwrap();
-    bytes[48 + 48 * meta.segments.len() + victim.offset as usize + 1] ^= 0x01;
-    let mut perm = fs::metadata(&path).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perm.set_readonly(false);
-    fs::set_permissions(&path, perm).unwrap();
-    fs::write(&path, &bytes).unwrap();
+    let c = crate::rot::largest_data_container(&t);
+    let victim = crate::rot::rot_a_segment(&t, c);
     drop(t);
     // Through the binary: --out does not exist yet; every good file is
     // restored, each bad one named, and the exit is non-zero.
@@ -143,7 +128,7 @@ fn restore_of_long_names_rotten_files_and_a_new_out_dir() {
     assert!(good >= 1 && good < files.len(), "{good} of {} restored: {said}", files.len());
     // The restore found rot: the tier no longer counts the bad copy.
     let t = LocalTier::open(dir.path().join("t")).unwrap();
-    assert_eq!(t.locate(&[victim.fingerprint]).unwrap()[0], None, "{said}");
+    assert_eq!(t.locate(&[victim]).unwrap()[0], None, "{said}");
 }
 
 #[test]

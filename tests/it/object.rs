@@ -1059,3 +1059,28 @@ fn rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy() {
     assert!(home.is_some_and(|h| h != id), "{home:?}");
     restores_all(&cloud, &all);
 }
+
+/// Issue 18 on an object source: a suspended recall job's snapshot is
+/// held durably in the object tier, so gc of the bucket in the meantime
+/// deletes nothing the resume reads.
+#[test]
+fn gc_of_an_object_source_while_a_recall_is_suspended_keeps_its_snapshot() {
+    let Some((c, _shared)) = shared("gc_of_an_object_source_while_a_recall_is_suspended_keeps_its_snapshot") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 63, 2, 20, 16 << 10);
+    let cfg = c.config("gcsrc");
+    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    run_to_end(&mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::all()).build().unwrap());
+    drop(src);
+    let back = LocalTier::create(dir.path().join("back"), small_config()).unwrap();
+    let state = dir.path().join("s2");
+    let job = Seeder::builder(&cloud, &back, &state).selection(Selection::all()).mode(Mode::Move).build().unwrap();
+    drop(crate::run_until(job, &state, &cloud, &back, tierseed::Phase::Copy));
+    cloud.remove(&["gen-000", "gen-001"]).unwrap();
+    let r = cloud.gc(tierseed::GcOptions::default().threshold(1.0), &tierseed::SuspendHandle::default()).unwrap();
+    assert!(r.containers_pinned > 0 && r.containers_deleted + r.containers_compacted == 0, "{r:?}");
+    run_to_end(&mut Seeder::resume(&state, &cloud, &back).unwrap());
+    check_target(&back, &all);
+    let r = cloud.gc(tierseed::GcOptions::default().threshold(1.0), &tierseed::SuspendHandle::default()).unwrap();
+    assert!(r.containers_deleted > 0, "{r:?}");
+}

@@ -13,7 +13,7 @@ use tierseed::{
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
 
 /// Rewrites container file `c` of `t` with `f` applied to its bytes.
-fn tamper(t: &LocalTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {
+pub fn tamper(t: &LocalTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {
     let path = t.container_path(c);
     let mut bytes = fs::read(&path).unwrap();
     f(&mut bytes);
@@ -25,7 +25,7 @@ fn tamper(t: &LocalTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// The largest data container of `t`.
-fn largest_data_container(t: &LocalTier) -> ContainerId {
+pub fn largest_data_container(t: &LocalTier) -> ContainerId {
     t.container_ids()
         .unwrap()
         .into_iter()
@@ -37,7 +37,7 @@ fn largest_data_container(t: &LocalTier) -> ContainerId {
 /// Flips one byte in the data region of container `c` of `t`, inside a
 /// raw segment (every flipped bit of one changes its hash); returns that
 /// segment's fingerprint. The header and table still check out.
-fn rot_a_segment(t: &LocalTier, c: ContainerId) -> Fingerprint {
+pub fn rot_a_segment(t: &LocalTier, c: ContainerId) -> Fingerprint {
     let meta = t.read_metadata(c).unwrap();
     let victim = *meta.segments.iter().find(|s| s.codec == tierseed::Codec::Raw).expect("random data is stored raw");
     // The data region follows the 48-byte header and the table, 48 bytes

@@ -5,8 +5,8 @@
 //! empty file is a level-1 recipe with no children and a one-chunk file is
 //! a level-1 recipe with one child: one shape for every file.
 
-use crate::Fingerprint;
 use crate::error::{Error, Result};
+use crate::format::fingerprint::Fingerprint;
 
 const RECIPE_MAGIC: &[u8; 3] = b"TSR";
 const RECIPE_VERSION: u8 = 1;

@@ -6,10 +6,15 @@
 //! sees these traits; it never sees a path on disk, and a tier never sees
 //! the PHF or PHV.
 
+pub(crate) mod faulty;
+pub(crate) mod local;
+pub(crate) mod pack;
+pub(crate) mod read;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::{ContainerId, Fingerprint};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 
 /// Whether a container holds file data (L0 segments) or recipes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -33,12 +33,13 @@ use super::{
     Alloc, CF_META, CF_NAMESPACE, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, LocalTier, META_MAGIC, META_VERSION, TierRecord,
     TierRecordV1, cf, lock, synced,
 };
-use crate::container::{self, HEADER_LEN};
-use crate::durable::{self, decode_record, encode_record};
 use crate::error::{Error, Result};
-use crate::records::FileEntryV1;
+use crate::format::container::{self, HEADER_LEN};
+use crate::format::durable::{self, decode_record, encode_record};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::records::FileEntryV1;
+use crate::tier::local::TierConfig;
 use crate::tier::{ContainerMeta, FileEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};
-use crate::{ContainerId, Fingerprint, TierConfig};
 
 const STORE_MAGIC: &[u8; 4] = b"TSST";
 const STORE_VERSION: u16 = 1;
@@ -326,7 +327,7 @@ impl ObjectTier {
     }
 
     fn store_for(db: &DB, meta: &Path, object: &ObjectConfig) -> Result<Box<dyn ContainerStore>> {
-        let dbp = meta.join(crate::layout::TIER_DB);
+        let dbp = meta.join(crate::format::layout::TIER_DB);
         let bytes = db.get_cf(cf(db, CF_META), KEY_STORE).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| Error::NotATier {
             path: meta.to_path_buf(),
             reason: "it holds a directory tier, not an object tier's metadata: name the directory itself as the tier".into(),
@@ -419,7 +420,7 @@ fn store_record(object: &ObjectConfig) -> Vec<u8> {
 
 /// Fills a fresh metadata database from the bucket (recovery).
 fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> Result<()> {
-    let dbp = tmp.join(crate::layout::TIER_DB);
+    let dbp = tmp.join(crate::format::layout::TIER_DB);
     let dberr = |e: rocksdb::Error| Error::db(&dbp, e);
     let ids = store.list()?;
     let mut alloc = Alloc::default();
@@ -558,7 +559,7 @@ impl S3Store {
         // A multiplicative hash of the id: sequential ids land on
         // different prefixes, which object stores shard by.
         let hh = (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
-        self.key(&format!("containers/{hh:02x}/{}", crate::layout::container_file(id)))
+        self.key(&format!("containers/{hh:02x}/{}", crate::format::layout::container_file(id)))
     }
 
     fn journal_key(&self, seq: u64) -> String {
@@ -877,7 +878,7 @@ impl ContainerStore for S3Store {
 
     fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()> {
         self.put_create(&self.container_key(id), bytes)?;
-        crate::crashpoint::step("put", &crate::layout::container_file(id));
+        crate::testing::crashpoint::step("put", &crate::format::layout::container_file(id));
         Ok(())
     }
 
@@ -932,7 +933,7 @@ impl ContainerStore for S3Store {
         let mut ids = Vec::new();
         for k in self.list_keys("containers")? {
             let name = k.rsplit('/').next().unwrap_or_default();
-            match crate::layout::parse_container_file(name) {
+            match crate::format::layout::parse_container_file(name) {
                 // Only where this store would put it: a copy under another
                 // hash prefix is not a container of this tier.
                 Some(id) if self.container_key(id) == k => ids.push(id),
@@ -966,7 +967,7 @@ impl ContainerStore for S3Store {
             })
             .collect();
         self.put_create(&self.journal_key(seq), encode_record(JOURNAL_MAGIC, JOURNAL_VERSION, &record))?;
-        crate::crashpoint::hit("object.journaled_not_committed");
+        crate::testing::crashpoint::hit("object.journaled_not_committed");
         Ok(())
     }
 
@@ -992,7 +993,7 @@ impl ContainerStore for S3Store {
             self.put_create(&key, encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &record))?;
             parts += 1;
         }
-        crate::crashpoint::hit("object.checkpoint_before_manifest");
+        crate::testing::crashpoint::hit("object.checkpoint_before_manifest");
         let manifest = CheckpointV1 { seq, parts, files };
         self.put_create(&self.checkpoint_key(seq, "manifest"), encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &manifest))?;
         // Now the entries it includes, and older checkpoints, are redundant.
@@ -1067,7 +1068,11 @@ impl TargetTier for ObjectTier {
     fn container_target_size(&self) -> u64 {
         self.tier.container_target_size()
     }
-    fn write_container(&self, kind: crate::ContainerKind, segments: &[crate::StoredSegment<'_>]) -> Result<ContainerId> {
+    fn write_container(
+        &self,
+        kind: crate::tier::ContainerKind,
+        segments: &[crate::tier::StoredSegment<'_>],
+    ) -> Result<ContainerId> {
         self.tier.write_container(kind, segments)
     }
     fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {

@@ -3,24 +3,24 @@
 
 use serde::ser::{self, Serialize};
 
-use crate::container;
-use crate::engine::phf::Phf;
-use crate::engine::phv::Phv;
 use crate::error::Result;
+use crate::format::container;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::mark::phf::Phf;
+use crate::mark::phv::Phv;
 use crate::tier::ContainerKind;
 use crate::tier::SourceTier;
-use crate::{ContainerId, Fingerprint};
 
 /// A built PHF.
 pub struct PhfHandle(Phf);
 
 /// Builds the PHF over every fingerprint of `source`, streaming its index.
 pub fn build_phf(source: &dyn SourceTier, gamma: f64, threads: usize) -> Result<PhfHandle> {
-    Phf::build(source, &|_| true, crate::PhfKind::Boomphf, gamma, threads).map(PhfHandle)
+    Phf::build(source, &|_| true, crate::mark::phf::PhfKind::Boomphf, gamma, threads).map(PhfHandle)
 }
 
 /// Builds a PHF of the given kind over every fingerprint of `source`.
-pub fn build_phf_kind(source: &dyn SourceTier, kind: crate::PhfKind, threads: usize) -> Result<PhfHandle> {
+pub fn build_phf_kind(source: &dyn SourceTier, kind: crate::mark::phf::PhfKind, threads: usize) -> Result<PhfHandle> {
     Phf::build(source, &|_| true, kind, 1.7, threads).map(PhfHandle)
 }
 
@@ -211,9 +211,9 @@ impl ser::SerializeMap for &mut Counter {
 /// Encodes a recipe segment of `level` over `children` (fingerprint,
 /// logical length), for building large synthetic tiers quickly.
 pub fn encode_recipe(level: u8, children: &[(Fingerprint, u64)]) -> Vec<u8> {
-    crate::tree::Recipe {
+    crate::format::tree::Recipe {
         level,
-        children: children.iter().map(|(f, n)| crate::tree::Child { fingerprint: *f, len: *n }).collect(),
+        children: children.iter().map(|(f, n)| crate::format::tree::Child { fingerprint: *f, len: *n }).collect(),
     }
     .encode()
 }

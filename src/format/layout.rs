@@ -3,7 +3,7 @@
 //! tier or a job's state directory can use them; tierseed itself uses
 //! nothing else.
 
-use crate::ContainerId;
+use crate::format::fingerprint::ContainerId;
 
 /// A local tier's RocksDB directory (index, namespace, meta); its presence
 /// is what makes a directory a tier.

@@ -25,7 +25,7 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8], read_only: bool) -> Resul
         let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        crate::crashpoint::step("fsync", &path.file_name().unwrap_or_default().to_string_lossy());
+        crate::testing::crashpoint::step("fsync", &path.file_name().unwrap_or_default().to_string_lossy());
         if read_only {
             let mut perm = f.metadata()?.permissions();
             perm.set_readonly(true);
@@ -33,7 +33,7 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8], read_only: bool) -> Resul
         }
         drop(f);
         fs::rename(&tmp, path)?;
-        crate::crashpoint::step("rename", &path.file_name().unwrap_or_default().to_string_lossy());
+        crate::testing::crashpoint::step("rename", &path.file_name().unwrap_or_default().to_string_lossy());
         Ok(())
     })();
     if let Err(e) = result {
@@ -46,7 +46,7 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8], read_only: bool) -> Resul
 /// Fsyncs a directory so that renames and unlinks in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
-    crate::crashpoint::step("fsync-dir", &dir.file_name().unwrap_or_default().to_string_lossy());
+    crate::testing::crashpoint::step("fsync-dir", &dir.file_name().unwrap_or_default().to_string_lossy());
     Ok(())
 }
 

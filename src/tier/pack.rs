@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 
 use crate::error::Result;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::{Codec, ContainerKind, StoredSegment, TargetTier};
-use crate::{ContainerId, Fingerprint};
 
 /// A segment as stored, owned: what a packer holds until it seals.
 pub(crate) struct OwnedSegment {

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::tree::Recipe;
 use crate::tier::SourceTier;
 use crate::tier::{ContainerMeta, SegmentEntry};
-use crate::tree::Recipe;
-use crate::{ContainerId, Fingerprint};
 
 /// Containers' tables, looked up by fingerprint, kept across the reads of
 /// a tier's restores. A restore of many small files reads the same few
@@ -96,7 +96,7 @@ pub(crate) fn fetch_located(
             ));
         }
         for (e, b) in which.iter().zip(bytes) {
-            out.push(crate::container::open_segment(e, b, cid)?);
+            out.push(crate::format::container::open_segment(e, b, cid)?);
         }
         i = j;
     }

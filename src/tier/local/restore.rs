@@ -6,13 +6,13 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{LocalTier, lock, paths::safe_join, validate_path};
-use crate::container;
 use crate::error::{Error, Result};
-use crate::read::read_file;
+use crate::format::container;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::tree::Recipe;
+use crate::mark::walk::{Item, RecipeSet, Side, TableCache, ToExpand, walk};
+use crate::tier::read::read_file;
 use crate::tier::{FileEntry, Tier};
-use crate::tree::Recipe;
-use crate::walk::{Item, RecipeSet, Side, TableCache, ToExpand, walk};
-use crate::{ContainerId, Fingerprint};
 
 /// What [`LocalTier::restore_tree`] restored, and what it could not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,7 +135,7 @@ impl LocalTier {
         }
         let mut entries = Vec::new();
         self.for_each_file(&mut |e| {
-            if crate::selection::prefix_matches(prefix, &e.path) {
+            if crate::engine::selection::prefix_matches(prefix, &e.path) {
                 entries.push(e);
             }
             Ok(())
@@ -217,7 +217,7 @@ impl LocalTier {
             }
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
-            crate::durable::sync_dir(&parent)?;
+            crate::format::durable::sync_dir(&parent)?;
             Ok(n)
         })();
         if result.is_err() {

@@ -3,9 +3,9 @@
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
-use crate::{ContainerId, Fingerprint};
 
 /// The kind of call a [`Fault`] targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -148,10 +148,10 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::tree::{Child, Recipe};
 use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry};
 use crate::tier::{FileEntry, SourceTier, Tier, TierId};
-use crate::tree::{Child, Recipe};
-use crate::{ContainerId, Fingerprint};
 
 /// Marker in bytes 8..16 of a synthetic data fingerprint.
 const DATA_MARK: &[u8; 8] = b"TSsynthD";
@@ -219,7 +219,7 @@ impl SynthSource {
     pub fn new(leaves: u64, per_container: u64, leaves_per_file: u64, fanout: usize) -> SynthSource {
         let per_container = per_container.max(1);
         let leaves_per_file = leaves_per_file.max(1);
-        let fanout = fanout.clamp(2, crate::tree::MAX_FANOUT);
+        let fanout = fanout.clamp(2, crate::format::tree::MAX_FANOUT);
         let data_containers = leaves.div_ceil(per_container);
         let n_files = leaves.div_ceil(leaves_per_file);
         // Build every file's tree in parallel; each yields its recipes.

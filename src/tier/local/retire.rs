@@ -20,10 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{CF_INDEX, CF_META, KEY_ALLOC, LocalTier, META_MAGIC, META_VERSION, cf, decode_container_id, lock, synced};
-use crate::durable::encode_record;
 use crate::error::{Error, Result};
+use crate::format::durable::encode_record;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::Tier;
-use crate::{ContainerId, Fingerprint};
 
 /// Prefix of the keys that name retired containers (`retired/<id:016x>`).
 const RETIRED: &str = "retired/";
@@ -139,7 +139,7 @@ impl LocalTier {
         };
         let mut good = BTreeSet::new();
         for (e, b) in listed.iter().zip(&bytes) {
-            if crate::container::check_stored(e, b, c).is_ok() {
+            if crate::format::container::check_stored(e, b, c).is_ok() {
                 good.insert(e.fingerprint);
             }
         }

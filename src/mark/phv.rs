@@ -3,8 +3,8 @@
 
 use bitvec::prelude::*;
 
-use crate::durable::{open_envelope, seal_envelope};
 use crate::error::{Error, Result};
+use crate::format::durable::{open_envelope, seal_envelope};
 
 /// Words per persisted chunk (128 bytes). PHF slots are random with
 /// respect to container order, so clearing one container's worth of

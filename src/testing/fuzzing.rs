@@ -1,21 +1,21 @@
 //! Entry points for the fuzzers in `fuzz/` (hidden from the docs; not a
 //! stable API). Each must never panic, whatever the input.
 
-use crate::engine::phf::Phf;
-use crate::engine::phv::Phv;
-use crate::tree::Recipe;
-use crate::{ContainerId, Fingerprint};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::tree::Recipe;
+use crate::mark::phf::Phf;
+use crate::mark::phv::Phv;
 
 /// Decodes `data` as a container (whole-file decoder and metadata parser).
 pub fn container(data: &[u8]) -> bool {
-    crate::container::decode_container(data, ContainerId(0)).is_ok()
+    crate::format::container::decode_container(data, ContainerId(0)).is_ok()
 }
 
 /// Decodes `data` as every record type the project persists: context
 /// records, tier records, namespace entries, PHV chunks, PHF blobs and
 /// recipe segments. Returns how many decoders accepted it.
 pub fn records(data: &[u8]) -> usize {
-    let mut ok = crate::engine::context::fuzz_decode(data) + crate::local::fuzz_decode(data);
+    let mut ok = crate::engine::context::fuzz_decode(data) + crate::tier::local::fuzz_decode(data);
     let mut phv = Phv::zeroed(64 * 64 * 3 + 7);
     for i in 0..3 {
         ok += usize::from(phv.load_chunk(i, data).is_ok());
@@ -33,7 +33,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::durable::seal_envelope;
+    use crate::format::durable::seal_envelope;
 
     proptest! {
         // The fuzz targets' twins, run by `cargo test`.

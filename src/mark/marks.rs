@@ -1,15 +1,15 @@
-//! The engine's uses of the tree walk (`crate::walk`): Mark over the
+//! The engine's uses of the tree walk (`crate::mark::walk`): Mark over the
 //! source with marks kept as bits per PHF slot, and naming the files a
 //! problem affects (a failed Verify, a container lost mid-job).
 
 use super::phf::Phf;
 use super::phv::Phv;
 use crate::error::{Error, Result};
-use crate::read::decode_recipes;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::tree::Recipe;
+pub(crate) use crate::mark::walk::{Item, Marks, RecipeSet, SetSum, Side, TableCache, ToExpand, Walked, walk};
+use crate::tier::read::decode_recipes;
 use crate::tier::{FileEntry, SourceTier};
-use crate::tree::Recipe;
-pub(crate) use crate::walk::{Item, Marks, RecipeSet, SetSum, Side, TableCache, ToExpand, Walked, walk};
-use crate::{ContainerId, Fingerprint};
 
 /// Marks kept as bits per PHF slot: `seen` (the PHV itself in Mark) and
 /// `expanded`, so memory stays a few bits per key, with no per-fingerprint

@@ -9,13 +9,13 @@
 //! points to it, and never while a pin (a running job's snapshot) holds it.
 
 use crate::engine::SuspendHandle;
-use crate::engine::phf::Phf;
-use crate::engine::phv::Phv;
 use crate::error::{Error, Result};
-use crate::local::{GcRecord, LocalTier};
-use crate::pack::OwnedSegment;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::mark::phf::Phf;
+use crate::mark::phv::Phv;
+use crate::tier::local::{GcRecord, LocalTier};
+use crate::tier::pack::OwnedSegment;
 use crate::tier::{ContainerMeta, JobHold, Tier};
-use crate::{ContainerId, Fingerprint};
 
 /// How a reclamation runs.
 #[derive(Clone, Copy, Debug)]
@@ -89,11 +89,11 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
     let holds = live_holds(tier, opts.dry_run)?;
     let files = tier.all_files()?;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let phf = Phf::build(tier, &|_| true, crate::PhfKind::Boomphf, 1.7, threads)?;
+    let phf = Phf::build(tier, &|_| true, crate::mark::phf::PhfKind::Boomphf, 1.7, threads)?;
     let mut live = Phv::zeroed(phf.keys);
     // A tree that reaches a segment the index lacks is a corrupt tier:
     // marking fails and nothing is reclaimed.
-    crate::engine::walk::mark(tier, &phf, &|_| true, &files, &mut live, &mut |_| {}).inspect_err(|e| tier.retire_after(e))?;
+    crate::mark::marks::mark(tier, &phf, &|_| true, &files, &mut live, &mut |_| {}).inspect_err(|e| tier.retire_after(e))?;
     let next = tier.container_ids()?.last().map_or(0, |c| c.0 + 1);
     let mut record = match tier.gc_record()? {
         Some(r) if !opts.dry_run => r,
@@ -122,7 +122,7 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
         let retired = tier.is_retired(id)?;
         let meta = match tier.read_metadata(id) {
             Ok(m) if !retired => m,
-            Ok(_) => ContainerMeta { id, kind: crate::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
+            Ok(_) => ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
             // Deleted already (a resumed run), or never there.
             Err(Error::MissingContainer { .. }) => continue,
             Err(e) if e.is_rot() => {
@@ -133,9 +133,9 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
                         return Err(e);
                     }
                 }
-                ContainerMeta { id, kind: crate::ContainerKind::Data, segments: Vec::new(), data_len: 0 }
+                ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 }
             }
-            Err(_) if retired => ContainerMeta { id, kind: crate::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
+            Err(_) if retired => ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
             Err(e) => return Err(e),
         };
         let sorted = sort(tier, &phf, &live, id, &meta.segments)?;
@@ -157,7 +157,7 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
                 let mut rotten = Vec::new();
                 for (e, b) in sorted.live.iter().zip(stored) {
                     // Moved bytes are verified like copied ones.
-                    if crate::container::check_stored(e, &b, id).is_err() {
+                    if crate::format::container::check_stored(e, &b, id).is_err() {
                         rotten.push((e.fingerprint, id));
                     }
                     segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b, raw_len: e.raw_len, codec: e.codec });
@@ -202,8 +202,8 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
 fn live_holds(tier: &LocalTier, dry_run: bool) -> Result<Vec<JobHold>> {
     let mut live = Vec::new();
     for h in tier.job_holds()? {
-        let alive = match crate::Seeder::status(&h.state_dir) {
-            Ok(p) => p.job_id == h.job_id.to_string() && p.next_phase != crate::Phase::Done,
+        let alive = match crate::engine::Seeder::status(&h.state_dir) {
+            Ok(p) => p.job_id == h.job_id.to_string() && p.next_phase != crate::engine::Phase::Done,
             Err(e) if matches!(e.root(), Error::NoJob { .. }) => false,
             Err(e) => {
                 log::warn!(

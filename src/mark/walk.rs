@@ -6,15 +6,15 @@
 //! each supplies a [`Side`] (where nodes live, what to do with them) and
 //! [`Marks`] (what was reached and expanded). Restoring a file is the one
 //! walk that is not this: it must stream leaves in file order
-//! ([`crate::read::read_file`]).
+//! ([`crate::tier::read::read_file`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::tree::Recipe;
 use crate::tier::{FileEntry, SegmentEntry, Tier};
-use crate::tree::Recipe;
-use crate::{ContainerId, Fingerprint};
 
 /// Items looked up in the index per batch while walking.
 const WALK_BATCH: usize = 4096;
@@ -216,7 +216,7 @@ impl<'a> TableCache<'a> {
             });
         }
         for ((i, e), b) in at.into_iter().zip(&which).zip(bytes) {
-            out[i] = crate::container::open_segment(e, b, cid);
+            out[i] = crate::format::container::open_segment(e, b, cid);
         }
         Ok(out)
     }

@@ -11,9 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Fingerprint;
 use crate::engine::{Mode, Phase};
 use crate::error::{Error, Result};
+use crate::format::fingerprint::Fingerprint;
 use crate::tier::FileEntry;
 
 /// Gives a fieldless enum its name (`name`, `Display`, `FromStr`) and its

@@ -7,11 +7,11 @@
 use std::fs::{self, File};
 use std::path::PathBuf;
 
-use crate::ContainerId;
-use crate::container;
-use crate::durable::{self, TEMP_SUFFIX};
 use crate::error::{Error, Result};
-use crate::layout::{container_file, parse_container_file};
+use crate::format::container;
+use crate::format::durable::{self, TEMP_SUFFIX};
+use crate::format::fingerprint::ContainerId;
+use crate::format::layout::{container_file, parse_container_file};
 use crate::tier::{ContainerMeta, SegmentEntry};
 
 /// One namespace change, as journaled to a store that keeps a copy of the
@@ -19,14 +19,14 @@ use crate::tier::{ContainerMeta, SegmentEntry};
 #[derive(Clone, Debug)]
 pub(crate) enum NamespaceOp {
     /// Insert or replace the entry.
-    Put(crate::FileEntry),
+    Put(crate::tier::FileEntry),
     /// Remove the entry for this path.
     Delete(String),
 }
 
 /// Reads the namespace a page at a time: up to `limit` entries in path
 /// order after `after` (empty at the end).
-pub(crate) type NamespacePages<'a> = dyn FnMut(Option<&str>, usize) -> Result<Vec<crate::FileEntry>> + 'a;
+pub(crate) type NamespacePages<'a> = dyn FnMut(Option<&str>, usize) -> Result<Vec<crate::tier::FileEntry>> + 'a;
 
 /// The container bytes of one tier. Every method's durability is the
 /// tier's: when `put` or `delete` returns `Ok`, the change survives a

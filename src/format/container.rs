@@ -15,7 +15,7 @@ use std::path::Path;
 use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 
 use crate::error::{Error, Result};
-use crate::{ContainerId, Fingerprint};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 
 pub(crate) const MAGIC: &[u8; 4] = b"TSCN";
 /// The version this build writes.

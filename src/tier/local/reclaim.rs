@@ -10,10 +10,10 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::{Alloc, CF_INDEX, CF_META, KEY_ALLOC, LocalTier, META_MAGIC, META_VERSION, cf, lock, synced};
-use crate::ContainerId;
-use crate::durable::{decode_record, encode_record};
 use crate::error::{Error, Result};
-use crate::pack::OwnedSegment;
+use crate::format::durable::{decode_record, encode_record};
+use crate::format::fingerprint::ContainerId;
+use crate::tier::pack::OwnedSegment;
 use crate::tier::{ContainerKind, StoredSegment};
 
 /// Key of the reclamation cursor in the `meta` column family.
@@ -67,7 +67,12 @@ impl LocalTier {
     /// the reclamation cursor, and a note that its file is to be deleted;
     /// then deletes the file and the note. A crash before the batch changes
     /// nothing; after it, the note makes the next open finish the deletion.
-    pub(crate) fn gc_drop(&self, id: ContainerId, dead: &[(crate::Fingerprint, u64, u64)], record: &GcRecord) -> Result<()> {
+    pub(crate) fn gc_drop(
+        &self,
+        id: ContainerId,
+        dead: &[(crate::format::fingerprint::Fingerprint, u64, u64)],
+        record: &GcRecord,
+    ) -> Result<()> {
         self.check_poison()?;
         let _writers = lock(&self.reserved);
         let mut alloc = lock(&self.alloc);
@@ -85,10 +90,10 @@ impl LocalTier {
         batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, next));
         batch.put_cf(cf(&self.db, CF_META), KEY_GC, encode_record(META_MAGIC, 1, record));
         batch.put_cf(cf(&self.db, CF_META), delete_key(id), []);
-        crate::crashpoint::hit("gc.before_batch");
+        crate::testing::crashpoint::hit("gc.before_batch");
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
-        crate::crashpoint::hit("gc.before_unlink");
+        crate::testing::crashpoint::hit("gc.before_unlink");
         Ok(())
     }
 
@@ -101,7 +106,7 @@ impl LocalTier {
         id: ContainerId,
         kind: ContainerKind,
         live: &[OwnedSegment],
-        dead: &[(crate::Fingerprint, u64, u64)],
+        dead: &[(crate::format::fingerprint::Fingerprint, u64, u64)],
         record: &GcRecord,
     ) -> Result<ContainerId> {
         self.check_poison()?;
@@ -117,7 +122,7 @@ impl LocalTier {
             .iter()
             .map(|s| StoredSegment { fingerprint: s.fingerprint, bytes: &s.bytes, raw_len: s.raw_len, codec: s.codec })
             .collect();
-        let bytes = crate::container::encode(new, kind, &stored);
+        let bytes = crate::format::container::encode(new, kind, &stored);
         let r = self.store.put(new, bytes);
         self.poison(r)?;
         let mut batch = WriteBatch::default();
@@ -144,7 +149,12 @@ impl LocalTier {
     /// index batch out, and no other writer re-points an entry whose
     /// container is readable), and the counters without them and the
     /// container.
-    fn unindex(&self, batch: &mut WriteBatch, dead: &[(crate::Fingerprint, u64, u64)], alloc: &Alloc) -> Alloc {
+    fn unindex(
+        &self,
+        batch: &mut WriteBatch,
+        dead: &[(crate::format::fingerprint::Fingerprint, u64, u64)],
+        alloc: &Alloc,
+    ) -> Alloc {
         let index = cf(&self.db, CF_INDEX);
         let mut next = *alloc;
         let mut seen = HashSet::new();

@@ -24,15 +24,15 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
-use crate::container;
-use crate::durable::{self, decode_record, encode_record};
 use crate::error::{Error, Result};
-use crate::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS, container_file};
-use crate::records::{FileEntryV1, TierConfigV1};
+use crate::format::container;
+use crate::format::durable::{self, decode_record, encode_record};
+use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS, container_file};
+use crate::format::records::{FileEntryV1, TierConfigV1};
+use crate::format::tree::MAX_FANOUT;
 use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
-use crate::tree::MAX_FANOUT;
-use crate::{ContainerId, Fingerprint};
 
 pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
@@ -270,7 +270,7 @@ pub struct LocalTier {
     /// number (unused for a store that keeps no journal).
     ns_seq: Mutex<u64>,
     /// Container tables kept for restores (never for presence checks).
-    tables: crate::read::Tables,
+    tables: crate::tier::read::Tables,
     id: TierId,
     config: TierConfig,
     alloc: Mutex<Alloc>,
@@ -371,7 +371,7 @@ impl LocalTier {
             if !object {
                 durable::sync_dir(&containers)?;
             }
-            crate::crashpoint::hit("tier.create_before_rename");
+            crate::testing::crashpoint::hit("tier.create_before_rename");
             Ok(())
         })
     }
@@ -499,7 +499,7 @@ impl LocalTier {
             db,
             store,
             ns_seq: Mutex::new(ns_seq),
-            tables: crate::read::Tables::default(),
+            tables: crate::tier::read::Tables::default(),
             id: uuid::Uuid::from_bytes(record.id),
             config: record.config(),
             alloc: Mutex::new(alloc),
@@ -621,7 +621,7 @@ impl LocalTier {
         self.for_each_file(&mut |e| {
             let mut matched = false;
             for (i, p) in prefixes.iter().enumerate() {
-                if crate::selection::prefix_matches(p, &e.path) {
+                if crate::engine::selection::prefix_matches(p, &e.path) {
                     hit[i] = true;
                     matched = true;
                 }
@@ -644,7 +644,7 @@ impl LocalTier {
     /// crash, an error or `suspend` goes on from its durable cursor the
     /// next time. Refuses while an ingest session is open on this handle;
     /// containers pinned by a running job are kept.
-    pub fn gc(&self, opts: crate::GcOptions, suspend: &crate::SuspendHandle) -> Result<crate::GcReport> {
+    pub fn gc(&self, opts: crate::gc::GcOptions, suspend: &crate::engine::SuspendHandle) -> Result<crate::gc::GcReport> {
         crate::gc::run(self, opts, suspend)
     }
 
@@ -951,7 +951,7 @@ impl TargetTier for LocalTier {
             self.indexed.notify_all();
             r?;
         }
-        crate::crashpoint::hit("tier.sealed_not_indexed");
+        crate::testing::crashpoint::hit("tier.sealed_not_indexed");
         let mut alloc = lock(&self.alloc);
         while alloc.next_container != id.0 {
             self.check_poison()?;
@@ -1069,7 +1069,7 @@ impl LocalTier {
         batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, &next));
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
-        crate::crashpoint::step("index", &container_file(id));
+        crate::testing::crashpoint::step("index", &container_file(id));
         **alloc = next;
         Ok(id)
     }

@@ -11,11 +11,11 @@ use ph::fmph::{GOBuildConf, GOConf, GOFunction, TwoToPowerBitsStatic};
 use ph::seedable_hash::BuildWyHash;
 use serde::{Deserialize, Serialize};
 
-use crate::durable::{encode_record, write_durable};
 use crate::error::{Error, Result};
-use crate::fingerprint::PhfKey;
+use crate::format::durable::{encode_record, write_durable};
+use crate::format::fingerprint::PhfKey;
+use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::SourceTier;
-use crate::{ContainerId, Fingerprint};
 
 const PHF_MAGIC: &[u8; 4] = b"TSPH";
 /// Version 1 blobs hold a boomphf function (and are still what a boomphf
@@ -52,7 +52,7 @@ pub enum PhfKind {
     Compact,
 }
 
-crate::records::named_codes!(PhfKind, "PHF kind", { Boomphf => ("boomphf", 0), Compact => ("compact", 1) });
+crate::format::records::named_codes!(PhfKind, "PHF kind", { Boomphf => ("boomphf", 0), Compact => ("compact", 1) });
 
 type CompactFn = GOFunction<TwoToPowerBitsStatic<4>, TwoToPowerBitsStatic<2>, BuildWyHash>;
 
@@ -227,9 +227,9 @@ impl Phf {
     /// Checks and decodes blob bytes.
     pub(crate) fn decode(bytes: &[u8], name: &str, expected_keys: u64) -> Result<Phf> {
         let what = || format!("PHF blob {name}");
-        let blob = match crate::durable::decode_versioned::<PhfBlobV2, PhfBlob>(PHF_MAGIC, PHF_VERSION, bytes, &what)? {
-            crate::durable::Versioned::V1(b) => b,
-            crate::durable::Versioned::Current(b) => return Self::decode_v2(b, &what, expected_keys),
+        let blob = match crate::format::durable::decode_versioned::<PhfBlobV2, PhfBlob>(PHF_MAGIC, PHF_VERSION, bytes, &what)? {
+            crate::format::durable::Versioned::V1(b) => b,
+            crate::format::durable::Versioned::Current(b) => return Self::decode_v2(b, &what, expected_keys),
         };
         if blob.boomphf_version != BOOMPHF_VERSION {
             return Err(Error::corrupt_record(

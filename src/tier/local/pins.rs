@@ -16,9 +16,9 @@ use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
 use super::{CF_META, LocalTier, META_MAGIC, cf, synced};
-use crate::ContainerId;
-use crate::durable::{decode_record, encode_record};
 use crate::error::{Error, Result};
+use crate::format::durable::{decode_record, encode_record};
+use crate::format::fingerprint::ContainerId;
 use crate::tier::JobHold;
 
 /// Prefix of the hold records' keys.

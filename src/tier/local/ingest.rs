@@ -10,13 +10,13 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::{LocalTier, validate_path};
-use crate::Fingerprint;
-use crate::container::compress;
 use crate::error::{Error, Result};
-use crate::pack::{OwnedSegment, Packer};
+use crate::format::container::compress;
+use crate::format::fingerprint::Fingerprint;
+use crate::format::tree::{Child, build_tree};
 use crate::tier::ContainerKind;
+use crate::tier::pack::{OwnedSegment, Packer};
 use crate::tier::{FileEntry, TargetTier, Tier};
-use crate::tree::{Child, build_tree};
 
 /// What an ingest did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::records::SelectionV1;
+use crate::format::records::SelectionV1;
 use crate::tier::{FileEntry, Tier};
 
 /// Which files of the source namespace a job selects.
@@ -209,7 +209,7 @@ pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Fingerprint;
+    use crate::format::fingerprint::Fingerprint;
 
     fn f(path: &str, mtime: i64) -> FileEntry {
         FileEntry { path: path.into(), size: 0, mtime, root: Fingerprint([0; 32]), height: 1 }
