@@ -1,0 +1,57 @@
+//! `seed ls`: list the files in a tier's namespace.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use tierseed::Tier;
+
+use crate::Exit;
+use crate::open::{How, open_one};
+use crate::ui::{human, under, utc};
+
+/// List the files in a tier's namespace.
+#[derive(Args)]
+pub(crate) struct Ls {
+    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    #[arg(long)]
+    tier: PathBuf,
+    /// Only files at or under this path (whole components).
+    prefix: Option<String>,
+    /// Show size, modification time (UTC), tree height and root fingerprint.
+    #[arg(long)]
+    long: bool,
+    /// One JSON object per file, with raw values (bytes, epoch seconds).
+    #[arg(long, conflicts_with = "long")]
+    json: bool,
+}
+
+impl Ls {
+    /// Runs the command; `metas` are the global `--meta` directories.
+    pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
+        let Ls { tier, prefix, long, json } = self;
+        let t = open_one(&tier, metas, How::Read)?;
+        let prefix = prefix.unwrap_or_default();
+        let prefix = prefix.trim_end_matches('/');
+        let mut after: Option<String> = None;
+        let out = std::io::stdout();
+        let mut out = std::io::BufWriter::new(out.lock());
+        loop {
+            let page = t.list_files(after.as_deref(), 1024)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.path.clone());
+            for e in page.iter().filter(|e| under(prefix, &e.path)) {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                } else if long {
+                    writeln!(out, "{:>10}  {}  h{}  {}  {}", human(e.size), utc(e.mtime), e.height, e.root, e.path)?;
+                } else {
+                    writeln!(out, "{}", e.path)?;
+                }
+            }
+        }
+        out.flush()?;
+        Ok(Exit::Done)
+    }
+}

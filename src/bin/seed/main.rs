@@ -1,0 +1,164 @@
+//! `seed`: the operator's command line for tierseed. A tier is a directory,
+//! or `s3://BUCKET/PREFIX` (an object tier, with `--meta DIR` for its local
+//! metadata and the endpoint and credentials from `AWS_*` variables).
+//! `seed --help` lists the commands; `seed demo` shows the whole cycle on
+//! generated data.
+//!
+//! One command per file under `cmd/`; `args.rs` the arguments several
+//! share, `open.rs` opening tiers, `ui.rs` what is shown, `demo.rs` the
+//! demo. CLI advice and `anyhow` live here only, never in the library.
+
+#![deny(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Prints a line to stdout, returning the error (a closed pipe ends the
+/// command quietly instead of panicking as `println!` would).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    };
+}
+
+mod args;
+mod cmd {
+    //! One module per command.
+    pub(crate) mod abandon;
+    pub(crate) mod check;
+    pub(crate) mod demo;
+    pub(crate) mod estimate;
+    pub(crate) mod gc;
+    pub(crate) mod info;
+    pub(crate) mod ingest;
+    pub(crate) mod ls;
+    pub(crate) mod recover;
+    pub(crate) mod restore;
+    pub(crate) mod resume;
+    pub(crate) mod rm;
+    pub(crate) mod run;
+    pub(crate) mod status;
+    pub(crate) mod verify;
+}
+mod demo;
+mod open;
+mod ui;
+
+#[derive(Parser)]
+#[command(name = "seed", version, about = "Crash-safe, resumable seeding of deduplicated data between tiers")]
+struct Cli {
+    /// The local metadata directory (index, namespace) of an object tier
+    /// named as s3://BUCKET/PREFIX. Give it once per s3:// tier, in the
+    /// order --from, --to. The endpoint and credentials come from
+    /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+    /// AWS_REGION.
+    #[arg(long, global = true, value_name = "DIR")]
+    meta: Vec<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ingest files and directory trees into a tier (created if missing).
+    Ingest(cmd::ingest::Ingest),
+    /// List the files in a tier's namespace.
+    Ls(cmd::ls::Ls),
+    /// Restore a file, or a whole directory (every file under a path prefix).
+    Restore(cmd::restore::Restore),
+    /// Remove files or whole directories from a tier's namespace (their
+    /// data stays until space is reclaimed).
+    Rm(cmd::rm::Rm),
+    /// Reclaim space: delete containers nothing in the namespace reaches,
+    /// compact mostly dead ones. Resumable; Ctrl-C suspends it.
+    Gc(cmd::gc::Gc),
+    /// Check a job file without running it: fields, selection, and that the
+    /// tiers are there.
+    Check(cmd::check::Check),
+    /// Scrub a whole tier: every checksum, every fingerprint, every tree.
+    Verify(cmd::verify::Verify),
+    /// Containers, segments, logical, raw and stored bytes; dedup and compression ratios.
+    Info(cmd::info::Info),
+    /// Start a seeding job (the target tier is created if missing).
+    Run(cmd::run::Run),
+    /// Resume the job in a state directory.
+    Resume(cmd::resume::Resume),
+    /// Show a job's phase, cursor, counters and percent done (works while it runs).
+    Status(cmd::status::Status),
+    /// Dry run: what a job would copy, find on the target, make reclaimable.
+    Estimate(cmd::estimate::Estimate),
+    /// Rebuild an object tier's lost metadata directory (--meta DIR, which
+    /// must not exist or be empty) from its bucket alone.
+    Recover(cmd::recover::Recover),
+    /// Remove a job's state (refuses while it runs).
+    Abandon(cmd::abandon::Abandon),
+    /// Generate backup generations, seed a subset with a suspend and a
+    /// resume, restore and compare every seeded file, print a summary.
+    Demo(cmd::demo::Demo),
+}
+
+/// The exit codes `seed` documents.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+enum Exit {
+    /// Done (a job completed on every target).
+    Done = 0,
+    /// An error (a failed Verify included), printed on stderr.
+    Failed = 1,
+    /// A job (or gc) suspended: Ctrl-C, or a deferred switch; resume it.
+    Suspended = 3,
+    /// A job completed, but a target was dropped under `--on-target-failure drop`.
+    TargetDropped = 4,
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => std::process::exit(code as i32),
+        // A reader that went away (`seed ls | head`) is not an error.
+        Err(e)
+            if e.chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) =>
+        {
+            std::process::exit(Exit::Done as i32)
+        }
+        Err(e) => {
+            // tierseed's messages already carry their cause; print once.
+            eprintln!("seed: error: {e}");
+            // A failed Verify names every affected file; the message shows
+            // the first few, the operator gets them all.
+            if let Some(tierseed::Error::VerifyFailed { files, .. }) =
+                e.downcast_ref::<tierseed::Error>().map(tierseed::Error::root)
+                && files.len() > 20
+            {
+                eprintln!("seed: every affected file:");
+                for f in files {
+                    eprintln!("  {f}");
+                }
+            }
+            std::process::exit(Exit::Failed as i32);
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.cmd {
+        Cmd::Ingest(c) => c.run(&cli.meta),
+        Cmd::Ls(c) => c.run(&cli.meta),
+        Cmd::Restore(c) => c.run(&cli.meta),
+        Cmd::Rm(c) => c.run(&cli.meta),
+        Cmd::Gc(c) => c.run(&cli.meta),
+        Cmd::Check(c) => c.run(&cli.meta),
+        Cmd::Verify(c) => c.run(&cli.meta),
+        Cmd::Info(c) => c.run(&cli.meta),
+        Cmd::Run(c) => c.run(&cli.meta),
+        Cmd::Resume(c) => c.run(&cli.meta),
+        Cmd::Status(c) => c.run(),
+        Cmd::Estimate(c) => c.run(&cli.meta),
+        Cmd::Recover(c) => c.run(&cli.meta),
+        Cmd::Abandon(c) => c.run(),
+        Cmd::Demo(c) => c.run(),
+    }
+}

@@ -1,0 +1,106 @@
+//! Opening the tiers a command names: directories, or s3:// object tiers
+//! with their `--meta` directories.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use tierseed::{LocalTier, ObjectConfig, ObjectTier, TierConfig};
+
+/// An opened tier: a directory, or an object tier. Both are `LocalTier`s
+/// underneath (an object tier keeps its index locally too).
+pub(crate) enum Opened {
+    Local(LocalTier),
+    Object(ObjectTier),
+}
+
+impl std::ops::Deref for Opened {
+    type Target = LocalTier;
+    fn deref(&self) -> &LocalTier {
+        match self {
+            Opened::Local(t) => t,
+            Opened::Object(t) => t,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum How {
+    Read,
+    Write,
+    /// Open for writing, creating it with this config if it is missing.
+    Create(TierConfig),
+}
+
+/// Bucket and prefix if `spec` names an object tier.
+pub(crate) fn object_spec(spec: &Path) -> Result<Option<ObjectConfig>> {
+    let Some(text) = spec.to_str().filter(|t| t.starts_with("s3://")) else { return Ok(None) };
+    let Some((bucket, prefix)) = ObjectConfig::parse_url(text) else {
+        bail!("{text}: expected s3://BUCKET/PREFIX, with a bucket name of at least 3 characters")
+    };
+    Ok(Some(ObjectConfig::from_env(bucket, prefix)))
+}
+
+/// Opens the tier `spec` names; `meta` is the metadata directory an
+/// object tier needs.
+pub(crate) fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<Opened> {
+    let Some(cfg) = object_spec(spec)? else {
+        return Ok(Opened::Local(match how {
+            How::Read => LocalTier::open_read_only(spec)?,
+            // Another process may create it first: then it is opened (and
+            // refused as locked while that process has it open).
+            How::Create(c) if !LocalTier::exists(spec) => match LocalTier::create(spec, c) {
+                Err(tierseed::Error::NotATier { .. }) if LocalTier::exists(spec) => LocalTier::open(spec)?,
+                r => r?,
+            },
+            How::Write | How::Create(_) => LocalTier::open(spec)?,
+        }));
+    };
+    let Some(meta) = meta else {
+        bail!("{}: an object tier needs --meta DIR, the directory of its local index and namespace", spec.display())
+    };
+    Ok(Opened::Object(match how {
+        How::Read => ObjectTier::open_read_only(meta, &cfg)?,
+        How::Create(c) if !ObjectTier::exists(meta) => match ObjectTier::create(meta, &cfg, c) {
+            Err(tierseed::Error::NotATier { .. }) if ObjectTier::exists(meta) => ObjectTier::open(meta, &cfg)?,
+            r => r?,
+        },
+        How::Write | How::Create(_) => ObjectTier::open(meta, &cfg)?,
+    }))
+}
+
+/// Hands the `--meta` directories to the object tiers among `specs`, in
+/// order; refuses a count that does not match.
+pub(crate) fn metas_for<'a>(specs: &[&Path], metas: &'a [PathBuf]) -> Result<Vec<Option<&'a Path>>> {
+    let mut given = metas.iter();
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        out.push(if object_spec(spec)?.is_some() { given.next().map(PathBuf::as_path) } else { None });
+    }
+    if given.next().is_some() {
+        bail!("more --meta directories than s3:// tiers: give one per object tier, in the order --from, then each --to");
+    }
+    Ok(out)
+}
+
+/// Opens one tier with the command's `--meta`.
+/// After restores failed: reads `paths` again through a writable handle,
+/// whose reads retire what they find rotten (so the next job into this
+/// tier copies good bytes). Restores run on a read-only handle so that
+/// they work beside a running job; when the tier is busy, says so.
+pub(crate) fn retire_rot<'p>(tier: &Path, metas: &[PathBuf], paths: impl Iterator<Item = &'p str>) {
+    match open_one(tier, metas, How::Write) {
+        Ok(t) => {
+            for p in paths {
+                let _ = t.restore(p, &mut std::io::sink());
+            }
+        }
+        Err(e) => {
+            eprintln!("seed: rot found could not be retired now ({e:#}); `seed verify --tier {}` does it later", tier.display());
+        }
+    }
+}
+
+pub(crate) fn open_one(spec: &Path, metas: &[PathBuf], how: How) -> Result<Opened> {
+    let m = metas_for(&[spec], metas)?;
+    open_tier(spec, m[0], how)
+}
