@@ -52,6 +52,19 @@ fn main() -> Result<()> {
         print_rows(&rows);
         return Ok(());
     }
+    if args.iter().any(|a| a == "--only-scale") {
+        // --scale-segments 1000000,10000000: leaves per row (files: a tenth).
+        let sizes: Vec<u64> = args
+            .iter()
+            .position(|a| a == "--scale-segments")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(|| vec![1_000_000], |v| v.split(',').filter_map(|x| x.parse().ok()).collect());
+        for n in sizes {
+            rows.extend(scale_rows(&dir, n)?);
+        }
+        print_rows(&rows);
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--only-proof") {
         rows.extend(proof_rows(&dir, data_mib)?);
         print_rows(&rows);
@@ -1083,6 +1096,101 @@ fn time_cp(from: &Path, to: &Path) -> Result<f64> {
 
 /// A tier of `keys` tiny segments (16 bytes each, 64K per container) under
 /// ten files with two-level trees; half the files are then removed.
+/// The appliance-scale source (issue 19): `leaves` unique 16-byte leaves,
+/// 65,536 per data container, in `leaves / 10` files of 10 leaves under
+/// one level-1 recipe each (paths of about 45 bytes, files in container
+/// order), so `1.1 * leaves` fingerprints.
+fn make_scale_tier(dir: &Path, leaves: u64) -> Result<u64> {
+    use tierseed::{ContainerKind, FileEntry, StoredSegment, TargetTier};
+    let t = LocalTier::create(dir, TierConfig::default())?;
+    let per_container = 65_536u64;
+    let per_file = 10u64;
+    let mut bufs: Vec<[u8; 16]> = Vec::with_capacity(per_container as usize);
+    let mut recipes: Vec<Vec<u8>> = Vec::new();
+    let mut entries: Vec<FileEntry> = Vec::new();
+    let mut files = 0u64;
+    let flush = |bufs: &mut Vec<[u8; 16]>, recipes: &mut Vec<Vec<u8>>, entries: &mut Vec<FileEntry>| -> Result<()> {
+        let fps: Vec<tierseed::Fingerprint> = bufs.iter().map(|b| tierseed::Fingerprint::of(b)).collect();
+        let stored: Vec<StoredSegment<'_>> = fps.iter().zip(bufs.iter()).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
+        t.write_container(ContainerKind::Data, &stored)?;
+        for group in fps.chunks(per_file as usize) {
+            let children: Vec<(tierseed::Fingerprint, u64)> = group.iter().map(|f| (*f, 16)).collect();
+            recipes.push(tierseed::bench_api::encode_recipe(1, &children));
+        }
+        let meta: Vec<StoredSegment<'_>> = recipes.iter().map(|r| StoredSegment::raw(tierseed::Fingerprint::of(r), r)).collect();
+        t.write_container(ContainerKind::Meta, &meta)?;
+        let first = entries.len();
+        for (i, r) in recipes.iter().enumerate() {
+            let k = first + i;
+            entries.push(FileEntry {
+                path: format!("backups/host-{:03}/day-{:04}/file-{k:012}.dat", k % 997, (k / 997) % 3650),
+                size: 16 * per_file,
+                mtime: 1_700_000_000,
+                root: tierseed::Fingerprint::of(r),
+                height: 1,
+            });
+        }
+        recipes.clear();
+        bufs.clear();
+        if entries.len() >= 65_536 {
+            t.upsert_files(entries)?;
+            entries.clear();
+        }
+        Ok(())
+    };
+    for k in 0..leaves {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&k.to_le_bytes());
+        b[8..].copy_from_slice(&0x5CA1E_u64.to_le_bytes());
+        bufs.push(b);
+        if bufs.len() as u64 == per_container || k + 1 == leaves {
+            files += bufs.len().div_ceil(per_file as usize) as u64;
+            flush(&mut bufs, &mut recipes, &mut entries)?;
+        }
+    }
+    if !entries.is_empty() {
+        t.upsert_files(&entries)?;
+    }
+    Ok(files)
+}
+
+/// One whole job over the appliance-scale source into an empty tier, in a
+/// child process with a cold cache: every phase's time and rate, and the
+/// peak RSS (issue 19's table).
+fn scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
+    let src = dir.join(format!("scale-src-{leaves}"));
+    let _ = std::fs::remove_dir_all(&src);
+    let t = Instant::now();
+    let files = make_scale_tier(&src, leaves)?;
+    eprintln!("bench: built a scale source of {leaves} leaves, {files} files in {:.1} s", t.elapsed().as_secs_f64());
+    drop_caches();
+    let run = job_child(dir, &src, &format!("scale-{leaves}"), "all", true, "metadata", 0, None)?;
+    let _ = std::fs::remove_dir_all(&src);
+    let fps = leaves + files;
+    let rate = |phase: &str| -> String {
+        run.phases
+            .split_whitespace()
+            .find_map(|p| p.strip_prefix(&format!("{phase}=")))
+            .and_then(|s| s.trim_end_matches('s').parse::<f64>().ok())
+            .map_or("-".into(), |secs| format!("{secs:.2} s ({:.3} M/s)", fps as f64 / secs.max(1e-9) / 1e6))
+    };
+    Ok(vec![Row::plain(
+        &format!("whole job @ {:.1}M segments / {}k files", fps as f64 / 1e6, files / 1000),
+        format!("{:.1} s, peak RSS {} MiB", run.secs, run.hwm_kb >> 10),
+        "reported",
+        true,
+        format!(
+            "select {}; build-phf {}; mark {}; copy {}; verify {}; switch {}",
+            rate("select"),
+            rate("build-phf"),
+            rate("mark"),
+            rate("copy"),
+            rate("verify"),
+            rate("switch")
+        ),
+    )])
+}
+
 fn make_gc_tier(dir: &Path, keys: u64) -> Result<()> {
     use tierseed::{ContainerKind, FileEntry, StoredSegment, TargetTier};
     let t = LocalTier::create(dir, TierConfig::default())?;
