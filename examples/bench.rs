@@ -1109,35 +1109,39 @@ fn make_scale_tier(dir: &Path, leaves: u64) -> Result<u64> {
     let mut recipes: Vec<Vec<u8>> = Vec::new();
     let mut entries: Vec<FileEntry> = Vec::new();
     let mut files = 0u64;
-    let flush = |bufs: &mut Vec<[u8; 16]>, recipes: &mut Vec<Vec<u8>>, entries: &mut Vec<FileEntry>| -> Result<()> {
-        let fps: Vec<tierseed::Fingerprint> = bufs.iter().map(|b| tierseed::Fingerprint::of(b)).collect();
-        let stored: Vec<StoredSegment<'_>> = fps.iter().zip(bufs.iter()).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
-        t.write_container(ContainerKind::Data, &stored)?;
-        for group in fps.chunks(per_file as usize) {
-            let children: Vec<(tierseed::Fingerprint, u64)> = group.iter().map(|f| (*f, 16)).collect();
-            recipes.push(tierseed::bench_api::encode_recipe(1, &children));
-        }
-        let meta: Vec<StoredSegment<'_>> = recipes.iter().map(|r| StoredSegment::raw(tierseed::Fingerprint::of(r), r)).collect();
-        t.write_container(ContainerKind::Meta, &meta)?;
-        let first = entries.len();
-        for (i, r) in recipes.iter().enumerate() {
-            let k = first + i;
-            entries.push(FileEntry {
-                path: format!("backups/host-{:03}/day-{:04}/file-{k:012}.dat", k % 997, (k / 997) % 3650),
-                size: 16 * per_file,
-                mtime: 1_700_000_000,
-                root: tierseed::Fingerprint::of(r),
-                height: 1,
-            });
-        }
-        recipes.clear();
-        bufs.clear();
-        if entries.len() >= 65_536 {
-            t.upsert_files(entries)?;
-            entries.clear();
-        }
-        Ok(())
-    };
+    // Every file's path is distinct: `next_file` counts them all.
+    let mut next_file = 0u64;
+    let flush =
+        |bufs: &mut Vec<[u8; 16]>, recipes: &mut Vec<Vec<u8>>, entries: &mut Vec<FileEntry>, next_file: &mut u64| -> Result<()> {
+            let fps: Vec<tierseed::Fingerprint> = bufs.iter().map(|b| tierseed::Fingerprint::of(b)).collect();
+            let stored: Vec<StoredSegment<'_>> = fps.iter().zip(bufs.iter()).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
+            t.write_container(ContainerKind::Data, &stored)?;
+            for group in fps.chunks(per_file as usize) {
+                let children: Vec<(tierseed::Fingerprint, u64)> = group.iter().map(|f| (*f, 16)).collect();
+                recipes.push(tierseed::bench_api::encode_recipe(1, &children));
+            }
+            let meta: Vec<StoredSegment<'_>> =
+                recipes.iter().map(|r| StoredSegment::raw(tierseed::Fingerprint::of(r), r)).collect();
+            t.write_container(ContainerKind::Meta, &meta)?;
+            for r in recipes.iter() {
+                let k = *next_file;
+                *next_file += 1;
+                entries.push(FileEntry {
+                    path: format!("backups/host-{:03}/day-{:04}/file-{k:012}.dat", k % 997, (k / 997) % 3650),
+                    size: 16 * per_file,
+                    mtime: 1_700_000_000,
+                    root: tierseed::Fingerprint::of(r),
+                    height: 1,
+                });
+            }
+            recipes.clear();
+            bufs.clear();
+            if entries.len() >= 65_536 {
+                t.upsert_files(entries)?;
+                entries.clear();
+            }
+            Ok(())
+        };
     for k in 0..leaves {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&k.to_le_bytes());
@@ -1145,11 +1149,15 @@ fn make_scale_tier(dir: &Path, leaves: u64) -> Result<u64> {
         bufs.push(b);
         if bufs.len() as u64 == per_container || k + 1 == leaves {
             files += bufs.len().div_ceil(per_file as usize) as u64;
-            flush(&mut bufs, &mut recipes, &mut entries)?;
+            flush(&mut bufs, &mut recipes, &mut entries, &mut next_file)?;
         }
     }
     if !entries.is_empty() {
         t.upsert_files(&entries)?;
+    }
+    let listed = t.info()?.files;
+    if listed != files {
+        bail!("the scale source lists {listed} files, {files} were made");
     }
     Ok(files)
 }
@@ -1159,13 +1167,24 @@ fn make_scale_tier(dir: &Path, leaves: u64) -> Result<u64> {
 /// peak RSS (issue 19's table).
 fn scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
     let src = dir.join(format!("scale-src-{leaves}"));
-    let _ = std::fs::remove_dir_all(&src);
-    let t = Instant::now();
-    let files = make_scale_tier(&src, leaves)?;
-    eprintln!("bench: built a scale source of {leaves} leaves, {files} files in {:.1} s", t.elapsed().as_secs_f64());
+    // BENCH_SCALE_KEEP=1 keeps the source for the next run (building 10M
+    // leaves takes minutes); a kept one is reused only whole.
+    let keep = std::env::var_os("BENCH_SCALE_KEEP").is_some();
+    let kept = if keep { LocalTier::open(&src).and_then(|t| t.info()).ok().filter(|i| i.files > 0) } else { None };
+    let files = if let Some(info) = kept {
+        info.files
+    } else {
+        let _ = std::fs::remove_dir_all(&src);
+        let t = Instant::now();
+        let files = make_scale_tier(&src, leaves)?;
+        eprintln!("bench: built a scale source of {leaves} leaves, {files} files in {:.1} s", t.elapsed().as_secs_f64());
+        files
+    };
     drop_caches();
     let run = job_child(dir, &src, &format!("scale-{leaves}"), "all", true, "metadata", 0, None)?;
-    let _ = std::fs::remove_dir_all(&src);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&src);
+    }
     let fps = leaves + files;
     let rate = |phase: &str| -> String {
         run.phases

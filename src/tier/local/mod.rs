@@ -690,7 +690,7 @@ impl LocalTier {
     }
 
     pub(crate) fn for_each_file(&self, f: &mut dyn FnMut(FileEntry) -> Result<()>) -> Result<()> {
-        for item in self.db.iterator_cf(cf(&self.db, CF_NAMESPACE), IteratorMode::Start) {
+        for item in self.db.iterator_cf_opt(cf(&self.db, CF_NAMESPACE), scan(), IteratorMode::Start) {
             let (k, v) = item.map_err(|e| self.dberr(e))?;
             f(self.decode_namespace(&k, &v)?)?;
         }
@@ -726,7 +726,8 @@ const DB_WRITE_BUFFERS: usize = 64 << 20;
 /// Copy's lookups on a target) read a data block, and hold index and
 /// filter blocks outside any cache, unbounded (the scale probe: RSS grew
 /// with the index). Here: a whole-key bloom filter (10 bits per key),
-/// index and filter blocks in one bounded block cache, level-0 ones pinned.
+/// partitioned index and filters in one bounded block cache (the top
+/// level and level 0 pinned).
 fn cf_options() -> Vec<(&'static str, Options)> {
     let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
     [CF_INDEX, CF_NAMESPACE, CF_META]
@@ -735,13 +736,31 @@ fn cf_options() -> Vec<(&'static str, Options)> {
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_bloom_filter(10.0, false);
+            // Partitioned: a lookup reads one small index partition and
+            // one filter partition through the cache, not a whole table's
+            // index (with one index block per table and a bounded cache,
+            // every lookup at 10M keys copied and checksummed megabytes).
+            table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+            table.set_partition_filters(true);
+            table.set_metadata_block_size(4096);
             table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_top_level_index_and_filter(true);
             table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             let mut o = Options::default();
             o.set_block_based_table_factory(&table);
             (name, o)
         })
         .collect()
+}
+
+/// Read options of a sequential scan (the index paged through by a PHF
+/// build, the namespace listed): read ahead, and keep the scanned blocks
+/// out of the block cache, which serves the point lookups.
+fn scan() -> rocksdb::ReadOptions {
+    let mut o = rocksdb::ReadOptions::default();
+    o.set_readahead_size(4 << 20);
+    o.fill_cache(false);
+    o
 }
 
 fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
@@ -849,7 +868,7 @@ impl Tier for LocalTier {
             None => IteratorMode::Start,
         };
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(ns, mode) {
+        for item in self.db.iterator_cf_opt(ns, scan(), mode) {
             let (k, v) = item.map_err(|e| self.dberr(e))?;
             if after.is_some_and(|a| a.as_bytes() == &*k) {
                 continue;
@@ -902,7 +921,7 @@ impl SourceTier for LocalTier {
             None => IteratorMode::Start,
         };
         let mut out = Vec::with_capacity(limit.min(1 << 16));
-        for item in self.db.iterator_cf(index, mode) {
+        for item in self.db.iterator_cf_opt(index, scan(), mode) {
             let (k, v) = item.map_err(|e| self.dberr(e))?;
             let bad = || {
                 Error::corrupt_record(
