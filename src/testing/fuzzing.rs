@@ -12,8 +12,8 @@ pub fn container(data: &[u8]) -> bool {
 }
 
 /// Decodes `data` as every record type the project persists: context
-/// records, tier records, namespace entries, PHV chunks, PHF blobs and
-/// recipe segments. Returns how many decoders accepted it.
+/// records, tier records (the reclamation cursor and job holds included),
+/// namespace entries, PHV chunks, PHF blobs and recipe segments. Returns how many decoders accepted it.
 pub fn records(data: &[u8]) -> usize {
     let mut ok = crate::engine::context::fuzz_decode(data) + crate::tier::local::fuzz_decode(data);
     let mut phv = Phv::zeroed(64 * 64 * 3 + 7);

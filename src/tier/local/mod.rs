@@ -708,6 +708,8 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
         decode_record::<Alloc>(META_MAGIC, META_VERSION, bytes, &what).is_ok(),
         decode_record::<AllocV1>(META_MAGIC, 1, bytes, &what).is_ok(),
         decode_record::<FileEntryV1>(NS_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
+        decode_record::<GcRecord>(META_MAGIC, 1, bytes, &what).is_ok(),
+        pins::fuzz_decode(bytes),
     ]
     .into_iter()
     .filter(|ok| *ok)
