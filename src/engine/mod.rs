@@ -899,3 +899,39 @@ pub(crate) fn targets_report(job: &JobRecord, p: &ProgressRecord) -> Vec<TargetR
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::context::{JobRecord, ProgressRecord};
+    use super::*;
+
+    /// The bug "Progress::percent in Switch counts dropped targets": with
+    /// one of two targets dropped, a Switch that finished on the other
+    /// stayed short of its end.
+    #[test]
+    fn percent_in_switch_counts_only_live_targets() {
+        let job = JobRecord {
+            job_id: [1; 16],
+            source: [2; 16],
+            target: [3; 16],
+            selection: Selection::all(),
+            mode: Mode::Copy,
+            gamma: 1.7,
+            phf: PhfKind::Boomphf,
+            created: 0,
+            more_targets: vec![[4; 16]],
+            on_failure: TargetFailure::Drop,
+        };
+        let mut p = ProgressRecord::new(2);
+        p.phase_done = Some(Phase::Verify);
+        p.counters.files_selected = 2 * context::FILES_PER_CHUNK as u64;
+        p.lanes[1].dropped = Some("gone".into());
+        p.lanes[0].switch_cursor = 2;
+        let all = progress_of(&job, &p).percent;
+        let before_switch: f64 = WEIGHTS[..Phase::Switch as usize].iter().sum();
+        assert!((all - (before_switch + WEIGHTS[Phase::Switch as usize])).abs() < 1e-9, "{all}");
+        p.lanes[0].switch_cursor = 1;
+        let half = progress_of(&job, &p).percent;
+        assert!((half - (before_switch + WEIGHTS[Phase::Switch as usize] / 2.0)).abs() < 1e-9, "{half}");
+    }
+}
