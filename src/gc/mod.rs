@@ -120,12 +120,11 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
         // index entry left: nothing in it can be read, it goes. Its size is
         // unknown without a table, so it adds no reclaimed bytes.
         let retired = tier.is_retired(id)?;
-        let meta = match tier.read_metadata(id) {
-            Ok(m) if !retired => m,
-            Ok(_) => ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
+        let read = match tier.read_metadata(id) {
             // Deleted already (a resumed run), or never there.
             Err(Error::MissingContainer { .. }) => continue,
-            Err(e) if e.is_rot() => {
+            Ok(m) if !retired => Some(m),
+            Err(e) if !retired && e.is_rot() => {
                 if !opts.dry_run {
                     log::warn!("gc: container {id} is unreadable ({e}); retired, and removed");
                     tier.retire_table(id);
@@ -133,11 +132,14 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
                         return Err(e);
                     }
                 }
-                ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 }
+                None
             }
-            Err(_) if retired => ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 },
-            Err(e) => return Err(e),
+            Err(e) if !retired => return Err(e),
+            // Retired: nothing in it is read.
+            _ => None,
         };
+        let meta =
+            read.unwrap_or(ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 });
         let sorted = sort(tier, &phf, &live, id, &meta.segments)?;
         let total = meta.data_len;
         if sorted.live.is_empty() {

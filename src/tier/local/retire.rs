@@ -51,10 +51,7 @@ impl LocalTier {
     /// entries were dropped. Transient read errors are returned, never
     /// taken for rot.
     pub(crate) fn retire(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
-        if self.is_read_only() {
-            return Err(Error::ReadOnly { path: self.dir.clone() });
-        }
-        self.check_poison()?;
+        self.writable()?;
         let mut by_container: BTreeMap<ContainerId, BTreeSet<Fingerprint>> = BTreeMap::new();
         for (fp, c) in suspects {
             by_container.entry(*c).or_default().insert(*fp);
@@ -68,6 +65,13 @@ impl LocalTier {
             }
             findings.push((c, self.recheck(c, &fps)?));
         }
+        self.apply(findings)
+    }
+
+    /// Writes what re-reads found, in one synced batch: the index entries
+    /// that still name each bad copy, the counters without them, and the
+    /// `retired/<id>` note of a container whose table is rotten.
+    fn apply(&self, findings: Vec<(ContainerId, Finding)>) -> Result<u64> {
         // Index batches are written under the allocation lock: no container
         // is indexed between the lookups below and this batch.
         let mut alloc = lock(&self.alloc);
@@ -196,25 +200,26 @@ impl LocalTier {
         }
     }
 
-    /// Retires container `c` whole if its table fails its checks (a read
-    /// found it so); logs a failure to do so.
+    /// Retires container `c` whole if its table fails its checks when
+    /// read again (a read found it so); logs a failure to do so.
     pub(crate) fn retire_table(&self, c: ContainerId) {
         if self.is_read_only() {
             return;
         }
-        let entries = match self.entries_naming(c) {
-            Ok(e) => e,
-            Err(r) => {
-                log::warn!("{}: could not list the entries of rotten container {c}: {r}", self.dir.display());
-                return;
-            }
-        };
-        // With no entry naming it, record it all the same (the scrub and
-        // reclamation must know): retire through a pseudo-suspect.
-        let suspects: Vec<(Fingerprint, ContainerId)> =
-            if entries.is_empty() { vec![(Fingerprint([0; 32]), c)] } else { entries.into_iter().map(|fp| (fp, c)).collect() };
-        if let Err(r) = self.retire(&suspects) {
+        let r = self.writable().and_then(|()| match self.store.read_meta(c) {
+            Err(e) if e.is_rot() => self.apply(vec![(c, Finding::Table(e.to_string()))]),
+            _ => Ok(0),
+        });
+        if let Err(r) = r {
             log::warn!("{}: could not retire rotten container {c}: {r}", self.dir.display());
         }
+    }
+
+    /// Refuses retirement on a read-only or poisoned handle.
+    fn writable(&self) -> Result<()> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly { path: self.dir.clone() });
+        }
+        self.check_poison()
     }
 }
