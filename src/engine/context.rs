@@ -15,7 +15,7 @@ use crate::engine::selection::Selection;
 use crate::error::{Error, Result};
 use crate::format::durable::{Versioned, decode_record, decode_versioned, encode_record};
 use crate::format::fingerprint::ContainerId;
-use crate::format::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file};
+use crate::format::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file, is_scratch};
 use crate::format::records::{FileEntryV1, SelectionV1, mode_code, mode_from_code, phase_code, phase_from_code};
 use crate::mark::phv::Phv;
 use crate::tier::FileEntry;
@@ -38,6 +38,9 @@ const K_ORIGIN: &[u8] = b"origin";
 /// The PHF kind's code, written only for a kind other than boomphf (a
 /// context without it, every earlier one included, is a boomphf job).
 const K_PHF_KIND: &[u8] = b"phfkind";
+/// Per snapshot container, the source index entries that point to it
+/// (written by BuildPhf since the key file; absent in older jobs).
+const K_HOMED: &[u8] = b"homed";
 const K_GATE: &str = "gate/";
 /// The targets after the first and the failure policy, written only for a
 /// job with more than one target or the `drop` policy (absent: one target,
@@ -513,6 +516,13 @@ impl Commit {
         }
         self
     }
+    /// For each snapshot container, how many source index entries point
+    /// to it (BuildPhf counts them; Copy trusts a container whose table is
+    /// exactly that long and lists no fingerprint twice).
+    pub(crate) fn homed(&mut self, counts: &[u32]) -> &mut Self {
+        self.batch.put(K_HOMED, encode_record(CTX_MAGIC, CTX_VERSION, &counts.to_vec()));
+        self
+    }
     pub(crate) fn phf(&mut self, r: &PhfRef) -> &mut Self {
         self.batch.put(K_PHF, encode_record(CTX_MAGIC, CTX_VERSION, r));
         self
@@ -550,6 +560,7 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
         decode_record::<GateRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<u64>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<u32>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<FileEntryV1>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<ReportV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
         decode_record::<ReportV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
@@ -617,9 +628,12 @@ impl Context {
         crate::format::durable::sync_dir(dir)?;
         for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            let p = entry.path();
             if is_phf_file(&name) || name == JOB_LOCK {
-                let p = entry.path();
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            } else if is_scratch(&name) {
+                let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                r.map_err(|e| Error::io(&p, e))?;
             }
         }
         crate::format::durable::sync_dir(dir)?;
@@ -862,6 +876,11 @@ impl Reader<'_> {
     }
     pub(crate) fn phf(&self) -> Result<PhfRef> {
         self.need(K_PHF)
+    }
+    /// The homed counts BuildPhf recorded; `None` in a job whose BuildPhf
+    /// ran before they were recorded.
+    pub(crate) fn homed(&self) -> Result<Option<Vec<u32>>> {
+        self.get(K_HOMED)
     }
     /// The final report, with each target's share from the progress
     /// (which is final once the report is written).

@@ -15,7 +15,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
-use crate::mark::marks::{SetSum, affected_files, mark};
+use crate::mark::keys::KeyFile;
+use crate::mark::marks::{LeafCheck, SetSum, affected_files, mark};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
 use crate::testing::crashpoint;
@@ -356,13 +357,16 @@ impl<'a> Seeder<'a> {
 
     fn build_phf(&mut self, st: &mut State) -> Result<Flow> {
         self.need_snapshot(st)?;
-        let snapshot = &st.snapshot;
-        let in_snapshot = |c: ContainerId| snapshot.binary_search(&c).is_ok();
-        let phf = Phf::build(self.source, &in_snapshot, self.job.phf, self.job.gamma, self.threads)?;
+        // One scan of the source index writes the snapshot's key file; the
+        // PHF's levels read the file, and so does Mark's leaf check.
+        let keys_path = self.ctx.dir().join(crate::format::layout::keys_file(&self.job_id()));
+        let written = crate::mark::keys::write(self.source, &st.snapshot, &keys_path)?;
+        let keys = KeyFile::open(&keys_path, written.keys)?;
+        let phf = Phf::build(&keys, self.job.phf, self.job.gamma, self.threads)?;
         let file = crate::format::layout::phf_file(&self.job_id());
         phf.persist(&self.ctx.dir().join(&file), self.job.gamma)?;
         let mut c = Commit::default();
-        c.phf(&PhfRef { file, keys: phf.keys });
+        c.phf(&PhfRef { file, keys: phf.keys }).homed(&written.homed);
         self.commit_phase(st, Phase::BuildPhf, c)?;
         st.phf = Some(phf);
         Ok(Flow::Continue)
@@ -373,11 +377,25 @@ impl<'a> Seeder<'a> {
         self.need_files(st)?;
         self.need_phf(st)?;
         let Some(phf) = st.phf.as_ref() else { return Err(Error::internal("Mark started without a PHF")) };
+        // The key file BuildPhf wrote; one that is gone or damaged (a
+        // crash before it reached the disk, a cleaned state directory) is
+        // not needed: the leaves are then looked up in the index.
+        let keys_path = self.ctx.dir().join(crate::format::layout::keys_file(&self.job_id()));
+        let keys = match KeyFile::open(&keys_path, phf.keys) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                log::info!("Mark: {e}; the reached leaves are looked up in the source index instead");
+                None
+            }
+        };
+        let scratch = self.ctx.dir().join(crate::format::layout::scratch_dir(&self.job_id()));
         // Mark always starts from zero: it is short and redone whole.
         let mut phv = Phv::zeroed(phf.keys);
         let snapshot = &st.snapshot;
         let observer = self.observer.clone();
-        let marked = mark(self.source, phf, &|c| snapshot.binary_search(&c).is_ok(), &st.files, &mut phv, &mut |n| {
+        let scratch = scratch.join("mark");
+        let leaves = LeafCheck::Spool { scratch: &scratch, keys: keys.as_ref() };
+        let marked = mark(self.source, phf, &|c| snapshot.binary_search(&c).is_ok(), &st.files, &mut phv, leaves, &mut |n| {
             if let Some(o) = &observer {
                 o.event(&Event::Marked { segments: n });
             }
@@ -393,6 +411,8 @@ impl<'a> Seeder<'a> {
         c.mark_sum(&MarkSumRecord { count: marked.sum.count, lanes: marked.sum.lanes });
         self.commit_phase(st, Phase::Mark, c)?;
         st.phvs = phvs;
+        // Needed by no later phase (a resume past Mark never reads it).
+        let _ = std::fs::remove_file(&keys_path);
         Ok(Flow::Continue)
     }
 
@@ -411,6 +431,8 @@ impl<'a> Seeder<'a> {
         let stop = AtomicBool::new(false);
         let snapshot = std::mem::take(&mut st.snapshot);
         let start = st.prog.copy_cursor;
+        // A job whose BuildPhf predates the counts looks every candidate up.
+        let homed = self.ctx.reader().homed()?.filter(|h| h.len() == snapshot.len());
         let result = std::thread::scope(|s| {
             // Three stages: the reader loads and verifies source containers
             // (hashing on the pool) once for every target, this thread
@@ -418,7 +440,7 @@ impl<'a> Seeder<'a> {
             // seal its container k (write, fsync, rename, directory fsync,
             // index) while k+1 fills.
             let (tx, rx) = sync_channel::<Result<Loaded>>(READ_AHEAD);
-            let (phf, phvs, live, snapshot, stop) = (&phf, &phvs, &live, &snapshot, &stop);
+            let (phf, phvs, live, snapshot, stop, homed) = (&phf, &phvs, &live, &snapshot, &stop, homed.as_deref());
             let source = self.source;
             s.spawn(move || {
                 pool.install(|| {
@@ -426,7 +448,7 @@ impl<'a> Seeder<'a> {
                         if stop.load(Ordering::SeqCst) {
                             return;
                         }
-                        let r = load_container(source, phf, phvs, live, snapshot, index);
+                        let r = load_container(source, phf, phvs, live, snapshot, homed, index);
                         let failed = r.is_err();
                         if tx.send(r).is_err() || failed {
                             return;
@@ -832,7 +854,9 @@ impl<'a> Seeder<'a> {
         // (the same walk Mark did, into scratch bits).
         let expected = match self.ctx.reader().mark_sum()? {
             Some(m) => SetSum { count: m.count, lanes: m.lanes },
-            None => mark(self.source, phf, &in_snapshot, &st.files, &mut Phv::zeroed(phf.keys), &mut |_| {})?.sum,
+            None => {
+                mark(self.source, phf, &in_snapshot, &st.files, &mut Phv::zeroed(phf.keys), LeafCheck::Lookup, &mut |_| {})?.sum
+            }
         };
         // Each target is proven on its own, all at once (the walks wait on
         // different devices); then each verdict is judged in turn: a target
@@ -842,6 +866,8 @@ impl<'a> Seeder<'a> {
         // fails only on an engine bug.
         let targets = st.prog.live().map(|lane| self.target_of(lane).map(|t| (lane, t))).collect::<Result<Vec<_>>>()?;
         let (source, files, level, observer) = (self.source, &st.files, self.verify, self.observer.clone());
+        let scratch = self.ctx.dir().join(crate::format::layout::scratch_dir(&self.job_id()));
+        let scratch = &scratch;
         let prove = |lane: usize, target: &dyn TargetTier| -> Result<Verdict> {
             let phv = st.phvs.get(lane).ok_or_else(|| Error::internal("Verify started without a PHV per target"))?;
             let missing = phv.count_ones();
@@ -851,7 +877,8 @@ impl<'a> Seeder<'a> {
                 return Err(Error::Incomplete { missing, files: format!("{}{more}", names.join("; ")) });
             }
             let observer = observer.clone();
-            verify_target(source, target, phf, &in_snapshot, files, level, pool, &mut |done, total| {
+            let scratch = scratch.join(format!("verify-{lane}"));
+            verify_target(source, target, phf, files, level, &scratch, pool, &mut |done, total| {
                 if let Some(o) = &observer {
                     o.event(&Event::Verifying { target_index: lane, containers: done, total });
                 }
@@ -1240,15 +1267,20 @@ fn write(phv: &RwLock<Phv>) -> std::sync::RwLockWriteGuard<'_, Phv> {
 
 /// Reads one snapshot container for the Copy phase: its metadata; if a
 /// segment is marked, the marked segments' bytes, each verified against its
-/// fingerprint (in parallel). Membership in the source index is confirmed
+/// fingerprint (in parallel). Membership in the PHF's key set is confirmed
 /// before a slot is trusted, because the PHF gives arbitrary slots to
-/// fingerprints it was not built over.
+/// fingerprints it was not built over: by `homed` (how many of the index
+/// entries BuildPhf built over point to each snapshot container) when the
+/// container's table is exactly that long and lists no fingerprint twice,
+/// so that every entry is one of those keys; else by looking each
+/// candidate up in the source index.
 fn load_container(
     source: &dyn crate::tier::SourceTier,
     phf: &Phf,
     phvs: &[RwLock<Phv>],
     live: &[AtomicBool],
     snapshot: &[ContainerId],
+    homed: Option<&[u32]>,
     index: u64,
 ) -> Result<Loaded> {
     let id = snapshot[index as usize];
@@ -1264,14 +1296,23 @@ fn load_container(
     if candidates.is_empty() {
         return Ok(Loaded { index, id, kind: meta.kind, segments: Vec::new(), bytes: 0, skipped: true });
     }
-    let fps: Vec<Fingerprint> = candidates.iter().map(|c| c.0.fingerprint).collect();
-    let members: Vec<(SegmentEntry, u64)> = source
-        .locate(&fps)?
-        .into_iter()
-        .zip(candidates)
-        .filter(|(loc, _)| loc.is_some_and(|c| snapshot.binary_search(&c).is_ok()))
-        .map(|(_, c)| c)
-        .collect();
+    let all_homed = homed.and_then(|h| h.get(index as usize)).is_some_and(|&n| n as usize == meta.segments.len()) && {
+        let mut fps: Vec<&Fingerprint> = meta.segments.iter().map(|e| &e.fingerprint).collect();
+        fps.sort_unstable();
+        fps.windows(2).all(|w| w[0] != w[1])
+    };
+    let members: Vec<(SegmentEntry, u64)> = if all_homed {
+        candidates
+    } else {
+        let fps: Vec<Fingerprint> = candidates.iter().map(|c| c.0.fingerprint).collect();
+        source
+            .locate(&fps)?
+            .into_iter()
+            .zip(candidates)
+            .filter(|(loc, _)| loc.is_some_and(|c| snapshot.binary_search(&c).is_ok()))
+            .map(|(_, c)| c)
+            .collect()
+    };
     let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
     let bytes = source.read_segments(id, &which)?;
     if bytes.len() != which.len() {

@@ -7,18 +7,19 @@
 //!    from the target and checked against its fingerprint; every leaf must
 //!    be in the target's index. The distinct fingerprints reached fold into
 //!    the [`SetSum`] that Mark committed for the source; the two must match.
-//!    Each leaf sets a bit in a leaf vector and notes its target container.
-//! 3. Read each noted target container's metadata once. A listed segment
-//!    whose leaf bit is set, that the target's index places in this very
-//!    container, and that is a member of the source snapshot (so its PHF
-//!    slot is its own, not an alias), clears its bit; at the `full` level
-//!    only after its bytes were read and hashed.
-//! 4. Every leaf bit must be clear.
+//!    Each leaf, with the target container the index places it in, goes to
+//!    a spool (on disk beyond a million leaves, in the job's state
+//!    directory).
+//! 3. The spool comes back grouped by container: each container's metadata
+//!    is read once, and each of its leaves must be listed in it (compared
+//!    by fingerprint, not by PHF slot, so no alias can stand in for a
+//!    leaf); at the `full` level its bytes are also read and hashed.
+//! 4. A leaf not proven sets its bit in the failed vector (a resume copies
+//!    it again).
 //!
-//! Memory: three bits per PHF slot and one entry per target container
-//! noted; no per-fingerprint set.
-
-use std::collections::BTreeSet;
+//! Memory: two bits per PHF slot, the spool's buffer and one container's
+//! leaves at a time; no per-fingerprint set. Each leaf costs one index
+//! lookup (step 2), none more.
 
 use rayon::prelude::*;
 
@@ -28,6 +29,7 @@ use crate::format::tree::Recipe;
 use crate::mark::marks::{Item, PhfMarks, Side, TableCache, ToExpand, walk};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
+use crate::mark::spool::Spool;
 use crate::tier::{FileEntry, SourceTier, TargetTier};
 
 /// How much Verify reads from the target.
@@ -62,17 +64,41 @@ pub(crate) struct Verdict {
 
 const REASONS_KEPT: usize = 5;
 
+/// A spooled leaf: a byte spreading containers over the spool's buckets,
+/// the container id (big-endian, so a bucket sorts by container), the
+/// fingerprint, the PHF slot.
+type LeafRecord = [u8; 49];
+
+fn leaf_record(cid: ContainerId, fp: &Fingerprint, slot: u64) -> LeafRecord {
+    let mut r = [0u8; 49];
+    r[0] = (cid.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
+    r[1..9].copy_from_slice(&cid.0.to_be_bytes());
+    r[9..41].copy_from_slice(&fp.0);
+    r[41..].copy_from_slice(&slot.to_le_bytes());
+    r
+}
+
+fn read_leaf(r: &LeafRecord) -> (ContainerId, Fingerprint, u64) {
+    let mut cid = [0u8; 8];
+    cid.copy_from_slice(&r[1..9]);
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(&r[9..41]);
+    let mut slot = [0u8; 8];
+    slot.copy_from_slice(&r[41..]);
+    (ContainerId(u64::from_be_bytes(cid)), Fingerprint(fp), u64::from_le_bytes(slot))
+}
+
 struct TargetSide<'a> {
     target: &'a dyn TargetTier,
     tables: TableCache<'a>,
     source: &'a dyn SourceTier,
     source_tables: TableCache<'a>,
-    /// Leaves not yet proven, by slot.
-    leaves: Phv,
-    /// Target containers the index places leaves in.
-    touched: BTreeSet<ContainerId>,
-    /// ToExpand that could not be read from the target.
-    failed_recipes: Vec<u64>,
+    /// Leaves placed by the target's index, left for step 3.
+    leaves: Spool<49>,
+    /// The containers they are in (for the progress total).
+    touched: std::collections::BTreeSet<ContainerId>,
+    /// Slots of what could not be proven.
+    failed: Phv,
     /// Segments the target returned rotten: offered to it for retirement,
     /// so that the resume this failure asks for copies them again.
     rotten: Vec<(Fingerprint, ContainerId)>,
@@ -82,11 +108,15 @@ struct TargetSide<'a> {
 }
 
 impl TargetSide<'_> {
-    fn problem(&mut self, reason: String) {
+    fn problem(&mut self, reason: impl FnOnce() -> String) {
         self.problems += 1;
         if self.reasons.len() < REASONS_KEPT {
-            self.reasons.push(reason);
+            self.reasons.push(reason());
         }
+    }
+
+    fn path(&self, file: u32) -> &str {
+        self.files.get(file as usize).map_or("?", |f| f.path.as_str())
     }
 }
 
@@ -125,18 +155,14 @@ impl Side for TargetSide<'_> {
     fn first(&mut self, item: &Item, slot: u64, place: Option<ContainerId>) -> Result<()> {
         match place {
             Some(c) if item.1 == 0 => {
-                self.leaves.set(slot);
                 self.touched.insert(c);
+                self.leaves.push(leaf_record(c, &item.0, slot))?;
             }
             Some(_) => {} // a recipe: proven when it is read
             None => {
-                if item.1 == 0 {
-                    self.leaves.set(slot);
-                } else {
-                    self.failed_recipes.push(slot);
-                }
-                let path = &self.files[item.2 as usize].path;
-                self.problem(format!("segment {} (of {path:?}) is not in the target's index", item.0));
+                self.failed.set(slot);
+                let path = self.path(item.2).to_string();
+                self.problem(|| format!("segment {} (of {path:?}) is not in the target's index", item.0));
             }
         }
         Ok(())
@@ -145,8 +171,8 @@ impl Side for TargetSide<'_> {
     fn unknown(&mut self, item: &Item) -> Result<()> {
         // Cannot happen for a recipe read back intact: its children are the
         // source's, which Mark found in the source index.
-        let path = &self.files[item.2 as usize].path;
-        self.problem(format!("segment {} (of {path:?}) is not one the job marked", item.0));
+        let path = self.path(item.2).to_string();
+        self.problem(|| format!("segment {} (of {path:?}) is not one the job marked", item.0));
         Ok(())
     }
 
@@ -186,9 +212,9 @@ impl Side for TargetSide<'_> {
             match r.and_then(|b| Recipe::decode(&b, &fp, level)) {
                 Ok(recipe) => out.push(Some(recipe)),
                 Err(e) => {
-                    self.failed_recipes.push(slot);
-                    let path = &self.files[file as usize].path;
-                    self.problem(format!("recipe {fp} (of {path:?}) cannot be read from the target: {e}"));
+                    self.failed.set(slot);
+                    let path = self.path(file).to_string();
+                    self.problem(|| format!("recipe {fp} (of {path:?}) cannot be read from the target: {e}"));
                     out.push(None);
                     from_source.push(i);
                 }
@@ -203,17 +229,17 @@ impl Side for TargetSide<'_> {
     }
 }
 
-/// Proves `files` on `target` (see the module docs). `in_snapshot` says
-/// whether a source container is in the job's snapshot. `progress` is
-/// called with (containers checked, containers to check).
+/// Proves `files` on `target` (see the module docs). `scratch` is
+/// where the leaves may spool. `progress` is called with (containers
+/// checked, containers to check).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn verify_target(
     source: &dyn SourceTier,
     target: &dyn TargetTier,
     phf: &Phf,
-    in_snapshot: &dyn Fn(ContainerId) -> bool,
     files: &[FileEntry],
     level: VerifyLevel,
+    scratch: &std::path::Path,
     pool: &rayon::ThreadPool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Verdict> {
@@ -222,9 +248,9 @@ pub(crate) fn verify_target(
         tables: TableCache::new(target),
         source,
         source_tables: TableCache::new(source),
-        leaves: Phv::zeroed(phf.keys),
-        touched: BTreeSet::new(),
-        failed_recipes: Vec::new(),
+        leaves: Spool::new(scratch),
+        touched: std::collections::BTreeSet::new(),
+        failed: Phv::zeroed(phf.keys),
         rotten: Vec::new(),
         problems: 0,
         reasons: Vec::new(),
@@ -234,76 +260,29 @@ pub(crate) fn verify_target(
     let walked = walk(files, &mut PhfMarks::new(phf, &mut seen), &mut side, &mut |_| {})?;
     drop(seen);
 
-    let touched = std::mem::take(&mut side.touched);
-    let total = touched.len() as u64;
+    let leaves = std::mem::replace(&mut side.leaves, Spool::new(scratch));
+    let total = std::mem::take(&mut side.touched).len() as u64;
+    let mut containers = 0u64;
     let mut hashed = 0u64;
-    for (done, cid) in touched.into_iter().enumerate() {
-        let meta = match target.read_metadata(cid) {
-            Ok(m) => m,
-            Err(e) => {
-                side.problem(format!("target container {cid} cannot be read: {e}"));
-                continue;
-            }
-        };
-        let cands: Vec<(crate::tier::SegmentEntry, u64)> = meta
-            .segments
-            .iter()
-            .filter_map(|e| phf.slot(&e.fingerprint).filter(|s| side.leaves.get(*s)).map(|s| (*e, s)))
-            .collect();
-        if cands.is_empty() {
-            progress(done as u64 + 1, total);
-            continue;
+    leaves.drain_sorted(&mut |records| {
+        let mut at = 0;
+        while at < records.len() {
+            let cid = read_leaf(&records[at]).0;
+            let end = at + records[at..].iter().take_while(|r| read_leaf(r).0 == cid).count();
+            let group: Vec<(Fingerprint, u64)> = records[at..end]
+                .iter()
+                .map(|r| {
+                    let (_, f, s) = read_leaf(r);
+                    (f, s)
+                })
+                .collect();
+            at = end;
+            containers += 1;
+            hashed += prove_in(&mut side, cid, &group, level, pool);
+            progress(containers, total);
         }
-        let fps: Vec<Fingerprint> = cands.iter().map(|c| c.0.fingerprint).collect();
-        let here = target.locate(&fps)?;
-        let members = source.locate(&fps)?;
-        let proven: Vec<(crate::tier::SegmentEntry, u64)> = cands
-            .into_iter()
-            .zip(here.into_iter().zip(members))
-            .filter(|(_, (t, s))| *t == Some(cid) && s.is_some_and(in_snapshot))
-            .map(|(c, _)| c)
-            .collect();
-        let good: Vec<u64> = match level {
-            VerifyLevel::Metadata => proven.iter().map(|p| p.1).collect(),
-            VerifyLevel::Full => {
-                let which: Vec<_> = proven.iter().map(|p| p.0).collect();
-                match target.read_segments(cid, &which) {
-                    Ok(bytes) if bytes.len() == which.len() => {
-                        hashed += bytes.len() as u64;
-                        let ok: Vec<bool> = pool.install(|| {
-                            which
-                                .par_iter()
-                                .zip(bytes.par_iter())
-                                .map(|(e, b)| crate::format::container::check_stored(e, b, cid).is_ok())
-                                .collect()
-                        });
-                        for (p, fine) in proven.iter().zip(&ok) {
-                            if !fine {
-                                side.problem(format!(
-                                    "segment {} in target container {cid} does not match its fingerprint",
-                                    p.0.fingerprint
-                                ));
-                                side.rotten.push((p.0.fingerprint, cid));
-                            }
-                        }
-                        proven.iter().zip(ok).filter(|(_, fine)| *fine).map(|(p, _)| p.1).collect()
-                    }
-                    Ok(_) => {
-                        side.problem(format!("target container {cid} returned the wrong number of segments"));
-                        Vec::new()
-                    }
-                    Err(e) => {
-                        side.problem(format!("segments of target container {cid} cannot be read: {e}"));
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        for slot in good {
-            side.leaves.clear(slot);
-        }
-        progress(done as u64 + 1, total);
-    }
+        Ok(())
+    })?;
 
     // What the target returned rotten is never trusted again: the target
     // retires it now, so the resume that this failure rewinds to copies
@@ -313,14 +292,83 @@ pub(crate) fn verify_target(
         let retired = target.retire_segments(&rotten)?;
         log::warn!("Verify: {retired} rotten segment(s) retired on the target; a resume copies them again");
     }
-    // Leaves still set were never proven; count those no reason covers yet.
-    let unproven = side.leaves.count_ones();
-    let mut failed = std::mem::replace(&mut side.leaves, Phv::zeroed(0));
-    for slot in std::mem::take(&mut side.failed_recipes) {
-        failed.set(slot);
+    let failed = std::mem::replace(&mut side.failed, Phv::zeroed(0));
+    Ok(Verdict { sum: walked.sum, containers, hashed, failed, problems: side.problems, reasons: side.reasons })
+}
+
+/// Proves the leaves `group` (fingerprint, slot) that the target's index
+/// places in container `cid`: each must be listed in its metadata and, at
+/// the `full` level, read back and match its fingerprint. What is not
+/// proven is a problem and a failed slot. Returns how many were hashed.
+fn prove_in(
+    side: &mut TargetSide<'_>,
+    cid: ContainerId,
+    group: &[(Fingerprint, u64)],
+    level: VerifyLevel,
+    pool: &rayon::ThreadPool,
+) -> u64 {
+    let fail_all = |side: &mut TargetSide<'_>, reason: String| {
+        for (_, slot) in group {
+            side.failed.set(*slot);
+        }
+        side.problem(|| reason);
+    };
+    let meta = match side.target.read_metadata(cid) {
+        Ok(m) => m,
+        Err(e) => {
+            fail_all(side, format!("target container {cid} cannot be read: {e}"));
+            return 0;
+        }
+    };
+    let listed: std::collections::HashMap<Fingerprint, crate::tier::SegmentEntry> =
+        meta.segments.iter().map(|e| (e.fingerprint, *e)).collect();
+    let mut proven: Vec<(crate::tier::SegmentEntry, u64)> = Vec::with_capacity(group.len());
+    let mut unlisted = 0u64;
+    for (fp, slot) in group {
+        match listed.get(fp) {
+            Some(e) => proven.push((*e, *slot)),
+            None => {
+                unlisted += 1;
+                side.failed.set(*slot);
+            }
+        }
     }
-    if unproven > 0 && side.problems == 0 {
-        side.problem(format!("{unproven} segment(s) are not listed by the target container the target's index names"));
+    if unlisted > 0 {
+        side.problem(|| {
+            format!("{unlisted} segment(s) are not listed by target container {cid}, where the target's index places them")
+        });
     }
-    Ok(Verdict { sum: walked.sum, containers: total, hashed, failed, problems: side.problems, reasons: side.reasons })
+    if level == VerifyLevel::Metadata || proven.is_empty() {
+        return 0;
+    }
+    let which: Vec<_> = proven.iter().map(|p| p.0).collect();
+    match side.target.read_segments(cid, &which) {
+        Ok(bytes) if bytes.len() == which.len() => {
+            let ok: Vec<bool> = pool.install(|| {
+                which
+                    .par_iter()
+                    .zip(bytes.par_iter())
+                    .map(|(e, b)| crate::format::container::check_stored(e, b, cid).is_ok())
+                    .collect()
+            });
+            for (p, fine) in proven.iter().zip(&ok) {
+                if !fine {
+                    side.failed.set(p.1);
+                    side.problem(|| {
+                        format!("segment {} in target container {cid} does not match its fingerprint", p.0.fingerprint)
+                    });
+                    side.rotten.push((p.0.fingerprint, cid));
+                }
+            }
+            bytes.len() as u64
+        }
+        Ok(_) => {
+            fail_all(side, format!("target container {cid} returned the wrong number of segments"));
+            0
+        }
+        Err(e) => {
+            fail_all(side, format!("segments of target container {cid} cannot be read: {e}"));
+            0
+        }
+    }
 }

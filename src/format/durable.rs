@@ -17,30 +17,68 @@ pub(crate) const TEMP_SUFFIX: &str = ".tmp";
 /// With `read_only`, the file's permissions are set read-only before the
 /// rename, because a sealed container is never modified again.
 pub(crate) fn write_durable(path: &Path, bytes: &[u8], read_only: bool) -> Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(TEMP_SUFFIX);
-    let tmp = dir.join(tmp_name);
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        crate::testing::crashpoint::step("fsync", &path.file_name().unwrap_or_default().to_string_lossy());
-        if read_only {
-            let mut perm = f.metadata()?.permissions();
-            perm.set_readonly(true);
-            f.set_permissions(perm)?;
-        }
-        drop(f);
-        fs::rename(&tmp, path)?;
-        crate::testing::crashpoint::step("rename", &path.file_name().unwrap_or_default().to_string_lossy());
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
+    let mut w = DurableFile::create(path)?;
+    w.write(bytes)?;
+    w.finish(read_only)
+}
+
+/// A file written durably in pieces, the streaming form of
+/// [`write_durable`] (which is one `write` and `finish`): the bytes go to a
+/// temp file beside `path`; [`finish`](Self::finish) fsyncs it, renames it
+/// over `path` and fsyncs the directory. Dropped unfinished, the temp file
+/// is removed and `path` is untouched.
+pub(crate) struct DurableFile {
+    path: std::path::PathBuf,
+    tmp: std::path::PathBuf,
+    file: Option<std::io::BufWriter<File>>,
+}
+
+impl DurableFile {
+    pub(crate) fn create(path: &Path) -> Result<DurableFile> {
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(TEMP_SUFFIX);
+        let tmp = dir.join(tmp_name);
+        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(|e| Error::io(path, e))?;
+        Ok(DurableFile { path: path.to_path_buf(), tmp, file: Some(std::io::BufWriter::with_capacity(1 << 20, f)) })
     }
-    sync_dir(dir)
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let f = self.file.as_mut().expect("a DurableFile is written only until finish, which consumes it");
+        f.write_all(bytes).map_err(|e| Error::io(&self.path, e))
+    }
+
+    pub(crate) fn finish(mut self, read_only: bool) -> Result<()> {
+        let Some(buf) = self.file.take() else { return Ok(()) };
+        let path = self.path.clone();
+        let result = (|| -> std::io::Result<()> {
+            let f = buf.into_inner().map_err(std::io::IntoInnerError::into_error)?;
+            f.sync_all()?;
+            crate::testing::crashpoint::step("fsync", &path.file_name().unwrap_or_default().to_string_lossy());
+            if read_only {
+                let mut perm = f.metadata()?.permissions();
+                perm.set_readonly(true);
+                f.set_permissions(perm)?;
+            }
+            drop(f);
+            fs::rename(&self.tmp, &path)?;
+            crate::testing::crashpoint::step("rename", &path.file_name().unwrap_or_default().to_string_lossy());
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&self.tmp);
+            return Err(Error::io(&path, e));
+        }
+        sync_dir(path.parent().unwrap_or_else(|| Path::new(".")))
+    }
+}
+
+impl Drop for DurableFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Fsyncs a directory so that renames and unlinks in it are durable.

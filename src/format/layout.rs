@@ -49,6 +49,23 @@ pub fn phf_file(job_id: &str) -> String {
     format!("phf-{job_id}.bin")
 }
 
+/// The snapshot's key file a job's BuildPhf writes for its Mark, in its
+/// state directory (removed once Mark is done).
+pub fn keys_file(job_id: &str) -> String {
+    format!("keys-{job_id}.bin")
+}
+
+/// The directory of a job's scratch spools, in its state directory.
+pub fn scratch_dir(job_id: &str) -> String {
+    format!("scratch-{job_id}")
+}
+
+/// Whether `name` is a job's key file (or its temporary file) or scratch
+/// directory: what removing a job removes besides its context and PHF.
+pub fn is_scratch(name: &str) -> bool {
+    (name.starts_with("keys-") && (name.ends_with(".bin") || name.ends_with(".bin.tmp"))) || name.starts_with("scratch-")
+}
+
 /// Whether `name` is a PHF blob (or its temporary file) in a state directory.
 pub fn is_phf_file(name: &str) -> bool {
     name.starts_with("phf-") && (name.ends_with(".bin") || name.ends_with(".bin.tmp"))

@@ -89,11 +89,12 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
     let holds = live_holds(tier, opts.dry_run)?;
     let files = tier.all_files()?;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let phf = Phf::build(tier, &|_| true, crate::mark::phf::PhfKind::Boomphf, 1.7, threads)?;
+    let phf = Phf::build_over(tier, &|_| true, crate::mark::phf::PhfKind::Boomphf, 1.7, threads, tier.dir())?;
     let mut live = Phv::zeroed(phf.keys);
     // A tree that reaches a segment the index lacks is a corrupt tier:
     // marking fails and nothing is reclaimed.
-    crate::mark::marks::mark(tier, &phf, &|_| true, &files, &mut live, &mut |_| {}).inspect_err(|e| tier.retire_after(e))?;
+    crate::mark::marks::mark(tier, &phf, &|_| true, &files, &mut live, crate::mark::marks::LeafCheck::Lookup, &mut |_| {})
+        .inspect_err(|e| tier.retire_after(e))?;
     let next = tier.container_ids()?.last().map_or(0, |c| c.0 + 1);
     let mut record = match tier.gc_record()? {
         Some(r) if !opts.dry_run => r,

@@ -2,8 +2,12 @@
 //! source with marks kept as bits per PHF slot, and naming the files a
 //! problem affects (a failed Verify, a container lost mid-job).
 
+use std::path::Path;
+
+use super::keys::{KeyFile, Merge};
 use super::phf::Phf;
 use super::phv::Phv;
+use super::spool::Spool;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -48,28 +52,122 @@ impl Marks for PhfMarks<'_> {
     }
 }
 
+/// How Mark confirms that the leaves it reaches are in the source index
+/// (in a snapshot container): the check that makes their PHF slots
+/// trustworthy, since the PHF gives arbitrary slots to non-members.
+pub(crate) enum LeafCheck<'a> {
+    /// One index lookup per reached leaf, in the walk's batches.
+    Lookup,
+    /// Every reach of a leaf is spooled under `scratch` (fingerprint and
+    /// file) and confirmed after the walk: by one merge with the
+    /// snapshot's sorted key file when that reads less than looking each
+    /// one up would cost, else by lookups in fingerprint order.
+    Spool { scratch: &'a Path, keys: Option<&'a KeyFile> },
+}
+
+/// A spooled leaf reach: fingerprint (32 bytes), file index (u64 LE).
+type LeafRecord = [u8; 40];
+
+/// Merging costs a sequential read of 16 bytes per key in the file; a
+/// lookup costs a random index read, measured here at about a hundred
+/// times that. Below one leaf per this many keys, lookups are cheaper.
+const MERGE_MIN_RATIO: u64 = 128;
+
 /// Mark's side of the walk: the source, where anything missing is fatal.
 struct MarkSide<'a> {
     source: &'a dyn SourceTier,
     in_snapshot: &'a dyn Fn(ContainerId) -> bool,
     files: &'a [FileEntry],
     tables: TableCache<'a>,
+    /// Leaf reaches left for the check after the walk.
+    spool: Option<Spool<40>>,
 }
+
+impl MarkSide<'_> {
+    fn missing(&self, fingerprint: Fingerprint, file: usize) -> Error {
+        let path = self.files.get(file).map_or_else(|| format!("(file #{file})"), |f| f.path.clone());
+        Error::MissingSegment { path, fingerprint, tier: "source".into() }
+    }
+
+    /// Confirms the spooled leaves (see [`LeafCheck::Spool`]).
+    fn check_spooled(&mut self, keys: Option<&KeyFile>) -> Result<()> {
+        let Some(spool) = self.spool.take() else { return Ok(()) };
+        let record = |r: &LeafRecord| -> (Fingerprint, usize) {
+            let mut fp = [0u8; 32];
+            fp.copy_from_slice(&r[..32]);
+            let mut file = [0u8; 8];
+            file.copy_from_slice(&r[32..]);
+            (Fingerprint(fp), u64::from_le_bytes(file) as usize)
+        };
+        match keys.filter(|k| k.sorted && spool.len().saturating_mul(MERGE_MIN_RATIO) >= k.keys) {
+            Some(file) => {
+                let mut merge = Merge::new(file)?;
+                spool.drain_sorted(&mut |records| {
+                    for r in records {
+                        let (fp, file) = record(r);
+                        if !merge.contains(&fp.phf_key().0)? {
+                            return Err(self.missing(fp, file));
+                        }
+                    }
+                    Ok(())
+                })
+            }
+            None => spool.drain_sorted(&mut |records| {
+                for group in records.chunks(WALK_LOOKUPS) {
+                    let mut fps: Vec<Fingerprint> = group.iter().map(|r| record(r).0).collect();
+                    fps.dedup();
+                    let located = self.source.locate(&fps)?;
+                    if located.len() != fps.len() {
+                        return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+                    }
+                    let bad: std::collections::HashSet<Fingerprint> = fps
+                        .iter()
+                        .zip(located)
+                        .filter(|(_, loc)| !loc.is_some_and(|c| (self.in_snapshot)(c)))
+                        .map(|(f, _)| *f)
+                        .collect();
+                    if let Some((fp, file)) = group.iter().map(record).find(|(f, _)| bad.contains(f)) {
+                        return Err(self.missing(fp, file));
+                    }
+                }
+                Ok(())
+            }),
+        }
+    }
+}
+
+/// Leaves looked up per batch when the spool is checked by lookups.
+const WALK_LOOKUPS: usize = 1 << 16;
 
 impl Side for MarkSide<'_> {
     fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>> {
-        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-        let located = self.source.locate(&fps)?;
-        for (item, loc) in items.iter().zip(&located) {
-            if !loc.is_some_and(|c| (self.in_snapshot)(c)) {
-                return Err(Error::MissingSegment {
-                    path: self.files[item.2 as usize].path.clone(),
-                    fingerprint: item.0,
-                    tier: "source".into(),
-                });
+        let mut out = vec![None; items.len()];
+        let mut asked = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match &mut self.spool {
+                // A leaf is never expanded, so its place is not needed now.
+                Some(spool) if item.1 == 0 => {
+                    let mut r: LeafRecord = [0u8; 40];
+                    r[..32].copy_from_slice(&item.0.0);
+                    r[32..].copy_from_slice(&u64::from(item.2).to_le_bytes());
+                    spool.push(r)?;
+                }
+                _ => asked.push(i),
             }
         }
-        Ok(located)
+        let fps: Vec<Fingerprint> = asked.iter().map(|&i| items[i].0).collect();
+        let located = self.source.locate(&fps)?;
+        if located.len() != fps.len() {
+            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+        }
+        for (&i, loc) in asked.iter().zip(located) {
+            let item = &items[i];
+            if !loc.is_some_and(|c| (self.in_snapshot)(c)) {
+                return Err(self.missing(item.0, item.2 as usize));
+            }
+            out[i] = loc;
+        }
+        Ok(out)
     }
 
     fn first(&mut self, _item: &Item, _slot: u64, _place: Option<ContainerId>) -> Result<()> {
@@ -115,10 +213,17 @@ pub(crate) fn mark(
     in_snapshot: &dyn Fn(ContainerId) -> bool,
     files: &[FileEntry],
     phv: &mut Phv,
+    leaves: LeafCheck<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Walked> {
-    let mut side = MarkSide { source, in_snapshot, files, tables: TableCache::new(source) };
-    walk(files, &mut PhfMarks::new(phf, phv), &mut side, progress)
+    let (spool, keys) = match leaves {
+        LeafCheck::Lookup => (None, None),
+        LeafCheck::Spool { scratch, keys } => (Some(Spool::new(scratch)), keys),
+    };
+    let mut side = MarkSide { source, in_snapshot, files, tables: TableCache::new(source), spool };
+    let walked = walk(files, &mut PhfMarks::new(phf, phv), &mut side, progress)?;
+    side.check_spooled(keys)?;
+    Ok(walked)
 }
 
 /// Collects, for one file, the fingerprints of its tree whose PHV bit is

@@ -6,9 +6,11 @@
 //! Above the tier layer (it reads through the tier traits), below the
 //! engine and gc: nothing here knows about jobs or their contexts.
 
+pub(crate) mod keys;
 pub(crate) mod marks;
 pub(crate) mod phf;
 pub(crate) mod phv;
+pub(crate) mod spool;
 pub(crate) mod walk;
 
 pub use phf::PhfKind;

@@ -11,6 +11,7 @@ use ph::fmph::{GOBuildConf, GOConf, GOFunction, TwoToPowerBitsStatic};
 use ph::seedable_hash::BuildWyHash;
 use serde::{Deserialize, Serialize};
 
+use super::keys::{KeyFile, KeyReader};
 use crate::error::{Error, Result};
 use crate::format::durable::{encode_record, write_durable};
 use crate::format::fingerprint::PhfKey;
@@ -114,27 +115,38 @@ impl Phf {
         }
     }
 
-    /// Builds the PHF over every fingerprint of `source`'s index that lives
-    /// in a snapshot container (`in_snapshot`), streaming the index in
-    /// pages: memory holds one page per worker, never the whole index.
-    pub(crate) fn build(
+    /// Builds the PHF over every fingerprint of `source`'s index in a
+    /// container that `in_snapshot` accepts, through a key file written to
+    /// the directory `scratch` and removed afterwards (for the callers
+    /// that keep no key file: gc, the estimate, the bench).
+    pub(crate) fn build_over(
         source: &dyn SourceTier,
-        in_snapshot: &(dyn Fn(ContainerId) -> bool + Sync),
+        in_snapshot: &dyn Fn(ContainerId) -> bool,
         kind: PhfKind,
         gamma: f64,
         threads: usize,
+        scratch: &Path,
     ) -> Result<Phf> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = scratch.join(format!("tierseed-keys-{}-{n}.bin", std::process::id()));
+        let result = super::keys::write_where(source, &|c| in_snapshot(c).then_some(0), 0, &path)
+            .and_then(|w| KeyFile::open(&path, w.keys))
+            .and_then(|file| Phf::build(&file, kind, gamma, threads));
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+
+    /// Builds the PHF over the keys of the snapshot's key file (written by
+    /// [`super::keys::write`] from one scan of the source index): each of
+    /// the builder's passes reads the file, not the index.
+    pub(crate) fn build(file: &KeyFile, kind: PhfKind, gamma: f64, threads: usize) -> Result<Phf> {
         check_gamma(gamma)?;
-        // First pass: count the keys (the builder needs the count up front).
-        let mut keys = 0u64;
-        source.for_each_index_page(PAGE, &mut |page| {
-            keys += page.iter().filter(|(_, c)| in_snapshot(*c)).count() as u64;
-            Ok(())
-        })?;
+        let keys = file.keys;
         if keys == 0 {
             return Ok(Phf { func: Func::Boom(Mphf::new(gamma, &[])), keys: 0 });
         }
-        let stream = KeyStream { source, in_snapshot, keys, failure: Mutex::new(None) };
+        let stream = KeyStream { file, keys, failure: Mutex::new(None) };
         if kind == PhfKind::Compact {
             return Self::build_compact(&stream, threads);
         }
@@ -278,7 +290,7 @@ pub(crate) fn check_gamma(gamma: f64) -> Result<()> {
     }
 }
 
-/// The source index as a re-iterable stream of pages, as boomphf's chunked
+/// The key file as a re-iterable stream of pages, as boomphf's chunked
 /// construction wants it.
 ///
 /// boomphf cannot be told that a stream failed: a pass that yields fewer or
@@ -290,8 +302,7 @@ pub(crate) fn check_gamma(gamma: f64) -> Result<()> {
 /// is stable from the failure on, and its result is discarded for the
 /// recorded error.
 struct KeyStream<'a> {
-    source: &'a dyn SourceTier,
-    in_snapshot: &'a (dyn Fn(ContainerId) -> bool + Sync),
+    file: &'a KeyFile,
     keys: u64,
     failure: Mutex<Option<Error>>,
 }
@@ -324,7 +335,7 @@ fn filler(p: u64) -> PhfKey {
 
 struct Pages<'s, 'a> {
     stream: &'s KeyStream<'a>,
-    after: Option<Fingerprint>,
+    reader: Option<KeyReader>,
     /// Keys yielded in this pass.
     position: u64,
     /// The source ran out of pages.
@@ -335,7 +346,7 @@ impl<'s, 'a> IntoIterator for &'s KeyStream<'a> {
     type Item = Vec<PhfKey>;
     type IntoIter = Pages<'s, 'a>;
     fn into_iter(self) -> Self::IntoIter {
-        Pages { stream: self, after: None, position: 0, exhausted: false }
+        Pages { stream: self, reader: None, position: 0, exhausted: false }
     }
 }
 
@@ -360,28 +371,25 @@ impl Iterator for Pages<'_, '_> {
         if self.exhausted || self.stream.failed() {
             return self.fillers();
         }
-        match self.stream.source.fingerprints(self.after.as_ref(), PAGE) {
-            Ok(page) if page.is_empty() => {
+        if self.reader.is_none() {
+            match self.stream.file.reader() {
+                Ok(r) => self.reader = Some(r),
+                Err(e) => {
+                    self.stream.fail(e);
+                    return self.fillers();
+                }
+            }
+        }
+        let reader = self.reader.as_mut().expect("opened just above");
+        match reader.page(PAGE) {
+            Ok(keys) if keys.is_empty() => {
                 self.exhausted = true;
                 self.stream.fail(Error::PhfBuild {
-                    reason: format!(
-                        "the source index shrank during the build: {} of {} keys found",
-                        self.position, self.stream.keys
-                    ),
+                    reason: format!("the key file ended after {} of {} keys", self.position, self.stream.keys),
                 });
                 self.fillers()
             }
-            Ok(page) => {
-                self.after = page.last().map(|p| p.0);
-                let mut keys: Vec<PhfKey> =
-                    page.iter().filter(|(_, c)| (self.stream.in_snapshot)(*c)).map(|(f, _)| f.phf_key()).collect();
-                let room = (self.stream.keys - self.position) as usize;
-                if keys.len() > room {
-                    keys.truncate(room);
-                    self.stream.fail(Error::PhfBuild {
-                        reason: format!("the source index grew during the build past the {} keys counted", self.stream.keys),
-                    });
-                }
+            Ok(keys) => {
                 self.position += keys.len() as u64;
                 Some(keys)
             }

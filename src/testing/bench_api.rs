@@ -16,12 +16,12 @@ pub struct PhfHandle(Phf);
 
 /// Builds the PHF over every fingerprint of `source`, streaming its index.
 pub fn build_phf(source: &dyn SourceTier, gamma: f64, threads: usize) -> Result<PhfHandle> {
-    Phf::build(source, &|_| true, crate::mark::phf::PhfKind::Boomphf, gamma, threads).map(PhfHandle)
+    Phf::build_over(source, &|_| true, crate::mark::phf::PhfKind::Boomphf, gamma, threads, &std::env::temp_dir()).map(PhfHandle)
 }
 
 /// Builds a PHF of the given kind over every fingerprint of `source`.
 pub fn build_phf_kind(source: &dyn SourceTier, kind: crate::mark::phf::PhfKind, threads: usize) -> Result<PhfHandle> {
-    Phf::build(source, &|_| true, kind, 1.7, threads).map(PhfHandle)
+    Phf::build_over(source, &|_| true, kind, 1.7, threads, &std::env::temp_dir()).map(PhfHandle)
 }
 
 impl PhfHandle {

@@ -1,0 +1,157 @@
+//! A spool of fixed-size records that a walk emits one by one and reads
+//! back grouped: in memory while small, beyond that in 256 bucket files
+//! keyed by the record's first byte (a fingerprint's, so the buckets come
+//! back in fingerprint order and each holds about 1/256 of the records).
+//! Memory stays bounded however many records there are: the buffer, then
+//! one bucket at a time.
+//!
+//! The files are scratch: they live in a directory of the job's state,
+//! are removed when the spool is dropped, and a crash leaves nothing a
+//! later run reads (it starts a new spool over the directory).
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Records kept in memory before the spool goes to disk.
+const IN_MEMORY: usize = 1 << 20;
+const BUCKETS: usize = 256;
+
+/// The spool. `N` is the record size; a record's first byte is its bucket.
+pub(crate) struct Spool<const N: usize> {
+    dir: PathBuf,
+    memory: Vec<[u8; N]>,
+    files: Vec<BufWriter<File>>,
+    len: u64,
+    in_memory: usize,
+}
+
+impl<const N: usize> Spool<N> {
+    /// A spool that may write its buckets under `dir` (created when
+    /// needed; anything already there is replaced).
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self::with_memory(dir, IN_MEMORY)
+    }
+
+    /// As [`new`](Self::new), keeping at most `records` in memory.
+    pub(crate) fn with_memory(dir: &Path, records: usize) -> Self {
+        Spool { dir: dir.to_path_buf(), memory: Vec::new(), files: Vec::new(), len: 0, in_memory: records.max(1) }
+    }
+
+    /// Records pushed so far.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub(crate) fn push(&mut self, record: [u8; N]) -> Result<()> {
+        self.len += 1;
+        if self.files.is_empty() {
+            self.memory.push(record);
+            if self.memory.len() >= self.in_memory {
+                self.spill()?;
+            }
+            return Ok(());
+        }
+        self.write(&record)
+    }
+
+    fn write(&mut self, record: &[u8; N]) -> Result<()> {
+        let b = record[0] as usize;
+        let dir = &self.dir;
+        self.files[b].write_all(record).map_err(|e| Error::io(bucket(dir, b), e))
+    }
+
+    fn spill(&mut self) -> Result<()> {
+        if self.dir.exists() {
+            fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        }
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for b in 0..BUCKETS {
+            let path = bucket(&self.dir, b);
+            let f = File::create(&path).map_err(|e| Error::io(&path, e))?;
+            self.files.push(BufWriter::with_capacity(64 << 10, f));
+        }
+        for r in std::mem::take(&mut self.memory) {
+            self.write(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every record, bucket by bucket in bucket order, each
+    /// bucket sorted (so, for records that start with a fingerprint, in
+    /// fingerprint order). Consumes the spool.
+    pub(crate) fn drain_sorted(mut self, f: &mut dyn FnMut(&[[u8; N]]) -> Result<()>) -> Result<()> {
+        if self.files.is_empty() {
+            let mut all = std::mem::take(&mut self.memory);
+            all.sort_unstable();
+            return f(&all);
+        }
+        let mut buf = Vec::new();
+        for (b, w) in std::mem::take(&mut self.files).into_iter().enumerate() {
+            let path = bucket(&self.dir, b);
+            w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+            let mut r = BufReader::new(File::open(&path).map_err(|e| Error::io(&path, e))?);
+            let mut bytes = Vec::new();
+            r.read_to_end(&mut bytes).map_err(|e| Error::io(&path, e))?;
+            // A short bucket is a disk that lost what it acknowledged.
+            if bytes.len() % N != 0 {
+                return Err(Error::corrupt_record(path.display().to_string(), "scratch spool has a partial record"));
+            }
+            buf.clear();
+            buf.extend(bytes.chunks_exact(N).map(|c| <[u8; N]>::try_from(c).expect("chunks_exact yields N bytes")));
+            drop(bytes);
+            let _ = fs::remove_file(&path);
+            buf.sort_unstable();
+            f(&buf)?;
+        }
+        Ok(())
+    }
+}
+
+impl<const N: usize> Drop for Spool<N> {
+    fn drop(&mut self) {
+        if !self.files.is_empty() || self.dir.exists() {
+            self.files.clear();
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn bucket(dir: &Path, b: usize) -> PathBuf {
+    dir.join(format!("{b:02x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drained(s: Spool<4>) -> Vec<[u8; 4]> {
+        let mut out = Vec::new();
+        s.drain_sorted(&mut |g| {
+            out.extend_from_slice(g);
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn spilled_and_in_memory_spools_give_back_every_record_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<[u8; 4]> =
+            (0u32..5000).map(|i| (i.wrapping_mul(2_654_435_761)).to_be_bytes()).chain([[7, 7, 7, 7]; 3]).collect();
+        let mut want = records.clone();
+        want.sort_unstable();
+        for memory in [1usize, 10, 1 << 20] {
+            let mut s = Spool::<4>::with_memory(&dir.path().join("spool"), memory);
+            for r in &records {
+                s.push(*r).unwrap();
+            }
+            assert_eq!(s.len(), records.len() as u64);
+            assert_eq!(drained(s), want, "memory {memory}");
+            assert!(!dir.path().join("spool").exists(), "the scratch files are removed");
+        }
+    }
+}
