@@ -413,6 +413,7 @@ impl<'a> Seeder<'a> {
         st.phvs = phvs;
         // Needed by no later phase (a resume past Mark never reads it).
         let _ = std::fs::remove_file(&keys_path);
+        let _ = std::fs::remove_dir_all(scratch.parent().unwrap_or(&scratch));
         Ok(Flow::Continue)
     }
 
@@ -911,6 +912,8 @@ impl<'a> Seeder<'a> {
             }
         }
         self.commit_phase(st, Phase::Verify, Commit::default())?;
+        // The spools remove themselves; their directory goes with the phase.
+        let _ = std::fs::remove_dir_all(scratch);
         Ok(Flow::Continue)
     }
 

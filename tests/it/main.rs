@@ -13,6 +13,7 @@ mod multi;
 mod object;
 mod phf;
 mod rot;
+mod scale;
 mod tier;
 
 use std::collections::BTreeMap;

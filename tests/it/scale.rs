@@ -1,0 +1,134 @@
+//! The appliance-scale machinery (issue 19): the snapshot's key file that
+//! BuildPhf writes and Mark merges its leaves with, the spools, and the
+//! fallbacks when the key file is gone or damaged.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tierseed::{
+    ContainerKind, Error, FileEntry, Fingerprint, LocalTier, Phase, Seeder, Selection, StoredSegment, TargetTier, Tier,
+};
+
+use crate::{check_target, namespace, run_to_end, run_until, small_config, synth_source};
+
+/// A source with `extra` files of ten distinct leaves each, plus file
+/// `"b"` whose recipe lists two real leaves around one the source never
+/// stored (so its index lacks it). Returns the tier and the missing
+/// fingerprint.
+fn source_missing_a_leaf(dir: &Path, extra: usize) -> (LocalTier, Fingerprint) {
+    let t = LocalTier::create(dir, small_config()).unwrap();
+    let leaves: Vec<[u8; 16]> = (0..extra as u64 * 10)
+        .map(|k| {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&k.to_le_bytes());
+            b[8..].copy_from_slice(b"missleaf");
+            b
+        })
+        .collect();
+    let fps: Vec<Fingerprint> = leaves.iter().map(|b| Fingerprint::of(b)).collect();
+    for (chunk, fchunk) in leaves.chunks(4096).zip(fps.chunks(4096)) {
+        let stored: Vec<StoredSegment<'_>> = fchunk.iter().zip(chunk).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
+        t.write_container(ContainerKind::Data, &stored).unwrap();
+    }
+    let missing = Fingerprint::of(b"a leaf this source never stored");
+    let mut recipes: Vec<(String, Vec<u8>)> = fps
+        .chunks(10)
+        .enumerate()
+        .map(|(i, g)| {
+            let children: Vec<(Fingerprint, u64)> = g.iter().map(|f| (*f, 16)).collect();
+            (format!("f{i:06}"), tierseed::bench_api::encode_recipe(1, &children))
+        })
+        .collect();
+    recipes.push(("b".into(), tierseed::bench_api::encode_recipe(1, &[(fps[3], 16), (missing, 16), (fps[4], 16)])));
+    let stored: Vec<StoredSegment<'_>> = recipes.iter().map(|(_, r)| StoredSegment::raw(Fingerprint::of(r), r)).collect();
+    t.write_container(ContainerKind::Meta, &stored).unwrap();
+    let entries: Vec<FileEntry> = recipes
+        .iter()
+        .map(|(p, r)| FileEntry { path: p.clone(), size: 160, mtime: 0, root: Fingerprint::of(r), height: 1 })
+        .collect();
+    t.upsert_files(&entries).unwrap();
+    (t, missing)
+}
+
+/// Every reach of a leaf is confirmed, by the merge with the key file
+/// (the whole namespace selected) and by lookups (one file of thousands):
+/// a leaf the source index lacks fails Mark naming the file, whatever
+/// slot the PHF gives it, and nothing reaches the target.
+#[test]
+fn mark_names_a_leaf_the_source_index_lacks_by_merge_and_by_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, missing) = source_missing_a_leaf(&dir.path().join("src"), 2_000);
+    for (name, sel) in [("merge", Selection::all()), ("lookup", Selection::new().path("b"))] {
+        let dst = LocalTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
+        let state = dir.path().join(format!("state-{name}"));
+        let mut job = Seeder::builder(&src, &dst, &state).selection(sel).build().unwrap();
+        let err = job.run().unwrap_err();
+        assert!(
+            matches!(err.root(), Error::MissingSegment { path, fingerprint, .. } if path == "b" && *fingerprint == missing),
+            "{name}: {err}"
+        );
+        let status = Seeder::status(&state).unwrap();
+        assert_eq!(status.next_phase, Phase::Mark, "{name}: Mark must not be recorded as done");
+        assert!(dst.container_ids().unwrap().is_empty(), "{name}: something was copied");
+        assert!(namespace(&dst).is_empty(), "{name}: something was switched");
+        assert!(scratch_of(&state).iter().all(|p| !p.is_dir()), "{name}: a spool outlived Mark: {:?}", scratch_of(&state));
+    }
+}
+
+fn scratch_of(state: &Path) -> Vec<PathBuf> {
+    fs::read_dir(state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| tierseed::layout::is_scratch(&p.file_name().unwrap().to_string_lossy()))
+        .collect()
+}
+
+/// The key file is an accelerator, never a source of truth: one that is
+/// gone, truncated or rotten when a resumed job reaches Mark is refused,
+/// and Mark looks its leaves up instead; the job completes and the key
+/// file is gone once Mark is done.
+#[test]
+fn a_key_file_lost_or_rotten_before_mark_is_refused_and_mark_looks_leaves_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 61, 2, 20, 20_000);
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 3] = [
+        ("removed", |p| fs::remove_file(p).unwrap()),
+        ("truncated", |p| {
+            let b = fs::read(p).unwrap();
+            fs::write(p, &b[..b.len() - 16]).unwrap();
+        }),
+        ("one bit flipped", |p| {
+            let mut b = fs::read(p).unwrap();
+            b[5] ^= 0x10;
+            fs::write(p, &b).unwrap();
+        }),
+    ];
+    for (name, damage) in damages {
+        let state = dir.path().join(format!("state-{name}"));
+        let s = &src;
+        let d = LocalTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
+        let job = Seeder::builder(s, &d, &state).selection(Selection::all()).build().unwrap();
+        drop(run_until(job, &state, s, &d, Phase::Mark));
+        let keys: Vec<PathBuf> = scratch_of(&state).into_iter().filter(|p| p.is_file()).collect();
+        assert_eq!(keys.len(), 1, "{name}: BuildPhf leaves one key file: {keys:?}");
+        damage(&keys[0]);
+        run_to_end(&mut Seeder::resume(&state, s, &d).unwrap());
+        check_target(&d, &all);
+        assert!(scratch_of(&state).is_empty(), "{name}: scratch left after the job: {:?}", scratch_of(&state));
+    }
+}
+
+/// Abandoning a job between BuildPhf and Mark removes its key file too.
+#[test]
+fn abandoning_a_job_removes_its_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 62, 1, 10, 8_000);
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let state = dir.path().join("state");
+    let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
+    drop(run_until(job, &state, &src, &dst, Phase::Mark));
+    assert_eq!(scratch_of(&state).len(), 1);
+    Seeder::abandon(&state).unwrap();
+    assert!(!state.exists() || scratch_of(&state).is_empty(), "the key file outlived its job");
+}
