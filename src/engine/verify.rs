@@ -88,11 +88,45 @@ fn read_leaf(r: &LeafRecord) -> (ContainerId, Fingerprint, u64) {
     (ContainerId(u64::from_be_bytes(cid)), Fingerprint(fp), u64::from_le_bytes(slot))
 }
 
+/// A reached leaf not yet placed: fingerprint, PHF slot (u64 LE), file
+/// index (u32 LE).
+type ReachRecord = [u8; 44];
+
+fn reach_record(fp: &Fingerprint, slot: u64, file: u32) -> ReachRecord {
+    let mut r = [0u8; 44];
+    r[..32].copy_from_slice(&fp.0);
+    r[32..40].copy_from_slice(&slot.to_le_bytes());
+    r[40..].copy_from_slice(&file.to_le_bytes());
+    r
+}
+
+fn read_reach(r: &ReachRecord) -> (Fingerprint, u64, u32) {
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(&r[..32]);
+    let mut slot = [0u8; 8];
+    slot.copy_from_slice(&r[32..40]);
+    let mut file = [0u8; 4];
+    file.copy_from_slice(&r[40..]);
+    (Fingerprint(fp), u64::from_le_bytes(slot), u32::from_le_bytes(file))
+}
+
+/// Index entries read per page when leaves are placed by a merge.
+const INDEX_PAGE: usize = 1 << 16;
+/// Leaves looked up per batch when they are placed by lookups.
+const LOOKUP_BATCH: usize = 1 << 16;
+/// A merge reads the whole index sequentially (tens of bytes an entry); a
+/// lookup reads a random index block. Below one leaf per this many index
+/// entries, lookups read less.
+const MERGE_MIN_RATIO: u64 = 128;
+
 struct TargetSide<'a> {
     target: &'a dyn TargetTier,
     tables: TableCache<'a>,
     source: &'a dyn SourceTier,
     source_tables: TableCache<'a>,
+    /// Leaves reached, placed after the walk (all at once, by a merge with
+    /// the target's index or by sorted lookups).
+    reached: Spool<44>,
     /// Leaves placed by the target's index, left for step 3.
     leaves: Spool<49>,
     /// The containers they are in (for the progress total).
@@ -121,6 +155,52 @@ impl TargetSide<'_> {
 }
 
 impl TargetSide<'_> {
+    /// Places every reached leaf in the target's index: one that is there
+    /// goes to step 3's spool by container; one that is not is a problem.
+    fn place_leaves(&mut self, scratch: &std::path::Path) -> Result<()> {
+        let reached = std::mem::replace(&mut self.reached, Spool::new(scratch));
+        let leaves = reached.len();
+        let merge = self.target.sorted_index_len()?.is_some_and(|len| leaves.saturating_mul(MERGE_MIN_RATIO) >= len);
+        let mut cursor = IndexCursor { page: Vec::new(), at: 0, after: None, done: false };
+        reached.drain_sorted(&mut |records| {
+            if merge {
+                for r in records {
+                    let (fp, slot, file) = read_reach(r);
+                    let place = cursor.find(self.target, &fp)?;
+                    self.placed(fp, slot, file, place)?;
+                }
+                return Ok(());
+            }
+            for group in records.chunks(LOOKUP_BATCH) {
+                let fps: Vec<Fingerprint> = group.iter().map(|r| read_reach(r).0).collect();
+                let located = self.target.locate(&fps)?;
+                if located.len() != fps.len() {
+                    return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+                }
+                for (r, place) in group.iter().zip(located) {
+                    let (fp, slot, file) = read_reach(r);
+                    self.placed(fp, slot, file, place)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn placed(&mut self, fp: Fingerprint, slot: u64, file: u32, place: Option<ContainerId>) -> Result<()> {
+        match place {
+            Some(c) => {
+                self.touched.insert(c);
+                self.leaves.push(leaf_record(c, &fp, slot))
+            }
+            None => {
+                self.failed.set(slot);
+                let path = self.path(file).to_string();
+                self.problem(|| format!("segment {fp} (of {path:?}) is not in the target's index"));
+                Ok(())
+            }
+        }
+    }
+
     /// Reads the recipes `items[i]` for `i` in `which` from the source
     /// into `out[i]`, for walking below recipes the target lacks.
     fn walk_below_from_source(
@@ -148,16 +228,23 @@ impl TargetSide<'_> {
 
 impl Side for TargetSide<'_> {
     fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>> {
-        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-        self.target.locate(&fps)
+        // Leaves are placed after the walk, all together.
+        let asked: Vec<usize> = (0..items.len()).filter(|&i| items[i].1 > 0).collect();
+        let fps: Vec<Fingerprint> = asked.iter().map(|&i| items[i].0).collect();
+        let located = self.target.locate(&fps)?;
+        if located.len() != fps.len() {
+            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+        }
+        let mut out = vec![None; items.len()];
+        for (i, loc) in asked.into_iter().zip(located) {
+            out[i] = loc;
+        }
+        Ok(out)
     }
 
     fn first(&mut self, item: &Item, slot: u64, place: Option<ContainerId>) -> Result<()> {
         match place {
-            Some(c) if item.1 == 0 => {
-                self.touched.insert(c);
-                self.leaves.push(leaf_record(c, &item.0, slot))?;
-            }
+            _ if item.1 == 0 => self.reached.push(reach_record(&item.0, slot, item.2))?,
             Some(_) => {} // a recipe: proven when it is read
             None => {
                 self.failed.set(slot);
@@ -248,7 +335,8 @@ pub(crate) fn verify_target(
         tables: TableCache::new(target),
         source,
         source_tables: TableCache::new(source),
-        leaves: Spool::new(scratch),
+        reached: Spool::new(&scratch.join("reached")),
+        leaves: Spool::new(&scratch.join("placed")),
         touched: std::collections::BTreeSet::new(),
         failed: Phv::zeroed(phf.keys),
         rotten: Vec::new(),
@@ -259,8 +347,9 @@ pub(crate) fn verify_target(
     let mut seen = Phv::zeroed(phf.keys);
     let walked = walk(files, &mut PhfMarks::new(phf, &mut seen), &mut side, &mut |_| {})?;
     drop(seen);
+    side.place_leaves(&scratch.join("reached"))?;
 
-    let leaves = std::mem::replace(&mut side.leaves, Spool::new(scratch));
+    let leaves = std::mem::replace(&mut side.leaves, Spool::new(&scratch.join("placed")));
     let total = std::mem::take(&mut side.touched).len() as u64;
     let mut containers = 0u64;
     let mut hashed = 0u64;
@@ -294,6 +383,47 @@ pub(crate) fn verify_target(
     }
     let failed = std::mem::replace(&mut side.failed, Phv::zeroed(0));
     Ok(Verdict { sum: walked.sum, containers, hashed, failed, problems: side.problems, reasons: side.reasons })
+}
+
+/// The target's index, paged in ascending order, answering ascending
+/// probes (a merge).
+struct IndexCursor {
+    page: Vec<(Fingerprint, ContainerId)>,
+    at: usize,
+    after: Option<Fingerprint>,
+    done: bool,
+}
+
+impl IndexCursor {
+    fn find(&mut self, target: &dyn TargetTier, fp: &Fingerprint) -> Result<Option<ContainerId>> {
+        loop {
+            if self.at == self.page.len() {
+                if self.done {
+                    return Ok(None);
+                }
+                self.page = target.sorted_index_page(self.after.as_ref(), INDEX_PAGE)?;
+                self.at = 0;
+                let ascending = self.page.windows(2).all(|w| w[0].0 < w[1].0)
+                    && self.page.first().is_none_or(|f| self.after.is_none_or(|a| a < f.0));
+                if !ascending {
+                    return Err(Error::tier("sorted_index_page", "answered entries out of ascending fingerprint order"));
+                }
+                match self.page.last() {
+                    Some(l) => self.after = Some(l.0),
+                    None => {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                }
+            }
+            let (k, c) = self.page[self.at];
+            if k < *fp {
+                self.at += 1;
+                continue;
+            }
+            return Ok((k == *fp).then_some(c));
+        }
+    }
 }
 
 /// Proves the leaves `group` (fingerprint, slot) that the target's index

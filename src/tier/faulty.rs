@@ -75,12 +75,13 @@ pub struct FaultyTier<T> {
     faults: Vec<Fault>,
     calls: Mutex<[u64; KINDS]>,
     hidden: Vec<Fingerprint>,
+    unindexed: Vec<Fingerprint>,
 }
 
 impl<T> FaultyTier<T> {
     /// Wraps `inner` with the given faults.
     pub fn new(inner: T, faults: Vec<Fault>) -> Self {
-        FaultyTier { inner, faults, calls: Mutex::new([0; KINDS]), hidden: Vec::new() }
+        FaultyTier { inner, faults, calls: Mutex::new([0; KINDS]), hidden: Vec::new(), unindexed: Vec::new() }
     }
 
     /// Makes every container table this tier returns omit `fp`, while its
@@ -89,6 +90,15 @@ impl<T> FaultyTier<T> {
     #[must_use]
     pub fn hide_segment(mut self, fp: Fingerprint) -> Self {
         self.hidden.push(fp);
+        self
+    }
+
+    /// Makes this tier's index lose `fp`: lookups answer `None` and
+    /// index pages skip it, while the containers still hold it (an index
+    /// that lost an entry: Verify must notice, by lookup or by merge).
+    #[must_use]
+    pub fn unindex_segment(mut self, fp: Fingerprint) -> Self {
+        self.unindexed.push(fp);
         self
     }
 
@@ -148,7 +158,13 @@ impl<T: Tier> Tier for FaultyTier<T> {
         self.inner.release_hold(job)
     }
     fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
-        self.around(FaultKind::Locate, || self.inner.locate(fingerprints))
+        let mut found = self.around(FaultKind::Locate, || self.inner.locate(fingerprints))?;
+        for (fp, f) in fingerprints.iter().zip(found.iter_mut()) {
+            if self.unindexed.contains(fp) {
+                *f = None;
+            }
+        }
+        Ok(found)
     }
     fn list_files(&self, after: Option<&str>, limit: usize) -> Result<Vec<FileEntry>> {
         self.around(FaultKind::ListFiles, || self.inner.list_files(after, limit))
@@ -204,5 +220,13 @@ impl<T: TargetTier> TargetTier for FaultyTier<T> {
     }
     fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
         self.inner.retire_segments(suspects)
+    }
+    fn sorted_index_len(&self) -> Result<Option<u64>> {
+        self.inner.sorted_index_len()
+    }
+    fn sorted_index_page(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        let mut page = self.around(FaultKind::Fingerprints, || self.inner.sorted_index_page(after, limit))?;
+        page.retain(|(fp, _)| !self.unindexed.contains(fp));
+        Ok(page)
     }
 }

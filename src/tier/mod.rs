@@ -284,6 +284,23 @@ pub trait TargetTier: Tier {
     ///
     /// Durability: on `Ok`, the retirement survives a crash.
     fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64>;
+
+    /// How many entries the index holds, if this tier can page its index
+    /// in ascending fingerprint order ([`sorted_index_page`](Self::sorted_index_page)).
+    /// Verify then proves a job's leaves by one sequential merge with the
+    /// index when that reads less than a lookup per leaf would. `None`
+    /// (the default): Verify looks every leaf up.
+    fn sorted_index_len(&self) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Up to `limit` index entries in strictly ascending fingerprint order,
+    /// starting after `after`; empty at the end. Called only when
+    /// [`sorted_index_len`](Self::sorted_index_len) answered `Some`.
+    fn sorted_index_page(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        let _ = (after, limit);
+        Err(crate::error::Error::tier("sorted_index_page", "this tier does not page its index in order"))
+    }
 }
 
 // A reference to a tier is a tier, so decorators such as `FaultyTier` can
@@ -348,5 +365,11 @@ impl<T: TargetTier + ?Sized> TargetTier for &T {
     }
     fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
         (**self).retire_segments(suspects)
+    }
+    fn sorted_index_len(&self) -> Result<Option<u64>> {
+        (**self).sorted_index_len()
+    }
+    fn sorted_index_page(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        (**self).sorted_index_page(after, limit)
     }
 }

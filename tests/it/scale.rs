@@ -132,3 +132,58 @@ fn abandoning_a_job_removes_its_key_file() {
     Seeder::abandon(&state).unwrap();
     assert!(!state.exists() || scratch_of(&state).is_empty(), "the key file outlived its job");
 }
+
+/// The fingerprint of the first segment of the first data container of
+/// `t`: a leaf.
+fn a_leaf(t: &LocalTier) -> Fingerprint {
+    for c in t.container_ids().unwrap() {
+        let meta = tierseed::Tier::read_metadata(t, c).unwrap();
+        if meta.kind == ContainerKind::Data {
+            return meta.segments[0].fingerprint;
+        }
+    }
+    panic!("no data container");
+}
+
+/// Verify places the leaves it reaches by one merge with the target's
+/// index when the job is a large part of it, and by lookups when it is a
+/// small part: either way, a leaf the target's index lost fails Verify
+/// naming the file, and a resume against the sound index completes.
+#[test]
+fn verify_finds_a_leaf_the_target_index_lost_by_merge_and_by_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 63, 1, 4, 6_000);
+    let leaf = a_leaf(&src);
+    for (name, prefill) in [("merge", false), ("lookup", true)] {
+        let d = LocalTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
+        if prefill {
+            // Thousands of unrelated segments on the target first, so the
+            // job's leaves are far fewer than a 128th of its index.
+            let (other, _) = synth_source(&dir.path().join("other"), 64, 1, 200, 40_000);
+            let st = dir.path().join("state-prefill");
+            run_to_end(&mut Seeder::builder(&other, &d, &st).selection(Selection::all()).build().unwrap());
+        }
+        let before = namespace(&d);
+        let state = dir.path().join(format!("state-{name}"));
+        let job = Seeder::builder(&src, &d, &state).selection(Selection::all()).build().unwrap();
+        drop(run_until(job, &state, &src, &d, Phase::Verify));
+        let lying = tierseed::FaultyTier::new(&d, vec![]).unindex_segment(leaf);
+        let err = match Seeder::resume(&state, &src, &lying).unwrap().run() {
+            Err(e) => e,
+            Ok(o) => panic!("{name}: Verify passed a target whose index lost a leaf: {o:?}"),
+        };
+        // Which way the leaves were placed: index pages read, or none.
+        let paged = lying.calls(tierseed::FaultKind::Fingerprints) > 0;
+        assert_eq!(paged, !prefill, "{name}: the leaves were placed the other way");
+        let msg = err.to_string();
+        assert!(matches!(err.root(), Error::VerifyFailed { .. }), "{name}: {msg}");
+        assert!(msg.contains(&leaf.to_string()) && msg.contains("not in the target's index"), "{name}: {msg}");
+        assert!(namespace(&d) == before, "{name}: files were switched");
+        run_to_end(&mut Seeder::resume(&state, &src, &d).unwrap());
+        for (p, bytes) in &all {
+            let mut out = Vec::new();
+            d.restore(p, &mut out).unwrap();
+            assert!(out == *bytes, "{name}: {p} differs");
+        }
+    }
+}

@@ -986,6 +986,15 @@ impl TargetTier for LocalTier {
         self.retire(suspects)
     }
 
+    fn sorted_index_len(&self) -> Result<Option<u64>> {
+        // The index is keyed by fingerprint, so its scan is in order.
+        Ok(Some(lock(&self.alloc).segments))
+    }
+
+    fn sorted_index_page(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        SourceTier::fingerprints(self, after, limit)
+    }
+
     fn write_container(&self, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Result<ContainerId> {
         self.check_poison()?;
         // Containers are written and fsynced outside any lock, so several

@@ -1081,4 +1081,10 @@ impl TargetTier for ObjectTier {
     fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
         self.tier.retire_segments(suspects)
     }
+    fn sorted_index_len(&self) -> Result<Option<u64>> {
+        self.tier.sorted_index_len()
+    }
+    fn sorted_index_page(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
+        self.tier.sorted_index_page(after, limit)
+    }
 }
