@@ -509,13 +509,6 @@ impl Commit {
         self.batch.put(K_SNAPSHOT, encode_record(CTX_MAGIC, CTX_VERSION, &raw));
         self
     }
-    pub(crate) fn files(&mut self, files: &[FileEntry]) -> &mut Self {
-        for (i, chunk) in files.chunks(FILES_PER_CHUNK).enumerate() {
-            let records: Vec<FileEntryV1> = chunk.iter().map(FileEntryV1::from).collect();
-            self.batch.put(files_key(i as u64), encode_record(CTX_MAGIC, CTX_VERSION, &records));
-        }
-        self
-    }
     /// For each snapshot container, how many source index entries point
     /// to it (BuildPhf counts them; Copy trusts a container whose table is
     /// exactly that long and lists no fingerprint twice).
@@ -730,6 +723,23 @@ impl Context {
         Ok(())
     }
 
+    /// Writes chunk `i` of the selected files ahead of Select's commit,
+    /// unsynced: the synced commit that records Select as done follows it
+    /// in the same log, so it is durable with that commit; a crash before
+    /// the commit redoes Select, which writes every chunk again (a stale
+    /// chunk past the new count is never read: readers go by the count).
+    pub(crate) fn put_file_chunk(&mut self, i: u64, files: &[FileEntry]) -> Result<()> {
+        if let Some(cause) = &self.poisoned {
+            return Err(Error::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() });
+        }
+        let records: Vec<FileEntryV1> = files.iter().map(FileEntryV1::from).collect();
+        self.db.put(files_key(i), encode_record(CTX_MAGIC, CTX_VERSION, &records)).map_err(|e| {
+            let err = Error::db(self.dir.join(JOB_CONTEXT), e);
+            self.poisoned = Some(err.to_string());
+            err
+        })
+    }
+
     /// Commits `c`, which records a phase as done, then flushes the
     /// context's memtable to its tables: a phase boundary never lives in
     /// the log alone, so a log lost or cut short behind the job's back can
@@ -763,7 +773,58 @@ impl DbReader {
     }
 }
 
+/// The selected files as the context holds them, chunk by chunk: the
+/// windows a walk starts from, and names by index (read back on demand),
+/// so that no phase holds the whole selection.
+pub(crate) struct SelectedFiles<'a> {
+    reader: Reader<'a>,
+    chunks: u64,
+    next: u64,
+}
+
+/// Chunks read per window: 64K files.
+const WINDOW_CHUNKS: u64 = 64;
+
+impl<'a> SelectedFiles<'a> {
+    pub(crate) fn new(reader: Reader<'a>, files_selected: u64) -> Self {
+        SelectedFiles { reader, chunks: files_selected.div_ceil(FILES_PER_CHUNK as u64), next: 0 }
+    }
+
+    /// The same files from the first window again (each walk reads
+    /// them anew).
+    pub(crate) fn again(&self) -> Self {
+        SelectedFiles { reader: self.reader, chunks: self.chunks, next: 0 }
+    }
+}
+
+impl crate::mark::walk::FileWindows for SelectedFiles<'_> {
+    fn next_window(&mut self) -> Result<Option<(u64, Vec<FileEntry>)>> {
+        if self.next >= self.chunks {
+            return Ok(None);
+        }
+        let first = self.next * FILES_PER_CHUNK as u64;
+        let mut files = Vec::new();
+        while self.next < self.chunks && files.len() < (WINDOW_CHUNKS as usize) * FILES_PER_CHUNK {
+            files.extend(self.reader.file_chunk(self.next)?);
+            self.next += 1;
+        }
+        Ok(Some((first, files)))
+    }
+}
+
+impl crate::mark::walk::FileNames for SelectedFiles<'_> {
+    fn name(&self, index: u64) -> String {
+        let chunk = index / FILES_PER_CHUNK as u64;
+        match self.reader.file_chunk(chunk) {
+            Ok(files) => files.get((index % FILES_PER_CHUNK as u64) as usize).map(|f| f.path.clone()),
+            Err(_) => None,
+        }
+        .unwrap_or_else(|| format!("(selected file #{index})"))
+    }
+}
+
 /// Typed reads of context records.
+#[derive(Clone, Copy)]
 pub(crate) struct Reader<'a> {
     dir: &'a Path,
     db: &'a DB,

@@ -7,7 +7,7 @@ use super::{Seeder, now_secs};
 use crate::engine::selection::Selection;
 use crate::error::Result;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
-use crate::mark::marks::{LeafCheck, mark};
+use crate::mark::marks::{InMemory, LeafCheck, mark};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
 use crate::tier::{SourceTier, Tier};
@@ -52,8 +52,18 @@ impl Seeder<'_> {
         let phf = Phf::build_over(source, &in_snapshot, crate::mark::phf::PhfKind::Boomphf, 1.7, threads, &std::env::temp_dir())?;
         let mut wanted = Phv::zeroed(phf.keys);
         let mut kept = Phv::zeroed(phf.keys);
-        let segments = mark(source, &phf, &in_snapshot, &selected, &mut wanted, LeafCheck::Lookup, &mut |_| {})?.distinct;
-        mark(source, &phf, &in_snapshot, &others, &mut kept, LeafCheck::Lookup, &mut |_| {})?;
+        let segments = mark(
+            source,
+            &phf,
+            &in_snapshot,
+            &mut InMemory::new(&selected),
+            &selected,
+            &mut wanted,
+            LeafCheck::Lookup,
+            &mut |_| {},
+        )?
+        .distinct;
+        mark(source, &phf, &in_snapshot, &mut InMemory::new(&others), &others, &mut kept, LeafCheck::Lookup, &mut |_| {})?;
         let mut est = Estimate {
             files: selected.len() as u64,
             logical_bytes: selected.iter().map(|f| f.size).sum(),

@@ -7,7 +7,7 @@ use std::sync::mpsc::sync_channel;
 
 use rayon::prelude::*;
 
-use super::context::{Commit, FILES_PER_CHUNK, GateRecord, MarkSumRecord, PhfRef, ProgressRecord};
+use super::context::{Commit, FILES_PER_CHUNK, GateRecord, MarkSumRecord, PhfRef, ProgressRecord, SelectedFiles};
 use super::verify::{Verdict, verify_target};
 use super::{
     Event, GateAnswer, Mode, Outcome, Phase, Report, Seeder, SwitchRequest, SwitchStage, TargetFailure, ThrottleHandle,
@@ -52,7 +52,6 @@ pub(super) struct State {
     pins: Vec<(PinOn, u64)>,
     prog: ProgressRecord,
     snapshot: Vec<ContainerId>,
-    files: Vec<FileEntry>,
     phf: Option<Phf>,
     /// One PHV per target, in lane order (empty: not loaded yet). A
     /// dropped target's is never read.
@@ -98,7 +97,7 @@ impl<'a> Seeder<'a> {
                 format!("progress of {} targets, the job has {}", prog.lanes.len(), self.targets.len()),
             ));
         }
-        let mut st = State { pins: Vec::new(), prog, snapshot: Vec::new(), files: Vec::new(), phf: None, phvs: Vec::new() };
+        let mut st = State { pins: Vec::new(), prog, snapshot: Vec::new(), phf: None, phvs: Vec::new() };
         self.emit(Event::Started { job_id: self.job_id(), resumed: self.resumed });
         if self.resumed {
             st.prog.resumes += 1;
@@ -289,14 +288,9 @@ impl<'a> Seeder<'a> {
         Ok(())
     }
 
-    fn need_files(&self, st: &mut State) -> Result<()> {
-        if st.files.is_empty() {
-            let chunks = st.prog.counters.files_selected.div_ceil(FILES_PER_CHUNK as u64);
-            for i in 0..chunks {
-                st.files.extend(self.ctx.reader().file_chunk(i)?);
-            }
-        }
-        Ok(())
+    /// The selected files, streamed from the context window by window.
+    fn selected(&self, st: &State) -> SelectedFiles<'_> {
+        SelectedFiles::new(self.ctx.reader(), st.prog.counters.files_selected)
     }
 
     fn need_phf(&self, st: &mut State) -> Result<()> {
@@ -330,12 +324,31 @@ impl<'a> Seeder<'a> {
     }
 
     fn select(&mut self, st: &mut State) -> Result<Flow> {
-        let (files, _) = crate::engine::selection::resolve(self.source, &self.job.selection, self.job.created)?;
+        // The selected files go to the context chunk by chunk as the
+        // namespace is read, so memory holds one page and one chunk.
+        let (mut files, mut bytes, mut chunks) = (0u64, 0u64, 0u64);
+        let mut chunk: Vec<FileEntry> = Vec::with_capacity(FILES_PER_CHUNK);
+        let ctx = &mut self.ctx;
+        crate::engine::selection::for_each_selected(self.source, &self.job.selection, self.job.created, &mut |e| {
+            files += 1;
+            bytes += e.size;
+            chunk.push(e);
+            if chunk.len() == FILES_PER_CHUNK {
+                ctx.put_file_chunk(chunks, &chunk)?;
+                chunks += 1;
+                chunk.clear();
+            }
+            Ok(())
+        })?;
+        if !chunk.is_empty() {
+            self.ctx.put_file_chunk(chunks, &chunk)?;
+        }
+        drop(chunk);
         // The snapshot: containers written from now on are not this job's.
         let snapshot = self.source.container_ids()?;
         let c = &mut st.prog.counters;
-        c.files_selected = files.len() as u64;
-        c.bytes_selected = files.iter().map(|f| f.size).sum();
+        c.files_selected = files;
+        c.bytes_selected = bytes;
         c.containers_total = snapshot.len() as u64;
         // Containers a target gets from now on are this job's (or a
         // concurrent writer's): a resume counts what it finds in them as
@@ -347,9 +360,8 @@ impl<'a> Seeder<'a> {
             }
         }
         let mut commit = Commit::default();
-        commit.files(&files).snapshot(&snapshot);
+        commit.snapshot(&snapshot);
         self.commit_phase(st, Phase::Select, commit)?;
-        st.files = files;
         st.snapshot = snapshot;
         self.pin(st)?;
         Ok(Flow::Continue)
@@ -374,7 +386,6 @@ impl<'a> Seeder<'a> {
 
     fn mark(&mut self, st: &mut State) -> Result<Flow> {
         self.need_snapshot(st)?;
-        self.need_files(st)?;
         self.need_phf(st)?;
         let Some(phf) = st.phf.as_ref() else { return Err(Error::internal("Mark started without a PHF")) };
         // The key file BuildPhf wrote; one that is gone or damaged (a
@@ -395,11 +406,21 @@ impl<'a> Seeder<'a> {
         let observer = self.observer.clone();
         let scratch = scratch.join("mark");
         let leaves = LeafCheck::Spool { scratch: &scratch, keys: keys.as_ref() };
-        let marked = mark(self.source, phf, &|c| snapshot.binary_search(&c).is_ok(), &st.files, &mut phv, leaves, &mut |n| {
-            if let Some(o) = &observer {
-                o.event(&Event::Marked { segments: n });
-            }
-        })?;
+        let names = self.selected(st);
+        let marked = mark(
+            self.source,
+            phf,
+            &|c| snapshot.binary_search(&c).is_ok(),
+            &mut self.selected(st),
+            &names,
+            &mut phv,
+            leaves,
+            &mut |n| {
+                if let Some(o) = &observer {
+                    o.event(&Event::Marked { segments: n });
+                }
+            },
+        )?;
         st.prog.counters.segments_marked = marked.distinct;
         // Every target starts from the same marks; each drops what it has.
         phv.mark_all_dirty();
@@ -823,9 +844,6 @@ impl<'a> Seeder<'a> {
     /// A source container vanished mid-job: name the files it breaks.
     fn explain_copy_error(&self, st: &mut State, phf: &Phf, phvs: &[RwLock<Phv>], e: Error) -> Error {
         let Error::MissingContainer { id, context } = e else { return e };
-        if self.need_files(st).is_err() {
-            return Error::MissingContainer { id, context };
-        }
         // What any target still needs.
         let mut needed = Phv::zeroed(phf.keys);
         for lane in st.prog.live() {
@@ -836,7 +854,7 @@ impl<'a> Seeder<'a> {
         let source = self.source;
         let pick =
             |fps: &[Fingerprint]| -> Result<Vec<bool>> { Ok(source.locate(fps)?.into_iter().map(|c| c == Some(id)).collect()) };
-        let (files, count) = affected_files(self.source, phf, &needed, &st.files, &pick, MAX_FILES_NAMED);
+        let (files, count) = affected_files(self.source, phf, &needed, &mut self.selected(st), &pick, MAX_FILES_NAMED);
         Error::MissingContainer {
             id,
             context: format!("{context} from the source; {count} selected file(s) need it: {}", files.join("; ")),
@@ -845,7 +863,6 @@ impl<'a> Seeder<'a> {
 
     fn verify(&mut self, st: &mut State, pool: &rayon::ThreadPool) -> Result<Flow> {
         self.need_phv(st)?;
-        self.need_files(st)?;
         self.need_snapshot(st)?;
         let Some(phf) = st.phf.as_ref() else { return Err(Error::internal("Verify started without a PHF")) };
         let snapshot = &st.snapshot;
@@ -856,7 +873,19 @@ impl<'a> Seeder<'a> {
         let expected = match self.ctx.reader().mark_sum()? {
             Some(m) => SetSum { count: m.count, lanes: m.lanes },
             None => {
-                mark(self.source, phf, &in_snapshot, &st.files, &mut Phv::zeroed(phf.keys), LeafCheck::Lookup, &mut |_| {})?.sum
+                let names = self.selected(st);
+                let mut files = self.selected(st);
+                mark(
+                    self.source,
+                    phf,
+                    &in_snapshot,
+                    &mut files,
+                    &names,
+                    &mut Phv::zeroed(phf.keys),
+                    LeafCheck::Lookup,
+                    &mut |_| {},
+                )?
+                .sum
             }
         };
         // Each target is proven on its own, all at once (the walks wait on
@@ -866,20 +895,22 @@ impl<'a> Seeder<'a> {
         // A live target was given (run dropped the others first), so this
         // fails only on an engine bug.
         let targets = st.prog.live().map(|lane| self.target_of(lane).map(|t| (lane, t))).collect::<Result<Vec<_>>>()?;
-        let (source, files, level, observer) = (self.source, &st.files, self.verify, self.observer.clone());
+        let (source, level, observer) = (self.source, self.verify, self.observer.clone());
+        let files = &self.selected(st);
         let scratch = self.ctx.dir().join(crate::format::layout::scratch_dir(&self.job_id()));
         let scratch = &scratch;
         let prove = |lane: usize, target: &dyn TargetTier| -> Result<Verdict> {
             let phv = st.phvs.get(lane).ok_or_else(|| Error::internal("Verify started without a PHV per target"))?;
             let missing = phv.count_ones();
             if missing > 0 {
-                let (names, count) = affected_files(source, phf, phv, files, &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
+                let (names, count) =
+                    affected_files(source, phf, phv, &mut files.again(), &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
                 let more = if count > names.len() { format!("; and {} more", count - names.len()) } else { String::new() };
                 return Err(Error::Incomplete { missing, files: format!("{}{more}", names.join("; ")) });
             }
             let observer = observer.clone();
             let scratch = scratch.join(format!("verify-{lane}"));
-            verify_target(source, target, phf, files, level, &scratch, pool, &mut |done, total| {
+            verify_target(source, target, phf, &mut files.again(), files, level, &scratch, pool, &mut |done, total| {
                 if let Some(o) = &observer {
                     o.event(&Event::Verifying { target_index: lane, containers: done, total });
                 }
@@ -934,7 +965,8 @@ impl<'a> Seeder<'a> {
         }
         if problems > 0 {
             let segments = failed.count_ones();
-            let (files, count) = affected_files(self.source, phf, &failed, &st.files, &|f| Ok(vec![true; f.len()]), usize::MAX);
+            let (files, count) =
+                affected_files(self.source, phf, &failed, &mut self.selected(st), &|f| Ok(vec![true; f.len()]), usize::MAX);
             // Put what could not be proven back in the PHV and rewind to
             // Copy, so that a resume copies it again (a target that lost a
             // container, or was replaced by an older copy of itself, heals

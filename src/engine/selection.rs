@@ -36,27 +36,12 @@ impl Selection {
     /// there, or nothing matched.
     pub fn resolve_count(&self, source: &dyn Tier) -> Result<(u64, u64)> {
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let matcher = self.matcher(now)?;
-        let explicit = self.explicit_paths().to_vec();
-        for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
-            if e.is_none() {
-                return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
-            }
-        }
         let (mut files, mut bytes) = (0u64, 0u64);
-        let mut after: Option<String> = None;
-        loop {
-            let page = source.list_files(after.as_deref(), 4096)?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.path.clone());
-            for e in page.iter().filter(|e| matcher.matches(e)) {
-                files += 1;
-                bytes += e.size;
-            }
-        }
-        if files == 0 {
-            return Err(Error::EmptySelection);
-        }
+        for_each_selected(source, self, now, &mut |e| {
+            files += 1;
+            bytes += e.size;
+            Ok(())
+        })?;
         Ok((files, bytes))
     }
 
@@ -180,6 +165,38 @@ pub(crate) fn resolve(source: &dyn Tier, selection: &Selection, now: i64) -> Res
         return Err(Error::EmptySelection);
     }
     Ok((selected, others))
+}
+
+/// Calls `f` with every file of `source`'s namespace that `selection`
+/// matches, in path order, reading the namespace a page at a time (memory
+/// holds one page, whatever the namespace's size). Errors as
+/// [`resolve`] does: an explicit path that is not there, or nothing
+/// matched (checked at the end).
+pub(crate) fn for_each_selected(
+    source: &dyn Tier,
+    selection: &Selection,
+    now: i64,
+    f: &mut dyn FnMut(FileEntry) -> Result<()>,
+) -> Result<()> {
+    let matcher = selection.matcher(now)?;
+    let explicit = selection.explicit_paths().to_vec();
+    for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
+        if e.is_none() {
+            return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
+        }
+    }
+    let mut any = false;
+    let mut after: Option<String> = None;
+    loop {
+        let page = source.list_files(after.as_deref(), 4096)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.path.clone());
+        for e in page.into_iter().filter(|e| matcher.matches(e)) {
+            any = true;
+            f(e)?;
+        }
+    }
+    if any { Ok(()) } else { Err(Error::EmptySelection) }
 }
 
 pub(crate) struct Matcher {

@@ -26,11 +26,11 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
-use crate::mark::marks::{Item, PhfMarks, Side, TableCache, ToExpand, walk};
+use crate::mark::marks::{FileNames, FileWindows, Item, PhfMarks, Side, TableCache, ToExpand, walk};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
 use crate::mark::spool::Spool;
-use crate::tier::{FileEntry, SourceTier, TargetTier};
+use crate::tier::{SourceTier, TargetTier};
 
 /// How much Verify reads from the target.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -89,25 +89,25 @@ fn read_leaf(r: &LeafRecord) -> (ContainerId, Fingerprint, u64) {
 }
 
 /// A reached leaf not yet placed: fingerprint, PHF slot (u64 LE), file
-/// index (u32 LE).
-type ReachRecord = [u8; 44];
+/// index (u64 LE).
+type ReachRecord = [u8; 48];
 
-fn reach_record(fp: &Fingerprint, slot: u64, file: u32) -> ReachRecord {
-    let mut r = [0u8; 44];
+fn reach_record(fp: &Fingerprint, slot: u64, file: u64) -> ReachRecord {
+    let mut r = [0u8; 48];
     r[..32].copy_from_slice(&fp.0);
     r[32..40].copy_from_slice(&slot.to_le_bytes());
     r[40..].copy_from_slice(&file.to_le_bytes());
     r
 }
 
-fn read_reach(r: &ReachRecord) -> (Fingerprint, u64, u32) {
+fn read_reach(r: &ReachRecord) -> (Fingerprint, u64, u64) {
     let mut fp = [0u8; 32];
     fp.copy_from_slice(&r[..32]);
     let mut slot = [0u8; 8];
     slot.copy_from_slice(&r[32..40]);
-    let mut file = [0u8; 4];
+    let mut file = [0u8; 8];
     file.copy_from_slice(&r[40..]);
-    (Fingerprint(fp), u64::from_le_bytes(slot), u32::from_le_bytes(file))
+    (Fingerprint(fp), u64::from_le_bytes(slot), u64::from_le_bytes(file))
 }
 
 /// Index entries read per page when leaves are placed by a merge.
@@ -126,7 +126,7 @@ struct TargetSide<'a> {
     source_tables: TableCache<'a>,
     /// Leaves reached, placed after the walk (all at once, by a merge with
     /// the target's index or by sorted lookups).
-    reached: Spool<44>,
+    reached: Spool<48>,
     /// Leaves placed by the target's index, left for step 3.
     leaves: Spool<49>,
     /// The containers they are in (for the progress total).
@@ -138,19 +138,22 @@ struct TargetSide<'a> {
     rotten: Vec<(Fingerprint, ContainerId)>,
     problems: u64,
     reasons: Vec<String>,
-    files: &'a [FileEntry],
+    names: &'a dyn FileNames,
 }
 
 impl TargetSide<'_> {
-    fn problem(&mut self, reason: impl FnOnce() -> String) {
+    /// Counts a problem; `reason` (which may read back a file's name)
+    /// runs only for the first few, which are kept.
+    fn problem(&mut self, reason: impl FnOnce(&Self) -> String) {
         self.problems += 1;
         if self.reasons.len() < REASONS_KEPT {
-            self.reasons.push(reason());
+            let r = reason(self);
+            self.reasons.push(r);
         }
     }
 
-    fn path(&self, file: u32) -> &str {
-        self.files.get(file as usize).map_or("?", |f| f.path.as_str())
+    fn path(&self, file: u64) -> String {
+        self.names.name(file)
     }
 }
 
@@ -186,7 +189,7 @@ impl TargetSide<'_> {
         })
     }
 
-    fn placed(&mut self, fp: Fingerprint, slot: u64, file: u32, place: Option<ContainerId>) -> Result<()> {
+    fn placed(&mut self, fp: Fingerprint, slot: u64, file: u64, place: Option<ContainerId>) -> Result<()> {
         match place {
             Some(c) => {
                 self.touched.insert(c);
@@ -194,8 +197,7 @@ impl TargetSide<'_> {
             }
             None => {
                 self.failed.set(slot);
-                let path = self.path(file).to_string();
-                self.problem(|| format!("segment {fp} (of {path:?}) is not in the target's index"));
+                self.problem(|s| format!("segment {fp} (of {:?}) is not in the target's index", s.path(file)));
                 Ok(())
             }
         }
@@ -248,8 +250,8 @@ impl Side for TargetSide<'_> {
             Some(_) => {} // a recipe: proven when it is read
             None => {
                 self.failed.set(slot);
-                let path = self.path(item.2).to_string();
-                self.problem(|| format!("segment {} (of {path:?}) is not in the target's index", item.0));
+                let file = item.2;
+                self.problem(|s| format!("segment {} (of {:?}) is not in the target's index", item.0, s.path(file)));
             }
         }
         Ok(())
@@ -258,8 +260,8 @@ impl Side for TargetSide<'_> {
     fn unknown(&mut self, item: &Item) -> Result<()> {
         // Cannot happen for a recipe read back intact: its children are the
         // source's, which Mark found in the source index.
-        let path = self.path(item.2).to_string();
-        self.problem(|| format!("segment {} (of {path:?}) is not one the job marked", item.0));
+        let file = item.2;
+        self.problem(|s| format!("segment {} (of {:?}) is not one the job marked", item.0, s.path(file)));
         Ok(())
     }
 
@@ -300,8 +302,7 @@ impl Side for TargetSide<'_> {
                 Ok(recipe) => out.push(Some(recipe)),
                 Err(e) => {
                     self.failed.set(slot);
-                    let path = self.path(file).to_string();
-                    self.problem(|| format!("recipe {fp} (of {path:?}) cannot be read from the target: {e}"));
+                    self.problem(|s| format!("recipe {fp} (of {:?}) cannot be read from the target: {e}", s.path(file)));
                     out.push(None);
                     from_source.push(i);
                 }
@@ -324,7 +325,8 @@ pub(crate) fn verify_target(
     source: &dyn SourceTier,
     target: &dyn TargetTier,
     phf: &Phf,
-    files: &[FileEntry],
+    files: &mut dyn FileWindows,
+    names: &dyn FileNames,
     level: VerifyLevel,
     scratch: &std::path::Path,
     pool: &rayon::ThreadPool,
@@ -342,7 +344,7 @@ pub(crate) fn verify_target(
         rotten: Vec::new(),
         problems: 0,
         reasons: Vec::new(),
-        files,
+        names,
     };
     let mut seen = Phv::zeroed(phf.keys);
     let walked = walk(files, &mut PhfMarks::new(phf, &mut seen), &mut side, &mut |_| {})?;
@@ -441,7 +443,7 @@ fn prove_in(
         for (_, slot) in group {
             side.failed.set(*slot);
         }
-        side.problem(|| reason);
+        side.problem(|_| reason);
     };
     let meta = match side.target.read_metadata(cid) {
         Ok(m) => m,
@@ -464,7 +466,7 @@ fn prove_in(
         }
     }
     if unlisted > 0 {
-        side.problem(|| {
+        side.problem(|_| {
             format!("{unlisted} segment(s) are not listed by target container {cid}, where the target's index places them")
         });
     }
@@ -484,7 +486,7 @@ fn prove_in(
             for (p, fine) in proven.iter().zip(&ok) {
                 if !fine {
                     side.failed.set(p.1);
-                    side.problem(|| {
+                    side.problem(|_| {
                         format!("segment {} in target container {cid} does not match its fingerprint", p.0.fingerprint)
                     });
                     side.rotten.push((p.0.fingerprint, cid));

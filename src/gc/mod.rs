@@ -93,8 +93,17 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
     let mut live = Phv::zeroed(phf.keys);
     // A tree that reaches a segment the index lacks is a corrupt tier:
     // marking fails and nothing is reclaimed.
-    crate::mark::marks::mark(tier, &phf, &|_| true, &files, &mut live, crate::mark::marks::LeafCheck::Lookup, &mut |_| {})
-        .inspect_err(|e| tier.retire_after(e))?;
+    crate::mark::marks::mark(
+        tier,
+        &phf,
+        &|_| true,
+        &mut crate::mark::walk::InMemory::new(&files),
+        &files,
+        &mut live,
+        crate::mark::marks::LeafCheck::Lookup,
+        &mut |_| {},
+    )
+    .inspect_err(|e| tier.retire_after(e))?;
     let next = tier.container_ids()?.last().map_or(0, |c| c.0 + 1);
     let mut record = match tier.gc_record()? {
         Some(r) if !opts.dry_run => r,

@@ -11,9 +11,11 @@ use super::spool::Spool;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
-pub(crate) use crate::mark::walk::{Item, Marks, RecipeSet, SetSum, Side, TableCache, ToExpand, Walked, walk};
+pub(crate) use crate::mark::walk::{
+    FileNames, FileWindows, InMemory, Item, Marks, RecipeSet, SetSum, Side, TableCache, ToExpand, Walked, walk,
+};
+use crate::tier::SourceTier;
 use crate::tier::read::decode_recipes;
-use crate::tier::{FileEntry, SourceTier};
 
 /// Marks kept as bits per PHF slot: `seen` (the PHV itself in Mark) and
 /// `expanded`, so memory stays a few bits per key, with no per-fingerprint
@@ -77,27 +79,26 @@ const MERGE_MIN_RATIO: u64 = 128;
 struct MarkSide<'a> {
     source: &'a dyn SourceTier,
     in_snapshot: &'a dyn Fn(ContainerId) -> bool,
-    files: &'a [FileEntry],
+    names: &'a dyn FileNames,
     tables: TableCache<'a>,
     /// Leaf reaches left for the check after the walk.
     spool: Option<Spool<40>>,
 }
 
 impl MarkSide<'_> {
-    fn missing(&self, fingerprint: Fingerprint, file: usize) -> Error {
-        let path = self.files.get(file).map_or_else(|| format!("(file #{file})"), |f| f.path.clone());
-        Error::MissingSegment { path, fingerprint, tier: "source".into() }
+    fn missing(&self, fingerprint: Fingerprint, file: u64) -> Error {
+        Error::MissingSegment { path: self.names.name(file), fingerprint, tier: "source".into() }
     }
 
     /// Confirms the spooled leaves (see [`LeafCheck::Spool`]).
     fn check_spooled(&mut self, keys: Option<&KeyFile>) -> Result<()> {
         let Some(spool) = self.spool.take() else { return Ok(()) };
-        let record = |r: &LeafRecord| -> (Fingerprint, usize) {
+        let record = |r: &LeafRecord| -> (Fingerprint, u64) {
             let mut fp = [0u8; 32];
             fp.copy_from_slice(&r[..32]);
             let mut file = [0u8; 8];
             file.copy_from_slice(&r[32..]);
-            (Fingerprint(fp), u64::from_le_bytes(file) as usize)
+            (Fingerprint(fp), u64::from_le_bytes(file))
         };
         match keys.filter(|k| k.sorted && spool.len().saturating_mul(MERGE_MIN_RATIO) >= k.keys) {
             Some(file) => {
@@ -149,7 +150,7 @@ impl Side for MarkSide<'_> {
                 Some(spool) if item.1 == 0 => {
                     let mut r: LeafRecord = [0u8; 40];
                     r[..32].copy_from_slice(&item.0.0);
-                    r[32..].copy_from_slice(&u64::from(item.2).to_le_bytes());
+                    r[32..].copy_from_slice(&item.2.to_le_bytes());
                     spool.push(r)?;
                 }
                 _ => asked.push(i),
@@ -163,7 +164,7 @@ impl Side for MarkSide<'_> {
         for (&i, loc) in asked.iter().zip(located) {
             let item = &items[i];
             if !loc.is_some_and(|c| (self.in_snapshot)(c)) {
-                return Err(self.missing(item.0, item.2 as usize));
+                return Err(self.missing(item.0, item.2));
             }
             out[i] = loc;
         }
@@ -175,16 +176,12 @@ impl Side for MarkSide<'_> {
     }
 
     fn unknown(&mut self, item: &Item) -> Result<()> {
-        Err(Error::MissingSegment {
-            path: self.files[item.2 as usize].path.clone(),
-            fingerprint: item.0,
-            tier: "source PHF".into(),
-        })
+        Err(Error::MissingSegment { path: self.names.name(item.2), fingerprint: item.0, tier: "source PHF".into() })
     }
 
     fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
         let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-        let path = &self.files[items[0].1 as usize].path;
+        let path = &self.names.name(items[0].1);
         // `place` errors on anything the source index does not place.
         let cid = cid.ok_or_else(|| Error::MissingSegment { path: path.clone(), fingerprint: fps[0], tier: "source".into() })?;
         let bytes = self.tables.read(cid, &fps).map_err(|e| with_file(e, path))?.into_iter().collect::<Result<Vec<_>>>()?;
@@ -211,7 +208,8 @@ pub(crate) fn mark(
     source: &dyn SourceTier,
     phf: &Phf,
     in_snapshot: &dyn Fn(ContainerId) -> bool,
-    files: &[FileEntry],
+    files: &mut dyn FileWindows,
+    names: &dyn FileNames,
     phv: &mut Phv,
     leaves: LeafCheck<'_>,
     progress: &mut dyn FnMut(u64),
@@ -220,7 +218,7 @@ pub(crate) fn mark(
         LeafCheck::Lookup => (None, None),
         LeafCheck::Spool { scratch, keys } => (Some(Spool::new(scratch)), keys),
     };
-    let mut side = MarkSide { source, in_snapshot, files, tables: TableCache::new(source), spool };
+    let mut side = MarkSide { source, in_snapshot, names, tables: TableCache::new(source), spool };
     let walked = walk(files, &mut PhfMarks::new(phf, phv), &mut side, progress)?;
     side.check_spooled(keys)?;
     Ok(walked)
@@ -271,31 +269,42 @@ pub(crate) fn affected_files(
     source: &dyn SourceTier,
     phf: &Phf,
     phv: &Phv,
-    files: &[FileEntry],
+    files: &mut dyn FileWindows,
     pick: &dyn Fn(&[Fingerprint]) -> Result<Vec<bool>>,
     max_files: usize,
 ) -> (Vec<String>, usize) {
     let mut listed = Vec::new();
     let mut count = 0;
-    for f in files {
-        let found = (|| -> Result<Vec<Fingerprint>> {
-            let mut side = AffectedSide { source, phf, phv, tables: TableCache::new(source), hits: Vec::new(), path: &f.path };
-            walk(std::slice::from_ref(f), &mut RecipeSet::default(), &mut side, &mut |_| {})?;
-            let picked = pick(&side.hits)?;
-            Ok(side.hits.into_iter().zip(picked).filter(|(_, yes)| *yes).map(|(h, _)| h).collect())
-        })();
-        let line = match found {
-            Ok(hits) if hits.is_empty() => continue,
-            Ok(hits) => {
-                let shown: Vec<String> = hits.iter().take(3).map(std::string::ToString::to_string).collect();
-                let more = if hits.len() > 3 { format!(" and {} more", hits.len() - 3) } else { String::new() };
-                format!("{:?} (missing {}{more})", f.path, shown.join(", "))
+    loop {
+        let window = match files.next_window() {
+            Ok(Some((_, w))) => w,
+            Ok(None) => break,
+            Err(e) => {
+                listed.push(format!("(the selected files cannot be read back: {e})"));
+                break;
             }
-            Err(e) => format!("{:?} (tree unreadable: {e})", f.path),
         };
-        count += 1;
-        if listed.len() < max_files {
-            listed.push(line);
+        for f in &window {
+            let found = (|| -> Result<Vec<Fingerprint>> {
+                let mut side =
+                    AffectedSide { source, phf, phv, tables: TableCache::new(source), hits: Vec::new(), path: &f.path };
+                walk(&mut InMemory::new(std::slice::from_ref(f)), &mut RecipeSet::default(), &mut side, &mut |_| {})?;
+                let picked = pick(&side.hits)?;
+                Ok(side.hits.into_iter().zip(picked).filter(|(_, yes)| *yes).map(|(h, _)| h).collect())
+            })();
+            let line = match found {
+                Ok(hits) if hits.is_empty() => continue,
+                Ok(hits) => {
+                    let shown: Vec<String> = hits.iter().take(3).map(std::string::ToString::to_string).collect();
+                    let more = if hits.len() > 3 { format!(" and {} more", hits.len() - 3) } else { String::new() };
+                    format!("{:?} (missing {}{more})", f.path, shown.join(", "))
+                }
+                Err(e) => format!("{:?} (tree unreadable: {e})", f.path),
+            };
+            count += 1;
+            if listed.len() < max_files {
+                listed.push(line);
+            }
         }
     }
     (listed, count)

@@ -18,10 +18,13 @@ use crate::tier::{FileEntry, SegmentEntry, Tier};
 
 /// Items looked up in the index per batch while walking.
 const WALK_BATCH: usize = 4096;
-/// Container tables a walk keeps for reading recipes. ToExpand of files
-/// ingested together sit in the same few meta containers, so a small cache
-/// reads each one's table once in practice while memory stays bounded.
-const TABLE_CACHE: usize = 256;
+/// Table entries a walk keeps cached for reading recipes (about 100 bytes
+/// each in memory, so about 50 MiB). Recipes of files ingested together
+/// sit in the same few meta containers, so a small cache reads each one's
+/// table once in practice, while memory stays bounded however large the
+/// tables are (a count of tables was not: 256 tables of tiny segments
+/// held hundreds of megabytes).
+const TABLE_CACHE_ENTRIES: usize = 1 << 19;
 
 /// An order-independent checksum of a set of fingerprints: the count, and
 /// four 64-bit lanes of the wrapping sum of each member's keyed BLAKE3
@@ -50,12 +53,62 @@ impl SetSum {
 }
 
 /// One node reached by a walk: fingerprint, its level in the tree (0 for
-/// data), and the index of the selected file that reached it.
-pub(crate) type Item = (Fingerprint, u8, u32);
+/// data), and the index of the file that reached it in the whole list.
+pub(crate) type Item = (Fingerprint, u8, u64);
 
 /// A recipe to expand: its fingerprint, the index of the file that reached
 /// it, and its PHF slot.
-pub(crate) type ToExpand = (Fingerprint, u32, u64);
+pub(crate) type ToExpand = (Fingerprint, u64, u64);
+
+/// The files a walk starts from, window by window, so that memory holds
+/// one window, never the whole list (a job's selected files stream from
+/// its context).
+pub(crate) trait FileWindows {
+    /// The next window: the index of its first file in the whole list,
+    /// and its files. `None` after the last.
+    fn next_window(&mut self) -> Result<Option<(u64, Vec<FileEntry>)>>;
+}
+
+/// Names a file by its index in the whole list, for errors and reports.
+pub(crate) trait FileNames {
+    /// The path of file `index`, or a placeholder naming the index when it
+    /// cannot be read back.
+    fn name(&self, index: u64) -> String;
+}
+
+impl FileNames for Vec<FileEntry> {
+    fn name(&self, index: u64) -> String {
+        self.get(index as usize).map_or_else(|| format!("(file #{index})"), |f| f.path.clone())
+    }
+}
+
+/// Files in memory, walked in windows of [`WINDOW`].
+pub(crate) struct InMemory<'a> {
+    files: &'a [FileEntry],
+    at: usize,
+}
+
+impl<'a> InMemory<'a> {
+    pub(crate) fn new(files: &'a [FileEntry]) -> Self {
+        InMemory { files, at: 0 }
+    }
+}
+
+impl FileWindows for InMemory<'_> {
+    fn next_window(&mut self) -> Result<Option<(u64, Vec<FileEntry>)>> {
+        if self.at >= self.files.len() {
+            return Ok(None);
+        }
+        let end = (self.at + WINDOW).min(self.files.len());
+        let w = (self.at as u64, self.files[self.at..end].to_vec());
+        self.at = end;
+        Ok(Some(w))
+    }
+}
+
+/// Files a walk starts from at once: the walk's stack holds their roots,
+/// and each one's nodes until expanded.
+pub(crate) const WINDOW: usize = 1 << 16;
 
 /// The tier-specific half of a walk: where nodes live, what to do with a
 /// node reached for the first time, and how recipes are read.
@@ -111,18 +164,33 @@ impl Marks for RecipeSet {
     }
 }
 
-/// Walks `files`' trees from their roots, level by level in batches:
-/// every node is placed by the side (one batched lookup per batch), noted
-/// in `marks` (a node reached before is not counted or checksummed again),
-/// and every recipe is expanded once.
+/// Walks the trees of the files in `files` from their roots, a window of
+/// files at a time, level by level in batches: every node is placed by the
+/// side (one batched lookup per batch), noted in `marks` (a node reached
+/// before, in this window or an earlier one, is not counted or
+/// checksummed again), and every recipe is expanded once.
 pub(crate) fn walk(
-    files: &[FileEntry],
+    files: &mut dyn FileWindows,
     marks: &mut dyn Marks,
     side: &mut dyn Side,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Walked> {
     let mut out = Walked { distinct: 0, sum: SetSum::default() };
-    let mut stack: Vec<Item> = files.iter().enumerate().map(|(i, f)| (f.root, f.height, i as u32)).collect();
+    while let Some((first, window)) = files.next_window()? {
+        let stack: Vec<Item> = window.iter().enumerate().map(|(i, f)| (f.root, f.height, first + i as u64)).collect();
+        drop(window);
+        walk_window(stack, marks, side, progress, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn walk_window(
+    mut stack: Vec<Item>,
+    marks: &mut dyn Marks,
+    side: &mut dyn Side,
+    progress: &mut dyn FnMut(u64),
+    out: &mut Walked,
+) -> Result<()> {
     while !stack.is_empty() {
         let batch = stack.split_off(stack.len().saturating_sub(WALK_BATCH));
         let placed = side.place(&batch)?;
@@ -156,7 +224,7 @@ pub(crate) fn walk(
         }
         progress(out.distinct);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Container tables read through a tier, for fetching recipes by
@@ -164,11 +232,12 @@ pub(crate) fn walk(
 pub(crate) struct TableCache<'a> {
     tier: &'a dyn Tier,
     tables: HashMap<ContainerId, Arc<HashMap<Fingerprint, SegmentEntry>>>,
+    entries: usize,
 }
 
 impl<'a> TableCache<'a> {
     pub(crate) fn new(tier: &'a dyn Tier) -> Self {
-        TableCache { tier, tables: HashMap::new() }
+        TableCache { tier, tables: HashMap::new(), entries: 0 }
     }
 
     /// The segments `fps` of container `cid`, each checked against the
@@ -179,9 +248,11 @@ impl<'a> TableCache<'a> {
             Arc::clone(t)
         } else {
             let meta = self.tier.read_metadata(cid)?;
-            if self.tables.len() >= TABLE_CACHE {
+            if self.entries + meta.segments.len() > TABLE_CACHE_ENTRIES {
                 self.tables.clear();
+                self.entries = 0;
             }
+            self.entries += meta.segments.len();
             let t: Arc<HashMap<Fingerprint, SegmentEntry>> =
                 Arc::new(meta.segments.iter().map(|e| (e.fingerprint, *e)).collect());
             self.tables.insert(cid, Arc::clone(&t));

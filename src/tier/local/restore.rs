@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::container;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
-use crate::mark::walk::{Item, RecipeSet, Side, TableCache, ToExpand, walk};
+use crate::mark::walk::{InMemory, Item, RecipeSet, Side, TableCache, ToExpand, walk};
 use crate::tier::read::read_file;
 use crate::tier::{FileEntry, Tier};
 
@@ -342,7 +342,7 @@ impl LocalTier {
         })?;
         report.files = files.len() as u64;
         let mut side = ScrubSide { tier: self, tables: TableCache::new(self), files: &files, first_problem: BTreeMap::new() };
-        walk(&files, &mut RecipeSet::default(), &mut side, &mut |_| {})?;
+        walk(&mut InMemory::new(&files), &mut RecipeSet::default(), &mut side, &mut |_| {})?;
         for (file, problem) in side.first_problem {
             report.problem(format!("file {:?}: {problem}", files[file as usize].path));
         }
@@ -356,11 +356,11 @@ struct ScrubSide<'a> {
     tier: &'a LocalTier,
     tables: TableCache<'a>,
     files: &'a [FileEntry],
-    first_problem: BTreeMap<u32, String>,
+    first_problem: BTreeMap<u64, String>,
 }
 
 impl ScrubSide<'_> {
-    fn problem(&mut self, file: u32, e: Error) {
+    fn problem(&mut self, file: u64, e: Error) {
         self.first_problem.entry(file).or_insert_with(|| e.to_string());
     }
 }
