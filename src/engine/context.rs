@@ -682,6 +682,10 @@ impl Context {
         let mut opts = Options::default();
         opts.create_if_missing(create);
         opts.set_max_background_jobs(2);
+        // The context's writes are small (progress, PHV chunks: 12 MiB at
+        // 100M keys, written once by Mark); RocksDB's default of 64 MiB
+        // per memtable only added to a job's peak memory.
+        opts.set_db_write_buffer_size(16 << 20);
         // A log cut short, or a synced one gone, is an error at open, never
         // a context that silently lost its last commits (the bug "a deleted
         // WAL makes resume restart from Select").

@@ -8,7 +8,7 @@
 //!    be in the target's index. The distinct fingerprints reached fold into
 //!    the [`SetSum`] that Mark committed for the source; the two must match.
 //!    Each leaf, with the target container the index places it in, goes to
-//!    a spool (on disk beyond a million leaves, in the job's state
+//!    a spool (on disk beyond 256K leaves, in the job's state
 //!    directory).
 //! 3. The spool comes back grouped by container: each container's metadata
 //!    is read once, and each of its leaves must be listed in it (compared

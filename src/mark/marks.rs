@@ -181,10 +181,17 @@ impl Side for MarkSide<'_> {
 
     fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
         let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-        let path = &self.names.name(items[0].1);
+        // The file is named only on failure: naming reads it back.
+        let file = items[0].1;
         // `place` errors on anything the source index does not place.
-        let cid = cid.ok_or_else(|| Error::MissingSegment { path: path.clone(), fingerprint: fps[0], tier: "source".into() })?;
-        let bytes = self.tables.read(cid, &fps).map_err(|e| with_file(e, path))?.into_iter().collect::<Result<Vec<_>>>()?;
+        let cid =
+            cid.ok_or_else(|| Error::MissingSegment { path: self.names.name(file), fingerprint: fps[0], tier: "source".into() })?;
+        let bytes = self
+            .tables
+            .read(cid, &fps)
+            .map_err(|e| with_file(e, &self.names.name(file)))?
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(decode_recipes(&bytes, &fps, level)?.into_iter().map(Some).collect())
     }
 }

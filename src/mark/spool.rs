@@ -1,5 +1,5 @@
 //! A spool of fixed-size records that a walk emits one by one and reads
-//! back grouped: in memory while small, beyond that in 256 bucket files
+//! back grouped: in memory while small (256K records), beyond that in 256 bucket files
 //! keyed by the record's first byte (a fingerprint's, so the buckets come
 //! back in fingerprint order and each holds about 1/256 of the records).
 //! Memory stays bounded however many records there are: the buffer, then
@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Records kept in memory before the spool goes to disk.
-const IN_MEMORY: usize = 1 << 20;
+/// Records kept in memory before the spool goes to disk (12 MiB of 48-byte
+/// records).
+const IN_MEMORY: usize = 1 << 18;
 const BUCKETS: usize = 256;
 
 /// The spool. `N` is the record size; a record's first byte is its bucket.

@@ -18,8 +18,11 @@ use crate::tier::{FileEntry, SegmentEntry, Tier};
 
 /// Items looked up in the index per batch while walking.
 const WALK_BATCH: usize = 4096;
-/// Table entries a walk keeps cached for reading recipes (about 100 bytes
-/// each in memory, so about 50 MiB). Recipes of files ingested together
+/// Recipes (or roots) expanded per batch: each container's table is read
+/// once per batch, whatever order the files come in.
+const RECIPE_BATCH: usize = 1 << 16;
+/// Table entries a walk keeps cached for reading recipes (48 bytes
+/// each in memory, so about 25 MiB). Recipes of files ingested together
 /// sit in the same few meta containers, so a small cache reads each one's
 /// table once in practice, while memory stays bounded however large the
 /// tables are (a count of tables was not: 256 tables of tiny segments
@@ -191,16 +194,59 @@ fn walk_window(
     progress: &mut dyn FnMut(u64),
     out: &mut Walked,
 ) -> Result<()> {
+    // The stack holds what may need expanding (the roots, then recipes);
+    // the leaves a batch's recipes list never do, so they are handled in
+    // batches of their own as they come and never stacked: memory holds
+    // the recipes of a window (a small part of its nodes), and a recipe
+    // batch is large enough that each container's table is read once per
+    // batch even when the files' order has nothing to do with the
+    // containers' (paths interleaving hosts, say).
+    let mut leaves: Vec<Item> = Vec::new();
     while !stack.is_empty() {
-        let batch = stack.split_off(stack.len().saturating_sub(WALK_BATCH));
-        let placed = side.place(&batch)?;
-        if placed.len() != batch.len() {
+        let batch = stack.split_off(stack.len().saturating_sub(RECIPE_BATCH));
+        let expand = visit(&batch, marks, side, out)?;
+        drop(batch);
+        for ((level, cid), items) in expand {
+            let recipes = side.recipes(level, cid, &items)?;
+            for (r, &(_, file, _)) in recipes.into_iter().zip(&items) {
+                let Some(r) = r else { continue };
+                let children = r.children.iter().map(|c| (c.fingerprint, level - 1, file));
+                if level == 1 {
+                    leaves.extend(children);
+                    if leaves.len() >= WALK_BATCH {
+                        visit(&leaves, marks, side, out)?;
+                        leaves.clear();
+                    }
+                } else {
+                    stack.extend(children);
+                }
+            }
+        }
+        if !leaves.is_empty() {
+            visit(&leaves, marks, side, out)?;
+            leaves.clear();
+        }
+        progress(out.distinct);
+    }
+    Ok(())
+}
+
+/// Places and notes one batch of nodes; returns its recipes to expand,
+/// grouped by (level, container) so each group is one metadata read and
+/// one segment read.
+fn visit(
+    batch: &[Item],
+    marks: &mut dyn Marks,
+    side: &mut dyn Side,
+    out: &mut Walked,
+) -> Result<BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>>> {
+    let mut expand: BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>> = BTreeMap::new();
+    for part in batch.chunks(WALK_BATCH) {
+        let placed = side.place(part)?;
+        if placed.len() != part.len() {
             return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
         }
-        // Recipes to expand, grouped by (level, container) so each group is
-        // one metadata read and one segment read.
-        let mut expand: BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>> = BTreeMap::new();
-        for (item, place) in batch.iter().zip(placed) {
+        for (item, place) in part.iter().zip(placed) {
             let Some((key, first)) = marks.reach(&item.0, item.1) else {
                 side.unknown(item)?;
                 continue;
@@ -214,24 +260,17 @@ fn walk_window(
                 expand.entry((item.1, place)).or_default().push((item.0, item.2, key));
             }
         }
-        for ((level, cid), items) in expand {
-            let recipes = side.recipes(level, cid, &items)?;
-            for (r, &(_, file, _)) in recipes.into_iter().zip(&items) {
-                if let Some(r) = r {
-                    stack.extend(r.children.iter().map(|c| (c.fingerprint, level - 1, file)));
-                }
-            }
-        }
-        progress(out.distinct);
     }
-    Ok(())
+    Ok(expand)
 }
 
 /// Container tables read through a tier, for fetching recipes by
 /// fingerprint from a container already located.
 pub(crate) struct TableCache<'a> {
     tier: &'a dyn Tier,
-    tables: HashMap<ContainerId, Arc<HashMap<Fingerprint, SegmentEntry>>>,
+    /// Each table sorted by fingerprint (48 bytes an entry; a hash map
+    /// took twice that).
+    tables: HashMap<ContainerId, Arc<Vec<SegmentEntry>>>,
     entries: usize,
 }
 
@@ -253,8 +292,9 @@ impl<'a> TableCache<'a> {
                 self.entries = 0;
             }
             self.entries += meta.segments.len();
-            let t: Arc<HashMap<Fingerprint, SegmentEntry>> =
-                Arc::new(meta.segments.iter().map(|e| (e.fingerprint, *e)).collect());
+            let mut sorted = meta.segments;
+            sorted.sort_unstable_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+            let t = Arc::new(sorted);
             self.tables.insert(cid, Arc::clone(&t));
             t
         };
@@ -262,7 +302,7 @@ impl<'a> TableCache<'a> {
         let mut which = Vec::with_capacity(fps.len());
         let mut at = Vec::with_capacity(fps.len());
         for fp in fps {
-            match table.get(fp) {
+            match table.binary_search_by(|e| e.fingerprint.cmp(fp)).ok().map(|i| &table[i]) {
                 Some(e) => {
                     at.push(out.len());
                     which.push(*e);
