@@ -870,23 +870,13 @@ impl<'a> Seeder<'a> {
         // The checksum of the marked set, as Mark committed it. A job
         // marked by an older build has none: recompute it from the source
         // (the same walk Mark did, into scratch bits).
-        let expected = match self.ctx.reader().mark_sum()? {
-            Some(m) => SetSum { count: m.count, lanes: m.lanes },
-            None => {
-                let names = self.selected(st);
-                let mut files = self.selected(st);
-                mark(
-                    self.source,
-                    phf,
-                    &in_snapshot,
-                    &mut files,
-                    &names,
-                    &mut Phv::zeroed(phf.keys),
-                    LeafCheck::Lookup,
-                    &mut |_| {},
-                )?
-                .sum
-            }
+        let expected = if let Some(m) = self.ctx.reader().mark_sum()? {
+            SetSum { count: m.count, lanes: m.lanes }
+        } else {
+            let names = self.selected(st);
+            let mut files = self.selected(st);
+            let scratch = &mut Phv::zeroed(phf.keys);
+            mark(self.source, phf, &in_snapshot, &mut files, &names, scratch, LeafCheck::Lookup, &mut |_| {})?.sum
         };
         // Each target is proven on its own, all at once (the walks wait on
         // different devices); then each verdict is judged in turn: a target

@@ -190,16 +190,13 @@ impl TargetSide<'_> {
     }
 
     fn placed(&mut self, fp: Fingerprint, slot: u64, file: u64, place: Option<ContainerId>) -> Result<()> {
-        match place {
-            Some(c) => {
-                self.touched.insert(c);
-                self.leaves.push(leaf_record(c, &fp, slot))
-            }
-            None => {
-                self.failed.set(slot);
-                self.problem(|s| format!("segment {fp} (of {:?}) is not in the target's index", s.path(file)));
-                Ok(())
-            }
+        if let Some(c) = place {
+            self.touched.insert(c);
+            self.leaves.push(leaf_record(c, &fp, slot))
+        } else {
+            self.failed.set(slot);
+            self.problem(|s| format!("segment {fp} (of {:?}) is not in the target's index", s.path(file)));
+            Ok(())
         }
     }
 
@@ -410,12 +407,11 @@ impl IndexCursor {
                 if !ascending {
                     return Err(Error::tier("sorted_index_page", "answered entries out of ascending fingerprint order"));
                 }
-                match self.page.last() {
-                    Some(l) => self.after = Some(l.0),
-                    None => {
-                        self.done = true;
-                        return Ok(None);
-                    }
+                if let Some(l) = self.page.last() {
+                    self.after = Some(l.0);
+                } else {
+                    self.done = true;
+                    return Ok(None);
                 }
             }
             let (k, c) = self.page[self.at];
@@ -457,12 +453,11 @@ fn prove_in(
     let mut proven: Vec<(crate::tier::SegmentEntry, u64)> = Vec::with_capacity(group.len());
     let mut unlisted = 0u64;
     for (fp, slot) in group {
-        match listed.get(fp) {
-            Some(e) => proven.push((*e, *slot)),
-            None => {
-                unlisted += 1;
-                side.failed.set(*slot);
-            }
+        if let Some(e) = listed.get(fp) {
+            proven.push((*e, *slot));
+        } else {
+            unlisted += 1;
+            side.failed.set(*slot);
         }
     }
     if unlisted > 0 {

@@ -107,7 +107,7 @@ impl KeyFile {
     pub(crate) fn open(path: &Path, expected: u64) -> Result<KeyFile> {
         let what = || format!("key file {}", path.display());
         let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-        if len < FOOTER + TRAILER || (len - FOOTER - TRAILER) % 16 != 0 {
+        if len < FOOTER + TRAILER || !(len - FOOTER - TRAILER).is_multiple_of(16) {
             return Err(Error::corrupt_record(what(), format!("{len} bytes is not a whole key file")));
         }
         let body = len - FOOTER - TRAILER;

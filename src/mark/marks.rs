@@ -211,6 +211,7 @@ fn with_file(e: Error, file: &str) -> Error {
 /// that check is also what makes the PHF slot trustworthy, since the PHF
 /// gives arbitrary slots to non-members. Returns the number of bits newly
 /// set and the [`SetSum`] of their fingerprints.
+#[allow(clippy::too_many_arguments)] // the walk's inputs, each distinct; a struct would only rename them
 pub(crate) fn mark(
     source: &dyn SourceTier,
     phf: &Phf,

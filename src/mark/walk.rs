@@ -231,16 +231,14 @@ fn walk_window(
     Ok(())
 }
 
+/// Recipes to expand, by (level, container placed in).
+type Expansions = BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>>;
+
 /// Places and notes one batch of nodes; returns its recipes to expand,
 /// grouped by (level, container) so each group is one metadata read and
 /// one segment read.
-fn visit(
-    batch: &[Item],
-    marks: &mut dyn Marks,
-    side: &mut dyn Side,
-    out: &mut Walked,
-) -> Result<BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>>> {
-    let mut expand: BTreeMap<(u8, Option<ContainerId>), Vec<ToExpand>> = BTreeMap::new();
+fn visit(batch: &[Item], marks: &mut dyn Marks, side: &mut dyn Side, out: &mut Walked) -> Result<Expansions> {
+    let mut expand = Expansions::new();
     for part in batch.chunks(WALK_BATCH) {
         let placed = side.place(part)?;
         if placed.len() != part.len() {
@@ -293,7 +291,7 @@ impl<'a> TableCache<'a> {
             }
             self.entries += meta.segments.len();
             let mut sorted = meta.segments;
-            sorted.sort_unstable_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+            sorted.sort_unstable_by_key(|a| a.fingerprint);
             let t = Arc::new(sorted);
             self.tables.insert(cid, Arc::clone(&t));
             t
