@@ -1110,6 +1110,11 @@ impl<'a> Seeder<'a> {
         c.report(&report);
         self.commit_phase(st, Phase::Done, c)?;
         self.release_holds();
+        // Scratch a crash left behind a phase that then completed (a key
+        // file past Mark, spools past Verify) is read by nothing now.
+        let dir = self.ctx.dir();
+        let _ = std::fs::remove_file(dir.join(crate::format::layout::keys_file(&self.job_id())));
+        let _ = std::fs::remove_dir_all(dir.join(crate::format::layout::scratch_dir(&self.job_id())));
         Ok(Flow::Continue)
     }
 }
