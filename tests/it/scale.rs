@@ -187,3 +187,47 @@ fn verify_finds_a_leaf_the_target_index_lost_by_merge_and_by_lookup() {
         }
     }
 }
+
+/// Files walk in windows of 64K and are named by their index, read back
+/// from the job's context: a missing leaf in a file past the first window
+/// is named correctly, and a sound job over that many files completes.
+#[test]
+fn files_past_the_first_window_are_walked_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    // 70,000 one-segment files (height 0: the root is the data itself).
+    let n = 70_000u64;
+    let leaves: Vec<[u8; 16]> = (0..n)
+        .map(|k| {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&k.to_le_bytes());
+            b[8..].copy_from_slice(b"windowed");
+            b
+        })
+        .collect();
+    let fps: Vec<Fingerprint> = leaves.iter().map(|b| Fingerprint::of(b)).collect();
+    for (chunk, fchunk) in leaves.chunks(8192).zip(fps.chunks(8192)) {
+        let stored: Vec<StoredSegment<'_>> = fchunk.iter().zip(chunk).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
+        t.write_container(ContainerKind::Data, &stored).unwrap();
+    }
+    let mut entries: Vec<FileEntry> = fps
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FileEntry { path: format!("f{i:06}"), size: 16, mtime: 0, root: *f, height: 0 })
+        .collect();
+    t.upsert_files(&entries).unwrap();
+    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let report = run_to_end(&mut Seeder::builder(&t, &dst, dir.path().join("ok")).selection(Selection::all()).build().unwrap());
+    assert_eq!(report.counters.files_selected, n);
+    assert_eq!(namespace(&dst).len() as u64, n);
+    // Now one more file, last in path order, whose data the source lacks.
+    let missing = Fingerprint::of(b"never stored, past the first window");
+    entries = vec![FileEntry { path: "z-last".into(), size: 16, mtime: 0, root: missing, height: 0 }];
+    t.upsert_files(&entries).unwrap();
+    let dst2 = LocalTier::create(dir.path().join("dst2"), small_config()).unwrap();
+    let err = Seeder::builder(&t, &dst2, dir.path().join("bad")).selection(Selection::all()).build().unwrap().run().unwrap_err();
+    assert!(
+        matches!(err.root(), Error::MissingSegment { path, fingerprint, .. } if path == "z-last" && *fingerprint == missing),
+        "{err}"
+    );
+}
