@@ -26,7 +26,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
-use crate::mark::marks::{FileNames, FileWindows, Item, PhfMarks, Side, TableCache, ToExpand, walk};
+use crate::mark::marks::{FileNames, FileWindows, Item, PhfMarks, Side, TableCache, ToExpand, walk_in};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
 use crate::mark::spool::Spool;
@@ -344,7 +344,7 @@ pub(crate) fn verify_target(
         names,
     };
     let mut seen = Phv::zeroed(phf.keys);
-    let walked = walk(files, &mut PhfMarks::new(phf, &mut seen), &mut side, &mut |_| {})?;
+    let walked = walk_in(files, &mut PhfMarks::new(phf, &mut seen), &mut side, &mut |_| {}, &scratch.join("walk"))?;
     drop(seen);
     side.place_leaves(&scratch.join("reached"))?;
 

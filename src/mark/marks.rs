@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 pub(crate) use crate::mark::walk::{
-    FileNames, FileWindows, InMemory, Item, Marks, RecipeSet, SetSum, Side, TableCache, ToExpand, Walked, walk,
+    FileNames, FileWindows, InMemory, Item, Marks, RecipeSet, SetSum, Side, TableCache, ToExpand, Walked, walk, walk_in,
 };
 use crate::tier::SourceTier;
 use crate::tier::read::decode_recipes;
@@ -61,7 +61,7 @@ pub(crate) enum LeafCheck<'a> {
     /// One index lookup per reached leaf, in the walk's batches.
     Lookup,
     /// Every reach of a leaf is spooled under `scratch` (fingerprint and
-    /// file) and confirmed after the walk: by one merge with the
+    /// file; the walk spools there too) and confirmed after the walk: by one merge with the
     /// snapshot's sorted key file when that reads less than looking each
     /// one up would cost, else by lookups in fingerprint order.
     Spool { scratch: &'a Path, keys: Option<&'a KeyFile> },
@@ -222,12 +222,16 @@ pub(crate) fn mark(
     leaves: LeafCheck<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Walked> {
-    let (spool, keys) = match leaves {
-        LeafCheck::Lookup => (None, None),
-        LeafCheck::Spool { scratch, keys } => (Some(Spool::new(scratch)), keys),
+    let (spool, keys, scratch) = match leaves {
+        LeafCheck::Lookup => (None, None, None),
+        LeafCheck::Spool { scratch, keys } => (Some(Spool::new(&scratch.join("leaves"))), keys, Some(scratch)),
     };
     let mut side = MarkSide { source, in_snapshot, names, tables: TableCache::new(source), spool };
-    let walked = walk(files, &mut PhfMarks::new(phf, phv), &mut side, progress)?;
+    let mut marks = PhfMarks::new(phf, phv);
+    let walked = match scratch {
+        Some(dir) => walk_in(files, &mut marks, &mut side, progress, &dir.join("walk"))?,
+        None => walk(files, &mut marks, &mut side, progress)?,
+    };
     side.check_spooled(keys)?;
     Ok(walked)
 }

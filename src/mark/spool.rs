@@ -33,7 +33,7 @@ impl<const N: usize> Spool<N> {
     /// A spool that may write its buckets under `dir` (created when
     /// needed; anything already there is replaced).
     pub(crate) fn new(dir: &Path) -> Self {
-        Self::with_memory(dir, IN_MEMORY)
+        Self::with_memory(dir, in_memory_records())
     }
 
     /// As [`new`](Self::new), keeping at most `records` in memory.
@@ -118,6 +118,17 @@ impl<const N: usize> Drop for Spool<N> {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// [`IN_MEMORY`], or, in test builds, `TIERSEED_SPOOL_RECORDS` when set:
+/// so that a whole job over a small tier can be made to spill every spool
+/// to disk (the spilled path is otherwise reached only past 256K records).
+fn in_memory_records() -> usize {
+    #[cfg(feature = "test-util")]
+    if let Some(n) = std::env::var("TIERSEED_SPOOL_RECORDS").ok().and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    IN_MEMORY
 }
 
 fn bucket(dir: &Path, b: usize) -> PathBuf {

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use super::spool::Spool;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -18,9 +19,6 @@ use crate::tier::{FileEntry, SegmentEntry, Tier};
 
 /// Items looked up in the index per batch while walking.
 const WALK_BATCH: usize = 4096;
-/// Recipes (or roots) expanded per batch: each container's table is read
-/// once per batch, whatever order the files come in.
-const RECIPE_BATCH: usize = 1 << 16;
 /// Table entries a walk keeps cached for reading recipes (48 bytes
 /// each in memory, so about 25 MiB). Recipes of files ingested together
 /// sit in the same few meta containers, so a small cache reads each one's
@@ -109,8 +107,8 @@ impl FileWindows for InMemory<'_> {
     }
 }
 
-/// Files a walk starts from at once: the walk's stack holds their roots,
-/// and each one's nodes until expanded.
+/// Files read into memory at once (their roots then go to the walk's
+/// spool).
 pub(crate) const WINDOW: usize = 1 << 16;
 
 /// The tier-specific half of a walk: where nodes live, what to do with a
@@ -167,68 +165,148 @@ impl Marks for RecipeSet {
     }
 }
 
-/// Walks the trees of the files in `files` from their roots, a window of
-/// files at a time, level by level in batches: every node is placed by the
-/// side (one batched lookup per batch), noted in `marks` (a node reached
-/// before, in this window or an earlier one, is not counted or
-/// checksummed again), and every recipe is expanded once.
+/// Walks the trees of the files in `files` from their roots (see
+/// [`walk_in`]), spooling under a directory of the system's temp dir when
+/// a pass outgrows memory.
 pub(crate) fn walk(
     files: &mut dyn FileWindows,
     marks: &mut dyn Marks,
     side: &mut dyn Side,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Walked> {
-    let mut out = Walked { distinct: 0, sum: SetSum::default() };
-    while let Some((first, window)) = files.next_window()? {
-        let stack: Vec<Item> = window.iter().enumerate().map(|(i, f)| (f.root, f.height, first + i as u64)).collect();
-        drop(window);
-        walk_window(stack, marks, side, progress, &mut out)?;
-    }
-    Ok(out)
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let scratch = std::env::temp_dir().join(format!("tierseed-walk-{}-{n}", std::process::id()));
+    let r = walk_in(files, marks, side, progress, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    r
 }
 
-fn walk_window(
-    mut stack: Vec<Item>,
+/// A node waiting for its pass: fingerprint, level, file index (u64 LE).
+type NodeRecord = [u8; 41];
+/// A recipe to expand: a byte spreading containers over the spool's
+/// buckets, whether it is placed (1) or not (0), the container id
+/// (big-endian, so a bucket sorts by container), level, fingerprint, file
+/// index and key (u64 LE).
+type ExpandRecord = [u8; 67];
+
+fn node_record(fp: &Fingerprint, level: u8, file: u64) -> NodeRecord {
+    let mut r = [0u8; 41];
+    r[..32].copy_from_slice(&fp.0);
+    r[32] = level;
+    r[33..].copy_from_slice(&file.to_le_bytes());
+    r
+}
+
+fn read_node(r: &NodeRecord) -> Item {
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(&r[..32]);
+    let mut file = [0u8; 8];
+    file.copy_from_slice(&r[33..]);
+    (Fingerprint(fp), r[32], u64::from_le_bytes(file))
+}
+
+fn expand_record(place: Option<ContainerId>, level: u8, e: &ToExpand) -> ExpandRecord {
+    let mut r = [0u8; 67];
+    let cid = place.map_or(0, |c| c.0);
+    r[0] = (cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
+    r[1] = u8::from(place.is_some());
+    r[2..10].copy_from_slice(&cid.to_be_bytes());
+    r[10] = level;
+    r[11..43].copy_from_slice(&e.0.0);
+    r[43..51].copy_from_slice(&e.1.to_le_bytes());
+    r[51..59].copy_from_slice(&e.2.to_le_bytes());
+    r
+}
+
+fn read_expand(r: &ExpandRecord) -> ((u8, Option<ContainerId>), ToExpand) {
+    let mut cid = [0u8; 8];
+    cid.copy_from_slice(&r[2..10]);
+    let place = (r[1] == 1).then_some(ContainerId(u64::from_be_bytes(cid)));
+    let mut fp = [0u8; 32];
+    fp.copy_from_slice(&r[11..43]);
+    let mut file = [0u8; 8];
+    file.copy_from_slice(&r[43..51]);
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&r[51..59]);
+    ((r[10], place), (Fingerprint(fp), u64::from_le_bytes(file), u64::from_le_bytes(key)))
+}
+
+/// Walks the trees of the files in `files` from their roots, one level at
+/// a time across all files (spooled under `scratch` beyond memory):
+/// every node is placed by the side (batched lookups, in fingerprint
+/// order), noted in `marks` (a node reached before is not counted or
+/// checksummed again), and every recipe is expanded once, container by
+/// container, so each container's table is read once per level whatever
+/// order the files come in (paths that interleave hosts put neighbouring
+/// files in far-apart containers: a walk in file order read every table
+/// once per batch, 70 GB of tables at 100M segments). The leaves a
+/// recipe lists are visited as they come, never spooled. Memory holds the
+/// spools' buffers and one container's recipes, whatever the number of
+/// files and nodes.
+pub(crate) fn walk_in(
+    files: &mut dyn FileWindows,
     marks: &mut dyn Marks,
     side: &mut dyn Side,
     progress: &mut dyn FnMut(u64),
-    out: &mut Walked,
-) -> Result<()> {
-    // The stack holds what may need expanding (the roots, then recipes);
-    // the leaves a batch's recipes list never do, so they are handled in
-    // batches of their own as they come and never stacked: memory holds
-    // the recipes of a window (a small part of its nodes), and a recipe
-    // batch is large enough that each container's table is read once per
-    // batch even when the files' order has nothing to do with the
-    // containers' (paths interleaving hosts, say).
-    let mut leaves: Vec<Item> = Vec::new();
-    while !stack.is_empty() {
-        let batch = stack.split_off(stack.len().saturating_sub(RECIPE_BATCH));
-        let expand = visit(&batch, marks, side, out)?;
-        drop(batch);
-        for ((level, cid), items) in expand {
-            let recipes = side.recipes(level, cid, &items)?;
-            for (r, &(_, file, _)) in recipes.into_iter().zip(&items) {
-                let Some(r) = r else { continue };
-                let children = r.children.iter().map(|c| (c.fingerprint, level - 1, file));
-                if level == 1 {
-                    leaves.extend(children);
-                    if leaves.len() >= WALK_BATCH {
-                        visit(&leaves, marks, side, out)?;
-                        leaves.clear();
-                    }
-                } else {
-                    stack.extend(children);
+    scratch: &std::path::Path,
+) -> Result<Walked> {
+    let mut out = Walked { distinct: 0, sum: SetSum::default() };
+    let mut pass = 0u32;
+    let mut frontier: Spool<41> = Spool::new(&scratch.join(format!("nodes-{pass}")));
+    while let Some((first, window)) = files.next_window()? {
+        for (i, f) in window.iter().enumerate() {
+            frontier.push(node_record(&f.root, f.height, first + i as u64))?;
+        }
+    }
+    while frontier.len() > 0 {
+        pass += 1;
+        let mut expand: Spool<67> = Spool::new(&scratch.join(format!("expand-{pass}")));
+        let mut next: Spool<41> = Spool::new(&scratch.join(format!("nodes-{pass}")));
+        frontier.drain_sorted(&mut |records| {
+            let items: Vec<Item> = records.iter().map(read_node).collect();
+            for (level_place, items) in visit(&items, marks, side, &mut out)? {
+                for e in &items {
+                    expand.push(expand_record(level_place.1, level_place.0, e))?;
                 }
             }
-        }
+            Ok(())
+        })?;
+        let mut leaves: Vec<Item> = Vec::new();
+        expand.drain_sorted(&mut |records| {
+            let mut at = 0;
+            while at < records.len() {
+                let (group, _) = read_expand(&records[at]);
+                let end = at + records[at..].iter().take_while(|r| read_expand(r).0 == group).count();
+                let items: Vec<ToExpand> = records[at..end].iter().map(|r| read_expand(r).1).collect();
+                at = end;
+                let (level, cid) = group;
+                let recipes = side.recipes(level, cid, &items)?;
+                for (r, &(_, file, _)) in recipes.into_iter().zip(&items) {
+                    let Some(r) = r else { continue };
+                    for c in &r.children {
+                        if level == 1 {
+                            leaves.push((c.fingerprint, 0, file));
+                        } else {
+                            next.push(node_record(&c.fingerprint, level - 1, file))?;
+                        }
+                    }
+                    if leaves.len() >= WALK_BATCH {
+                        visit(&leaves, marks, side, &mut out)?;
+                        leaves.clear();
+                    }
+                }
+            }
+            progress(out.distinct);
+            Ok(())
+        })?;
         if !leaves.is_empty() {
-            visit(&leaves, marks, side, out)?;
-            leaves.clear();
+            visit(&leaves, marks, side, &mut out)?;
         }
         progress(out.distinct);
+        frontier = next;
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Recipes to expand, by (level, container placed in).

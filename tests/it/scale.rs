@@ -231,3 +231,35 @@ fn files_past_the_first_window_are_walked_and_named() {
         "{err}"
     );
 }
+
+/// Every spool spills to its bucket files when `TIERSEED_SPOOL_RECORDS`
+/// (test builds only) makes memory hold eight records: the walk's nodes
+/// and recipes, Mark's leaves, Verify's reached and placed leaves. A move
+/// run by `seed` that way completes, the target verifies and every file
+/// restores, and no scratch is left in the state directory.
+#[test]
+fn a_move_whose_every_spool_spills_to_disk_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 65, 2, 30, 12_000);
+    let src_dir = src.dir().to_path_buf();
+    drop(src);
+    let (dst, state) = (dir.path().join("dst"), dir.path().join("state"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seed"))
+        .env("RUST_LOG", "error")
+        .env_remove("TIERSEED_CRASH_AT")
+        .env("TIERSEED_SPOOL_RECORDS", "8")
+        .args(["run", "--all", "--move", "--threads", "1"])
+        .arg("--from")
+        .arg(&src_dir)
+        .arg("--to")
+        .arg(&dst)
+        .arg("--state")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = LocalTier::open(&dst).unwrap();
+    check_target(&d, &all);
+    assert!(namespace(&LocalTier::open(&src_dir).unwrap()).is_empty(), "moved files left in the source");
+    assert!(scratch_of(&state).is_empty(), "scratch left: {:?}", scratch_of(&state));
+}
