@@ -165,15 +165,39 @@ stop() {
   done
 }
 
+# Stops the gateway, waits until its process is gone, starts it again and
+# waits until its port answers. A fixed "sleep 1" between the two let a
+# loaded machine start the new gateway while the old one still held its
+# pidfile lock: the new one gave up, the gateway stayed down and every
+# later object test failed to connect (seen in CI with a large bench
+# running beside it).
+restart_rgw() {
+  local dir=$1 pid port
+  port=$(cat "$dir/port")
+  pid=$(cat "$dir/run/client.rgw.a.pid" 2>/dev/null || true)
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  fi
+  for _ in 1 2 3; do
+    timeout 60 radosgw -c "$dir/ceph.conf" -n client.rgw.a || true
+    for _ in $(seq 1 60); do
+      (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0
+      sleep 0.5
+    done
+  done
+  echo "ceph: the gateway did not come back on port $port" >&2
+  return 1
+}
+
 case "${1:-}" in
   install) install ;;
   start) start "$2" "${3:-7480}" "${4:-}" ;;
   stop) stop "$2" ;;
   kill-osd) kill -9 "$(cat "$2/run/osd.$3.pid")" ;;
   start-osd) timeout 30 ceph-osd -c "$2/ceph.conf" -i "$3" ;;
-  restart-rgw)
-    kill "$(cat "$2/run/client.rgw.a.pid")" 2>/dev/null || true
-    sleep 1
-    timeout 60 radosgw -c "$2/ceph.conf" -n client.rgw.a ;;
+  restart-rgw) restart_rgw "$2" ;;
   *) echo "usage: $0 install | start DIR [PORT] | stop DIR | kill-osd DIR N | start-osd DIR N | restart-rgw DIR" >&2; exit 2 ;;
 esac
