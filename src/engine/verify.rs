@@ -29,7 +29,7 @@ use crate::format::tree::Recipe;
 use crate::mark::marks::{FileNames, FileWindows, Item, PhfMarks, Side, TableCache, ToExpand, walk_in};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
-use crate::mark::spool::Spool;
+use crate::mark::spool::{Spool, fingerprint_at, u64_at};
 use crate::tier::{SourceTier, TargetTier};
 
 /// How much Verify reads from the target.
@@ -79,13 +79,8 @@ fn leaf_record(cid: ContainerId, fp: &Fingerprint, slot: u64) -> LeafRecord {
 }
 
 fn read_leaf(r: &LeafRecord) -> (ContainerId, Fingerprint, u64) {
-    let mut cid = [0u8; 8];
-    cid.copy_from_slice(&r[1..9]);
-    let mut fp = [0u8; 32];
-    fp.copy_from_slice(&r[9..41]);
-    let mut slot = [0u8; 8];
-    slot.copy_from_slice(&r[41..]);
-    (ContainerId(u64::from_be_bytes(cid)), Fingerprint(fp), u64::from_le_bytes(slot))
+    // The id is big-endian (so buckets sort by container).
+    (ContainerId(u64_at(r, 1).swap_bytes()), fingerprint_at(r, 9), u64_at(r, 41))
 }
 
 /// A reached leaf not yet placed: fingerprint, PHF slot (u64 LE), file
@@ -101,13 +96,7 @@ fn reach_record(fp: &Fingerprint, slot: u64, file: u64) -> ReachRecord {
 }
 
 fn read_reach(r: &ReachRecord) -> (Fingerprint, u64, u64) {
-    let mut fp = [0u8; 32];
-    fp.copy_from_slice(&r[..32]);
-    let mut slot = [0u8; 8];
-    slot.copy_from_slice(&r[32..40]);
-    let mut file = [0u8; 8];
-    file.copy_from_slice(&r[40..]);
-    (Fingerprint(fp), u64::from_le_bytes(slot), u64::from_le_bytes(file))
+    (fingerprint_at(r, 0), u64_at(r, 32), u64_at(r, 40))
 }
 
 /// Index entries read per page when leaves are placed by a merge.

@@ -7,7 +7,7 @@ use std::path::Path;
 use super::keys::{KeyFile, Merge};
 use super::phf::Phf;
 use super::phv::Phv;
-use super::spool::Spool;
+use super::spool::{Spool, fingerprint_at, u64_at};
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -93,13 +93,7 @@ impl MarkSide<'_> {
     /// Confirms the spooled leaves (see [`LeafCheck::Spool`]).
     fn check_spooled(&mut self, keys: Option<&KeyFile>) -> Result<()> {
         let Some(spool) = self.spool.take() else { return Ok(()) };
-        let record = |r: &LeafRecord| -> (Fingerprint, u64) {
-            let mut fp = [0u8; 32];
-            fp.copy_from_slice(&r[..32]);
-            let mut file = [0u8; 8];
-            file.copy_from_slice(&r[32..]);
-            (Fingerprint(fp), u64::from_le_bytes(file))
-        };
+        let record = |r: &LeafRecord| -> (Fingerprint, u64) { (fingerprint_at(r, 0), u64_at(r, 32)) };
         match keys.filter(|k| k.sorted && spool.len().saturating_mul(MERGE_MIN_RATIO) >= k.keys) {
             Some(file) => {
                 let mut merge = Merge::new(file)?;

@@ -131,6 +131,16 @@ fn in_memory_records() -> usize {
     IN_MEMORY
 }
 
+/// The u64 at `r[at..at + 8]`, little-endian (records' integer fields).
+pub(crate) fn u64_at(r: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(r[at..at + 8].try_into().expect("an 8-byte range of a fixed-size record"))
+}
+
+/// The fingerprint at `r[at..at + 32]`.
+pub(crate) fn fingerprint_at(r: &[u8], at: usize) -> crate::format::fingerprint::Fingerprint {
+    crate::format::fingerprint::Fingerprint(r[at..at + 32].try_into().expect("a 32-byte range of a fixed-size record"))
+}
+
 fn bucket(dir: &Path, b: usize) -> PathBuf {
     dir.join(format!("{b:02x}"))
 }

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::spool::Spool;
+use super::spool::{Spool, fingerprint_at, u64_at};
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -199,11 +199,7 @@ fn node_record(fp: &Fingerprint, level: u8, file: u64) -> NodeRecord {
 }
 
 fn read_node(r: &NodeRecord) -> Item {
-    let mut fp = [0u8; 32];
-    fp.copy_from_slice(&r[..32]);
-    let mut file = [0u8; 8];
-    file.copy_from_slice(&r[33..]);
-    (Fingerprint(fp), r[32], u64::from_le_bytes(file))
+    (fingerprint_at(r, 0), r[32], u64_at(r, 33))
 }
 
 fn expand_record(place: Option<ContainerId>, level: u8, e: &ToExpand) -> ExpandRecord {
@@ -220,16 +216,9 @@ fn expand_record(place: Option<ContainerId>, level: u8, e: &ToExpand) -> ExpandR
 }
 
 fn read_expand(r: &ExpandRecord) -> ((u8, Option<ContainerId>), ToExpand) {
-    let mut cid = [0u8; 8];
-    cid.copy_from_slice(&r[2..10]);
-    let place = (r[1] == 1).then_some(ContainerId(u64::from_be_bytes(cid)));
-    let mut fp = [0u8; 32];
-    fp.copy_from_slice(&r[11..43]);
-    let mut file = [0u8; 8];
-    file.copy_from_slice(&r[43..51]);
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&r[51..59]);
-    ((r[10], place), (Fingerprint(fp), u64::from_le_bytes(file), u64::from_le_bytes(key)))
+    // The id is big-endian (so buckets sort by container).
+    let place = (r[1] == 1).then_some(ContainerId(u64_at(r, 2).swap_bytes()));
+    ((r[10], place), (fingerprint_at(r, 11), u64_at(r, 43), u64_at(r, 51)))
 }
 
 /// Walks the trees of the files in `files` from their roots, one level at

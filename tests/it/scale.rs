@@ -11,25 +11,32 @@ use tierseed::{
 
 use crate::{check_target, namespace, run_to_end, run_until, small_config, synth_source};
 
+/// `n` distinct 16-byte leaves tagged `tag`, written to data containers
+/// of `per` segments each on `t`; returns their fingerprints.
+fn write_tiny_leaves(t: &LocalTier, n: u64, tag: &[u8; 8], per: usize) -> Vec<Fingerprint> {
+    let leaves: Vec<[u8; 16]> = (0..n)
+        .map(|k| {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&k.to_le_bytes());
+            b[8..].copy_from_slice(tag);
+            b
+        })
+        .collect();
+    let fps: Vec<Fingerprint> = leaves.iter().map(|b| Fingerprint::of(b)).collect();
+    for (chunk, fchunk) in leaves.chunks(per).zip(fps.chunks(per)) {
+        let stored: Vec<StoredSegment<'_>> = fchunk.iter().zip(chunk).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
+        t.write_container(ContainerKind::Data, &stored).unwrap();
+    }
+    fps
+}
+
 /// A source with `extra` files of ten distinct leaves each, plus file
 /// `"b"` whose recipe lists two real leaves around one the source never
 /// stored (so its index lacks it). Returns the tier and the missing
 /// fingerprint.
 fn source_missing_a_leaf(dir: &Path, extra: usize) -> (LocalTier, Fingerprint) {
     let t = LocalTier::create(dir, small_config()).unwrap();
-    let leaves: Vec<[u8; 16]> = (0..extra as u64 * 10)
-        .map(|k| {
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&k.to_le_bytes());
-            b[8..].copy_from_slice(b"missleaf");
-            b
-        })
-        .collect();
-    let fps: Vec<Fingerprint> = leaves.iter().map(|b| Fingerprint::of(b)).collect();
-    for (chunk, fchunk) in leaves.chunks(4096).zip(fps.chunks(4096)) {
-        let stored: Vec<StoredSegment<'_>> = fchunk.iter().zip(chunk).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
-        t.write_container(ContainerKind::Data, &stored).unwrap();
-    }
+    let fps = write_tiny_leaves(&t, extra as u64 * 10, b"missleaf", 4096);
     let missing = Fingerprint::of(b"a leaf this source never stored");
     let mut recipes: Vec<(String, Vec<u8>)> = fps
         .chunks(10)
@@ -197,19 +204,7 @@ fn files_past_the_first_window_are_walked_and_named() {
     let t = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
     // 70,000 one-segment files (height 0: the root is the data itself).
     let n = 70_000u64;
-    let leaves: Vec<[u8; 16]> = (0..n)
-        .map(|k| {
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&k.to_le_bytes());
-            b[8..].copy_from_slice(b"windowed");
-            b
-        })
-        .collect();
-    let fps: Vec<Fingerprint> = leaves.iter().map(|b| Fingerprint::of(b)).collect();
-    for (chunk, fchunk) in leaves.chunks(8192).zip(fps.chunks(8192)) {
-        let stored: Vec<StoredSegment<'_>> = fchunk.iter().zip(chunk).map(|(f, b)| StoredSegment::raw(*f, b)).collect();
-        t.write_container(ContainerKind::Data, &stored).unwrap();
-    }
+    let fps = write_tiny_leaves(&t, n, b"windowed", 8192);
     let mut entries: Vec<FileEntry> = fps
         .iter()
         .enumerate()
