@@ -53,6 +53,9 @@ pub(super) struct State {
     prog: ProgressRecord,
     snapshot: Vec<ContainerId>,
     phf: Option<Phf>,
+    /// The key file BuildPhf wrote in this run (a resumed Mark opens and
+    /// checks the one on disk instead).
+    keys: Option<KeyFile>,
     /// One PHV per target, in lane order (empty: not loaded yet). A
     /// dropped target's is never read.
     phvs: Vec<Phv>,
@@ -97,7 +100,7 @@ impl<'a> Seeder<'a> {
                 format!("progress of {} targets, the job has {}", prog.lanes.len(), self.targets.len()),
             ));
         }
-        let mut st = State { pins: Vec::new(), prog, snapshot: Vec::new(), phf: None, phvs: Vec::new() };
+        let mut st = State { pins: Vec::new(), prog, snapshot: Vec::new(), phf: None, keys: None, phvs: Vec::new() };
         self.emit(Event::Started { job_id: self.job_id(), resumed: self.resumed });
         if self.resumed {
             st.prog.resumes += 1;
@@ -373,8 +376,8 @@ impl<'a> Seeder<'a> {
         // PHF's levels read the file, and so does Mark's leaf check.
         let keys_path = self.ctx.dir().join(crate::format::layout::keys_file(&self.job_id()));
         let written = crate::mark::keys::write(self.source, &st.snapshot, &keys_path)?;
-        let keys = KeyFile::open(&keys_path, written.keys)?;
-        let phf = Phf::build(&keys, self.job.phf, self.job.gamma, self.threads)?;
+        let phf = Phf::build(&written.file, self.job.phf, self.job.gamma, self.threads)?;
+        st.keys = Some(written.file);
         let file = crate::format::layout::phf_file(&self.job_id());
         phf.persist(&self.ctx.dir().join(&file), self.job.gamma)?;
         let mut c = Commit::default();
@@ -392,7 +395,7 @@ impl<'a> Seeder<'a> {
         // crash before it reached the disk, a cleaned state directory) is
         // not needed: the leaves are then looked up in the index.
         let keys_path = self.ctx.dir().join(crate::format::layout::keys_file(&self.job_id()));
-        let keys = match KeyFile::open(&keys_path, phf.keys) {
+        let keys = match st.keys.take().map_or_else(|| KeyFile::open(&keys_path, phf.keys), Ok) {
             Ok(k) => Some(k),
             Err(e) => {
                 log::info!("Mark: {e}; the reached leaves are looked up in the source index instead");

@@ -29,7 +29,7 @@ use crate::format::tree::Recipe;
 use crate::mark::marks::{FileNames, FileWindows, Item, PhfMarks, Side, TableCache, ToExpand, walk_in};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
-use crate::mark::spool::{Spool, fingerprint_at, u64_at};
+use crate::mark::spool::{LOOKUP_BATCH, Merge, Spool, fingerprint_at, merge_pays, u64_at};
 use crate::tier::{SourceTier, TargetTier};
 
 /// How much Verify reads from the target.
@@ -101,12 +101,6 @@ fn read_reach(r: &ReachRecord) -> (Fingerprint, u64, u64) {
 
 /// Index entries read per page when leaves are placed by a merge.
 const INDEX_PAGE: usize = 1 << 16;
-/// Leaves looked up per batch when they are placed by lookups.
-const LOOKUP_BATCH: usize = 1 << 16;
-/// A merge reads the whole index sequentially (tens of bytes an entry); a
-/// lookup reads a random index block. Below one leaf per this many index
-/// entries, lookups read less.
-const MERGE_MIN_RATIO: u64 = 128;
 
 struct TargetSide<'a> {
     target: &'a dyn TargetTier,
@@ -152,13 +146,24 @@ impl TargetSide<'_> {
     fn place_leaves(&mut self, scratch: &std::path::Path) -> Result<()> {
         let reached = std::mem::replace(&mut self.reached, Spool::new(scratch));
         let leaves = reached.len();
-        let merge = self.target.sorted_index_len()?.is_some_and(|len| leaves.saturating_mul(MERGE_MIN_RATIO) >= len);
-        let mut cursor = IndexCursor { page: Vec::new(), at: 0, after: None, done: false };
+        let merge = self.target.sorted_index_len()?.is_some_and(|len| merge_pays(leaves, len));
+        let target = self.target;
+        let mut after: Option<Fingerprint> = None;
+        let mut index = Merge::new(move || {
+            let page = target.sorted_index_page(after.as_ref(), INDEX_PAGE)?;
+            let ascending =
+                page.windows(2).all(|w| w[0].0 < w[1].0) && page.first().is_none_or(|f| after.is_none_or(|a| a < f.0));
+            if !ascending {
+                return Err(Error::tier("sorted_index_page", "answered entries out of ascending fingerprint order"));
+            }
+            after = page.last().map(|e| e.0).or(after);
+            Ok(page)
+        });
         reached.drain_sorted(&mut |records| {
             if merge {
                 for r in records {
                     let (fp, slot, file) = read_reach(r);
-                    let place = cursor.find(self.target, &fp)?;
+                    let place = index.seek(|e| e.0 < fp)?.filter(|e| e.0 == fp).map(|e| e.1);
                     self.placed(fp, slot, file, place)?;
                 }
                 return Ok(());
@@ -345,7 +350,7 @@ pub(crate) fn verify_target(
         let mut at = 0;
         while at < records.len() {
             let cid = read_leaf(&records[at]).0;
-            let end = at + records[at..].iter().take_while(|r| read_leaf(r).0 == cid).count();
+            let end = at + records[at..].iter().take_while(|r| r[1..9] == records[at][1..9]).count();
             let group: Vec<(Fingerprint, u64)> = records[at..end]
                 .iter()
                 .map(|r| {
@@ -371,46 +376,6 @@ pub(crate) fn verify_target(
     }
     let failed = std::mem::replace(&mut side.failed, Phv::zeroed(0));
     Ok(Verdict { sum: walked.sum, containers, hashed, failed, problems: side.problems, reasons: side.reasons })
-}
-
-/// The target's index, paged in ascending order, answering ascending
-/// probes (a merge).
-struct IndexCursor {
-    page: Vec<(Fingerprint, ContainerId)>,
-    at: usize,
-    after: Option<Fingerprint>,
-    done: bool,
-}
-
-impl IndexCursor {
-    fn find(&mut self, target: &dyn TargetTier, fp: &Fingerprint) -> Result<Option<ContainerId>> {
-        loop {
-            if self.at == self.page.len() {
-                if self.done {
-                    return Ok(None);
-                }
-                self.page = target.sorted_index_page(self.after.as_ref(), INDEX_PAGE)?;
-                self.at = 0;
-                let ascending = self.page.windows(2).all(|w| w[0].0 < w[1].0)
-                    && self.page.first().is_none_or(|f| self.after.is_none_or(|a| a < f.0));
-                if !ascending {
-                    return Err(Error::tier("sorted_index_page", "answered entries out of ascending fingerprint order"));
-                }
-                if let Some(l) = self.page.last() {
-                    self.after = Some(l.0);
-                } else {
-                    self.done = true;
-                    return Ok(None);
-                }
-            }
-            let (k, c) = self.page[self.at];
-            if k < *fp {
-                self.at += 1;
-                continue;
-            }
-            return Ok((k == *fp).then_some(c));
-        }
-    }
 }
 
 /// Proves the leaves `group` (fingerprint, slot) that the target's index

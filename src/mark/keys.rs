@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
+use super::spool::Merge;
 use crate::error::{Error, Result};
 use crate::format::durable::DurableFile;
 use crate::format::fingerprint::{ContainerId, PhfKey};
@@ -33,8 +34,9 @@ const PAGE: usize = 1 << 16;
 
 /// What writing the key file learned about the snapshot.
 pub(crate) struct Written {
-    /// Keys in the file.
-    pub(crate) keys: u64,
+    /// The file, just written and synced (not read back: [`KeyFile::open`]
+    /// is for a file a later process finds).
+    pub(crate) file: KeyFile,
     /// For each snapshot container (in snapshot order), how many index
     /// entries point to it.
     pub(crate) homed: Vec<u32>,
@@ -88,7 +90,7 @@ pub(crate) fn write_where(
     tail.extend_from_slice(hash.finalize().as_bytes());
     out.write(&tail)?;
     out.finish(false)?;
-    Ok(Written { keys, homed })
+    Ok(Written { file: KeyFile { path: path.to_path_buf(), keys, sorted }, homed })
 }
 
 /// An opened, checked key file.
@@ -173,35 +175,9 @@ impl KeyReader {
 }
 
 /// Walks an ascending key file once, answering membership for ascending
-/// probes (a merge).
-pub(crate) struct Merge {
-    reader: KeyReader,
-    page: Vec<PhfKey>,
-    at: usize,
-}
-
-impl Merge {
-    pub(crate) fn new(file: &KeyFile) -> Result<Merge> {
-        Ok(Merge { reader: file.reader()?, page: Vec::new(), at: 0 })
-    }
-
-    /// Whether `key` is in the file. Probes must come in ascending order
-    /// (equal probes may repeat).
-    pub(crate) fn contains(&mut self, key: &[u8; 16]) -> Result<bool> {
-        loop {
-            if self.at == self.page.len() {
-                self.page = self.reader.page(PAGE)?;
-                self.at = 0;
-                if self.page.is_empty() {
-                    return Ok(false);
-                }
-            }
-            let k = &self.page[self.at].0;
-            if k < key {
-                self.at += 1;
-                continue;
-            }
-            return Ok(k == key);
-        }
-    }
+/// probes (equal probes may repeat).
+pub(crate) fn merge(file: &KeyFile) -> Result<impl FnMut(&[u8; 16]) -> Result<bool>> {
+    let mut reader = file.reader()?;
+    let mut m = Merge::new(move || reader.page(PAGE));
+    Ok(move |key: &[u8; 16]| Ok(m.seek(|k: &PhfKey| k.0 < *key)?.is_some_and(|k| k.0 == *key)))
 }

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
-use super::keys::{KeyFile, Merge};
+use super::keys::KeyFile;
 use super::phf::Phf;
 use super::phv::Phv;
-use super::spool::{Spool, fingerprint_at, u64_at};
+use super::spool::{LOOKUP_BATCH, Spool, fingerprint_at, merge_pays, u64_at};
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -70,11 +70,6 @@ pub(crate) enum LeafCheck<'a> {
 /// A spooled leaf reach: fingerprint (32 bytes), file index (u64 LE).
 type LeafRecord = [u8; 40];
 
-/// Merging costs a sequential read of 16 bytes per key in the file; a
-/// lookup costs a random index read, measured here at about a hundred
-/// times that. Below one leaf per this many keys, lookups are cheaper.
-const MERGE_MIN_RATIO: u64 = 128;
-
 /// Mark's side of the walk: the source, where anything missing is fatal.
 struct MarkSide<'a> {
     source: &'a dyn SourceTier,
@@ -94,13 +89,13 @@ impl MarkSide<'_> {
     fn check_spooled(&mut self, keys: Option<&KeyFile>) -> Result<()> {
         let Some(spool) = self.spool.take() else { return Ok(()) };
         let record = |r: &LeafRecord| -> (Fingerprint, u64) { (fingerprint_at(r, 0), u64_at(r, 32)) };
-        match keys.filter(|k| k.sorted && spool.len().saturating_mul(MERGE_MIN_RATIO) >= k.keys) {
+        match keys.filter(|k| k.sorted && merge_pays(spool.len(), k.keys)) {
             Some(file) => {
-                let mut merge = Merge::new(file)?;
+                let mut contains = super::keys::merge(file)?;
                 spool.drain_sorted(&mut |records| {
                     for r in records {
                         let (fp, file) = record(r);
-                        if !merge.contains(&fp.phf_key().0)? {
+                        if !contains(&fp.phf_key().0)? {
                             return Err(self.missing(fp, file));
                         }
                     }
@@ -108,7 +103,7 @@ impl MarkSide<'_> {
                 })
             }
             None => spool.drain_sorted(&mut |records| {
-                for group in records.chunks(WALK_LOOKUPS) {
+                for group in records.chunks(LOOKUP_BATCH) {
                     let mut fps: Vec<Fingerprint> = group.iter().map(|r| record(r).0).collect();
                     fps.dedup();
                     let located = self.source.locate(&fps)?;
@@ -130,9 +125,6 @@ impl MarkSide<'_> {
         }
     }
 }
-
-/// Leaves looked up per batch when the spool is checked by lookups.
-const WALK_LOOKUPS: usize = 1 << 16;
 
 impl Side for MarkSide<'_> {
     fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>> {

@@ -131,8 +131,7 @@ impl Phf {
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = scratch.join(format!("tierseed-keys-{}-{n}.bin", std::process::id()));
         let result = super::keys::write_where(source, &|c| in_snapshot(c).then_some(0), 0, &path)
-            .and_then(|w| KeyFile::open(&path, w.keys))
-            .and_then(|file| Phf::build(&file, kind, gamma, threads));
+            .and_then(|w| Phf::build(&w.file, kind, gamma, threads));
         let _ = std::fs::remove_file(&path);
         result
     }

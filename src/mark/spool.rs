@@ -131,6 +131,59 @@ fn in_memory_records() -> usize {
     IN_MEMORY
 }
 
+/// A spooled pass merges with a sorted index (one sequential read) only
+/// when it has at least one record per this many index entries; below
+/// that, sorted batches of lookups read less (a lookup reads a random
+/// block, a merge tens of bytes per entry).
+pub(crate) const MERGE_MIN_RATIO: u64 = 128;
+
+/// Fingerprints looked up per batch when a spooled pass uses lookups.
+pub(crate) const LOOKUP_BATCH: usize = 1 << 16;
+
+/// Whether a pass over `records` should merge with an index of `entries`.
+pub(crate) fn merge_pays(records: u64, entries: u64) -> bool {
+    records.saturating_mul(MERGE_MIN_RATIO) >= entries
+}
+
+/// A sorted stream read page by page, answering ascending probes: the one
+/// merge that Mark (with the key file) and Verify (with the target's
+/// index) run. `next_page` gives the next page, empty at the end.
+pub(crate) struct Merge<T, F> {
+    next_page: F,
+    page: Vec<T>,
+    at: usize,
+    done: bool,
+}
+
+impl<T, F: FnMut() -> Result<Vec<T>>> Merge<T, F> {
+    pub(crate) fn new(next_page: F) -> Self {
+        Merge { next_page, page: Vec::new(), at: 0, done: false }
+    }
+
+    /// The first entry that `below` does not reject, skipping those it
+    /// does; `None` at the end. Probes must ascend (equal ones may repeat).
+    pub(crate) fn seek(&mut self, below: impl Fn(&T) -> bool) -> Result<Option<&T>> {
+        loop {
+            if self.at == self.page.len() {
+                if self.done {
+                    return Ok(None);
+                }
+                self.page = (self.next_page)()?;
+                self.at = 0;
+                if self.page.is_empty() {
+                    self.done = true;
+                    return Ok(None);
+                }
+            }
+            if below(&self.page[self.at]) {
+                self.at += 1;
+            } else {
+                return Ok(Some(&self.page[self.at]));
+            }
+        }
+    }
+}
+
 /// The u64 at `r[at..at + 8]`, little-endian (records' integer fields).
 pub(crate) fn u64_at(r: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(r[at..at + 8].try_into().expect("an 8-byte range of a fixed-size record"))

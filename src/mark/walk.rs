@@ -266,7 +266,8 @@ pub(crate) fn walk_in(
             let mut at = 0;
             while at < records.len() {
                 let (group, _) = read_expand(&records[at]);
-                let end = at + records[at..].iter().take_while(|r| read_expand(r).0 == group).count();
+                // A group is the records whose placement and level bytes match.
+                let end = at + records[at..].iter().take_while(|r| r[1..11] == records[at][1..11]).count();
                 let items: Vec<ToExpand> = records[at..end].iter().map(|r| read_expand(r).1).collect();
                 at = end;
                 let (level, cid) = group;
