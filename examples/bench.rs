@@ -65,6 +65,20 @@ fn main() -> Result<()> {
         print_rows(&rows);
         return Ok(());
     }
+    if args.iter().any(|a| a == "--only-gc-scale") {
+        // Space reclamation over the scale source with its first half of
+        // files removed (--scale-segments as for --only-scale).
+        let sizes: Vec<u64> = args
+            .iter()
+            .position(|a| a == "--scale-segments")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(|| vec![1_000_000], |v| v.split(',').filter_map(|x| x.parse().ok()).collect());
+        for n in sizes {
+            rows.extend(gc_scale_rows(&dir, n)?);
+        }
+        print_rows(&rows);
+        return Ok(());
+    }
     if args.iter().any(|a| a == "--only-proof") {
         rows.extend(proof_rows(&dir, data_mib)?);
         print_rows(&rows);
@@ -1309,6 +1323,77 @@ fn gc_rows(dir: &Path, keys: u64) -> Result<Vec<Row>> {
             "PHF + live PHV + expanded bits + the walk's batches".into(),
         ),
     ])
+}
+
+/// Space reclamation at appliance scale: the scale source (kept between
+/// runs with BENCH_SCALE_KEEP=1) copied, its first half of files removed
+/// (so the first half of its containers hold nothing live and the rest
+/// are wholly live), then one gc in a child process from a cold cache.
+/// The prepared copy is kept beside the source with BENCH_SCALE_KEEP=1, and
+/// each run reclaims a fresh copy of it.
+fn gc_scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
+    let src = dir.join(format!("scale-src-{leaves}"));
+    let keep = std::env::var_os("BENCH_SCALE_KEEP").is_some();
+    let prepared = dir.join(format!("gc-scale-{leaves}-prepared"));
+    let ready = keep && LocalTier::open(&prepared).and_then(|t| t.info()).is_ok_and(|i| i.files > 0);
+    let files = if ready {
+        LocalTier::open(&prepared)?.info()?.files * 2
+    } else {
+        let kept = if keep { LocalTier::open(&src).and_then(|t| t.info()).ok().filter(|i| i.files > 0) } else { None };
+        let files = match kept {
+            Some(info) => info.files,
+            None => {
+                let _ = std::fs::remove_dir_all(&src);
+                make_scale_tier(&src, leaves)?
+            }
+        };
+        let _ = std::fs::remove_dir_all(&prepared);
+        copy_tree(&src, &prepared)?;
+        let t = Instant::now();
+        // The scale source's path of file k (see make_scale_tier).
+        let paths: Vec<String> =
+            (0..files / 2).map(|k| format!("backups/host-{:03}/day-{:04}/file-{k:012}.dat", k % 997, (k / 997) % 3650)).collect();
+        let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let removed = LocalTier::open(&prepared)?.remove(&paths)?.len() as u64;
+        eprintln!("bench: removed {removed} of {files} files in {:.1} s", t.elapsed().as_secs_f64());
+        files
+    };
+    let run = dir.join(format!("gc-scale-{leaves}-run"));
+    let _ = std::fs::remove_dir_all(&run);
+    copy_tree(&prepared, &run)?;
+    drop_caches();
+    let out = Command::new(std::env::current_exe()?).arg("__gc").arg(&run).arg(leaves.to_string()).output()?;
+    let _ = std::fs::remove_dir_all(&run);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&prepared);
+        let _ = std::fs::remove_dir_all(&src);
+    }
+    if !out.status.success() {
+        bail!("gc child failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let v: Vec<f64> = String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 4 {
+        bail!("gc child printed {:?}", String::from_utf8_lossy(&out.stdout));
+    }
+    let (secs, hwm_kb, reclaimed) = (v[0], v[1] as u64, v[3]);
+    let fps = leaves + files;
+    Ok(vec![Row::plain(
+        &format!("gc @ {:.1}M segments / {}k files, half removed", fps as f64 / 1e6, files / 1000),
+        format!("{:.1} s ({:.2} M segments/s), peak RSS {} MiB", secs, fps as f64 / secs / 1e6, hwm_kb >> 10),
+        "reported",
+        true,
+        format!("{:.0} MiB reclaimed; cold cache", reclaimed / 1_048_576.0),
+    )])
+}
+
+/// `cp -a`: a tier copied whole (the bench's sources are too large to
+/// rebuild for each run).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    if !st.success() {
+        bail!("cp -a {} {} failed", from.display(), to.display());
+    }
+    Ok(())
 }
 
 /// Object-tier rows against the raw throughput of the same cluster, same

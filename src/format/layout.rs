@@ -15,6 +15,10 @@ pub const TIER_LOCK: &str = "tier.lock";
 /// The lock file read-only handles hold shared, and space reclamation
 /// exclusive.
 pub const TIER_READERS: &str = "readers.lock";
+/// The directory space reclamation keeps its scratch files in (the key
+/// file and spools of its marking) while it runs; removed when it ends,
+/// and on the next run after a crash.
+pub const TIER_GC_SCRATCH: &str = "gc-scratch";
 /// Suffix of the sibling directory a tier is built in before it is renamed
 /// into place (`.<name>.creating`).
 pub const CREATING_SUFFIX: &str = ".creating";

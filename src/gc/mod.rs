@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
-use crate::tier::local::{GcRecord, LocalTier};
+use crate::tier::local::{Dead, GcRecord, LocalTier};
 use crate::tier::pack::OwnedSegment;
 use crate::tier::{ContainerMeta, JobHold, Tier};
 
@@ -77,7 +77,7 @@ struct Sorted {
     live: Vec<crate::tier::SegmentEntry>,
     /// Dead segments whose index home is this container, whose entries go:
     /// (fingerprint, stored length, raw length).
-    dead: Vec<(Fingerprint, u64, u64)>,
+    dead: Vec<Dead>,
     live_bytes: u64,
 }
 
@@ -87,23 +87,13 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
     }
     let _exclusive = tier.gc_gate()?;
     let holds = live_holds(tier, opts.dry_run)?;
-    let files = tier.all_files()?;
-    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let phf = Phf::build_over(tier, &|_| true, crate::mark::phf::PhfKind::Boomphf, 1.7, threads, tier.dir())?;
-    let mut live = Phv::zeroed(phf.keys);
-    // A tree that reaches a segment the index lacks is a corrupt tier:
-    // marking fails and nothing is reclaimed.
-    crate::mark::marks::mark(
-        tier,
-        &phf,
-        &|_| true,
-        &mut crate::mark::walk::InMemory::new(&files),
-        &files,
-        &mut live,
-        crate::mark::marks::LeafCheck::Lookup,
-        &mut |_| {},
-    )
-    .inspect_err(|e| tier.retire_after(e))?;
+    // Scratch files of a run that crashed are stale: gc is exclusive, so
+    // nothing else uses the directory.
+    let scratch = tier.dir().join(crate::format::layout::TIER_GC_SCRATCH);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let marked = mark_live(tier, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let Marked { phf, live, ids, homed } = marked.inspect_err(|e| tier.retire_after(e))?;
     let next = tier.container_ids()?.last().map_or(0, |c| c.0 + 1);
     let mut record = match tier.gc_record()? {
         Some(r) if !opts.dry_run => r,
@@ -111,11 +101,14 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
     };
     let mut report = GcReport { dry_run: opts.dry_run, ..GcReport::default() };
     let mut since_commit = 0u32;
+    // Dead containers waiting to be dropped together (see `flush`).
+    let mut pending: Vec<(ContainerId, Vec<Dead>)> = Vec::new();
     for raw in record.cursor..record.end {
         let id = ContainerId(raw);
         if suspend.is_requested() {
             suspend.0.store(false, std::sync::atomic::Ordering::SeqCst);
             if !opts.dry_run {
+                flush(tier, &mut pending, &record)?;
                 tier.gc_commit(Some(&record))?;
             }
             report.suspended = true;
@@ -150,17 +143,24 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
         };
         let meta =
             read.unwrap_or(ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 });
-        let sorted = sort(tier, &phf, &live, id, &meta.segments)?;
+        let homed_here = ids.binary_search(&id).ok().and_then(|i| homed.get(i)).copied();
+        let sorted = sort(tier, &phf, &live, id, homed_here, &meta.segments)?;
         let total = meta.data_len;
         if sorted.live.is_empty() {
             record.containers_deleted += 1;
             record.bytes_reclaimed += total;
             if !opts.dry_run {
-                tier.gc_drop(id, &sorted.dead, &record)?;
+                pending.push((id, sorted.dead));
+                if pending.len() >= DROP_GROUP || pending.iter().map(|p| p.1.len()).sum::<usize>() >= DROP_GROUP_ENTRIES {
+                    flush(tier, &mut pending, &record)?;
+                }
                 since_commit = 0;
             }
         } else if (sorted.live_bytes as f64) < opts.threshold * total as f64 && sorted.live_bytes < total {
             if !opts.dry_run {
+                // The drops before this container go first, under a cursor
+                // that does not yet pass it.
+                flush(tier, &mut pending, &GcRecord { cursor: raw, ..record })?;
                 let stored = tier.read_segments(id, &sorted.live)?;
                 if stored.len() != sorted.live.len() {
                     return Err(Error::internal(format!("container {id}: the store returned the wrong number of segments")));
@@ -197,15 +197,40 @@ pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) ->
         } else if !opts.dry_run {
             since_commit += 1;
             if since_commit >= 64 {
-                tier.gc_commit(Some(&record))?;
+                // A cursor past a pending drop is never committed without it.
+                if pending.is_empty() {
+                    tier.gc_commit(Some(&record))?;
+                } else {
+                    flush(tier, &mut pending, &record)?;
+                }
                 since_commit = 0;
             }
         }
     }
     if !opts.dry_run {
+        flush(tier, &mut pending, &record)?;
         tier.gc_commit(None)?;
     }
     Ok(add(report, &record))
+}
+
+/// Dead containers dropped in one synced batch, at most: each drop's two
+/// syncs are shared by the group. A crash redoes at most a group's
+/// examination (the cursor moves with the batch).
+const DROP_GROUP: usize = 64;
+/// Dead index entries dropped in one batch, at most (their list and the
+/// batch are held in memory: about 100 bytes each).
+const DROP_GROUP_ENTRIES: usize = 1 << 18;
+
+/// Drops the pending dead containers in one batch that also commits
+/// `record` (whose cursor is past each of them).
+fn flush(tier: &LocalTier, pending: &mut Vec<(ContainerId, Vec<Dead>)>, record: &GcRecord) -> Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    tier.gc_drop(pending, record)?;
+    pending.clear();
+    Ok(())
 }
 
 /// The durable holds of jobs that still exist; the holds of jobs that are
@@ -246,17 +271,84 @@ fn add(mut report: GcReport, record: &GcRecord) -> GcReport {
     report
 }
 
+/// What marking found live.
+struct Marked {
+    phf: Phf,
+    live: Phv,
+    /// The containers the PHF was built over, ascending.
+    ids: Vec<ContainerId>,
+    /// For each of `ids`, how many index entries point to it.
+    homed: Vec<u32>,
+}
+
+/// Builds the PHF over the whole index (one scan, into a key file in
+/// `scratch`) and sets the bit of every segment the namespace reaches,
+/// streaming the namespace a window at a time and confirming the leaves
+/// by one merge with the key file rather than a lookup each. A tree that
+/// reaches a segment the index lacks is a corrupt tier: marking fails and
+/// nothing is reclaimed.
+fn mark_live(tier: &LocalTier, scratch: &std::path::Path) -> Result<Marked> {
+    std::fs::create_dir_all(scratch).map_err(|e| Error::io(scratch, e))?;
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let ids = tier.container_ids()?;
+    let written = crate::mark::keys::write(tier, &ids, &scratch.join("keys.bin"))?;
+    let phf = Phf::build(&written.file, crate::mark::phf::PhfKind::Boomphf, 1.7, threads)?;
+    let mut live = Phv::zeroed(phf.keys);
+    let names = crate::mark::walk::Listed::new(tier);
+    crate::mark::marks::mark(
+        tier,
+        &phf,
+        &|_| true,
+        &mut crate::mark::walk::Listed::new(tier),
+        &names,
+        &mut live,
+        crate::mark::marks::LeafCheck::Spool { scratch: &scratch.join("mark"), keys: Some(&written.file) },
+        &mut |_| {},
+    )?;
+    Ok(Marked { phf, live, ids, homed: written.homed })
+}
+
 /// Splits a container's entries: live ones are the index's home for their
 /// fingerprint and reached by the namespace (a slot is trusted only for a
 /// fingerprint the index places here); everything else is dead, including
 /// a second copy of a segment the index places elsewhere.
-fn sort(tier: &LocalTier, phf: &Phf, live: &Phv, id: ContainerId, entries: &[crate::tier::SegmentEntry]) -> Result<Sorted> {
-    let fps: Vec<Fingerprint> = entries.iter().map(|e| e.fingerprint).collect();
-    let homes = tier.locate(&fps)?;
+///
+/// Which entries the index places here is known without a lookup when
+/// `homed` (how many index entries point here, counted by marking's scan
+/// of the index) equals the table's length and the table lists no
+/// fingerprint twice: then every entry is one of those. Otherwise each is
+/// looked up. Should a damaged index make the counts agree by accident
+/// (an entry here pointing elsewhere, balanced by one elsewhere pointing
+/// here), no live copy is lost: liveness is per fingerprint, a live entry
+/// is moved only as a verified copy, and a dead one's index entry goes
+/// only because nothing reaches that fingerprint.
+fn sort(
+    tier: &LocalTier,
+    phf: &Phf,
+    live: &Phv,
+    id: ContainerId,
+    homed: Option<u32>,
+    entries: &[crate::tier::SegmentEntry],
+) -> Result<Sorted> {
+    let all_home = homed.is_some_and(|n| n as usize == entries.len()) && {
+        let mut fps: Vec<&Fingerprint> = entries.iter().map(|e| &e.fingerprint).collect();
+        fps.sort_unstable();
+        fps.windows(2).all(|w| w[0] != w[1])
+    };
+    let homes = if all_home {
+        vec![Some(id); entries.len()]
+    } else {
+        let fps: Vec<Fingerprint> = entries.iter().map(|e| e.fingerprint).collect();
+        let homes = tier.locate(&fps)?;
+        if homes.len() != fps.len() {
+            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+        }
+        homes
+    };
     let mut out = Sorted { live: Vec::new(), dead: Vec::new(), live_bytes: 0 };
     let mut seen = std::collections::HashSet::new();
     for (e, home) in entries.iter().zip(homes) {
-        let is_home = home == Some(id) && seen.insert(e.fingerprint);
+        let is_home = home == Some(id) && (all_home || seen.insert(e.fingerprint));
         if is_home && phf.slot(&e.fingerprint).is_some_and(|s| live.get(s)) {
             out.live_bytes += u64::from(e.len);
             out.live.push(*e);

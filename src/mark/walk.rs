@@ -107,6 +107,60 @@ impl FileWindows for InMemory<'_> {
     }
 }
 
+/// A tier's whole namespace, listed a window at a time in path order (gc
+/// walks it: holding a namespace of millions of files in memory would
+/// make gc's memory grow with the files).
+pub(crate) struct Listed<'a> {
+    tier: &'a dyn Tier,
+    after: Option<String>,
+    next: u64,
+    done: bool,
+}
+
+impl<'a> Listed<'a> {
+    pub(crate) fn new(tier: &'a dyn Tier) -> Self {
+        Listed { tier, after: None, next: 0, done: false }
+    }
+}
+
+impl FileWindows for Listed<'_> {
+    fn next_window(&mut self) -> Result<Option<(u64, Vec<FileEntry>)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self.tier.list_files(self.after.as_deref(), WINDOW)?;
+        let Some(last) = page.last() else {
+            self.done = true;
+            return Ok(None);
+        };
+        self.after = Some(last.path.clone());
+        let first = self.next;
+        self.next += page.len() as u64;
+        Ok(Some((first, page)))
+    }
+}
+
+impl FileNames for Listed<'_> {
+    /// Lists the namespace again up to `index`: slow, but names are
+    /// wanted only for an error's message.
+    fn name(&self, index: u64) -> String {
+        let mut after: Option<String> = None;
+        let mut at = 0u64;
+        loop {
+            match self.tier.list_files(after.as_deref(), WINDOW) {
+                Ok(page) if !page.is_empty() => {
+                    if let Some(f) = usize::try_from(index - at).ok().and_then(|i| page.get(i)) {
+                        return f.path.clone();
+                    }
+                    at += page.len() as u64;
+                    after = page.last().map(|f| f.path.clone());
+                }
+                _ => return format!("(file #{index})"),
+            }
+        }
+    }
+}
+
 /// Files read into memory at once (their roots then go to the walk's
 /// spool).
 pub(crate) const WINDOW: usize = 1 << 16;

@@ -258,3 +258,97 @@ fn a_move_whose_every_spool_spills_to_disk_completes() {
     assert!(namespace(&LocalTier::open(&src_dir).unwrap()).is_empty(), "moved files left in the source");
     assert!(scratch_of(&state).is_empty(), "scratch left: {:?}", scratch_of(&state));
 }
+
+/// gc streams the namespace a window at a time and confirms the leaves
+/// it reaches by one merge with its key file (and the sweep knows which
+/// entries the index places in a container from the counts of that scan):
+/// over 70,000 one-leaf files in containers of 8,192, half of them
+/// removed, it reclaims exactly the removed half, the rest verifies, and
+/// no scratch is left in the tier's directory.
+#[test]
+fn gc_over_more_files_than_a_window_reclaims_exactly_the_removed_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let n = 70_000u64;
+    let fps = write_tiny_leaves(&t, n, b"gcwindow", 8192);
+    let entries: Vec<FileEntry> = fps
+        .iter()
+        .enumerate()
+        .map(|(i, f)| FileEntry { path: format!("f{i:06}"), size: 16, mtime: 0, root: *f, height: 0 })
+        .collect();
+    t.upsert_files(&entries).unwrap();
+    // The first 40,960 files: exactly the first five containers.
+    let gone: Vec<String> = (0..40_960).map(|i| format!("f{i:06}")).collect();
+    let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+    assert_eq!(t.remove(&gone).unwrap().len(), gone.len());
+    let before = t.container_ids().unwrap();
+    let report = t.gc(tierseed::GcOptions::default(), &tierseed::SuspendHandle::default()).unwrap();
+    assert_eq!(report.containers_deleted, 5, "{report:?}");
+    assert_eq!(report.containers_compacted, 0, "{report:?}");
+    assert_eq!(report.bytes_reclaimed, 40_960 * 16, "{report:?}");
+    let after = t.container_ids().unwrap();
+    assert_eq!(after, before[5..].to_vec());
+    assert_eq!(t.info().unwrap().segments, n - 40_960);
+    let v = t.verify().unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    let leftover: Vec<_> = fs::read_dir(t.dir()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(!leftover.iter().any(|n| n == "gc-scratch"), "gc left its scratch: {leftover:?}");
+    // One more run finds nothing.
+    let again = t.gc(tierseed::GcOptions::default(), &tierseed::SuspendHandle::default()).unwrap();
+    assert_eq!(again.bytes_reclaimed, 0);
+}
+
+/// A tree that reaches a leaf the tier's index lacks makes gc fail before
+/// it deletes anything, naming the file, when the leaf is confirmed by the
+/// merge with the key file (2,000 files) as when it was looked up.
+#[test]
+fn gc_refuses_a_tier_whose_tree_reaches_a_leaf_its_index_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, missing) = source_missing_a_leaf(&dir.path().join("t"), 2_000);
+    t.remove(&["f000000", "f000001"]).unwrap();
+    let before = t.container_ids().unwrap();
+    let err = t.gc(tierseed::GcOptions::default().threshold(1.0), &tierseed::SuspendHandle::default()).unwrap_err();
+    assert!(
+        matches!(err.root(), Error::MissingSegment { path, fingerprint, .. } if path == "b" && *fingerprint == missing),
+        "{err}"
+    );
+    assert_eq!(t.container_ids().unwrap(), before, "gc deleted something from a tier it could not mark");
+}
+
+/// Dead containers are dropped a group at a time (one synced batch with
+/// a deletion note each): killed after that batch and before any file is
+/// deleted, the next open finishes every deletion of the group and the
+/// live files restore.
+#[test]
+fn gc_killed_after_a_grouped_drop_finishes_every_deletion_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    {
+        let t = LocalTier::create(&path, small_config()).unwrap();
+        let fps = write_tiny_leaves(&t, 6 * 1024, b"gcgroup!", 1024);
+        let entries: Vec<FileEntry> = fps
+            .iter()
+            .enumerate()
+            .map(|(i, f)| FileEntry { path: format!("f{i:05}"), size: 16, mtime: 0, root: *f, height: 0 })
+            .collect();
+        t.upsert_files(&entries).unwrap();
+        let gone: Vec<String> = (0..4 * 1024).map(|i| format!("f{i:05}")).collect();
+        let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
+        t.remove(&gone).unwrap();
+    }
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_seed"))
+        .args(["gc", "--tier"])
+        .arg(&path)
+        .env("TIERSEED_CRASH_AT", "gc.before_unlink:1")
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "gc did not reach its crash point");
+    let files = |p: &Path| fs::read_dir(p.join("containers")).unwrap().count();
+    assert_eq!(files(&path), 6, "the kill came before any file was deleted");
+    let t = LocalTier::open(&path).unwrap();
+    assert_eq!(files(&path), 2, "the open finished the four deletions of the group");
+    assert_eq!(t.info().unwrap().segments, 2 * 1024);
+    let v = t.verify().unwrap();
+    assert!(v.is_clean(), "{v:?}");
+}

@@ -38,7 +38,7 @@ pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
 pub use object::{ObjectConfig, ObjectTier, RecoverReport};
 pub use paths::{MAX_PATH_LEN, validate_path};
-pub(crate) use reclaim::GcRecord;
+pub(crate) use reclaim::{Dead, GcRecord};
 pub use restore::{RestoreStats, VerifyReport};
 use store::{ContainerStore, DirStore, NamespaceOp};
 
@@ -620,15 +620,27 @@ impl LocalTier {
         for p in &prefixes {
             validate_path(p)?;
         }
+        // Each file is matched by looking its path and each of its parent
+        // directories up among the prefixes: a scan costs the depth of the
+        // paths, not the number of paths given (half a million paths
+        // against a million files took hours one by one).
+        let mut wanted: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+        for (i, p) in prefixes.iter().enumerate() {
+            wanted.entry(*p).or_default().push(i);
+        }
         let mut hit = vec![false; prefixes.len()];
         let mut gone = Vec::new();
         self.for_each_file(&mut |e| {
             let mut matched = false;
-            for (i, p) in prefixes.iter().enumerate() {
-                if crate::engine::selection::prefix_matches(p, &e.path) {
-                    hit[i] = true;
+            let mut at = Some(e.path.as_str());
+            while let Some(p) = at {
+                if let Some(which) = wanted.get(p) {
+                    for &i in which {
+                        hit[i] = true;
+                    }
                     matched = true;
                 }
+                at = p.rfind('/').map(|cut| &p[..cut]);
             }
             if matched {
                 gone.push(e);

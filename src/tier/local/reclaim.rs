@@ -16,6 +16,10 @@ use crate::format::fingerprint::ContainerId;
 use crate::tier::pack::OwnedSegment;
 use crate::tier::{ContainerKind, StoredSegment};
 
+/// A dead segment whose index entry a drop removes: fingerprint, stored
+/// length, raw length.
+pub(crate) type Dead = (crate::format::fingerprint::Fingerprint, u64, u64);
+
 /// Key of the reclamation cursor in the `meta` column family.
 const KEY_GC: &[u8] = b"gc";
 /// Prefix of the keys that name containers whose index entries are gone
@@ -62,34 +66,41 @@ impl LocalTier {
         lock(&self.pins).values().any(|p| p.contains(&id.0))
     }
 
-    /// Drops container `id`: in one synced batch, the index entries `dead`
-    /// (dead segments whose home is `id`), the allocation counters,
-    /// the reclamation cursor, and a note that its file is to be deleted;
-    /// then deletes the file and the note. A crash before the batch changes
-    /// nothing; after it, the note makes the next open finish the deletion.
-    pub(crate) fn gc_drop(
-        &self,
-        id: ContainerId,
-        dead: &[(crate::format::fingerprint::Fingerprint, u64, u64)],
-        record: &GcRecord,
-    ) -> Result<()> {
+    /// Drops containers: in one synced batch, the index entries of each
+    /// one's dead segments (those whose home is that container), the
+    /// allocation counters, the reclamation cursor, and a note per
+    /// container that its file is to be deleted; then deletes the files
+    /// (made durable together) and the notes. A crash before the batch
+    /// changes nothing; after it, the notes make the next open finish the
+    /// deletions. Dropping a sweep's dead containers a group at a time
+    /// makes two syncs per group, not two per container (at 11M segments,
+    /// 170 containers' syncs were a third of a sweep).
+    pub(crate) fn gc_drop(&self, drops: &[(ContainerId, Vec<Dead>)], record: &GcRecord) -> Result<()> {
         self.check_poison()?;
+        if drops.is_empty() {
+            return Ok(());
+        }
         let _writers = lock(&self.reserved);
         let mut alloc = lock(&self.alloc);
         let mut batch = WriteBatch::default();
-        let next = self.unindex(&mut batch, dead, &alloc);
-        self.commit_drop(batch, &next, id, record)?;
+        let dead: Vec<&Dead> = drops.iter().flat_map(|d| &d.1).collect();
+        let next = self.unindex(&mut batch, dead, drops.len() as u64, &alloc);
+        let ids: Vec<ContainerId> = drops.iter().map(|d| d.0).collect();
+        self.commit_drop(batch, &next, &ids, record)?;
         *alloc = next;
         drop(alloc);
-        self.finish_delete(id)
+        self.finish_deletes(&ids)
     }
 
-    /// Adds the allocation record, the cursor and `id`'s deletion note to
-    /// `batch` and writes it, synced: the one durable step of a sweep.
-    fn commit_drop(&self, mut batch: WriteBatch, next: &Alloc, id: ContainerId, record: &GcRecord) -> Result<()> {
+    /// Adds the allocation record, the cursor and each of `ids`' deletion
+    /// note to `batch` and writes it, synced: the one durable step of a
+    /// sweep.
+    fn commit_drop(&self, mut batch: WriteBatch, next: &Alloc, ids: &[ContainerId], record: &GcRecord) -> Result<()> {
         batch.put_cf(cf(&self.db, CF_META), KEY_ALLOC, encode_record(META_MAGIC, META_VERSION, next));
         batch.put_cf(cf(&self.db, CF_META), KEY_GC, encode_record(META_MAGIC, 1, record));
-        batch.put_cf(cf(&self.db, CF_META), delete_key(id), []);
+        for id in ids {
+            batch.put_cf(cf(&self.db, CF_META), delete_key(*id), []);
+        }
         crate::testing::crashpoint::hit("gc.before_batch");
         let r = self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e));
         self.poison(r)?;
@@ -106,7 +117,7 @@ impl LocalTier {
         id: ContainerId,
         kind: ContainerKind,
         live: &[OwnedSegment],
-        dead: &[(crate::format::fingerprint::Fingerprint, u64, u64)],
+        dead: &[Dead],
         record: &GcRecord,
     ) -> Result<ContainerId> {
         self.check_poison()?;
@@ -126,21 +137,23 @@ impl LocalTier {
         let r = self.store.put(new, bytes);
         self.poison(r)?;
         let mut batch = WriteBatch::default();
-        let mut next = self.unindex(&mut batch, dead, &alloc);
+        let mut next = self.unindex(&mut batch, dead.iter().collect(), 1, &alloc);
         let index = cf(&self.db, CF_INDEX);
-        for s in live {
+        let mut moved: Vec<&OwnedSegment> = live.iter().collect();
+        moved.sort_unstable_by_key(|s| s.fingerprint);
+        for s in moved {
             batch.put_cf(index, s.fingerprint.0, new.0.to_le_bytes());
         }
         // The moved segments keep their counts (same bytes, new home); the
         // old container is gone and the new one counts.
         next.next_container += 1;
         next.containers += 1;
-        self.commit_drop(batch, &next, id, record)?;
+        self.commit_drop(batch, &next, &[id], record)?;
         *alloc = next;
         *reserved = next.next_container;
         drop(alloc);
         drop(reserved);
-        self.finish_delete(id)?;
+        self.finish_deletes(&[id])?;
         Ok(new)
     }
 
@@ -149,15 +162,15 @@ impl LocalTier {
     /// index batch out, and no other writer re-points an entry whose
     /// container is readable), and the counters without them and the
     /// container.
-    fn unindex(
-        &self,
-        batch: &mut WriteBatch,
-        dead: &[(crate::format::fingerprint::Fingerprint, u64, u64)],
-        alloc: &Alloc,
-    ) -> Alloc {
+    fn unindex(&self, batch: &mut WriteBatch, mut dead: Vec<&Dead>, containers: u64, alloc: &Alloc) -> Alloc {
         let index = cf(&self.db, CF_INDEX);
         let mut next = *alloc;
         let mut seen = HashSet::new();
+        // In key order, as ingest's inserts: the memtable's skiplist then
+        // finds each delete's place from the previous one's (unordered,
+        // the deletes of a sweep at 11M segments were a quarter of its
+        // time).
+        dead.sort_unstable_by_key(|d| d.0);
         for (fp, stored, raw) in dead {
             if seen.insert(*fp) {
                 batch.delete_cf(index, fp.0);
@@ -166,18 +179,22 @@ impl LocalTier {
                 next.raw_bytes = next.raw_bytes.saturating_sub(*raw);
             }
         }
-        next.containers = next.containers.saturating_sub(1);
+        next.containers = next.containers.saturating_sub(containers);
         next
     }
 
-    /// Deletes container `id`'s file, then its deletion note.
-    fn finish_delete(&self, id: ContainerId) -> Result<()> {
-        self.store.delete(id)?;
-        self.tables.forget(id);
+    /// Deletes containers' files, then their deletion notes.
+    fn finish_deletes(&self, ids: &[ContainerId]) -> Result<()> {
+        self.store.delete_many(ids)?;
         // A retired container's note goes with it (after the file: a crash
         // between the two leaves a note naming nothing, which is harmless).
-        self.db.delete_cf(cf(&self.db, CF_META), super::retire::retired_key(id)).map_err(|e| self.dberr(e))?;
-        self.db.delete_cf(cf(&self.db, CF_META), delete_key(id)).map_err(|e| self.dberr(e))
+        let mut batch = WriteBatch::default();
+        for id in ids {
+            self.tables.forget(*id);
+            batch.delete_cf(cf(&self.db, CF_META), super::retire::retired_key(*id));
+            batch.delete_cf(cf(&self.db, CF_META), delete_key(*id));
+        }
+        self.db.write(batch).map_err(|e| self.dberr(e))
     }
 
     /// Finishes deletions a crash interrupted (called by `open`).
@@ -191,11 +208,10 @@ impl LocalTier {
             })?;
             ids.push(ContainerId(id));
         }
-        for id in ids {
+        for id in &ids {
             log::warn!("recovery: finishing the deletion of reclaimed container {id}");
-            self.finish_delete(id)?;
         }
-        Ok(())
+        self.finish_deletes(&ids)
     }
 }
 

@@ -54,6 +54,12 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
     /// Removes container `id`, durably; a missing one is not an error.
     fn delete(&self, id: ContainerId) -> Result<()>;
 
+    /// Removes containers `ids`, durably when this returns (a store may
+    /// make them durable together: one directory sync for all of them).
+    fn delete_many(&self, ids: &[ContainerId]) -> Result<()> {
+        ids.iter().try_for_each(|id| self.delete(*id))
+    }
+
     /// Deals with what a crash left: removes unfinished writes, and either
     /// removes the containers at or past `next_container` (written, never
     /// indexed) or returns them, ascending, for the tier to adopt.
@@ -157,11 +163,17 @@ impl ContainerStore for DirStore {
     }
 
     fn delete(&self, id: ContainerId) -> Result<()> {
-        let path = self.location(id);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(&path, e)),
+        self.delete_many(&[id])
+    }
+
+    fn delete_many(&self, ids: &[ContainerId]) -> Result<()> {
+        for id in ids {
+            let path = self.location(*id);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&path, e)),
+            }
         }
         durable::sync_dir(&self.dir)
     }
