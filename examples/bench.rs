@@ -1340,12 +1340,11 @@ fn gc_scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
         LocalTier::open(&prepared)?.info()?.files * 2
     } else {
         let kept = if keep { LocalTier::open(&src).and_then(|t| t.info()).ok().filter(|i| i.files > 0) } else { None };
-        let files = match kept {
-            Some(info) => info.files,
-            None => {
-                let _ = std::fs::remove_dir_all(&src);
-                make_scale_tier(&src, leaves)?
-            }
+        let files = if let Some(info) = kept {
+            info.files
+        } else {
+            let _ = std::fs::remove_dir_all(&src);
+            make_scale_tier(&src, leaves)?
         };
         let _ = std::fs::remove_dir_all(&prepared);
         copy_tree(&src, &prepared)?;

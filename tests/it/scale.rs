@@ -291,7 +291,7 @@ fn gc_over_more_files_than_a_window_reclaims_exactly_the_removed_half() {
     assert_eq!(t.info().unwrap().segments, n - 40_960);
     let v = t.verify().unwrap();
     assert!(v.is_clean(), "{v:?}");
-    let leftover: Vec<_> = fs::read_dir(t.dir()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let leftover: Vec<_> = fs::read_dir(t.dir()).unwrap().filter_map(Result::ok).map(|e| e.file_name()).collect();
     assert!(!leftover.iter().any(|n| n == "gc-scratch"), "gc left its scratch: {leftover:?}");
     // One more run finds nothing.
     let again = t.gc(tierseed::GcOptions::default(), &tierseed::SuspendHandle::default()).unwrap();
