@@ -10,13 +10,14 @@ use std::path::{Path, PathBuf};
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
 
+use super::codes::{mode_code, mode_from_code, phase_code, phase_from_code};
 use super::{Counters, Mode, Phase, Report, TargetFailure};
 use crate::engine::selection::Selection;
 use crate::error::{Error, Result};
 use crate::format::durable::{Versioned, decode_record, decode_versioned, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file, is_scratch};
-use crate::format::records::{FileEntryV1, SelectionV1, mode_code, mode_from_code, phase_code, phase_from_code};
+use crate::format::records::{FileEntryV1, SelectionV1};
 use crate::mark::phv::Phv;
 use crate::tier::FileEntry;
 

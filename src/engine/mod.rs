@@ -1,6 +1,7 @@
 //! The seeding engine: the seven phases, the resumption context, suspend
 //! and resume.
 
+mod codes;
 pub(crate) mod context;
 mod estimate;
 mod prove;

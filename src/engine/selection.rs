@@ -212,15 +212,10 @@ impl Matcher {
         let named = !has_names
             || s.all
             || self.globs.is_match(&e.path)
-            || s.prefixes.iter().any(|p| prefix_matches(p, &e.path))
+            || s.prefixes.iter().any(|p| crate::tier::local::prefix_matches(p, &e.path))
             || s.paths.iter().any(|p| p == &e.path);
         named && self.cutoff.is_none_or(|c| e.mtime <= c)
     }
-}
-
-pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
+use crate::format::entries::{Codec, ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};

@@ -8,6 +8,7 @@
 
 pub(crate) mod container;
 pub(crate) mod durable;
+pub(crate) mod entries;
 pub(crate) mod fingerprint;
 pub mod layout;
 pub(crate) mod records;

@@ -11,10 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Mode, Phase};
-use crate::error::{Error, Result};
+use crate::format::entries::FileEntry;
 use crate::format::fingerprint::Fingerprint;
-use crate::tier::FileEntry;
 
 /// Gives a fieldless enum its name (`name`, `Display`, `FromStr`) and its
 /// persisted code (`code`, `from_code`) from one table, so that the
@@ -107,30 +105,4 @@ pub(crate) struct TierConfigV1 {
     pub(crate) chunk_avg: u32,
     pub(crate) chunk_max: u32,
     pub(crate) fanout: u32,
-}
-
-/// `Mode` on disk: 0 copy, 1 move (one byte, as postcard wrote the first
-/// release's enum index).
-pub(crate) fn mode_code(m: Mode) -> u8 {
-    match m {
-        Mode::Copy => 0,
-        Mode::Move => 1,
-    }
-}
-
-pub(crate) fn mode_from_code(c: u8, what: &dyn Fn() -> String) -> Result<Mode> {
-    match c {
-        0 => Ok(Mode::Copy),
-        1 => Ok(Mode::Move),
-        _ => Err(Error::corrupt_record(what(), format!("unknown mode {c}"))),
-    }
-}
-
-/// `Phase` on disk: its position in [`Phase::ALL`].
-pub(crate) fn phase_code(p: Phase) -> u8 {
-    Phase::ALL.iter().position(|x| *x == p).expect("Phase::ALL lists every phase") as u8
-}
-
-pub(crate) fn phase_from_code(c: u8, what: &dyn Fn() -> String) -> Result<Phase> {
-    Phase::ALL.get(usize::from(c)).copied().ok_or_else(|| Error::corrupt_record(what(), format!("unknown phase {c}")))
 }

@@ -81,7 +81,22 @@ struct Sorted {
     live_bytes: u64,
 }
 
-pub(crate) fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<GcReport> {
+impl LocalTier {
+    /// Reclaims space (garbage collection): deletes containers nothing in
+    /// the namespace reaches and compacts mostly dead ones (see
+    /// [`GcOptions`]). Resumable: a run stopped by a crash, an error or
+    /// `suspend` goes on from its durable cursor the next time. Refuses
+    /// while an ingest session is open on this handle; containers pinned by
+    /// a running job are kept.
+    ///
+    /// Defined here, not beside the tier: gc is a caller of the tier (it
+    /// borrows the engine's PHF, PHV and walk), never called by it.
+    pub fn gc(&self, opts: GcOptions, suspend: &SuspendHandle) -> Result<GcReport> {
+        run(self, opts, suspend)
+    }
+}
+
+fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<GcReport> {
     if !(0.0..=1.0).contains(&opts.threshold) {
         return Err(Error::InvalidConfig(format!("reclamation threshold {} must be in 0.0..=1.0", opts.threshold)));
     }

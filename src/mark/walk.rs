@@ -121,6 +121,11 @@ impl<'a> Listed<'a> {
     pub(crate) fn new(tier: &'a dyn Tier) -> Self {
         Listed { tier, after: None, next: 0, done: false }
     }
+
+    /// How many files the windows so far held.
+    pub(crate) fn listed(&self) -> u64 {
+        self.next
+    }
 }
 
 impl FileWindows for Listed<'_> {

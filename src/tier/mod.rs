@@ -11,102 +11,16 @@ pub(crate) mod local;
 pub(crate) mod pack;
 pub(crate) mod read;
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::Result;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 
-/// Whether a container holds file data (L0 segments) or recipes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ContainerKind {
-    /// L0 segments: file bytes.
-    Data,
-    /// Recipe segments (L1 and up), kept apart so that walking trees never
-    /// reads bulk data.
-    Meta,
-}
-
-/// How a segment's bytes are stored. Its fingerprint is always BLAKE3 of
-/// the raw (uncompressed) bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Codec {
-    /// The raw bytes.
-    Raw,
-    /// One zstd frame of the raw bytes.
-    Zstd,
-}
-
-/// One segment's entry in a container's table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentEntry {
-    /// The segment's fingerprint (BLAKE3 of its raw bytes).
-    pub fingerprint: Fingerprint,
-    /// Offset of its stored bytes from the start of the container's data region.
-    pub offset: u32,
-    /// Its stored length in bytes (what [`Tier::read_segments`] returns).
-    pub len: u32,
-    /// Its raw length, once decoded.
-    pub raw_len: u32,
-    /// How it is stored.
-    pub codec: Codec,
-}
-
-/// A segment to write, as stored: raw, or already compressed (Copy moves a
-/// source's stored bytes without recompressing them).
-#[derive(Clone, Copy, Debug)]
-pub struct StoredSegment<'a> {
-    /// BLAKE3 of the raw bytes, verified by the caller.
-    pub fingerprint: Fingerprint,
-    /// The bytes as stored.
-    pub bytes: &'a [u8],
-    /// The raw length.
-    pub raw_len: u32,
-    /// How `bytes` encode the raw bytes.
-    pub codec: Codec,
-}
-
-impl<'a> StoredSegment<'a> {
-    /// A segment stored raw.
-    pub fn raw(fingerprint: Fingerprint, bytes: &'a [u8]) -> Self {
-        StoredSegment { fingerprint, bytes, raw_len: bytes.len() as u32, codec: Codec::Raw }
-    }
-}
-
-/// A container's metadata: everything but the segment bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContainerMeta {
-    /// The container's id.
-    pub id: ContainerId,
-    /// Data or meta.
-    pub kind: ContainerKind,
-    /// The segments in storage order.
-    pub segments: Vec<SegmentEntry>,
-    /// Total length of the data region.
-    pub data_len: u64,
-}
+pub use crate::format::entries::{Codec, ContainerKind, ContainerMeta, FileEntry, SegmentEntry, StoredSegment};
 
 /// One index entry: a fingerprint and the container that holds it.
 pub type IndexEntry = (Fingerprint, ContainerId);
 
 /// A tier's stable identity, stored in the tier when it is created.
 pub type TierId = uuid::Uuid;
-
-/// One file in a tier's namespace.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FileEntry {
-    /// Relative, `/`-separated, UTF-8 path.
-    pub path: String,
-    /// Logical size in bytes.
-    pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
-    pub mtime: i64,
-    /// Fingerprint of the root recipe segment.
-    pub root: Fingerprint,
-    /// Level of the root recipe (1 for files of up to one recipe's fanout
-    /// of chunks).
-    pub height: u8,
-}
 
 /// A job's durable hold on a tier's containers.
 #[derive(Clone, Debug, PartialEq, Eq)]

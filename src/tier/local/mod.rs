@@ -37,6 +37,7 @@ use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
 pub use object::{ObjectConfig, ObjectTier, RecoverReport};
+pub(crate) use paths::prefix_matches;
 pub use paths::{MAX_PATH_LEN, validate_path};
 pub(crate) use reclaim::{Dead, GcRecord};
 pub use restore::{RestoreStats, VerifyReport};
@@ -652,16 +653,6 @@ impl LocalTier {
         }
         self.commit_namespace(|| Ok(gone.iter().map(|e| NamespaceOp::Delete(e.path.clone())).collect()))?;
         Ok(gone)
-    }
-
-    /// Reclaims space (garbage collection): deletes containers nothing in
-    /// the namespace reaches and compacts mostly dead ones (see
-    /// [`GcOptions`](crate::GcOptions)). Resumable: a run stopped by a
-    /// crash, an error or `suspend` goes on from its durable cursor the
-    /// next time. Refuses while an ingest session is open on this handle;
-    /// containers pinned by a running job are kept.
-    pub fn gc(&self, opts: crate::gc::GcOptions, suspend: &crate::engine::SuspendHandle) -> Result<crate::gc::GcReport> {
-        crate::gc::run(self, opts, suspend)
     }
 
     /// Exclusive access for space reclamation: no ingest session may be

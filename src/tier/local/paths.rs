@@ -8,6 +8,13 @@ use crate::error::{Error, Result};
 /// Longest namespace path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
 
+/// Whether namespace path `path` is `prefix` or lies under it, by whole
+/// components (`a/b` is under `a`, `ab` is not).
+pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty() || path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+}
+
 /// Checks that `path` is a relative, `/`-separated path with no empty, `.`
 /// or `..` component and no NUL byte.
 pub fn validate_path(path: &str) -> Result<()> {

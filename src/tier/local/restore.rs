@@ -1,6 +1,6 @@
 //! Restore files and scrub the whole tier.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -9,8 +9,6 @@ use super::{LocalTier, lock, paths::safe_join, validate_path};
 use crate::error::{Error, Result};
 use crate::format::container;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
-use crate::format::tree::Recipe;
-use crate::mark::walk::{InMemory, Item, RecipeSet, Side, TableCache, ToExpand, walk};
 use crate::tier::read::read_file;
 use crate::tier::{FileEntry, Tier};
 
@@ -61,7 +59,7 @@ impl VerifyReport {
         self.problems.is_empty()
     }
 
-    fn problem(&mut self, p: String) {
+    pub(crate) fn problem(&mut self, p: String) {
         if self.problems.len() < Self::MAX_PROBLEMS {
             self.problems.push(p);
         }
@@ -135,7 +133,7 @@ impl LocalTier {
         }
         let mut entries = Vec::new();
         self.for_each_file(&mut |e| {
-            if crate::engine::selection::prefix_matches(prefix, &e.path) {
+            if super::prefix_matches(prefix, &e.path) {
                 entries.push(e);
             }
             Ok(())
@@ -226,17 +224,12 @@ impl LocalTier {
         result
     }
 
-    /// Scrubs the whole tier: every container's checksums and every
-    /// segment's fingerprint; every index entry resolves to a container
-    /// that holds it; every namespace entry's tree is complete.
-    ///
-    /// A writable handle retires what it finds rotten (see
-    /// [`TargetTier::retire_segments`](crate::TargetTier::retire_segments)):
-    /// the rot is reported once, as a problem; afterwards the bad copy is
-    /// counted in [`VerifyReport::retired`] and the files that needed it
-    /// are reported as missing a segment until a job copies it again.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let mut report = VerifyReport::default();
+    /// The tier's half of [`LocalTier::verify`]: every container's
+    /// checksums and every segment's fingerprint; every index entry
+    /// resolves to a container that holds it. (The namespace's trees are
+    /// walked by the caller, in `crate::mark::scrub`: the walk is a layer
+    /// above the tier.)
+    pub(crate) fn scrub_containers(&self, report: &mut VerifyReport) -> Result<()> {
         let next = lock(&self.alloc).next_container;
         // 1. Scrub containers, counting for each how many of its distinct
         // fingerprints the index maps to it.
@@ -333,82 +326,7 @@ impl LocalTier {
         if entries != lock(&self.alloc).segments {
             report.problem(format!("index holds {entries} entries, the allocation record counts {}", lock(&self.alloc).segments));
         }
-        // 3. Namespace: every tree complete (recipes read and verified,
-        // leaves present in the index). Shared subtrees are walked once.
-        let mut files = Vec::new();
-        self.for_each_file(&mut |e| {
-            files.push(e);
-            Ok(())
-        })?;
-        report.files = files.len() as u64;
-        let mut side = ScrubSide { tier: self, tables: TableCache::new(self), files: &files, first_problem: BTreeMap::new() };
-        walk(&mut InMemory::new(&files), &mut RecipeSet::default(), &mut side, &mut |_| {})?;
-        for (file, problem) in side.first_problem {
-            report.problem(format!("file {:?}: {problem}", files[file as usize].path));
-        }
-        Ok(report)
-    }
-}
-
-/// `LocalTier::verify`'s side of the tree walk: every recipe read back and
-/// hashed, every leaf in the index; the first problem of each file is kept.
-struct ScrubSide<'a> {
-    tier: &'a LocalTier,
-    tables: TableCache<'a>,
-    files: &'a [FileEntry],
-    first_problem: BTreeMap<u64, String>,
-}
-
-impl ScrubSide<'_> {
-    fn problem(&mut self, file: u64, e: Error) {
-        self.first_problem.entry(file).or_insert_with(|| e.to_string());
-    }
-}
-
-impl Side for ScrubSide<'_> {
-    fn place(&mut self, items: &[Item]) -> Result<Vec<Option<ContainerId>>> {
-        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-        self.tier.locate(&fps)
-    }
-
-    fn first(&mut self, item: &Item, _key: u64, place: Option<ContainerId>) -> Result<()> {
-        if place.is_none() {
-            let e = Error::MissingSegment {
-                path: self.files[item.2 as usize].path.clone(),
-                fingerprint: item.0,
-                tier: self.tier.dir.display().to_string(),
-            };
-            self.problem(item.2, e);
-        }
         Ok(())
-    }
-
-    fn unknown(&mut self, _item: &Item) -> Result<()> {
-        Ok(())
-    }
-
-    fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
-        // A recipe the index does not place was reported when reached.
-        let Some(cid) = cid else { return Ok(items.iter().map(|_| None).collect()) };
-        let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-        let read = match self.tables.read(cid, &fps) {
-            Ok(r) => r,
-            Err(e) => {
-                let reason = e.to_string();
-                fps.iter().map(|_| Err(Error::corrupt_record(format!("container {cid}"), reason.clone()))).collect()
-            }
-        };
-        let mut out = Vec::with_capacity(items.len());
-        for (r, &(fp, file, _)) in read.into_iter().zip(items) {
-            match r.and_then(|b| Recipe::decode(&b, &fp, level)) {
-                Ok(recipe) => out.push(Some(recipe)),
-                Err(e) => {
-                    self.problem(file, e);
-                    out.push(None);
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
