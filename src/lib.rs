@@ -78,6 +78,8 @@ pub use crate::format::layout;
 pub use crate::gc::{GcOptions, GcReport};
 pub use crate::jobspec::{JobSpec, ModeSpec, PhfSpec, SelectionSpec, VerifySpec, parse_age};
 pub use crate::mark::PhfKind;
+#[cfg(feature = "test-util")]
+pub use crate::testing::conformance;
 pub use crate::testing::crashpoint::CRASH_POINTS;
 #[cfg(feature = "crash-points")]
 pub use crate::testing::crashpoint::trace;

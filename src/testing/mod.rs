@@ -5,6 +5,8 @@
 
 #[cfg(feature = "test-util")]
 pub mod bench_api;
+#[cfg(feature = "test-util")]
+pub mod conformance;
 pub(crate) mod crashpoint;
 #[cfg(feature = "test-util")]
 pub mod fuzzing;

@@ -2,6 +2,7 @@
 //! API (and, for crash tests, through the real `seed` process).
 
 mod cli;
+mod conformance;
 mod crash;
 mod defects;
 mod engine;

@@ -1084,3 +1084,28 @@ fn gc_of_an_object_source_while_a_recall_is_suspended_keeps_its_snapshot() {
     let r = cloud.gc(tierseed::GcOptions::default().threshold(1.0), &tierseed::SuspendHandle::default()).unwrap();
     assert!(r.containers_deleted > 0, "{r:?}");
 }
+
+/// The tier conformance kit against the S3 tier on Ceph: a writable handle
+/// reopened between checks, and a read-only one.
+#[test]
+fn the_object_tier_passes_the_conformance_kit() {
+    struct OnCeph {
+        meta: std::path::PathBuf,
+        cfg: ObjectConfig,
+    }
+    impl tierseed::conformance::Harness for OnCeph {
+        fn open(&self) -> tierseed::Result<Box<dyn tierseed::conformance::Tested + '_>> {
+            Ok(Box::new(ObjectTier::open(&self.meta, &self.cfg)?))
+        }
+        fn open_read_only(&self) -> Option<tierseed::Result<Box<dyn tierseed::conformance::Tested + '_>>> {
+            Some(ObjectTier::open_read_only(&self.meta, &self.cfg).map(|t| Box::new(t) as Box<dyn tierseed::conformance::Tested>))
+        }
+    }
+    let Some((c, _shared)) = shared("the_object_tier_passes_the_conformance_kit") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = c.config("conformance");
+    ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let report = tierseed::conformance::run(&OnCeph { meta: dir.path().join("meta"), cfg });
+    report.assert_ok();
+    assert_eq!(report.passed.len(), 11, "{report:?}");
+}
