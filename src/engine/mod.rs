@@ -3,6 +3,7 @@
 
 mod codes;
 pub(crate) mod context;
+mod copy;
 mod estimate;
 mod prove;
 mod run;
