@@ -65,6 +65,7 @@ mod jobspec;
 mod mark;
 mod testing;
 mod tier;
+mod versions;
 
 pub use crate::engine::selection::Selection;
 pub use crate::engine::{
@@ -98,3 +99,4 @@ pub use crate::tier::{
     Codec, ContainerKind, ContainerMeta, FileEntry, IndexEntry, JobHold, SegmentEntry, SourceTier, StoredSegment, TargetTier,
     Tier, TierId,
 };
+pub use crate::versions::{FormatVersion, format_versions};

@@ -25,7 +25,7 @@ use crate::format::fingerprint::{ContainerId, PhfKey};
 use crate::tier::SourceTier;
 
 const MAGIC: &[u8; 4] = b"TSKY";
-const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 1;
 /// The footer before the hash.
 const FOOTER: u64 = 16;
 const TRAILER: u64 = 32;

@@ -21,7 +21,7 @@ use crate::tier::SourceTier;
 const PHF_MAGIC: &[u8; 4] = b"TSPH";
 /// Version 1 blobs hold a boomphf function (and are still what a boomphf
 /// job writes); version 2 blobs say which kind they hold.
-const PHF_VERSION: u16 = 2;
+pub(crate) const PHF_VERSION: u16 = 2;
 /// The `ph` release and function a compact blob was built with (pinned in
 /// Cargo.toml, like boomphf): group-optimized FMPH, 4-bit seeds, 16-bit
 /// groups, wyhash of the 16-byte key.

@@ -14,7 +14,7 @@ use crate::format::durable::{open_envelope, seal_envelope};
 /// 100M slots is 98K chunks, loaded in one scan at resume).
 pub(crate) const CHUNK_WORDS: usize = 16;
 const PHV_MAGIC: &[u8; 4] = b"TSPV";
-const PHV_VERSION: u16 = 1;
+pub(crate) const PHV_VERSION: u16 = 1;
 
 #[derive(Clone)]
 pub(crate) struct Phv {

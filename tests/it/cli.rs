@@ -323,3 +323,48 @@ fn seed_seeds_several_targets_and_resumes_without_a_lost_site_under_drop() {
         .unwrap();
     assert!(!out.status.success() && text(&out).contains("given twice"), "{}", text(&out));
 }
+
+/// The operator's kit: completion scripts that their shells accept and
+/// that know every command, a manual page that `man` renders, and
+/// `--version` naming the on-disk formats the library says it writes.
+#[test]
+fn seed_completions_man_page_and_version_name_every_command_and_format() {
+    let commands = ["ingest", "ls", "restore", "rm", "gc", "check", "verify", "info", "run", "resume", "status", "estimate"];
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = seed().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8(out.stdout).unwrap();
+        for c in commands {
+            assert!(script.contains(c), "{shell} completions lack {c}");
+        }
+        if shell == "bash" {
+            let path = dir.path().join("seed.bash");
+            std::fs::write(&path, &script).unwrap();
+            let st = Command::new("bash").arg("-n").arg(&path).status().unwrap();
+            assert!(st.success(), "bash rejects the completion script");
+        }
+    }
+    let bad = seed().args(["completions", "cmd.exe"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "an unknown shell is a usage error");
+
+    let man = seed().arg("man").output().unwrap();
+    assert!(man.status.success());
+    let roff = String::from_utf8(man.stdout).unwrap();
+    assert!(roff.contains(".TH seed 1"), "not a section-1 page: {}", &roff[..roff.len().min(200)]);
+    for c in commands {
+        assert!(roff.contains(c), "the manual page lacks {c}");
+    }
+
+    let v = seed().arg("--version").output().unwrap();
+    assert!(v.status.success());
+    let text = String::from_utf8(v.stdout).unwrap();
+    assert!(text.starts_with(&format!("seed {}", env!("CARGO_PKG_VERSION"))), "{text}");
+    let formats = tierseed::format_versions();
+    assert!(formats.iter().any(|f| f.what == "container file" && f.writes == 2 && f.reads_from == 1));
+    for f in formats {
+        let line =
+            text.lines().find(|l| l.trim_start().starts_with(f.what)).unwrap_or_else(|| panic!("{} not in {text}", f.what));
+        assert!(line.ends_with(&format!("v{} / v{}", f.writes, f.reads_from)), "{line}");
+    }
+}

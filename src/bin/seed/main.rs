@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Prints a line to stdout, returning the error (a closed pipe ends the
 /// command quietly instead of panicking as `println!` would).
@@ -27,12 +27,14 @@ mod cmd {
     //! One module per command.
     pub(crate) mod abandon;
     pub(crate) mod check;
+    pub(crate) mod completions;
     pub(crate) mod demo;
     pub(crate) mod estimate;
     pub(crate) mod gc;
     pub(crate) mod info;
     pub(crate) mod ingest;
     pub(crate) mod ls;
+    pub(crate) mod man;
     pub(crate) mod recover;
     pub(crate) mod restore;
     pub(crate) mod resume;
@@ -96,6 +98,10 @@ enum Cmd {
     /// Generate backup generations, seed a subset with a suspend and a
     /// resume, restore and compare every seeded file, print a summary.
     Demo(cmd::demo::Demo),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::completions::Completions),
+    /// Print the manual page (roff).
+    Man(cmd::man::Man),
 }
 
 /// The exit codes `seed` documents.
@@ -114,7 +120,14 @@ enum Exit {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = Cli::parse();
+    // `seed --version` also names the on-disk formats this build writes
+    // and reads (set at run time: the list comes from the library).
+    let long_version: &'static str = Box::leak(long_version().into_boxed_str());
+    let matches = Cli::command().long_version(long_version).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match real_main(cli) {
         Ok(code) => std::process::exit(code as i32),
         // A reader that went away (`seed ls | head`) is not an error.
@@ -143,6 +156,17 @@ fn main() {
     }
 }
 
+/// The version, then one line per persisted format: what it is, the
+/// version written, the oldest read.
+fn long_version() -> String {
+    use std::fmt::Write as _;
+    let mut s = format!("{}\non-disk formats (writes / reads from):", env!("CARGO_PKG_VERSION"));
+    for f in tierseed::format_versions() {
+        write!(s, "\n  {:<36} v{} / v{}", f.what, f.writes, f.reads_from).expect("writing to a String cannot fail");
+    }
+    s
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<Exit> {
     match cli.cmd {
         Cmd::Ingest(c) => c.run(&cli.meta),
@@ -160,5 +184,7 @@ fn real_main(cli: Cli) -> anyhow::Result<Exit> {
         Cmd::Recover(c) => c.run(&cli.meta),
         Cmd::Abandon(c) => c.run(),
         Cmd::Demo(c) => c.run(),
+        Cmd::Completions(c) => c.run(),
+        Cmd::Man(c) => c.run(),
     }
 }

@@ -28,10 +28,10 @@ use records::{JobV1, LaneV1, ProgressV1, ProgressV2, ReportV1, ReportV2, Targets
 
 const CTX_MAGIC: &[u8; 4] = b"TSCX";
 /// Version of the job, snapshot, PHF, file-chunk, mark-sum and target records.
-const CTX_VERSION: u16 = 1;
+pub(crate) const CTX_VERSION: u16 = 1;
 /// Version of the progress and report records: 2 added `files_kept` and
 /// `segments_adopted` to the counters. Version 1 records are still read.
-const PROGRESS_VERSION: u16 = 2;
+pub(crate) const PROGRESS_VERSION: u16 = 2;
 const K_JOB: &[u8] = b"job";
 const K_PROGRESS: &[u8] = b"progress";
 const K_SNAPSHOT: &[u8] = b"snapshot";

@@ -38,9 +38,12 @@ use crate::tier::{FileEntry, TierId};
 use db::{cf, cf_options, decode_container_id, index_table, namespace_batch, scan, shared_memory, synced};
 pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
+pub(crate) use object::{CHECKPOINT_VERSION, JOURNAL_VERSION, STORE_VERSION};
+#[cfg(feature = "s3")]
 pub use object::{ObjectConfig, ObjectTier, RecoverReport};
 pub(crate) use paths::prefix_matches;
 pub use paths::{MAX_PATH_LEN, validate_path};
+pub(crate) use pins::PIN_VERSION;
 pub(crate) use reclaim::{Dead, GcRecord};
 pub use restore::{RestoreStats, VerifyReport};
 use store::{ContainerStore, DirStore, NamespaceOp};
@@ -58,10 +61,10 @@ pub(crate) const KEY_STORE: &[u8] = b"store";
 const META_MAGIC: &[u8; 4] = b"TSMT";
 const NS_MAGIC: &[u8; 4] = b"TSNS";
 /// Version of the namespace entries.
-const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 1;
 /// Version of the tier and allocation records: 2 added the compression
 /// level and the raw-bytes counter. Version 1 records are still read.
-const META_VERSION: u16 = 2;
+pub(crate) const META_VERSION: u16 = 2;
 
 /// Settings fixed when a tier is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use crate::tier::JobHold;
 /// Prefix of the hold records' keys.
 const PIN: &str = "pin/";
 /// Version of the hold record.
-const PIN_VERSION: u16 = 1;
+pub(crate) const PIN_VERSION: u16 = 1;
 
 /// The persisted hold, version 1.
 #[derive(Serialize, Deserialize)]

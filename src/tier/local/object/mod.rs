@@ -36,11 +36,11 @@ use crate::tier::local::TierConfig;
 use crate::tier::{ContainerMeta, FileEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};
 
 const STORE_MAGIC: &[u8; 4] = b"TSST";
-const STORE_VERSION: u16 = 1;
+pub(crate) const STORE_VERSION: u16 = 1;
 const JOURNAL_MAGIC: &[u8; 4] = b"TSNJ";
-const JOURNAL_VERSION: u16 = 1;
+pub(crate) const JOURNAL_VERSION: u16 = 1;
 const CHECKPOINT_MAGIC: &[u8; 4] = b"TSNC";
-const CHECKPOINT_VERSION: u16 = 1;
+pub(crate) const CHECKPOINT_VERSION: u16 = 1;
 /// Namespace entries per checkpoint part object.
 const CHECKPOINT_PART: usize = 1 << 16;
 /// How much of a container the first metadata read asks for: the header
