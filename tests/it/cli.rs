@@ -368,3 +368,38 @@ fn seed_completions_man_page_and_version_name_every_command_and_format() {
         assert!(line.ends_with(&format!("v{} / v{}", f.writes, f.reads_from)), "{line}");
     }
 }
+
+/// A name with a newline, a tab, an escape byte and a backslash: `seed ls`
+/// shows each name on one line with them escaped, `-0` and `--json` give
+/// the exact names.
+#[test]
+fn seed_ls_escapes_control_characters_and_null_and_json_are_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let tdir = dir.path().join("t");
+    let names = ["a\nb.txt", "tab\there", "esc\u{1b}[31mred", "back\\slash", "plain"];
+    {
+        let t = LocalTier::create(&tdir, small_config()).unwrap();
+        t.ingest_many(names.iter().map(|p| (*p, 0, b"x".as_slice()))).unwrap();
+    }
+    let out = seed().args(["ls", "--tier"]).arg(&tdir).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines, ["a\\nb.txt", "back\\\\slash", "esc\\x1b[31mred", "plain", "tab\\there"], "{text:?}");
+    let null = seed().args(["ls", "-0", "--tier"]).arg(&tdir).output().unwrap();
+    let mut exact: Vec<&[u8]> = null.stdout.split(|b| *b == 0).collect();
+    assert_eq!(exact.pop(), Some(&b""[..]), "every name ends with a NUL");
+    let mut want: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    want.sort();
+    assert_eq!(exact, want);
+    let json = seed().args(["ls", "--json", "--tier"]).arg(&tdir).output().unwrap();
+    let paths: Vec<String> = String::from_utf8(json.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(paths.len(), names.len());
+    assert!(paths.iter().any(|p| p == "a\nb.txt"));
+    let both = seed().args(["ls", "-0", "--long", "--tier"]).arg(&tdir).output().unwrap();
+    assert_eq!(both.status.code(), Some(2), "-0 with --long is a usage error");
+}

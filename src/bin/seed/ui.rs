@@ -286,3 +286,29 @@ pub(crate) fn human(n: u64) -> String {
     }
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
+
+/// A name as human output shows it: control characters and backslashes
+/// escaped C-style (`\n`, `\t`, `\r`, `\\`, `\xNN`, `\u{NNNN}`), so that
+/// one name is always one line and nothing in it moves the terminal.
+/// `--json` and `-0` give names exactly.
+pub(crate) fn escaped(name: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write as _;
+    if !name.chars().any(|c| c.is_control() || c == '\\') {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() && (c as u32) < 0x80 => {
+                write!(out, "\\x{:02x}", c as u32).expect("writing to a String cannot fail");
+            }
+            c if c.is_control() => write!(out, "\\u{{{:04x}}}", c as u32).expect("writing to a String cannot fail"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}

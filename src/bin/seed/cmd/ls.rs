@@ -9,7 +9,7 @@ use tierseed::Tier;
 
 use crate::Exit;
 use crate::open::{How, open_one};
-use crate::ui::{human, under, utc};
+use crate::ui::{escaped, human, under, utc};
 
 /// List the files in a tier's namespace.
 #[derive(Args)]
@@ -22,15 +22,21 @@ pub(crate) struct Ls {
     /// Show size, modification time (UTC), tree height and root fingerprint.
     #[arg(long)]
     long: bool,
-    /// One JSON object per file, with raw values (bytes, epoch seconds).
+    /// One JSON object per file, with raw values (bytes, epoch seconds)
+    /// and exact names.
     #[arg(long, conflicts_with = "long")]
     json: bool,
+    /// Exact names, each ended by a NUL byte instead of a newline (for
+    /// `xargs -0`). Human output escapes control characters and
+    /// backslashes, so that a name with a newline stays one line.
+    #[arg(short = '0', long, conflicts_with_all = ["long", "json"])]
+    null: bool,
 }
 
 impl Ls {
     /// Runs the command; `metas` are the global `--meta` directories.
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
-        let Ls { tier, prefix, long, json } = self;
+        let Ls { tier, prefix, long, json, null } = self;
         let t = open_one(&tier, metas, How::Read)?;
         let prefix = prefix.unwrap_or_default();
         let prefix = prefix.trim_end_matches('/');
@@ -44,10 +50,13 @@ impl Ls {
             for e in page.iter().filter(|e| under(prefix, &e.path)) {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(e)?)?;
+                } else if null {
+                    out.write_all(e.path.as_bytes())?;
+                    out.write_all(b"\0")?;
                 } else if long {
-                    writeln!(out, "{:>10}  {}  h{}  {}  {}", human(e.size), utc(e.mtime), e.height, e.root, e.path)?;
+                    writeln!(out, "{:>10}  {}  h{}  {}  {}", human(e.size), utc(e.mtime), e.height, e.root, escaped(&e.path))?;
                 } else {
-                    writeln!(out, "{}", e.path)?;
+                    writeln!(out, "{}", escaped(&e.path))?;
                 }
             }
         }
