@@ -370,6 +370,7 @@ fn estimate_and_run_resolve_a_selection_differently() {
 }
 
 #[test]
+#[cfg(feature = "crash-points")] // reads the durability trace
 fn the_commit_path_fsyncs_renames_and_indexes_each_container_before_the_commit_that_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 41, 2, 20, 20_000);

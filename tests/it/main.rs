@@ -1,20 +1,32 @@
 //! tierseed's integration tests: one binary, everything through the public
 //! API (and, for crash tests, through the real `seed` process).
 
+// Tests by need: the library's tests build with `test-util` alone; the
+// modules that run the `seed` binary need `cli`, and those that crash or
+// hold it at a named point (or read the durability trace) need
+// `crash-points` too. The README's command (`--all-features`) runs all.
+#[cfg(feature = "cli")]
 mod cli;
 mod conformance;
+#[cfg(all(feature = "cli", feature = "crash-points"))]
 mod crash;
 mod defects;
 mod engine;
 mod faults;
 mod fixtures;
+#[cfg(all(feature = "cli", feature = "crash-points"))]
 mod found;
+#[cfg(all(feature = "cli", feature = "crash-points"))]
 mod gc;
 mod multi;
+#[cfg(all(feature = "cli", feature = "crash-points"))]
 mod object;
+#[cfg(feature = "cli")]
 mod phf;
 mod rot;
+#[cfg(feature = "cli")]
 mod scale;
+#[cfg(feature = "cli")]
 mod tier;
 
 use std::collections::BTreeMap;
