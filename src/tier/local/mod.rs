@@ -48,6 +48,9 @@ pub(crate) use reclaim::{Dead, GcRecord};
 pub use restore::{RestoreStats, VerifyReport};
 use store::{ContainerStore, DirStore, NamespaceOp};
 
+/// Namespace changes committed in one batch, at most (see
+/// `commit_namespace`).
+const NAMESPACE_BATCH: usize = 1 << 16;
 const CF_INDEX: &str = "index";
 const CF_NAMESPACE: &str = "namespace";
 const CF_META: &str = "meta";
@@ -618,7 +621,10 @@ impl LocalTier {
     /// Removes files from the namespace: each of `paths` names a file or a
     /// directory (every file under it, by whole path components). Returns
     /// the entries removed; a path that names nothing is
-    /// [`Error::FileNotFound`] and nothing is removed. Durable on return.
+    /// [`Error::FileNotFound`] and nothing is removed. Durable on return;
+    /// the removals are committed 64K at a time, so a crash part-way may
+    /// leave some done (remove what remains again; a path already wholly
+    /// gone is then not found).
     /// The segments stay in their containers until space is reclaimed.
     pub fn remove(&self, paths: &[&str]) -> Result<Vec<FileEntry>> {
         self.check_poison()?;
