@@ -43,9 +43,9 @@ mod tests {
         }
 
         #[test]
-        fn record_decoders_never_panic_on_valid_envelopes(payload in proptest::collection::vec(any::<u8>(), 0..300), magic in 0usize..5) {
+        fn record_decoders_never_panic_on_valid_envelopes(payload in proptest::collection::vec(any::<u8>(), 0..300), magic in 0usize..8) {
             // A valid envelope around garbage reaches the postcard decoders.
-            let m = [b"TSCX", b"TSMT", b"TSNS", b"TSPV", b"TSPH"][magic];
+            let m = [b"TSCX", b"TSMT", b"TSNS", b"TSPV", b"TSPH", b"TSST", b"TSNJ", b"TSNC"][magic];
             records(&seal_envelope(m, 1, &payload));
         }
 

@@ -729,4 +729,15 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     .into_iter()
     .filter(|ok| *ok)
     .count()
+        + object_fuzz_decode(bytes)
+}
+
+#[cfg(all(feature = "test-util", feature = "s3"))]
+fn object_fuzz_decode(bytes: &[u8]) -> usize {
+    object::fuzz_decode(bytes)
+}
+
+#[cfg(all(feature = "test-util", not(feature = "s3")))]
+fn object_fuzz_decode(_bytes: &[u8]) -> usize {
+    0
 }

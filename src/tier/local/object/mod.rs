@@ -548,3 +548,20 @@ impl TargetTier for ObjectTier {
         self.tier.sorted_index_page(after, limit)
     }
 }
+
+/// Decodes `bytes` as each record the object tier keeps in its bucket and
+/// metadata directory (the store record, a journal object, a checkpoint's
+/// manifest and part); for the fuzzers.
+#[cfg(feature = "test-util")]
+pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
+    let what = || "fuzz input".to_string();
+    [
+        decode_record::<StoreRecordV1>(STORE_MAGIC, STORE_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<JournalOpV1>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what).is_ok(),
+        decode_record::<CheckpointV1>(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV1>>(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, bytes, &what).is_ok(),
+    ]
+    .into_iter()
+    .filter(|ok| *ok)
+    .count()
+}
