@@ -52,14 +52,15 @@ fn main() -> Result<()> {
         print_rows(&rows);
         return Ok(());
     }
+    // --scale-segments 1000000,10000000: leaves per row (files: a tenth),
+    // for --only-scale and --only-gc-scale.
+    let scale_sizes: Vec<u64> = args
+        .iter()
+        .position(|a| a == "--scale-segments")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(|| vec![1_000_000], |v| v.split(',').filter_map(|x| x.parse().ok()).collect());
     if args.iter().any(|a| a == "--only-scale") {
-        // --scale-segments 1000000,10000000: leaves per row (files: a tenth).
-        let sizes: Vec<u64> = args
-            .iter()
-            .position(|a| a == "--scale-segments")
-            .and_then(|i| args.get(i + 1))
-            .map_or_else(|| vec![1_000_000], |v| v.split(',').filter_map(|x| x.parse().ok()).collect());
-        for n in sizes {
+        for n in scale_sizes {
             rows.extend(scale_rows(&dir, n)?);
         }
         print_rows(&rows);
@@ -67,27 +68,14 @@ fn main() -> Result<()> {
     }
     if args.iter().any(|a| a == "--only-resume") {
         // Resume latency at --resume-keys synthetic fingerprints (default 100M).
-        let keys = opt("--resume-keys", 100_000_000);
-        let resume = resume_latency(&dir, keys)?;
-        rows.push(Row::plain(
-            &format!("resume -> first container handled @ {}M", keys / 1_000_000),
-            format!("{:.3} s", resume.as_secs_f64()),
-            "<= 1 s",
-            resume <= Duration::from_secs(1),
-            "loads context, PHF blob and PHV".into(),
-        ));
+        rows.push(resume_row(&dir, opt("--resume-keys", 100_000_000))?);
         print_rows(&rows);
         return Ok(());
     }
     if args.iter().any(|a| a == "--only-gc-scale") {
         // Space reclamation over the scale source with its first half of
-        // files removed (--scale-segments as for --only-scale).
-        let sizes: Vec<u64> = args
-            .iter()
-            .position(|a| a == "--scale-segments")
-            .and_then(|i| args.get(i + 1))
-            .map_or_else(|| vec![1_000_000], |v| v.split(',').filter_map(|x| x.parse().ok()).collect());
-        for n in sizes {
+        // files removed.
+        for n in scale_sizes {
             rows.extend(gc_scale_rows(&dir, n)?);
         }
         print_rows(&rows);
@@ -354,14 +342,7 @@ fn main() -> Result<()> {
     }
 
     // --- Resume at 10M fingerprints. ---
-    let resume = resume_latency(&dir, 10_000_000)?;
-    rows.push(Row::plain(
-        "resume -> first container handled @ 10M",
-        format!("{:.3} s", resume.as_secs_f64()),
-        "<= 1 s",
-        resume <= Duration::from_secs(1),
-        "loads context, PHF blob and PHV".into(),
-    ));
+    rows.push(resume_row(&dir, 10_000_000)?);
 
     print_rows(&rows);
     println!();
@@ -927,6 +908,18 @@ fn child_phf(leaves: u64, kind: PhfKind) -> Result<()> {
     std::hint::black_box(sum);
     println!("{} {secs} {hwm} {before} {} {lookups}", phf.keys(), phf.memory_bytes());
     Ok(())
+}
+
+/// The resume row at `keys` synthetic fingerprints.
+fn resume_row(dir: &Path, keys: u64) -> Result<Row> {
+    let resume = resume_latency(dir, keys)?;
+    Ok(Row::plain(
+        &format!("resume -> first container handled @ {}M", keys / 1_000_000),
+        format!("{:.3} s", resume.as_secs_f64()),
+        "<= 1 s",
+        resume <= Duration::from_secs(1),
+        "loads context, PHF blob and PHV".into(),
+    ))
 }
 
 /// Time from `Seeder::resume` to the first Copy event, with the PHF built
