@@ -61,6 +61,7 @@ mod engine;
 mod error;
 mod format;
 mod gc;
+#[cfg(feature = "jobfile")]
 mod jobspec;
 mod mark;
 mod testing;
@@ -77,10 +78,12 @@ pub use crate::format::container::{decode_container, decode_segment};
 pub use crate::format::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
 pub use crate::format::layout;
 pub use crate::gc::{GcOptions, GcReport};
+#[cfg(feature = "jobfile")]
 pub use crate::jobspec::{JobSpec, ModeSpec, PhfSpec, SelectionSpec, VerifySpec, parse_age};
 pub use crate::mark::PhfKind;
 #[cfg(feature = "test-util")]
 pub use crate::testing::conformance;
+#[cfg(feature = "crash-points")]
 pub use crate::testing::crashpoint::CRASH_POINTS;
 #[cfg(feature = "crash-points")]
 pub use crate::testing::crashpoint::trace;
