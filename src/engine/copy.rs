@@ -656,11 +656,7 @@ fn load_container(
     if candidates.is_empty() {
         return Ok(Loaded { index, id, kind: meta.kind, segments: Vec::new(), bytes: 0, skipped: true });
     }
-    let all_homed = homed.and_then(|h| h.get(index as usize)).is_some_and(|&n| n as usize == meta.segments.len()) && {
-        let mut fps: Vec<&Fingerprint> = meta.segments.iter().map(|e| &e.fingerprint).collect();
-        fps.sort_unstable();
-        fps.windows(2).all(|w| w[0] != w[1])
-    };
+    let all_homed = crate::mark::keys::every_entry_homed(homed.and_then(|h| h.get(index as usize)).copied(), &meta.segments);
     let members: Vec<(SegmentEntry, u64)> = if all_homed {
         candidates
     } else {

@@ -240,9 +240,6 @@ const DROP_GROUP_ENTRIES: usize = 1 << 18;
 /// Drops the pending dead containers in one batch that also commits
 /// `record` (whose cursor is past each of them).
 fn flush(tier: &LocalTier, pending: &mut Vec<(ContainerId, Vec<Dead>)>, record: &GcRecord) -> Result<()> {
-    if pending.is_empty() {
-        return Ok(());
-    }
     tier.gc_drop(pending, record)?;
     pending.clear();
     Ok(())
@@ -345,11 +342,7 @@ fn sort(
     homed: Option<u32>,
     entries: &[crate::tier::SegmentEntry],
 ) -> Result<Sorted> {
-    let all_home = homed.is_some_and(|n| n as usize == entries.len()) && {
-        let mut fps: Vec<&Fingerprint> = entries.iter().map(|e| &e.fingerprint).collect();
-        fps.sort_unstable();
-        fps.windows(2).all(|w| w[0] != w[1])
-    };
+    let all_home = crate::mark::keys::every_entry_homed(homed, entries);
     let homes = if all_home {
         vec![Some(id); entries.len()]
     } else {

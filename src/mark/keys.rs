@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use super::spool::Merge;
 use crate::error::{Error, Result};
 use crate::format::durable::DurableFile;
-use crate::format::fingerprint::{ContainerId, PhfKey};
+use crate::format::entries::SegmentEntry;
+use crate::format::fingerprint::{ContainerId, Fingerprint, PhfKey};
 use crate::tier::SourceTier;
 
 const MAGIC: &[u8; 4] = b"TSKY";
@@ -91,6 +92,18 @@ pub(crate) fn write_where(
     out.write(&tail)?;
     out.finish(false)?;
     Ok(Written { file: KeyFile { path: path.to_path_buf(), keys, sorted }, homed })
+}
+
+/// Whether every entry of a container's table is one of the index
+/// entries the key file's scan counted for it (`homed`): true when the
+/// table is exactly that long and lists no fingerprint twice. Copy and gc
+/// then trust the table's entries as the index's without a lookup each.
+pub(crate) fn every_entry_homed(homed: Option<u32>, entries: &[SegmentEntry]) -> bool {
+    homed.is_some_and(|n| n as usize == entries.len()) && {
+        let mut fps: Vec<&Fingerprint> = entries.iter().map(|e| &e.fingerprint).collect();
+        fps.sort_unstable();
+        fps.windows(2).all(|w| w[0] != w[1])
+    }
 }
 
 /// An opened, checked key file.

@@ -33,22 +33,9 @@ impl LocalTier {
         report.files = files.listed();
         // Problems are kept by file index; their paths come from one more
         // listing, and only when there are problems.
-        let mut problems = side.first_problem.into_iter().peekable();
-        if problems.peek().is_some() {
-            let mut names = Listed::new(self);
-            let mut window: Option<(u64, Vec<crate::tier::FileEntry>)> = None;
-            for (file, problem) in problems {
-                while window.as_ref().is_none_or(|(first, w)| file >= first + w.len() as u64) {
-                    use super::walk::FileWindows;
-                    match names.next_window()? {
-                        Some(w) => window = Some(w),
-                        None => break,
-                    }
-                }
-                let name = window
-                    .as_ref()
-                    .and_then(|(first, w)| w.get(usize::try_from(file - first).ok()?))
-                    .map_or_else(|| format!("(file #{file})"), |f| f.path.clone());
+        if !side.first_problem.is_empty() {
+            let indices: Vec<u64> = side.first_problem.keys().copied().collect();
+            for (name, problem) in files.names(&indices)?.into_iter().zip(side.first_problem.into_values()) {
                 report.problem(format!("file {name:?}: {problem}"));
             }
         }

@@ -145,24 +145,31 @@ impl FileWindows for Listed<'_> {
     }
 }
 
-impl FileNames for Listed<'_> {
-    /// Lists the namespace again up to `index`: slow, but names are
-    /// wanted only for an error's message.
-    fn name(&self, index: u64) -> String {
-        let mut after: Option<String> = None;
-        let mut at = 0u64;
-        loop {
-            match self.tier.list_files(after.as_deref(), WINDOW) {
-                Ok(page) if !page.is_empty() => {
-                    if let Some(f) = usize::try_from(index - at).ok().and_then(|i| page.get(i)) {
-                        return f.path.clone();
-                    }
-                    at += page.len() as u64;
-                    after = page.last().map(|f| f.path.clone());
+impl Listed<'_> {
+    /// The paths of the files at `indices` (ascending), by one more listing
+    /// of the namespace up to the last of them; an index past the end is
+    /// named by its number. Slow, but names are wanted only for reports.
+    pub(crate) fn names(&self, indices: &[u64]) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(indices.len());
+        let mut again = Listed::new(self.tier);
+        let mut window: Option<(u64, Vec<FileEntry>)> = None;
+        for &index in indices {
+            while window.as_ref().is_none_or(|(first, w)| index >= first + w.len() as u64) {
+                match again.next_window()? {
+                    Some(w) => window = Some(w),
+                    None => break,
                 }
-                _ => return format!("(file #{index})"),
             }
+            let name = window.as_ref().and_then(|(first, w)| w.get(usize::try_from(index.checked_sub(*first)?).ok()?));
+            out.push(name.map_or_else(|| format!("(file #{index})"), |f| f.path.clone()));
         }
+        Ok(out)
+    }
+}
+
+impl FileNames for Listed<'_> {
+    fn name(&self, index: u64) -> String {
+        self.names(&[index]).ok().and_then(|mut n| n.pop()).unwrap_or_else(|| format!("(file #{index})"))
     }
 }
 

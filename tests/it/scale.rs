@@ -384,3 +384,26 @@ fn removing_more_files_than_a_namespace_batch_removes_them_all() {
     assert!(left.keys().all(|p| p.starts_with("d1/")));
     assert!(t.verify().unwrap().is_clean());
 }
+
+/// `LocalTier::verify` walks the namespace a window at a time and names a
+/// broken file by its path (read back by one more listing): the one file
+/// whose data the index lacks, and no other.
+#[test]
+fn verify_names_the_file_whose_tree_reaches_a_segment_the_index_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let fps = write_tiny_leaves(&t, 3, b"scrubnam", 8);
+    let missing = Fingerprint::of(b"a leaf this tier never stored");
+    let roots = [fps[0], missing, fps[2]];
+    let entries: Vec<FileEntry> = ["a", "b/broken", "c"]
+        .iter()
+        .zip(roots)
+        .map(|(p, root)| FileEntry { path: (*p).into(), size: 16, mtime: 0, root, height: 0 })
+        .collect();
+    t.upsert_files(&entries).unwrap();
+    let report = t.verify().unwrap();
+    assert_eq!(report.files, 3);
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    let p = &report.problems[0];
+    assert!(p.starts_with("file \"b/broken\": ") && p.contains(&missing.to_string()), "{p}");
+}
