@@ -1153,6 +1153,7 @@ fn make_scale_tier(dir: &Path, leaves: u64) -> Result<u64> {
                     mtime: 1_700_000_000,
                     root: tierseed::Fingerprint::of(r),
                     height: 1,
+                    attrs: tierseed::FileAttrs::default(),
                 });
             }
             recipes.clear();
@@ -1272,7 +1273,14 @@ fn make_gc_tier(dir: &Path, keys: u64) -> Result<()> {
                 chunk.iter().map(|r| StoredSegment::raw(tierseed::Fingerprint::of(r), r)).collect();
             t.write_container(ContainerKind::Meta, &stored)?;
         }
-        entries.push(FileEntry { path: format!("f{f:02}"), size: per_file * 16, mtime: 0, root: root_fp, height: 2 });
+        entries.push(FileEntry {
+            path: format!("f{f:02}"),
+            size: per_file * 16,
+            mtime: 0,
+            root: root_fp,
+            height: 2,
+            attrs: tierseed::FileAttrs::default(),
+        });
         leaves.clear();
         l1.clear();
     }

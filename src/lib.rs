@@ -99,7 +99,7 @@ pub use crate::tier::local::{
 #[cfg(feature = "s3")]
 pub use crate::tier::local::{ObjectConfig, ObjectTier, RecoverReport};
 pub use crate::tier::{
-    Codec, ContainerKind, ContainerMeta, FileEntry, IndexEntry, JobHold, SegmentEntry, SourceTier, StoredSegment, TargetTier,
-    Tier, TierId,
+    Codec, ContainerKind, ContainerMeta, FileAttrs, FileEntry, FileKind, IndexEntry, JobHold, SegmentEntry, SourceTier,
+    StoredSegment, TargetTier, Tier, TierId,
 };
 pub use crate::versions::{FormatVersion, format_versions};

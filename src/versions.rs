@@ -30,6 +30,7 @@ pub fn format_versions() -> Vec<FormatVersion> {
         v("tier record and allocation counters", crate::tier::local::META_VERSION, 1),
         v("tier job hold", crate::tier::local::PIN_VERSION, 1),
         v("job context records", crate::engine::context::CTX_VERSION, 1),
+        v("job file chunks", crate::engine::context::FILES_VERSION, 1),
         v("job progress and report", crate::engine::context::PROGRESS_VERSION, 1),
         // Version 1 is the boomphf blob (still written for boomphf jobs),
         // version 2 the compact function.

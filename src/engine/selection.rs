@@ -222,9 +222,10 @@ impl Matcher {
 mod tests {
     use super::*;
     use crate::format::fingerprint::Fingerprint;
+    use crate::tier::FileAttrs;
 
     fn f(path: &str, mtime: i64) -> FileEntry {
-        FileEntry { path: path.into(), size: 0, mtime, root: Fingerprint([0; 32]), height: 1 }
+        FileEntry { path: path.into(), size: 0, mtime, root: Fingerprint([0; 32]), height: 1, attrs: FileAttrs::default() }
     }
 
     #[test]

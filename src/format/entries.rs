@@ -77,18 +77,56 @@ pub struct ContainerMeta {
     pub data_len: u64,
 }
 
+/// What a namespace entry restores as.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum FileKind {
+    /// A regular file: its tree holds the file's bytes.
+    #[default]
+    File,
+    /// A symbolic link: its tree holds the link's target, byte for byte
+    /// (so the target is deduplicated, copied and verified like any file's
+    /// bytes), and a restore creates the link without ever following it.
+    Symlink,
+}
+
+/// What a backup keeps of a file besides its bytes and its whole seconds
+/// of mtime. Entries written before namespace version 2 have the default:
+/// a regular file, no mode, no owner, whole seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileAttrs {
+    /// File or symlink.
+    pub kind: FileKind,
+    /// Permission bits (`st_mode & 0o7777`: rwx for owner, group and
+    /// others, setuid, setgid, sticky), or `None` when the source did not
+    /// say (a reader, an old entry): a restore then leaves the new file's
+    /// mode to the umask.
+    pub mode: Option<u32>,
+    /// Owner and group ids, or `None` when unknown. A restore sets them
+    /// where it may (as root); where it may not, it clears the setuid and
+    /// setgid bits rather than hand them to a different owner (as `cp -p`
+    /// and GNU tar do).
+    pub owner: Option<(u32, u32)>,
+    /// The sub-second part of the mtime, in nanoseconds (< 10^9).
+    pub mtime_nanos: u32,
+}
+
 /// One file in a tier's namespace.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct FileEntry {
     /// Relative, `/`-separated, UTF-8 path.
     pub path: String,
-    /// Logical size in bytes.
+    /// Logical size in bytes (for a symlink, its target's length).
     pub size: u64,
-    /// Modification time, seconds since the Unix epoch.
+    /// Modification time, whole seconds since the Unix epoch; negative
+    /// before 1970 ([`FileAttrs::mtime_nanos`] adds the fraction, always
+    /// forward in time, as `struct timespec` does).
     pub mtime: i64,
     /// Fingerprint of the root recipe segment.
     pub root: Fingerprint,
     /// Level of the root recipe (1 for files of up to one recipe's fanout
     /// of chunks).
     pub height: u8,
+    /// Kind, mode, owner, mtime's nanoseconds.
+    pub attrs: FileAttrs,
 }

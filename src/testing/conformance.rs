@@ -39,7 +39,7 @@ use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::Result;
-use crate::format::entries::{ContainerKind, FileEntry, StoredSegment};
+use crate::format::entries::{ContainerKind, FileAttrs, FileEntry, StoredSegment};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::{SourceTier, TargetTier};
 
@@ -260,7 +260,7 @@ fn missing_is_error(h: &dyn Harness, n: &Nonce) -> Check {
 }
 
 fn entry(n: &Nonce, tag: &str, i: usize, root: Fingerprint, mtime: i64) -> FileEntry {
-    FileEntry { path: n.path(tag, i), size: 0, mtime, root, height: 0 }
+    FileEntry { path: n.path(tag, i), size: 0, mtime, root, height: 0, attrs: FileAttrs::default() }
 }
 
 fn upsert_and_list(h: &dyn Harness, n: &Nonce) -> Check {

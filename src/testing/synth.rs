@@ -151,7 +151,7 @@ use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::{Child, Recipe};
 use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry};
-use crate::tier::{FileEntry, SourceTier, Tier, TierId};
+use crate::tier::{FileAttrs, FileEntry, SourceTier, Tier, TierId};
 
 /// Marker in bytes 8..16 of a synthetic data fingerprint.
 const DATA_MARK: &[u8; 8] = b"TSsynthD";
@@ -257,6 +257,7 @@ impl SynthSource {
                     mtime: 1_700_000_000,
                     root,
                     height,
+                    attrs: FileAttrs::default(),
                 };
                 (entry, recipes)
             })

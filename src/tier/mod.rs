@@ -14,7 +14,9 @@ pub(crate) mod read;
 use crate::error::Result;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 
-pub use crate::format::entries::{Codec, ContainerKind, ContainerMeta, FileEntry, SegmentEntry, StoredSegment};
+pub use crate::format::entries::{
+    Codec, ContainerKind, ContainerMeta, FileAttrs, FileEntry, FileKind, SegmentEntry, StoredSegment,
+};
 
 /// One index entry: a fingerprint and the container that holds it.
 pub type IndexEntry = (Fingerprint, ContainerId);

@@ -23,6 +23,7 @@ mod multi;
 mod object;
 #[cfg(feature = "cli")]
 mod phf;
+mod reference;
 mod rot;
 #[cfg(feature = "cli")]
 mod scale;

@@ -263,12 +263,23 @@ fn lost_metadata_is_recovered_from_the_bucket_alone() {
     let removed = cloud.remove(&["gen-000"]).unwrap();
     assert!(!removed.is_empty());
     cloud.ingest_reader("direct/new.txt", 7, &b"ingested straight into the cloud tier"[..]).unwrap();
+    // A symlink with its attributes, kept by the journal alone.
+    let link = tierseed::FileAttrs {
+        kind: tierseed::FileKind::Symlink,
+        mode: None,
+        owner: Some((1000, 1000)),
+        mtime_nanos: 999_999_999,
+    };
+    let mut s = cloud.ingest_session();
+    s.add_reader_with("direct/link", -86_400, link, &mut &b"new.txt"[..]).unwrap();
+    s.finish().unwrap();
     // Space reclaimed in the bucket: containers deleted and compacted.
     let gc = cloud.gc(tierseed::GcOptions::default().threshold(1.0), &tierseed::SuspendHandle::default()).unwrap();
     assert!(gc.containers_deleted + gc.containers_compacted > 0, "{gc:?}");
     let mut expected: BTreeMap<String, Vec<u8>> =
         all.into_iter().filter(|(p, _)| !removed.iter().any(|e| &e.path == p)).collect();
     expected.insert("direct/new.txt".into(), b"ingested straight into the cloud tier".to_vec());
+    expected.insert("direct/link".into(), b"new.txt".to_vec());
     let before = cloud.info().unwrap();
     drop(cloud);
 
@@ -280,6 +291,8 @@ fn lost_metadata_is_recovered_from_the_bucket_alone() {
     let after = cloud.info().unwrap();
     assert_eq!(after, before, "recovered figures differ");
     check_target(&cloud, &expected);
+    let e = cloud.entry("direct/link").unwrap();
+    assert_eq!((e.mtime, e.attrs), (-86_400, link), "the link as recovered from the journal");
 
     // Recovering into a directory that holds a tier is refused.
     drop(cloud);
@@ -739,9 +752,18 @@ fn namespace_checkpoints_bound_the_journal_and_recovery_uses_them() {
     let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
     let mut want = BTreeMap::new();
     // Ten namespace commits: checkpoints after entries 2, 5 and 8.
+    // Each with attributes (one a symlink), which the checkpoint keeps.
+    let attrs = |i: i64| tierseed::FileAttrs {
+        kind: if i == 3 { tierseed::FileKind::Symlink } else { tierseed::FileKind::File },
+        mode: (i != 3).then_some(0o600 + i as u32),
+        owner: Some((1000 + i as u32, 100)),
+        mtime_nanos: i as u32 * 7,
+    };
     for i in 0..9 {
         let body = format!("file {i}").into_bytes();
-        cloud.ingest_reader(&format!("f/{i}"), i, &body[..]).unwrap();
+        let mut s = cloud.ingest_session();
+        s.add_reader_with(&format!("f/{i}"), -i, attrs(i), &mut &body[..]).unwrap();
+        s.finish().unwrap();
         want.insert(format!("f/{i}"), body);
     }
     cloud.remove(&["f/4"]).unwrap();
@@ -759,6 +781,10 @@ fn namespace_checkpoints_bound_the_journal_and_recovery_uses_them() {
     assert_eq!(r.checkpoint, Some(8), "{r:?}");
     assert_eq!(r.journal_entries, 1, "{r:?}");
     check_target(&cloud, &want);
+    for i in (0..9).filter(|i| *i != 4) {
+        let e = cloud.entry(&format!("f/{i}")).unwrap();
+        assert_eq!((e.mtime, e.attrs), (-i, attrs(i)), "f/{i} as recovered from the checkpoint");
+    }
 
     // A checkpoint cut short (parts written, no manifest) is ignored: the
     // journal it would have pruned is still whole.

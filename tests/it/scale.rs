@@ -51,7 +51,14 @@ fn source_missing_a_leaf(dir: &Path, extra: usize) -> (LocalTier, Fingerprint) {
     t.write_container(ContainerKind::Meta, &stored).unwrap();
     let entries: Vec<FileEntry> = recipes
         .iter()
-        .map(|(p, r)| FileEntry { path: p.clone(), size: 160, mtime: 0, root: Fingerprint::of(r), height: 1 })
+        .map(|(p, r)| FileEntry {
+            path: p.clone(),
+            size: 160,
+            mtime: 0,
+            root: Fingerprint::of(r),
+            height: 1,
+            attrs: tierseed::FileAttrs::default(),
+        })
         .collect();
     t.upsert_files(&entries).unwrap();
     (t, missing)
@@ -208,7 +215,14 @@ fn files_past_the_first_window_are_walked_and_named() {
     let mut entries: Vec<FileEntry> = fps
         .iter()
         .enumerate()
-        .map(|(i, f)| FileEntry { path: format!("f{i:06}"), size: 16, mtime: 0, root: *f, height: 0 })
+        .map(|(i, f)| FileEntry {
+            path: format!("f{i:06}"),
+            size: 16,
+            mtime: 0,
+            root: *f,
+            height: 0,
+            attrs: tierseed::FileAttrs::default(),
+        })
         .collect();
     t.upsert_files(&entries).unwrap();
     let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
@@ -217,7 +231,14 @@ fn files_past_the_first_window_are_walked_and_named() {
     assert_eq!(namespace(&dst).len() as u64, n);
     // Now one more file, last in path order, whose data the source lacks.
     let missing = Fingerprint::of(b"never stored, past the first window");
-    entries = vec![FileEntry { path: "z-last".into(), size: 16, mtime: 0, root: missing, height: 0 }];
+    entries = vec![FileEntry {
+        path: "z-last".into(),
+        size: 16,
+        mtime: 0,
+        root: missing,
+        height: 0,
+        attrs: tierseed::FileAttrs::default(),
+    }];
     t.upsert_files(&entries).unwrap();
     let dst2 = LocalTier::create(dir.path().join("dst2"), small_config()).unwrap();
     let err = Seeder::builder(&t, &dst2, dir.path().join("bad")).selection(Selection::all()).build().unwrap().run().unwrap_err();
@@ -274,7 +295,14 @@ fn gc_over_more_files_than_a_window_reclaims_exactly_the_removed_half() {
     let entries: Vec<FileEntry> = fps
         .iter()
         .enumerate()
-        .map(|(i, f)| FileEntry { path: format!("f{i:06}"), size: 16, mtime: 0, root: *f, height: 0 })
+        .map(|(i, f)| FileEntry {
+            path: format!("f{i:06}"),
+            size: 16,
+            mtime: 0,
+            root: *f,
+            height: 0,
+            attrs: tierseed::FileAttrs::default(),
+        })
         .collect();
     t.upsert_files(&entries).unwrap();
     // The first 40,960 files: exactly the first five containers.
@@ -329,7 +357,14 @@ fn gc_killed_after_a_grouped_drop_finishes_every_deletion_on_open() {
         let entries: Vec<FileEntry> = fps
             .iter()
             .enumerate()
-            .map(|(i, f)| FileEntry { path: format!("f{i:05}"), size: 16, mtime: 0, root: *f, height: 0 })
+            .map(|(i, f)| FileEntry {
+                path: format!("f{i:05}"),
+                size: 16,
+                mtime: 0,
+                root: *f,
+                height: 0,
+                attrs: tierseed::FileAttrs::default(),
+            })
             .collect();
         t.upsert_files(&entries).unwrap();
         let gone: Vec<String> = (0..4 * 1024).map(|i| format!("f{i:05}")).collect();
@@ -373,6 +408,7 @@ fn removing_more_files_than_a_namespace_batch_removes_them_all() {
                 mtime: 0,
                 root: *f,
                 height: 0,
+                attrs: tierseed::FileAttrs::default(),
             })
             .collect();
         t.upsert_files(&entries).unwrap();
@@ -398,7 +434,14 @@ fn verify_names_the_file_whose_tree_reaches_a_segment_the_index_lacks() {
     let entries: Vec<FileEntry> = ["a", "b/broken", "c"]
         .iter()
         .zip(roots)
-        .map(|(p, root)| FileEntry { path: (*p).into(), size: 16, mtime: 0, root, height: 0 })
+        .map(|(p, root)| FileEntry {
+            path: (*p).into(),
+            size: 16,
+            mtime: 0,
+            root,
+            height: 0,
+            attrs: tierseed::FileAttrs::default(),
+        })
         .collect();
     t.upsert_files(&entries).unwrap();
     let report = t.verify().unwrap();

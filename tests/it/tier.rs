@@ -84,7 +84,7 @@ fn collect_files(root: &Path, base: &Path, out: &mut BTreeMap<String, std::path:
         let Ok(md) = fs::symlink_metadata(&p) else { continue };
         if md.is_dir() {
             collect_files(&p, base, out);
-        } else if md.is_file()
+        } else if (md.is_file() || md.is_symlink())
             && let Some(s) = p.strip_prefix(base).ok().and_then(|r| r.to_str())
         {
             out.insert(s.to_string(), p.clone());
@@ -105,14 +105,19 @@ fn real_files_from_this_machine_roundtrip() {
     collect_files(src, src.parent().unwrap(), &mut expected);
     assert!(expected.len() > 10, "too few files in {}", src.display());
     assert_eq!(stats.files as usize, expected.len());
+    let links = expected.values().filter(|p| p.is_symlink()).count();
+    assert_eq!(stats.symlinks as usize, links);
     let ns = namespace(&tier);
     assert_eq!(ns.len(), expected.len());
     let out_dir = dir.path().join("restored");
     for (name, path) in &expected {
-        let original = fs::read(path).unwrap();
-        let n = tier.restore_to_dir(name, &out_dir).unwrap();
-        assert_eq!(n, original.len() as u64);
-        assert!(fs::read(out_dir.join(name)).unwrap() == original, "{name} differs");
+        tier.restore_to_dir(name, &out_dir).unwrap();
+        if path.is_symlink() {
+            // A link restores as the same link, not as what it points to.
+            assert_eq!(fs::read_link(out_dir.join(name)).unwrap(), fs::read_link(path).unwrap(), "{name}");
+        } else {
+            assert!(fs::read(out_dir.join(name)).unwrap() == fs::read(path).unwrap(), "{name} differs");
+        }
     }
     let report = tier.verify().unwrap();
     assert!(report.is_clean(), "{:?}", report.problems);
@@ -203,7 +208,14 @@ fn hostile_paths_are_rejected_at_ingest() {
         assert!(matches!(err, Error::InvalidPath { .. }), "{p:?}: {err}");
     }
     assert!(namespace(&tier).is_empty(), "a rejected file reached the namespace");
-    let bad = tierseed::FileEntry { path: "../x".into(), size: 0, mtime: 0, root: tierseed::Fingerprint([0; 32]), height: 1 };
+    let bad = tierseed::FileEntry {
+        path: "../x".into(),
+        size: 0,
+        mtime: 0,
+        root: tierseed::Fingerprint([0; 32]),
+        height: 1,
+        attrs: tierseed::FileAttrs::default(),
+    };
     assert!(tier.upsert_files(&[bad]).is_err());
 }
 

@@ -235,6 +235,32 @@ pub(crate) fn utc(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
 }
 
+/// An entry's kind and permission bits as `ls -l` shows them
+/// (`-rwsr-xr-x`, `lrwxrwxrwx`); `?` where the tier recorded no mode (an
+/// entry from before namespace version 2, or from a reader).
+pub(crate) fn mode_string(attrs: &tierseed::FileAttrs) -> String {
+    let link = attrs.kind == tierseed::FileKind::Symlink;
+    let mut out = String::from(if link { "l" } else { "-" });
+    let Some(mode) = attrs.mode.or(link.then_some(0o777)) else {
+        out.push_str("?????????");
+        return out;
+    };
+    // Owner, group, others: read, write, and execute shown with the
+    // setuid, setgid or sticky bit that shares its column.
+    for (shift, special, set, unset) in [(6, 0o4000, 's', 'S'), (3, 0o2000, 's', 'S'), (0, 0o1000, 't', 'T')] {
+        let bits = (mode >> shift) & 7;
+        out.push(if bits & 4 != 0 { 'r' } else { '-' });
+        out.push(if bits & 2 != 0 { 'w' } else { '-' });
+        out.push(match (bits & 1 != 0, mode & special != 0) {
+            (true, true) => set,
+            (false, true) => unset,
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
+    }
+    out
+}
+
 /// `status --watch`: one refreshing line until the job is done.
 pub(crate) fn watch_status(state: &Path) -> Result<Exit> {
     let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::format::durable::{Versioned, decode_record, decode_versioned, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file, is_scratch};
-use crate::format::records::FileEntryV1;
+use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
 use crate::mark::phv::Phv;
 use crate::tier::FileEntry;
 
@@ -27,8 +27,12 @@ pub(crate) use records::{
 use records::{JobV1, LaneV1, ProgressV1, ProgressV2, ReportV1, ReportV2, TargetsV1, Upgrade};
 
 const CTX_MAGIC: &[u8; 4] = b"TSCX";
-/// Version of the job, snapshot, PHF, file-chunk, mark-sum and target records.
+/// Version of the job, snapshot, PHF, mark-sum and target records.
 pub(crate) const CTX_VERSION: u16 = 1;
+/// Version of the file chunks: 2 holds namespace entries at version 2
+/// (kind, mode, owner, mtime's nanoseconds). Version 1 chunks, of jobs
+/// suspended by an older build, are still read.
+pub(crate) const FILES_VERSION: u16 = 2;
 /// Version of the progress and report records: 2 added `files_kept` and
 /// `segments_adopted` to the counters. Version 1 records are still read.
 pub(crate) const PROGRESS_VERSION: u16 = 2;
@@ -167,7 +171,8 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
         decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<u64>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
         decode_record::<Vec<u32>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<FileEntryV1>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV1>>(CTX_MAGIC, 1, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV2>>(CTX_MAGIC, FILES_VERSION, bytes, &what).is_ok(),
         decode_record::<ReportV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
         decode_record::<ReportV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
     ]
@@ -349,8 +354,8 @@ impl Context {
         if let Some(cause) = &self.poisoned {
             return Err(Error::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() });
         }
-        let records: Vec<FileEntryV1> = files.iter().map(FileEntryV1::from).collect();
-        self.db.put(files_key(i), encode_record(CTX_MAGIC, CTX_VERSION, &records)).map_err(|e| {
+        let records: Vec<FileEntryV2> = files.iter().map(FileEntryV2::from).collect();
+        self.db.put(files_key(i), encode_record(CTX_MAGIC, FILES_VERSION, &records)).map_err(|e| {
             let err = Error::db(self.dir.join(JOB_CONTEXT), e);
             self.poisoned = Some(err.to_string());
             err
@@ -569,7 +574,12 @@ impl Reader<'_> {
         Ok(Some(r))
     }
     pub(crate) fn file_chunk(&self, i: u64) -> Result<Vec<FileEntry>> {
-        Ok(self.need::<Vec<FileEntryV1>>(&files_key(i))?.into_iter().map(FileEntry::from).collect())
+        let key = files_key(i);
+        let path = self.dir.join(JOB_CONTEXT);
+        let bytes = self.db.get(&key).map_err(|e| Error::db(&path, e))?.ok_or_else(|| self.missing(&key))?;
+        let Entries(files) =
+            decode_entries::<Entries, Vec<FileEntryV2>, Vec<FileEntryV1>>(CTX_MAGIC, FILES_VERSION, &bytes, &|| self.what(&key))?;
+        Ok(files)
     }
 
     /// Loads every PHV chunk of target `lane` into `phv`; a missing chunk

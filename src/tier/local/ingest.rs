@@ -2,8 +2,9 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 use std::collections::HashSet;
 
@@ -16,7 +17,7 @@ use crate::format::fingerprint::Fingerprint;
 use crate::format::tree::{Child, build_tree};
 use crate::tier::ContainerKind;
 use crate::tier::pack::{OwnedSegment, Packer};
-use crate::tier::{FileEntry, TargetTier, Tier};
+use crate::tier::{FileAttrs, FileEntry, FileKind, TargetTier, Tier};
 
 /// What an ingest did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,9 +26,11 @@ pub struct IngestStats {
     /// unreadable, vanished), each with why; the rest was stored. Not
     /// counted in `skipped`.
     pub unreadable: Vec<String>,
-    /// Files added to the namespace.
+    /// Entries added to the namespace (files and symlinks).
     pub files: u64,
-    /// Entries skipped (symlinks, special files), each with a warning.
+    /// Of `files`, how many are symlinks (stored as links, never followed).
+    pub symlinks: u64,
+    /// Entries skipped (sockets, FIFOs, devices), each with a warning.
     pub skipped: u64,
     /// Sum of the files' sizes.
     pub logical_bytes: u64,
@@ -120,9 +123,20 @@ impl<'a> Ingest<'a> {
         Ok(())
     }
 
-    /// Adds one file from a reader under namespace path `name`.
+    /// Adds one file from a reader under namespace path `name`, with
+    /// default attributes (a regular file, no mode or owner recorded).
     pub fn add_reader(&mut self, name: &str, mtime: i64, reader: &mut dyn Read) -> Result<()> {
+        self.add_reader_with(name, mtime, FileAttrs::default(), reader)
+    }
+
+    /// Adds one entry from a reader under namespace path `name`, with the
+    /// attributes the caller knows (from a tar header, say). For a
+    /// [`FileKind::Symlink`], `reader` yields the link's target.
+    pub fn add_reader_with(&mut self, name: &str, mtime: i64, attrs: FileAttrs, reader: &mut dyn Read) -> Result<()> {
         validate_path(name)?;
+        if attrs.mtime_nanos >= 1_000_000_000 {
+            return Err(Error::InvalidConfig(format!("{name}: mtime_nanos {} is not below 10^9", attrs.mtime_nanos)));
+        }
         let cfg = self.tier.config;
         let chunker = fastcdc::v2020::StreamCDC::new(reader, cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max);
         let mut leaves = Vec::new();
@@ -154,8 +168,11 @@ impl<'a> Ingest<'a> {
         })?;
         self.store(ContainerKind::Meta, recipes)?;
         self.stats.files += 1;
+        if attrs.kind == FileKind::Symlink {
+            self.stats.symlinks += 1;
+        }
         self.stats.logical_bytes += size;
-        self.entries.push(FileEntry { path: name.to_string(), size, mtime, root, height });
+        self.entries.push(FileEntry { path: name.to_string(), size, mtime, root, height, attrs });
         Ok(())
     }
 
@@ -190,19 +207,34 @@ impl<'a> Ingest<'a> {
                 self.add_path_skipping(&c.path(), &format!("{name}/{fname}"))?;
             }
             Ok(())
-        } else if ft.is_file() {
-            let mtime = md.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs() as i64);
-            let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-            // Only a read of the input names the input file: an error
-            // writing the tier (a full disk) names the tier's file (the
-            // bug "disk-full on the tier reported as an I/O error on the
-            // input file").
-            self.add_reader(name, mtime, &mut f).map_err(|e| match e {
+        } else if ft.is_file() || ft.is_symlink() {
+            // The signed seconds and the nanoseconds as stat gives them: an
+            // mtime before 1970 stays before 1970 (the bug "an mtime
+            // before 1970 is stored as 1970").
+            let nanos = u32::try_from(md.mtime_nsec()).ok().filter(|n| *n < 1_000_000_000).unwrap_or(0);
+            let owner = Some((md.uid(), md.gid()));
+            let read_err = |e: Error| match e {
+                // Only a read of the input names the input file: an error
+                // writing the tier (a full disk) names the tier's file (the
+                // bug "disk-full on the tier reported as an I/O error on the
+                // input file").
                 Error::Io { path: p, source } if p.as_os_str() == name => Error::io(path, source),
                 e => e,
-            })
+            };
+            if ft.is_symlink() {
+                // The link itself, never what it points to: its target
+                // string is the entry's content (Linux ignores a link's
+                // own mode, so none is kept).
+                let target = fs::read_link(path).map_err(|e| Error::io(path, e))?;
+                let attrs = FileAttrs { kind: FileKind::Symlink, mode: None, owner, mtime_nanos: nanos };
+                let mut bytes = target.as_os_str().as_bytes();
+                return self.add_reader_with(name, md.mtime(), attrs, &mut bytes).map_err(read_err);
+            }
+            let attrs = FileAttrs { kind: FileKind::File, mode: Some(md.mode() & 0o7777), owner, mtime_nanos: nanos };
+            let mut f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
+            self.add_reader_with(name, md.mtime(), attrs, &mut f).map_err(read_err)
         } else {
-            log::warn!("skipping {}: not a regular file or directory", path.display());
+            log::warn!("skipping {}: not a regular file, symlink or directory", path.display());
             self.stats.skipped += 1;
             Ok(())
         }
@@ -254,8 +286,13 @@ impl LocalTier {
     /// Ingests files and directory trees. Each argument's last component
     /// becomes the first component of its namespace paths (`/a/b/dir` ->
     /// `dir/...`). An argument that is a symlink is followed (the bug "a
-    /// symlink given as the argument ingests 0 files"); symlinks and
-    /// special files below it are skipped with a warning. A path below an
+    /// symlink given as the argument ingests 0 files"); symlinks below it
+    /// are stored as symlinks (their target, never what they point to),
+    /// special files below it are skipped with a warning. Each file keeps
+    /// its permission bits, owner and mtime to the nanosecond. Hard links
+    /// are stored as independent files (their bytes deduplicate, so the
+    /// second costs only a namespace entry) and restore as separate
+    /// files, as `rsync -a` without `-H` does. A path below an
     /// argument that cannot be read is named in
     /// [`IngestStats::unreadable`] and the rest is stored.
     pub fn ingest_paths(&self, paths: &[impl AsRef<Path>]) -> Result<IngestStats> {

@@ -7,6 +7,7 @@
 //!   and allocation counters);
 //! - `tier.lock`: held exclusively while the tier is open.
 
+mod apply;
 mod db;
 mod ingest;
 #[cfg(feature = "s3")]
@@ -28,10 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::container;
-use crate::format::durable::{self, decode_record, encode_record};
+use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS};
-use crate::format::records::{FileEntryV1, TierConfigV1};
+use crate::format::records::{FileEntryV1, FileEntryV2, TierConfigV1, decode_entries};
 use crate::format::tree::MAX_FANOUT;
 use crate::tier::{FileEntry, TierId};
 
@@ -63,8 +64,10 @@ const KEY_NS_SEQ: &[u8] = b"nsseq";
 pub(crate) const KEY_STORE: &[u8] = b"store";
 const META_MAGIC: &[u8; 4] = b"TSMT";
 const NS_MAGIC: &[u8; 4] = b"TSNS";
-/// Version of the namespace entries.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// Version of the namespace entries: 2 added the kind (file or symlink),
+/// mode, owner and the mtime's nanoseconds. Version 1 entries are still
+/// read.
+pub(crate) const FORMAT_VERSION: u16 = 2;
 /// Version of the tier and allocation records: 2 added the compression
 /// level and the raw-bytes counter. Version 1 records are still read.
 pub(crate) const META_VERSION: u16 = 2;
@@ -608,14 +611,13 @@ impl LocalTier {
     }
 
     fn namespace_value(entry: &FileEntry) -> Vec<u8> {
-        encode_record(NS_MAGIC, FORMAT_VERSION, &FileEntryV1::from(entry))
+        encode_record(NS_MAGIC, FORMAT_VERSION, &FileEntryV2::from(entry))
     }
 
     fn decode_namespace(&self, key: &[u8], value: &[u8]) -> Result<FileEntry> {
-        decode_record::<FileEntryV1>(NS_MAGIC, FORMAT_VERSION, value, &|| {
+        decode_entries::<FileEntry, FileEntryV2, FileEntryV1>(NS_MAGIC, FORMAT_VERSION, value, &|| {
             format!("namespace entry {:?} in {}", String::from_utf8_lossy(key), self.db_path().display())
         })
-        .map(FileEntry::from)
     }
 
     /// Removes files from the namespace: each of `paths` names a file or a
@@ -718,12 +720,13 @@ impl LocalTier {
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [
-        decode_record::<TierRecord>(META_MAGIC, META_VERSION, bytes, &what).is_ok(),
-        decode_record::<TierRecordV1>(META_MAGIC, 1, bytes, &what).is_ok(),
-        decode_record::<Alloc>(META_MAGIC, META_VERSION, bytes, &what).is_ok(),
-        decode_record::<AllocV1>(META_MAGIC, 1, bytes, &what).is_ok(),
-        decode_record::<FileEntryV1>(NS_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
-        decode_record::<GcRecord>(META_MAGIC, 1, bytes, &what).is_ok(),
+        durable::decode_record::<TierRecord>(META_MAGIC, META_VERSION, bytes, &what).is_ok(),
+        durable::decode_record::<TierRecordV1>(META_MAGIC, 1, bytes, &what).is_ok(),
+        durable::decode_record::<Alloc>(META_MAGIC, META_VERSION, bytes, &what).is_ok(),
+        durable::decode_record::<AllocV1>(META_MAGIC, 1, bytes, &what).is_ok(),
+        durable::decode_record::<FileEntryV1>(NS_MAGIC, 1, bytes, &what).is_ok(),
+        durable::decode_record::<FileEntryV2>(NS_MAGIC, FORMAT_VERSION, bytes, &what).is_ok(),
+        durable::decode_record::<GcRecord>(META_MAGIC, 1, bytes, &what).is_ok(),
         pins::fuzz_decode(bytes),
     ]
     .into_iter()

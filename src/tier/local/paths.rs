@@ -42,13 +42,17 @@ pub fn validate_path(path: &str) -> Result<()> {
 }
 
 /// Joins a validated namespace path under `root`, refusing to pass through
-/// an existing symlink (which could point outside `root`).
-pub(crate) fn safe_join(root: &Path, path: &str) -> Result<PathBuf> {
+/// an existing symlink (which could point outside `root`). The last
+/// component may be a symlink only where `last_may_be_link` (restoring a
+/// symlink replaces one there; it never writes through it).
+pub(crate) fn safe_join(root: &Path, path: &str, last_may_be_link: bool) -> Result<PathBuf> {
     validate_path(path)?;
     let mut out = root.to_path_buf();
-    for comp in path.split('/') {
+    let comps: Vec<&str> = path.split('/').collect();
+    for (i, comp) in comps.iter().enumerate() {
         out.push(comp);
-        if std::fs::symlink_metadata(&out).is_ok_and(|md| md.file_type().is_symlink()) {
+        let last = i + 1 == comps.len();
+        if !(last && last_may_be_link) && std::fs::symlink_metadata(&out).is_ok_and(|md| md.file_type().is_symlink()) {
             return Err(Error::InvalidPath {
                 path: path.into(),
                 reason: format!("{} is a symlink; refusing to restore through it", out.display()),

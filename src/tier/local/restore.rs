@@ -5,18 +5,20 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use super::{LocalTier, lock, paths::safe_join, validate_path};
+use super::{LocalTier, apply, lock, paths::safe_join, validate_path};
 use crate::error::{Error, Result};
 use crate::format::container;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::read::read_file;
-use crate::tier::{FileEntry, Tier};
+use crate::tier::{FileEntry, FileKind, Tier};
 
 /// What [`LocalTier::restore_tree`] restored, and what it could not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreStats {
-    /// Files restored.
+    /// Entries restored (files and symlinks).
     pub files: u64,
+    /// Of `files`, how many are symlinks.
+    pub symlinks: u64,
     /// Their bytes.
     pub bytes: u64,
     /// Files that could not be restored, with why (at most
@@ -75,14 +77,19 @@ impl LocalTier {
             .ok_or_else(|| Error::FileNotFound { path: path.into(), tier: self.dir.display().to_string() })
     }
 
-    /// Writes the file at namespace `path` to `out`, every byte verified
-    /// against its fingerprint before it is written. Returns the length.
+    /// Writes the file at namespace `path` to `out` (for a symlink, its
+    /// target), every byte verified against its fingerprint before it is
+    /// written. Returns the length.
     pub fn restore(&self, path: &str, out: &mut dyn Write) -> Result<u64> {
         let entry = self.entry(path)?;
-        let n = read_file(self, &self.tables, entry.root, entry.height, path, &mut |b| {
-            out.write_all(b).map_err(|e| Error::io(path, e))
-        })
-        .inspect_err(|e| self.retire_after(e))?;
+        self.restore_entry(&entry, &mut |b| out.write_all(b).map_err(|e| Error::io(path, e)))
+    }
+
+    /// Streams `entry`'s verified bytes to `out` and checks their length
+    /// against the entry's.
+    fn restore_entry(&self, entry: &FileEntry, out: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<u64> {
+        let path = entry.path.as_str();
+        let n = read_file(self, &self.tables, entry.root, entry.height, path, out).inspect_err(|e| self.retire_after(e))?;
         if n != entry.size {
             return Err(Error::corrupt_record(
                 format!("file {path:?}"),
@@ -98,13 +105,14 @@ impl LocalTier {
     /// The file appears only once complete (see
     /// [`restore_to_file`](Self::restore_to_file)).
     pub fn restore_to_dir(&self, path: &str, dir: &Path) -> Result<u64> {
-        let dest = safe_join(dir, path)?;
+        let link = self.entry(path)?.attrs.kind == FileKind::Symlink;
+        let dest = safe_join(dir, path, link)?;
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         // Check again after creating the directories: one of them may have
         // been replaced by a symlink meanwhile.
-        let dest = safe_join(dir, path)?;
+        let dest = safe_join(dir, path, link)?;
         self.restore_to_file(path, &dest)
     }
 
@@ -131,14 +139,21 @@ impl LocalTier {
         if !prefix.is_empty() {
             validate_path(prefix)?;
         }
-        let mut entries = Vec::new();
+        // Regular files first, symlinks after every file: a link restored
+        // while another worker walks to a file could otherwise turn a
+        // directory on that walk into a link between its checks and its
+        // writes.
+        let (mut entries, mut links) = (Vec::new(), Vec::new());
         self.for_each_file(&mut |e| {
             if super::prefix_matches(prefix, &e.path) {
-                entries.push(e);
+                match e.attrs.kind {
+                    FileKind::Symlink => links.push(e),
+                    _ => entries.push(e),
+                }
             }
             Ok(())
         })?;
-        if entries.is_empty() {
+        if entries.is_empty() && links.is_empty() {
             return Err(Error::FileNotFound { path: prefix.into(), tier: self.dir.display().to_string() });
         }
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -146,24 +161,30 @@ impl LocalTier {
             .num_threads(threads.max(1))
             .build()
             .map_err(|e| Error::ThreadPool { threads, source: e })?;
-        let outcomes: Vec<std::result::Result<u64, (String, Error)>> = pool.install(|| {
-            use rayon::prelude::*;
-            entries
-                .par_iter()
-                .map(|e| match self.restore_to_dir(&e.path, dir) {
-                    Ok(n) => {
-                        progress(e, n);
-                        Ok(n)
-                    }
-                    Err(err) => Err((e.path.clone(), err)),
-                })
-                .collect()
-        });
+        let restore_all = |entries: &[FileEntry]| -> Vec<std::result::Result<u64, (String, Error)>> {
+            pool.install(|| {
+                use rayon::prelude::*;
+                entries
+                    .par_iter()
+                    .map(|e| match self.restore_to_dir(&e.path, dir) {
+                        Ok(n) => {
+                            progress(e, n);
+                            Ok(n)
+                        }
+                        Err(err) => Err((e.path.clone(), err)),
+                    })
+                    .collect()
+            })
+        };
+        let mut outcomes = restore_all(&entries);
+        let files = outcomes.len();
+        outcomes.extend(restore_all(&links));
         let mut stats = RestoreStats::default();
-        for o in outcomes {
+        for (i, o) in outcomes.into_iter().enumerate() {
             match o {
                 Ok(n) => {
                     stats.files += 1;
+                    stats.symlinks += u64::from(i >= files);
                     stats.bytes += n;
                 }
                 Err((path, e)) => {
@@ -177,20 +198,27 @@ impl LocalTier {
         Ok(stats)
     }
 
-    /// Restores the file at namespace `path` to the file `dest`.
+    /// Restores the file at namespace `path` to the file `dest`, with
+    /// its permission bits, owner (where permitted) and mtime; a symlink
+    /// entry becomes a symlink at `dest`.
     ///
     /// The bytes go to a new temporary file in `dest`'s directory, created
     /// exclusively (`O_CREAT | O_EXCL`, which never follows a symlink and
-    /// never reuses an existing file), flushed and fsynced, then renamed
-    /// over `dest`, and the directory is fsynced. A `dest` that is a
-    /// symlink, or whose directory is one, is refused: the restore would
-    /// otherwise land wherever the link points.
+    /// never reuses an existing file), written with runs of zeros left as
+    /// holes, fsynced, then renamed over `dest`, and the directory is
+    /// fsynced. A `dest` that is a symlink, or whose directory is one, is
+    /// refused: the restore would otherwise land wherever the link points
+    /// (a symlink entry may replace a symlink at `dest`: the rename
+    /// replaces the link itself).
     pub fn restore_to_file(&self, path: &str, dest: &Path) -> Result<u64> {
+        let entry = self.entry(path)?;
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
         };
-        for p in [dest, parent.as_path()] {
+        let link = entry.attrs.kind == FileKind::Symlink;
+        let checked: &[&Path] = if link { &[parent.as_path()] } else { &[dest, parent.as_path()] };
+        for &p in checked {
             if fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
                 return Err(Error::InvalidPath {
                     path: path.into(),
@@ -198,21 +226,22 @@ impl LocalTier {
                 });
             }
         }
+        if link {
+            let mut target = Vec::new();
+            let n = self.restore_entry(&entry, &mut |b| {
+                target.extend_from_slice(b);
+                Ok(())
+            })?;
+            apply::symlink(&entry, &target, &parent, dest)?;
+            return Ok(n);
+        }
         let base = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let (mut f, tmp) = create_temp(&parent, &base)?;
+        let (f, tmp) = apply::with_temp_name(&parent, &base, |p| fs::OpenOptions::new().write(true).create_new(true).open(p))?;
         let result = (|| {
-            let mut w = std::io::BufWriter::new(&mut f);
-            let n = self.restore(path, &mut w)?;
-            // Dropping a BufWriter flushes and discards the error; a failed
-            // final write must fail the restore, not leave a short file.
-            w.flush().map_err(|e| Error::io(&tmp, e))?;
-            drop(w);
-            let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.entry(path)?.mtime.max(0) as u64);
-            // The mtime is a courtesy; a filesystem that refuses it still
-            // holds the right bytes.
-            if let Err(e) = f.set_modified(mtime) {
-                log::debug!("{}: could not set mtime: {e}", tmp.display());
-            }
+            let mut w = apply::SparseWriter::new(&f, &tmp);
+            let n = self.restore_entry(&entry, &mut |b| w.write(b))?;
+            w.finish()?;
+            apply::file_attrs(&f, &tmp, &entry)?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
             crate::format::durable::sync_dir(&parent)?;
@@ -328,29 +357,4 @@ impl LocalTier {
         }
         Ok(())
     }
-}
-
-/// Creates a new temporary file beside `base` in `dir`, exclusively: an
-/// existing file or symlink of the same name is never opened, a new name
-/// is tried instead.
-fn create_temp(dir: &Path, base: &str) -> Result<(fs::File, std::path::PathBuf)> {
-    let mut last = None;
-    for _ in 0..16 {
-        let tag = uuid::Uuid::new_v4().simple().to_string();
-        // The name must fit NAME_MAX (255 bytes) even when `base` nearly
-        // fills it (the bug "a 225-255 byte name ingests but does not
-        // restore"): only a prefix of `base` is kept, cut at a character.
-        let mut keep = base.len().min(200);
-        while !base.is_char_boundary(keep) {
-            keep -= 1;
-        }
-        let tmp = dir.join(format!(".{}.{}.tierseed-restore", &base[..keep], &tag[..12]));
-        match fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
-            Ok(f) => return Ok((f, tmp)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some((tmp, e)),
-            Err(e) => return Err(Error::io(&tmp, e)),
-        }
-    }
-    let (tmp, e) = last.expect("the loop ran at least once and every pass either returned or set `last`");
-    Err(Error::io(tmp, e))
 }

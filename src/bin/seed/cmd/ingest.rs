@@ -36,8 +36,9 @@ impl Ingest {
         let t = open_one(&tier, metas, How::Create(config))?;
         let s = t.ingest_paths(&paths)?;
         say!(
-            "ingested {} files ({} skipped), {} logical, {} new ({} stored); segments: {} new, {} deduplicated",
+            "ingested {} files ({} of them symlinks, {} skipped), {} logical, {} new ({} stored); segments: {} new, {} deduplicated",
             s.files,
+            s.symlinks,
             s.skipped,
             human(s.logical_bytes),
             human(s.new_bytes),

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use tierseed::Tier;
+use tierseed::{FileKind, Tier};
 
 use crate::Exit;
 use crate::open::{How, open_one};
-use crate::ui::{escaped, human, under, utc};
+use crate::ui::{escaped, human, mode_string, under, utc};
 
 /// List the files in a tier's namespace.
 #[derive(Args)]
@@ -19,7 +19,8 @@ pub(crate) struct Ls {
     tier: PathBuf,
     /// Only files at or under this path (whole components).
     prefix: Option<String>,
-    /// Show size, modification time (UTC), tree height and root fingerprint.
+    /// Show kind and mode (as `ls -l`), size, modification time (UTC),
+    /// tree height, root fingerprint, and where a symlink points.
     #[arg(long)]
     long: bool,
     /// One JSON object per file, with raw values (bytes, epoch seconds)
@@ -54,7 +55,24 @@ impl Ls {
                     out.write_all(e.path.as_bytes())?;
                     out.write_all(b"\0")?;
                 } else if long {
-                    writeln!(out, "{:>10}  {}  h{}  {}  {}", human(e.size), utc(e.mtime), e.height, e.root, escaped(&e.path))?;
+                    write!(
+                        out,
+                        "{}  {:>10}  {}  h{}  {}  {}",
+                        mode_string(&e.attrs),
+                        human(e.size),
+                        utc(e.mtime),
+                        e.height,
+                        e.root,
+                        escaped(&e.path)
+                    )?;
+                    if e.attrs.kind == FileKind::Symlink {
+                        // The target is the entry's content: a read of a
+                        // few verified bytes, only in the long listing.
+                        let mut target = Vec::new();
+                        t.restore(&e.path, &mut target)?;
+                        write!(out, " -> {}", escaped(&String::from_utf8_lossy(&target)))?;
+                    }
+                    writeln!(out)?;
                 } else {
                     writeln!(out, "{}", escaped(&e.path))?;
                 }

@@ -73,7 +73,13 @@ impl Restore {
             });
             bar.finish_and_clear();
             let stats = stats?;
-            say!("restored {} files ({}) under {path:?} into {}", stats.files, human(stats.bytes), out.display());
+            say!(
+                "restored {} files ({} of them symlinks, {}) under {path:?} into {}",
+                stats.files,
+                stats.symlinks,
+                human(stats.bytes),
+                out.display()
+            );
             if stats.failed > 0 {
                 for (p, why) in &stats.failures {
                     eprintln!("seed: not restored: {p:?}: {why}");

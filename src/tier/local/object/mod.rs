@@ -31,16 +31,19 @@ use super::{
 use crate::error::{Error, Result};
 use crate::format::durable::{decode_record, encode_record};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
-use crate::format::records::FileEntryV1;
+use crate::format::records::{FileEntryV1, FileEntryV2};
 use crate::tier::local::TierConfig;
 use crate::tier::{ContainerMeta, FileEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};
 
 const STORE_MAGIC: &[u8; 4] = b"TSST";
 pub(crate) const STORE_VERSION: u16 = 1;
 const JOURNAL_MAGIC: &[u8; 4] = b"TSNJ";
-pub(crate) const JOURNAL_VERSION: u16 = 1;
+/// Version 2 journals entries at namespace version 2; version 1 is still read.
+pub(crate) const JOURNAL_VERSION: u16 = 2;
 const CHECKPOINT_MAGIC: &[u8; 4] = b"TSNC";
-pub(crate) const CHECKPOINT_VERSION: u16 = 1;
+/// Version 2 parts hold entries at namespace version 2 (the manifest is
+/// unchanged); version 1 checkpoints are still read.
+pub(crate) const CHECKPOINT_VERSION: u16 = 2;
 /// Namespace entries per checkpoint part object.
 const CHECKPOINT_PART: usize = 1 << 16;
 /// How much of a container the first metadata read asks for: the header
@@ -165,10 +168,17 @@ struct CheckpointV1 {
     files: u64,
 }
 
-/// One namespace journal object (version 1).
+/// One namespace journal object (version 1, still read).
 #[derive(Serialize, Deserialize)]
 enum JournalOpV1 {
     Put(FileEntryV1),
+    Delete(String),
+}
+
+/// One namespace journal object (version 2: entries at namespace version 2).
+#[derive(Serialize, Deserialize)]
+enum JournalOpV2 {
+    Put(FileEntryV2),
     Delete(String),
 }
 
@@ -557,9 +567,11 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [
         decode_record::<StoreRecordV1>(STORE_MAGIC, STORE_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<JournalOpV1>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<JournalOpV1>>(JOURNAL_MAGIC, 1, bytes, &what).is_ok(),
+        decode_record::<Vec<JournalOpV2>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what).is_ok(),
         decode_record::<CheckpointV1>(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<FileEntryV1>>(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV1>>(CHECKPOINT_MAGIC, 1, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV2>>(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, bytes, &what).is_ok(),
     ]
     .into_iter()
     .filter(|ok| *ok)

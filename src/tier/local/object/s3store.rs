@@ -19,13 +19,13 @@ use super::super::store::{ContainerStore, NamespaceOp};
 use super::super::{META_MAGIC, META_VERSION, TierRecord, TierRecordV1, lock};
 use super::{
     CHECKPOINT_MAGIC, CHECKPOINT_PART, CHECKPOINT_VERSION, CheckpointV1, HEADER_CACHE, JOURNAL_MAGIC, JOURNAL_VERSION,
-    JournalOpV1, META_PROBE, ObjectConfig, RECOVER_CONCURRENCY, s3_url,
+    JournalOpV1, JournalOpV2, META_PROBE, ObjectConfig, RECOVER_CONCURRENCY, s3_url,
 };
 use crate::error::{Error, Result};
 use crate::format::container::{self, HEADER_LEN};
-use crate::format::durable::{self, decode_record, encode_record};
+use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
-use crate::format::records::FileEntryV1;
+use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
 use crate::tier::{ContainerMeta, FileEntry, SegmentEntry};
 
 /// Containers in a bucket, over `object_store`'s S3 client.
@@ -325,16 +325,26 @@ impl S3Store {
     pub(super) fn read_checkpoint(&self, seq: u64) -> Result<Vec<FileEntry>> {
         let what = |k: &str| format!("namespace checkpoint s3://{}/{k}", self.bucket);
         let key = self.checkpoint_key(seq, "manifest");
-        let m: CheckpointV1 = decode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &self.get(&key, None)?, &|| what(&key))?;
+        // The manifest's layout is the same at both versions.
+        let m: CheckpointV1 = decode_entries::<CheckpointV1, CheckpointV1, CheckpointV1>(
+            CHECKPOINT_MAGIC,
+            CHECKPOINT_VERSION,
+            &self.get(&key, None)?,
+            &|| what(&key),
+        )?;
         if m.seq != seq {
             return Err(Error::corrupt_record(what(&key), format!("names entry {:016x}", m.seq)));
         }
         let mut out = Vec::with_capacity(m.files.min(1 << 24) as usize);
         for part in 0..m.parts {
             let key = self.checkpoint_key(seq, &format!("part-{part:08x}"));
-            let entries: Vec<FileEntryV1> =
-                decode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &self.get(&key, None)?, &|| what(&key))?;
-            out.extend(entries.into_iter().map(FileEntry::from));
+            let Entries(entries) = decode_entries::<Entries, Vec<FileEntryV2>, Vec<FileEntryV1>>(
+                CHECKPOINT_MAGIC,
+                CHECKPOINT_VERSION,
+                &self.get(&key, None)?,
+                &|| what(&key),
+            )?;
+            out.extend(entries);
         }
         if out.len() as u64 != m.files {
             return Err(Error::corrupt_record(
@@ -356,15 +366,23 @@ impl S3Store {
 
     pub(super) fn decode_journal(&self, seq: u64, bytes: &[u8]) -> Result<Vec<NamespaceOp>> {
         let key = self.journal_key(seq);
-        let ops: Vec<JournalOpV1> =
-            decode_record(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &|| format!("namespace journal s3://{}/{key}", self.bucket))?;
-        Ok(ops
-            .into_iter()
-            .map(|op| match op {
-                JournalOpV1::Put(e) => NamespaceOp::Put(FileEntry::from(e)),
-                JournalOpV1::Delete(p) => NamespaceOp::Delete(p),
-            })
-            .collect())
+        let what = || format!("namespace journal s3://{}/{key}", self.bucket);
+        Ok(match durable::decode_versioned::<Vec<JournalOpV2>, Vec<JournalOpV1>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what)? {
+            durable::Versioned::Current(ops) => ops
+                .into_iter()
+                .map(|op| match op {
+                    JournalOpV2::Put(e) => NamespaceOp::Put(FileEntry::from(e)),
+                    JournalOpV2::Delete(p) => NamespaceOp::Delete(p),
+                })
+                .collect(),
+            durable::Versioned::V1(ops) => ops
+                .into_iter()
+                .map(|op| match op {
+                    JournalOpV1::Put(e) => NamespaceOp::Put(FileEntry::from(e)),
+                    JournalOpV1::Delete(p) => NamespaceOp::Delete(p),
+                })
+                .collect(),
+        })
     }
 
     pub(super) fn read_journal(&self, seq: u64) -> Result<Vec<NamespaceOp>> {
@@ -505,11 +523,11 @@ impl ContainerStore for S3Store {
     }
 
     fn journal(&self, seq: u64, ops: &[NamespaceOp]) -> Result<()> {
-        let record: Vec<JournalOpV1> = ops
+        let record: Vec<JournalOpV2> = ops
             .iter()
             .map(|op| match op {
-                NamespaceOp::Put(e) => JournalOpV1::Put(FileEntryV1::from(e)),
-                NamespaceOp::Delete(p) => JournalOpV1::Delete(p.clone()),
+                NamespaceOp::Put(e) => JournalOpV2::Put(FileEntryV2::from(e)),
+                NamespaceOp::Delete(p) => JournalOpV2::Delete(p.clone()),
             })
             .collect();
         self.put_create(&self.journal_key(seq), encode_record(JOURNAL_MAGIC, JOURNAL_VERSION, &record))?;
@@ -534,7 +552,7 @@ impl ContainerStore for S3Store {
             let Some(last) = entries.last() else { break };
             after = Some(last.path.clone());
             files += entries.len() as u64;
-            let record: Vec<FileEntryV1> = entries.iter().map(FileEntryV1::from).collect();
+            let record: Vec<FileEntryV2> = entries.iter().map(FileEntryV2::from).collect();
             let key = self.checkpoint_key(seq, &format!("part-{parts:08x}"));
             self.put_create(&key, encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &record))?;
             parts += 1;
