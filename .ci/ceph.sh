@@ -95,6 +95,11 @@ start() {
     rm -rf "$dir"/{run,log,mon,osd,rgw} "$dir/fsid" "$dir/monmap" "$dir/keyring"
   fi
   mkdir -p "$dir"/{run,log,mon,osd,rgw}
+  # A start that fails part way (an OSD that never comes up, the bucket
+  # not created) stops what it started: nothing is left holding the
+  # monitor's fixed port for the next run (the bug "a failed start left
+  # its daemons running and every later test run failed").
+  trap "stop '$dir' >/dev/null 2>&1" EXIT
   [ -f "$dir/fsid" ] || cat /proc/sys/kernel/random/uuid > "$dir/fsid"
   conf "$dir" "$port"
   echo "$port" > "$dir/port"
@@ -139,6 +144,7 @@ for b in (bucket, bucket + "-2"):
     except s3.exceptions.BucketAlreadyOwnedByYou:
         pass
 PY
+  trap - EXIT
   if [ -n "$owner" ]; then
     # Detached from the caller's pipes, so the caller sees this script end.
     setsid nohup bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; bash "$2" stop "$3"; rm -rf "$3"' \

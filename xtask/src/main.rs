@@ -64,7 +64,12 @@ const SERVICES: &[Need] = &[
     },
     Need {
         what: "python3-boto3 (creates the test bucket)",
-        present: || Command::new("python3").args(["-c", "import boto3"]).output().is_ok_and(|o| o.status.success()),
+        // The system's python3, which `.ci/ceph.sh` runs: a python3
+        // earlier on PATH (pyenv, a venv) may have boto3 when it lacks it.
+        present: || {
+            let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+            Command::new(python).args(["-c", "import boto3"]).output().is_ok_and(|o| o.status.success())
+        },
         packages: &["python3-boto3"],
     },
 ];
@@ -103,11 +108,14 @@ fn ensure(needs: &[&Need], install: bool) -> Result<(), String> {
         ));
     }
     let t = Instant::now();
-    eprintln!("xtask: apt-get install {}", packages.join(" "));
+    eprintln!("xtask: apt-get install {} (a minute or two)", packages.join(" "));
+    // apt-get's and dpkg's progress lines go nowhere; their errors (on
+    // stderr) still show.
     let apt = |args: &[&str]| -> Result<(), String> {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
             .status()
             .map_err(|e| format!("apt-get: {e}"))?;
         if status.success() { Ok(()) } else { Err(format!("apt-get {} failed ({status})", args.join(" "))) }
