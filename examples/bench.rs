@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use tierseed::bench_api::{build_phf, build_phf_kind};
 use tierseed::synth::{Rng, SynthSource};
-use tierseed::{Event, LocalTier, Outcome, Phase, PhfKind, Seeder, Selection, Tier, TierConfig, VerifyLevel};
+use tierseed::{Event, IndexedTier, Outcome, Phase, PhfKind, Seeder, Selection, Tier, TierConfig, VerifyLevel};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -106,7 +106,7 @@ fn main() -> Result<()> {
     let t = Instant::now();
     let files = make_dataset(&src, data_mib << 20)?;
     eprintln!("bench: ingested {files} files in {:.1} s", t.elapsed().as_secs_f64());
-    let src_stored = LocalTier::open(&src)?.info()?.stored_bytes;
+    let src_stored = IndexedTier::open(&src)?.info()?.stored_bytes;
 
     // --- Full seed vs cp -r + sync, and the commit cost. ---
     // This machine's disk is shared and noisy (the same cp has taken 2.6 s
@@ -263,10 +263,10 @@ fn main() -> Result<()> {
     let mix_bytes = make_mixed_files(&mix, (data_mib << 20) / 3)?;
     let mix_src = dir.join("mix-src");
     {
-        let t = LocalTier::create(&mix_src, TierConfig::default())?;
+        let t = IndexedTier::create(&mix_src, TierConfig::default())?;
         t.ingest_paths(&[&mix])?;
     }
-    let mix_info = LocalTier::open(&mix_src)?.info()?;
+    let mix_info = IndexedTier::open(&mix_src)?.info()?;
     let mut mix_cps = Vec::new();
     let mut mix_seeds: Vec<JobRun> = Vec::new();
     for round in 0..3 {
@@ -424,7 +424,7 @@ impl Row {
 /// Writes `bytes` of unique random data as files of 64 KiB to 1 MiB, named
 /// `dir-NN/f-NNNNN-D.bin` (D = index mod 10, so `*-[0-2].bin` is 30%).
 fn make_dataset(src: &Path, bytes: u64) -> Result<u64> {
-    let tier = LocalTier::create(src, TierConfig::default())?;
+    let tier = IndexedTier::create(src, TierConfig::default())?;
     let mut rng = Rng::new(2026);
     let mut session = tier.ingest_session();
     let mut written = 0u64;
@@ -536,7 +536,7 @@ fn job_child(
 fn multi_rows(dir: &Path, data_mib: u64) -> Result<Vec<Row>> {
     let src = dir.join("src");
     let files = make_dataset(&src, data_mib << 20)?;
-    let stored = LocalTier::open(&src)?.info()?.stored_bytes;
+    let stored = IndexedTier::open(&src)?.info()?.stored_bytes;
     eprintln!("bench: two targets, {data_mib} MiB in {files} files");
     let shm = Path::new("/dev/shm/tierseed-bench");
     let room = Command::new("df")
@@ -663,9 +663,9 @@ fn child_job(a: &[String]) -> Result<()> {
     // With "log", every handled source container is reported at once, so a
     // parent that kills this process knows how far it got.
     let log = a.get(5).is_some_and(|x| x == "log");
-    let src = LocalTier::open(src)?;
-    let open = |d: &Path| -> Result<LocalTier> {
-        Ok(if LocalTier::exists(d) { LocalTier::open(d)? } else { LocalTier::create(d, TierConfig::default())? })
+    let src = IndexedTier::open(src)?;
+    let open = |d: &Path| -> Result<IndexedTier> {
+        Ok(if IndexedTier::exists(d) { IndexedTier::open(d)? } else { IndexedTier::create(d, TierConfig::default())? })
     };
     let dst = open(Path::new(dst))?;
     // BENCH_ALSO: a second target, seeded in the same pass.
@@ -785,8 +785,9 @@ fn kill_and_resume(dir: &Path, src: &Path, after: f64, frac: f64) -> Result<Redo
             .unwrap_or_default()
     };
     let before = files(&dst);
-    let srct = LocalTier::open(src)?;
-    let dstt = if LocalTier::exists(&dst) { LocalTier::open(&dst)? } else { LocalTier::create(&dst, TierConfig::default())? };
+    let srct = IndexedTier::open(src)?;
+    let dstt =
+        if IndexedTier::exists(&dst) { IndexedTier::open(&dst)? } else { IndexedTier::create(&dst, TierConfig::default())? };
     let after_open = files(&dst);
     let orphans: Vec<&(String, u64)> = before.iter().filter(|f| !after_open.contains(f)).collect();
     let rewritten: u64 = orphans.iter().map(|f| f.1).sum();
@@ -926,7 +927,7 @@ fn resume_row(dir: &Path, keys: u64) -> Result<Row> {
 /// over `leaves` synthetic fingerprints.
 fn resume_latency(dir: &Path, leaves: u64) -> Result<Duration> {
     let source = SynthSource::new(leaves, 256, 4096, 1024);
-    let dst = LocalTier::create(dir.join("dst-resume"), TierConfig::default())?;
+    let dst = IndexedTier::create(dir.join("dst-resume"), TierConfig::default())?;
     let state = dir.join("state-resume");
     // The last few files: the first containers hold nothing marked.
     let mut job =
@@ -1040,7 +1041,7 @@ fn restic_row(dir: &Path) -> Result<Row> {
             .filter(|p| p.is_dir())
             .collect();
     let tier = dir.join("real-src");
-    let t = LocalTier::create(&tier, TierConfig::default())?;
+    let t = IndexedTier::create(&tier, TierConfig::default())?;
     let stats = t.ingest_paths(&corpus)?;
     drop(t);
     let pw = dir.join("restic-pw");
@@ -1123,7 +1124,7 @@ fn time_cp(from: &Path, to: &Path) -> Result<f64> {
 /// order), so `1.1 * leaves` fingerprints.
 fn make_scale_tier(dir: &Path, leaves: u64) -> Result<u64> {
     use tierseed::{ContainerKind, FileEntry, StoredSegment, TargetTier};
-    let t = LocalTier::create(dir, TierConfig::default())?;
+    let t = IndexedTier::create(dir, TierConfig::default())?;
     let per_container = 65_536u64;
     let per_file = 10u64;
     let mut bufs: Vec<[u8; 16]> = Vec::with_capacity(per_container as usize);
@@ -1192,7 +1193,7 @@ fn scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
     // BENCH_SCALE_KEEP=1 keeps the source for the next run (building 10M
     // leaves takes minutes); a kept one is reused only whole.
     let keep = std::env::var_os("BENCH_SCALE_KEEP").is_some();
-    let kept = if keep { LocalTier::open(&src).and_then(|t| t.info()).ok().filter(|i| i.files > 0) } else { None };
+    let kept = if keep { IndexedTier::open(&src).and_then(|t| t.info()).ok().filter(|i| i.files > 0) } else { None };
     let files = if let Some(info) = kept {
         info.files
     } else {
@@ -1234,7 +1235,7 @@ fn scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
 
 fn make_gc_tier(dir: &Path, keys: u64) -> Result<()> {
     use tierseed::{ContainerKind, FileEntry, StoredSegment, TargetTier};
-    let t = LocalTier::create(dir, TierConfig::default())?;
+    let t = IndexedTier::create(dir, TierConfig::default())?;
     let per_container = 65_536u64;
     let files = 10u64;
     let per_file = keys / files;
@@ -1293,7 +1294,7 @@ fn make_gc_tier(dir: &Path, keys: u64) -> Result<()> {
 
 /// Child: run one reclamation; print seconds, peak RSS (KiB), bytes examined and reclaimed.
 fn child_gc(dir: &Path, _keys: u64) -> Result<()> {
-    let t = LocalTier::open(dir)?;
+    let t = IndexedTier::open(dir)?;
     let examined = t.info()?.stored_bytes;
     let start = Instant::now();
     let r = t.gc(tierseed::GcOptions::default(), &tierseed::SuspendHandle::default())?;
@@ -1350,11 +1351,11 @@ fn gc_scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
     let src = dir.join(format!("scale-src-{leaves}"));
     let keep = std::env::var_os("BENCH_SCALE_KEEP").is_some();
     let prepared = dir.join(format!("gc-scale-{leaves}-prepared"));
-    let ready = keep && LocalTier::open(&prepared).and_then(|t| t.info()).is_ok_and(|i| i.files > 0);
+    let ready = keep && IndexedTier::open(&prepared).and_then(|t| t.info()).is_ok_and(|i| i.files > 0);
     let files = if ready {
-        LocalTier::open(&prepared)?.info()?.files * 2
+        IndexedTier::open(&prepared)?.info()?.files * 2
     } else {
-        let kept = if keep { LocalTier::open(&src).and_then(|t| t.info()).ok().filter(|i| i.files > 0) } else { None };
+        let kept = if keep { IndexedTier::open(&src).and_then(|t| t.info()).ok().filter(|i| i.files > 0) } else { None };
         let files = if let Some(info) = kept {
             info.files
         } else {
@@ -1368,7 +1369,7 @@ fn gc_scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
         let paths: Vec<String> =
             (0..files / 2).map(|k| format!("backups/host-{:03}/day-{:04}/file-{k:012}.dat", k % 997, (k / 997) % 3650)).collect();
         let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
-        let removed = LocalTier::open(&prepared)?.remove(&paths)?.len() as u64;
+        let removed = IndexedTier::open(&prepared)?.remove(&paths)?.len() as u64;
         eprintln!("bench: removed {removed} of {files} files in {:.1} s", t.elapsed().as_secs_f64());
         files
     };
@@ -1423,7 +1424,7 @@ mod cloud {
     use object_store::aws::AmazonS3Builder;
     use object_store::path::Path as Key;
     use object_store::{ClientOptions, ObjectStoreExt, PutPayload};
-    use tierseed::{LocalTier, ObjectConfig, ObjectTier, Outcome, Seeder, Selection, TierConfig};
+    use tierseed::{IndexedTier, ObjectConfig, Outcome, Seeder, Selection, TierConfig};
 
     use super::{Row, make_dataset};
 
@@ -1461,7 +1462,7 @@ mod cloud {
         let run = format!("bench-{}", std::process::id());
         let src_dir = dir.join("cloud-src");
         let files = make_dataset(&src_dir, data_mib << 20)?;
-        let src = LocalTier::open(&src_dir)?;
+        let src = IndexedTier::open(&src_dir)?;
         let stored = src.info()?.stored_bytes;
         eprintln!("bench: {files} files, {} MiB stored, into the cluster at {ep}", stored >> 20);
 
@@ -1511,7 +1512,7 @@ mod cloud {
 
         // The seed: the whole job, Select to Done, into a new object tier.
         let cloud_cfg = config(&ep, &format!("{run}-tier"));
-        let cloud = ObjectTier::create(dir.join("cloud-meta"), &cloud_cfg, TierConfig::default())?;
+        let cloud = IndexedTier::create_object_tier(dir.join("cloud-meta"), &cloud_cfg, TierConfig::default())?;
         let t = Instant::now();
         let mut job = Seeder::builder(&src, &cloud, dir.join("cloud-state")).selection(Selection::all()).build()?;
         let Outcome::Completed(r) = job.run()? else { bail!("the seed suspended") };
@@ -1520,7 +1521,7 @@ mod cloud {
         let seed_rate = mib_s(r.counters.bytes_copied, seed_secs);
 
         // The recall: object tier -> a new local tier.
-        let back = LocalTier::create(dir.join("cloud-back"), TierConfig::default())?;
+        let back = IndexedTier::create(dir.join("cloud-back"), TierConfig::default())?;
         let t = Instant::now();
         let mut job = Seeder::builder(&cloud, &back, dir.join("cloud-state2")).selection(Selection::all()).build()?;
         let Outcome::Completed(r2) = job.run()? else { bail!("the recall suspended") };
@@ -1530,7 +1531,7 @@ mod cloud {
         let ok = back.info()?.files == files;
         Ok(vec![
             Row::rate(
-                "seed LocalTier -> object tier (3-replica Ceph), whole job vs raw PUT of the same objects (2 in flight)",
+                "seed IndexedTier -> object tier (3-replica Ceph), whole job vs raw PUT of the same objects (2 in flight)",
                 seed_rate,
                 put_rate,
                 ">= 0.8x",
@@ -1538,7 +1539,7 @@ mod cloud {
                 format!("{} MiB in {seed_secs:.1} s, {} containers", r.counters.bytes_copied >> 20, r.counters.containers_total),
             ),
             Row::rate(
-                "recall object tier -> LocalTier, whole job vs raw GET of the same objects (1 in flight)",
+                "recall object tier -> IndexedTier, whole job vs raw GET of the same objects (1 in flight)",
                 recall_rate,
                 get_rate,
                 "reported",

@@ -10,10 +10,10 @@
 //!
 //! ```
 //! # fn main() -> tierseed::Result<()> {
-//! use tierseed::{LocalTier, Outcome, Seeder, Selection, TierConfig};
+//! use tierseed::{IndexedTier, Outcome, Seeder, Selection, TierConfig};
 //! let dir = tempfile::tempdir().unwrap();
-//! let src = LocalTier::create(dir.path().join("src"), TierConfig::default())?;
-//! let dst = LocalTier::create(dir.path().join("dst"), TierConfig::default())?;
+//! let src = IndexedTier::create(dir.path().join("src"), TierConfig::default())?;
+//! let dst = IndexedTier::create(dir.path().join("dst"), TierConfig::default())?;
 //! src.ingest_reader("projects/a.txt", 0, &b"hello, tiers"[..])?;
 //! src.ingest_reader("scratch/b.txt", 0, &b"not this one"[..])?;
 //!
@@ -38,7 +38,7 @@
 //!
 //! The pieces:
 //! - [`SourceTier`] / [`TargetTier`]: what the engine needs from storage;
-//!   implement them over your own, or use [`LocalTier`] (a directory).
+//!   implement them over your own, or use [`IndexedTier`] (a directory, or a bucket).
 //! - [`Seeder`]: the job (builder, `run`, `suspend_handle`, `resume`,
 //!   `abandon`, `status`, `estimate`), reporting [`Event`]s to an
 //!   [`Observer`]. One job can seed several targets in one pass
@@ -93,11 +93,11 @@ pub use crate::testing::synth;
 #[doc(hidden)]
 pub use crate::testing::{bench_api, fuzzing};
 pub use crate::tier::faulty::{Fault, FaultKind, FaultyTier};
-pub use crate::tier::local::{
-    Ingest, IngestStats, LocalTier, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
+pub use crate::tier::indexed::{
+    IndexedTier, Ingest, IngestStats, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };
 #[cfg(feature = "s3")]
-pub use crate::tier::local::{ObjectConfig, ObjectTier, RecoverReport};
+pub use crate::tier::indexed::{ObjectConfig, RecoverReport};
 pub use crate::tier::{
     Codec, ContainerKind, ContainerMeta, FileAttrs, FileEntry, FileKind, IndexEntry, JobHold, SegmentEntry, SourceTier,
     StoredSegment, TargetTier, Tier, TierId,

@@ -26,9 +26,9 @@ pub fn format_versions() -> Vec<FormatVersion> {
     #[cfg_attr(not(feature = "s3"), allow(unused_mut))]
     let mut out = vec![
         v("container file", crate::format::container::VERSION, 1),
-        v("tier namespace entry", crate::tier::local::FORMAT_VERSION, 1),
-        v("tier record and allocation counters", crate::tier::local::META_VERSION, 1),
-        v("tier job hold", crate::tier::local::PIN_VERSION, 1),
+        v("tier namespace entry", crate::tier::indexed::FORMAT_VERSION, 1),
+        v("tier record and allocation counters", crate::tier::indexed::META_VERSION, 1),
+        v("tier job hold", crate::tier::indexed::PIN_VERSION, 1),
         v("job context records", crate::engine::context::CTX_VERSION, 1),
         v("job file chunks", crate::engine::context::FILES_VERSION, 1),
         v("job progress and report", crate::engine::context::PROGRESS_VERSION, 1),
@@ -40,9 +40,9 @@ pub fn format_versions() -> Vec<FormatVersion> {
     ];
     #[cfg(feature = "s3")]
     out.extend([
-        v("object tier store record", crate::tier::local::STORE_VERSION, 1),
-        v("object tier namespace journal", crate::tier::local::JOURNAL_VERSION, 1),
-        v("object tier namespace checkpoint", crate::tier::local::CHECKPOINT_VERSION, 1),
+        v("object tier store record", crate::tier::indexed::STORE_VERSION, 1),
+        v("object tier namespace journal", crate::tier::indexed::JOURNAL_VERSION, 1),
+        v("object tier namespace checkpoint", crate::tier::indexed::CHECKPOINT_VERSION, 1),
     ]);
     out
 }

@@ -191,9 +191,9 @@ fn default_threads() -> usize {
 ///
 /// ```no_run
 /// # fn main() -> tierseed::Result<()> {
-/// use tierseed::{LocalTier, Outcome, Seeder, Selection};
-/// let src = LocalTier::open("/tiers/active")?;
-/// let dst = LocalTier::open("/tiers/archive")?;
+/// use tierseed::{IndexedTier, Outcome, Seeder, Selection};
+/// let src = IndexedTier::open("/tiers/active")?;
+/// let dst = IndexedTier::open("/tiers/archive")?;
 /// let mut job = Seeder::builder(&src, &dst, "/var/lib/seed/job1").selection(Selection::all()).build()?;
 /// let stop = job.suspend_handle(); // call stop.suspend() from anywhere
 /// match job.run()? {

@@ -212,7 +212,7 @@ impl Matcher {
         let named = !has_names
             || s.all
             || self.globs.is_match(&e.path)
-            || s.prefixes.iter().any(|p| crate::tier::local::prefix_matches(p, &e.path))
+            || s.prefixes.iter().any(|p| crate::tier::indexed::prefix_matches(p, &e.path))
             || s.paths.iter().any(|p| p == &e.path);
         named && self.cutoff.is_none_or(|c| e.mtime <= c)
     }

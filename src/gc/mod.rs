@@ -1,4 +1,4 @@
-//! Space reclamation (garbage collection) of a `LocalTier`: mark the
+//! Space reclamation (garbage collection) of a `IndexedTier`: mark the
 //! segments the namespace's trees reach, with the same PHF + PHV machinery
 //! as a seeding job but over the tier's own index; then sweep the
 //! containers in id order, deleting those with nothing live and moving the
@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
-use crate::tier::local::{Dead, GcRecord, LocalTier};
+use crate::tier::indexed::{Dead, GcRecord, IndexedTier};
 use crate::tier::pack::OwnedSegment;
 use crate::tier::{ContainerMeta, JobHold, Tier};
 
@@ -81,7 +81,7 @@ struct Sorted {
     live_bytes: u64,
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// Reclaims space (garbage collection): deletes containers nothing in
     /// the namespace reaches and compacts mostly dead ones (see
     /// [`GcOptions`]). Resumable: a run stopped by a crash, an error or
@@ -96,7 +96,7 @@ impl LocalTier {
     }
 }
 
-fn run(tier: &LocalTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<GcReport> {
+fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<GcReport> {
     if !(0.0..=1.0).contains(&opts.threshold) {
         return Err(Error::InvalidConfig(format!("reclamation threshold {} must be in 0.0..=1.0", opts.threshold)));
     }
@@ -239,7 +239,7 @@ const DROP_GROUP_ENTRIES: usize = 1 << 18;
 
 /// Drops the pending dead containers in one batch that also commits
 /// `record` (whose cursor is past each of them).
-fn flush(tier: &LocalTier, pending: &mut Vec<(ContainerId, Vec<Dead>)>, record: &GcRecord) -> Result<()> {
+fn flush(tier: &IndexedTier, pending: &mut Vec<(ContainerId, Vec<Dead>)>, record: &GcRecord) -> Result<()> {
     tier.gc_drop(pending, record)?;
     pending.clear();
     Ok(())
@@ -248,7 +248,7 @@ fn flush(tier: &LocalTier, pending: &mut Vec<(ContainerId, Vec<Dead>)>, record: 
 /// The durable holds of jobs that still exist; the holds of jobs that are
 /// gone (abandoned, their state directory removed) or done are dropped,
 /// except in a dry run. A hold whose job cannot be checked is kept.
-fn live_holds(tier: &LocalTier, dry_run: bool) -> Result<Vec<JobHold>> {
+fn live_holds(tier: &IndexedTier, dry_run: bool) -> Result<Vec<JobHold>> {
     let mut live = Vec::new();
     for h in tier.job_holds()? {
         let alive = match crate::engine::Seeder::status(&h.state_dir) {
@@ -299,7 +299,7 @@ struct Marked {
 /// by one merge with the key file rather than a lookup each. A tree that
 /// reaches a segment the index lacks is a corrupt tier: marking fails and
 /// nothing is reclaimed.
-fn mark_live(tier: &LocalTier, scratch: &std::path::Path) -> Result<Marked> {
+fn mark_live(tier: &IndexedTier, scratch: &std::path::Path) -> Result<Marked> {
     std::fs::create_dir_all(scratch).map_err(|e| Error::io(scratch, e))?;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let ids = tier.container_ids()?;
@@ -335,7 +335,7 @@ fn mark_live(tier: &LocalTier, scratch: &std::path::Path) -> Result<Marked> {
 /// is moved only as a verified copy, and a dead one's index entry goes
 /// only because nothing reaches that fingerprint.
 fn sort(
-    tier: &LocalTier,
+    tier: &IndexedTier,
     phf: &Phf,
     live: &Phv,
     id: ContainerId,

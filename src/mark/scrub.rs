@@ -1,4 +1,4 @@
-//! [`LocalTier::verify`]: the tier scrubs its containers and checks its
+//! [`IndexedTier::verify`]: the tier scrubs its containers and checks its
 //! index (`scrub_containers`, in the tier layer); then every namespace
 //! entry's tree is walked here, with the one tree walk, the namespace
 //! streamed a window at a time.
@@ -10,9 +10,9 @@ use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 use crate::tier::Tier;
-use crate::tier::local::{LocalTier, VerifyReport};
+use crate::tier::indexed::{IndexedTier, VerifyReport};
 
-impl LocalTier {
+impl IndexedTier {
     /// Scrubs the whole tier: every container's checksums and every
     /// segment's fingerprint; every index entry resolves to a container
     /// that holds it; every namespace entry's tree is complete.
@@ -43,11 +43,11 @@ impl LocalTier {
     }
 }
 
-/// `LocalTier::verify`'s side of the tree walk: every recipe read back and
+/// `IndexedTier::verify`'s side of the tree walk: every recipe read back and
 /// hashed, every leaf in the index; the first problem of each file (by its
 /// index in the namespace) is kept.
 struct ScrubSide<'a> {
-    tier: &'a LocalTier,
+    tier: &'a IndexedTier,
     tables: TableCache<'a>,
     first_problem: BTreeMap<u64, String>,
 }

@@ -1,7 +1,7 @@
 //! The one tree walk: every selected file's segment tree, level by level
 //! and in batches (one batched index lookup per batch, one metadata and
 //! one segment read per group of recipes in the same container). Mark runs
-//! it on the source, Verify on the target, `LocalTier::verify` on a tier's
+//! it on the source, Verify on the target, `IndexedTier::verify` on a tier's
 //! whole namespace, and the engine to name the files a problem affects;
 //! each supplies a [`Side`] (where nodes live, what to do with them) and
 //! [`Marks`] (what was reached and expanded). Restoring a file is the one

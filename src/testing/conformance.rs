@@ -8,20 +8,20 @@
 //! ```no_run
 //! # fn main() -> tierseed::Result<()> {
 //! use tierseed::conformance::{self, Harness, Tested};
-//! use tierseed::{LocalTier, TierConfig};
+//! use tierseed::{IndexedTier, TierConfig};
 //!
 //! struct Dir(std::path::PathBuf);
 //! impl Harness for Dir {
 //!     fn open(&self) -> tierseed::Result<Box<dyn Tested + '_>> {
-//!         Ok(Box::new(LocalTier::open(&self.0)?))
+//!         Ok(Box::new(IndexedTier::open(&self.0)?))
 //!     }
 //!     fn open_read_only(&self) -> Option<tierseed::Result<Box<dyn Tested + '_>>> {
-//!         Some(LocalTier::open_read_only(&self.0).map(|t| Box::new(t) as Box<dyn Tested>))
+//!         Some(IndexedTier::open_read_only(&self.0).map(|t| Box::new(t) as Box<dyn Tested>))
 //!     }
 //! }
 //!
 //! let dir = std::env::temp_dir().join("my-tier");
-//! LocalTier::create(&dir, TierConfig::default())?;
+//! IndexedTier::create(&dir, TierConfig::default())?;
 //! conformance::run(&Dir(dir)).assert_ok();
 //! # Ok(())
 //! # }
@@ -31,7 +31,8 @@
 //! kit may run on a tier that already holds data; it adds a few small
 //! containers and files to it. What is checked is what the engine relies
 //! on: batch answers of the right length and order, create-only container
-//! writes that keep an existing home, idempotent upserts, listing and
+//! writes that keep an existing home, idempotent upserts that keep every
+//! attribute (kind, mode, owner, nanoseconds, an mtime before 1970), listing and
 //! paging, guarded removal, durability across a reopen, errors (never
 //! panics) on missing ids, and read-only handles refusing writes.
 
@@ -39,7 +40,7 @@ use std::collections::BTreeSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::Result;
-use crate::format::entries::{ContainerKind, FileAttrs, FileEntry, StoredSegment};
+use crate::format::entries::{ContainerKind, FileAttrs, FileEntry, FileKind, StoredSegment};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::{SourceTier, TargetTier};
 
@@ -259,14 +260,24 @@ fn missing_is_error(h: &dyn Harness, n: &Nonce) -> Check {
     Ok(())
 }
 
+/// An entry of the kit, with every attribute set (a symlink among them,
+/// mode bits with setuid, an owner, nanoseconds): a tier that drops or
+/// mangles attributes fails the comparisons, since a restore from it would
+/// lose them.
 fn entry(n: &Nonce, tag: &str, i: usize, root: Fingerprint, mtime: i64) -> FileEntry {
-    FileEntry { path: n.path(tag, i), size: 0, mtime, root, height: 0, attrs: FileAttrs::default() }
+    let attrs = FileAttrs {
+        kind: if i % 3 == 2 { FileKind::Symlink } else { FileKind::File },
+        mode: (i % 3 != 2).then_some(0o4750 + i as u32),
+        owner: Some((1000 + i as u32, 100)),
+        mtime_nanos: 999_999_000 + i as u32,
+    };
+    FileEntry { path: n.path(tag, i), size: 0, mtime, root, height: 0, attrs }
 }
 
 fn upsert_and_list(h: &dyn Harness, n: &Nonce) -> Check {
     let t = open(h)?;
     let (_, fps) = write(&*t, &n.segments("list", 5))?;
-    let entries: Vec<FileEntry> = fps.iter().enumerate().map(|(i, f)| entry(n, "list", i, *f, 7)).collect();
+    let entries: Vec<FileEntry> = fps.iter().enumerate().map(|(i, f)| entry(n, "list", i, *f, -7)).collect();
     t.upsert_files(&entries).map_err(|e| format!("upsert_files: {e}"))?;
     t.upsert_files(&entries).map_err(|e| format!("upsert_files, again: {e}"))?;
     // Page through from just before the kit's paths, two at a time.

@@ -15,7 +15,7 @@ pub fn container(data: &[u8]) -> bool {
 /// records, tier records (the reclamation cursor and job holds included),
 /// namespace entries, PHV chunks, PHF blobs and recipe segments. Returns how many decoders accepted it.
 pub fn records(data: &[u8]) -> usize {
-    let mut ok = crate::engine::context::fuzz_decode(data) + crate::tier::local::fuzz_decode(data);
+    let mut ok = crate::engine::context::fuzz_decode(data) + crate::tier::indexed::fuzz_decode(data);
     let mut phv = Phv::zeroed(64 * 64 * 3 + 7);
     for i in 0..3 {
         ok += usize::from(phv.load_chunk(i, data).is_ok());

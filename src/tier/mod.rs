@@ -7,7 +7,7 @@
 //! the PHF or PHV.
 
 pub(crate) mod faulty;
-pub(crate) mod local;
+pub(crate) mod indexed;
 pub(crate) mod pack;
 pub(crate) mod read;
 
@@ -137,7 +137,7 @@ pub trait SourceTier: Tier {
     /// Up to `limit` index entries (fingerprint, container), starting after
     /// the entry whose fingerprint is `after` (the last one of the previous
     /// page). The order is the tier's choice but must be the same on every
-    /// pass (`LocalTier` uses fingerprint order). Paging lets the engine
+    /// pass (`IndexedTier` uses fingerprint order). Paging lets the engine
     /// stream an index of any size without holding it in memory, and lets
     /// the PHF builder pass over it several times. Empty means the end.
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>>;

@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use tierseed::LocalTier;
+use tierseed::IndexedTier;
 
 use crate::small_config;
 
@@ -14,8 +14,8 @@ fn seed() -> Command {
 }
 
 /// A tier of `n` small files under `dir-<k>/`, ten directories.
-fn tier_of(dir: &std::path::Path, n: usize) -> (LocalTier, Vec<(String, Vec<u8>)>) {
-    let t = LocalTier::create(dir, small_config()).unwrap();
+fn tier_of(dir: &std::path::Path, n: usize) -> (IndexedTier, Vec<(String, Vec<u8>)>) {
+    let t = IndexedTier::create(dir, small_config()).unwrap();
     let files: Vec<(String, Vec<u8>)> = (0..n)
         .map(|i| (format!("dir-{}/file-with-a-longish-name-{i:05}.txt", i % 10), format!("content {i}").into_bytes()))
         .collect();
@@ -128,7 +128,7 @@ fn readers_work_on_both_tiers_while_a_job_runs_in_another_process() {
     assert!(job.child.try_wait().unwrap().is_none(), "the held job ended while we read");
     let (status, rest) = job.finish();
     assert!(status.success(), "{}", rest.join("\n"));
-    let dst = LocalTier::open(&d).unwrap();
+    let dst = IndexedTier::open(&d).unwrap();
     crate::check_target(&dst, &all);
 }
 
@@ -147,12 +147,12 @@ fn seed_rm_removes_files_and_whole_directories() {
     let o = seed().args(["rm", "--tier"]).arg(&tdir).arg("dir-5").output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("removed 4 files"), "{}", String::from_utf8_lossy(&o.stdout));
-    let t = LocalTier::open(&tdir).unwrap();
+    let t = IndexedTier::open(&tdir).unwrap();
     assert!(crate::namespace(&t).keys().all(|p| !p.starts_with("dir-5/")));
     assert!(t.verify().unwrap().is_clean());
     // A read-only handle refuses to write.
     drop(t);
-    let ro = LocalTier::open_read_only(&tdir).unwrap();
+    let ro = IndexedTier::open_read_only(&tdir).unwrap();
     assert!(matches!(ro.remove(&["dir-6"]).unwrap_err(), tierseed::Error::ReadOnly { .. }));
 }
 
@@ -193,7 +193,7 @@ fn every_example_job_file_checks_and_runs() {
         assert_eq!(version, want, "{}: PHF blob version", file.display());
         // Every target of the file got the selection.
         for target in &spec.targets {
-            let dst = LocalTier::open(dir.path().join(target)).unwrap();
+            let dst = IndexedTier::open(dir.path().join(target)).unwrap();
             let ns = crate::namespace(&dst);
             assert!(!ns.is_empty(), "{}: nothing seeded to {}", file.display(), target.display());
             // What was switched restores byte for byte.
@@ -306,7 +306,7 @@ fn seed_seeds_several_targets_and_resumes_without_a_lost_site_under_drop() {
     }
     // a and b hold every file (from the drop job; the fail job never switched).
     for t in [&site_a, &site_b] {
-        let dst = LocalTier::open(t).unwrap();
+        let dst = IndexedTier::open(t).unwrap();
         let ns = crate::namespace(&dst);
         assert_eq!(ns.len(), all.len());
         for (file, bytes) in &all {
@@ -315,7 +315,7 @@ fn seed_seeds_several_targets_and_resumes_without_a_lost_site_under_drop() {
             assert!(restored == *bytes, "{file}");
         }
     }
-    assert!(crate::namespace(&LocalTier::open(&site_c).unwrap()).is_empty());
+    assert!(crate::namespace(&IndexedTier::open(&site_c).unwrap()).is_empty());
     // The same target twice is refused before anything runs.
     let out = seed()
         .args(["run", "--from", &src, "--to", &site_a, "--to", &site_a, "--state", &path("st-twice"), "--all"])
@@ -378,7 +378,7 @@ fn seed_ls_escapes_control_characters_and_null_and_json_are_exact() {
     let tdir = dir.path().join("t");
     let names = ["a\nb.txt", "tab\there", "esc\u{1b}[31mred", "back\\slash", "plain"];
     {
-        let t = LocalTier::create(&tdir, small_config()).unwrap();
+        let t = IndexedTier::create(&tdir, small_config()).unwrap();
         t.ingest_many(names.iter().map(|p| (*p, 0, b"x".as_slice()))).unwrap();
     }
     let out = seed().args(["ls", "--tier"]).arg(&tdir).output().unwrap();

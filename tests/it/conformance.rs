@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use tierseed::conformance::{self, Harness, Tested};
 use tierseed::{
-    ContainerId, ContainerMeta, FaultyTier, FileEntry, Fingerprint, IndexEntry, JobHold, LocalTier, SegmentEntry, SourceTier,
+    ContainerId, ContainerMeta, FaultyTier, FileEntry, Fingerprint, IndexEntry, IndexedTier, JobHold, SegmentEntry, SourceTier,
     StoredSegment, TargetTier, Tier, TierId,
 };
 
@@ -18,17 +18,17 @@ struct Dir(PathBuf);
 
 impl Harness for Dir {
     fn open(&self) -> tierseed::Result<Box<dyn Tested + '_>> {
-        Ok(Box::new(LocalTier::open(&self.0)?))
+        Ok(Box::new(IndexedTier::open(&self.0)?))
     }
     fn open_read_only(&self) -> Option<tierseed::Result<Box<dyn Tested + '_>>> {
-        Some(LocalTier::open_read_only(&self.0).map(|t| Box::new(t) as Box<dyn Tested>))
+        Some(IndexedTier::open_read_only(&self.0).map(|t| Box::new(t) as Box<dyn Tested>))
     }
 }
 
 #[test]
 fn the_directory_tier_passes_the_conformance_kit() {
     let dir = tempfile::tempdir().unwrap();
-    LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let h = Dir(dir.path().join("t"));
     let report = conformance::run(&h);
     report.assert_ok();
@@ -42,14 +42,14 @@ struct Faulty(PathBuf);
 
 impl Harness for Faulty {
     fn open(&self) -> tierseed::Result<Box<dyn Tested + '_>> {
-        Ok(Box::new(FaultyTier::new(LocalTier::open(&self.0)?, Vec::new())))
+        Ok(Box::new(FaultyTier::new(IndexedTier::open(&self.0)?, Vec::new())))
     }
 }
 
 #[test]
 fn a_faulty_tier_without_faults_passes_the_conformance_kit() {
     let dir = tempfile::tempdir().unwrap();
-    LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let report = conformance::run(&Faulty(dir.path().join("t")));
     report.assert_ok();
     assert_eq!(report.passed.len(), 10);
@@ -58,7 +58,7 @@ fn a_faulty_tier_without_faults_passes_the_conformance_kit() {
 
 /// A tier that answers `locate` for all but the last fingerprint asked
 /// (a short batch answer) and loses namespace upserts: the kit names both.
-struct Broken(LocalTier);
+struct Broken(IndexedTier);
 
 impl Tier for Broken {
     fn tier_id(&self) -> tierseed::Result<TierId> {
@@ -129,14 +129,14 @@ struct BrokenDir(PathBuf);
 
 impl Harness for BrokenDir {
     fn open(&self) -> tierseed::Result<Box<dyn Tested + '_>> {
-        Ok(Box::new(Broken(LocalTier::open(&self.0)?)))
+        Ok(Box::new(Broken(IndexedTier::open(&self.0)?)))
     }
 }
 
 #[test]
 fn the_conformance_kit_catches_a_short_batch_answer_and_lost_upserts() {
     let dir = tempfile::tempdir().unwrap();
-    LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let report = conformance::run(&BrokenDir(dir.path().join("t")));
     let failed: Vec<&str> = report.failed.iter().map(|f| f.0).collect();
     for name in [

@@ -12,7 +12,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tierseed::synth::Rng;
-use tierseed::{CRASH_POINTS, LocalTier, Tier};
+use tierseed::{CRASH_POINTS, IndexedTier, Tier};
 
 use crate::{check_target, namespace, synth_source_changing};
 
@@ -70,11 +70,11 @@ fn text(o: &Output) -> String {
 /// The invariants after a crash and resume.
 fn check(ds: &Dataset, src_dir: &Path, dst_dir: &Path, mv: bool) {
     let want = selected(&ds.all);
-    let dst = LocalTier::open(dst_dir).unwrap();
+    let dst = IndexedTier::open(dst_dir).unwrap();
     check_target(&dst, &want);
     // Nothing on the target outside what its index points to after open.
     assert_eq!(crate::stored_segment_entries(&dst), crate::index_fingerprints(&dst).len() as u64);
-    let src = LocalTier::open(src_dir).unwrap();
+    let src = IndexedTier::open(src_dir).unwrap();
     assert!(src.verify().unwrap().is_clean(), "seeding modified source data");
     let ns = namespace(&src);
     for (p, e) in &ds.untouched_namespace {
@@ -183,7 +183,7 @@ fn phase_windows(case: &KillCase, dir: &Path) -> (Duration, BTreeMap<tierseed::P
 }
 
 fn check_case(case: &KillCase, src_dir: &Path, dst_dir: &Path, mv: bool) {
-    let dst = LocalTier::open(dst_dir).unwrap();
+    let dst = IndexedTier::open(dst_dir).unwrap();
     let ns = namespace(&dst);
     for (p, bytes) in &case.expect {
         assert!(ns.contains_key(p), "{}: {p} not switched to the target", case.name);
@@ -193,7 +193,7 @@ fn check_case(case: &KillCase, src_dir: &Path, dst_dir: &Path, mv: bool) {
     }
     assert_eq!(crate::stored_segment_entries(&dst), crate::index_fingerprints(&dst).len() as u64, "a segment stored twice");
     assert!(dst.verify().unwrap().is_clean(), "{}: target verify", case.name);
-    let src = LocalTier::open(src_dir).unwrap();
+    let src = IndexedTier::open(src_dir).unwrap();
     assert!(src.verify().unwrap().is_clean(), "seeding modified source data");
     let left = namespace(&src);
     for (p, e) in &case.ds.untouched_namespace {
@@ -219,7 +219,7 @@ fn kill_cases(base: &Path) -> Vec<KillCase> {
     let many_dir = base.join("many");
     std::fs::create_dir_all(&many_dir).unwrap();
     let many_src = many_dir.join("src");
-    let tier = LocalTier::create(&many_src, tierseed::TierConfig::default()).unwrap();
+    let tier = IndexedTier::create(&many_src, tierseed::TierConfig::default()).unwrap();
     let mut tree = tierseed::synth::SynthTree::new(5, 2_600, 1_500, 5.0);
     let g = tree.next_generation();
     tier.ingest_many(g.iter().map(|f| (f.path.as_str(), f.mtime, f.bytes.as_slice()))).unwrap();
@@ -229,7 +229,7 @@ fn kill_cases(base: &Path) -> Vec<KillCase> {
 
     let dedup_dir = base.join("dedup");
     std::fs::create_dir_all(&dedup_dir).unwrap();
-    let tier = LocalTier::create(dedup_dir.join("src"), crate::small_config()).unwrap();
+    let tier = IndexedTier::create(dedup_dir.join("src"), crate::small_config()).unwrap();
     let mut tree = tierseed::synth::SynthTree::new(9, 120, 80_000, 30.0);
     let mut dedup_all = BTreeMap::new();
     for generation in 0..2 {
@@ -246,7 +246,7 @@ fn kill_cases(base: &Path) -> Vec<KillCase> {
     // The target holds gen-000 already (seeded by a job of its own).
     let prepared = dedup_dir.join("prepared");
     {
-        let dst = LocalTier::create(&prepared, crate::small_config()).unwrap();
+        let dst = IndexedTier::create(&prepared, crate::small_config()).unwrap();
         let mut job = tierseed::Seeder::builder(&tier, &dst, dedup_dir.join("prep-state"))
             .selection(tierseed::Selection::new().prefix("gen-000"))
             .build()
@@ -385,8 +385,8 @@ fn a_second_run_on_a_busy_state_directory_is_refused() {
     let state = base.path().join("state");
     let dst = base.path().join("dst");
     // Hold the state directory's lock as a running job would.
-    let src_tier = LocalTier::open(&ds.src).unwrap();
-    let dst_tier = LocalTier::create(&dst, crate::small_config()).unwrap();
+    let src_tier = IndexedTier::open(&ds.src).unwrap();
+    let dst_tier = IndexedTier::create(&dst, crate::small_config()).unwrap();
     let job = tierseed::Seeder::builder(&src_tier, &dst_tier, &state).selection(tierseed::Selection::all()).build().unwrap();
     let (s, d, st) = (ds.src.to_str().unwrap(), dst.to_str().unwrap(), state.to_str().unwrap());
     let o = seed(&["resume", "--from", s, "--to", d, "--state", st], None).output().unwrap();

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tierseed::{
-    ContainerKind, Error, Fault, FaultKind, FaultyTier, LocalTier, Mode, Outcome, Phase, Seeder, Selection, Tier, VerifyLevel,
+    ContainerKind, Error, Fault, FaultKind, FaultyTier, IndexedTier, Mode, Outcome, Phase, Seeder, Selection, Tier, VerifyLevel,
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
@@ -37,7 +37,7 @@ fn threads_1_hangs_forever() {
         let outcome = within(Duration::from_secs(300), &format!("a job with {threads} thread(s)"), move || {
             let dir = tempfile::tempdir().unwrap();
             let (src, all) = synth_source(&dir.path().join("src"), 11, 3, 30, 20_000);
-            let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+            let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
             let state = dir.path().join("state");
             let sel = Selection::new().prefix("gen-001").prefix("gen-002");
             let job = Seeder::builder(&src, &dst, &state).selection(sel).mode(Mode::Move).threads(threads).build().unwrap();
@@ -59,7 +59,7 @@ fn threads_1_hangs_forever() {
 }
 
 /// The level-1 recipe segments stored in a tier's meta containers.
-pub fn level1_recipes(t: &LocalTier) -> Vec<Vec<u8>> {
+pub fn level1_recipes(t: &IndexedTier) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for c in t.container_ids().unwrap() {
         let meta = t.read_metadata(c).unwrap();
@@ -78,7 +78,7 @@ pub fn level1_recipes(t: &LocalTier) -> Vec<Vec<u8>> {
 #[test]
 fn mark_skips_a_recipe_that_has_the_same_bytes_as_a_data_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let src = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
     let a = noise(1, 400_000);
     src.ingest_reader("a.bin", 0, &a[..]).unwrap();
     assert!(src.entry("a.bin").unwrap().height >= 2, "a.bin must have recipes below its root");
@@ -88,7 +88,7 @@ fn mark_skips_a_recipe_that_has_the_same_bytes_as_a_data_segment() {
     src.ingest_reader("b.bin", 0, &recipe[..]).unwrap();
     assert_eq!(src.entry("b.bin").unwrap().height, 1);
 
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let mut job =
         Seeder::builder(&src, &dst, dir.path().join("state")).selection(Selection::all()).mode(Mode::Move).build().unwrap();
     run_to_end(&mut job);
@@ -99,7 +99,7 @@ fn mark_skips_a_recipe_that_has_the_same_bytes_as_a_data_segment() {
 
 /// Removes one container file of a tier (they are read-only files in a
 /// writable directory).
-fn delete_a_container(t: &LocalTier, kind: ContainerKind) -> tierseed::ContainerId {
+fn delete_a_container(t: &IndexedTier, kind: ContainerKind) -> tierseed::ContainerId {
     let c = t.container_ids().unwrap().into_iter().find(|c| t.read_metadata(*c).unwrap().kind == kind).unwrap();
     fs::remove_file(t.container_path(c)).unwrap();
     c
@@ -109,7 +109,7 @@ fn delete_a_container(t: &LocalTier, kind: ContainerKind) -> tierseed::Container
 fn a_target_whose_index_points_at_a_lost_container_is_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 21, 2, 25, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     run_to_end(
         &mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
     );
@@ -142,7 +142,7 @@ fn a_target_replaced_by_an_older_copy_of_itself_between_suspend_and_resume() {
     let dst_dir = dir.path().join("dst");
     let old_dir = dir.path().join("dst-old");
     {
-        let dst = LocalTier::create(&dst_dir, small_config()).unwrap();
+        let dst = IndexedTier::create(&dst_dir, small_config()).unwrap();
         run_to_end(
             &mut Seeder::builder(&src, &dst, dir.path().join("s1"))
                 .selection(Selection::new().prefix("gen-000"))
@@ -156,7 +156,7 @@ fn a_target_replaced_by_an_older_copy_of_itself_between_suspend_and_resume() {
     let sel = Selection::new().prefix("gen-000").prefix("gen-001").prefix("gen-002");
     let before = namespace(&src);
     {
-        let dst = LocalTier::open(&dst_dir).unwrap();
+        let dst = IndexedTier::open(&dst_dir).unwrap();
         let job = Seeder::builder(&src, &dst, &state).selection(sel).mode(Mode::Move).build().unwrap();
         // Suspend well into Copy, with target containers committed.
         let mut job = run_until(job, &state, &src, &dst, Phase::Copy);
@@ -171,7 +171,7 @@ fn a_target_replaced_by_an_older_copy_of_itself_between_suspend_and_resume() {
     // The target is replaced by its older copy (same tier id).
     fs::remove_dir_all(&dst_dir).unwrap();
     fs::rename(&old_dir, &dst_dir).unwrap();
-    let dst = LocalTier::open(&dst_dir).unwrap();
+    let dst = IndexedTier::open(&dst_dir).unwrap();
 
     // The resume must not trust the cleared bits: Verify proves the files
     // on the target, finds them missing, fails, and switches nothing.
@@ -195,7 +195,7 @@ fn a_target_replaced_by_an_older_copy_of_itself_between_suspend_and_resume() {
 fn verify_full_names_every_file_whose_segment_rots_on_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _all) = synth_source(&dir.path().join("src"), 23, 2, 20, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let before = namespace(&src);
     let job = Seeder::builder(&src, &dst, &state)
@@ -223,7 +223,7 @@ fn verify_full_names_every_file_whose_segment_rots_on_the_target() {
 #[test]
 fn restore_writes_through_a_planted_symlink() {
     let dir = tempfile::tempdir().unwrap();
-    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     t.ingest_reader("dir/f", 0, &b"the real content"[..]).unwrap();
     let out = dir.path().join("out");
     fs::create_dir_all(out.join("dir")).unwrap();
@@ -267,7 +267,7 @@ fn restore_writes_through_a_planted_symlink() {
 fn abandon_drops_the_job_lock_before_deleting_the_state() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 31, 1, 10, 5_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     let job = run_until(job, &state, &src, &dst, Phase::Copy);
@@ -290,7 +290,7 @@ fn abandon_drops_the_job_lock_before_deleting_the_state() {
 fn files_removed_counts_files_that_were_kept_because_they_were_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 32, 1, 12, 5_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let selected = namespace(&src);
     let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).mode(Mode::Move).build().unwrap();
@@ -324,7 +324,7 @@ fn files_removed_counts_files_that_were_kept_because_they_were_rewritten() {
 fn after_a_crash_containers_the_job_itself_wrote_are_counted_as_already_there() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 33, 2, 20, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     // The first container write takes effect, then the call "fails" (as
     // if the process died between sealing it and committing the context).
@@ -348,12 +348,12 @@ fn after_a_crash_containers_the_job_itself_wrote_are_counted_as_already_there() 
 #[test]
 fn estimate_and_run_resolve_a_selection_differently() {
     let dir = tempfile::tempdir().unwrap();
-    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let src = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     src.ingest_reader("old/a", now - 10 * 86_400, &b"old file a"[..]).unwrap();
     src.ingest_reader("old/b", now - 10 * 86_400, &b"old file b"[..]).unwrap();
     src.ingest_reader("new/c", now, &b"new file c"[..]).unwrap();
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     // An explicit path that exists but is filtered out by its age: both
     // resolve it the same way (it is simply not selected).
     let sel = Selection::new().prefix("old").path("new/c").older_than_days(1);
@@ -374,7 +374,7 @@ fn estimate_and_run_resolve_a_selection_differently() {
 fn the_commit_path_fsyncs_renames_and_indexes_each_container_before_the_commit_that_counts_it() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 41, 2, 20, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let mut job = Seeder::builder(&src, &dst, dir.path().join("state")).selection(Selection::all()).build().unwrap();
     tierseed::trace::start();
     let r = run_to_end(&mut job);
@@ -444,8 +444,8 @@ fn faults_in_listing_calls_and_after_the_effect_fail_cleanly_and_resume() {
         let sdir = dir.path().join(format!("src{i}"));
         let status = std::process::Command::new("cp").arg("-a").arg(src.dir()).arg(&sdir).status().unwrap();
         assert!(status.success());
-        let s = LocalTier::open(&sdir).unwrap();
-        let d = LocalTier::create(dir.path().join(format!("dst{i}")), small_config()).unwrap();
+        let s = IndexedTier::open(&sdir).unwrap();
+        let d = IndexedTier::create(dir.path().join(format!("dst{i}")), small_config()).unwrap();
         let state = dir.path().join(format!("state{i}"));
         {
             let fs_ = FaultyTier::new(&s, if on_source { vec![fault] } else { vec![] });
@@ -478,7 +478,7 @@ fn ingest_stores_a_segment_twice_when_its_container_seals_between_two_copies() {
     // Found by ingesting /usr/share/doc and ~/.cargo/registry/src: the
     // scrub counted 4 more table entries than index entries.
     let dir = tempfile::tempdir().unwrap();
-    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     // One random block repeated: its chunks recur within one hashing batch,
     // with 64 KiB containers sealing in between.
     let block = noise(7, 100_000);

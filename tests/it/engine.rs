@@ -4,7 +4,7 @@ use std::fs;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tierseed::{Error, Event, LocalTier, Mode, Outcome, Phase, Seeder, Selection, SuspendHandle};
+use tierseed::{Error, Event, IndexedTier, Mode, Outcome, Phase, Seeder, Selection, SuspendHandle};
 
 use crate::{check_target, index_fingerprints, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
 
@@ -12,7 +12,7 @@ use crate::{check_target, index_fingerprints, namespace, prefixed, run_to_end, r
 fn copy_end_to_end_every_file_restores_and_nothing_is_stored_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 1, 3, 30, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let before = namespace(&src);
     let sel = Selection::new().prefix("gen-002").glob("gen-000/projects/**");
     let mut job = Seeder::builder(&src, &dst, dir.path().join("state")).selection(sel).build().unwrap();
@@ -32,7 +32,7 @@ fn copy_end_to_end_every_file_restores_and_nothing_is_stored_twice() {
 fn move_end_to_end_removes_exactly_the_selected_files_from_the_source() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 2, 2, 25, 10_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let before = namespace(&src);
     let mut job = Seeder::builder(&src, &dst, dir.path().join("state"))
         .selection(Selection::new().prefix("gen-000"))
@@ -63,7 +63,7 @@ fn suspend_at_every_commit_point_gives_the_uninterrupted_result() {
     let want = prefixed(&all, &["gen-001/", "gen-002/home"]);
 
     // The reference: one uninterrupted run.
-    let ref_dst = LocalTier::create(dir.path().join("ref"), small_config()).unwrap();
+    let ref_dst = IndexedTier::create(dir.path().join("ref"), small_config()).unwrap();
     let reference =
         run_to_end(&mut Seeder::builder(&src, &ref_dst, dir.path().join("ref-state")).selection(sel.clone()).build().unwrap());
     assert!(reference.counters.containers_total >= 20, "dataset too small: {} containers", reference.counters.containers_total);
@@ -71,7 +71,7 @@ fn suspend_at_every_commit_point_gives_the_uninterrupted_result() {
     // A job whose suspension is requested before every run: each run
     // stops at the very next commit point (a phase boundary, one source
     // container in Copy, one batch in Switch), so this visits them all.
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let mut job = Seeder::builder(&src, &dst, &state).selection(sel).build().unwrap();
     let mut runs = 0;
@@ -114,7 +114,7 @@ fn suspend_after_the_kth_container_for_every_k() {
     let total = src.info().unwrap().containers;
     assert!(total >= 16, "dataset too small: {total} containers");
     for k in [1, 2, 3, 5, 8, 13, total / 2, total - 1] {
-        let dst = LocalTier::create(dir.path().join(format!("dst{k}")), small_config()).unwrap();
+        let dst = IndexedTier::create(dir.path().join(format!("dst{k}")), small_config()).unwrap();
         let state = dir.path().join(format!("state{k}"));
         let handle: Mutex<Option<SuspendHandle>> = Mutex::new(None);
         let seen = AtomicU64::new(0);
@@ -144,7 +144,7 @@ fn suspend_after_the_kth_container_for_every_k() {
 fn a_target_that_already_holds_data_gets_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 5, 3, 20, 16_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let first = run_to_end(
         &mut Seeder::builder(&src, &dst, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
     );
@@ -166,8 +166,8 @@ fn a_target_that_already_holds_data_gets_nothing_twice() {
 fn resume_against_another_target_is_refused_and_the_context_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 6, 1, 10, 10_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
-    let other = LocalTier::create(dir.path().join("other"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let other = IndexedTier::create(dir.path().join("other"), small_config()).unwrap();
     let state = dir.path().join("state");
     let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     job.suspend_handle().suspend();
@@ -186,7 +186,7 @@ fn resume_against_another_target_is_refused_and_the_context_kept() {
 trait IdString {
     fn tier_id_string(&self) -> String;
 }
-impl IdString for LocalTier {
+impl IdString for IndexedTier {
     fn tier_id_string(&self) -> String {
         tierseed::Tier::tier_id(self).unwrap().to_string()
     }
@@ -196,7 +196,7 @@ impl IdString for LocalTier {
 fn a_source_container_deleted_mid_job_fails_naming_the_files() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 7, 2, 16, 16_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     // Stop at the start of Copy, then delete the snapshot's last container.
@@ -218,7 +218,7 @@ fn a_source_container_deleted_mid_job_fails_naming_the_files() {
 fn estimate_matches_what_the_job_then_does_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 8, 3, 20, 12_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     run_to_end(
         &mut Seeder::builder(&src, &dst, dir.path().join("s0")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
     );
@@ -238,7 +238,7 @@ fn estimate_matches_what_the_job_then_does_and_writes_nothing() {
 fn bad_requests_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 9, 1, 5, 5_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("state");
     assert!(matches!(Seeder::builder(&src, &dst, &st).build().err().unwrap(), Error::EmptySelection));
     let err =
@@ -275,7 +275,7 @@ fn bad_requests_are_clear_errors() {
 fn a_suspend_request_stops_one_run_only() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 12, 1, 8, 8_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let mut job = Seeder::builder(&src, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap();
     job.suspend_handle().suspend();
     let Outcome::Suspended(p) = job.run().unwrap() else { panic!("did not suspend") };
@@ -289,7 +289,7 @@ fn a_suspend_request_stops_one_run_only() {
 fn events_follow_the_phases_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 10, 1, 8, 8_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let events = Mutex::new(Vec::new());
     let mut job = Seeder::builder(&src, &dst, dir.path().join("st"))
         .selection(Selection::all())
@@ -309,7 +309,7 @@ fn events_follow_the_phases_in_order() {
 fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 11, 1, 8, 8_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("st");
     let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
     let job = run_until(job, &st, &src, &dst, Phase::Copy);
@@ -346,7 +346,7 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
 fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 13, 1, 8, 8_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("st");
     let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
     drop(run_until(job, &st, &src, &dst, Phase::Copy));
@@ -391,7 +391,7 @@ fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
 fn job_context_interrupted_during_creation_is_no_job() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 14, 1, 4, 4_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("st");
     fs::create_dir_all(st.join(tierseed::layout::JOB_CONTEXT_CREATING)).unwrap();
     fs::write(st.join("ctx.creating/LOG"), b"half-made").unwrap();
@@ -403,7 +403,7 @@ fn job_context_interrupted_during_creation_is_no_job() {
 #[test]
 fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
     let dir = tempfile::tempdir().unwrap();
-    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let src = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
     let mut a = vec![0u8; 40_000];
     tierseed::synth::Rng::new(21).fill(&mut a);
     src.ingest_many([("keep/a.bin", 0, &a[..]), ("keep/b.bin", 0, &b"small and whole"[..])]).unwrap();
@@ -413,7 +413,7 @@ fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
     // Its container's table no longer lists it, while the index still
     // places it there: Copy never meets it, so its PHV bit stays set.
     let source = tierseed::FaultyTier::new(&src, vec![]).hide_segment(hidden);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let err =
         Seeder::builder(&source, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap().run().unwrap_err();
     let msg = err.to_string();
@@ -428,7 +428,7 @@ fn errors_chain_their_cause_and_tier_errors_say_whether_they_are_transient() {
     use std::error::Error as _;
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 5, 1, 6, 5_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     // A failing target write, inside the Copy phase.
     let faulty = tierseed::FaultyTier::new(&dst, vec![tierseed::Fault::fail(tierseed::FaultKind::WriteContainer, 1)]);
     let err =
@@ -452,7 +452,7 @@ fn errors_chain_their_cause_and_tier_errors_say_whether_they_are_transient() {
 #[test]
 fn compressed_segments_move_as_stored_verified_and_restore() {
     let dir = tempfile::tempdir().unwrap();
-    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let src = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
     let text: Vec<u8> =
         (0..4000).flat_map(|i| format!("line {i}: the quick brown fox jumps over the lazy dog\n").into_bytes()).collect();
     let mut random = vec![0u8; 50_000];
@@ -463,7 +463,7 @@ fn compressed_segments_move_as_stored_verified_and_restore() {
     // The target would store new segments raw; Copy must move the source's
     // compressed frames as they are, not decompress or recompress them.
     let raw_target = tierseed::TierConfig { compression_level: 0, ..small_config() };
-    let dst = LocalTier::create(dir.path().join("dst"), raw_target).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), raw_target).unwrap();
     let r = run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap());
     let mut zstd_on_target = 0;
     for c in tierseed::Tier::container_ids(&dst).unwrap() {
@@ -488,8 +488,8 @@ fn one_process_ingests_restores_and_seeds_at_once() {
     // ingests new backup generations into the source and another restores
     // from both tiers. The job keeps its snapshot; nothing else is hurt.
     let dir = tempfile::tempdir().unwrap();
-    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let src = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let mut tree = tierseed::synth::SynthTree::new(71, 30, 20_000, 20.0);
     let mut first = std::collections::BTreeMap::new();
     for _ in 0..2 {
@@ -544,7 +544,7 @@ fn a_switch_gate_can_approve_defer_or_reject_and_a_resume_asks_again() {
     use tierseed::{GateAnswer, SwitchRequest, SwitchStage};
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 95, 1, 12, 5_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("st");
     let asked = std::sync::Mutex::new(Vec::new());
     let answers = std::sync::Mutex::new(vec![

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tierseed::{Error, Fault, FaultKind, FaultyTier, LocalTier, Mode, Outcome, Seeder, Selection, TargetTier};
+use tierseed::{Error, Fault, FaultKind, FaultyTier, IndexedTier, Mode, Outcome, Seeder, Selection, TargetTier};
 
 use crate::{check_target, namespace, small_config, synth_source};
 
@@ -35,7 +35,7 @@ fn expected(all: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8>> {
 /// resumes without faults and checks the target.
 fn trial(dir: &Path, side: Side, kind: FaultKind, fault: Option<Fault>, mode: Mode) -> (Result<Outcome, Error>, u64) {
     let (src, all) = synth_source(&dir.join("src"), 1, 2, 12, 12_000);
-    let dst = LocalTier::create(dir.join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.join("dst"), small_config()).unwrap();
     let state = dir.join("state");
     let faults: Vec<Fault> = fault.into_iter().collect();
     let (outcome, calls) = {
@@ -182,7 +182,7 @@ fn source_removals_that_fail_after_taking_effect() {
 fn a_failed_durable_write_poisons_the_tier_until_reopened() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
-    let tier = LocalTier::create(&path, small_config()).unwrap();
+    let tier = IndexedTier::create(&path, small_config()).unwrap();
     // Make the next container write fail: its directory is gone.
     let cdir = path.join(tierseed::layout::TIER_CONTAINERS);
     let aside = dir.path().join("aside");
@@ -196,7 +196,7 @@ fn a_failed_durable_write_poisons_the_tier_until_reopened() {
     assert!(matches!(err, Error::Poisoned { .. }), "{err}");
     assert!(matches!(tier.upsert_files(&[]).unwrap_err(), Error::Poisoned { .. }));
     drop(tier);
-    let tier = LocalTier::open(&path).unwrap();
+    let tier = IndexedTier::open(&path).unwrap();
     tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"x")]).unwrap();
     assert!(tier.verify().unwrap().is_clean());
 }

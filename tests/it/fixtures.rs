@@ -7,7 +7,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tierseed::{Codec, ContainerId, ContainerKind, Error, Fingerprint, LocalTier, TierConfig, decode_container, decode_segment};
+use tierseed::{
+    Codec, ContainerId, ContainerKind, Error, Fingerprint, IndexedTier, TierConfig, decode_container, decode_segment,
+};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/containers")
@@ -36,7 +38,7 @@ fn regenerate_fixtures() {
         fanout: 4,
         compression_level: 3,
     };
-    let t = LocalTier::create(tmp.path().join("t"), cfg).unwrap();
+    let t = IndexedTier::create(tmp.path().join("t"), cfg).unwrap();
     t.ingest_reader("golden", 0, &golden_content()[..]).unwrap();
     fs::create_dir_all(dir()).unwrap();
     for (name, id) in [("data", DATA_ID), ("meta", META_ID)] {
@@ -131,8 +133,8 @@ fn a_version_1_tier_and_suspended_job_resume_to_completion() {
     assert_eq!(before.counters.files_selected, 24);
     assert_eq!(before.counters.files_kept, 0);
 
-    let src = LocalTier::open(root.join("src")).unwrap();
-    let dst = LocalTier::open(root.join("dst")).unwrap();
+    let src = IndexedTier::open(root.join("src")).unwrap();
+    let dst = IndexedTier::open(root.join("dst")).unwrap();
     assert!(src.verify().unwrap().is_clean());
     let mut job = tierseed::Seeder::resume(root.join("state"), &src, &dst).unwrap();
     let tierseed::Outcome::Completed(report) = job.run().unwrap() else { panic!("suspended") };
@@ -141,7 +143,7 @@ fn a_version_1_tier_and_suspended_job_resume_to_completion() {
     assert_eq!(report.resumes, 1);
     drop(job);
 
-    let restore = |t: &LocalTier, path: &str| {
+    let restore = |t: &IndexedTier, path: &str| {
         let mut out = Vec::new();
         t.restore(path, &mut out).unwrap_or_else(|e| panic!("restore {path}: {e}"));
         out
@@ -188,8 +190,8 @@ fn regenerate_v2_fixture() {
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v2");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("v2");
-    let src = LocalTier::create(root.join("src"), crate::small_config()).unwrap();
-    let dst = LocalTier::create(root.join("dst"), crate::small_config()).unwrap();
+    let src = IndexedTier::create(root.join("src"), crate::small_config()).unwrap();
+    let dst = IndexedTier::create(root.join("dst"), crate::small_config()).unwrap();
     let mut s = src.ingest_session();
     for (path, mtime, attrs, bytes) in v2_entries() {
         s.add_reader_with(path, mtime, attrs, &mut &bytes[..]).unwrap();
@@ -230,8 +232,8 @@ fn a_version_2_tier_and_suspended_job_keep_every_attribute() {
     let status = std::process::Command::new("cp").arg("-a").arg(&fixture).arg(dir.path().join("v2")).status().unwrap();
     assert!(status.success());
     let root = dir.path().join("v2");
-    let src = LocalTier::open(root.join("src")).unwrap();
-    let dst = LocalTier::open(root.join("dst")).unwrap();
+    let src = IndexedTier::open(root.join("src")).unwrap();
+    let dst = IndexedTier::open(root.join("dst")).unwrap();
     let before = tierseed::Seeder::status(root.join("state")).unwrap();
     assert_eq!(before.next_phase, tierseed::Phase::Verify);
     for (path, mtime, attrs, _) in v2_entries() {

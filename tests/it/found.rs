@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use tierseed::{Error, LocalTier, Phase, Seeder, Selection, Tier};
+use tierseed::{Error, IndexedTier, Phase, Seeder, Selection, Tier};
 
 use crate::{run_until, small_config, synth_source};
 
@@ -34,7 +34,7 @@ fn db_files(ctx: &Path, pick: impl Fn(&str) -> bool) -> Vec<std::path::PathBuf> 
 fn a_damaged_job_directory_is_named_and_can_be_abandoned() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 51, 2, 20, 8_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     type Damage = fn(&Path);
     let damages: [(&str, Damage); 5] = [
         ("CURRENT deleted", |ctx| fs::remove_file(ctx.join("CURRENT")).unwrap()),
@@ -94,7 +94,7 @@ fn a_damaged_job_directory_is_named_and_can_be_abandoned() {
 #[test]
 fn restore_of_long_names_rotten_files_and_a_new_out_dir() {
     let dir = tempfile::tempdir().unwrap();
-    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     // A 250-byte name (NAME_MAX is 255): the restore's temp name used to
     // add 31 bytes and fail with "File name too long".
     let long = format!("d/{}", "n".repeat(250));
@@ -127,7 +127,7 @@ fn restore_of_long_names_rotten_files_and_a_new_out_dir() {
     }
     assert!(good >= 1 && good < files.len(), "{good} of {} restored: {said}", files.len());
     // The restore found rot: the tier no longer counts the bad copy.
-    let t = LocalTier::open(dir.path().join("t")).unwrap();
+    let t = IndexedTier::open(dir.path().join("t")).unwrap();
     assert_eq!(t.locate(&[victim]).unwrap()[0], None, "{said}");
 }
 
@@ -230,7 +230,7 @@ fn ingest_follows_a_symlink_argument_and_skips_a_path_over_path_max() {
     let o = seed().args(["ingest", "--tier"]).arg(&t2).arg(&data).output().unwrap();
     assert!(!o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("not ingested"), "{}", text(&o));
-    let tier = LocalTier::open(&t2).unwrap();
+    let tier = IndexedTier::open(&t2).unwrap();
     assert_eq!(crate::namespace(&tier).len(), 5, "the readable files were not stored");
 }
 
@@ -249,8 +249,8 @@ fn a_suspended_job_file_job_is_resumed_with_its_job_file_and_the_gate_sees_its_t
     assert!(o.status.success(), "{}", text(&o));
 
     // The gate is told which targets the files go to.
-    let src = LocalTier::open(dir.path().join("src")).unwrap();
-    let dst = LocalTier::create(dir.path().join("dst2"), small_config()).unwrap();
+    let src = IndexedTier::open(dir.path().join("src")).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst2"), small_config()).unwrap();
     let seen = std::sync::Mutex::new(Vec::new());
     let mut job = Seeder::builder(&src, &dst, dir.path().join("st2"))
         .selection(Selection::all())

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use tierseed::{GcOptions, LocalTier, Mode, Seeder, Selection, SuspendHandle, Tier};
+use tierseed::{GcOptions, IndexedTier, Mode, Seeder, Selection, SuspendHandle, Tier};
 
 use crate::{check_target, namespace, prefixed, run_to_end, small_config, synth_source_changing};
 
 /// Every file of `expected` restores from `t`, and `t` scrubs clean.
-fn all_restore(t: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
+fn all_restore(t: &IndexedTier, expected: &BTreeMap<String, Vec<u8>>) {
     for (p, b) in expected {
         let mut out = Vec::new();
         t.restore(p, &mut out).unwrap_or_else(|e| panic!("restore {p}: {e}"));
@@ -24,7 +24,7 @@ fn all_restore(t: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
 fn gc_after_a_move_reclaims_what_estimate_said() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source_changing(&dir.path().join("src"), 81, 3, 30, 20_000, 40.0);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let sel = Selection::new().prefix("gen-000").prefix("gen-001");
     let est = Seeder::estimate(&src, &dst, &sel).unwrap();
     assert!(est.bytes_reclaimable > 0);
@@ -53,7 +53,7 @@ fn gc_after_a_move_reclaims_what_estimate_said() {
     assert_eq!(again.bytes_reclaimed, 0);
     // And it survives a reopen.
     drop(src);
-    all_restore(&LocalTier::open(dir.path().join("src")).unwrap(), &prefixed(&all, &["gen-002/"]));
+    all_restore(&IndexedTier::open(dir.path().join("src")).unwrap(), &prefixed(&all, &["gen-002/"]));
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn gc_crash_at_every_step_loses_nothing_live() {
             let o2 =
                 Command::new(env!("CARGO_BIN_EXE_seed")).args(["gc", "--threshold", "1.0", "--tier"]).arg(&dir).output().unwrap();
             assert!(o2.status.success(), "{}", String::from_utf8_lossy(&o2.stderr));
-            let t = LocalTier::open(&dir).unwrap();
+            let t = IndexedTier::open(&dir).unwrap();
             all_restore(&t, &kept);
             // Nothing dead is left behind either: one more run reclaims nothing.
             let again = t.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap();
@@ -149,7 +149,7 @@ fn gc_waits_for_readers_and_runs_beside_ingest_and_a_running_job() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source_changing(&dir.path().join("src"), 85, 3, 24, 20_000, 40.0);
     // An open reader (in this or another process) keeps GC away.
-    let reader = LocalTier::open_read_only(dir.path().join("src")).unwrap();
+    let reader = IndexedTier::open_read_only(dir.path().join("src")).unwrap();
     let err = src.gc(GcOptions::default(), &SuspendHandle::default()).unwrap_err();
     assert!(err.to_string().contains("read-only handle"), "{err}");
     drop(reader);
@@ -157,7 +157,7 @@ fn gc_waits_for_readers_and_runs_beside_ingest_and_a_running_job() {
     // A job copies gen-002 (slowly) while gen-000 is removed and GC runs:
     // the job's snapshot is pinned, so GC keeps every container the job
     // reads, and the job completes.
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let started = std::sync::Barrier::new(2);
     let mut gen3 = tierseed::synth::SynthTree::new(86, 10, 10_000, 0.0);
     std::thread::scope(|s| {
@@ -231,7 +231,7 @@ fn gc_killed_at_random_instants_loses_nothing_and_reclaims_exactly() {
         let _ = child.wait();
         let o = Command::new(env!("CARGO_BIN_EXE_seed")).args(["gc", "--threshold", "1.0", "--tier"]).arg(&dir).output().unwrap();
         assert!(o.status.success(), "trial {trial}: {}", String::from_utf8_lossy(&o.stderr));
-        let t = LocalTier::open(&dir).unwrap();
+        let t = IndexedTier::open(&dir).unwrap();
         all_restore(&t, &kept);
         assert_eq!(before - t.info().unwrap().stored_bytes, predicted, "trial {trial}: reclaimed space is not exact");
         drop(t);
@@ -264,7 +264,7 @@ fn restores_by_the_same_handle_before_and_after_a_compaction_read_the_new_contai
 fn gc_while_a_job_is_suspended_keeps_what_the_resume_needs() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source_changing(&dir.path().join("src"), 83, 3, 30, 20_000, 40.0);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).mode(Mode::Move).build().unwrap();
     drop(crate::run_until(job, &state, &src, &dst, tierseed::Phase::Copy));
@@ -273,7 +273,7 @@ fn gc_while_a_job_is_suspended_keeps_what_the_resume_needs() {
     // reclaimed in full, by another handle as another process would.
     src.remove(&["gen-000", "gen-001", "gen-002"]).unwrap();
     drop(src);
-    let src = LocalTier::open(dir.path().join("src")).unwrap();
+    let src = IndexedTier::open(dir.path().join("src")).unwrap();
     let r = src.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap();
     assert!(r.containers_pinned > 0, "{r:?}");
     assert_eq!(r.containers_deleted + r.containers_compacted, 0, "{r:?}");
@@ -290,7 +290,7 @@ fn gc_while_a_job_is_suspended_keeps_what_the_resume_needs() {
 fn gc_after_a_job_is_abandoned_drops_its_hold() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source_changing(&dir.path().join("src"), 85, 2, 20, 20_000, 40.0);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     drop(crate::run_until(job, &state, &src, &dst, tierseed::Phase::Copy));
@@ -334,6 +334,6 @@ fn seed_gc_while_a_killed_move_waits_keeps_its_snapshot() {
     assert!(out.contains("holds containers below"), "{out}");
     let o = seed().args(["resume", "--from"]).arg(&s).arg("--to").arg(&d).arg("--state").arg(&st).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    check_target(&LocalTier::open(&d).unwrap(), &all);
-    assert!(namespace(&LocalTier::open(&s).unwrap()).is_empty());
+    check_target(&IndexedTier::open(&d).unwrap(), &all);
+    assert!(namespace(&IndexedTier::open(&s).unwrap()).is_empty());
 }

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use tierseed::synth::SynthTree;
-use tierseed::{FileEntry, LocalTier, SourceTier, Tier, TierConfig};
+use tierseed::{FileEntry, IndexedTier, SourceTier, Tier, TierConfig};
 
 /// Small containers (64 KiB) and chunks, so small datasets span dozens of
 /// containers and several tree levels.
@@ -57,7 +57,7 @@ pub fn synth_source(
     generations: usize,
     files: usize,
     avg: usize,
-) -> (LocalTier, BTreeMap<String, Vec<u8>>) {
+) -> (IndexedTier, BTreeMap<String, Vec<u8>>) {
     synth_source_changing(dir, seed, generations, files, avg, 5.0)
 }
 
@@ -72,8 +72,8 @@ pub fn synth_source_changing(
     files: usize,
     avg: usize,
     change_percent: f64,
-) -> (LocalTier, BTreeMap<String, Vec<u8>>) {
-    let tier = LocalTier::create(dir, small_config()).unwrap();
+) -> (IndexedTier, BTreeMap<String, Vec<u8>>) {
+    let tier = IndexedTier::create(dir, small_config()).unwrap();
     let mut tree = SynthTree::new(seed, files, avg, change_percent);
     let mut all = BTreeMap::new();
     for _ in 0..generations {
@@ -111,8 +111,8 @@ pub fn index_fingerprints(t: &dyn SourceTier) -> Vec<tierseed::Fingerprint> {
 pub fn run_until<'a>(
     mut job: tierseed::Seeder<'a>,
     state: &Path,
-    src: &'a LocalTier,
-    dst: &'a LocalTier,
+    src: &'a IndexedTier,
+    dst: &'a IndexedTier,
     phase: tierseed::Phase,
 ) -> tierseed::Seeder<'a> {
     loop {
@@ -129,7 +129,7 @@ pub fn run_until<'a>(
 
 /// The invariants every seeding test checks on the target:
 /// each expected file restores byte for byte; no segment is stored twice.
-pub fn check_target(dst: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
+pub fn check_target(dst: &IndexedTier, expected: &BTreeMap<String, Vec<u8>>) {
     let ns = namespace(dst);
     assert_eq!(ns.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>(), "target namespace differs");
     for (path, bytes) in expected {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tierseed::{
-    Error, Event, Fault, FaultKind, FaultyTier, LocalTier, Mode, Outcome, Phase, Seeder, Selection, TargetFailure, TargetTier,
+    Error, Event, Fault, FaultKind, FaultyTier, IndexedTier, Mode, Outcome, Phase, Seeder, Selection, TargetFailure, TargetTier,
     Tier,
 };
 
@@ -20,14 +20,14 @@ fn selection() -> Selection {
 }
 
 /// A source, and `n` fresh targets under `dir`.
-fn setup(dir: &Path, n: usize) -> (LocalTier, BTreeMap<String, Vec<u8>>, Vec<LocalTier>) {
+fn setup(dir: &Path, n: usize) -> (IndexedTier, BTreeMap<String, Vec<u8>>, Vec<IndexedTier>) {
     let (src, all) = synth_source(&dir.join("src"), 21, 2, 14, 14_000);
-    let targets = (0..n).map(|i| LocalTier::create(dir.join(format!("dst{i}")), small_config()).unwrap()).collect();
+    let targets = (0..n).map(|i| IndexedTier::create(dir.join(format!("dst{i}")), small_config()).unwrap()).collect();
     (src, prefixed(&all, &PREFIXES), targets)
 }
 
 /// A builder over `src` and every tier in `targets`.
-fn builder<'a>(src: &'a LocalTier, targets: &[&'a dyn TargetTier], state: &Path) -> tierseed::SeederBuilder<'a> {
+fn builder<'a>(src: &'a IndexedTier, targets: &[&'a dyn TargetTier], state: &Path) -> tierseed::SeederBuilder<'a> {
     let mut b = Seeder::builder(src, targets[0], state).selection(selection());
     for t in &targets[1..] {
         b = b.also_to(*t);
@@ -42,7 +42,7 @@ fn two_and_three_targets_in_one_pass_each_get_everything_and_the_source_is_read_
             let base = tempfile::tempdir().unwrap();
             let (src, want, targets) = setup(base.path(), n);
             // The same job with one target, for comparison.
-            let alone = LocalTier::create(base.path().join("alone"), small_config()).unwrap();
+            let alone = IndexedTier::create(base.path().join("alone"), small_config()).unwrap();
             let single = run_to_end(
                 &mut Seeder::builder(&src, &alone, base.path().join("single")).selection(selection()).build().unwrap(),
             );
@@ -136,7 +136,7 @@ fn suspend_at_every_commit_point_with_two_targets_gives_the_uninterrupted_result
 
 /// What [`failing_second_target`] leaves: the source, the files every
 /// target must hold, the targets, how the run ended and its events.
-type Failed = (LocalTier, BTreeMap<String, Vec<u8>>, Vec<LocalTier>, Result<Outcome, Error>, Vec<Event>);
+type Failed = (IndexedTier, BTreeMap<String, Vec<u8>>, Vec<IndexedTier>, Result<Outcome, Error>, Vec<Event>);
 
 /// Runs a two-target job whose second target fails at `fault`, under
 /// `policy`, in `mode`.
@@ -311,7 +311,7 @@ fn a_target_that_loses_a_container_before_verify_is_caught_per_target() {
 fn a_job_refuses_the_same_target_twice_and_the_source_as_a_target() {
     let base = tempfile::tempdir().unwrap();
     let (src, _, targets) = setup(base.path(), 1);
-    let again = LocalTier::open_read_only(base.path().join("dst0")).unwrap();
+    let again = IndexedTier::open_read_only(base.path().join("dst0")).unwrap();
     let refs: Vec<&dyn TargetTier> = vec![&targets[0], &again];
     let Err(e) = builder(&src, &refs, &base.path().join("s1")).build() else { panic!("accepted one target twice") };
     assert!(e.to_string().contains("given twice"), "{e}");
@@ -325,14 +325,14 @@ fn a_job_refuses_the_same_target_twice_and_the_source_as_a_target() {
 fn bytes_that_are_a_recipe_on_the_source_and_data_on_one_target_reach_both_targets() {
     for threads in [1usize, 2] {
         let dir = tempfile::tempdir().unwrap();
-        let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+        let src = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
         let a = crate::defects::noise(7, 400_000);
         src.ingest_reader("a.bin", 0, &a[..]).unwrap();
         let recipe = crate::defects::level1_recipes(&src).pop().expect("a.bin has level-1 recipes");
         src.ingest_reader("b.bin", 0, &recipe[..]).unwrap();
         // The second target already holds the recipe's bytes as a file's data.
-        let fresh = LocalTier::create(dir.path().join("fresh"), small_config()).unwrap();
-        let holder = LocalTier::create(dir.path().join("holder"), small_config()).unwrap();
+        let fresh = IndexedTier::create(dir.path().join("fresh"), small_config()).unwrap();
+        let holder = IndexedTier::create(dir.path().join("holder"), small_config()).unwrap();
         holder.ingest_reader("old/copy.bin", 0, &recipe[..]).unwrap();
         let refs: Vec<&dyn TargetTier> = vec![&fresh, &holder];
         let mut job = Seeder::builder(&src, refs[0], dir.path().join("state"))

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use tierseed::{Error, LocalTier, Mode, ObjectConfig, ObjectTier, Outcome, Seeder, Selection, Tier};
+use tierseed::{Error, IndexedTier, Mode, ObjectConfig, Outcome, Seeder, Selection, Tier};
 
 use crate::{check_target, prefixed, run_to_end, small_config, synth_source};
 
@@ -181,7 +181,7 @@ fn kill_after_copy_commits(c: &Cluster, args: &[&str], n: u64) {
     crate::HeldJob::spawn(cmd, "copy.after_commit", n).kill();
 }
 
-fn restores_all(t: &LocalTier, expected: &BTreeMap<String, Vec<u8>>) {
+fn restores_all(t: &IndexedTier, expected: &BTreeMap<String, Vec<u8>>) {
     for (path, bytes) in expected {
         let mut out = Vec::new();
         t.restore(path, &mut out).unwrap_or_else(|e| panic!("restore {path}: {e}"));
@@ -195,7 +195,7 @@ fn object_tier_seeded_in_copy_and_move_mode_then_recalled() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 11, 3, 40, 24 << 10);
     let cfg = c.config("copymove");
-    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
 
     // Copy mode: one generation.
     let first = prefixed(&all, &["gen-000/"]);
@@ -221,7 +221,7 @@ fn object_tier_seeded_in_copy_and_move_mode_then_recalled() {
     assert!(src.all_files().unwrap().iter().all(|e| !e.path.starts_with("gen-001/")), "moved files left the source");
 
     // Recall: object tier -> a new local tier, and the data is the same.
-    let back = LocalTier::create(dir.path().join("back"), small_config()).unwrap();
+    let back = IndexedTier::create(dir.path().join("back"), small_config()).unwrap();
     let mut job = Seeder::builder(&cloud, &back, dir.path().join("s3")).selection(Selection::all()).build().unwrap();
     run_to_end(&mut job);
     drop(job);
@@ -229,7 +229,7 @@ fn object_tier_seeded_in_copy_and_move_mode_then_recalled() {
 
     // A reopened object tier (and a read-only one) sees the same.
     drop(cloud);
-    let cloud = ObjectTier::open_read_only(dir.path().join("meta"), &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier_read_only(dir.path().join("meta"), &cfg).unwrap();
     restores_all(&cloud, &both);
 }
 
@@ -250,7 +250,7 @@ fn seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed() {
 
     let out = ok(seed_cmd(c).args(["resume", "--from", &srcp, "--to", &url, "--meta", &meta, "--state", &state]));
     assert!(out.contains("copy mode"), "{out}");
-    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
     check_target(&cloud, &all);
     // The CLI reads the object tier too.
     drop(cloud);
@@ -268,7 +268,7 @@ fn lost_metadata_is_recovered_from_the_bucket_alone() {
     let (src, all) = synth_source(&dir.path().join("src"), 13, 3, 30, 24 << 10);
     let cfg = c.config("recover");
     let meta = dir.path().join("meta");
-    let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(&meta, &cfg, small_config()).unwrap();
     let mut job = Seeder::builder(&src, &cloud, dir.path().join("s")).selection(Selection::all()).build().unwrap();
     run_to_end(&mut job);
     drop(job);
@@ -300,7 +300,7 @@ fn lost_metadata_is_recovered_from_the_bucket_alone() {
     let url = cfg.url();
     let out = ok(seed_cmd(c).args(["recover", "--tier", &url, "--meta", meta.to_str().unwrap()]));
     assert!(out.contains(&format!("{} files", expected.len())), "{out}");
-    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
     let after = cloud.info().unwrap();
     assert_eq!(after, before, "recovered figures differ");
     check_target(&cloud, &expected);
@@ -309,7 +309,7 @@ fn lost_metadata_is_recovered_from_the_bucket_alone() {
 
     // Recovering into a directory that holds a tier is refused.
     drop(cloud);
-    let err = ObjectTier::recover(&meta, &cfg).unwrap_err();
+    let err = IndexedTier::recover_object_tier(&meta, &cfg).unwrap_err();
     assert!(err.to_string().contains("already holds a tier"), "{err}");
 }
 
@@ -319,38 +319,38 @@ fn a_bucket_of_another_tier_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let a = c.config("tier-a");
     let b = c.config("tier-b");
-    drop(ObjectTier::create(dir.path().join("meta-a"), &a, small_config()).unwrap());
-    drop(ObjectTier::create(dir.path().join("meta-b"), &b, small_config()).unwrap());
+    drop(IndexedTier::create_object_tier(dir.path().join("meta-a"), &a, small_config()).unwrap());
+    drop(IndexedTier::create_object_tier(dir.path().join("meta-b"), &b, small_config()).unwrap());
 
     // A's metadata with B's bucket prefix.
-    let err = ObjectTier::open(dir.path().join("meta-a"), &b).unwrap_err();
+    let err = IndexedTier::open_object_tier(dir.path().join("meta-a"), &b).unwrap_err();
     assert!(matches!(err, Error::ForeignBucket { .. }), "{err}");
     assert!(err.to_string().contains(&a.url()), "{err}");
     // A new tier where one already lives (and holds something: an empty
     // one is a creation that stopped half way, which `create` finishes).
-    let a_tier = ObjectTier::open(dir.path().join("meta-a"), &a).unwrap();
+    let a_tier = IndexedTier::open_object_tier(dir.path().join("meta-a"), &a).unwrap();
     a_tier.ingest_reader("x", 0, &b"x"[..]).unwrap();
     drop(a_tier);
-    let err = ObjectTier::create(dir.path().join("meta-c"), &a, small_config()).unwrap_err();
+    let err = IndexedTier::create_object_tier(dir.path().join("meta-c"), &a, small_config()).unwrap_err();
     assert!(err.to_string().contains("already holds a tier"), "{err}");
     assert!(!dir.path().join("meta-c").join("db").exists(), "nothing created locally");
     // A prefix with no tier at all.
     let empty = c.config("nothing-here");
-    let err = ObjectTier::recover(dir.path().join("meta-d"), &empty).unwrap_err();
+    let err = IndexedTier::recover_object_tier(dir.path().join("meta-d"), &empty).unwrap_err();
     assert!(err.to_string().contains("holds no tier"), "{err}");
     // A directory tier opened as an object tier, and the reverse.
-    LocalTier::create(dir.path().join("plain"), small_config()).unwrap();
-    let err = ObjectTier::open(dir.path().join("plain"), &a).unwrap_err();
+    IndexedTier::create(dir.path().join("plain"), small_config()).unwrap();
+    let err = IndexedTier::open_object_tier(dir.path().join("plain"), &a).unwrap_err();
     assert!(err.to_string().contains("directory tier"), "{err}");
-    let err = LocalTier::open(dir.path().join("meta-a")).unwrap_err();
+    let err = IndexedTier::open(dir.path().join("meta-a")).unwrap_err();
     assert!(err.to_string().contains("object-storage tier"), "{err}");
     // Metadata whose bucket now holds another tier (the prefix was wiped
     // and reused): the identities differ.
     let wiped = c.config("reused");
-    drop(ObjectTier::create(dir.path().join("old"), &wiped, small_config()).unwrap());
+    drop(IndexedTier::create_object_tier(dir.path().join("old"), &wiped, small_config()).unwrap());
     delete_prefix(c, &wiped);
-    drop(ObjectTier::create(dir.path().join("new"), &wiped, small_config()).unwrap());
-    let err = ObjectTier::open(dir.path().join("old"), &wiped).unwrap_err();
+    drop(IndexedTier::create_object_tier(dir.path().join("new"), &wiped, small_config()).unwrap());
+    let err = IndexedTier::open_object_tier(dir.path().join("old"), &wiped).unwrap_err();
     assert!(matches!(err, Error::ForeignBucket { .. }) && err.to_string().contains("holds tier"), "{err}");
 }
 
@@ -383,7 +383,7 @@ fn wrong_credentials_give_a_clear_error() {
     let mut cfg = c.config("creds");
     cfg.secret_access_key = Some("not-the-secret".into());
     let t0 = Instant::now();
-    let err = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
+    let err = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Object { status: Some(403), transient: false, .. }), "{text}");
     assert!(text.contains("s3://tierseed-test/") && text.contains("/tier") && text.contains("HTTP 403"), "{text}");
@@ -408,7 +408,7 @@ fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = c.config("leftovers");
     let meta = dir.path().join("meta");
-    drop(ObjectTier::create(&meta, &cfg, small_config()).unwrap());
+    drop(IndexedTier::create_object_tier(&meta, &cfg, small_config()).unwrap());
     let file = dir.path().join("f.bin");
     let mut bytes = vec![0u8; 300 << 10];
     tierseed::synth::Rng::new(5).fill(&mut bytes);
@@ -424,7 +424,7 @@ fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
     // if its write had returned; nothing names it, so gc may reclaim it.
     let out = ingest("tier.sealed_not_indexed:1");
     assert!(!out.status.success(), "the crash point was not reached");
-    let t = ObjectTier::open(&meta, &cfg).unwrap();
+    let t = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
     assert!(t.verify().unwrap().is_clean());
     assert_eq!(t.info().unwrap().files, 0);
     drop(t);
@@ -432,7 +432,7 @@ fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
     // open rolls it forward, as a recovery from the bucket would.
     let out = ingest("object.journaled_not_committed:1");
     assert!(!out.status.success(), "the crash point was not reached");
-    let t = ObjectTier::open(&meta, &cfg).unwrap();
+    let t = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
     let files = t.all_files().unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
     let mut got = Vec::new();
@@ -443,7 +443,7 @@ fn crash_leftovers_in_the_bucket_are_removed_or_rolled_forward() {
     t.ingest_reader("after.txt", 0, &b"after"[..]).unwrap();
     drop(t);
     std::fs::remove_dir_all(&meta).unwrap();
-    let (t, r) = ObjectTier::recover(&meta, &cfg).unwrap();
+    let (t, r) = IndexedTier::recover_object_tier(&meta, &cfg).unwrap();
     assert_eq!(r.files, 2, "{r:?}");
     assert!(t.verify().unwrap().is_clean());
 }
@@ -459,7 +459,7 @@ fn job_under_fault(
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 21, 2, 60, 32 << 10);
     let cfg = c.config(name);
-    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
     let copied = std::sync::atomic::AtomicU64::new(0);
     let fault = std::sync::Mutex::new(Some(fault));
     let mut job = Seeder::builder(&src, &cloud, dir.path().join("state"))
@@ -494,7 +494,7 @@ fn an_osd_killed_mid_job_and_a_gateway_restarted_mid_job() {
     let (dir, cfg, all, outcome) = job_under_fault(c, "osdkill", || Cluster::ceph(&["kill-osd", &dir_s, "1"]));
     let outcome = outcome.expect("the job survives one OSD down");
     assert!(matches!(outcome, Outcome::Completed(_)));
-    let cloud = ObjectTier::open(dir.path().join("meta"), &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier(dir.path().join("meta"), &cfg).unwrap();
     check_target(&cloud, &all);
     drop(cloud);
     Cluster::ceph(&["start-osd", &dir_s, "1"]);
@@ -503,19 +503,19 @@ fn an_osd_killed_mid_job_and_a_gateway_restarted_mid_job() {
     // The gateway restarted: the client's retries ride it out, or the job
     // fails cleanly with a transient error; a resume then completes.
     let (dir, cfg, all, outcome) = job_under_fault(c, "rgwrestart", || Cluster::ceph(&["restart-rgw", &dir_s]));
-    let src = LocalTier::open(dir.path().join("src")).unwrap();
+    let src = IndexedTier::open(dir.path().join("src")).unwrap();
     match outcome {
         Ok(Outcome::Completed(_)) => eprintln!("gateway restart: the job rode it out"),
         Ok(Outcome::Suspended(p)) => panic!("suspended without being asked: {p:?}"),
         Err(e) => {
             eprintln!("gateway restart: the job failed cleanly: {e}");
             assert!(e.is_transient(), "a gateway restart is a transient failure: {e}");
-            let cloud = ObjectTier::open(dir.path().join("meta"), &cfg).unwrap();
+            let cloud = IndexedTier::open_object_tier(dir.path().join("meta"), &cfg).unwrap();
             let mut job = Seeder::resume(dir.path().join("state"), &src, &cloud).unwrap();
             run_to_end(&mut job);
         }
     }
-    let cloud = ObjectTier::open(dir.path().join("meta"), &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier(dir.path().join("meta"), &cfg).unwrap();
     check_target(&cloud, &all);
 }
 
@@ -549,8 +549,8 @@ fn object_crash_trial(c: &Cluster, base: &Path, want: &BTreeMap<String, Vec<u8>>
             ok(seed_cmd(c).args(&args));
         }
     }
-    let cloud = ObjectTier::open(meta, &cfg).unwrap();
-    let src_tier = LocalTier::open(&src).unwrap();
+    let cloud = IndexedTier::open_object_tier(meta, &cfg).unwrap();
+    let src_tier = IndexedTier::open(&src).unwrap();
     check_target(&cloud, want);
     if mv {
         assert!(src_tier.all_files().unwrap().is_empty(), "{point}:{n}: moved files left in the source");
@@ -604,7 +604,7 @@ fn a_bucket_that_lost_containers_is_caught_and_healed_by_the_next_job() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 51, 2, 30, 20 << 10);
     let cfg = c.config("lost");
-    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
     let first = prefixed(&all, &["gen-000/"]);
     run_to_end(
         &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
@@ -659,7 +659,7 @@ fn write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes()
             let meta = dir.path().join(format!("m-{injected}"));
             let st = dir.path().join(format!("s-{injected}"));
             {
-                let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+                let cloud = IndexedTier::create_object_tier(&meta, &cfg, small_config()).unwrap();
                 let fault = if after_effect { Fault::fail_after_effect(kind, n) } else { Fault::fail(kind, n) };
                 let faulty = FaultyTier::new(&cloud, vec![fault]);
                 let mut job = Seeder::builder(&src, &faulty, &st).selection(Selection::all()).build().unwrap();
@@ -670,7 +670,7 @@ fn write_faults_on_the_object_tier_fail_the_job_cleanly_and_a_resume_completes()
             }
             // Reopened (recovery runs: unindexed objects adopted, journal
             // entries rolled forward), resumed, complete.
-            let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+            let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
             run_to_end(&mut Seeder::resume(&st, &src, &cloud).unwrap());
             check_target(&cloud, &all);
             injected += 1;
@@ -729,9 +729,9 @@ fn seed_into_the_object_tier_sigkilled_at_random_instants_in_move_mode() {
             assert!(err.contains("no job in") || err.contains("no tier here"), "trial {trial}: {err}");
             ok(seed_cmd(c).args(run));
         }
-        let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+        let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
         check_target(&cloud, &all);
-        assert!(LocalTier::open(dir.join("src")).unwrap().all_files().unwrap().is_empty(), "trial {trial}: source kept files");
+        assert!(IndexedTier::open(dir.join("src")).unwrap().all_files().unwrap().is_empty(), "trial {trial}: source kept files");
     }
     assert!(killed >= 6, "only {killed} kills landed");
 }
@@ -752,7 +752,7 @@ fn a_job_killed_while_creating_its_object_target_can_run_again() {
     assert!(!dir.path().join("meta").join("db").exists());
     // Running the job again finishes the creation and the job.
     ok(seed_cmd(c).args(run));
-    check_target(&ObjectTier::open(p("meta"), &cfg).unwrap(), &all);
+    check_target(&IndexedTier::open_object_tier(p("meta"), &cfg).unwrap(), &all);
 }
 
 #[test]
@@ -762,7 +762,7 @@ fn namespace_checkpoints_bound_the_journal_and_recovery_uses_them() {
     let mut cfg = c.config("ckpt");
     cfg.checkpoint_every = 3;
     let meta = dir.path().join("meta");
-    let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(&meta, &cfg, small_config()).unwrap();
     let mut want = BTreeMap::new();
     // Ten namespace commits: checkpoints after entries 2, 5 and 8.
     // Each with attributes (one a symlink), which the checkpoint keeps.
@@ -790,7 +790,7 @@ fn namespace_checkpoints_bound_the_journal_and_recovery_uses_them() {
     assert!(!keys.iter().any(|k| k.contains("ckpt-0000000000000005")), "an older checkpoint was kept: {keys:?}");
 
     std::fs::remove_dir_all(&meta).unwrap();
-    let (cloud, r) = ObjectTier::recover(&meta, &cfg).unwrap();
+    let (cloud, r) = IndexedTier::recover_object_tier(&meta, &cfg).unwrap();
     assert_eq!(r.checkpoint, Some(8), "{r:?}");
     assert_eq!(r.journal_entries, 1, "{r:?}");
     check_target(&cloud, &want);
@@ -819,7 +819,7 @@ fn namespace_checkpoints_bound_the_journal_and_recovery_uses_them() {
     let out = ingest("two.txt", Some("object.checkpoint_before_manifest:1"));
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("crash point"), "{out:?}");
     std::fs::remove_dir_all(&meta).unwrap();
-    let (cloud, r) = ObjectTier::recover(&meta, &cfg).unwrap();
+    let (cloud, r) = IndexedTier::recover_object_tier(&meta, &cfg).unwrap();
     assert_eq!(r.checkpoint, Some(8), "the cut-short checkpoint was used: {r:?}");
     assert_eq!(r.journal_entries, 3, "{r:?}");
     let names: Vec<String> = cloud.all_files().unwrap().into_iter().map(|e| e.path).collect();
@@ -861,10 +861,10 @@ fn an_object_tier_without_credentials_is_refused_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = ObjectConfig::new(BUCKET, "nokeys");
     cfg.endpoint = Some("http://127.0.0.1:9".into());
-    let err = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
+    let err = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(ref m) if m.contains("no credentials")), "{err}");
     cfg.access_key_id = Some(ACCESS.into());
-    let err = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
+    let err = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
     assert!(err.to_string().contains("give both"), "{err}");
     assert!(ObjectConfig::parse_url("s3://ab/x").is_none(), "a 2-character bucket");
     assert_eq!(ObjectConfig::parse_url("s3://bucket/a/b/"), Some(("bucket".into(), "a/b".into())));
@@ -879,7 +879,7 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
     let (src, all) = synth_source(&dir.path().join("src"), 63, 3, 20, 16 << 10);
     let cfg = c.config("stale");
     let meta = dir.path().join("meta");
-    let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(&meta, &cfg, small_config()).unwrap();
     run_to_end(
         &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
     );
@@ -888,7 +888,7 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
     let st = Command::new("cp").arg("-a").arg(&meta).arg(dir.path().join("snapshot")).status().unwrap();
     assert!(st.success());
     // ...then more is seeded into the bucket...
-    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
     run_to_end(
         &mut Seeder::builder(&src, &cloud, dir.path().join("s2")).selection(Selection::new().prefix("gen-001")).build().unwrap(),
     );
@@ -899,7 +899,7 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
     std::fs::rename(dir.path().join("snapshot"), &meta).unwrap();
     // Open must not take the bucket's newer containers for crash leftovers:
     // it adopts them, and rolls the journal forward.
-    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
     assert_eq!(Tier::container_ids(&cloud).unwrap().len(), containers, "containers were deleted");
     check_target(&cloud, &prefixed(&all, &["gen-000/", "gen-001/"]));
     drop(cloud);
@@ -910,17 +910,17 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
     cfg.checkpoint_every = 2;
     let st = Command::new("cp").arg("-a").arg(&meta).arg(dir.path().join("snapshot2")).status().unwrap();
     assert!(st.success());
-    let cloud = ObjectTier::open(&meta, &cfg).unwrap();
+    let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
     for i in 0..4 {
         cloud.ingest_reader(&format!("late/{i}"), 0, &b"late"[..]).unwrap();
     }
     drop(cloud);
     std::fs::remove_dir_all(&meta).unwrap();
     std::fs::rename(dir.path().join("snapshot2"), &meta).unwrap();
-    let err = ObjectTier::open(&meta, &cfg).unwrap_err();
+    let err = IndexedTier::open_object_tier(&meta, &cfg).unwrap_err();
     assert!(matches!(err, Error::ForeignBucket { .. }) && err.to_string().contains("behind the bucket"), "{err}");
     std::fs::remove_dir_all(&meta).unwrap();
-    let (cloud, _) = ObjectTier::recover(&meta, &cfg).unwrap();
+    let (cloud, _) = IndexedTier::recover_object_tier(&meta, &cfg).unwrap();
     assert_eq!(cloud.all_files().unwrap().iter().filter(|e| e.path.starts_with("late/")).count(), 4);
 }
 
@@ -931,7 +931,7 @@ fn read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 64, 2, 24, 16 << 10);
     let cfg = c.config("rfault");
-    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
     run_to_end(&mut Seeder::builder(&src, &cloud, dir.path().join("s0")).selection(Selection::all()).build().unwrap());
     let mut injected = 0;
     for (kind, corrupt) in [
@@ -943,7 +943,7 @@ fn read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly() {
     ] {
         let fault = if corrupt { Fault::corrupt_read(2) } else { Fault::fail(kind, 2) };
         let faulty = FaultyTier::new(&cloud, vec![fault]);
-        let back = LocalTier::create(dir.path().join(format!("back-{injected}")), small_config()).unwrap();
+        let back = IndexedTier::create(dir.path().join(format!("back-{injected}")), small_config()).unwrap();
         let st = dir.path().join(format!("st-{injected}"));
         let mut job = Seeder::builder(&faulty, &back, &st).selection(Selection::all()).build().unwrap();
         match job.run() {
@@ -965,11 +965,11 @@ fn two_metadata_directories_writing_one_bucket_never_overwrite_each_other() {
     let Some((c, _shared)) = shared("two_metadata_directories_writing_one_bucket_never_overwrite_each_other") else { return };
     let dir = tempfile::tempdir().unwrap();
     let cfg = c.config("splitbrain");
-    let a = ObjectTier::create(dir.path().join("a"), &cfg, small_config()).unwrap();
+    let a = IndexedTier::create_object_tier(dir.path().join("a"), &cfg, small_config()).unwrap();
     a.ingest_reader("first", 0, &b"written by a"[..]).unwrap();
     // A second appliance rebuilds its own metadata from the same bucket
     // while the first is still writing: split brain.
-    let (b, _) = ObjectTier::recover(dir.path().join("b"), &cfg).unwrap();
+    let (b, _) = IndexedTier::recover_object_tier(dir.path().join("b"), &cfg).unwrap();
     a.ingest_reader("from-a", 0, &b"a's second file, a container of its own"[..]).unwrap();
     // b allocates the same container id and journal number a just used:
     // the create-only PUT refuses, b fails loudly and stops writing.
@@ -980,7 +980,7 @@ fn two_metadata_directories_writing_one_bucket_never_overwrite_each_other() {
     drop(a);
     // What a wrote is intact, in the bucket and through a fresh recovery.
     std::fs::remove_dir_all(dir.path().join("a")).unwrap();
-    let (a, _) = ObjectTier::recover(dir.path().join("a"), &cfg).unwrap();
+    let (a, _) = IndexedTier::recover_object_tier(dir.path().join("a"), &cfg).unwrap();
     for (p, want) in [("first", &b"written by a"[..]), ("from-a", &b"a's second file, a container of its own"[..])] {
         let mut out = Vec::new();
         a.restore(p, &mut out).unwrap();
@@ -1022,8 +1022,8 @@ fn one_pass_to_a_local_and_an_object_target_sigkilled_mid_copy_then_resumed() {
     assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
     let out = ok(seed_cmd(c).args(["resume", "--from", &srcp, "--to", &local, "--to", &url, "--meta", &meta, "--state", &state]));
     assert!(out.contains("target 2") && !out.contains("DROPPED"), "{out}");
-    check_target(&LocalTier::open(&local).unwrap(), &all);
-    check_target(&ObjectTier::open(&meta, &cfg).unwrap(), &all);
+    check_target(&IndexedTier::open(&local).unwrap(), &all);
+    check_target(&IndexedTier::open_object_tier(&meta, &cfg).unwrap(), &all);
 }
 
 /// The bug "--skip-target of an s3:// target leaves its --meta unmatched":
@@ -1051,7 +1051,7 @@ fn resume_skipping_an_object_target_takes_its_meta_with_it() {
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.status.code(), Some(4), "{text}");
     assert!(text.contains("DROPPED (switch: not given to the resume"), "{text}");
-    let archive = LocalTier::open(&local).unwrap();
+    let archive = IndexedTier::open(&local).unwrap();
     restores_all(&archive, &all);
 }
 
@@ -1075,7 +1075,7 @@ fn rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 61, 2, 30, 20 << 10);
     let cfg = c.config("rot");
-    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
     run_to_end(
         &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
     );
@@ -1108,10 +1108,10 @@ fn gc_of_an_object_source_while_a_recall_is_suspended_keeps_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 63, 2, 20, 16 << 10);
     let cfg = c.config("gcsrc");
-    let cloud = ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
     run_to_end(&mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::all()).build().unwrap());
     drop(src);
-    let back = LocalTier::create(dir.path().join("back"), small_config()).unwrap();
+    let back = IndexedTier::create(dir.path().join("back"), small_config()).unwrap();
     let state = dir.path().join("s2");
     let job = Seeder::builder(&cloud, &back, &state).selection(Selection::all()).mode(Mode::Move).build().unwrap();
     drop(crate::run_until(job, &state, &cloud, &back, tierseed::Phase::Copy));
@@ -1134,16 +1134,19 @@ fn the_object_tier_passes_the_conformance_kit() {
     }
     impl tierseed::conformance::Harness for OnCeph {
         fn open(&self) -> tierseed::Result<Box<dyn tierseed::conformance::Tested + '_>> {
-            Ok(Box::new(ObjectTier::open(&self.meta, &self.cfg)?))
+            Ok(Box::new(IndexedTier::open_object_tier(&self.meta, &self.cfg)?))
         }
         fn open_read_only(&self) -> Option<tierseed::Result<Box<dyn tierseed::conformance::Tested + '_>>> {
-            Some(ObjectTier::open_read_only(&self.meta, &self.cfg).map(|t| Box::new(t) as Box<dyn tierseed::conformance::Tested>))
+            Some(
+                IndexedTier::open_object_tier_read_only(&self.meta, &self.cfg)
+                    .map(|t| Box::new(t) as Box<dyn tierseed::conformance::Tested>),
+            )
         }
     }
     let Some((c, _shared)) = shared("the_object_tier_passes_the_conformance_kit") else { return };
     let dir = tempfile::tempdir().unwrap();
     let cfg = c.config("conformance");
-    ObjectTier::create(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
     let report = tierseed::conformance::run(&OnCeph { meta: dir.path().join("meta"), cfg });
     report.assert_ok();
     assert_eq!(report.passed.len(), 11, "{report:?}");
@@ -1159,7 +1162,7 @@ fn a_namespace_change_larger_than_a_batch_is_journaled_in_steps_and_recovered() 
     let dir = tempfile::tempdir().unwrap();
     let cfg = c.config("bigns");
     let meta = dir.path().join("meta");
-    let cloud = ObjectTier::create(&meta, &cfg, small_config()).unwrap();
+    let cloud = IndexedTier::create_object_tier(&meta, &cfg, small_config()).unwrap();
     let body = b"one shared body".to_vec();
     cloud.ingest_reader("keep/only", 1, &body[..]).unwrap();
     let root = cloud.entry("keep/only").unwrap();
@@ -1172,7 +1175,7 @@ fn a_namespace_change_larger_than_a_batch_is_journaled_in_steps_and_recovered() 
     let journal = list_keys(c, &cfg.prefix).into_iter().filter(|k| k.split('/').nth(2).is_some_and(|n| n.len() == 16)).count();
     assert!(journal >= 5, "70,000 upserts and removals in batches of 64K make at least 5 journal entries, found {journal}");
     std::fs::remove_dir_all(&meta).unwrap();
-    let (cloud, _) = ObjectTier::recover(&meta, &cfg).unwrap();
+    let (cloud, _) = IndexedTier::recover_object_tier(&meta, &cfg).unwrap();
     let names: Vec<String> = cloud.all_files().unwrap().into_iter().map(|e| e.path).collect();
     assert_eq!(names.len(), 11, "{:?}", &names[..names.len().min(20)]);
     assert!(names.contains(&"keep/only".to_string()) && names.contains(&"big/f000009".to_string()));

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fs;
 
 use tierseed::bench_api::build_phf_kind;
-use tierseed::{Error, LocalTier, Outcome, Phase, PhfKind, Seeder, Selection};
+use tierseed::{Error, IndexedTier, Outcome, Phase, PhfKind, Seeder, Selection};
 
 use crate::{check_target, index_fingerprints, prefixed, run_to_end, run_until, small_config, synth_source};
 
@@ -32,12 +32,12 @@ fn a_compact_phf_job_suspended_at_every_commit_point_matches_a_boomphf_job() {
     let (src, all) = synth_source(&dir.path().join("src"), 32, 3, 40, 24 << 10);
     let sel = Selection::new().prefix("gen-001").prefix("gen-002/home");
     let want = prefixed(&all, &["gen-001/", "gen-002/home"]);
-    let ref_dst = LocalTier::create(dir.path().join("ref"), small_config()).unwrap();
+    let ref_dst = IndexedTier::create(dir.path().join("ref"), small_config()).unwrap();
     let reference =
         run_to_end(&mut Seeder::builder(&src, &ref_dst, dir.path().join("ref-state")).selection(sel.clone()).build().unwrap());
 
     for threads in [1, 2] {
-        let dst = LocalTier::create(dir.path().join(format!("dst-{threads}")), small_config()).unwrap();
+        let dst = IndexedTier::create(dir.path().join(format!("dst-{threads}")), small_config()).unwrap();
         let state = dir.path().join(format!("state-{threads}"));
         let mut job =
             Seeder::builder(&src, &dst, &state).selection(sel.clone()).phf(PhfKind::Compact).threads(threads).build().unwrap();
@@ -67,7 +67,7 @@ fn a_compact_phf_job_suspended_at_every_commit_point_matches_a_boomphf_job() {
 fn a_corrupt_compact_phf_blob_is_detected_at_resume() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 33, 1, 10, 8_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("st");
     let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).phf(PhfKind::Compact).build().unwrap();
     drop(run_until(job, &st, &src, &dst, Phase::Copy));
@@ -97,7 +97,7 @@ fn seed_run_takes_phf_compact() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    check_target(&LocalTier::open(dir.path().join("dst")).unwrap(), &all);
+    check_target(&IndexedTier::open(dir.path().join("dst")).unwrap(), &all);
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_seed"))
         .args(["run", "--from", &p("src"), "--to", &p("dst2"), "--state", &p("st2"), "--all", "--phf", "tiny"])
         .output()
@@ -115,7 +115,7 @@ fn a_failing_index_stream_during_a_compact_build_fails_the_job_cleanly() {
     // A clean compact job counts the index pages BuildPhf reads (each
     // level of the compact build re-reads them until it caches the rest).
     let counting = FaultyTier::new(&src, vec![]);
-    let dst = LocalTier::create(dir.path().join("clean"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("clean"), small_config()).unwrap();
     run_to_end(
         &mut Seeder::builder(&counting, &dst, dir.path().join("clean-st"))
             .selection(Selection::all())
@@ -127,7 +127,7 @@ fn a_failing_index_stream_during_a_compact_build_fails_the_job_cleanly() {
     assert!(calls >= 2, "only {calls} index page reads");
     for n in 1..=calls {
         let faulty = FaultyTier::new(&src, vec![Fault::fail(FaultKind::Fingerprints, n)]);
-        let dst = LocalTier::create(dir.path().join(format!("d{n}")), small_config()).unwrap();
+        let dst = IndexedTier::create(dir.path().join(format!("d{n}")), small_config()).unwrap();
         let st = dir.path().join(format!("s{n}"));
         let mut job = Seeder::builder(&faulty, &dst, &st).selection(Selection::all()).phf(PhfKind::Compact).build().unwrap();
         let err = job.run().unwrap_err();

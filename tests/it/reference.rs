@@ -11,7 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tierseed::{FileAttrs, FileKind, LocalTier, Mode, Outcome, Seeder, Selection, Tier};
+use tierseed::{FileAttrs, FileKind, IndexedTier, Mode, Outcome, Seeder, Selection, Tier};
 
 use crate::small_config;
 
@@ -131,7 +131,7 @@ fn walk(root: &Path) -> BTreeMap<PathBuf, Item> {
     out
 }
 
-fn move_all(src: &LocalTier, dst: &LocalTier, state: &Path, threads: usize) {
+fn move_all(src: &IndexedTier, dst: &IndexedTier, state: &Path, threads: usize) {
     let mut job = Seeder::builder(src, dst, state).selection(Selection::all()).mode(Mode::Move).threads(threads).build().unwrap();
     let Outcome::Completed(report) = job.run().unwrap() else { panic!("suspended") };
     assert!(report.counters.files_switched > 0);
@@ -142,7 +142,7 @@ fn a_restored_tree_matches_the_original_as_rsync_would_compare_it() {
     let dir = tempfile::tempdir().unwrap();
     let orig = dir.path().join("orig/tree");
     build_tree(&orig);
-    let src = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let src = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
     let stats = src.ingest_paths(&[&orig]).unwrap();
     assert_eq!(stats.symlinks, 6);
     assert_eq!(stats.files, 22, "{stats:?}");
@@ -159,7 +159,7 @@ fn a_restored_tree_matches_the_original_as_rsync_would_compare_it() {
     // Through a whole move job (file chunks, switch, removal), so the
     // attributes survive every record they pass through; one thread, then
     // the rest on two.
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     move_all(&src, &dst, &dir.path().join("job"), 1);
     assert!(src.all_files().unwrap().is_empty(), "the move left files on the source");
     assert!(dst.verify().unwrap().is_clean());
@@ -207,7 +207,7 @@ fn a_symlink_entry_cannot_redirect_another_entry_of_the_same_restore() {
     let dir = tempfile::tempdir().unwrap();
     let victim = dir.path().join("victim");
     fs::create_dir(&victim).unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let mut s = tier.ingest_session();
     let link = FileAttrs { kind: FileKind::Symlink, ..FileAttrs::default() };
     let target = victim.to_str().unwrap().to_string();
@@ -241,7 +241,7 @@ fn a_symlink_entry_cannot_redirect_another_entry_of_the_same_restore() {
 #[test]
 fn a_restore_sets_the_owner_or_drops_setuid_and_setgid() {
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let mut s = tier.ingest_session();
     let attrs = FileAttrs { mode: Some(0o6755), owner: Some((4321, 8765)), mtime_nanos: 3, ..FileAttrs::default() };
     s.add_reader_with("someone-elses", -5, attrs, &mut &b"owned by 4321"[..]).unwrap();
@@ -265,7 +265,7 @@ fn a_restore_sets_the_owner_or_drops_setuid_and_setgid() {
 #[test]
 fn ingest_refuses_nanoseconds_of_a_second_or_more() {
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let mut s = tier.ingest_session();
     let attrs = FileAttrs { mtime_nanos: 1_000_000_000, ..FileAttrs::default() };
     assert!(s.add_reader_with("f", 0, attrs, &mut &b"x"[..]).is_err());

@@ -6,14 +6,14 @@
 use std::fs;
 
 use tierseed::{
-    ContainerId, ContainerKind, Error, Fault, FaultyTier, Fingerprint, GcOptions, LocalTier, Mode, Outcome, Phase, Seeder,
+    ContainerId, ContainerKind, Error, Fault, FaultyTier, Fingerprint, GcOptions, IndexedTier, Mode, Outcome, Phase, Seeder,
     Selection, SuspendHandle, Tier, VerifyLevel,
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
 
 /// Rewrites container file `c` of `t` with `f` applied to its bytes.
-pub fn tamper(t: &LocalTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {
+pub fn tamper(t: &IndexedTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {
     let path = t.container_path(c);
     let mut bytes = fs::read(&path).unwrap();
     f(&mut bytes);
@@ -25,7 +25,7 @@ pub fn tamper(t: &LocalTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// The largest data container of `t`.
-pub fn largest_data_container(t: &LocalTier) -> ContainerId {
+pub fn largest_data_container(t: &IndexedTier) -> ContainerId {
     t.container_ids()
         .unwrap()
         .into_iter()
@@ -37,7 +37,7 @@ pub fn largest_data_container(t: &LocalTier) -> ContainerId {
 /// Flips one byte in the data region of container `c` of `t`, inside a
 /// raw segment (every flipped bit of one changes its hash); returns that
 /// segment's fingerprint. The header and table still check out.
-pub fn rot_a_segment(t: &LocalTier, c: ContainerId) -> Fingerprint {
+pub fn rot_a_segment(t: &IndexedTier, c: ContainerId) -> Fingerprint {
     let meta = t.read_metadata(c).unwrap();
     let victim = *meta.segments.iter().find(|s| s.codec == tierseed::Codec::Raw).expect("random data is stored raw");
     // The data region follows the 48-byte header and the table, 48 bytes
@@ -48,7 +48,7 @@ pub fn rot_a_segment(t: &LocalTier, c: ContainerId) -> Fingerprint {
 }
 
 /// Reclaims every dead byte (the rotten copies a heal left behind).
-fn gc_all(t: &LocalTier) -> tierseed::GcReport {
+fn gc_all(t: &IndexedTier) -> tierseed::GcReport {
     t.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap()
 }
 
@@ -56,7 +56,7 @@ fn gc_all(t: &LocalTier) -> tierseed::GcReport {
 fn rot_on_the_target_never_lets_a_move_delete_the_only_good_copy() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 41, 3, 30, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     // A copy of the first generation: its segments are on the target.
     let mut job =
         Seeder::builder(&src, &dst, dir.path().join("j0")).selection(Selection::new().prefix("gen-000")).build().unwrap();
@@ -84,7 +84,7 @@ fn rot_on_the_target_never_lets_a_move_delete_the_only_good_copy() {
 fn rot_found_by_verify_full_is_retired_so_the_resume_heals_it() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 23, 2, 20, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let job = Seeder::builder(&src, &dst, &state)
         .selection(Selection::new().prefix("gen-001"))
@@ -112,7 +112,7 @@ fn rot_found_by_verify_full_is_retired_so_the_resume_heals_it() {
 fn seed_verify_retires_rot_names_the_files_and_is_clean_after_the_heal() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 29, 2, 20, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("j0")).selection(Selection::all()).build().unwrap());
     let c = largest_data_container(&dst);
     let rotten = rot_a_segment(&dst, c);
@@ -140,7 +140,7 @@ fn seed_verify_retires_rot_names_the_files_and_is_clean_after_the_heal() {
 fn a_target_container_whose_table_rots_is_retired_and_reclaimed() {
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 31, 2, 20, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("j0")).selection(Selection::all()).build().unwrap());
     let c = largest_data_container(&dst);
     let fps: Vec<Fingerprint> = dst.read_metadata(c).unwrap().segments.iter().map(|e| e.fingerprint).collect();
@@ -187,7 +187,7 @@ fn a_read_damaged_on_the_way_retires_nothing() {
     // again, and the tier (re-reading for itself) retires nothing.
     let dir = tempfile::tempdir().unwrap();
     let (src, all) = synth_source(&dir.path().join("src"), 43, 2, 20, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("j0")).selection(Selection::all()).build().unwrap());
     let before = crate::index_fingerprints(&dst).len();
     let faulty = FaultyTier::new(&dst, (1..=4).map(Fault::corrupt_read).collect());
@@ -210,7 +210,7 @@ fn a_copy_trusts_the_index_a_move_reads_back() {
     // target had. The same data moved reads it back.
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 47, 1, 10, 20_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     run_to_end(&mut Seeder::builder(&src, &dst, dir.path().join("j0")).selection(Selection::all()).build().unwrap());
     let reads = |mode: Mode, state: &str| {
         let faulty = FaultyTier::new(&dst, Vec::new());

@@ -6,14 +6,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tierseed::{
-    ContainerKind, Error, FileEntry, Fingerprint, LocalTier, Phase, Seeder, Selection, StoredSegment, TargetTier, Tier,
+    ContainerKind, Error, FileEntry, Fingerprint, IndexedTier, Phase, Seeder, Selection, StoredSegment, TargetTier, Tier,
 };
 
 use crate::{check_target, namespace, run_to_end, run_until, small_config, synth_source};
 
 /// `n` distinct 16-byte leaves tagged `tag`, written to data containers
 /// of `per` segments each on `t`; returns their fingerprints.
-fn write_tiny_leaves(t: &LocalTier, n: u64, tag: &[u8; 8], per: usize) -> Vec<Fingerprint> {
+fn write_tiny_leaves(t: &IndexedTier, n: u64, tag: &[u8; 8], per: usize) -> Vec<Fingerprint> {
     let leaves: Vec<[u8; 16]> = (0..n)
         .map(|k| {
             let mut b = [0u8; 16];
@@ -34,8 +34,8 @@ fn write_tiny_leaves(t: &LocalTier, n: u64, tag: &[u8; 8], per: usize) -> Vec<Fi
 /// `"b"` whose recipe lists two real leaves around one the source never
 /// stored (so its index lacks it). Returns the tier and the missing
 /// fingerprint.
-fn source_missing_a_leaf(dir: &Path, extra: usize) -> (LocalTier, Fingerprint) {
-    let t = LocalTier::create(dir, small_config()).unwrap();
+fn source_missing_a_leaf(dir: &Path, extra: usize) -> (IndexedTier, Fingerprint) {
+    let t = IndexedTier::create(dir, small_config()).unwrap();
     let fps = write_tiny_leaves(&t, extra as u64 * 10, b"missleaf", 4096);
     let missing = Fingerprint::of(b"a leaf this source never stored");
     let mut recipes: Vec<(String, Vec<u8>)> = fps
@@ -73,7 +73,7 @@ fn mark_names_a_leaf_the_source_index_lacks_by_merge_and_by_lookup() {
     let dir = tempfile::tempdir().unwrap();
     let (src, missing) = source_missing_a_leaf(&dir.path().join("src"), 2_000);
     for (name, sel) in [("merge", Selection::all()), ("lookup", Selection::new().path("b"))] {
-        let dst = LocalTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
+        let dst = IndexedTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
         let state = dir.path().join(format!("state-{name}"));
         let mut job = Seeder::builder(&src, &dst, &state).selection(sel).build().unwrap();
         let err = job.run().unwrap_err();
@@ -121,7 +121,7 @@ fn a_key_file_lost_or_rotten_before_mark_is_refused_and_mark_looks_leaves_up() {
     for (name, damage) in damages {
         let state = dir.path().join(format!("state-{name}"));
         let s = &src;
-        let d = LocalTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
+        let d = IndexedTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
         let job = Seeder::builder(s, &d, &state).selection(Selection::all()).build().unwrap();
         drop(run_until(job, &state, s, &d, Phase::Mark));
         let keys: Vec<PathBuf> = scratch_of(&state).into_iter().filter(|p| p.is_file()).collect();
@@ -138,7 +138,7 @@ fn a_key_file_lost_or_rotten_before_mark_is_refused_and_mark_looks_leaves_up() {
 fn abandoning_a_job_removes_its_key_file() {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 62, 1, 10, 8_000);
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let state = dir.path().join("state");
     let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     drop(run_until(job, &state, &src, &dst, Phase::Mark));
@@ -149,7 +149,7 @@ fn abandoning_a_job_removes_its_key_file() {
 
 /// The fingerprint of the first segment of the first data container of
 /// `t`: a leaf.
-fn a_leaf(t: &LocalTier) -> Fingerprint {
+fn a_leaf(t: &IndexedTier) -> Fingerprint {
     for c in t.container_ids().unwrap() {
         let meta = tierseed::Tier::read_metadata(t, c).unwrap();
         if meta.kind == ContainerKind::Data {
@@ -169,7 +169,7 @@ fn verify_finds_a_leaf_the_target_index_lost_by_merge_and_by_lookup() {
     let (src, all) = synth_source(&dir.path().join("src"), 63, 1, 4, 6_000);
     let leaf = a_leaf(&src);
     for (name, prefill) in [("merge", false), ("lookup", true)] {
-        let d = LocalTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
+        let d = IndexedTier::create(dir.path().join(format!("dst-{name}")), small_config()).unwrap();
         if prefill {
             // Thousands of unrelated segments on the target first, so the
             // job's leaves are far fewer than a 128th of its index.
@@ -208,7 +208,7 @@ fn verify_finds_a_leaf_the_target_index_lost_by_merge_and_by_lookup() {
 #[test]
 fn files_past_the_first_window_are_walked_and_named() {
     let dir = tempfile::tempdir().unwrap();
-    let t = LocalTier::create(dir.path().join("src"), small_config()).unwrap();
+    let t = IndexedTier::create(dir.path().join("src"), small_config()).unwrap();
     // 70,000 one-segment files (height 0: the root is the data itself).
     let n = 70_000u64;
     let fps = write_tiny_leaves(&t, n, b"windowed", 8192);
@@ -225,7 +225,7 @@ fn files_past_the_first_window_are_walked_and_named() {
         })
         .collect();
     t.upsert_files(&entries).unwrap();
-    let dst = LocalTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let report = run_to_end(&mut Seeder::builder(&t, &dst, dir.path().join("ok")).selection(Selection::all()).build().unwrap());
     assert_eq!(report.counters.files_selected, n);
     assert_eq!(namespace(&dst).len() as u64, n);
@@ -240,7 +240,7 @@ fn files_past_the_first_window_are_walked_and_named() {
         attrs: tierseed::FileAttrs::default(),
     }];
     t.upsert_files(&entries).unwrap();
-    let dst2 = LocalTier::create(dir.path().join("dst2"), small_config()).unwrap();
+    let dst2 = IndexedTier::create(dir.path().join("dst2"), small_config()).unwrap();
     let err = Seeder::builder(&t, &dst2, dir.path().join("bad")).selection(Selection::all()).build().unwrap().run().unwrap_err();
     assert!(
         matches!(err.root(), Error::MissingSegment { path, fingerprint, .. } if path == "z-last" && *fingerprint == missing),
@@ -274,9 +274,9 @@ fn a_move_whose_every_spool_spills_to_disk_completes() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let d = LocalTier::open(&dst).unwrap();
+    let d = IndexedTier::open(&dst).unwrap();
     check_target(&d, &all);
-    assert!(namespace(&LocalTier::open(&src_dir).unwrap()).is_empty(), "moved files left in the source");
+    assert!(namespace(&IndexedTier::open(&src_dir).unwrap()).is_empty(), "moved files left in the source");
     assert!(scratch_of(&state).is_empty(), "scratch left: {:?}", scratch_of(&state));
 }
 
@@ -289,7 +289,7 @@ fn a_move_whose_every_spool_spills_to_disk_completes() {
 #[test]
 fn gc_over_more_files_than_a_window_reclaims_exactly_the_removed_half() {
     let dir = tempfile::tempdir().unwrap();
-    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let n = 70_000u64;
     let fps = write_tiny_leaves(&t, n, b"gcwindow", 8192);
     let entries: Vec<FileEntry> = fps
@@ -352,7 +352,7 @@ fn gc_killed_after_a_grouped_drop_finishes_every_deletion_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
     {
-        let t = LocalTier::create(&path, small_config()).unwrap();
+        let t = IndexedTier::create(&path, small_config()).unwrap();
         let fps = write_tiny_leaves(&t, 6 * 1024, b"gcgroup!", 1024);
         let entries: Vec<FileEntry> = fps
             .iter()
@@ -381,7 +381,7 @@ fn gc_killed_after_a_grouped_drop_finishes_every_deletion_on_open() {
     assert!(!o.status.success(), "gc did not reach its crash point");
     let files = |p: &Path| fs::read_dir(p.join("containers")).unwrap().count();
     assert_eq!(files(&path), 6, "the kill came before any file was deleted");
-    let t = LocalTier::open(&path).unwrap();
+    let t = IndexedTier::open(&path).unwrap();
     assert_eq!(files(&path), 2, "the open finished the four deletions of the group");
     assert_eq!(t.info().unwrap().segments, 2 * 1024);
     let v = t.verify().unwrap();
@@ -397,7 +397,7 @@ fn removing_more_files_than_a_namespace_batch_removes_them_all() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
     {
-        let t = LocalTier::create(&path, small_config()).unwrap();
+        let t = IndexedTier::create(&path, small_config()).unwrap();
         let fps = write_tiny_leaves(&t, 70_010, b"rmbatch!", 8192);
         let entries: Vec<FileEntry> = fps
             .iter()
@@ -414,20 +414,20 @@ fn removing_more_files_than_a_namespace_batch_removes_them_all() {
         t.upsert_files(&entries).unwrap();
         assert_eq!(t.remove(&["d0"]).unwrap().len(), 70_000);
     }
-    let t = LocalTier::open(&path).unwrap();
+    let t = IndexedTier::open(&path).unwrap();
     let left = namespace(&t);
     assert_eq!(left.len(), 10);
     assert!(left.keys().all(|p| p.starts_with("d1/")));
     assert!(t.verify().unwrap().is_clean());
 }
 
-/// `LocalTier::verify` walks the namespace a window at a time and names a
+/// `IndexedTier::verify` walks the namespace a window at a time and names a
 /// broken file by its path (read back by one more listing): the one file
 /// whose data the index lacks, and no other.
 #[test]
 fn verify_names_the_file_whose_tree_reaches_a_segment_the_index_lacks() {
     let dir = tempfile::tempdir().unwrap();
-    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let fps = write_tiny_leaves(&t, 3, b"scrubnam", 8);
     let missing = Fingerprint::of(b"a leaf this tier never stored");
     let roots = [fps[0], missing, fps[2]];

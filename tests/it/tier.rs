@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 
 use proptest::prelude::*;
-use tierseed::{Error, LocalTier, SourceTier, TargetTier, Tier, TierConfig};
+use tierseed::{Error, IndexedTier, SourceTier, TargetTier, Tier, TierConfig};
 
 use crate::{namespace, small_config, stored_segment_entries};
 
@@ -35,7 +35,7 @@ proptest! {
         dup in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let tier = LocalTier::create(dir.path().join("t"), tiny_config()).unwrap();
+        let tier = IndexedTier::create(dir.path().join("t"), tiny_config()).unwrap();
         let mut named: Vec<(String, Vec<u8>)> = files.iter().enumerate().map(|(i, b)| (format!("d/f{i}"), b.clone())).collect();
         if dup {
             // Duplicates: the same bytes under another name, and a file
@@ -61,7 +61,7 @@ proptest! {
 #[test]
 fn three_level_trees_are_built_and_restored() {
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), tiny_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), tiny_config()).unwrap();
     let mut rng = tierseed::synth::Rng::new(1);
     let mut big = vec![0u8; 64 << 10];
     rng.fill(&mut big);
@@ -99,7 +99,7 @@ fn real_files_from_this_machine_roundtrip() {
     let src =
         ["/usr/share/doc", concat!(env!("CARGO_MANIFEST_DIR"), "/src")].into_iter().map(Path::new).find(|p| p.is_dir()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), TierConfig::default()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), TierConfig::default()).unwrap();
     let stats = tier.ingest_paths(&[src]).unwrap();
     let mut expected = BTreeMap::new();
     collect_files(src, src.parent().unwrap(), &mut expected);
@@ -129,7 +129,7 @@ fn open_removes_crash_leftovers_and_then_verifies_clean() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
     {
-        let tier = LocalTier::create(&path, small_config()).unwrap();
+        let tier = IndexedTier::create(&path, small_config()).unwrap();
         let mut bytes = vec![0u8; 300_000];
         tierseed::synth::Rng::new(3).fill(&mut bytes);
         tier.ingest_reader("f", 0, &bytes[..]).unwrap();
@@ -144,7 +144,7 @@ fn open_removes_crash_leftovers_and_then_verifies_clean() {
     fs::write(cdir.join(format!("{next_id:016x}.tsc.tmp")), b"partial").unwrap();
     let orphan = cdir.join(format!("{next_id:016x}.tsc"));
     fs::copy(cdir.join(&last), &orphan).unwrap();
-    let tier = LocalTier::open(&path).unwrap();
+    let tier = IndexedTier::open(&path).unwrap();
     assert!(!orphan.exists(), "orphan container kept");
     assert!(!cdir.join(format!("{next_id:016x}.tsc.tmp")).exists(), "temp file kept");
     assert!(tier.verify().unwrap().is_clean());
@@ -160,7 +160,7 @@ fn open_removes_crash_leftovers_and_then_verifies_clean() {
 fn verify_reports_a_flipped_bit_naming_the_container() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
-    let tier = LocalTier::create(&path, small_config()).unwrap();
+    let tier = IndexedTier::create(&path, small_config()).unwrap();
     let mut bytes = vec![0u8; 100_000];
     tierseed::synth::Rng::new(4).fill(&mut bytes);
     tier.ingest_reader("f", 0, &bytes[..]).unwrap();
@@ -188,7 +188,7 @@ fn verify_reports_a_flipped_bit_naming_the_container() {
 #[test]
 fn sealed_containers_are_read_only() {
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     tier.ingest_reader("f", 0, &b"some bytes"[..]).unwrap();
     for id in tier.container_ids().unwrap() {
         let md =
@@ -201,7 +201,7 @@ fn sealed_containers_are_read_only() {
 #[test]
 fn hostile_paths_are_rejected_at_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let long = "a/".repeat(2048) + "b";
     for p in ["/etc/passwd", "../escape", "a/../../b", "a\0b", "", "a//b", "./a", long.as_str()] {
         let err = tier.ingest_reader(p, 0, &b"x"[..]).unwrap_err();
@@ -222,7 +222,7 @@ fn hostile_paths_are_rejected_at_ingest() {
 #[test]
 fn restore_cannot_escape_its_root_through_a_symlink() {
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     tier.ingest_reader("sub/file", 0, &b"payload"[..]).unwrap();
     let out = dir.path().join("out");
     let elsewhere = dir.path().join("elsewhere");
@@ -237,8 +237,8 @@ fn restore_cannot_escape_its_root_through_a_symlink() {
 #[test]
 fn a_second_open_of_the_same_tier_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
-    let _t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
-    let err = LocalTier::open(dir.path().join("t")).unwrap_err();
+    let _t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
+    let err = IndexedTier::open(dir.path().join("t")).unwrap_err();
     assert!(matches!(err, Error::Locked { .. }), "{err}");
     assert!(err.to_string().contains(tierseed::layout::TIER_LOCK));
 }
@@ -246,17 +246,17 @@ fn a_second_open_of_the_same_tier_fails_clearly() {
 #[test]
 fn open_of_a_non_tier_and_create_over_a_tier_fail() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(LocalTier::open(dir.path()).unwrap_err(), Error::NotATier { .. }));
-    drop(LocalTier::create(dir.path().join("t"), small_config()).unwrap());
-    assert!(matches!(LocalTier::create(dir.path().join("t"), small_config()).unwrap_err(), Error::NotATier { .. }));
+    assert!(matches!(IndexedTier::open(dir.path()).unwrap_err(), Error::NotATier { .. }));
+    drop(IndexedTier::create(dir.path().join("t"), small_config()).unwrap());
+    assert!(matches!(IndexedTier::create(dir.path().join("t"), small_config()).unwrap_err(), Error::NotATier { .. }));
     let bad = TierConfig { chunk_min: 10, ..TierConfig::default() };
-    assert!(matches!(LocalTier::create(dir.path().join("u"), bad).unwrap_err(), Error::InvalidConfig(_)));
+    assert!(matches!(IndexedTier::create(dir.path().join("u"), bad).unwrap_err(), Error::InvalidConfig(_)));
 }
 
 #[test]
 fn write_container_keeps_existing_mappings() {
     let dir = tempfile::tempdir().unwrap();
-    let tier = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    let tier = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let fp = tierseed::Fingerprint::of(b"same");
     let a = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"same")]).unwrap();
     let _b = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"same")]).unwrap();
@@ -273,7 +273,7 @@ fn write_container_keeps_existing_mappings() {
 fn lock_held_briefly_by_a_forked_child_is_waited_for() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
-    drop(LocalTier::create(&path, small_config()).unwrap());
+    drop(IndexedTier::create(&path, small_config()).unwrap());
     // Another description of the lock file, held for 100 ms.
     let holder = fs::File::options().write(true).open(path.join(tierseed::layout::TIER_LOCK)).unwrap();
     holder.try_lock().unwrap();
@@ -281,11 +281,11 @@ fn lock_held_briefly_by_a_forked_child_is_waited_for() {
         std::thread::sleep(std::time::Duration::from_millis(100));
         drop(holder);
     });
-    LocalTier::open(&path).expect("a briefly held lock must be waited for");
+    IndexedTier::open(&path).expect("a briefly held lock must be waited for");
     t.join().unwrap();
 }
 
-/// Regression: a crash inside `LocalTier::create` used to leave `db/`
+/// Regression: a crash inside `IndexedTier::create` used to leave `db/`
 /// without a tier record, a directory neither `open` nor `create` would
 /// take. Creation now happens in `.<name>.creating` and is renamed into
 /// place; a leftover of a crashed create is cleared by the next create.
@@ -296,8 +296,8 @@ fn tier_create_interrupted_before_rename_leaves_no_half_tier() {
     fs::create_dir_all(leftover.join(tierseed::layout::TIER_DB)).unwrap();
     fs::write(leftover.join("db/garbage"), b"half-made").unwrap();
     // Nothing at the final path: no tier, and the error says so.
-    assert!(matches!(LocalTier::open(dir.path().join("t")).unwrap_err(), Error::NotATier { .. }));
-    let t = LocalTier::create(dir.path().join("t"), small_config()).unwrap();
+    assert!(matches!(IndexedTier::open(dir.path().join("t")).unwrap_err(), Error::NotATier { .. }));
+    let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     assert!(!leftover.exists(), "the leftover of a crashed create was kept");
     assert!(t.verify().unwrap().is_clean());
 }
@@ -311,14 +311,14 @@ fn two_creators_of_one_tier_leave_one_whole_tier() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t");
     let results: Vec<_> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..6).map(|_| s.spawn(|| LocalTier::create(&path, small_config()).map(drop))).collect();
+        let hs: Vec<_> = (0..6).map(|_| s.spawn(|| IndexedTier::create(&path, small_config()).map(drop))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
         assert!(matches!(r, Error::NotATier { reason, .. } if reason.contains("already holds a tier")), "{r}");
     }
-    let t = LocalTier::open(&path).unwrap();
+    let t = IndexedTier::open(&path).unwrap();
     t.ingest_reader("f", 0, &b"after the race"[..]).unwrap();
     assert!(t.verify().unwrap().is_clean());
 
@@ -350,7 +350,7 @@ fn two_creators_of_one_tier_leave_one_whole_tier() {
                 assert!(String::from_utf8_lossy(&o.stderr).contains("locked"), "{}", String::from_utf8_lossy(&o.stderr));
             }
         }
-        let t = LocalTier::open(&tier).unwrap();
+        let t = IndexedTier::open(&tier).unwrap();
         assert!(t.verify().unwrap().is_clean());
         assert_eq!(crate::namespace(&t).len(), 50, "round {round}");
     }

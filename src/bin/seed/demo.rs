@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use tierseed::synth::SynthTree;
-use tierseed::{Event, LocalTier, Outcome, Seeder, Selection, SuspendHandle, Tier, TierConfig};
+use tierseed::{Event, IndexedTier, Outcome, Seeder, Selection, SuspendHandle, Tier, TierConfig};
 
 use crate::ui::human;
 
@@ -25,8 +25,8 @@ pub(crate) fn demo(dir: Option<PathBuf>, generations: usize, files: usize) -> Re
     };
     let t0 = Instant::now();
     let small = TierConfig { container_size: 1 << 20, ..TierConfig::default() };
-    let src = LocalTier::create(root.join("source"), small)?;
-    let dst = LocalTier::create(root.join("target"), small)?;
+    let src = IndexedTier::create(root.join("source"), small)?;
+    let dst = IndexedTier::create(root.join("target"), small)?;
     let mut tree = SynthTree::new(42, files, 96 << 10, 3.0);
     for _ in 0..generations {
         let g = tree.next_generation();

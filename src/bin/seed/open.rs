@@ -4,24 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use tierseed::{LocalTier, ObjectConfig, ObjectTier, TierConfig};
-
-/// An opened tier: a directory, or an object tier. Both are `LocalTier`s
-/// underneath (an object tier keeps its index locally too).
-pub(crate) enum Opened {
-    Local(LocalTier),
-    Object(ObjectTier),
-}
-
-impl std::ops::Deref for Opened {
-    type Target = LocalTier;
-    fn deref(&self) -> &LocalTier {
-        match self {
-            Opened::Local(t) => t,
-            Opened::Object(t) => t,
-        }
-    }
-}
+use tierseed::{IndexedTier, ObjectConfig, TierConfig};
 
 #[derive(Clone, Copy)]
 pub(crate) enum How {
@@ -42,30 +25,30 @@ pub(crate) fn object_spec(spec: &Path) -> Result<Option<ObjectConfig>> {
 
 /// Opens the tier `spec` names; `meta` is the metadata directory an
 /// object tier needs.
-pub(crate) fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<Opened> {
+pub(crate) fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<IndexedTier> {
     let Some(cfg) = object_spec(spec)? else {
-        return Ok(Opened::Local(match how {
-            How::Read => LocalTier::open_read_only(spec)?,
+        return Ok(match how {
+            How::Read => IndexedTier::open_read_only(spec)?,
             // Another process may create it first: then it is opened (and
             // refused as locked while that process has it open).
-            How::Create(c) if !LocalTier::exists(spec) => match LocalTier::create(spec, c) {
-                Err(tierseed::Error::NotATier { .. }) if LocalTier::exists(spec) => LocalTier::open(spec)?,
+            How::Create(c) if !IndexedTier::exists(spec) => match IndexedTier::create(spec, c) {
+                Err(tierseed::Error::NotATier { .. }) if IndexedTier::exists(spec) => IndexedTier::open(spec)?,
                 r => r?,
             },
-            How::Write | How::Create(_) => LocalTier::open(spec)?,
-        }));
+            How::Write | How::Create(_) => IndexedTier::open(spec)?,
+        });
     };
     let Some(meta) = meta else {
         bail!("{}: an object tier needs --meta DIR, the directory of its local index and namespace", spec.display())
     };
-    Ok(Opened::Object(match how {
-        How::Read => ObjectTier::open_read_only(meta, &cfg)?,
-        How::Create(c) if !ObjectTier::exists(meta) => match ObjectTier::create(meta, &cfg, c) {
-            Err(tierseed::Error::NotATier { .. }) if ObjectTier::exists(meta) => ObjectTier::open(meta, &cfg)?,
+    Ok(match how {
+        How::Read => IndexedTier::open_object_tier_read_only(meta, &cfg)?,
+        How::Create(c) if !IndexedTier::exists(meta) => match IndexedTier::create_object_tier(meta, &cfg, c) {
+            Err(tierseed::Error::NotATier { .. }) if IndexedTier::exists(meta) => IndexedTier::open_object_tier(meta, &cfg)?,
             r => r?,
         },
-        How::Write | How::Create(_) => ObjectTier::open(meta, &cfg)?,
-    }))
+        How::Write | How::Create(_) => IndexedTier::open_object_tier(meta, &cfg)?,
+    })
 }
 
 /// Hands the `--meta` directories to the object tiers among `specs`, in
@@ -100,7 +83,7 @@ pub(crate) fn retire_rot<'p>(tier: &Path, metas: &[PathBuf], paths: impl Iterato
     }
 }
 
-pub(crate) fn open_one(spec: &Path, metas: &[PathBuf], how: How) -> Result<Opened> {
+pub(crate) fn open_one(spec: &Path, metas: &[PathBuf], how: How) -> Result<IndexedTier> {
     let m = metas_for(&[spec], metas)?;
     open_tier(spec, m[0], how)
 }

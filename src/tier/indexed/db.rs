@@ -7,7 +7,7 @@ use std::path::Path;
 use rocksdb::{ColumnFamily, DB, Options, WriteBatch, WriteOptions};
 
 use super::store::NamespaceOp;
-use super::{Alloc, CF_INDEX, CF_META, CF_NAMESPACE, LocalTier};
+use super::{Alloc, CF_INDEX, CF_META, CF_NAMESPACE, IndexedTier};
 use crate::error::{Error, Result};
 use crate::format::fingerprint::ContainerId;
 use crate::tier::ContainerMeta;
@@ -94,7 +94,7 @@ pub(super) fn namespace_batch(db: &DB, ops: &[NamespaceOp]) -> WriteBatch {
     let mut batch = WriteBatch::default();
     for op in ops {
         match op {
-            NamespaceOp::Put(e) => batch.put_cf(ns, e.path.as_bytes(), LocalTier::namespace_value(e)),
+            NamespaceOp::Put(e) => batch.put_cf(ns, e.path.as_bytes(), IndexedTier::namespace_value(e)),
             NamespaceOp::Delete(p) => batch.delete_cf(ns, p.as_bytes()),
         }
     }

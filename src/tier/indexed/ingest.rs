@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use rayon::prelude::*;
 
-use super::{LocalTier, validate_path};
+use super::{IndexedTier, validate_path};
 use crate::error::{Error, Result};
 use crate::format::container::compress;
 use crate::format::fingerprint::Fingerprint;
@@ -53,7 +53,7 @@ const HASH_BATCH: usize = 64;
 /// finishing it adds no file (sealed containers stay, unreferenced but
 /// indexed, and are reused by later ingests).
 pub struct Ingest<'a> {
-    tier: &'a LocalTier,
+    tier: &'a IndexedTier,
     /// Held for the session: space reclamation waits (or refuses) while
     /// a session may deduplicate against segments it would find dead.
     _gate: std::sync::RwLockReadGuard<'a, ()>,
@@ -64,7 +64,7 @@ pub struct Ingest<'a> {
 }
 
 impl<'a> Ingest<'a> {
-    fn new(tier: &'a LocalTier) -> Self {
+    fn new(tier: &'a IndexedTier) -> Self {
         let size = tier.container_target_size();
         Ingest {
             tier,
@@ -277,7 +277,7 @@ impl<'a> Ingest<'a> {
     }
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// Starts an ingest session, for adding many files one at a time.
     pub fn ingest_session(&self) -> Ingest<'_> {
         Ingest::new(self)

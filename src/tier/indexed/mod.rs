@@ -1,4 +1,5 @@
-//! `LocalTier`: both tier traits over a local directory.
+//! `IndexedTier`: both tier traits over a local RocksDB and a container
+//! store (a directory of container files, or a bucket: `object/`).
 //!
 //! Layout of a tier directory:
 //! - `containers/<id:016x>.tsc`: sealed, read-only container files;
@@ -41,7 +42,7 @@ pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
 pub(crate) use object::{CHECKPOINT_VERSION, JOURNAL_VERSION, STORE_VERSION};
 #[cfg(feature = "s3")]
-pub use object::{ObjectConfig, ObjectTier, RecoverReport};
+pub use object::{ObjectConfig, RecoverReport};
 pub(crate) use paths::prefix_matches;
 pub use paths::{MAX_PATH_LEN, validate_path};
 pub(crate) use pins::PIN_VERSION;
@@ -267,13 +268,19 @@ impl TierInfo {
     }
 }
 
-/// A tier stored in a local directory. Implements [`SourceTier`] and
-/// [`TargetTier`].
+/// A tier: its index, namespace and counters in one RocksDB in a local
+/// directory, its containers in a container store: a directory of files
+/// beside them ([`create`](Self::create), [`open`](Self::open)) or, with
+/// feature `s3`, an S3 bucket
+/// ([`create_object_tier`](Self::create_object_tier),
+/// [`open_object_tier`](Self::open_object_tier)). The same type either
+/// way: ingest, restore, verify, gc and info work alike. Implements
+/// [`SourceTier`] and [`TargetTier`].
 ///
-/// Only one `LocalTier` may have a directory open at a time (in any
+/// Only one `IndexedTier` may have a directory open at a time (in any
 /// process); a second open fails with [`Error::Locked`]. After a failed
 /// durable write the handle is poisoned and refuses writes until reopened.
-pub struct LocalTier {
+pub struct IndexedTier {
     dir: PathBuf,
     db: DB,
     /// Where the container bytes live.
@@ -306,9 +313,13 @@ pub struct LocalTier {
     _readers: Option<File>,
 }
 
-impl std::fmt::Debug for LocalTier {
+impl std::fmt::Debug for IndexedTier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalTier").field("dir", &self.dir).field("store", &self.store.describe()).field("id", &self.id).finish()
+        f.debug_struct("IndexedTier")
+            .field("dir", &self.dir)
+            .field("store", &self.store.describe())
+            .field("id", &self.id)
+            .finish()
     }
 }
 
@@ -316,14 +327,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// Creates a new, empty tier in `dir` (which must not exist, or be an
     /// empty directory).
     ///
     /// Creation is atomic: the tier is built in a sibling temp directory
     /// and renamed into place, so a crash leaves either no tier or a whole
     /// one, never a directory that neither `open` nor `create` accepts.
-    pub fn create(dir: impl AsRef<Path>, config: TierConfig) -> Result<LocalTier> {
+    pub fn create(dir: impl AsRef<Path>, config: TierConfig) -> Result<IndexedTier> {
         config.check()?;
         let dir = dir.as_ref();
         let record = TierRecord::new(*uuid::Uuid::new_v4().as_bytes(), config);
@@ -396,14 +407,14 @@ impl LocalTier {
     /// Opens an existing tier, recovering from a crash: temp files and
     /// container files that no index entry can point to (written but never
     /// indexed) are removed, with a log line naming each.
-    pub fn open(dir: impl AsRef<Path>) -> Result<LocalTier> {
+    pub fn open(dir: impl AsRef<Path>) -> Result<IndexedTier> {
         let dir = dir.as_ref();
         Self::open_writer(dir, |db| Self::dir_store(db, dir))
     }
 
     /// Opens a tier for writing over the store `store` makes from the
     /// opened database, then recovers from a crash.
-    pub(crate) fn open_writer(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<LocalTier> {
+    pub(crate) fn open_writer(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
         if !dir.join(TIER_DB).is_dir() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
         }
@@ -416,7 +427,34 @@ impl LocalTier {
             tier.adopt(id)?;
         }
         tier.finish_pending_deletes()?;
+        tier.roll_forward_journal()?;
         Ok(tier)
+    }
+
+    /// Applies the journal entries the store holds past the local
+    /// sequence number: namespace changes journaled just before a crash
+    /// (or a failed local commit), which a recovery from the store would
+    /// apply too. After the containers are adopted, so that no entry is
+    /// committed before the segments it names are indexed.
+    fn roll_forward_journal(&self) -> Result<()> {
+        let mut seq = lock(&self.ns_seq);
+        for (s, ops) in self.store.journal_since(*seq, &self.dir)? {
+            log::warn!(
+                "recovery: applying namespace journal entry {s:016x} of {}, committed to the store only",
+                self.store.describe()
+            );
+            let mut batch = namespace_batch(&self.db, &ops);
+            batch.put_cf(cf(&self.db, CF_META), KEY_NS_SEQ, (s + 1).to_le_bytes());
+            self.db.write_opt(batch, &synced()).map_err(|e| self.dberr(e))?;
+            *seq = s + 1;
+        }
+        Ok(())
+    }
+
+    /// Whether the containers are in an object store, where every read
+    /// waits on the network: callers keep more reads in flight than cores.
+    pub fn is_remote(&self) -> bool {
+        self.store.remote()
     }
 
     /// Indexes container `id`, found past the allocation counter at open,
@@ -451,7 +489,7 @@ impl LocalTier {
         if has_store {
             return Err(Error::NotATier {
                 path: dir.to_path_buf(),
-                reason: "it holds the metadata of an object-storage tier: open it with ObjectTier::open (seed: s3://BUCKET/PREFIX --meta DIR)".into(),
+                reason: "it holds the metadata of an object-storage tier: open it with IndexedTier::open_object_tier (seed: s3://BUCKET/PREFIX --meta DIR)".into(),
             });
         }
         Ok(Box::new(DirStore::new(dir.join(TIER_CONTAINERS))))
@@ -463,12 +501,12 @@ impl LocalTier {
     /// containers of that moment (containers are immutable, and one
     /// written later is not in its view). It runs no recovery and refuses
     /// every write with [`Error::ReadOnly`].
-    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<LocalTier> {
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<IndexedTier> {
         let dir = dir.as_ref();
         Self::open_reader(dir, |db| Self::dir_store(db, dir))
     }
 
-    pub(crate) fn open_reader(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<LocalTier> {
+    pub(crate) fn open_reader(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
         if !dir.join(TIER_DB).is_dir() {
             return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
         }
@@ -497,7 +535,7 @@ impl LocalTier {
         self._lock.is_none()
     }
 
-    fn assemble(dir: &Path, db: DB, lock: Option<File>, store: Box<dyn ContainerStore>) -> Result<LocalTier> {
+    fn assemble(dir: &Path, db: DB, lock: Option<File>, store: Box<dyn ContainerStore>) -> Result<IndexedTier> {
         let record: TierRecord = Self::meta_record::<TierRecord, TierRecordV1>(&db, dir, KEY_TIER, "tier record")?;
         let alloc: Alloc = Self::meta_record::<Alloc, AllocV1>(&db, dir, KEY_ALLOC, "allocation record")?;
         let ns_seq = match db.get_cf(cf(&db, CF_META), KEY_NS_SEQ).map_err(|e| Error::db(dir.join(TIER_DB), e))? {
@@ -506,7 +544,7 @@ impl LocalTier {
                 Error::corrupt_record(format!("journal sequence in {}", dir.join(TIER_DB).display()), "not 8 bytes")
             })?),
         };
-        Ok(LocalTier {
+        Ok(IndexedTier {
             dir: dir.to_path_buf(),
             db,
             store,

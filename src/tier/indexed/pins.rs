@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::{CF_META, LocalTier, META_MAGIC, cf, synced};
+use super::{CF_META, IndexedTier, META_MAGIC, cf, synced};
 use crate::error::{Error, Result};
 use crate::format::durable::{decode_record, encode_record};
 use crate::format::fingerprint::ContainerId;
@@ -39,7 +39,7 @@ fn key(job: &uuid::Uuid) -> Vec<u8> {
     format!("{PIN}{}", job.simple()).into_bytes()
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// Records (or replaces) `hold`, synced. A read-only handle records
     /// nothing: reclamation cannot run while one is open.
     pub(crate) fn put_hold(&self, hold: &JobHold) -> Result<()> {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
-use super::{Alloc, CF_INDEX, CF_META, KEY_ALLOC, LocalTier, META_MAGIC, META_VERSION, cf, lock, synced};
+use super::{Alloc, CF_INDEX, CF_META, IndexedTier, KEY_ALLOC, META_MAGIC, META_VERSION, cf, lock, synced};
 use crate::error::{Error, Result};
 use crate::format::durable::{decode_record, encode_record};
 use crate::format::fingerprint::ContainerId;
@@ -39,7 +39,7 @@ pub(crate) struct GcRecord {
     pub(crate) segments_moved: u64,
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// The reclamation in progress, if any.
     pub(crate) fn gc_record(&self) -> Result<Option<GcRecord>> {
         let key_what = || format!("reclamation record in {}", self.db_path().display());

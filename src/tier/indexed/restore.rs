@@ -5,14 +5,14 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
-use super::{LocalTier, apply, lock, paths::safe_join, validate_path};
+use super::{IndexedTier, apply, lock, paths::safe_join, validate_path};
 use crate::error::{Error, Result};
 use crate::format::container;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::read::read_file;
 use crate::tier::{FileEntry, FileKind, Tier};
 
-/// What [`LocalTier::restore_tree`] restored, and what it could not.
+/// What [`IndexedTier::restore_tree`] restored, and what it could not.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RestoreStats {
     /// Entries restored (files and symlinks).
@@ -33,7 +33,7 @@ impl RestoreStats {
     pub const MAX_FAILURES: usize = 1000;
 }
 
-/// What [`LocalTier::verify`] checked and what it found wrong.
+/// What [`IndexedTier::verify`] checked and what it found wrong.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Container files scrubbed.
@@ -68,7 +68,7 @@ impl VerifyReport {
     }
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// The namespace entry for `path`.
     pub fn entry(&self, path: &str) -> Result<FileEntry> {
         self.file_entries(&[path.to_string()])?
@@ -253,7 +253,7 @@ impl LocalTier {
         result
     }
 
-    /// The tier's half of [`LocalTier::verify`]: every container's
+    /// The tier's half of [`IndexedTier::verify`]: every container's
     /// checksums and every segment's fingerprint; every index entry
     /// resolves to a container that holds it. (The namespace's trees are
     /// walked by the caller, in `crate::mark::scrub`: the walk is a layer

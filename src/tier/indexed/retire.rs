@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rocksdb::{IteratorMode, WriteBatch};
 
-use super::{CF_INDEX, CF_META, KEY_ALLOC, LocalTier, META_MAGIC, META_VERSION, cf, decode_container_id, lock, synced};
+use super::{CF_INDEX, CF_META, IndexedTier, KEY_ALLOC, META_MAGIC, META_VERSION, cf, decode_container_id, lock, synced};
 use crate::error::{Error, Result};
 use crate::format::durable::encode_record;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
@@ -41,7 +41,7 @@ enum Finding {
     Table(String),
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// Re-reads each suspect `(fingerprint, container)` from its container
     /// and durably retires those that are really bad: bytes that do not
     /// hash to the fingerprint, a table that does not list it, or a table

@@ -1,11 +1,11 @@
 //! Where a tier's sealed containers live: a directory ([`DirStore`]) or a
-//! bucket (the object tier's store). `LocalTier` keeps its index,
+//! bucket (the object tier's store). `IndexedTier` keeps its index,
 //! namespace and counters in its own RocksDB either way and reaches the
 //! container bytes only through this trait, so ingest, restore, scrub,
 //! seeding and space reclamation are one code path over both.
 
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::container;
@@ -94,12 +94,25 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
         Ok(())
     }
 
+    /// The journal entries the store holds from sequence number `seq` on,
+    /// in order, each with its changes: what a crash between the store's
+    /// journal and the local commit left to roll forward (`dir` names the
+    /// metadata in errors). An error if the store's own namespace is ahead
+    /// of `seq` by more than its journal holds: the metadata is older than
+    /// the store, and only a rebuild from the store can catch it up. A
+    /// store that keeps no journal has nothing to roll forward.
+    fn journal_since(&self, _seq: u64, _dir: &Path) -> Result<Vec<(u64, Vec<NamespaceOp>)>> {
+        Ok(Vec::new())
+    }
+
+    /// Whether reads wait on a network (an object store): callers keep
+    /// more of them in flight than they have cores.
+    fn remote(&self) -> bool {
+        false
+    }
+
     /// The store's name for logs: a directory or `s3://bucket/prefix`.
     fn describe(&self) -> String;
-
-    /// For the object tier to reach its own store's extras.
-    #[cfg(feature = "s3")]
-    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// Containers as files in a directory (`containers/<id:016x>.tsc`).
@@ -210,10 +223,5 @@ impl ContainerStore for DirStore {
 
     fn describe(&self) -> String {
         self.dir.display().to_string()
-    }
-
-    #[cfg(feature = "s3")]
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }

@@ -1,4 +1,4 @@
-//! `LocalTier`'s implementations of the tier traits: lookups, listings
+//! `IndexedTier`'s implementations of the tier traits: lookups, listings
 //! and reads, and the durable container write with its index batch.
 
 use rocksdb::{Direction, IteratorMode, WriteBatch};
@@ -7,8 +7,8 @@ use std::sync::MutexGuard;
 
 use super::store::NamespaceOp;
 use super::{
-    Alloc, CF_INDEX, CF_META, CF_NAMESPACE, KEY_ALLOC, KEY_NS_SEQ, LocalTier, META_MAGIC, META_VERSION, NAMESPACE_BATCH, Pin, cf,
-    decode_container_id, lock, namespace_batch, scan, synced, validate_path,
+    Alloc, CF_INDEX, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, META_MAGIC, META_VERSION, NAMESPACE_BATCH, Pin,
+    cf, decode_container_id, lock, namespace_batch, scan, synced, validate_path,
 };
 use crate::error::{Error, Result};
 use crate::format::container;
@@ -18,7 +18,7 @@ use crate::format::layout::container_file;
 use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 
-impl Tier for LocalTier {
+impl Tier for IndexedTier {
     fn tier_id(&self) -> Result<TierId> {
         Ok(self.id)
     }
@@ -111,7 +111,7 @@ impl Tier for LocalTier {
     }
 }
 
-impl SourceTier for LocalTier {
+impl SourceTier for IndexedTier {
     fn fingerprint_count(&self) -> Result<u64> {
         Ok(lock(&self.alloc).segments)
     }
@@ -170,7 +170,7 @@ impl SourceTier for LocalTier {
     }
 }
 
-impl TargetTier for LocalTier {
+impl TargetTier for IndexedTier {
     fn container_target_size(&self) -> u64 {
         self.config.container_size
     }
@@ -230,7 +230,7 @@ impl TargetTier for LocalTier {
     }
 }
 
-impl LocalTier {
+impl IndexedTier {
     /// Commits namespace changes, which `make` computes under the
     /// namespace lock: first to the store's journal where it keeps one
     /// (an object tier's bucket, so a tier recovered from the bucket has

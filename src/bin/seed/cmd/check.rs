@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tierseed::{LocalTier, Mode, ObjectTier};
+use tierseed::{IndexedTier, Mode};
 
 use crate::Exit;
 use crate::open::{How, metas_for, object_spec, open_tier};
@@ -30,9 +30,9 @@ impl Check {
         let src = open_tier(&spec.source, m[0], How::Read)?;
         for (target, meta) in spec.targets.iter().zip(&m[1..]) {
             let target_exists = match (object_spec(target)?, meta) {
-                (Some(_), Some(meta)) => ObjectTier::exists(meta),
+                (Some(_), Some(meta)) => IndexedTier::exists(meta),
                 (Some(_), None) => bail!("{}: an object tier needs --meta DIR", target.display()),
-                (None, _) => LocalTier::exists(target),
+                (None, _) => IndexedTier::exists(target),
             };
             if target_exists {
                 open_tier(target, *meta, How::Read)?;
@@ -41,7 +41,7 @@ impl Check {
         // The selection against the namespace only: a check must be
         // quick (it used to run a whole estimate of the source against
         // itself, walking every selected tree).
-        let (files, bytes) = spec.selection()?.resolve_count(&*src)?;
+        let (files, bytes) = spec.selection()?.resolve_count(&src)?;
         say!(
             "{}: ok; {} files ({}) selected from {}, {} mode, verify {}, into {}",
             job.display(),

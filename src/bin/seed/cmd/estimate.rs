@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tierseed::{LocalTier, ObjectTier, Seeder, TierConfig};
+use tierseed::{IndexedTier, Seeder, TierConfig};
 
 use crate::Exit;
 use crate::args::SelectionArgs;
@@ -44,16 +44,16 @@ impl Estimate {
         let mut estimates = Vec::new();
         for (k, (target, meta)) in to.iter().zip(&m[1..]).enumerate() {
             let exists = match (object_spec(target)?, meta) {
-                (Some(_), Some(meta)) => ObjectTier::exists(meta),
+                (Some(_), Some(meta)) => IndexedTier::exists(meta),
                 (Some(_), None) => bail!("{}: an object tier needs --meta DIR", target.display()),
-                (None, _) => LocalTier::exists(target),
+                (None, _) => IndexedTier::exists(target),
             };
             let e = if exists {
-                Seeder::estimate(&*src, &*open_tier(target, *meta, How::Read)?, &selection)?
+                Seeder::estimate(&src, &open_tier(target, *meta, How::Read)?, &selection)?
             } else {
                 Seeder::estimate(
-                    &*src,
-                    &LocalTier::create(scratch.path().join(format!("t{k}")), TierConfig::default())?,
+                    &src,
+                    &IndexedTier::create(scratch.path().join(format!("t{k}")), TierConfig::default())?,
                     &selection,
                 )?
             };

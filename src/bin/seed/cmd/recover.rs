@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tierseed::ObjectTier;
+use tierseed::IndexedTier;
 
 use crate::Exit;
 use crate::open::object_spec;
@@ -27,7 +27,7 @@ impl Recover {
             bail!("{}: recover rebuilds an object tier: give s3://BUCKET/PREFIX", tier.display())
         };
         let [meta] = metas else { bail!("recover needs --meta DIR, the metadata directory to rebuild") };
-        let (_, r) = ObjectTier::recover(meta, &cfg)?;
+        let (_, r) = IndexedTier::recover_object_tier(meta, &cfg)?;
         say!(
             "recovered {} into {}: {} containers, {} segments indexed; {} files from {} journal entries",
             cfg.url(),

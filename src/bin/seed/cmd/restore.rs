@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tierseed::Tier;
 
 use crate::Exit;
-use crate::open::{How, Opened, open_one, retire_rot};
+use crate::open::{How, open_one, retire_rot};
 use crate::ui::{human, under};
 
 /// Restore a file, or a whole directory (every file under a path prefix).
@@ -64,7 +64,7 @@ impl Restore {
             // An object tier's reads wait on the network, not the
             // CPU: more files in flight than cores.
             let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-            let threads = threads.unwrap_or(if matches!(t, Opened::Object(_)) { cores.max(8) } else { cores });
+            let threads = threads.unwrap_or(if t.is_remote() { cores.max(8) } else { cores });
             let stats = t.restore_tree(&path, &out, threads, &|_, n| {
                 let b = bytes.fetch_add(n, Ordering::Relaxed) + n;
                 bar.inc(1);

@@ -59,10 +59,10 @@ impl Resume {
         Seeder::ensure_idle(&r.state)?;
         let src = open_tier(&r.from, m[0], How::Write)?;
         let dsts = targets.iter().map(|(t, meta)| open_tier(t, *meta, How::Write)).collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&dyn tierseed::TargetTier> = dsts.iter().map(|d| &**d as &dyn tierseed::TargetTier).collect();
+        let refs: Vec<&dyn tierseed::TargetTier> = dsts.iter().map(|d| d as &dyn tierseed::TargetTier).collect();
         let mut ui = Ui::new(json, log_events);
         ui.prompts = confirm_switch;
-        let mut job = Seeder::resume_targets(&r.state, &*src, &refs)?.with_observer(|e: &Event| ui.event(e));
+        let mut job = Seeder::resume_targets(&r.state, &src, &refs)?.with_observer(|e: &Event| ui.event(e));
         // A job started from a file resumes only from the same file.
         if let Some(now) = &r.origin {
             let then = job.origin()?;

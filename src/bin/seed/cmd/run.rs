@@ -9,7 +9,7 @@ use tierseed::{Event, Mode, Outcome, Seeder, Tier, TierConfig};
 
 use crate::Exit;
 use crate::args::{Resolved, RunOpts, SelectionArgs, Tiers, cli_gate, mib_per_sec};
-use crate::open::{How, Opened, metas_for, open_tier};
+use crate::open::{How, metas_for, open_tier};
 use crate::ui::{Ui, install_ctrlc, print_progress, print_report};
 
 /// Start a seeding job (the target tier is created if missing).
@@ -84,7 +84,7 @@ impl Run {
             r.to.iter().zip(&m[1..]).map(|(t, meta)| open_tier(t, *meta, How::Create(config))).collect::<Result<Vec<_>>>()?;
         let mut ui = Ui::new(json, log_events);
         ui.prompts = confirm_switch;
-        let mut b = Seeder::builder(&*src, &*dsts[0], &r.state)
+        let mut b = Seeder::builder(&src, &dsts[0], &r.state)
             .selection(selection)
             .mode(mode)
             .verify(verify)
@@ -93,7 +93,7 @@ impl Run {
             .limit_bytes_per_sec(limit)
             .observer(|e: &Event| ui.event(e));
         for d in &dsts[1..] {
-            b = b.also_to(&**d);
+            b = b.also_to(d);
         }
         if let Some(n) = threads {
             b = b.threads(n);
@@ -117,7 +117,7 @@ pub(crate) fn specs(r: &Resolved) -> Vec<&Path> {
 
 /// Runs a job with Ctrl-C wired to suspension; prints the outcome.
 /// Each opened target's id with the path it was given as, for reports.
-pub(crate) fn target_names(r: &Resolved, dsts: &[Opened]) -> Result<Vec<(String, String)>> {
+pub(crate) fn target_names(r: &Resolved, dsts: &[tierseed::IndexedTier]) -> Result<Vec<(String, String)>> {
     r.to.iter().zip(dsts).map(|(p, d)| Ok((d.tier_id()?.to_string(), p.display().to_string()))).collect()
 }
 

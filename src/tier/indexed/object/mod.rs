@@ -11,7 +11,7 @@
 //!   namespace commit, written before the commit is made locally.
 //!
 //! The containers rebuild the index and counters; the journal rebuilds the
-//! namespace: [`ObjectTier::recover`] needs nothing but the bucket.
+//! namespace: [`IndexedTier::recover_object_tier`] needs nothing but the bucket.
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,15 +25,13 @@ use s3store::S3Store;
 
 use super::store::ContainerStore;
 use super::{
-    Alloc, CF_META, CF_NAMESPACE, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, LocalTier, META_MAGIC, META_VERSION, TierRecord,
-    TierRecordV1, cf, lock, synced,
+    Alloc, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, META_MAGIC, META_VERSION, TierRecord,
+    TierRecordV1, cf, synced,
 };
 use crate::error::{Error, Result};
 use crate::format::durable::{decode_record, encode_record};
-use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::records::{FileEntryV1, FileEntryV2};
-use crate::tier::local::TierConfig;
-use crate::tier::{ContainerMeta, FileEntry, SegmentEntry, SourceTier, TargetTier, Tier, TierId};
+use crate::tier::indexed::TierConfig;
 
 const STORE_MAGIC: &[u8; 4] = b"TSST";
 pub(crate) const STORE_VERSION: u16 = 1;
@@ -182,42 +180,7 @@ enum JournalOpV2 {
     Delete(String),
 }
 
-/// A tier whose containers are objects in an S3 bucket and whose index,
-/// namespace and counters are in a local metadata directory. It is a
-/// [`LocalTier`] in every other respect (it dereferences to one: ingest,
-/// restore, verify, gc, info and remove work the same), and implements
-/// [`SourceTier`] and [`TargetTier`].
-///
-/// Durability: `write_container` returns after the container's create-only
-/// PUT succeeded and its index entries are synced locally; a namespace
-/// change is journaled to the bucket before it is committed locally. At
-/// open, containers left by a crash (PUT done, never indexed) are adopted
-/// (never deleted: the metadata may be older than the bucket) and
-/// journaled namespace changes never committed locally are rolled forward.
-/// A lost metadata directory is rebuilt from the bucket with
-/// [`recover`](Self::recover).
-///
-/// The tier owns a tokio runtime and blocks on it: call it from ordinary
-/// threads, never from inside an async runtime (such a call fails with
-/// [`Error::InvalidConfig`] rather than panicking).
-pub struct ObjectTier {
-    tier: LocalTier,
-}
-
-impl std::fmt::Debug for ObjectTier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObjectTier").field("meta", &self.tier.dir).field("store", &self.tier.store.describe()).finish()
-    }
-}
-
-impl std::ops::Deref for ObjectTier {
-    type Target = LocalTier;
-    fn deref(&self) -> &LocalTier {
-        &self.tier
-    }
-}
-
-/// What [`ObjectTier::recover`] rebuilt.
+/// What [`IndexedTier::recover_object_tier`] rebuilt.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoverReport {
     /// Containers read and indexed.
@@ -237,14 +200,31 @@ pub struct RecoverReport {
     pub unreadable: Vec<String>,
 }
 
-impl ObjectTier {
+/// A tier whose containers are objects in an S3 bucket and whose index,
+/// namespace and counters are in a local metadata directory: the same
+/// [`IndexedTier`] (ingest, restore, verify, gc, info and remove work the
+/// same), over the bucket instead of a directory of container files.
+///
+/// Durability: `write_container` returns after the container's create-only
+/// PUT succeeded and its index entries are synced locally; a namespace
+/// change is journaled to the bucket before it is committed locally. At
+/// open, containers left by a crash (PUT done, never indexed) are adopted
+/// (never deleted: the metadata may be older than the bucket) and
+/// journaled namespace changes never committed locally are rolled forward.
+/// A lost metadata directory is rebuilt from the bucket with
+/// [`recover_object_tier`](Self::recover_object_tier).
+///
+/// The tier owns a tokio runtime and blocks on it: call it from ordinary
+/// threads, never from inside an async runtime (such a call fails with
+/// [`Error::InvalidConfig`] rather than panicking).
+impl IndexedTier {
     /// Creates a new, empty tier in the bucket and its metadata in `meta`
     /// (which must not exist, or be an empty directory). The bucket's
     /// prefix must hold no tier.
-    pub fn create(meta: impl AsRef<Path>, object: &ObjectConfig, config: TierConfig) -> Result<ObjectTier> {
+    pub fn create_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig, config: TierConfig) -> Result<IndexedTier> {
         config.check()?;
         let meta = meta.as_ref();
-        if LocalTier::exists(meta) || std::fs::read_dir(meta).is_ok_and(|mut d| d.next().is_some()) {
+        if IndexedTier::exists(meta) || std::fs::read_dir(meta).is_ok_and(|mut d| d.next().is_some()) {
             return Err(Error::NotATier {
                 path: meta.to_path_buf(),
                 reason: "not empty: the metadata directory of a new tier must be".into(),
@@ -281,31 +261,23 @@ impl ObjectTier {
             }
             Err(e) => return Err(e),
         };
-        LocalTier::create_meta(meta, &record, Some(store_record(object)), |_, _| Ok(()))?;
-        Self::open(meta, object)
+        IndexedTier::create_meta(meta, &record, Some(store_record(object)), |_, _| Ok(()))?;
+        Self::open_object_tier(meta, object)
     }
 
     /// Opens the tier whose metadata is in `meta` and containers in the
     /// bucket, recovering from a crash. The bucket must hold this tier:
     /// another tier's bucket is refused with [`Error::ForeignBucket`].
-    pub fn open(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<ObjectTier> {
+    pub fn open_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<IndexedTier> {
         let meta = meta.as_ref();
-        let tier = LocalTier::open_writer(meta, |db| Self::store_for(db, meta, object))?;
-        let t = ObjectTier { tier };
-        t.roll_forward_journal()?;
-        Ok(t)
+        IndexedTier::open_writer(meta, |db| Self::store_for(db, meta, object))
     }
 
-    /// Opens the tier for reading only (see [`LocalTier::open_read_only`]).
-    pub fn open_read_only(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<ObjectTier> {
+    /// Opens the object tier for reading only (see
+    /// [`IndexedTier::open_read_only`]).
+    pub fn open_object_tier_read_only(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<IndexedTier> {
         let meta = meta.as_ref();
-        let tier = LocalTier::open_reader(meta, |db| Self::store_for(db, meta, object))?;
-        Ok(ObjectTier { tier })
-    }
-
-    /// Whether `meta` holds an object tier's metadata.
-    pub fn exists(meta: impl AsRef<Path>) -> bool {
-        LocalTier::exists(meta)
+        IndexedTier::open_reader(meta, |db| Self::store_for(db, meta, object))
     }
 
     /// Rebuilds a lost metadata directory from the bucket alone: the tier
@@ -315,19 +287,14 @@ impl ObjectTier {
     /// `meta` must not exist, or be empty; it is built in a sibling temp
     /// directory and renamed into place, so a crash leaves nothing half
     /// recovered. Then opens the tier.
-    pub fn recover(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<(ObjectTier, RecoverReport)> {
+    pub fn recover_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<(IndexedTier, RecoverReport)> {
         let meta = meta.as_ref();
         let store = S3Store::connect(object)?;
         let record = store.tier_record()?;
         let mut report = RecoverReport::default();
-        LocalTier::create_meta(meta, &record, Some(store_record(object)), |db, tmp| rebuild(&store, db, tmp, &mut report))?;
-        let t = Self::open(meta, object)?;
+        IndexedTier::create_meta(meta, &record, Some(store_record(object)), |db, tmp| rebuild(&store, db, tmp, &mut report))?;
+        let t = Self::open_object_tier(meta, object)?;
         Ok((t, report))
-    }
-
-    /// The underlying tier (also reachable through `Deref`).
-    pub fn tier(&self) -> &LocalTier {
-        &self.tier
     }
 
     fn store_for(db: &DB, meta: &Path, object: &ObjectConfig) -> Result<Box<dyn ContainerStore>> {
@@ -350,7 +317,7 @@ impl ObjectTier {
             });
         }
         let store = S3Store::connect(object)?;
-        let local: TierRecord = LocalTier::meta_record::<TierRecord, TierRecordV1>(db, meta, super::KEY_TIER, "tier record")?;
+        let local: TierRecord = IndexedTier::meta_record::<TierRecord, TierRecordV1>(db, meta, super::KEY_TIER, "tier record")?;
         let remote = store.tier_record()?;
         if remote.id != local.id {
             return Err(Error::ForeignBucket {
@@ -364,53 +331,6 @@ impl ObjectTier {
             });
         }
         Ok(Box::new(store))
-    }
-
-    /// Applies journal entries the bucket has past the local sequence
-    /// number: changes journaled just before a crash (or a failed local
-    /// commit), which a recovery from the bucket would apply too.
-    fn roll_forward_journal(&self) -> Result<()> {
-        let Some(store) = self.s3() else { return Ok(()) };
-        let mut seq = lock(&self.tier.ns_seq);
-        let (journal, checkpoints, _) = store.namespace_objects()?;
-        if let Some(&c) = checkpoints.last()
-            && c >= *seq
-        {
-            // The bucket checkpointed (and pruned) past what this metadata
-            // has: it is older than the bucket by more than the journal
-            // still holds.
-            return Err(Error::ForeignBucket {
-                location: store.describe(),
-                reason: format!(
-                    "the metadata in {} is behind the bucket (its namespace is at journal entry {:016x}, the bucket's checkpoint at {c:016x}): rebuild it from the bucket with recover, into a new directory",
-                    self.tier.dir.display(),
-                    *seq
-                ),
-            });
-        }
-        let pending: Vec<u64> = journal.into_iter().filter(|s| *s >= *seq).collect();
-        for s in pending {
-            if s != *seq {
-                return Err(Error::corrupt_record(
-                    format!("namespace journal of {}", store.describe()),
-                    format!("entry {s:016x} follows {:016x}: an entry is missing", *seq),
-                ));
-            }
-            log::warn!(
-                "recovery: applying namespace journal entry {s:016x} of {}, committed to the bucket only",
-                store.describe()
-            );
-            let ops = store.read_journal(s)?;
-            let mut batch = super::namespace_batch(&self.tier.db, &ops);
-            batch.put_cf(cf(&self.tier.db, CF_META), KEY_NS_SEQ, (s + 1).to_le_bytes());
-            self.tier.db.write_opt(batch, &synced()).map_err(|e| self.tier.dberr(e))?;
-            *seq = s + 1;
-        }
-        Ok(())
-    }
-
-    fn s3(&self) -> Option<&S3Store> {
-        self.tier.store.as_any().downcast_ref::<S3Store>()
     }
 }
 
@@ -457,7 +377,7 @@ fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> 
         for chunk in store.read_checkpoint(c)?.chunks(4096) {
             let mut batch = WriteBatch::default();
             for e in chunk {
-                batch.put_cf(ns, e.path.as_bytes(), LocalTier::namespace_value(e));
+                batch.put_cf(ns, e.path.as_bytes(), IndexedTier::namespace_value(e));
             }
             db.write(batch).map_err(dberr)?;
         }
@@ -484,79 +404,6 @@ fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> 
     batch.put_cf(cf(db, CF_META), KEY_NS_SEQ, next_seq.to_le_bytes());
     db.write_opt(batch, &synced()).map_err(dberr)?;
     db.flush().map_err(dberr)
-}
-
-impl Tier for ObjectTier {
-    fn tier_id(&self) -> Result<TierId> {
-        self.tier.tier_id()
-    }
-    fn pin(&self, ids: &[ContainerId], and_after: Option<ContainerId>) -> Result<u64> {
-        self.tier.pin(ids, and_after)
-    }
-    fn unpin(&self, token: u64) {
-        self.tier.unpin(token);
-    }
-    fn hold(&self, hold: &crate::tier::JobHold) -> Result<()> {
-        self.tier.hold(hold)
-    }
-    fn release_hold(&self, job: &uuid::Uuid) -> Result<()> {
-        self.tier.release_hold(job)
-    }
-    fn locate(&self, fingerprints: &[Fingerprint]) -> Result<Vec<Option<ContainerId>>> {
-        self.tier.locate(fingerprints)
-    }
-    fn list_files(&self, after: Option<&str>, limit: usize) -> Result<Vec<FileEntry>> {
-        self.tier.list_files(after, limit)
-    }
-    fn file_entries(&self, paths: &[String]) -> Result<Vec<Option<FileEntry>>> {
-        self.tier.file_entries(paths)
-    }
-    fn container_ids(&self) -> Result<Vec<ContainerId>> {
-        self.tier.container_ids()
-    }
-    fn read_metadata(&self, id: ContainerId) -> Result<ContainerMeta> {
-        self.tier.read_metadata(id)
-    }
-    fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
-        self.tier.read_segments(id, which)
-    }
-}
-
-impl SourceTier for ObjectTier {
-    fn fingerprint_count(&self) -> Result<u64> {
-        self.tier.fingerprint_count()
-    }
-    fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
-        self.tier.fingerprints(after, limit)
-    }
-    fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
-        self.tier.remove_files(entries)
-    }
-}
-
-impl TargetTier for ObjectTier {
-    fn container_target_size(&self) -> u64 {
-        self.tier.container_target_size()
-    }
-    fn write_container(
-        &self,
-        kind: crate::tier::ContainerKind,
-        segments: &[crate::tier::StoredSegment<'_>],
-    ) -> Result<ContainerId> {
-        self.tier.write_container(kind, segments)
-    }
-    fn upsert_files(&self, entries: &[FileEntry]) -> Result<()> {
-        self.tier.upsert_files(entries)
-    }
-    fn retire_segments(&self, suspects: &[(Fingerprint, ContainerId)]) -> Result<u64> {
-        self.tier.retire_segments(suspects)
-    }
-    fn sorted_index_len(&self) -> Result<Option<u64>> {
-        self.tier.sorted_index_len()
-    }
-    fn sorted_index_page(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
-        self.tier.sorted_index_page(after, limit)
-    }
 }
 
 /// Decodes `bytes` as each record the object tier keeps in its bucket and

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -575,7 +575,38 @@ impl ContainerStore for S3Store {
         s3_url(&self.bucket, &self.prefix)
     }
 
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
+    fn remote(&self) -> bool {
+        true
+    }
+
+    fn journal_since(&self, seq: u64, dir: &Path) -> Result<Vec<(u64, Vec<NamespaceOp>)>> {
+        let (journal, checkpoints, _) = self.namespace_objects()?;
+        if let Some(&c) = checkpoints.last()
+            && c >= seq
+        {
+            // The bucket checkpointed (and pruned) past what this metadata
+            // has: it is older than the bucket by more than the journal
+            // still holds.
+            return Err(Error::ForeignBucket {
+                location: self.describe(),
+                reason: format!(
+                    "the metadata in {} is behind the bucket (its namespace is at journal entry {seq:016x}, the bucket's checkpoint at {c:016x}): rebuild it from the bucket with recover, into a new directory",
+                    dir.display(),
+                ),
+            });
+        }
+        let mut out = Vec::new();
+        let mut next = seq;
+        for s in journal.into_iter().filter(|s| *s >= seq) {
+            if s != next {
+                return Err(Error::corrupt_record(
+                    format!("namespace journal of {}", self.describe()),
+                    format!("entry {s:016x} follows {next:016x}: an entry is missing"),
+                ));
+            }
+            out.push((s, self.read_journal(s)?));
+            next = s + 1;
+        }
+        Ok(out)
     }
 }
