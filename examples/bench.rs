@@ -1531,7 +1531,7 @@ mod cloud {
         let ok = back.info()?.files == files;
         Ok(vec![
             Row::rate(
-                "seed IndexedTier -> object tier (3-replica Ceph), whole job vs raw PUT of the same objects (2 in flight)",
+                "seed directory tier -> object tier (3-replica Ceph), whole job vs raw PUT of the same objects (2 in flight)",
                 seed_rate,
                 put_rate,
                 ">= 0.8x",
@@ -1539,7 +1539,7 @@ mod cloud {
                 format!("{} MiB in {seed_secs:.1} s, {} containers", r.counters.bytes_copied >> 20, r.counters.containers_total),
             ),
             Row::rate(
-                "recall object tier -> IndexedTier, whole job vs raw GET of the same objects (1 in flight)",
+                "recall object tier -> directory tier, whole job vs raw GET of the same objects (1 in flight)",
                 recall_rate,
                 get_rate,
                 "reported",
