@@ -80,15 +80,20 @@ pub(crate) struct FileEntryV1 {
 }
 
 impl From<FileEntryV1> for FileEntry {
+    /// Through version 2, with the attributes version 1 did not have at
+    /// their defaults: a regular file, no mode or owner, whole seconds.
     fn from(e: FileEntryV1) -> Self {
-        FileEntry {
+        FileEntry::from(FileEntryV2 {
             path: e.path,
             size: e.size,
             mtime: e.mtime,
-            root: Fingerprint(e.root),
+            mtime_nanos: 0,
+            kind: FileKindV2::File,
+            mode: None,
+            owner: None,
+            root: e.root,
             height: e.height,
-            attrs: FileAttrs::default(),
-        }
+        })
     }
 }
 

@@ -104,6 +104,16 @@ fn every_corrupt_fixture_is_detected_naming_the_container() {
     assert_eq!(seen, 16, "expected 4 corrupt variants of each kind and version");
 }
 
+/// A scratch copy of `fixtures/<name>` (tests write to the tiers they open).
+fn copy_of_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("cp").arg("-a").arg(&fixture).arg(dir.path().join(name)).status().unwrap();
+    assert!(status.success());
+    let root = dir.path().join(name);
+    (dir, root)
+}
+
 /// A tier directory and the state directory of a suspended move job, as
 /// the first release wrote them (`fixtures/v1/`, made by the code at commit
 /// 1ad5358 before any record got a private, versioned counterpart). This
@@ -111,11 +121,7 @@ fn every_corrupt_fixture_is_detected_naming_the_container() {
 /// file byte for byte (redb's backward-compatibility pattern).
 #[test]
 fn a_version_1_tier_and_suspended_job_resume_to_completion() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1");
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("cp").arg("-a").arg(&fixture).arg(dir.path().join("v1")).status().unwrap();
-    assert!(status.success());
-    let root = dir.path().join("v1");
+    let (_dir, root) = copy_of_fixture("v1");
     let manifest: Vec<(String, u64, String)> = std::fs::read_to_string(root.join("manifest.txt"))
         .unwrap()
         .lines()
@@ -227,11 +233,7 @@ fn regenerate_v2_fixture() {
 /// target holds them after the switch.
 #[test]
 fn a_version_2_tier_and_suspended_job_keep_every_attribute() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v2");
-    let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("cp").arg("-a").arg(&fixture).arg(dir.path().join("v2")).status().unwrap();
-    assert!(status.success());
-    let root = dir.path().join("v2");
+    let (dir, root) = copy_of_fixture("v2");
     let src = IndexedTier::open(root.join("src")).unwrap();
     let dst = IndexedTier::open(root.join("dst")).unwrap();
     let before = tierseed::Seeder::status(root.join("state")).unwrap();

@@ -11,6 +11,15 @@ use tierseed::{
 
 use crate::{check_target, namespace, run_to_end, run_until, small_config, synth_source};
 
+/// One 16-byte, height-0 file per fingerprint (the root is the data
+/// itself), named by `name(i)`.
+fn leaf_entries(fps: &[tierseed::Fingerprint], name: impl Fn(usize) -> String) -> Vec<FileEntry> {
+    fps.iter()
+        .enumerate()
+        .map(|(i, f)| FileEntry { path: name(i), size: 16, mtime: 0, root: *f, height: 0, attrs: tierseed::FileAttrs::default() })
+        .collect()
+}
+
 /// `n` distinct 16-byte leaves tagged `tag`, written to data containers
 /// of `per` segments each on `t`; returns their fingerprints.
 fn write_tiny_leaves(t: &IndexedTier, n: u64, tag: &[u8; 8], per: usize) -> Vec<Fingerprint> {
@@ -212,18 +221,7 @@ fn files_past_the_first_window_are_walked_and_named() {
     // 70,000 one-segment files (height 0: the root is the data itself).
     let n = 70_000u64;
     let fps = write_tiny_leaves(&t, n, b"windowed", 8192);
-    let mut entries: Vec<FileEntry> = fps
-        .iter()
-        .enumerate()
-        .map(|(i, f)| FileEntry {
-            path: format!("f{i:06}"),
-            size: 16,
-            mtime: 0,
-            root: *f,
-            height: 0,
-            attrs: tierseed::FileAttrs::default(),
-        })
-        .collect();
+    let mut entries: Vec<FileEntry> = leaf_entries(&fps, |i| format!("f{i:06}"));
     t.upsert_files(&entries).unwrap();
     let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let report = run_to_end(&mut Seeder::builder(&t, &dst, dir.path().join("ok")).selection(Selection::all()).build().unwrap());
@@ -292,18 +290,7 @@ fn gc_over_more_files_than_a_window_reclaims_exactly_the_removed_half() {
     let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let n = 70_000u64;
     let fps = write_tiny_leaves(&t, n, b"gcwindow", 8192);
-    let entries: Vec<FileEntry> = fps
-        .iter()
-        .enumerate()
-        .map(|(i, f)| FileEntry {
-            path: format!("f{i:06}"),
-            size: 16,
-            mtime: 0,
-            root: *f,
-            height: 0,
-            attrs: tierseed::FileAttrs::default(),
-        })
-        .collect();
+    let entries: Vec<FileEntry> = leaf_entries(&fps, |i| format!("f{i:06}"));
     t.upsert_files(&entries).unwrap();
     // The first 40,960 files: exactly the first five containers.
     let gone: Vec<String> = (0..40_960).map(|i| format!("f{i:06}")).collect();
@@ -354,18 +341,7 @@ fn gc_killed_after_a_grouped_drop_finishes_every_deletion_on_open() {
     {
         let t = IndexedTier::create(&path, small_config()).unwrap();
         let fps = write_tiny_leaves(&t, 6 * 1024, b"gcgroup!", 1024);
-        let entries: Vec<FileEntry> = fps
-            .iter()
-            .enumerate()
-            .map(|(i, f)| FileEntry {
-                path: format!("f{i:05}"),
-                size: 16,
-                mtime: 0,
-                root: *f,
-                height: 0,
-                attrs: tierseed::FileAttrs::default(),
-            })
-            .collect();
+        let entries: Vec<FileEntry> = leaf_entries(&fps, |i| format!("f{i:05}"));
         t.upsert_files(&entries).unwrap();
         let gone: Vec<String> = (0..4 * 1024).map(|i| format!("f{i:05}")).collect();
         let gone: Vec<&str> = gone.iter().map(String::as_str).collect();
@@ -399,18 +375,7 @@ fn removing_more_files_than_a_namespace_batch_removes_them_all() {
     {
         let t = IndexedTier::create(&path, small_config()).unwrap();
         let fps = write_tiny_leaves(&t, 70_010, b"rmbatch!", 8192);
-        let entries: Vec<FileEntry> = fps
-            .iter()
-            .enumerate()
-            .map(|(i, f)| FileEntry {
-                path: format!("d{}/f{i:06}", usize::from(i >= 70_000)),
-                size: 16,
-                mtime: 0,
-                root: *f,
-                height: 0,
-                attrs: tierseed::FileAttrs::default(),
-            })
-            .collect();
+        let entries: Vec<FileEntry> = leaf_entries(&fps, |i| format!("d{}/f{i:06}", usize::from(i >= 70_000)));
         t.upsert_files(&entries).unwrap();
         assert_eq!(t.remove(&["d0"]).unwrap().len(), 70_000);
     }
