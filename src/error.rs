@@ -1,4 +1,20 @@
-//! The crate's one error type.
+//! The crate's one error type, [`Error`], split by layer.
+//!
+//! The rules:
+//! - One public `Error`, `#[non_exhaustive]`, whose variants are the
+//!   layers: [`FormatError`] (stored bytes failed their checks), [`TierError`]
+//!   (a tier could not do what was asked, or broke its contract),
+//!   [`JobError`] (a job cannot start, go on or finish), plus
+//!   `InvalidConfig` and `Internal`. Match the layer first
+//!   (`Error::Tier(_)`), then the variant.
+//! - Each layer's enum is `#[non_exhaustive]` and its messages name what
+//!   they can: path, container id, fingerprint, namespace path, phase.
+//! - The causes chain: an OS, database or object-store error is kept as
+//!   `source()`, and a job's phase and target wrap the error they carry.
+//! - A tier that answers a batch call with the wrong number of items is
+//!   one variant, [`TierError::Contract`], whichever call it was.
+//! - No message tells the operator which `seed` command to type: advice
+//!   belongs to the binary, which knows its own commands.
 
 use std::path::PathBuf;
 
@@ -15,22 +31,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system I/O call failed.
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        /// The file or directory the call was about.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+    /// Stored bytes failed their checks: see [`FormatError`].
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A tier could not do what was asked: see [`TierError`].
+    #[error(transparent)]
+    Tier(#[from] TierError),
+    /// A job cannot start, go on or finish: see [`JobError`].
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A configuration value or argument is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A tierseed invariant was broken: a bug, not bad input. The message
+    /// says which.
+    #[error("internal error (a tierseed bug, please report it): {what}")]
+    Internal {
+        /// The invariant that did not hold.
+        what: String,
     },
-    /// RocksDB reported an error.
-    #[error("database error in {path}: {message}")]
-    Db {
-        /// The database directory.
-        path: PathBuf,
-        /// RocksDB's message.
-        message: String,
-    },
+}
+
+/// Stored bytes that failed their checks: a container, a segment, a
+/// persisted record. Only these let a tier retire what it holds.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
     /// A container file failed a format or checksum check.
     #[error("container {id} is corrupt{}: {reason}", at(path.as_ref()))]
     CorruptContainer {
@@ -69,6 +95,29 @@ pub enum Error {
         /// The version this build reads and writes.
         supported: u32,
     },
+}
+
+/// A tier (its directory, database, store or an integrator's backend)
+/// could not do what was asked, or broke its contract.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TierError {
+    /// An operating-system I/O call failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory the call was about.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// RocksDB reported an error.
+    #[error("database error in {path}: {message}")]
+    Db {
+        /// The database directory.
+        path: PathBuf,
+        /// RocksDB's message.
+        message: String,
+    },
     /// A fingerprint that a segment tree refers to is not in the tier's index.
     #[error("file {path:?}: segment {fingerprint} is missing from the {tier} index")]
     MissingSegment {
@@ -104,9 +153,6 @@ pub enum Error {
         /// Why it was rejected.
         reason: String,
     },
-    /// A configuration value or argument is out of range.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
     /// The tier or state directory is locked by another process or handle.
     #[error("{what} {path} is locked by another process ({hint})")]
     Locked {
@@ -134,6 +180,77 @@ pub enum Error {
         /// The first failure.
         cause: String,
     },
+    /// A write was asked of a tier opened read-only.
+    #[error("tier {path} is open read-only; open it for writing (no other process may have it open for writing)")]
+    ReadOnly {
+        /// The tier directory.
+        path: PathBuf,
+    },
+    /// A file is too large for its tier's recipe fanout.
+    #[error("file {path:?} needs a tree taller than {max_height} levels; create the tier with a larger fanout")]
+    TreeTooTall {
+        /// The file (namespace path).
+        path: String,
+        /// The tallest tree supported.
+        max_height: u8,
+    },
+    /// A tier implementation failed with an error of its own (see
+    /// [`Error::tier`] and [`Error::transient`]).
+    #[error("{what}: {source}")]
+    Backend {
+        /// What the tier was doing (a bucket and key, a device, ...).
+        what: String,
+        /// Whether retrying the same call may succeed (a timeout, a
+        /// throttled request); the engine does not retry, callers may.
+        transient: bool,
+        /// The tier's own error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A request to an object store (the object tier's bucket) failed,
+    /// after the client's own retries of transient failures.
+    #[error("object store: {op} s3://{bucket}/{key} failed{}: {source}", http_status(status.as_ref()))]
+    Object {
+        /// The request: `PUT`, `GET`, `LIST`, `DELETE`.
+        op: &'static str,
+        /// The bucket.
+        bucket: String,
+        /// The object key (or the listed prefix).
+        key: String,
+        /// The HTTP status the server answered, where there was one.
+        status: Option<u16>,
+        /// Whether retrying may succeed (a 5xx, a timeout, a refused
+        /// connection), as opposed to a refusal (403, 404, 412).
+        transient: bool,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An object tier's bucket and its local metadata belong to different
+    /// tiers, or the bucket holds no tier.
+    #[error("{location}: {reason}")]
+    ForeignBucket {
+        /// `s3://bucket/prefix`.
+        location: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// A tier broke its contract: a batch call answered the wrong number
+    /// of items, or an answer the trait's documentation rules out. Always
+    /// a bug in that tier's implementation, never a fault of the data, so
+    /// nothing is retired for it.
+    #[error("a tier broke its contract: {call} {what}")]
+    Contract {
+        /// The call (`locate`, `read_segments of container 7`, ...).
+        call: String,
+        /// What it answered, against what the trait promises.
+        what: String,
+    },
+}
+
+/// A job cannot start, go on or finish as asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
     /// The job's resumption context belongs to other tiers.
     #[error("the job in {state_dir} belongs to {role} tier {expected}, but the tier given has id {found}")]
     TierMismatch {
@@ -226,12 +343,6 @@ pub enum Error {
         /// What is wrong, naming the field.
         message: String,
     },
-    /// A write was asked of a tier opened read-only.
-    #[error("tier {path} is open read-only; open it for writing (no other process may have it open for writing)")]
-    ReadOnly {
-        /// The tier directory.
-        path: PathBuf,
-    },
     /// Building the PHF over the source index failed.
     #[error("building the PHF failed: {reason}")]
     PhfBuild {
@@ -245,61 +356,6 @@ pub enum Error {
         threads: usize,
         /// rayon's error.
         source: rayon::ThreadPoolBuildError,
-    },
-    /// A file is too large for its tier's recipe fanout.
-    #[error("file {path:?} needs a tree taller than {max_height} levels; create the tier with a larger fanout")]
-    TreeTooTall {
-        /// The file (namespace path).
-        path: String,
-        /// The tallest tree supported.
-        max_height: u8,
-    },
-    /// A tier implementation failed with an error of its own (see
-    /// [`Error::tier`] and [`Error::transient`]).
-    #[error("{what}: {source}")]
-    Tier {
-        /// What the tier was doing (a bucket and key, a device, ...).
-        what: String,
-        /// Whether retrying the same call may succeed (a timeout, a
-        /// throttled request); the engine does not retry, callers may.
-        transient: bool,
-        /// The tier's own error.
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A request to an object store (the object tier's bucket) failed,
-    /// after the client's own retries of transient failures.
-    #[error("object store: {op} s3://{bucket}/{key} failed{}: {source}", http_status(status.as_ref()))]
-    Object {
-        /// The request: `PUT`, `GET`, `LIST`, `DELETE`.
-        op: &'static str,
-        /// The bucket.
-        bucket: String,
-        /// The object key (or the listed prefix).
-        key: String,
-        /// The HTTP status the server answered, where there was one.
-        status: Option<u16>,
-        /// Whether retrying may succeed (a 5xx, a timeout, a refused
-        /// connection), as opposed to a refusal (403, 404, 412).
-        transient: bool,
-        /// The client's error.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// An object tier's bucket and its local metadata belong to different
-    /// tiers, or the bucket holds no tier.
-    #[error("{location}: {reason}")]
-    ForeignBucket {
-        /// `s3://bucket/prefix`.
-        location: String,
-        /// What does not match.
-        reason: String,
-    },
-    /// A tierseed invariant was broken: a bug, not bad input. The message
-    /// says which.
-    #[error("internal error (a tierseed bug, please report it): {what}")]
-    Internal {
-        /// The invariant that did not hold.
-        what: String,
     },
     /// A target of the job was left out of a resume (a site that is
     /// gone); under the drop policy it is dropped with this reason.
@@ -333,15 +389,20 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Tier(TierError::Io { path: path.into(), source })
     }
 
     pub(crate) fn db(path: impl Into<PathBuf>, e: rocksdb::Error) -> Self {
-        Error::Db { path: path.into(), message: e.into_string() }
+        Error::Tier(TierError::Db { path: path.into(), message: e.into_string() })
     }
 
     pub(crate) fn corrupt_record(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::CorruptRecord { what: what.into(), reason: reason.into() }
+        Error::Format(FormatError::CorruptRecord { what: what.into(), reason: reason.into() })
+    }
+
+    /// A tier broke its contract in `call`: see [`TierError::Contract`].
+    pub(crate) fn contract(call: impl Into<String>, what: impl Into<String>) -> Self {
+        Error::Tier(TierError::Contract { call: call.into(), what: what.into() })
     }
 
     pub(crate) fn internal(what: impl Into<String>) -> Self {
@@ -352,21 +413,21 @@ impl Error {
     /// says what the tier was doing (for example `"PUT bucket/key (HTTP
     /// 500)"`), `source` is the underlying error, kept as the cause.
     pub fn tier(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Error::Tier { what: what.into(), transient: false, source: source.into() }
+        Error::Tier(TierError::Backend { what: what.into(), transient: false, source: source.into() })
     }
 
     /// Like [`Error::tier`], for a failure that may pass if the same call
     /// is retried (a timeout, a throttled or unavailable service).
     pub fn transient(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Error::Tier { what: what.into(), transient: true, source: source.into() }
+        Error::Tier(TierError::Backend { what: what.into(), transient: true, source: source.into() })
     }
 
     /// Whether retrying may succeed: a tier error marked transient, or an
     /// I/O error of a kind that is (interrupted, timed out, would block).
     pub fn is_transient(&self) -> bool {
         match self.root() {
-            Error::Tier { transient, .. } | Error::Object { transient, .. } => *transient,
-            Error::Io { source, .. } => matches!(
+            Error::Tier(TierError::Backend { transient, .. } | TierError::Object { transient, .. }) => *transient,
+            Error::Tier(TierError::Io { source, .. }) => matches!(
                 source.kind(),
                 std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
             ),
@@ -379,27 +440,21 @@ impl Error {
     /// opposed to unreachable for now. Only such an error lets a tier
     /// retire what it holds; a transient one never does.
     pub(crate) fn is_rot(&self) -> bool {
-        matches!(
-            self.root(),
-            Error::CorruptContainer { .. }
-                | Error::CorruptSegment { .. }
-                | Error::CorruptRecord { .. }
-                | Error::UnsupportedVersion { .. }
-        )
+        matches!(self.root(), Error::Format(_))
     }
 
     /// Wraps `self` with the phase it happened in, unless it already names one.
     pub(crate) fn in_phase(self, phase: &'static str) -> Self {
         match self {
-            e @ Error::Phase { .. } => e,
-            e => Error::Phase { phase, error: Box::new(e) },
+            e @ Error::Job(JobError::Phase { .. }) => e,
+            e => Error::Job(JobError::Phase { phase, error: Box::new(e) }),
         }
     }
 
     /// The innermost error, looking through phase wrappers.
     pub fn root(&self) -> &Error {
         match self {
-            Error::Phase { error, .. } | Error::OnTarget { error, .. } => error.root(),
+            Error::Job(JobError::Phase { error, .. } | JobError::OnTarget { error, .. }) => error.root(),
             e => e,
         }
     }
@@ -408,12 +463,12 @@ impl Error {
 fn job_exists(state_dir: &std::path::Path, phase: &str) -> String {
     if phase == "done" {
         format!(
-            "a finished job's state is in {}; remove it with `seed abandon` / Seeder::abandon (or use another state directory) to start a new job",
+            "a finished job's state is in {}: abandon it (Seeder::abandon) or use another state directory to start a new job",
             state_dir.display()
         )
     } else {
         format!(
-            "an unfinished job exists in {} (phase {phase} done); resume it with `seed resume` / Seeder::resume, or remove it with `seed abandon` / Seeder::abandon",
+            "an unfinished job exists in {} (phase {phase} done): resume it (Seeder::resume), or abandon it (Seeder::abandon) to start a new one",
             state_dir.display()
         )
     }

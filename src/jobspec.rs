@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::selection::Selection;
 use crate::engine::{Mode, VerifyLevel};
+use crate::error::JobError;
 use crate::error::{Error, Result};
 
 /// A job as kept in a file. Unknown fields are an error, so a misspelt
@@ -103,7 +104,7 @@ pub struct SelectionSpec {
 
 impl SelectionSpec {
     /// The [`Selection`] these criteria make; an empty one is
-    /// [`Error::EmptySelection`], a bad glob or age a clear error.
+    /// [`JobError::EmptySelection`], a bad glob or age a clear error.
     pub fn to_selection(&self) -> Result<Selection> {
         let mut sel = if self.all { Selection::all() } else { Selection::new() };
         for g in &self.include {
@@ -119,7 +120,7 @@ impl SelectionSpec {
             sel = sel.older_than_secs(parse_age(age)?);
         }
         if sel.is_empty() {
-            return Err(Error::EmptySelection);
+            return Err(Error::Job(JobError::EmptySelection));
         }
         sel.matcher(0)?;
         Ok(sel)
@@ -161,14 +162,14 @@ impl JobSpec {
     pub fn parse(text: &str, file: &Path) -> Result<JobSpec> {
         let spec: JobSpec = toml::from_str(text).map_err(|e| {
             let line = e.span().map_or(0, |s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            Error::JobFile { file: file.to_path_buf(), line, message: e.message().to_string() }
+            Error::Job(JobError::JobFile { file: file.to_path_buf(), line, message: e.message().to_string() })
         })?;
         spec.check(file)?;
         Ok(spec)
     }
 
     fn check(&self, file: &Path) -> Result<()> {
-        let bad = |message: String| Err(Error::JobFile { file: file.to_path_buf(), line: 0, message });
+        let bad = |message: String| Err(Error::Job(JobError::JobFile { file: file.to_path_buf(), line: 0, message }));
         if self.targets.is_empty() {
             return bad("targets: give at least one target tier".into());
         }
@@ -188,11 +189,9 @@ impl JobSpec {
         if self.threads == Some(0) {
             return bad("threads: must be at least 1".into());
         }
-        self.selection().map(drop).map_err(|e| Error::JobFile {
-            file: file.to_path_buf(),
-            line: 0,
-            message: format!("selection: {e}"),
-        })
+        self.selection()
+            .map(drop)
+            .map_err(|e| Error::Job(JobError::JobFile { file: file.to_path_buf(), line: 0, message: format!("selection: {e}") }))
     }
 
     /// The selection.

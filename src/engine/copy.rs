@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use super::context::Commit;
 use super::run::{Flow, MAX_FILES_NAMED, State, target_has};
 use super::{Event, Mode, Phase, Seeder, ThrottleHandle};
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::mark::marks::affected_files;
@@ -453,7 +454,7 @@ impl<'a> Seeder<'a> {
 
     /// A source container vanished mid-job: name the files it breaks.
     pub(super) fn explain_copy_error(&self, st: &mut State, phf: &Phf, phvs: &[RwLock<Phv>], e: Error) -> Error {
-        let Error::MissingContainer { id, context } = e else { return e };
+        let Error::Tier(TierError::MissingContainer { id, context }) = e else { return e };
         // What any target still needs.
         let mut needed = Phv::zeroed(phf.keys);
         for lane in st.prog.live() {
@@ -465,10 +466,10 @@ impl<'a> Seeder<'a> {
         let pick =
             |fps: &[Fingerprint]| -> Result<Vec<bool>> { Ok(source.locate(fps)?.into_iter().map(|c| c == Some(id)).collect()) };
         let (files, count) = affected_files(self.source, phf, &needed, &mut self.selected(st), &pick, MAX_FILES_NAMED);
-        Error::MissingContainer {
+        Error::Tier(TierError::MissingContainer {
             id,
             context: format!("{context} from the source; {count} selected file(s) need it: {}", files.join("; ")),
-        }
+        })
     }
 }
 
@@ -672,7 +673,10 @@ fn load_container(
     let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
     let bytes = source.read_segments(id, &which)?;
     if bytes.len() != which.len() {
-        return Err(Error::CorruptContainer { id, path: None, reason: "tier returned the wrong number of segments".into() });
+        return Err(Error::contract(
+            format!("read_segments of container {id}"),
+            format!("answered {} segments for {} asked", bytes.len(), which.len()),
+        ));
     }
     // Every segment is checked against its fingerprint before it can be
     // written on: compressed ones are decompressed (in parallel) and

@@ -18,6 +18,7 @@ use crate::engine::selection::Selection;
 use crate::error::{Error, Result};
 use crate::tier::{SourceTier, TargetTier};
 
+use crate::error::JobError;
 use crate::mark::phf::PhfKind;
 use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
 
@@ -293,7 +294,7 @@ impl<'a> Seeder<'a> {
     ) -> Result<Seeder<'a>> {
         let dir = state_dir.as_ref();
         let ctx = Context::open(dir)?;
-        let job = ctx.reader().job()?.ok_or_else(|| Error::NoJob { state_dir: dir.to_path_buf() })?;
+        let job = ctx.reader().job()?.ok_or_else(|| Error::Job(JobError::NoJob { state_dir: dir.to_path_buf() }))?;
         // Check the small records now, so a corrupt context fails the
         // resume before anything runs. (Selected-file chunks, which can be
         // large, are checked when a phase reads them; Switch cannot pass
@@ -305,11 +306,13 @@ impl<'a> Seeder<'a> {
         if progress.phase_done >= Some(Phase::BuildPhf) {
             ctx.reader().phf()?;
         }
-        let mismatch = |role, expected: [u8; 16], found: String| Error::TierMismatch {
-            state_dir: dir.to_path_buf(),
-            role,
-            expected: uuid::Uuid::from_bytes(expected).to_string(),
-            found,
+        let mismatch = |role, expected: [u8; 16], found: String| {
+            Error::Job(JobError::TierMismatch {
+                state_dir: dir.to_path_buf(),
+                role,
+                expected: uuid::Uuid::from_bytes(expected).to_string(),
+                found,
+            })
         };
         let found = source.tier_id()?;
         if *found.as_bytes() != job.source {
@@ -441,7 +444,7 @@ impl<'a> Seeder<'a> {
         state_dir.as_ref().join(crate::format::layout::JOB_CONTEXT).is_dir()
     }
 
-    /// Fails with [`Error::Locked`] ("job in progress") if a job is running
+    /// Fails with [`TierError::Locked`](crate::TierError::Locked) ("job in progress") if a job is running
     /// in `state_dir` now. Front ends call this before opening the tiers,
     /// whose own locks would otherwise report the conflict less clearly.
     /// (The lock taken by `build` and `resume` remains the real guard.)
@@ -459,7 +462,7 @@ impl<'a> Seeder<'a> {
         let dir = state_dir.as_ref();
         let db = Context::read_only(dir)?;
         let r = db.reader();
-        let job = r.job()?.ok_or_else(|| Error::NoJob { state_dir: dir.to_path_buf() })?;
+        let job = r.job()?.ok_or_else(|| Error::Job(JobError::NoJob { state_dir: dir.to_path_buf() }))?;
         Ok(progress_of(&job, &r.progress()?))
     }
 }

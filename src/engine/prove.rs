@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::{SegmentEntry, TargetTier};
@@ -28,7 +29,7 @@ pub(super) fn prove_on_target(target: &dyn TargetTier, items: &[(Fingerprint, Co
     for (c, which) in by_container {
         let meta = match target.read_metadata(c) {
             Ok(m) => m,
-            Err(e) if e.is_rot() || matches!(e.root(), Error::MissingContainer { .. }) => {
+            Err(e) if e.is_rot() || matches!(e.root(), Error::Tier(TierError::MissingContainer { .. })) => {
                 log::warn!("target container {c} cannot be proven ({e}); its segments are copied again");
                 continue;
             }

@@ -9,6 +9,7 @@ use super::{
     targets_report,
 };
 use crate::error::{Error, Result};
+use crate::error::{FormatError, JobError, TierError};
 use crate::format::fingerprint::ContainerId;
 use crate::mark::keys::KeyFile;
 use crate::mark::marks::{LeafCheck, SetSum, affected_files, mark};
@@ -61,7 +62,7 @@ impl<'a> Seeder<'a> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads)
             .build()
-            .map_err(|e| Error::ThreadPool { threads: self.threads, source: e })?;
+            .map_err(|e| Error::Job(JobError::ThreadPool { threads: self.threads, source: e }))?;
         let prog = self.ctx.reader().progress()?;
         if prog.lanes.len() != self.targets.len() {
             return Err(Error::corrupt_record(
@@ -104,7 +105,7 @@ impl<'a> Seeder<'a> {
         if !absent.is_empty() && st.prog.phase_done != Some(Phase::Done) {
             let phase = Phase::after(st.prog.phase_done);
             for lane in absent {
-                self.lane_failed(st, lane, phase, Error::TargetNotGiven)?;
+                self.lane_failed(st, lane, phase, Error::Job(JobError::TargetNotGiven))?;
             }
             let mut c = Commit::default();
             c.progress(&st.prog);
@@ -178,7 +179,7 @@ impl<'a> Seeder<'a> {
             return e;
         }
         let id = self.job.target_ids().get(lane).map_or_else(String::new, |id| uuid::Uuid::from_bytes(*id).to_string());
-        Error::OnTarget { target: id, lane: lane + 1, error: Box::new(e) }
+        Error::Job(JobError::OnTarget { target: id, lane: lane + 1, error: Box::new(e) })
     }
 
     /// Target `lane` failed with `e` in `phase`. Under the fail policy, or
@@ -445,7 +446,7 @@ impl<'a> Seeder<'a> {
                 let (names, count) =
                     affected_files(source, phf, phv, &mut files.again(), &|f| Ok(vec![true; f.len()]), MAX_FILES_NAMED);
                 let more = if count > names.len() { format!("; and {} more", count - names.len()) } else { String::new() };
-                return Err(Error::Incomplete { missing, files: format!("{}{more}", names.join("; ")) });
+                return Err(Error::Job(JobError::Incomplete { missing, files: format!("{}{more}", names.join("; ")) }));
             }
             let observer = observer.clone();
             let scratch = scratch.join(format!("verify-{lane}"));
@@ -473,7 +474,7 @@ impl<'a> Seeder<'a> {
             // them, as after any other failed proof (the bug "Incomplete
             // does not rewind": every resume failed the same way).
             let verdict = match verdict {
-                Err(e @ Error::Incomplete { .. }) if rewind => self.rewind_to_copy(st, lane).and(Err(e)),
+                Err(e @ Error::Job(JobError::Incomplete { .. })) if rewind => self.rewind_to_copy(st, lane).and(Err(e)),
                 v => v,
             };
             if let Err(e) = verdict.and_then(|v| self.judge(st, lane, v, &expected, rewind)) {
@@ -516,7 +517,14 @@ impl<'a> Seeder<'a> {
                 }
                 self.rewind_to_copy(st, lane)?;
             }
-            return Err(Error::VerifyFailed { level: self.verify.name(), segments, problems, reasons, files, file_count: count });
+            return Err(Error::Job(JobError::VerifyFailed {
+                level: self.verify.name(),
+                segments,
+                problems,
+                reasons,
+                files,
+                file_count: count,
+            }));
         }
         self.emit(Event::Verified {
             target_index: lane,
@@ -578,7 +586,7 @@ impl<'a> Seeder<'a> {
                 self.deferred = Some(reason);
                 Ok(Some(Flow::Suspended))
             }
-            GateAnswer::Reject(_) => Err(Error::SwitchRejected { stage: name, reason }),
+            GateAnswer::Reject(_) => Err(Error::Job(JobError::SwitchRejected { stage: name, reason })),
         }
     }
 
@@ -631,9 +639,9 @@ impl<'a> Seeder<'a> {
                 let entries = self.ctx.reader().file_chunk(st.prog.remove_cursor)?;
                 let gone = self.source.remove_files(&entries)?;
                 if gone.len() != entries.len() {
-                    return Err(Error::corrupt_record(
-                        "source remove_files",
-                        "answered a different number of entries than asked",
+                    return Err(Error::contract(
+                        "remove_files on the source",
+                        format!("answered {} entries for {} asked", gone.len(), entries.len()),
                     ));
                 }
                 st.prog.remove_cursor += 1;
@@ -677,10 +685,10 @@ pub(super) fn target_has(target: &dyn Tier, c: ContainerId, cache: &mut HashMap<
     let here = match target.read_metadata(c) {
         Ok(_) => true,
         Err(e) => match e.root() {
-            Error::MissingContainer { .. }
-            | Error::CorruptContainer { .. }
-            | Error::CorruptRecord { .. }
-            | Error::UnsupportedVersion { .. } => {
+            Error::Tier(TierError::MissingContainer { .. })
+            | Error::Format(
+                FormatError::CorruptContainer { .. } | FormatError::CorruptRecord { .. } | FormatError::UnsupportedVersion { .. },
+            ) => {
                 log::warn!("target container {c} is indexed but unusable ({e}); its segments are copied again");
                 false
             }

@@ -4,6 +4,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::error::{JobError, TierError};
 use crate::format::records::SelectionV1;
 use crate::tier::{FileEntry, Tier};
 
@@ -111,7 +112,7 @@ impl Selection {
     /// time for `older_than`.
     pub(crate) fn matcher(&self, now: i64) -> Result<Matcher> {
         if self.is_empty() {
-            return Err(Error::EmptySelection);
+            return Err(Error::Job(JobError::EmptySelection));
         }
         let mut b = GlobSetBuilder::new();
         for g in &self.globs {
@@ -147,9 +148,9 @@ impl From<SelectionV1> for Selection {
 
 /// Resolves `selection` against `source`'s namespace with `now` as the
 /// reference time for `older_than`: every explicit path must exist in the
-/// namespace (else [`Error::FileNotFound`]); then every entry is matched.
+/// namespace (else [`TierError::FileNotFound`]); then every entry is matched.
 /// Returns the selected entries and the others, each in path order; an
-/// empty selection is [`Error::EmptySelection`]. The one resolution that
+/// empty selection is [`JobError::EmptySelection`]. The one resolution that
 /// both a job's Select phase and [`Seeder::estimate`](crate::Seeder::estimate)
 /// use, so that an estimate describes the job it estimates.
 pub(crate) fn resolve(source: &dyn Tier, selection: &Selection, now: i64) -> Result<(Vec<FileEntry>, Vec<FileEntry>)> {
@@ -157,12 +158,12 @@ pub(crate) fn resolve(source: &dyn Tier, selection: &Selection, now: i64) -> Res
     let explicit = selection.explicit_paths().to_vec();
     for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
         if e.is_none() {
-            return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
+            return Err(Error::Tier(TierError::FileNotFound { path: p.clone(), tier: "source".into() }));
         }
     }
     let (selected, others): (Vec<FileEntry>, Vec<FileEntry>) = source.all_files()?.into_iter().partition(|e| matcher.matches(e));
     if selected.is_empty() {
-        return Err(Error::EmptySelection);
+        return Err(Error::Job(JobError::EmptySelection));
     }
     Ok((selected, others))
 }
@@ -182,7 +183,7 @@ pub(crate) fn for_each_selected(
     let explicit = selection.explicit_paths().to_vec();
     for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
         if e.is_none() {
-            return Err(Error::FileNotFound { path: p.clone(), tier: "source".into() });
+            return Err(Error::Tier(TierError::FileNotFound { path: p.clone(), tier: "source".into() }));
         }
     }
     let mut any = false;
@@ -196,7 +197,7 @@ pub(crate) fn for_each_selected(
             f(e)?;
         }
     }
-    if any { Ok(()) } else { Err(Error::EmptySelection) }
+    if any { Ok(()) } else { Err(Error::Job(JobError::EmptySelection)) }
 }
 
 pub(crate) struct Matcher {
@@ -230,7 +231,7 @@ mod tests {
 
     #[test]
     fn criteria() {
-        assert!(matches!(Selection::new().matcher(0), Err(Error::EmptySelection)));
+        assert!(matches!(Selection::new().matcher(0), Err(Error::Job(JobError::EmptySelection))));
         let m = Selection::new().prefix("home/a").matcher(0).unwrap();
         assert!(m.matches(&f("home/a", 0)) && m.matches(&f("home/a/x", 0)) && !m.matches(&f("home/ab", 0)));
         let m = Selection::new().glob("*.txt").matcher(0).unwrap();

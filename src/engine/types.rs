@@ -238,12 +238,12 @@ impl<F: Fn(&SwitchRequest) -> GateAnswer + Send + Sync> SwitchGate for F {
     }
 }
 
-/// What [`Seeder::run`] ended with.
+/// What [`Seeder::run`](crate::Seeder::run) ended with.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// Every phase done.
     Completed(Report),
-    /// Suspended at a commit point; resume with [`Seeder::resume`].
+    /// Suspended at a commit point; resume with [`Seeder::resume`](crate::Seeder::resume).
     Suspended(Progress),
 }
 

@@ -23,6 +23,7 @@
 
 use rayon::prelude::*;
 
+use crate::error::FormatError;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -154,7 +155,7 @@ impl TargetSide<'_> {
             let ascending =
                 page.windows(2).all(|w| w[0].0 < w[1].0) && page.first().is_none_or(|f| after.is_none_or(|a| a < f.0));
             if !ascending {
-                return Err(Error::tier("sorted_index_page", "answered entries out of ascending fingerprint order"));
+                return Err(Error::contract("sorted_index_page", "answered entries out of ascending fingerprint order"));
             }
             after = page.last().map(|e| e.0).or(after);
             Ok(page)
@@ -172,7 +173,7 @@ impl TargetSide<'_> {
                 let fps: Vec<Fingerprint> = group.iter().map(|r| read_reach(r).0).collect();
                 let located = self.target.locate(&fps)?;
                 if located.len() != fps.len() {
-                    return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+                    return Err(Error::contract("locate", "answered a different number of fingerprints than asked"));
                 }
                 for (r, place) in group.iter().zip(located) {
                     let (fp, slot, file) = read_reach(r);
@@ -226,7 +227,7 @@ impl Side for TargetSide<'_> {
         let fps: Vec<Fingerprint> = asked.iter().map(|&i| items[i].0).collect();
         let located = self.target.locate(&fps)?;
         if located.len() != fps.len() {
-            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+            return Err(Error::contract("locate", "answered a different number of fingerprints than asked"));
         }
         let mut out = vec![None; items.len()];
         for (i, loc) in asked.into_iter().zip(located) {
@@ -285,7 +286,7 @@ impl Side for TargetSide<'_> {
         let mut from_source = Vec::new();
         for (i, (r, &(fp, file, slot))) in read.into_iter().zip(items).enumerate() {
             if let (Err(e), Some(cid)) = (&r, cid)
-                && matches!(e, Error::CorruptSegment { .. } | Error::CorruptContainer { .. })
+                && matches!(e, Error::Format(FormatError::CorruptSegment { .. } | FormatError::CorruptContainer { .. }))
             {
                 self.rotten.push((fp, cid));
             }

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use crate::format::entries::{Codec, ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 
+use crate::error::FormatError;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 
@@ -119,7 +120,7 @@ pub(crate) fn open_segment(e: &SegmentEntry, stored: Vec<u8>, container: Contain
 /// keeping the raw bytes (Copy keeps the stored form to write it on).
 pub(crate) fn check_stored(e: &SegmentEntry, stored: &[u8], container: ContainerId) -> Result<()> {
     if stored.len() != e.len as usize {
-        return Err(Error::CorruptSegment { container, fingerprint: e.fingerprint });
+        return Err(Error::Format(FormatError::CorruptSegment { container, fingerprint: e.fingerprint }));
     }
     match e.codec {
         Codec::Raw => check_raw(e, stored, container),
@@ -128,7 +129,7 @@ pub(crate) fn check_stored(e: &SegmentEntry, stored: &[u8], container: Container
 }
 
 fn decompress(e: &SegmentEntry, stored: &[u8], container: ContainerId) -> Result<Vec<u8>> {
-    let corrupt = || Error::CorruptSegment { container, fingerprint: e.fingerprint };
+    let corrupt = || Error::Format(FormatError::CorruptSegment { container, fingerprint: e.fingerprint });
     if stored.len() != e.len as usize || e.raw_len > MAX_RAW_LEN {
         return Err(corrupt());
     }
@@ -149,7 +150,7 @@ fn decompress(e: &SegmentEntry, stored: &[u8], container: ContainerId) -> Result
 
 fn check_raw(e: &SegmentEntry, raw: &[u8], container: ContainerId) -> Result<()> {
     if raw.len() != e.raw_len as usize || Fingerprint::of(raw) != e.fingerprint {
-        return Err(Error::CorruptSegment { container, fingerprint: e.fingerprint });
+        return Err(Error::Format(FormatError::CorruptSegment { container, fingerprint: e.fingerprint }));
     }
     Ok(())
 }
@@ -193,7 +194,8 @@ impl Header {
 
 /// Parses and checks a header. `expected` is the id the caller looked up.
 pub(crate) fn parse_header(bytes: &[u8], expected: ContainerId, path: &Path) -> Result<Header> {
-    let bad = |reason: String| Error::CorruptContainer { id: expected, path: Some(path.to_path_buf()), reason };
+    let bad =
+        |reason: String| Error::Format(FormatError::CorruptContainer { id: expected, path: Some(path.to_path_buf()), reason });
     if bytes.len() < HEADER_LEN {
         return Err(bad(format!("file is {} bytes, shorter than the header", bytes.len())));
     }
@@ -227,7 +229,8 @@ pub(crate) fn parse_header(bytes: &[u8], expected: ContainerId, path: &Path) -> 
 
 /// Parses and checks the table that follows a header.
 pub(crate) fn parse_table(header: &Header, table: &[u8], path: &Path) -> Result<ContainerMeta> {
-    let bad = |reason: String| Error::CorruptContainer { id: header.id, path: Some(path.to_path_buf()), reason };
+    let bad =
+        |reason: String| Error::Format(FormatError::CorruptContainer { id: header.id, path: Some(path.to_path_buf()), reason });
     let entry_len = header.entry_len();
     if table.len() != entry_len * header.count as usize {
         return Err(bad("table truncated".into()));
@@ -277,11 +280,11 @@ pub(crate) fn read_header(file: &File, expected: ContainerId, path: &Path) -> Re
     let n = read_at_most(file, &mut hbuf, 0).map_err(io)?;
     let header = parse_header(&hbuf[..n], expected, path)?;
     if file_len != header.file_len() {
-        return Err(Error::CorruptContainer {
+        return Err(Error::Format(FormatError::CorruptContainer {
             id: expected,
             path: Some(path.to_path_buf()),
             reason: format!("file is {file_len} bytes, header implies {}", header.file_len()),
-        });
+        }));
     }
     Ok(header)
 }
@@ -324,11 +327,11 @@ pub(crate) fn read_segments(file: &File, header: &Header, which: &[SegmentEntry]
             j += 1;
         }
         if end > header.data_len {
-            return Err(Error::CorruptContainer {
+            return Err(Error::Format(FormatError::CorruptContainer {
                 id: header.id,
                 path: Some(path.to_path_buf()),
                 reason: format!("segment range {start}..{end} is past the data region"),
-            });
+            }));
         }
         let mut buf = vec![0u8; (end - u64::from(start)) as usize];
         file.read_exact_at(&mut buf, data_start + u64::from(start)).map_err(|e| Error::io(path, e))?;
@@ -356,21 +359,21 @@ pub fn decode_container(bytes: &[u8], expected: ContainerId) -> Result<(Containe
     let path = Path::new("<memory>");
     let header = parse_header(bytes, expected, path)?;
     if bytes.len() as u64 != header.file_len() {
-        return Err(Error::CorruptContainer {
+        return Err(Error::Format(FormatError::CorruptContainer {
             id: expected,
             path: Some(path.to_path_buf()),
             reason: format!("{} bytes, header implies {}", bytes.len(), header.file_len()),
-        });
+        }));
     }
     let table_end = HEADER_LEN + header.entry_len() * header.count as usize;
     let meta = parse_table(&header, &bytes[HEADER_LEN..table_end], path)?;
     let data = &bytes[table_end..];
     if crc32fast::hash(data) != header.data_crc {
-        return Err(Error::CorruptContainer {
+        return Err(Error::Format(FormatError::CorruptContainer {
             id: expected,
             path: Some(path.to_path_buf()),
             reason: "data checksum mismatch".into(),
-        });
+        }));
     }
     let segs = meta.segments.iter().map(|e| data[e.offset as usize..(e.offset + e.len) as usize].to_vec()).collect();
     Ok((meta, segs))
@@ -381,16 +384,18 @@ pub(crate) fn scrub_file(path: &Path, expected: ContainerId) -> Result<(Containe
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
     if len > MAX_DATA_LEN + (HEADER_LEN + ENTRY_LEN * MAX_SEGMENTS as usize) as u64 {
-        return Err(Error::CorruptContainer {
+        return Err(Error::Format(FormatError::CorruptContainer {
             id: expected,
             path: Some(path.to_path_buf()),
             reason: format!("file of {len} bytes exceeds the cap"),
-        });
+        }));
     }
     let mut bytes = Vec::with_capacity(len as usize);
     f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     decode_container(&bytes, expected).map_err(|e| match e {
-        Error::CorruptContainer { id, reason, .. } => Error::CorruptContainer { id, path: Some(path.to_path_buf()), reason },
+        Error::Format(FormatError::CorruptContainer { id, reason, .. }) => {
+            Error::Format(FormatError::CorruptContainer { id, path: Some(path.to_path_buf()), reason })
+        }
         e => e,
     })
 }

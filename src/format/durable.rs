@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::error::{FormatError, TierError};
 
 /// Suffix of files being written; `open` of a tier removes leftovers.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
@@ -89,11 +90,11 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 }
 
 /// Opens (creating if needed) the lock file `path` and takes an exclusive
-/// `flock` on it, or fails with [`Error::Locked`] naming `what` and `hint`.
+/// `flock` on it, or fails with [`TierError::Locked`] naming `what` and `hint`.
 /// The lock lasts as long as the returned file is open.
 pub(crate) fn take_lock(path: &Path, what: &'static str, hint: &'static str) -> Result<File> {
     let f = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| Error::io(path, e))?;
-    if lock_exclusive(&f, path)? { Ok(f) } else { Err(Error::Locked { what, path: path.to_path_buf(), hint }) }
+    if lock_exclusive(&f, path)? { Ok(f) } else { Err(Error::Tier(TierError::Locked { what, path: path.to_path_buf(), hint })) }
 }
 
 /// Takes an exclusive `flock` on directory `dir` itself, waiting for any
@@ -187,7 +188,11 @@ pub(crate) fn open_envelope<'a>(magic: &[u8; 4], version: u16, bytes: &'a [u8], 
     }
     let found = u16::from_le_bytes([bytes[4], bytes[5]]);
     if found != version {
-        return Err(Error::UnsupportedVersion { what: what(), found: found.into(), supported: version.into() });
+        return Err(Error::Format(FormatError::UnsupportedVersion {
+            what: what(),
+            found: found.into(),
+            supported: version.into(),
+        }));
     }
     let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
     if len != bytes.len() - ENVELOPE_OVERHEAD {
@@ -236,7 +241,9 @@ where
 {
     match decode_record::<Current>(magic, version, bytes, what) {
         Ok(r) => Ok(Versioned::Current(r)),
-        Err(Error::UnsupportedVersion { found: 1, .. }) => decode_record::<V1>(magic, 1, bytes, what).map(Versioned::V1),
+        Err(Error::Format(FormatError::UnsupportedVersion { found: 1, .. })) => {
+            decode_record::<V1>(magic, 1, bytes, what).map(Versioned::V1)
+        }
         Err(e) => Err(e),
     }
 }

@@ -5,6 +5,7 @@
 //! empty file is a level-1 recipe with no children and a one-chunk file is
 //! a level-1 recipe with one child: one shape for every file.
 
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::Fingerprint;
 
@@ -109,7 +110,7 @@ pub(crate) fn build_tree(
         }
         if level == MAX_HEIGHT {
             // The caller names the file (it knows the path).
-            return Err(Error::TreeTooTall { path: String::new(), max_height: MAX_HEIGHT });
+            return Err(Error::Tier(TierError::TreeTooTall { path: String::new(), max_height: MAX_HEIGHT }));
         }
         current = next;
         level += 1;

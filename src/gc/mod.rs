@@ -10,6 +10,7 @@
 
 use crate::engine::SuspendHandle;
 use crate::error::{Error, Result};
+use crate::error::{JobError, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
@@ -140,7 +141,7 @@ fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<G
         let retired = tier.is_retired(id)?;
         let read = match tier.read_metadata(id) {
             // Deleted already (a resumed run), or never there.
-            Err(Error::MissingContainer { .. }) => continue,
+            Err(Error::Tier(TierError::MissingContainer { .. })) => continue,
             Ok(m) if !retired => Some(m),
             Err(e) if !retired && e.is_rot() => {
                 if !opts.dry_run {
@@ -178,7 +179,10 @@ fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<G
                 flush(tier, &mut pending, &GcRecord { cursor: raw, ..record })?;
                 let stored = tier.read_segments(id, &sorted.live)?;
                 if stored.len() != sorted.live.len() {
-                    return Err(Error::internal(format!("container {id}: the store returned the wrong number of segments")));
+                    return Err(Error::contract(
+                        format!("read_segments of container {id}"),
+                        format!("answered {} segments for {} asked", stored.len(), sorted.live.len()),
+                    ));
                 }
                 let mut segs = Vec::with_capacity(stored.len());
                 let mut rotten = Vec::new();
@@ -253,7 +257,7 @@ fn live_holds(tier: &IndexedTier, dry_run: bool) -> Result<Vec<JobHold>> {
     for h in tier.job_holds()? {
         let alive = match crate::engine::Seeder::status(&h.state_dir) {
             Ok(p) => p.job_id == h.job_id.to_string() && p.next_phase != crate::engine::Phase::Done,
-            Err(e) if matches!(e.root(), Error::NoJob { .. }) => false,
+            Err(e) if matches!(e.root(), Error::Job(JobError::NoJob { .. })) => false,
             Err(e) => {
                 log::warn!(
                     "gc: cannot tell whether job {} in {} still exists ({e}); its hold is kept",
@@ -349,7 +353,7 @@ fn sort(
         let fps: Vec<Fingerprint> = entries.iter().map(|e| e.fingerprint).collect();
         let homes = tier.locate(&fps)?;
         if homes.len() != fps.len() {
-            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+            return Err(Error::contract("locate", "answered a different number of fingerprints than asked"));
         }
         homes
     };

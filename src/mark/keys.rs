@@ -19,6 +19,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::spool::Merge;
+use crate::error::FormatError;
 use crate::error::{Error, Result};
 use crate::format::durable::DurableFile;
 use crate::format::entries::SegmentEntry;
@@ -147,7 +148,11 @@ impl KeyFile {
         }
         let version = u16::from_le_bytes([tail[4], tail[5]]);
         if version != VERSION {
-            return Err(Error::UnsupportedVersion { what: what(), found: version.into(), supported: VERSION.into() });
+            return Err(Error::Format(FormatError::UnsupportedVersion {
+                what: what(),
+                found: version.into(),
+                supported: VERSION.into(),
+            }));
         }
         let sorted = u16::from_le_bytes([tail[6], tail[7]]) & 1 == 1;
         let mut count = [0u8; 8];

@@ -8,6 +8,7 @@ use super::keys::KeyFile;
 use super::phf::Phf;
 use super::phv::Phv;
 use super::spool::{LOOKUP_BATCH, Spool, fingerprint_at, merge_pays, u64_at};
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -82,7 +83,7 @@ struct MarkSide<'a> {
 
 impl MarkSide<'_> {
     fn missing(&self, fingerprint: Fingerprint, file: u64) -> Error {
-        Error::MissingSegment { path: self.names.name(file), fingerprint, tier: "source".into() }
+        Error::Tier(TierError::MissingSegment { path: self.names.name(file), fingerprint, tier: "source".into() })
     }
 
     /// Confirms the spooled leaves (see [`LeafCheck::Spool`]).
@@ -108,7 +109,7 @@ impl MarkSide<'_> {
                     fps.dedup();
                     let located = self.source.locate(&fps)?;
                     if located.len() != fps.len() {
-                        return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+                        return Err(Error::contract("locate", "answered a different number of fingerprints than asked"));
                     }
                     let bad: std::collections::HashSet<Fingerprint> = fps
                         .iter()
@@ -145,7 +146,7 @@ impl Side for MarkSide<'_> {
         let fps: Vec<Fingerprint> = asked.iter().map(|&i| items[i].0).collect();
         let located = self.source.locate(&fps)?;
         if located.len() != fps.len() {
-            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+            return Err(Error::contract("locate", "answered a different number of fingerprints than asked"));
         }
         for (&i, loc) in asked.iter().zip(located) {
             let item = &items[i];
@@ -162,7 +163,11 @@ impl Side for MarkSide<'_> {
     }
 
     fn unknown(&mut self, item: &Item) -> Result<()> {
-        Err(Error::MissingSegment { path: self.names.name(item.2), fingerprint: item.0, tier: "source PHF".into() })
+        Err(Error::Tier(TierError::MissingSegment {
+            path: self.names.name(item.2),
+            fingerprint: item.0,
+            tier: "source PHF".into(),
+        }))
     }
 
     fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
@@ -170,8 +175,9 @@ impl Side for MarkSide<'_> {
         // The file is named only on failure: naming reads it back.
         let file = items[0].1;
         // `place` errors on anything the source index does not place.
-        let cid =
-            cid.ok_or_else(|| Error::MissingSegment { path: self.names.name(file), fingerprint: fps[0], tier: "source".into() })?;
+        let cid = cid.ok_or_else(|| {
+            Error::Tier(TierError::MissingSegment { path: self.names.name(file), fingerprint: fps[0], tier: "source".into() })
+        })?;
         let bytes = self
             .tables
             .read(cid, &fps)
@@ -184,8 +190,8 @@ impl Side for MarkSide<'_> {
 
 fn with_file(e: Error, file: &str) -> Error {
     match e {
-        Error::MissingContainer { id, context } => {
-            Error::MissingContainer { id, context: format!("{context} (needed by file {file:?})") }
+        Error::Tier(TierError::MissingContainer { id, context }) => {
+            Error::Tier(TierError::MissingContainer { id, context: format!("{context} (needed by file {file:?})") })
         }
         e => e,
     }
@@ -252,8 +258,9 @@ impl Side for AffectedSide<'_> {
 
     fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
         let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
-        let cid =
-            cid.ok_or_else(|| Error::MissingSegment { path: self.path.into(), fingerprint: fps[0], tier: "source".into() })?;
+        let cid = cid.ok_or_else(|| {
+            Error::Tier(TierError::MissingSegment { path: self.path.into(), fingerprint: fps[0], tier: "source".into() })
+        })?;
         let bytes = self.tables.read(cid, &fps)?.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(decode_recipes(&bytes, &fps, level)?.into_iter().map(Some).collect())
     }

@@ -12,6 +12,7 @@ use ph::seedable_hash::BuildWyHash;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyFile, KeyReader};
+use crate::error::JobError;
 use crate::error::{Error, Result};
 use crate::format::durable::{encode_record, write_durable};
 use crate::format::fingerprint::PhfKey;
@@ -159,9 +160,9 @@ impl Phf {
         match (built, failure) {
             (_, Some(e)) => Err(e),
             (Ok(mphf), None) => Ok(Phf { func: Func::Boom(mphf), keys }),
-            (Err(_), None) => Err(Error::PhfBuild {
+            (Err(_), None) => Err(Error::Job(JobError::PhfBuild {
                 reason: "boomphf failed: the source index holds colliding 16-byte fingerprint prefixes".into(),
-            }),
+            })),
         }
     }
 
@@ -173,7 +174,7 @@ impl Phf {
             .num_threads(threads.max(1))
             .thread_name(|i| format!("tierseed-phf-{i}"))
             .build()
-            .map_err(|e| Error::ThreadPool { threads: threads.max(1), source: e })?;
+            .map_err(|e| Error::Job(JobError::ThreadPool { threads: threads.max(1), source: e }))?;
         let built = catch_unwind(AssertUnwindSafe(|| {
             pool.install(|| {
                 let set = CachedKeySet::dynamic_with_len(|| stream.into_iter().flatten(), keys as usize, COMPACT_CACHE_KEYS);
@@ -187,7 +188,9 @@ impl Phf {
         match (built, failure) {
             (_, Some(e)) => Err(e),
             (Ok(f), None) => Ok(Phf { func: Func::Compact(f), keys }),
-            (Err(_), None) => Err(Error::PhfBuild { reason: "the compact PHF build failed inside the ph crate".into() }),
+            (Err(_), None) => {
+                Err(Error::Job(JobError::PhfBuild { reason: "the compact PHF build failed inside the ph crate".into() }))
+            }
         }
     }
 
@@ -383,9 +386,9 @@ impl Iterator for Pages<'_, '_> {
         match reader.page(PAGE) {
             Ok(keys) if keys.is_empty() => {
                 self.exhausted = true;
-                self.stream.fail(Error::PhfBuild {
+                self.stream.fail(Error::Job(JobError::PhfBuild {
                     reason: format!("the key file ended after {} of {} keys", self.position, self.stream.keys),
-                });
+                }));
                 self.fillers()
             }
             Ok(keys) => {

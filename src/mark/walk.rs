@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::spool::{Spool, fingerprint_at, u64_at};
+use crate::error::FormatError;
 use crate::error::{Error, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
@@ -376,7 +377,7 @@ fn visit(batch: &[Item], marks: &mut dyn Marks, side: &mut dyn Side, out: &mut W
     for part in batch.chunks(WALK_BATCH) {
         let placed = side.place(part)?;
         if placed.len() != part.len() {
-            return Err(Error::tier("tier lookup", "answered a different number of fingerprints than asked"));
+            return Err(Error::contract("locate", "answered a different number of fingerprints than asked"));
         }
         for (item, place) in part.iter().zip(placed) {
             let Some((key, first)) = marks.reach(&item.0, item.1) else {
@@ -440,11 +441,11 @@ impl<'a> TableCache<'a> {
                     which.push(*e);
                     out.push(Ok(Vec::new()));
                 }
-                None => out.push(Err(Error::CorruptContainer {
+                None => out.push(Err(Error::Format(FormatError::CorruptContainer {
                     id: cid,
                     path: None,
                     reason: format!("the index places segment {fp} here, the container's table does not list it"),
-                })),
+                }))),
             }
         }
         if which.is_empty() {
@@ -452,11 +453,10 @@ impl<'a> TableCache<'a> {
         }
         let bytes = self.tier.read_segments(cid, &which)?;
         if bytes.len() != which.len() {
-            return Err(Error::CorruptContainer {
-                id: cid,
-                path: None,
-                reason: "tier returned the wrong number of segments".into(),
-            });
+            return Err(Error::contract(
+                format!("read_segments of container {cid}"),
+                format!("answered {} segments for {} asked", bytes.len(), which.len()),
+            ));
         }
         for ((i, e), b) in at.into_iter().zip(&which).zip(bytes) {
             out[i] = crate::format::container::open_segment(e, b, cid);

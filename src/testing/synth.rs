@@ -148,6 +148,7 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::error::{FormatError, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::{Child, Recipe};
 use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry};
@@ -361,7 +362,7 @@ impl Tier for SynthSource {
         let m = self
             .meta_containers
             .get((id.0 - self.data_containers) as usize)
-            .ok_or_else(|| Error::MissingContainer { id, context: " (synthetic tier)".into() })?;
+            .ok_or_else(|| Error::Tier(TierError::MissingContainer { id, context: " (synthetic tier)".into() }))?;
         let mut offset = 0u32;
         let segments = m
             .iter()
@@ -379,7 +380,11 @@ impl Tier for SynthSource {
             .iter()
             .map(|e| match self.recipes.get(&e.fingerprint) {
                 Some((c, d)) if *c == id => Ok(d.bytes()),
-                _ => Err(Error::CorruptContainer { id, path: None, reason: "the synthetic tier stores no data segments".into() }),
+                _ => Err(Error::Format(FormatError::CorruptContainer {
+                    id,
+                    path: None,
+                    reason: "the synthetic tier stores no data segments".into(),
+                })),
             })
             .collect()
     }

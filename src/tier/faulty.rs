@@ -10,9 +10,9 @@ use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 /// The kind of call a [`Fault`] targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultKind {
-    /// [`SourceTier::read_metadata`].
+    /// [`Tier::read_metadata`](crate::Tier::read_metadata).
     ReadMetadata,
-    /// [`SourceTier::read_segments`].
+    /// [`Tier::read_segments`](crate::Tier::read_segments).
     ReadSegments,
     /// [`Tier::locate`] (the target's "contains" lookup, or the source's).
     Locate,

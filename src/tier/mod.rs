@@ -68,7 +68,7 @@ pub trait Tier: Send + Sync {
     fn container_ids(&self) -> Result<Vec<ContainerId>>;
 
     /// A container's metadata (kind and segment table), reading no segment
-    /// bytes. Errors with [`Error::MissingContainer`](crate::Error::MissingContainer)
+    /// bytes. Errors with [`TierError::MissingContainer`](crate::TierError::MissingContainer)
     /// if the container does not exist, and with a corruption error if it
     /// fails its checks. Both roles need it: the engine reads source
     /// containers to copy them and target containers to verify them.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::error::{FormatError, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 use crate::tier::SourceTier;
@@ -70,7 +71,7 @@ pub(crate) fn fetch_located(
     let mut i = 0;
     while i < fps.len() {
         let Some(cid) = located[i] else {
-            return Err(Error::MissingSegment { path: file.into(), fingerprint: fps[i], tier: "tier".into() });
+            return Err(Error::Tier(TierError::MissingSegment { path: file.into(), fingerprint: fps[i], tier: "tier".into() }));
         };
         let mut j = i + 1;
         while j < fps.len() && located[j] == Some(cid) {
@@ -79,10 +80,12 @@ pub(crate) fn fetch_located(
         let table = tables.get(tier, cid, file)?;
         let mut which = Vec::with_capacity(j - i);
         for fp in &fps[i..j] {
-            let e = table.get(fp).ok_or_else(|| Error::CorruptContainer {
-                id: cid,
-                path: None,
-                reason: format!("index says it holds segment {fp} (of file {file:?}), its table does not"),
+            let e = table.get(fp).ok_or_else(|| {
+                Error::Format(FormatError::CorruptContainer {
+                    id: cid,
+                    path: None,
+                    reason: format!("index says it holds segment {fp} (of file {file:?}), its table does not"),
+                })
             })?;
             which.push(*e);
         }
@@ -105,8 +108,8 @@ pub(crate) fn fetch_located(
 
 fn with_file(e: Error, file: &str) -> Error {
     match e {
-        Error::MissingContainer { id, context } => {
-            Error::MissingContainer { id, context: format!("{context} (needed by file {file:?})") }
+        Error::Tier(TierError::MissingContainer { id, context }) => {
+            Error::Tier(TierError::MissingContainer { id, context: format!("{context} (needed by file {file:?})") })
         }
         e => e,
     }

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use tierseed::IndexedTier;
 
 use crate::small_config;
+use tierseed::TierError;
 
 fn seed() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_seed"));
@@ -153,7 +154,7 @@ fn seed_rm_removes_files_and_whole_directories() {
     // A read-only handle refuses to write.
     drop(t);
     let ro = IndexedTier::open_read_only(&tdir).unwrap();
-    assert!(matches!(ro.remove(&["dir-6"]).unwrap_err(), tierseed::Error::ReadOnly { .. }));
+    assert!(matches!(ro.remove(&["dir-6"]).unwrap_err(), tierseed::Error::Tier(TierError::ReadOnly { .. })));
 }
 
 /// Every job file shipped in `examples/` checks and runs against a tier

@@ -151,3 +151,26 @@ fn the_conformance_kit_catches_a_short_batch_answer_and_lost_upserts() {
     let caught = std::panic::catch_unwind(|| report.assert_ok());
     assert!(caught.is_err(), "assert_ok passed a failing report");
 }
+
+/// The bug "a tier's short batch answer was reported three ways, once as a
+/// corrupt container (which retires data)": a job whose source answers
+/// `locate` short fails with the one contract error, and nothing on the
+/// source is retired for it.
+#[test]
+fn a_short_batch_answer_fails_a_job_as_a_broken_contract_and_retires_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = crate::synth_source(&dir.path().join("src"), 31, 2, 20, 16 << 10);
+    let broken = Broken(src);
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let err = tierseed::Seeder::builder(&broken, &dst, dir.path().join("job"))
+        .selection(tierseed::Selection::all())
+        .build()
+        .unwrap()
+        .run()
+        .unwrap_err();
+    assert!(matches!(err.root(), tierseed::Error::Tier(tierseed::TierError::Contract { .. })), "{err}");
+    assert!(err.to_string().contains("broke its contract"), "{err}");
+    let report = broken.0.verify().unwrap();
+    assert!(report.is_clean(), "{:?}", report.problems);
+    assert_eq!(report.retired, 0, "the short answer retired stored data");
+}

@@ -11,6 +11,7 @@ use tierseed::{
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
+use tierseed::{JobError, TierError};
 
 /// Deterministic pseudo-random bytes (incompressible, no repeats).
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -177,7 +178,9 @@ fn a_target_replaced_by_an_older_copy_of_itself_between_suspend_and_resume() {
     // on the target, finds them missing, fails, and switches nothing.
     let mut job = Seeder::resume(&state, &src, &dst).unwrap();
     let err = job.run().unwrap_err();
-    let Error::VerifyFailed { segments, files, file_count, .. } = err.root() else { panic!("expected VerifyFailed, got {err}") };
+    let Error::Job(JobError::VerifyFailed { segments, files, file_count, .. }) = err.root() else {
+        panic!("expected VerifyFailed, got {err}")
+    };
     assert!(*segments > 0);
     assert_eq!(files.len(), *file_count);
     assert!(files.iter().all(|f| f.contains("gen-00")), "{files:?}");
@@ -212,7 +215,9 @@ fn verify_full_names_every_file_whose_segment_rots_on_the_target() {
     let mut job = Seeder::resume(&state, &src, &dst).unwrap();
     assert_eq!(job.verify_level(), VerifyLevel::Full, "the level is recorded in the job");
     let err = job.run().unwrap_err();
-    let Error::VerifyFailed { files, reasons, .. } = err.root() else { panic!("expected VerifyFailed, got {err}") };
+    let Error::Job(JobError::VerifyFailed { files, reasons, .. }) = err.root() else {
+        panic!("expected VerifyFailed, got {err}")
+    };
     assert!(!files.is_empty());
     assert!(reasons.iter().any(|r| r.contains(&victim.to_string())), "{reasons:?}");
     assert!(err.to_string().contains("gen-001/"), "{err}");
@@ -272,7 +277,7 @@ fn abandon_drops_the_job_lock_before_deleting_the_state() {
     let job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     let job = run_until(job, &state, &src, &dst, Phase::Copy);
     // While the job holds its lock, abandon refuses and deletes nothing.
-    assert!(matches!(Seeder::abandon(&state).unwrap_err().root(), Error::Locked { .. }));
+    assert!(matches!(Seeder::abandon(&state).unwrap_err().root(), Error::Tier(TierError::Locked { .. })));
     assert!(state.join(tierseed::layout::JOB_CONTEXT).is_dir());
     drop(job);
     // Abandon removes everything while holding the lock: afterwards no
@@ -281,7 +286,10 @@ fn abandon_drops_the_job_lock_before_deleting_the_state() {
     assert!(!state.join(tierseed::layout::JOB_CONTEXT).exists());
     assert!(!state.join(tierseed::layout::JOB_LOCK).exists());
     assert!(fs::read_dir(&state).unwrap().next().is_none(), "abandon left files behind");
-    assert!(matches!(Seeder::resume(&state, &src, &dst).err().map(|e| matches!(e.root(), Error::NoJob { .. })), Some(true)));
+    assert!(matches!(
+        Seeder::resume(&state, &src, &dst).err().map(|e| matches!(e.root(), Error::Job(JobError::NoJob { .. }))),
+        Some(true)
+    ));
     let mut job = Seeder::builder(&src, &dst, &state).selection(Selection::all()).build().unwrap();
     run_to_end(&mut job);
 }
@@ -364,9 +372,9 @@ fn estimate_and_run_resolve_a_selection_differently() {
     assert_eq!(est.segments, r.counters.segments_marked);
     // An explicit path that does not exist is the same error for both.
     let sel = Selection::new().path("nope");
-    assert!(matches!(Seeder::estimate(&src, &dst, &sel).unwrap_err().root(), Error::FileNotFound { .. }));
+    assert!(matches!(Seeder::estimate(&src, &dst, &sel).unwrap_err().root(), Error::Tier(TierError::FileNotFound { .. })));
     let err = Seeder::builder(&src, &dst, dir.path().join("state2")).selection(sel).build().unwrap().run().unwrap_err();
-    assert!(matches!(err.root(), Error::FileNotFound { .. }), "{err}");
+    assert!(matches!(err.root(), Error::Tier(TierError::FileNotFound { .. })), "{err}");
 }
 
 #[test]
@@ -464,7 +472,7 @@ fn faults_in_listing_calls_and_after_the_effect_fail_cleanly_and_resume() {
                 run_to_end(&mut job);
             }
             Err(e) => {
-                assert!(matches!(e.root(), Error::NoJob { .. }), "{name}: {e}");
+                assert!(matches!(e.root(), Error::Job(JobError::NoJob { .. })), "{name}: {e}");
                 run_to_end(&mut Seeder::builder(&s, &d, &state).selection(Selection::all()).mode(Mode::Move).build().unwrap());
             }
         }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tierseed::{Error, Event, IndexedTier, Mode, Outcome, Phase, Seeder, Selection, SuspendHandle};
 
 use crate::{check_target, index_fingerprints, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
+use tierseed::{FormatError, JobError, TierError};
 
 #[test]
 fn copy_end_to_end_every_file_restores_and_nothing_is_stored_twice() {
@@ -175,10 +176,10 @@ fn resume_against_another_target_is_refused_and_the_context_kept() {
     drop(job);
     let before = Seeder::status(&state).unwrap();
     let err = Seeder::resume(&state, &src, &other).err().expect("resume against another target succeeded");
-    assert!(matches!(err, Error::TierMismatch { role: "target", .. }), "{err}");
+    assert!(matches!(err, Error::Job(JobError::TierMismatch { role: "target", .. })), "{err}");
     assert!(err.to_string().contains(&dst.tier_id_string()), "{err}");
     let err = Seeder::resume(&state, &other, &dst).err().unwrap();
-    assert!(matches!(err, Error::TierMismatch { role: "source", .. }), "{err}");
+    assert!(matches!(err, Error::Job(JobError::TierMismatch { role: "source", .. })), "{err}");
     assert_eq!(Seeder::status(&state).unwrap(), before);
     run_to_end(&mut Seeder::resume(&state, &src, &dst).unwrap());
 }
@@ -207,7 +208,7 @@ fn a_source_container_deleted_mid_job_fails_naming_the_files() {
     fs::remove_file(src.container_path(victim)).unwrap();
     let err = Seeder::resume(&state, &src, &dst).unwrap().run().unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err.root(), Error::MissingContainer { id, .. } if *id == victim), "{msg}");
+    assert!(matches!(err.root(), Error::Tier(TierError::MissingContainer { id, .. }) if *id == victim), "{msg}");
     assert!(msg.contains("copy") && msg.contains("gen-"), "error names neither phase nor files: {msg}");
     // It never reports success, however often it is resumed.
     assert!(Seeder::resume(&state, &src, &dst).unwrap().run().is_err());
@@ -240,35 +241,35 @@ fn bad_requests_are_clear_errors() {
     let (src, _) = synth_source(&dir.path().join("src"), 9, 1, 5, 5_000);
     let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
     let st = dir.path().join("state");
-    assert!(matches!(Seeder::builder(&src, &dst, &st).build().err().unwrap(), Error::EmptySelection));
+    assert!(matches!(Seeder::builder(&src, &dst, &st).build().err().unwrap(), Error::Job(JobError::EmptySelection)));
     let err =
         Seeder::builder(&src, &dst, &st).selection(Selection::new().prefix("nothing-here")).build().unwrap().run().unwrap_err();
-    assert!(matches!(err.root(), Error::EmptySelection), "{err}");
+    assert!(matches!(err.root(), Error::Job(JobError::EmptySelection)), "{err}");
     Seeder::abandon(&st).unwrap();
     let err =
         Seeder::builder(&src, &dst, &st).selection(Selection::new().path("no/such/file")).build().unwrap().run().unwrap_err();
-    assert!(matches!(err.root(), Error::FileNotFound { .. }), "{err}");
+    assert!(matches!(err.root(), Error::Tier(TierError::FileNotFound { .. })), "{err}");
     Seeder::abandon(&st).unwrap();
     assert!(matches!(
         Seeder::builder(&src, &dst, &st).selection(Selection::all()).gamma(1.0).build().err().unwrap(),
         Error::InvalidConfig(_)
     ));
-    assert!(matches!(Seeder::resume(dir.path().join("none"), &src, &dst).err().unwrap(), Error::NoJob { .. }));
+    assert!(matches!(Seeder::resume(dir.path().join("none"), &src, &dst).err().unwrap(), Error::Job(JobError::NoJob { .. })));
 
     // An unfinished job blocks a new one until resumed or abandoned.
     let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap();
     let err = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().err().unwrap();
-    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(matches!(err, Error::Tier(TierError::Locked { .. })), "{err}");
     drop(job);
     let err = Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().err().unwrap();
-    assert!(matches!(err, Error::JobExists { .. }) && err.to_string().contains("abandon"), "{err}");
+    assert!(matches!(err, Error::Job(JobError::JobExists { .. })) && err.to_string().contains("abandon"), "{err}");
 
     // A finished job's resume returns its report again.
     let r = run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
     let again = run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
     assert_eq!(r.counters, again.counters);
     Seeder::abandon(&st).unwrap();
-    assert!(matches!(Seeder::status(&st).err().unwrap(), Error::NoJob { .. }));
+    assert!(matches!(Seeder::status(&st).err().unwrap(), Error::Job(JobError::NoJob { .. })));
 }
 
 #[test]
@@ -321,7 +322,7 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
     bad[n / 2] ^= 0x20;
     fs::write(&phf, &bad).unwrap();
     let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
-    assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("PHF")), "{err}");
+    assert!(matches!(err.root(), Error::Format(FormatError::CorruptRecord { what, .. }) if what.contains("PHF")), "{err}");
     fs::write(&phf, &good).unwrap();
 
     // A flipped bit inside a stored PHV chunk (a valid RocksDB value whose
@@ -335,7 +336,10 @@ fn a_corrupt_phf_blob_or_phv_chunk_is_detected_at_resume() {
         db.put(key, &bad).unwrap();
         drop(db);
         let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
-        assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("PHV chunk 0")), "{err}");
+        assert!(
+            matches!(err.root(), Error::Format(FormatError::CorruptRecord { what, .. }) if what.contains("PHV chunk 0")),
+            "{err}"
+        );
         let db = rocksdb::DB::open_default(st.join(tierseed::layout::JOB_CONTEXT)).unwrap();
         db.put(key, &good_chunk).unwrap();
     }
@@ -368,7 +372,10 @@ fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
     for key in ["job", "progress", "snapshot", "phf"] {
         let good = flip(key);
         let err = Seeder::resume(&st, &src, &dst).err().unwrap_or_else(|| panic!("{key}: corrupt record accepted"));
-        assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains(key)), "{key}: {err}");
+        assert!(
+            matches!(err.root(), Error::Format(FormatError::CorruptRecord { what, .. }) if what.contains(key)),
+            "{key}: {err}"
+        );
         restore(key, &good);
     }
     assert_eq!(Seeder::status(&st).unwrap(), before, "a refused resume changed the context");
@@ -376,7 +383,10 @@ fn a_corrupt_context_record_is_an_error_naming_it_never_a_restart() {
     // before any namespace entry is written.
     let good = flip("files/0000000000");
     let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
-    assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("files/0000000000")), "{err}");
+    assert!(
+        matches!(err.root(), Error::Format(FormatError::CorruptRecord { what, .. }) if what.contains("files/0000000000")),
+        "{err}"
+    );
     assert!(namespace(&dst).is_empty());
     restore("files/0000000000", &good);
     run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());
@@ -395,7 +405,7 @@ fn job_context_interrupted_during_creation_is_no_job() {
     let st = dir.path().join("st");
     fs::create_dir_all(st.join(tierseed::layout::JOB_CONTEXT_CREATING)).unwrap();
     fs::write(st.join("ctx.creating/LOG"), b"half-made").unwrap();
-    assert!(matches!(Seeder::resume(&st, &src, &dst).err().unwrap(), Error::NoJob { .. }));
+    assert!(matches!(Seeder::resume(&st, &src, &dst).err().unwrap(), Error::Job(JobError::NoJob { .. })));
     run_to_end(&mut Seeder::builder(&src, &dst, &st).selection(Selection::all()).build().unwrap());
     assert!(!st.join(tierseed::layout::JOB_CONTEXT_CREATING).exists());
 }
@@ -417,7 +427,7 @@ fn verify_fails_naming_the_file_whose_segment_never_reached_the_target() {
     let err =
         Seeder::builder(&source, &dst, dir.path().join("st")).selection(Selection::all()).build().unwrap().run().unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err.root(), Error::Incomplete { missing: 1, .. }), "{msg}");
+    assert!(matches!(err.root(), Error::Job(JobError::Incomplete { missing: 1, .. })), "{msg}");
     assert!(msg.contains("verify") && msg.contains("keep/a.bin") && msg.contains(&hidden.to_string()), "{msg}");
     assert!(!msg.contains("keep/b.bin"), "an intact file was named: {msg}");
     assert!(namespace(&dst).is_empty(), "files were switched although a segment is missing");
@@ -433,11 +443,11 @@ fn errors_chain_their_cause_and_tier_errors_say_whether_they_are_transient() {
     let faulty = tierseed::FaultyTier::new(&dst, vec![tierseed::Fault::fail(tierseed::FaultKind::WriteContainer, 1)]);
     let err =
         Seeder::builder(&src, &faulty, dir.path().join("st")).selection(Selection::all()).build().unwrap().run().unwrap_err();
-    assert!(matches!(err, Error::Phase { phase: "copy", .. }), "{err}");
+    assert!(matches!(err, Error::Job(JobError::Phase { phase: "copy", .. })), "{err}");
     let cause = err.source().expect("the phase error chains its cause");
     // The phase holds its cause boxed (the enum is recursive).
     let cause: &Error = cause.downcast_ref::<Box<Error>>().expect("the cause is a tierseed error");
-    assert!(matches!(cause, Error::Tier { transient: false, .. }), "{cause}");
+    assert!(matches!(cause, Error::Tier(TierError::Backend { transient: false, .. })), "{cause}");
     assert!(cause.source().is_some(), "the tier error keeps the tier's own error as its cause");
     assert!(!err.is_transient());
     // An integrator's transient error.
@@ -445,7 +455,7 @@ fn errors_chain_their_cause_and_tier_errors_say_whether_they_are_transient() {
     assert!(t.is_transient());
     assert_eq!(t.to_string(), "GET bucket/key (HTTP 503): slow down");
     // No placeholder paths in messages.
-    let c = Error::CorruptContainer { id: tierseed::ContainerId(7), path: None, reason: "x".into() };
+    let c = Error::Format(FormatError::CorruptContainer { id: tierseed::ContainerId(7), path: None, reason: "x".into() });
     assert_eq!(c.to_string(), "container 0000000000000007 is corrupt: x");
 }
 
@@ -570,7 +580,7 @@ fn a_switch_gate_can_approve_defer_or_reject_and_a_resume_asks_again() {
     // copied data stays on the target.
     let mut job = Seeder::resume(&state, &src, &dst).unwrap().with_switch_gate(gate);
     let err = job.run().unwrap_err();
-    assert!(matches!(err.root(), Error::SwitchRejected { stage: "switch", .. }), "{err}");
+    assert!(matches!(err.root(), Error::Job(JobError::SwitchRejected { stage: "switch", .. })), "{err}");
     assert!(namespace(&dst).is_empty());
     assert!(dst.info().unwrap().stored_bytes > 0);
     drop(job);

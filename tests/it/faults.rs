@@ -8,6 +8,7 @@ use std::path::Path;
 use tierseed::{Error, Fault, FaultKind, FaultyTier, IndexedTier, Mode, Outcome, Seeder, Selection, TargetTier};
 
 use crate::{check_target, namespace, small_config, synth_source};
+use tierseed::{FormatError, TierError};
 
 /// Which tier a fault is injected into.
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +85,7 @@ fn sweep_faults(side: Side, kind: FaultKind, corrupt: bool, after_effect: bool, 
         match outcome {
             Err(e) => {
                 if corrupt {
-                    assert!(matches!(e.root(), Error::CorruptSegment { .. }), "call {n}: {e}");
+                    assert!(matches!(e.root(), Error::Format(FormatError::CorruptSegment { .. })), "call {n}: {e}");
                 } else {
                     assert!(e.to_string().contains("injected fault"), "call {n}: error lost its cause: {e}");
                 }
@@ -189,12 +190,12 @@ fn a_failed_durable_write_poisons_the_tier_until_reopened() {
     std::fs::rename(&cdir, &aside).unwrap();
     let fp = tierseed::Fingerprint::of(b"x");
     let err = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"x")]).unwrap_err();
-    assert!(matches!(err, Error::Io { .. }), "{err}");
+    assert!(matches!(err, Error::Tier(TierError::Io { .. })), "{err}");
     std::fs::rename(&aside, &cdir).unwrap();
     // The directory is back, but the handle refuses: the state is unknown.
     let err = tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"x")]).unwrap_err();
-    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
-    assert!(matches!(tier.upsert_files(&[]).unwrap_err(), Error::Poisoned { .. }));
+    assert!(matches!(err, Error::Tier(TierError::Poisoned { .. })), "{err}");
+    assert!(matches!(tier.upsert_files(&[]).unwrap_err(), Error::Tier(TierError::Poisoned { .. })));
     drop(tier);
     let tier = IndexedTier::open(&path).unwrap();
     tier.write_container(tierseed::ContainerKind::Data, &[tierseed::StoredSegment::raw(fp, b"x")]).unwrap();

@@ -7,6 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use tierseed::FormatError;
 use tierseed::{
     Codec, ContainerId, ContainerKind, Error, Fingerprint, IndexedTier, TierConfig, decode_container, decode_segment,
 };
@@ -97,7 +98,7 @@ fn every_corrupt_fixture_is_detected_naming_the_container() {
         let id = if name.starts_with("data") { DATA_ID } else { META_ID };
         let bytes = fs::read(&path).unwrap();
         let err = decode_container(&bytes, ContainerId(id)).unwrap_err();
-        assert!(matches!(err, Error::CorruptContainer { .. }), "{name}: {err}");
+        assert!(matches!(err, Error::Format(FormatError::CorruptContainer { .. })), "{name}: {err}");
         assert!(err.to_string().contains(&ContainerId(id).to_string()), "{name}: message does not name the container: {err}");
         seen += 1;
     }

@@ -8,6 +8,7 @@ use std::process::Command;
 use tierseed::{Error, IndexedTier, Phase, Seeder, Selection, Tier};
 
 use crate::{run_until, small_config, synth_source};
+use tierseed::JobError;
 
 fn seed() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_seed"));
@@ -68,7 +69,7 @@ fn a_damaged_job_directory_is_named_and_can_be_abandoned() {
         // resumes where it was.
         match Seeder::resume(&state, &src, &dst) {
             Err(e) => {
-                assert!(matches!(e.root(), Error::DamagedJob { .. } | Error::NoJob { .. }), "{what}: {e}");
+                assert!(matches!(e.root(), Error::Job(JobError::DamagedJob { .. } | JobError::NoJob { .. })), "{what}: {e}");
                 assert!(e.to_string().contains(&state.display().to_string()), "{what}: {e}");
             }
             Ok(job) => {
@@ -78,7 +79,7 @@ fn a_damaged_job_directory_is_named_and_can_be_abandoned() {
             }
         }
         if let Err(e) = Seeder::status(&state) {
-            assert!(matches!(e.root(), Error::DamagedJob { .. } | Error::NoJob { .. }), "{what}: status: {e}");
+            assert!(matches!(e.root(), Error::Job(JobError::DamagedJob { .. } | JobError::NoJob { .. })), "{what}: status: {e}");
         }
         Seeder::abandon(&state).unwrap_or_else(|e| panic!("{what}: abandon: {e}"));
         assert!(!Seeder::exists(&state), "{what}: the job is still there");

@@ -12,6 +12,7 @@ use tierseed::{
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, small_config, synth_source};
+use tierseed::JobError;
 
 const PREFIXES: [&str; 2] = ["gen-001", "gen-000/home"];
 
@@ -259,7 +260,7 @@ fn resuming_with_a_target_missing_is_refused_under_fail_and_drops_it_under_drop(
         let given = [refs[0], refs[1]];
         if policy == TargetFailure::Fail {
             let Err(e) = Seeder::resume_targets(&state, &src, &given) else { panic!("a missing target was accepted") };
-            assert!(matches!(e, Error::TierMismatch { .. }), "{e}");
+            assert!(matches!(e, Error::Job(JobError::TierMismatch { .. })), "{e}");
             assert!(e.to_string().contains(&targets[2].tier_id().unwrap().to_string()), "{e}");
             // Nothing changed: with every target, it completes.
             run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());
@@ -292,7 +293,7 @@ fn a_target_that_loses_a_container_before_verify_is_caught_per_target() {
         let r = Seeder::resume_targets(&state, &src, &refs).unwrap().run();
         if policy == TargetFailure::Fail {
             let e = r.expect_err("Verify must fail on the second target");
-            assert!(matches!(e.root(), Error::VerifyFailed { .. }) && e.to_string().contains("target #2"), "{e}");
+            assert!(matches!(e.root(), Error::Job(JobError::VerifyFailed { .. })) && e.to_string().contains("target #2"), "{e}");
             assert!(want.keys().all(|p| !namespace(&targets[0]).contains_key(p)), "nothing is switched");
             // The resume copies what the second target lost, to it alone.
             let done = run_to_end(&mut Seeder::resume_targets(&state, &src, &refs).unwrap());

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tierseed::{Error, IndexedTier, Mode, ObjectConfig, Outcome, Seeder, Selection, Tier};
 
 use crate::{check_target, prefixed, run_to_end, small_config, synth_source};
+use tierseed::{FormatError, TierError};
 
 const BUCKET: &str = "tierseed-test";
 const ACCESS: &str = "tierseedkey";
@@ -324,7 +325,7 @@ fn a_bucket_of_another_tier_is_refused() {
 
     // A's metadata with B's bucket prefix.
     let err = IndexedTier::open_object_tier(dir.path().join("meta-a"), &b).unwrap_err();
-    assert!(matches!(err, Error::ForeignBucket { .. }), "{err}");
+    assert!(matches!(err, Error::Tier(TierError::ForeignBucket { .. })), "{err}");
     assert!(err.to_string().contains(&a.url()), "{err}");
     // A new tier where one already lives (and holds something: an empty
     // one is a creation that stopped half way, which `create` finishes).
@@ -351,7 +352,7 @@ fn a_bucket_of_another_tier_is_refused() {
     delete_prefix(c, &wiped);
     drop(IndexedTier::create_object_tier(dir.path().join("new"), &wiped, small_config()).unwrap());
     let err = IndexedTier::open_object_tier(dir.path().join("old"), &wiped).unwrap_err();
-    assert!(matches!(err, Error::ForeignBucket { .. }) && err.to_string().contains("holds tier"), "{err}");
+    assert!(matches!(err, Error::Tier(TierError::ForeignBucket { .. })) && err.to_string().contains("holds tier"), "{err}");
 }
 
 /// Runs a few lines of Python with a boto3 client `s3` on the test
@@ -385,7 +386,7 @@ fn wrong_credentials_give_a_clear_error() {
     let t0 = Instant::now();
     let err = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, Error::Object { status: Some(403), transient: false, .. }), "{text}");
+    assert!(matches!(err, Error::Tier(TierError::Object { status: Some(403), transient: false, .. })), "{text}");
     assert!(text.contains("s3://tierseed-test/") && text.contains("/tier") && text.contains("HTTP 403"), "{text}");
     assert!(t0.elapsed() < Duration::from_secs(10), "a refusal is not retried: {:?}", t0.elapsed());
     assert!(!dir.path().join("meta").join("db").exists());
@@ -918,7 +919,10 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
     std::fs::remove_dir_all(&meta).unwrap();
     std::fs::rename(dir.path().join("snapshot2"), &meta).unwrap();
     let err = IndexedTier::open_object_tier(&meta, &cfg).unwrap_err();
-    assert!(matches!(err, Error::ForeignBucket { .. }) && err.to_string().contains("behind the bucket"), "{err}");
+    assert!(
+        matches!(err, Error::Tier(TierError::ForeignBucket { .. })) && err.to_string().contains("behind the bucket"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&meta).unwrap();
     let (cloud, _) = IndexedTier::recover_object_tier(&meta, &cfg).unwrap();
     assert_eq!(cloud.all_files().unwrap().iter().filter(|e| e.path.starts_with("late/")).count(), 4);
@@ -947,7 +951,7 @@ fn read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly() {
         let st = dir.path().join(format!("st-{injected}"));
         let mut job = Seeder::builder(&faulty, &back, &st).selection(Selection::all()).build().unwrap();
         match job.run() {
-            Err(e) if corrupt => assert!(matches!(e.root(), Error::CorruptSegment { .. }), "{kind:?}: {e}"),
+            Err(e) if corrupt => assert!(matches!(e.root(), Error::Format(FormatError::CorruptSegment { .. })), "{kind:?}: {e}"),
             Err(e) => assert!(e.to_string().contains("injected fault"), "{kind:?}: {e}"),
             Ok(o) => panic!("{kind:?} call 2 failed but the recall returned {o:?}"),
         }

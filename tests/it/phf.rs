@@ -8,6 +8,7 @@ use tierseed::bench_api::build_phf_kind;
 use tierseed::{Error, IndexedTier, Outcome, Phase, PhfKind, Seeder, Selection};
 
 use crate::{check_target, index_fingerprints, prefixed, run_to_end, run_until, small_config, synth_source};
+use tierseed::FormatError;
 
 #[test]
 fn the_compact_phf_gives_every_fingerprint_its_own_slot() {
@@ -79,7 +80,10 @@ fn a_corrupt_compact_phf_blob_is_detected_at_resume() {
         bad[at] ^= 0x10;
         fs::write(&blob, &bad).unwrap();
         let err = Seeder::resume(&st, &src, &dst).unwrap().run().unwrap_err();
-        assert!(matches!(err.root(), Error::CorruptRecord { what, .. } if what.contains("PHF")), "byte {at}: {err}");
+        assert!(
+            matches!(err.root(), Error::Format(FormatError::CorruptRecord { what, .. }) if what.contains("PHF")),
+            "byte {at}: {err}"
+        );
     }
     fs::write(&blob, &good).unwrap();
     run_to_end(&mut Seeder::resume(&st, &src, &dst).unwrap());

@@ -11,6 +11,7 @@ use tierseed::{
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
+use tierseed::{FormatError, JobError};
 
 /// Rewrites container file `c` of `t` with `f` applied to its bytes.
 pub fn tamper(t: &IndexedTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {
@@ -96,7 +97,7 @@ fn rot_found_by_verify_full_is_retired_so_the_resume_heals_it() {
     let c = largest_data_container(&dst);
     let rotten = rot_a_segment(&dst, c);
     let err = Seeder::resume(&state, &src, &dst).unwrap().run().unwrap_err();
-    assert!(matches!(err.root(), Error::VerifyFailed { .. }), "{err}");
+    assert!(matches!(err.root(), Error::Job(JobError::VerifyFailed { .. })), "{err}");
     assert_eq!(dst.locate(&[rotten]).unwrap()[0], None, "the rotten segment is still counted as present");
     // Before the fix, every resume and every new job failed the same way.
     let mut job = Seeder::resume(&state, &src, &dst).unwrap();
@@ -172,7 +173,10 @@ fn a_restore_that_meets_rot_retires_it() {
     let mut failed = 0;
     for path in all.keys() {
         if let Err(e) = src.restore(path, &mut Vec::new()) {
-            assert!(matches!(e.root(), Error::CorruptSegment { fingerprint, .. } if *fingerprint == rotten), "{e}");
+            assert!(
+                matches!(e.root(), Error::Format(FormatError::CorruptSegment { fingerprint, .. }) if *fingerprint == rotten),
+                "{e}"
+            );
             failed += 1;
         }
     }

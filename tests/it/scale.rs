@@ -10,6 +10,7 @@ use tierseed::{
 };
 
 use crate::{check_target, namespace, run_to_end, run_until, small_config, synth_source};
+use tierseed::{JobError, TierError};
 
 /// One 16-byte, height-0 file per fingerprint (the root is the data
 /// itself), named by `name(i)`.
@@ -87,7 +88,7 @@ fn mark_names_a_leaf_the_source_index_lacks_by_merge_and_by_lookup() {
         let mut job = Seeder::builder(&src, &dst, &state).selection(sel).build().unwrap();
         let err = job.run().unwrap_err();
         assert!(
-            matches!(err.root(), Error::MissingSegment { path, fingerprint, .. } if path == "b" && *fingerprint == missing),
+            matches!(err.root(), Error::Tier(TierError::MissingSegment { path, fingerprint, .. }) if path == "b" && *fingerprint == missing),
             "{name}: {err}"
         );
         let status = Seeder::status(&state).unwrap();
@@ -199,7 +200,7 @@ fn verify_finds_a_leaf_the_target_index_lost_by_merge_and_by_lookup() {
         let paged = lying.calls(tierseed::FaultKind::Fingerprints) > 0;
         assert_eq!(paged, !prefill, "{name}: the leaves were placed the other way");
         let msg = err.to_string();
-        assert!(matches!(err.root(), Error::VerifyFailed { .. }), "{name}: {msg}");
+        assert!(matches!(err.root(), Error::Job(JobError::VerifyFailed { .. })), "{name}: {msg}");
         assert!(msg.contains(&leaf.to_string()) && msg.contains("not in the target's index"), "{name}: {msg}");
         assert!(namespace(&d) == before, "{name}: files were switched");
         run_to_end(&mut Seeder::resume(&state, &src, &d).unwrap());
@@ -241,7 +242,7 @@ fn files_past_the_first_window_are_walked_and_named() {
     let dst2 = IndexedTier::create(dir.path().join("dst2"), small_config()).unwrap();
     let err = Seeder::builder(&t, &dst2, dir.path().join("bad")).selection(Selection::all()).build().unwrap().run().unwrap_err();
     assert!(
-        matches!(err.root(), Error::MissingSegment { path, fingerprint, .. } if path == "z-last" && *fingerprint == missing),
+        matches!(err.root(), Error::Tier(TierError::MissingSegment { path, fingerprint, .. }) if path == "z-last" && *fingerprint == missing),
         "{err}"
     );
 }
@@ -324,7 +325,7 @@ fn gc_refuses_a_tier_whose_tree_reaches_a_leaf_its_index_lacks() {
     let before = t.container_ids().unwrap();
     let err = t.gc(tierseed::GcOptions::default().threshold(1.0), &tierseed::SuspendHandle::default()).unwrap_err();
     assert!(
-        matches!(err.root(), Error::MissingSegment { path, fingerprint, .. } if path == "b" && *fingerprint == missing),
+        matches!(err.root(), Error::Tier(TierError::MissingSegment { path, fingerprint, .. }) if path == "b" && *fingerprint == missing),
         "{err}"
     );
     assert_eq!(t.container_ids().unwrap(), before, "gc deleted something from a tier it could not mark");

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use tierseed::{Error, IndexedTier, SourceTier, TargetTier, Tier, TierConfig};
 
 use crate::{namespace, small_config, stored_segment_entries};
+use tierseed::TierError;
 
 /// Tiny chunks (64..1024 bytes) and fanout 2, so a few KiB already make
 /// trees of four or more levels.
@@ -182,7 +183,7 @@ fn verify_reports_a_flipped_bit_naming_the_container() {
     // bytes.
     let mut out = Vec::new();
     let err = tier.restore("f", &mut out).unwrap_err();
-    assert!(matches!(&err, Error::MissingSegment { path, .. } if path == "f"), "{err}");
+    assert!(matches!(&err, Error::Tier(TierError::MissingSegment { path, .. }) if path == "f"), "{err}");
 }
 
 #[test]
@@ -205,7 +206,7 @@ fn hostile_paths_are_rejected_at_ingest() {
     let long = "a/".repeat(2048) + "b";
     for p in ["/etc/passwd", "../escape", "a/../../b", "a\0b", "", "a//b", "./a", long.as_str()] {
         let err = tier.ingest_reader(p, 0, &b"x"[..]).unwrap_err();
-        assert!(matches!(err, Error::InvalidPath { .. }), "{p:?}: {err}");
+        assert!(matches!(err, Error::Tier(TierError::InvalidPath { .. })), "{p:?}: {err}");
     }
     assert!(namespace(&tier).is_empty(), "a rejected file reached the namespace");
     let bad = tierseed::FileEntry {
@@ -230,7 +231,7 @@ fn restore_cannot_escape_its_root_through_a_symlink() {
     fs::create_dir_all(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, out.join("sub")).unwrap();
     let err = tier.restore_to_dir("sub/file", &out).unwrap_err();
-    assert!(matches!(err, Error::InvalidPath { .. }), "{err}");
+    assert!(matches!(err, Error::Tier(TierError::InvalidPath { .. })), "{err}");
     assert!(!elsewhere.join("file").exists());
 }
 
@@ -239,16 +240,19 @@ fn a_second_open_of_the_same_tier_fails_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let _t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     let err = IndexedTier::open(dir.path().join("t")).unwrap_err();
-    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(matches!(err, Error::Tier(TierError::Locked { .. })), "{err}");
     assert!(err.to_string().contains(tierseed::layout::TIER_LOCK));
 }
 
 #[test]
 fn open_of_a_non_tier_and_create_over_a_tier_fail() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(IndexedTier::open(dir.path()).unwrap_err(), Error::NotATier { .. }));
+    assert!(matches!(IndexedTier::open(dir.path()).unwrap_err(), Error::Tier(TierError::NotATier { .. })));
     drop(IndexedTier::create(dir.path().join("t"), small_config()).unwrap());
-    assert!(matches!(IndexedTier::create(dir.path().join("t"), small_config()).unwrap_err(), Error::NotATier { .. }));
+    assert!(matches!(
+        IndexedTier::create(dir.path().join("t"), small_config()).unwrap_err(),
+        Error::Tier(TierError::NotATier { .. })
+    ));
     let bad = TierConfig { chunk_min: 10, ..TierConfig::default() };
     assert!(matches!(IndexedTier::create(dir.path().join("u"), bad).unwrap_err(), Error::InvalidConfig(_)));
 }
@@ -296,7 +300,7 @@ fn tier_create_interrupted_before_rename_leaves_no_half_tier() {
     fs::create_dir_all(leftover.join(tierseed::layout::TIER_DB)).unwrap();
     fs::write(leftover.join("db/garbage"), b"half-made").unwrap();
     // Nothing at the final path: no tier, and the error says so.
-    assert!(matches!(IndexedTier::open(dir.path().join("t")).unwrap_err(), Error::NotATier { .. }));
+    assert!(matches!(IndexedTier::open(dir.path().join("t")).unwrap_err(), Error::Tier(TierError::NotATier { .. })));
     let t = IndexedTier::create(dir.path().join("t"), small_config()).unwrap();
     assert!(!leftover.exists(), "the leftover of a crashed create was kept");
     assert!(t.verify().unwrap().is_clean());
@@ -316,7 +320,7 @@ fn two_creators_of_one_tier_leave_one_whole_tier() {
     });
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     for r in results.iter().filter_map(|r| r.as_ref().err()) {
-        assert!(matches!(r, Error::NotATier { reason, .. } if reason.contains("already holds a tier")), "{r}");
+        assert!(matches!(r, Error::Tier(TierError::NotATier { reason, .. }) if reason.contains("already holds a tier")), "{r}");
     }
     let t = IndexedTier::open(&path).unwrap();
     t.ingest_reader("f", 0, &b"after the race"[..]).unwrap();

@@ -9,6 +9,7 @@ use clap::Args;
 use tierseed::Selection;
 
 use crate::ui::{human, utc};
+use tierseed::JobError;
 
 /// Options of a run, new or resumed.
 #[derive(Args)]
@@ -227,7 +228,7 @@ impl SelectionArgs {
             older_than: self.older_than.clone(),
         };
         match spec.to_selection() {
-            Err(tierseed::Error::EmptySelection) => {
+            Err(tierseed::Error::Job(JobError::EmptySelection)) => {
                 bail!("select something: --all, --include GLOB, --prefix P, --path P or --older-than AGE")
             }
             r => Ok(r?),

@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tierseed::JobError;
 
 /// Prints a line to stdout, returning the error (a closed pipe ends the
 /// command quietly instead of panicking as `println!` would).
@@ -140,9 +141,12 @@ fn main() {
         Err(e) => {
             // tierseed's messages already carry their cause; print once.
             eprintln!("seed: error: {e}");
+            if let Some(a) = e.downcast_ref::<tierseed::Error>().and_then(advice) {
+                eprintln!("seed: {a}");
+            }
             // A failed Verify names every affected file; the message shows
             // the first few, the operator gets them all.
-            if let Some(tierseed::Error::VerifyFailed { files, .. }) =
+            if let Some(tierseed::Error::Job(JobError::VerifyFailed { files, .. })) =
                 e.downcast_ref::<tierseed::Error>().map(tierseed::Error::root)
                 && files.len() > 20
             {
@@ -154,6 +158,25 @@ fn main() {
             std::process::exit(Exit::Failed as i32);
         }
     }
+}
+
+/// What the operator can type next, for the errors where the library
+/// (which knows no commands) names only what to do.
+fn advice(e: &tierseed::Error) -> Option<String> {
+    use tierseed::{Error, JobError, TierError};
+    Some(match e.root() {
+        Error::Job(JobError::JobExists { state_dir, phase }) if phase == "done" => {
+            format!("`seed abandon --state {}` removes the finished job; or give another --state", state_dir.display())
+        }
+        Error::Job(JobError::JobExists { state_dir, .. }) => format!(
+            "`seed resume --state {0} --from SRC --to DST` goes on; `seed abandon --state {0}` starts over",
+            state_dir.display()
+        ),
+        Error::Tier(TierError::NotATier { reason, .. }) if reason.contains("object-storage tier") => {
+            "name it as s3://BUCKET/PREFIX and give this directory as --meta DIR".into()
+        }
+        _ => return None,
+    })
 }
 
 /// The version, then one line per persisted format: what it is, the

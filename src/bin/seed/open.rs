@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use tierseed::TierError;
 use tierseed::{IndexedTier, ObjectConfig, TierConfig};
 
 #[derive(Clone, Copy)]
@@ -32,7 +33,7 @@ pub(crate) fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<In
             // Another process may create it first: then it is opened (and
             // refused as locked while that process has it open).
             How::Create(c) if !IndexedTier::exists(spec) => match IndexedTier::create(spec, c) {
-                Err(tierseed::Error::NotATier { .. }) if IndexedTier::exists(spec) => IndexedTier::open(spec)?,
+                Err(tierseed::Error::Tier(TierError::NotATier { .. })) if IndexedTier::exists(spec) => IndexedTier::open(spec)?,
                 r => r?,
             },
             How::Write | How::Create(_) => IndexedTier::open(spec)?,
@@ -44,7 +45,9 @@ pub(crate) fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<In
     Ok(match how {
         How::Read => IndexedTier::open_object_tier_read_only(meta, &cfg)?,
         How::Create(c) if !IndexedTier::exists(meta) => match IndexedTier::create_object_tier(meta, &cfg, c) {
-            Err(tierseed::Error::NotATier { .. }) if IndexedTier::exists(meta) => IndexedTier::open_object_tier(meta, &cfg)?,
+            Err(tierseed::Error::Tier(TierError::NotATier { .. })) if IndexedTier::exists(meta) => {
+                IndexedTier::open_object_tier(meta, &cfg)?
+            }
             r => r?,
         },
         How::Write | How::Create(_) => IndexedTier::open_object_tier(meta, &cfg)?,

@@ -21,6 +21,7 @@ use crate::tier::FileEntry;
 
 mod records;
 
+use crate::error::{JobError, TierError};
 pub(crate) use records::{
     GateRecord, JobRecord, LaneProgress, MarkSumRecord, OptionsRecord, PhfRef, ProgressRecord, TargetRecord, target_side,
 };
@@ -185,8 +186,8 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
 /// a lock, which says a job is running).
 fn damaged(dir: &Path, e: Error) -> Error {
     match e {
-        Error::Db { message, .. } if !message.contains("lock") => {
-            Error::DamagedJob { state_dir: dir.to_path_buf(), reason: message }
+        Error::Tier(TierError::Db { message, .. }) if !message.contains("lock") => {
+            Error::Job(JobError::DamagedJob { state_dir: dir.to_path_buf(), reason: message })
         }
         e => e,
     }
@@ -212,7 +213,7 @@ impl Context {
     /// job record is in it (see [`Context::create`]).
     pub(crate) fn open(dir: &Path) -> Result<Context> {
         if !dir.join(JOB_CONTEXT).is_dir() {
-            return Err(Error::NoJob { state_dir: dir.to_path_buf() });
+            return Err(Error::Job(JobError::NoJob { state_dir: dir.to_path_buf() }));
         }
         let lock = Self::lock(dir)?;
         let db = Self::open_db(&dir.join(JOB_CONTEXT), false).map_err(|e| damaged(dir, e))?;
@@ -228,7 +229,7 @@ impl Context {
         let ctx = dir.join(JOB_CONTEXT);
         let creating = dir.join(JOB_CONTEXT_CREATING);
         if !ctx.exists() && !creating.exists() {
-            return Err(Error::NoJob { state_dir: dir.to_path_buf() });
+            return Err(Error::Job(JobError::NoJob { state_dir: dir.to_path_buf() }));
         }
         let lock = Self::lock(dir)?;
         for d in [&ctx, &creating] {
@@ -270,7 +271,7 @@ impl Context {
             let existing = Context { dir: dir.to_path_buf(), db, _lock: lock, poisoned: None };
             let phase =
                 existing.reader().progress().ok().and_then(|p| p.phase_done).map_or("none".to_string(), |p| p.to_string());
-            return Err(Error::JobExists { state_dir: dir.to_path_buf(), phase });
+            return Err(Error::Job(JobError::JobExists { state_dir: dir.to_path_buf(), phase }));
         }
         crate::format::durable::create_dir_atomically(&ctx, &dir.join(JOB_CONTEXT_CREATING), |tmp| {
             let db = Self::open_db(tmp, true)?;
@@ -316,7 +317,7 @@ impl Context {
     pub(crate) fn read_only(dir: &Path) -> Result<DbReader> {
         let path = dir.join(JOB_CONTEXT);
         if !path.is_dir() {
-            return Err(Error::NoJob { state_dir: dir.to_path_buf() });
+            return Err(Error::Job(JobError::NoJob { state_dir: dir.to_path_buf() }));
         }
         let db = DB::open_for_read_only(&Options::default(), &path, false).map_err(|e| damaged(dir, Error::db(&path, e)))?;
         Ok(DbReader { dir: dir.to_path_buf(), db })
@@ -331,7 +332,7 @@ impl Context {
     /// through this handle.
     pub(crate) fn commit(&mut self, c: Commit) -> Result<()> {
         if let Some(cause) = &self.poisoned {
-            return Err(Error::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() });
+            return Err(Error::Tier(TierError::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() }));
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
@@ -352,7 +353,7 @@ impl Context {
     /// chunk past the new count is never read: readers go by the count).
     pub(crate) fn put_file_chunk(&mut self, i: u64, files: &[FileEntry]) -> Result<()> {
         if let Some(cause) = &self.poisoned {
-            return Err(Error::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() });
+            return Err(Error::Tier(TierError::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() }));
         }
         let records: Vec<FileEntryV2> = files.iter().map(FileEntryV2::from).collect();
         self.db.put(files_key(i), encode_record(CTX_MAGIC, FILES_VERSION, &records)).map_err(|e| {

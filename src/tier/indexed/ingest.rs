@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::{IndexedTier, validate_path};
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::container::compress;
 use crate::format::fingerprint::Fingerprint;
@@ -163,7 +164,9 @@ impl<'a> Ingest<'a> {
             Ok(())
         })
         .map_err(|e| match e {
-            Error::TreeTooTall { max_height, .. } => Error::TreeTooTall { path: name.to_string(), max_height },
+            Error::Tier(TierError::TreeTooTall { max_height, .. }) => {
+                Error::Tier(TierError::TreeTooTall { path: name.to_string(), max_height })
+            }
             e => e,
         })?;
         self.store(ContainerKind::Meta, recipes)?;
@@ -218,7 +221,7 @@ impl<'a> Ingest<'a> {
                 // writing the tier (a full disk) names the tier's file (the
                 // bug "disk-full on the tier reported as an I/O error on the
                 // input file").
-                Error::Io { path: p, source } if p.as_os_str() == name => Error::io(path, source),
+                Error::Tier(TierError::Io { path: p, source }) if p.as_os_str() == name => Error::io(path, source),
                 e => e,
             };
             if ft.is_symlink() {
@@ -248,12 +251,12 @@ impl<'a> Ingest<'a> {
     /// stop the session.
     fn add_path_skipping(&mut self, path: &Path, name: &str) -> Result<()> {
         match self.add_path(path, name) {
-            Err(Error::Io { path: p, source }) if p.starts_with(path) || p.as_os_str() == name => {
+            Err(Error::Tier(TierError::Io { path: p, source })) if p.starts_with(path) || p.as_os_str() == name => {
                 log::warn!("skipping {}: {source}", p.display());
                 self.stats.unreadable.push(format!("{}: {source}", p.display()));
                 Ok(())
             }
-            Err(Error::InvalidPath { path: p, reason }) => {
+            Err(Error::Tier(TierError::InvalidPath { path: p, reason })) => {
                 log::warn!("skipping {p}: {reason}");
                 self.stats.unreadable.push(format!("{p}: {reason}"));
                 Ok(())
@@ -299,9 +302,11 @@ impl IndexedTier {
         let mut batch = Ingest::new(self);
         for p in paths {
             let p = p.as_ref();
-            let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| Error::InvalidPath {
-                path: p.display().to_string(),
-                reason: "has no UTF-8 final component".into(),
+            let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                Error::Tier(TierError::InvalidPath {
+                    path: p.display().to_string(),
+                    reason: "has no UTF-8 final component".into(),
+                })
             })?;
             batch.add_path_following(p, name)?;
         }

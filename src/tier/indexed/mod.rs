@@ -37,6 +37,7 @@ use crate::format::records::{FileEntryV1, FileEntryV2, TierConfigV1, decode_entr
 use crate::format::tree::MAX_FANOUT;
 use crate::tier::{FileEntry, TierId};
 
+use crate::error::TierError;
 use db::{cf, cf_options, decode_container_id, index_table, namespace_batch, scan, shared_memory, synced};
 pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
@@ -275,10 +276,10 @@ impl TierInfo {
 /// ([`create_object_tier`](Self::create_object_tier),
 /// [`open_object_tier`](Self::open_object_tier)). The same type either
 /// way: ingest, restore, verify, gc and info work alike. Implements
-/// [`SourceTier`] and [`TargetTier`].
+/// [`SourceTier`](crate::SourceTier) and [`TargetTier`](crate::TargetTier).
 ///
 /// Only one `IndexedTier` may have a directory open at a time (in any
-/// process); a second open fails with [`Error::Locked`]. After a failed
+/// process); a second open fails with [`TierError::Locked`]. After a failed
 /// durable write the handle is poisoned and refuses writes until reopened.
 pub struct IndexedTier {
     dir: PathBuf,
@@ -362,13 +363,14 @@ impl IndexedTier {
         // waits, then finds the tier made and is refused.
         let _creating = durable::lock_dir(&parent)?;
         if dir.join(TIER_DB).exists() {
-            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "already holds a tier".into() });
+            return Err(Error::Tier(TierError::NotATier { path: dir.to_path_buf(), reason: "already holds a tier".into() }));
         }
         if fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "directory is not empty".into() });
+            return Err(Error::Tier(TierError::NotATier { path: dir.to_path_buf(), reason: "directory is not empty".into() }));
         }
-        let name =
-            dir.file_name().ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: "no directory name".into() })?;
+        let name = dir
+            .file_name()
+            .ok_or_else(|| Error::Tier(TierError::NotATier { path: dir.to_path_buf(), reason: "no directory name".into() }))?;
         let mut tmp_name = std::ffi::OsString::from(".");
         tmp_name.push(name);
         tmp_name.push(CREATING_SUFFIX);
@@ -416,7 +418,10 @@ impl IndexedTier {
     /// opened database, then recovers from a crash.
     pub(crate) fn open_writer(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
         if !dir.join(TIER_DB).is_dir() {
-            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
+            return Err(Error::Tier(TierError::NotATier {
+                path: dir.to_path_buf(),
+                reason: "no tier here (no db/ directory)".into(),
+            }));
         }
         let guard = Self::take_lock(dir)?;
         let db = Self::open_db(dir, false)?;
@@ -487,10 +492,12 @@ impl IndexedTier {
     fn dir_store(db: &DB, dir: &Path) -> Result<Box<dyn ContainerStore>> {
         let has_store = db.get_cf(cf(db, CF_META), KEY_STORE).map_err(|e| Error::db(dir.join(TIER_DB), e))?.is_some();
         if has_store {
-            return Err(Error::NotATier {
+            return Err(Error::Tier(TierError::NotATier {
                 path: dir.to_path_buf(),
-                reason: "it holds the metadata of an object-storage tier: open it with IndexedTier::open_object_tier (seed: s3://BUCKET/PREFIX --meta DIR)".into(),
-            });
+                reason:
+                    "it holds the metadata of an object-storage tier: open it with IndexedTier::open_object_tier and its bucket"
+                        .into(),
+            }));
         }
         Ok(Box::new(DirStore::new(dir.join(TIER_CONTAINERS))))
     }
@@ -500,7 +507,7 @@ impl IndexedTier {
     /// handle sees the tier as it was when opened: files, index and
     /// containers of that moment (containers are immutable, and one
     /// written later is not in its view). It runs no recovery and refuses
-    /// every write with [`Error::ReadOnly`].
+    /// every write with [`TierError::ReadOnly`].
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<IndexedTier> {
         let dir = dir.as_ref();
         Self::open_reader(dir, |db| Self::dir_store(db, dir))
@@ -508,7 +515,10 @@ impl IndexedTier {
 
     pub(crate) fn open_reader(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
         if !dir.join(TIER_DB).is_dir() {
-            return Err(Error::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() });
+            return Err(Error::Tier(TierError::NotATier {
+                path: dir.to_path_buf(),
+                reason: "no tier here (no db/ directory)".into(),
+            }));
         }
         // A shared lock on the readers' lock file for the handle's life:
         // space reclamation in any process takes it exclusively, so it never
@@ -575,7 +585,7 @@ impl IndexedTier {
         let bytes = db
             .get_cf(cf(db, CF_META), key)
             .map_err(|e| Error::db(&dbp, e))?
-            .ok_or_else(|| Error::NotATier { path: dir.to_path_buf(), reason: format!("{what} missing") })?;
+            .ok_or_else(|| Error::Tier(TierError::NotATier { path: dir.to_path_buf(), reason: format!("{what} missing") }))?;
         let name = || format!("{what} in {}", dbp.display());
         Ok(match durable::decode_versioned::<T, V1>(META_MAGIC, META_VERSION, &bytes, &name)? {
             durable::Versioned::Current(r) => r,
@@ -632,10 +642,12 @@ impl IndexedTier {
 
     fn check_poison(&self) -> Result<()> {
         if self.is_read_only() {
-            return Err(Error::ReadOnly { path: self.dir.clone() });
+            return Err(Error::Tier(TierError::ReadOnly { path: self.dir.clone() }));
         }
         match self.poisoned.get() {
-            Some(cause) => Err(Error::Poisoned { what: format!("tier {}", self.dir.display()), cause: cause.clone() }),
+            Some(cause) => {
+                Err(Error::Tier(TierError::Poisoned { what: format!("tier {}", self.dir.display()), cause: cause.clone() }))
+            }
             None => Ok(()),
         }
     }
@@ -661,7 +673,7 @@ impl IndexedTier {
     /// Removes files from the namespace: each of `paths` names a file or a
     /// directory (every file under it, by whole path components). Returns
     /// the entries removed; a path that names nothing is
-    /// [`Error::FileNotFound`] and nothing is removed. Durable on return;
+    /// [`TierError::FileNotFound`] and nothing is removed. Durable on return;
     /// the removals are committed 64K at a time, so a crash part-way may
     /// leave some done (remove what remains again; a path already wholly
     /// gone is then not found).
@@ -700,7 +712,10 @@ impl IndexedTier {
             Ok(())
         })?;
         if let Some(i) = hit.iter().position(|h| !h) {
-            return Err(Error::FileNotFound { path: prefixes[i].to_string(), tier: self.dir.display().to_string() });
+            return Err(Error::Tier(TierError::FileNotFound {
+                path: prefixes[i].to_string(),
+                tier: self.dir.display().to_string(),
+            }));
         }
         self.commit_namespace(|| Ok(gone.iter().map(|e| NamespaceOp::Delete(e.path.clone())).collect()))?;
         Ok(gone)
@@ -710,10 +725,12 @@ impl IndexedTier {
     /// open meanwhile (it could deduplicate against a segment found dead).
     pub(crate) fn gc_gate(&self) -> Result<(std::sync::RwLockWriteGuard<'_, ()>, File)> {
         self.check_poison()?;
-        let gate = self.gate.try_write().map_err(|_| Error::Locked {
-            what: "tier",
-            path: self.dir.clone(),
-            hint: "an ingest session is open on it; reclaim space when it is finished",
+        let gate = self.gate.try_write().map_err(|_| {
+            Error::Tier(TierError::Locked {
+                what: "tier",
+                path: self.dir.clone(),
+                hint: "an ingest session is open on it; reclaim space when it is finished",
+            })
         })?;
         let readers = durable::take_lock(
             &self.dir.join(TIER_READERS),

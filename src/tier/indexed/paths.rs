@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::error::TierError;
 use crate::error::{Error, Result};
 
 /// Longest namespace path accepted, in bytes.
@@ -18,7 +19,8 @@ pub(crate) fn prefix_matches(prefix: &str, path: &str) -> bool {
 /// Checks that `path` is a relative, `/`-separated path with no empty, `.`
 /// or `..` component and no NUL byte.
 pub fn validate_path(path: &str) -> Result<()> {
-    let bad = |reason: &str| Err(Error::InvalidPath { path: path.chars().take(200).collect(), reason: reason.into() });
+    let bad =
+        |reason: &str| Err(Error::Tier(TierError::InvalidPath { path: path.chars().take(200).collect(), reason: reason.into() }));
     if path.is_empty() {
         return bad("empty path");
     }
@@ -53,10 +55,10 @@ pub(crate) fn safe_join(root: &Path, path: &str, last_may_be_link: bool) -> Resu
         out.push(comp);
         let last = i + 1 == comps.len();
         if !(last && last_may_be_link) && std::fs::symlink_metadata(&out).is_ok_and(|md| md.file_type().is_symlink()) {
-            return Err(Error::InvalidPath {
+            return Err(Error::Tier(TierError::InvalidPath {
                 path: path.into(),
                 reason: format!("{} is a symlink; refusing to restore through it", out.display()),
-            });
+            }));
         }
     }
     Ok(out)

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use super::{IndexedTier, apply, lock, paths::safe_join, validate_path};
 use crate::error::{Error, Result};
+use crate::error::{FormatError, JobError, TierError};
 use crate::format::container;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::read::read_file;
@@ -74,7 +75,7 @@ impl IndexedTier {
         self.file_entries(&[path.to_string()])?
             .pop()
             .flatten()
-            .ok_or_else(|| Error::FileNotFound { path: path.into(), tier: self.dir.display().to_string() })
+            .ok_or_else(|| Error::Tier(TierError::FileNotFound { path: path.into(), tier: self.dir.display().to_string() }))
     }
 
     /// Writes the file at namespace `path` to `out` (for a symlink, its
@@ -154,13 +155,13 @@ impl IndexedTier {
             Ok(())
         })?;
         if entries.is_empty() && links.is_empty() {
-            return Err(Error::FileNotFound { path: prefix.into(), tier: self.dir.display().to_string() });
+            return Err(Error::Tier(TierError::FileNotFound { path: prefix.into(), tier: self.dir.display().to_string() }));
         }
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .build()
-            .map_err(|e| Error::ThreadPool { threads, source: e })?;
+            .map_err(|e| Error::Job(JobError::ThreadPool { threads, source: e }))?;
         let restore_all = |entries: &[FileEntry]| -> Vec<std::result::Result<u64, (String, Error)>> {
             pool.install(|| {
                 use rayon::prelude::*;
@@ -220,10 +221,10 @@ impl IndexedTier {
         let checked: &[&Path] = if link { &[parent.as_path()] } else { &[dest, parent.as_path()] };
         for &p in checked {
             if fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()) {
-                return Err(Error::InvalidPath {
+                return Err(Error::Tier(TierError::InvalidPath {
                     path: path.into(),
                     reason: format!("{} is a symlink; refusing to restore through it", p.display()),
-                });
+                }));
             }
         }
         if link {
@@ -319,7 +320,7 @@ impl IndexedTier {
             let mut suspects = Vec::new();
             for (fp, home) in bad.into_iter().zip(homes) {
                 if home == Some(id) && !distinct.contains(&fp) {
-                    report.problem(Error::CorruptSegment { container: id, fingerprint: fp }.to_string());
+                    report.problem(Error::Format(FormatError::CorruptSegment { container: id, fingerprint: fp }).to_string());
                     suspects.push((fp, id));
                 } else {
                     report.retired += 1;

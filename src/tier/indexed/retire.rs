@@ -21,6 +21,7 @@ use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{CF_INDEX, CF_META, IndexedTier, KEY_ALLOC, META_MAGIC, META_VERSION, cf, decode_container_id, lock, synced};
 use crate::error::{Error, Result};
+use crate::error::{FormatError, TierError};
 use crate::format::durable::encode_record;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::Tier;
@@ -121,7 +122,7 @@ impl IndexedTier {
             Err(e) if e.is_rot() => return Ok(Finding::Table(e.to_string())),
             // Gone altogether: a writer re-points its entries when it
             // writes the segment again; nothing to retire here.
-            Err(Error::MissingContainer { .. }) => return Ok(Finding::Segments(Vec::new())),
+            Err(Error::Tier(TierError::MissingContainer { .. })) => return Ok(Finding::Segments(Vec::new())),
             Err(e) => return Err(e),
         };
         let listed: Vec<_> = meta.segments.iter().filter(|e| fps.contains(&e.fingerprint)).copied().collect();
@@ -186,14 +187,14 @@ impl IndexedTier {
             return;
         }
         match e.root() {
-            Error::CorruptSegment { container, fingerprint } => {
+            Error::Format(FormatError::CorruptSegment { container, fingerprint }) => {
                 if let Err(r) = self.retire(&[(*fingerprint, *container)]) {
                     log::warn!("{}: could not retire what a read found rotten ({e}): {r}", self.dir.display());
                 }
             }
             // Also said of a table that reads but lacks an entry: only a
             // table that fails its own checks retires the container.
-            Error::CorruptContainer { id, .. } if self.store.read_meta(*id).is_err_and(|e| e.is_rot()) => {
+            Error::Format(FormatError::CorruptContainer { id, .. }) if self.store.read_meta(*id).is_err_and(|e| e.is_rot()) => {
                 self.retire_table(*id);
             }
             _ => {}
@@ -218,7 +219,7 @@ impl IndexedTier {
     /// Refuses retirement on a read-only or poisoned handle.
     fn writable(&self) -> Result<()> {
         if self.is_read_only() {
-            return Err(Error::ReadOnly { path: self.dir.clone() });
+            return Err(Error::Tier(TierError::ReadOnly { path: self.dir.clone() }));
         }
         self.check_poison()
     }

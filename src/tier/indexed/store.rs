@@ -7,6 +7,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::container;
 use crate::format::durable::{self, TEMP_SUFFIX};
@@ -131,7 +132,7 @@ impl DirStore {
         match File::open(&path) {
             Ok(f) => Ok((f, path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(Error::MissingContainer { id, context: format!(" (expected at {})", path.display()) })
+                Err(Error::Tier(TierError::MissingContainer { id, context: format!(" (expected at {})", path.display()) }))
             }
             Err(e) => Err(Error::io(path, e)),
         }

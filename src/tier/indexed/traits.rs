@@ -10,6 +10,7 @@ use super::{
     Alloc, CF_INDEX, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, META_MAGIC, META_VERSION, NAMESPACE_BATCH, Pin,
     cf, decode_container_id, lock, namespace_batch, scan, synced, validate_path,
 };
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::container;
 use crate::format::durable::encode_record;
@@ -319,7 +320,7 @@ impl IndexedTier {
                         // for this id's turn stop too.
                         let listed = match self.read_metadata(old) {
                             Ok(meta) => Some(meta.segments.iter().map(|e| e.fingerprint).collect()),
-                            Err(e) if e.is_rot() || matches!(e, Error::MissingContainer { .. }) => None,
+                            Err(e) if e.is_rot() || matches!(e, Error::Tier(TierError::MissingContainer { .. })) => None,
                             Err(e) => return self.poison(Err(e)),
                         };
                         slot.insert(listed);

@@ -8,6 +8,7 @@ use clap::Args;
 
 use crate::Exit;
 use crate::open::{How, open_one};
+use tierseed::TierError;
 
 /// Scrub a whole tier: every checksum, every fingerprint, every tree.
 #[derive(Args)]
@@ -25,7 +26,10 @@ impl Verify {
         // process has the tier open, the scrub runs read-only.
         let t = match open_one(&tier, metas, How::Write) {
             Ok(t) => t,
-            Err(e) if e.downcast_ref::<tierseed::Error>().is_some_and(|e| matches!(e, tierseed::Error::Locked { .. })) => {
+            Err(e)
+                if e.downcast_ref::<tierseed::Error>()
+                    .is_some_and(|e| matches!(e, tierseed::Error::Tier(TierError::Locked { .. }))) =>
+            {
                 eprintln!("seed: {} is in use; scrubbing read-only (rot found is reported, not retired)", tier.display());
                 open_one(&tier, metas, How::Read)?
             }

@@ -28,6 +28,7 @@ use super::{
     Alloc, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, META_MAGIC, META_VERSION, TierRecord,
     TierRecordV1, cf, synced,
 };
+use crate::error::TierError;
 use crate::error::{Error, Result};
 use crate::format::durable::{decode_record, encode_record};
 use crate::format::records::{FileEntryV1, FileEntryV2};
@@ -225,10 +226,10 @@ impl IndexedTier {
         config.check()?;
         let meta = meta.as_ref();
         if IndexedTier::exists(meta) || std::fs::read_dir(meta).is_ok_and(|mut d| d.next().is_some()) {
-            return Err(Error::NotATier {
+            return Err(Error::Tier(TierError::NotATier {
                 path: meta.to_path_buf(),
                 reason: "not empty: the metadata directory of a new tier must be".into(),
-            });
+            }));
         }
         let store = S3Store::connect(object)?;
         let record = TierRecord::new(*uuid::Uuid::new_v4().as_bytes(), config);
@@ -238,7 +239,7 @@ impl IndexedTier {
         let bytes = encode_record(META_MAGIC, META_VERSION, &record);
         let record = match store.put_create(&store.key("tier"), bytes.clone()) {
             Ok(()) => record,
-            Err(Error::Object { status: Some(412), .. }) => {
+            Err(Error::Tier(TierError::Object { status: Some(412), .. })) => {
                 // A tier record and nothing else: a creation that stopped
                 // (a crash or kill) between the bucket and the local
                 // metadata. Finishing it is what `recover` would do; the
@@ -246,10 +247,10 @@ impl IndexedTier {
                 // never be run again" needed it. Anything more in the
                 // bucket is a tier in use, never adopted by `create`.
                 if !store.list()?.is_empty() || !store.journal_seqs()?.is_empty() {
-                    return Err(Error::ForeignBucket {
+                    return Err(Error::Tier(TierError::ForeignBucket {
                         location: object.url(),
                         reason: "already holds a tier: open it with its metadata directory, or rebuild that with recover".into(),
-                    });
+                    }));
                 }
                 let existing = store.tier_record()?;
                 log::warn!(
@@ -267,7 +268,7 @@ impl IndexedTier {
 
     /// Opens the tier whose metadata is in `meta` and containers in the
     /// bucket, recovering from a crash. The bucket must hold this tier:
-    /// another tier's bucket is refused with [`Error::ForeignBucket`].
+    /// another tier's bucket is refused with [`TierError::ForeignBucket`].
     pub fn open_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<IndexedTier> {
         let meta = meta.as_ref();
         IndexedTier::open_writer(meta, |db| Self::store_for(db, meta, object))
@@ -299,28 +300,30 @@ impl IndexedTier {
 
     fn store_for(db: &DB, meta: &Path, object: &ObjectConfig) -> Result<Box<dyn ContainerStore>> {
         let dbp = meta.join(crate::format::layout::TIER_DB);
-        let bytes = db.get_cf(cf(db, CF_META), KEY_STORE).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| Error::NotATier {
-            path: meta.to_path_buf(),
-            reason: "it holds a directory tier, not an object tier's metadata: name the directory itself as the tier".into(),
+        let bytes = db.get_cf(cf(db, CF_META), KEY_STORE).map_err(|e| Error::db(&dbp, e))?.ok_or_else(|| {
+            Error::Tier(TierError::NotATier {
+                path: meta.to_path_buf(),
+                reason: "it holds a directory tier, not an object tier's metadata: name the directory itself as the tier".into(),
+            })
         })?;
         let have: StoreRecordV1 =
             decode_record(STORE_MAGIC, STORE_VERSION, &bytes, &|| format!("store record in {}", dbp.display()))?;
         let want = StoreRecordV1 { bucket: object.bucket.clone(), prefix: object.prefix.clone() };
         if have != want {
-            return Err(Error::ForeignBucket {
+            return Err(Error::Tier(TierError::ForeignBucket {
                 location: object.url(),
                 reason: format!(
                     "the metadata in {} belongs to the tier in {}",
                     meta.display(),
                     s3_url(&have.bucket, &have.prefix)
                 ),
-            });
+            }));
         }
         let store = S3Store::connect(object)?;
         let local: TierRecord = IndexedTier::meta_record::<TierRecord, TierRecordV1>(db, meta, super::KEY_TIER, "tier record")?;
         let remote = store.tier_record()?;
         if remote.id != local.id {
-            return Err(Error::ForeignBucket {
+            return Err(Error::Tier(TierError::ForeignBucket {
                 location: object.url(),
                 reason: format!(
                     "holds tier {}, but the metadata in {} is tier {}",
@@ -328,7 +331,7 @@ impl IndexedTier {
                     meta.display(),
                     uuid::Uuid::from_bytes(local.id)
                 ),
-            });
+            }));
         }
         Ok(Box::new(store))
     }

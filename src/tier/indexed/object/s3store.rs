@@ -22,6 +22,7 @@ use super::{
     JournalOpV1, JournalOpV2, META_PROBE, ObjectConfig, RECOVER_CONCURRENCY, s3_url,
 };
 use crate::error::{Error, Result};
+use crate::error::{FormatError, TierError};
 use crate::format::container::{self, HEADER_LEN};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
@@ -136,7 +137,14 @@ impl S3Store {
                 (s, s.is_none_or(|s| s >= 500 || s == 408 || s == 429))
             }
         };
-        Error::Object { op, bucket: self.bucket.clone(), key: key.to_string(), status, transient, source: Box::new(e) }
+        Error::Tier(TierError::Object {
+            op,
+            bucket: self.bucket.clone(),
+            key: key.to_string(),
+            status,
+            transient,
+            source: Box::new(e),
+        })
     }
 
     pub(super) fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
@@ -163,14 +171,14 @@ impl S3Store {
                 };
                 match self.get(key, None) {
                     Ok(existing) if same(&existing) => Ok(()),
-                    _ => Err(Error::Object {
+                    _ => Err(Error::Tier(TierError::Object {
                         op: "PUT",
                         bucket: self.bucket.clone(),
                         key: key.to_string(),
                         status: Some(412),
                         transient: false,
                         source: "an object with other content already exists under this key (write-once)".into(),
-                    }),
+                    })),
                 }
             }
             Err(e) => Err(self.err("PUT", key, e)),
@@ -204,11 +212,11 @@ impl S3Store {
     pub(super) fn tier_record(&self) -> Result<TierRecord> {
         let key = self.key("tier");
         let bytes = match self.get(&key, None) {
-            Err(Error::Object { status: Some(404), .. }) => {
-                return Err(Error::ForeignBucket {
+            Err(Error::Tier(TierError::Object { status: Some(404), .. })) => {
+                return Err(Error::Tier(TierError::ForeignBucket {
                     location: self.describe(),
                     reason: "holds no tier (no tier record): create one, or check the bucket and prefix".into(),
-                });
+                }));
             }
             r => r?,
         };
@@ -225,11 +233,11 @@ impl S3Store {
     pub(super) fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<container::Header> {
         let header = container::parse_header(probe, id, &self.location(id))?;
         if size != header.file_len() {
-            return Err(Error::CorruptContainer {
+            return Err(Error::Format(FormatError::CorruptContainer {
                 id,
                 path: Some(self.location(id)),
                 reason: format!("object is {size} bytes, header implies {}", header.file_len()),
-            });
+            }));
         }
         Ok(header)
     }
@@ -403,9 +411,10 @@ impl S3Store {
 
     pub(super) fn missing(&self, id: ContainerId, e: Error) -> Error {
         match e {
-            Error::Object { status: Some(404), .. } => {
-                Error::MissingContainer { id, context: format!(" (expected at {})", self.location(id).display()) }
-            }
+            Error::Tier(TierError::Object { status: Some(404), .. }) => Error::Tier(TierError::MissingContainer {
+                id,
+                context: format!(" (expected at {})", self.location(id).display()),
+            }),
             e => e,
         }
     }
@@ -470,11 +479,11 @@ impl ContainerStore for S3Store {
         for e in which {
             let end = u64::from(e.offset) + u64::from(e.len);
             if end > data_len {
-                return Err(Error::CorruptContainer {
+                return Err(Error::Format(FormatError::CorruptContainer {
                     id,
                     path: Some(self.location(id)),
                     reason: format!("segment {} ends at {end}, past the data region ({data_len} bytes)", e.fingerprint),
-                });
+                }));
             }
             ranges.push(start + u64::from(e.offset)..start + end);
         }
@@ -488,7 +497,9 @@ impl ContainerStore for S3Store {
     fn scrub(&self, id: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {
         let bytes = self.get(&self.container_key(id), None).map_err(|e| self.missing(id, e))?;
         container::decode_container(&bytes, id).map_err(|e| match e {
-            Error::CorruptContainer { id, reason, .. } => Error::CorruptContainer { id, path: Some(self.location(id)), reason },
+            Error::Format(FormatError::CorruptContainer { id, reason, .. }) => {
+                Error::Format(FormatError::CorruptContainer { id, path: Some(self.location(id)), reason })
+            }
             e => e,
         })
     }
@@ -587,13 +598,13 @@ impl ContainerStore for S3Store {
             // The bucket checkpointed (and pruned) past what this metadata
             // has: it is older than the bucket by more than the journal
             // still holds.
-            return Err(Error::ForeignBucket {
+            return Err(Error::Tier(TierError::ForeignBucket {
                 location: self.describe(),
                 reason: format!(
                     "the metadata in {} is behind the bucket (its namespace is at journal entry {seq:016x}, the bucket's checkpoint at {c:016x}): rebuild it from the bucket with recover, into a new directory",
                     dir.display(),
                 ),
-            });
+            }));
         }
         let mut out = Vec::new();
         let mut next = seq;
