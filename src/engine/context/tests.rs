@@ -30,7 +30,7 @@ fn entry(i: u64) -> FileEntry {
         root: crate::format::fingerprint::Fingerprint([i as u8; 32]),
         height: 1,
         attrs: FileAttrs {
-            kind: if i % 2 == 0 { FileKind::File } else { FileKind::Symlink },
+            kind: if i.is_multiple_of(2) { FileKind::File } else { FileKind::Symlink },
             mode: Some(0o4755),
             owner: Some((7, 8)),
             mtime_nanos: 123,
