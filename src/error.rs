@@ -19,6 +19,7 @@
 use std::path::PathBuf;
 
 use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::phase::Phase;
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -379,8 +380,8 @@ pub enum JobError {
     /// [`Error::root`].
     #[error("phase {phase}: {error}")]
     Phase {
-        /// The phase name.
-        phase: &'static str,
+        /// The phase.
+        phase: Phase,
         /// The underlying error.
         #[source]
         error: Box<Error>,
@@ -444,7 +445,7 @@ impl Error {
     }
 
     /// Wraps `self` with the phase it happened in, unless it already names one.
-    pub(crate) fn in_phase(self, phase: &'static str) -> Self {
+    pub(crate) fn in_phase(self, phase: Phase) -> Self {
         match self {
             e @ Error::Job(JobError::Phase { .. }) => e,
             e => Error::Job(JobError::Phase { phase, error: Box::new(e) }),

@@ -22,9 +22,10 @@ use crate::error::JobError;
 use crate::mark::phf::PhfKind;
 use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
 
+pub use crate::format::phase::Phase;
 pub use estimate::Estimate;
 pub use types::{
-    Counters, Event, GateAnswer, Mode, Observer, Outcome, Phase, Progress, Report, SuspendHandle, SwitchGate, SwitchRequest,
+    Counters, Event, GateAnswer, Mode, Observer, Outcome, Progress, Report, SuspendHandle, SwitchGate, SwitchRequest,
     SwitchStage, TargetFailure, TargetReport, ThrottleHandle,
 };
 pub use verify::VerifyLevel;

@@ -133,7 +133,7 @@ impl<'a> Seeder<'a> {
                 Phase::Switch => self.switch(st),
                 Phase::Done => self.done(st),
             }
-            .map_err(|e| e.in_phase(phase.name()))?;
+            .map_err(|e| e.in_phase(phase))?;
             if let Flow::Suspended = flow {
                 return Ok(self.suspended(st));
             }

@@ -11,5 +11,6 @@ pub(crate) mod durable;
 pub(crate) mod entries;
 pub(crate) mod fingerprint;
 pub mod layout;
+pub(crate) mod phase;
 pub(crate) mod records;
 pub(crate) mod tree;

@@ -443,7 +443,7 @@ fn errors_chain_their_cause_and_tier_errors_say_whether_they_are_transient() {
     let faulty = tierseed::FaultyTier::new(&dst, vec![tierseed::Fault::fail(tierseed::FaultKind::WriteContainer, 1)]);
     let err =
         Seeder::builder(&src, &faulty, dir.path().join("st")).selection(Selection::all()).build().unwrap().run().unwrap_err();
-    assert!(matches!(err, Error::Job(JobError::Phase { phase: "copy", .. })), "{err}");
+    assert!(matches!(err, Error::Job(JobError::Phase { phase: tierseed::Phase::Copy, .. })), "{err}");
     let cause = err.source().expect("the phase error chains its cause");
     // The phase holds its cause boxed (the enum is recursive).
     let cause: &Error = cause.downcast_ref::<Box<Error>>().expect("the cause is a tierseed error");
