@@ -36,8 +36,12 @@ pub(super) struct SparseWriter<'a> {
 }
 
 impl<'a> SparseWriter<'a> {
-    pub(super) fn new(file: &'a fs::File, path: &'a Path) -> Self {
-        SparseWriter { file, path, pos: 0, buf: Vec::with_capacity(SPARSE_BUFFER) }
+    /// `size` is the file's expected length: a small file's buffer is
+    /// only as large as the file (a 1 MiB buffer for each of thousands of
+    /// small files cost a tree restore a tenth of its time).
+    pub(super) fn new(file: &'a fs::File, path: &'a Path, size: u64) -> Self {
+        let capacity = usize::try_from(size).unwrap_or(SPARSE_BUFFER).min(SPARSE_BUFFER);
+        SparseWriter { file, path, pos: 0, buf: Vec::with_capacity(capacity) }
     }
 
     pub(super) fn write(&mut self, mut bytes: &[u8]) -> Result<()> {

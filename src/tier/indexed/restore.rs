@@ -106,7 +106,14 @@ impl IndexedTier {
     /// The file appears only once complete (see
     /// [`restore_to_file`](Self::restore_to_file)).
     pub fn restore_to_dir(&self, path: &str, dir: &Path) -> Result<u64> {
-        let link = self.entry(path)?.attrs.kind == FileKind::Symlink;
+        self.entry_to_dir(&self.entry(path)?, dir)
+    }
+
+    /// [`restore_to_dir`](Self::restore_to_dir) of an entry already read
+    /// (a tree restore has them all: no second lookup per file).
+    fn entry_to_dir(&self, entry: &FileEntry, dir: &Path) -> Result<u64> {
+        let path = entry.path.as_str();
+        let link = entry.attrs.kind == FileKind::Symlink;
         let dest = safe_join(dir, path, link)?;
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
@@ -114,7 +121,7 @@ impl IndexedTier {
         // Check again after creating the directories: one of them may have
         // been replaced by a symlink meanwhile.
         let dest = safe_join(dir, path, link)?;
-        self.restore_to_file(path, &dest)
+        self.entry_to_file(entry, &dest)
     }
 
     /// Restores every file at or under namespace path `prefix` (matched
@@ -167,7 +174,7 @@ impl IndexedTier {
                 use rayon::prelude::*;
                 entries
                     .par_iter()
-                    .map(|e| match self.restore_to_dir(&e.path, dir) {
+                    .map(|e| match self.entry_to_dir(e, dir) {
                         Ok(n) => {
                             progress(e, n);
                             Ok(n)
@@ -212,7 +219,11 @@ impl IndexedTier {
     /// (a symlink entry may replace a symlink at `dest`: the rename
     /// replaces the link itself).
     pub fn restore_to_file(&self, path: &str, dest: &Path) -> Result<u64> {
-        let entry = self.entry(path)?;
+        self.entry_to_file(&self.entry(path)?, dest)
+    }
+
+    fn entry_to_file(&self, entry: &FileEntry, dest: &Path) -> Result<u64> {
+        let path = entry.path.as_str();
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => std::path::PathBuf::from("."),
@@ -229,20 +240,20 @@ impl IndexedTier {
         }
         if link {
             let mut target = Vec::new();
-            let n = self.restore_entry(&entry, &mut |b| {
+            let n = self.restore_entry(entry, &mut |b| {
                 target.extend_from_slice(b);
                 Ok(())
             })?;
-            apply::symlink(&entry, &target, &parent, dest)?;
+            apply::symlink(entry, &target, &parent, dest)?;
             return Ok(n);
         }
         let base = dest.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let (f, tmp) = apply::with_temp_name(&parent, &base, |p| fs::OpenOptions::new().write(true).create_new(true).open(p))?;
         let result = (|| {
-            let mut w = apply::SparseWriter::new(&f, &tmp);
-            let n = self.restore_entry(&entry, &mut |b| w.write(b))?;
+            let mut w = apply::SparseWriter::new(&f, &tmp, entry.size);
+            let n = self.restore_entry(entry, &mut |b| w.write(b))?;
             w.finish()?;
-            apply::file_attrs(&f, &tmp, &entry)?;
+            apply::file_attrs(&f, &tmp, entry)?;
             f.sync_all().map_err(|e| Error::io(&tmp, e))?;
             fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
             crate::format::durable::sync_dir(&parent)?;
