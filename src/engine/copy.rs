@@ -76,18 +76,34 @@ impl<'a> Seeder<'a> {
             let (phf, phvs, live, snapshot, stop, homed) = (&phf, &phvs, &live, &snapshot, &stop, homed.as_deref());
             let source = self.source;
             s.spawn(move || {
-                pool.install(|| {
-                    for index in start..snapshot.len() as u64 {
-                        if stop.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let r = load_container(source, phf, phvs, live, snapshot, homed, index);
+                // Up to `window` containers are read at once, each on a
+                // thread of its own (a read waits on its tier, not the
+                // pool, which only hashes), and handed on in order.
+                let window = source.read_concurrency().clamp(1, 64) as u64;
+                let reader = SourceReader { source, pool, phf, phvs, live, snapshot, homed };
+                let load = |i| reader.load(i);
+                let (mut index, end) = (start, snapshot.len() as u64);
+                while index < end && !stop.load(Ordering::SeqCst) {
+                    let upto = (index + window).min(end);
+                    let loaded: Vec<Result<Loaded>> = if upto - index == 1 {
+                        vec![load(index)]
+                    } else {
+                        std::thread::scope(|w| {
+                            let reads: Vec<_> = (index..upto).map(|i| w.spawn(move || load(i))).collect();
+                            reads
+                                .into_iter()
+                                .map(|r| r.join().unwrap_or_else(|_| Err(Error::internal("a Copy read thread panicked"))))
+                                .collect()
+                        })
+                    };
+                    for r in loaded {
                         let failed = r.is_err();
                         if tx.send(r).is_err() || failed {
                             return;
                         }
                     }
-                });
+                    index = upto;
+                }
             });
             let mut lanes = Vec::new();
             for no in st.prog.live().collect::<Vec<_>>() {
@@ -626,68 +642,78 @@ fn write(phv: &RwLock<Phv>) -> std::sync::RwLockWriteGuard<'_, Phv> {
     phv.write().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Reads one snapshot container for the Copy phase: its metadata; if a
-/// segment is marked, the marked segments' bytes, each verified against its
-/// fingerprint (in parallel). Membership in the PHF's key set is confirmed
-/// before a slot is trusted, because the PHF gives arbitrary slots to
-/// fingerprints it was not built over: by `homed` (how many of the index
-/// entries BuildPhf built over point to each snapshot container) when the
-/// container's table is exactly that long and lists no fingerprint twice,
-/// so that every entry is one of those keys; else by looking each
-/// candidate up in the source index.
-fn load_container(
-    source: &dyn crate::tier::SourceTier,
-    phf: &Phf,
-    phvs: &[RwLock<Phv>],
-    live: &[AtomicBool],
-    snapshot: &[ContainerId],
-    homed: Option<&[u32]>,
-    index: u64,
-) -> Result<Loaded> {
-    let id = snapshot[index as usize];
-    let meta = source.read_metadata(id)?;
-    // Marked for any target still in the job: read once, for all of them.
-    let candidates: Vec<(SegmentEntry, u64)> = {
-        let bits: Vec<_> = phvs.iter().zip(live).filter(|(_, l)| l.load(Ordering::SeqCst)).map(|(p, _)| read(p)).collect();
-        meta.segments
-            .iter()
-            .filter_map(|e| phf.slot(&e.fingerprint).filter(|s| bits.iter().any(|b| b.get(*s))).map(|s| (*e, s)))
-            .collect()
-    };
-    if candidates.is_empty() {
-        return Ok(Loaded { index, id, kind: meta.kind, segments: Vec::new(), bytes: 0, skipped: true });
+/// What Copy's reader needs to load a snapshot container.
+#[derive(Clone, Copy)]
+struct SourceReader<'a> {
+    source: &'a dyn crate::tier::SourceTier,
+    /// Hashes the segments read (the reads themselves wait elsewhere).
+    pool: &'a rayon::ThreadPool,
+    phf: &'a Phf,
+    phvs: &'a [RwLock<Phv>],
+    live: &'a [AtomicBool],
+    snapshot: &'a [ContainerId],
+    homed: Option<&'a [u32]>,
+}
+
+impl SourceReader<'_> {
+    /// Reads one snapshot container for the Copy phase: its metadata; if a
+    /// segment is marked, the marked segments' bytes, each verified against its
+    /// fingerprint (in parallel). Membership in the PHF's key set is confirmed
+    /// before a slot is trusted, because the PHF gives arbitrary slots to
+    /// fingerprints it was not built over: by `homed` (how many of the index
+    /// entries BuildPhf built over point to each snapshot container) when the
+    /// container's table is exactly that long and lists no fingerprint twice,
+    /// so that every entry is one of those keys; else by looking each
+    /// candidate up in the source index.
+    fn load(&self, index: u64) -> Result<Loaded> {
+        let SourceReader { source, pool, phf, phvs, live, snapshot, homed } = *self;
+        let id = snapshot[index as usize];
+        let meta = source.read_metadata(id)?;
+        // Marked for any target still in the job: read once, for all of them.
+        let candidates: Vec<(SegmentEntry, u64)> = {
+            let bits: Vec<_> = phvs.iter().zip(live).filter(|(_, l)| l.load(Ordering::SeqCst)).map(|(p, _)| read(p)).collect();
+            meta.segments
+                .iter()
+                .filter_map(|e| phf.slot(&e.fingerprint).filter(|s| bits.iter().any(|b| b.get(*s))).map(|s| (*e, s)))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Ok(Loaded { index, id, kind: meta.kind, segments: Vec::new(), bytes: 0, skipped: true });
+        }
+        let all_homed = crate::mark::keys::every_entry_homed(homed.and_then(|h| h.get(index as usize)).copied(), &meta.segments);
+        let members: Vec<(SegmentEntry, u64)> = if all_homed {
+            candidates
+        } else {
+            let fps: Vec<Fingerprint> = candidates.iter().map(|c| c.0.fingerprint).collect();
+            source
+                .locate(&fps)?
+                .into_iter()
+                .zip(candidates)
+                .filter(|(loc, _)| loc.is_some_and(|c| snapshot.binary_search(&c).is_ok()))
+                .map(|(_, c)| c)
+                .collect()
+        };
+        let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
+        let bytes = source.read_segments(id, &which)?;
+        if bytes.len() != which.len() {
+            return Err(Error::contract(
+                format!("read_segments of container {id}"),
+                format!("answered {} segments for {} asked", bytes.len(), which.len()),
+            ));
+        }
+        // Every segment is checked against its fingerprint before it can be
+        // written on: compressed ones are decompressed (in parallel) and
+        // hashed, and kept in their stored form.
+        let segments: Vec<(SegmentEntry, u64, Vec<u8>)> = pool.install(|| {
+            members
+                .into_par_iter()
+                .zip(bytes)
+                .map(|((e, slot), b)| crate::format::container::check_stored(&e, &b, id).map(|()| (e, slot, b)))
+                .collect::<Result<_>>()
+        })?;
+        let bytes = segments.iter().map(|s| s.2.len() as u64).sum();
+        Ok(Loaded { index, id, kind: meta.kind, segments, bytes, skipped: false })
     }
-    let all_homed = crate::mark::keys::every_entry_homed(homed.and_then(|h| h.get(index as usize)).copied(), &meta.segments);
-    let members: Vec<(SegmentEntry, u64)> = if all_homed {
-        candidates
-    } else {
-        let fps: Vec<Fingerprint> = candidates.iter().map(|c| c.0.fingerprint).collect();
-        source
-            .locate(&fps)?
-            .into_iter()
-            .zip(candidates)
-            .filter(|(loc, _)| loc.is_some_and(|c| snapshot.binary_search(&c).is_ok()))
-            .map(|(_, c)| c)
-            .collect()
-    };
-    let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
-    let bytes = source.read_segments(id, &which)?;
-    if bytes.len() != which.len() {
-        return Err(Error::contract(
-            format!("read_segments of container {id}"),
-            format!("answered {} segments for {} asked", bytes.len(), which.len()),
-        ));
-    }
-    // Every segment is checked against its fingerprint before it can be
-    // written on: compressed ones are decompressed (in parallel) and
-    // hashed, and kept in their stored form.
-    let segments: Vec<(SegmentEntry, u64, Vec<u8>)> = members
-        .into_par_iter()
-        .zip(bytes)
-        .map(|((e, slot), b)| crate::format::container::check_stored(&e, &b, id).map(|()| (e, slot, b)))
-        .collect::<Result<_>>()?;
-    let bytes = segments.iter().map(|s| s.2.len() as u64).sum();
-    Ok(Loaded { index, id, kind: meta.kind, segments, bytes, skipped: false })
 }
 
 #[cfg(test)]

@@ -206,6 +206,9 @@ impl<T: SourceTier> SourceTier for FaultyTier<T> {
     fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
         self.around(FaultKind::RemoveFiles, || self.inner.remove_files(entries))
     }
+    fn read_concurrency(&self) -> usize {
+        self.inner.read_concurrency()
+    }
 }
 
 impl<T: TargetTier> TargetTier for FaultyTier<T> {

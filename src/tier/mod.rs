@@ -160,6 +160,14 @@ pub trait SourceTier: Tier {
     /// is now absent (removed by this call, or already gone) and `false` if
     /// it was kept because it changed. Durable on return; idempotent.
     fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>>;
+
+    /// How many containers a caller may read from this tier at once: Copy
+    /// keeps this many container reads in flight, in order. A tier whose
+    /// reads wait on a network (an object store) answers more than one; a
+    /// local disk, one (the default).
+    fn read_concurrency(&self) -> usize {
+        1
+    }
 }
 
 /// A tier data is written to.
@@ -266,6 +274,9 @@ impl<T: SourceTier + ?Sized> SourceTier for &T {
     }
     fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
         (**self).remove_files(entries)
+    }
+    fn read_concurrency(&self) -> usize {
+        (**self).read_concurrency()
     }
 }
 

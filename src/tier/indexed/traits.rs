@@ -112,9 +112,20 @@ impl Tier for IndexedTier {
     }
 }
 
+/// Container reads in flight from an object store (see
+/// `SourceTier::read_concurrency`): 8 x 4 MiB in flight covers a
+/// round trip of tens of milliseconds at the gateway's bandwidth.
+const REMOTE_READS: usize = 8;
+
 impl SourceTier for IndexedTier {
     fn fingerprint_count(&self) -> Result<u64> {
         Ok(lock(&self.alloc).segments)
+    }
+
+    fn read_concurrency(&self) -> usize {
+        // Each read from a bucket is a round trip: enough in flight to
+        // hide it. A local disk reads ahead by itself.
+        if self.is_remote() { REMOTE_READS } else { 1 }
     }
 
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
