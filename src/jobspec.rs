@@ -24,8 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::selection::Selection;
 use crate::engine::{Mode, VerifyLevel};
-use crate::error::JobError;
-use crate::error::{Error, Result};
+use crate::error::{Error, JobError, Result};
 
 /// A job as kept in a file. Unknown fields are an error, so a misspelt
 /// key is never silently ignored.

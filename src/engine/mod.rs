@@ -15,10 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::engine::selection::Selection;
-use crate::error::{Error, Result};
+use crate::error::{Error, JobError, Result};
 use crate::tier::{SourceTier, TargetTier};
 
-use crate::error::JobError;
 use crate::mark::phf::PhfKind;
 use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
 

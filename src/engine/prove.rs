@@ -10,8 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::{SegmentEntry, TargetTier};
 

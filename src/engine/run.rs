@@ -8,8 +8,7 @@ use super::{
     Event, GateAnswer, Mode, Outcome, Phase, Report, Seeder, SwitchRequest, SwitchStage, TargetFailure, progress_of,
     targets_report,
 };
-use crate::error::{Error, Result};
-use crate::error::{FormatError, JobError, TierError};
+use crate::error::{Error, FormatError, JobError, Result, TierError};
 use crate::format::fingerprint::ContainerId;
 use crate::mark::keys::KeyFile;
 use crate::mark::marks::{LeafCheck, SetSum, affected_files, mark};

@@ -3,8 +3,7 @@
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::error::{JobError, TierError};
+use crate::error::{Error, JobError, Result, TierError};
 use crate::format::records::SelectionV1;
 use crate::tier::{FileEntry, Tier};
 

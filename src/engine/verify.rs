@@ -23,8 +23,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::FormatError;
-use crate::error::{Error, Result};
+use crate::error::{Error, FormatError, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 use crate::mark::marks::{FileNames, FileWindows, Item, PhfMarks, Side, TableCache, ToExpand, walk_in};

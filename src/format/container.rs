@@ -14,8 +14,7 @@ use std::path::Path;
 
 use crate::format::entries::{Codec, ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 
-use crate::error::FormatError;
-use crate::error::{Error, Result};
+use crate::error::{Error, FormatError, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 
 pub(crate) const MAGIC: &[u8; 4] = b"TSCN";

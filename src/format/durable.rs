@@ -5,8 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
 
-use crate::error::{Error, Result};
-use crate::error::{FormatError, TierError};
+use crate::error::{Error, FormatError, Result, TierError};
 
 /// Suffix of files being written; `open` of a tier removes leftovers.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";

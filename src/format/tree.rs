@@ -5,8 +5,7 @@
 //! empty file is a level-1 recipe with no children and a one-chunk file is
 //! a level-1 recipe with one child: one shape for every file.
 
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::fingerprint::Fingerprint;
 
 const RECIPE_MAGIC: &[u8; 3] = b"TSR";

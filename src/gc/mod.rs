@@ -9,8 +9,7 @@
 //! points to it, and never while a pin (a running job's snapshot) holds it.
 
 use crate::engine::SuspendHandle;
-use crate::error::{Error, Result};
-use crate::error::{JobError, TierError};
+use crate::error::{Error, JobError, Result, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;

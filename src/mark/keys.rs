@@ -19,8 +19,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use super::spool::Merge;
-use crate::error::FormatError;
-use crate::error::{Error, Result};
+use crate::error::{Error, FormatError, Result};
 use crate::format::durable::DurableFile;
 use crate::format::entries::SegmentEntry;
 use crate::format::fingerprint::{ContainerId, Fingerprint, PhfKey};

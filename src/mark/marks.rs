@@ -8,8 +8,7 @@ use super::keys::KeyFile;
 use super::phf::Phf;
 use super::phv::Phv;
 use super::spool::{LOOKUP_BATCH, Spool, fingerprint_at, merge_pays, u64_at};
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 pub(crate) use crate::mark::walk::{

@@ -12,8 +12,7 @@ use ph::seedable_hash::BuildWyHash;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyFile, KeyReader};
-use crate::error::JobError;
-use crate::error::{Error, Result};
+use crate::error::{Error, JobError, Result};
 use crate::format::durable::{encode_record, write_durable};
 use crate::format::fingerprint::PhfKey;
 use crate::format::fingerprint::{ContainerId, Fingerprint};

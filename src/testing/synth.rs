@@ -147,8 +147,7 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
-use crate::error::{FormatError, TierError};
+use crate::error::{Error, FormatError, Result, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::{Child, Recipe};
 use crate::tier::{Codec, ContainerKind, ContainerMeta, SegmentEntry};

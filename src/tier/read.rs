@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::error::{Error, Result};
-use crate::error::{FormatError, TierError};
+use crate::error::{Error, FormatError, Result, TierError};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 use crate::tier::SourceTier;

@@ -3,10 +3,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use tierseed::IndexedTier;
+use tierseed::{IndexedTier, TierError};
 
 use crate::small_config;
-use tierseed::TierError;
 
 fn seed() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_seed"));

@@ -7,11 +7,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use tierseed::{
-    ContainerKind, Error, Fault, FaultKind, FaultyTier, IndexedTier, Mode, Outcome, Phase, Seeder, Selection, Tier, VerifyLevel,
+    ContainerKind, Error, Fault, FaultKind, FaultyTier, IndexedTier, JobError, Mode, Outcome, Phase, Seeder, Selection, Tier,
+    TierError, VerifyLevel,
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
-use tierseed::{JobError, TierError};
 
 /// Deterministic pseudo-random bytes (incompressible, no repeats).
 pub fn noise(seed: u64, len: usize) -> Vec<u8> {

@@ -4,10 +4,11 @@ use std::fs;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tierseed::{Error, Event, IndexedTier, Mode, Outcome, Phase, Seeder, Selection, SuspendHandle};
+use tierseed::{
+    Error, Event, FormatError, IndexedTier, JobError, Mode, Outcome, Phase, Seeder, Selection, SuspendHandle, TierError,
+};
 
 use crate::{check_target, index_fingerprints, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
-use tierseed::{FormatError, JobError, TierError};
 
 #[test]
 fn copy_end_to_end_every_file_restores_and_nothing_is_stored_twice() {

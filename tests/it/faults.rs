@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tierseed::{Error, Fault, FaultKind, FaultyTier, IndexedTier, Mode, Outcome, Seeder, Selection, TargetTier};
+use tierseed::{
+    Error, Fault, FaultKind, FaultyTier, FormatError, IndexedTier, Mode, Outcome, Seeder, Selection, TargetTier, TierError,
+};
 
 use crate::{check_target, namespace, small_config, synth_source};
-use tierseed::{FormatError, TierError};
 
 /// Which tier a fault is injected into.
 #[derive(Clone, Copy, Debug)]

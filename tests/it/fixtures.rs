@@ -7,9 +7,8 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tierseed::FormatError;
 use tierseed::{
-    Codec, ContainerId, ContainerKind, Error, Fingerprint, IndexedTier, TierConfig, decode_container, decode_segment,
+    Codec, ContainerId, ContainerKind, Error, Fingerprint, FormatError, IndexedTier, TierConfig, decode_container, decode_segment,
 };
 
 fn dir() -> PathBuf {

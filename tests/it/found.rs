@@ -5,10 +5,9 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use tierseed::{Error, IndexedTier, Phase, Seeder, Selection, Tier};
+use tierseed::{Error, IndexedTier, JobError, Phase, Seeder, Selection, Tier};
 
 use crate::{run_until, small_config, synth_source};
-use tierseed::JobError;
 
 fn seed() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_seed"));

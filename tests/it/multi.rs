@@ -7,12 +7,11 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use tierseed::{
-    Error, Event, Fault, FaultKind, FaultyTier, IndexedTier, Mode, Outcome, Phase, Seeder, Selection, TargetFailure, TargetTier,
-    Tier,
+    Error, Event, Fault, FaultKind, FaultyTier, IndexedTier, JobError, Mode, Outcome, Phase, Seeder, Selection, TargetFailure,
+    TargetTier, Tier,
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, small_config, synth_source};
-use tierseed::JobError;
 
 const PREFIXES: [&str; 2] = ["gen-001", "gen-000/home"];
 

@@ -14,10 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use tierseed::{Error, IndexedTier, Mode, ObjectConfig, Outcome, Seeder, Selection, Tier};
+use tierseed::{Error, FormatError, IndexedTier, Mode, ObjectConfig, Outcome, Seeder, Selection, Tier, TierError};
 
 use crate::{check_target, prefixed, run_to_end, small_config, synth_source};
-use tierseed::{FormatError, TierError};
 
 const BUCKET: &str = "tierseed-test";
 const ACCESS: &str = "tierseedkey";

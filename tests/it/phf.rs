@@ -5,10 +5,9 @@ use std::collections::HashSet;
 use std::fs;
 
 use tierseed::bench_api::build_phf_kind;
-use tierseed::{Error, IndexedTier, Outcome, Phase, PhfKind, Seeder, Selection};
+use tierseed::{Error, FormatError, IndexedTier, Outcome, Phase, PhfKind, Seeder, Selection};
 
 use crate::{check_target, index_fingerprints, prefixed, run_to_end, run_until, small_config, synth_source};
-use tierseed::FormatError;
 
 #[test]
 fn the_compact_phf_gives_every_fingerprint_its_own_slot() {

@@ -6,12 +6,11 @@
 use std::fs;
 
 use tierseed::{
-    ContainerId, ContainerKind, Error, Fault, FaultyTier, Fingerprint, GcOptions, IndexedTier, Mode, Outcome, Phase, Seeder,
-    Selection, SuspendHandle, Tier, VerifyLevel,
+    ContainerId, ContainerKind, Error, Fault, FaultyTier, Fingerprint, FormatError, GcOptions, IndexedTier, JobError, Mode,
+    Outcome, Phase, Seeder, Selection, SuspendHandle, Tier, VerifyLevel,
 };
 
 use crate::{check_target, namespace, prefixed, run_to_end, run_until, small_config, synth_source};
-use tierseed::{FormatError, JobError};
 
 /// Rewrites container file `c` of `t` with `f` applied to its bytes.
 pub fn tamper(t: &IndexedTier, c: ContainerId, f: impl FnOnce(&mut Vec<u8>)) {

@@ -6,11 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use tierseed::{
-    ContainerKind, Error, FileEntry, Fingerprint, IndexedTier, Phase, Seeder, Selection, StoredSegment, TargetTier, Tier,
+    ContainerKind, Error, FileEntry, Fingerprint, IndexedTier, JobError, Phase, Seeder, Selection, StoredSegment, TargetTier,
+    Tier, TierError,
 };
 
 use crate::{check_target, namespace, run_to_end, run_until, small_config, synth_source};
-use tierseed::{JobError, TierError};
 
 /// One 16-byte, height-0 file per fingerprint (the root is the data
 /// itself), named by `name(i)`.

@@ -5,10 +5,9 @@ use std::fs;
 use std::path::Path;
 
 use proptest::prelude::*;
-use tierseed::{Error, IndexedTier, SourceTier, TargetTier, Tier, TierConfig};
+use tierseed::{Error, IndexedTier, SourceTier, TargetTier, Tier, TierConfig, TierError};
 
 use crate::{namespace, small_config, stored_segment_entries};
-use tierseed::TierError;
 
 /// Tiny chunks (64..1024 bytes) and fanout 2, so a few KiB already make
 /// trees of four or more levels.

@@ -6,10 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tierseed::Selection;
+use tierseed::{JobError, Selection};
 
 use crate::ui::{human, utc};
-use tierseed::JobError;
 
 /// Options of a run, new or resumed.
 #[derive(Args)]

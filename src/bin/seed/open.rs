@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use tierseed::TierError;
-use tierseed::{IndexedTier, ObjectConfig, TierConfig};
+use tierseed::{IndexedTier, ObjectConfig, TierConfig, TierError};
 
 #[derive(Clone, Copy)]
 pub(crate) enum How {

@@ -11,7 +11,7 @@ use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use super::codes::mode_code;
 use super::{Report, TargetFailure};
-use crate::error::{Error, Result};
+use crate::error::{Error, JobError, Result, TierError};
 use crate::format::durable::{Versioned, decode_record, decode_versioned, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file, is_scratch};
@@ -21,7 +21,6 @@ use crate::tier::FileEntry;
 
 mod records;
 
-use crate::error::{JobError, TierError};
 pub(crate) use records::{
     GateRecord, JobRecord, LaneProgress, MarkSumRecord, OptionsRecord, PhfRef, ProgressRecord, TargetRecord, target_side,
 };

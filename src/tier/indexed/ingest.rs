@@ -11,8 +11,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::{IndexedTier, validate_path};
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::container::compress;
 use crate::format::fingerprint::Fingerprint;
 use crate::format::tree::{Child, build_tree};

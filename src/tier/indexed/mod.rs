@@ -28,14 +28,13 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS};
 use crate::format::records::{FileEntryV1, FileEntryV2, decode_entries};
 use crate::tier::{FileEntry, TierId};
 
-use crate::error::TierError;
 pub(crate) use config::TierRecord;
 use config::{Alloc, AllocV1, TierRecordV1};
 pub use config::{TierConfig, TierInfo};

@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 
 /// Longest namespace path accepted, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;

@@ -6,8 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::{IndexedTier, apply, lock, paths::safe_join, validate_path};
-use crate::error::{Error, Result};
-use crate::error::{FormatError, JobError, TierError};
+use crate::error::{Error, FormatError, JobError, Result, TierError};
 use crate::format::container;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::read::read_file;

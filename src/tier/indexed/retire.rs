@@ -20,8 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rocksdb::{IteratorMode, WriteBatch};
 
 use super::{CF_INDEX, CF_META, IndexedTier, KEY_ALLOC, META_MAGIC, META_VERSION, cf, decode_container_id, lock, synced};
-use crate::error::{Error, Result};
-use crate::error::{FormatError, TierError};
+use crate::error::{Error, FormatError, Result, TierError};
 use crate::format::durable::encode_record;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::tier::Tier;

@@ -7,8 +7,7 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::container;
 use crate::format::durable::{self, TEMP_SUFFIX};
 use crate::format::fingerprint::ContainerId;

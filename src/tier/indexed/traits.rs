@@ -10,8 +10,7 @@ use super::{
     Alloc, CF_INDEX, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, META_MAGIC, META_VERSION, NAMESPACE_BATCH, Pin,
     cf, decode_container_id, lock, namespace_batch, scan, synced, validate_path,
 };
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::container;
 use crate::format::durable::encode_record;
 use crate::format::fingerprint::{ContainerId, Fingerprint};

@@ -28,8 +28,7 @@ use super::{
     Alloc, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, META_MAGIC, META_VERSION, TierRecord,
     TierRecordV1, cf, synced,
 };
-use crate::error::TierError;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TierError};
 use crate::format::durable::{decode_record, encode_record};
 use crate::format::records::{FileEntryV1, FileEntryV2};
 use crate::tier::indexed::TierConfig;

@@ -21,8 +21,7 @@ use super::{
     CHECKPOINT_MAGIC, CHECKPOINT_PART, CHECKPOINT_VERSION, CheckpointV1, HEADER_CACHE, JOURNAL_MAGIC, JOURNAL_VERSION,
     JournalOpV1, JournalOpV2, META_PROBE, ObjectConfig, RECOVER_CONCURRENCY, s3_url,
 };
-use crate::error::{Error, Result};
-use crate::error::{FormatError, TierError};
+use crate::error::{Error, FormatError, Result, TierError};
 use crate::format::container::{self, HEADER_LEN};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
