@@ -333,12 +333,14 @@ impl S3Store {
         let what = |k: &str| format!("namespace checkpoint s3://{}/{k}", self.bucket);
         let key = self.checkpoint_key(seq, "manifest");
         // The manifest's layout is the same at both versions.
-        let m: CheckpointV1 = decode_entries::<CheckpointV1, CheckpointV1, CheckpointV1>(
+        let m = match durable::decode_versioned::<CheckpointV1, CheckpointV1>(
             CHECKPOINT_MAGIC,
             CHECKPOINT_VERSION,
             &self.get(&key, None)?,
             &|| what(&key),
-        )?;
+        )? {
+            durable::Versioned::Current(m) | durable::Versioned::V1(m) => m,
+        };
         if m.seq != seq {
             return Err(Error::corrupt_record(what(&key), format!("names entry {:016x}", m.seq)));
         }
