@@ -93,11 +93,13 @@ pub use crate::testing::synth;
 #[doc(hidden)]
 pub use crate::testing::{bench_api, fuzzing};
 pub use crate::tier::faulty::{Fault, FaultKind, FaultyTier};
+#[cfg(feature = "s3")]
+pub use crate::tier::indexed::RecoverReport;
 pub use crate::tier::indexed::{
     IndexedTier, Ingest, IngestStats, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };
 #[cfg(feature = "s3")]
-pub use crate::tier::indexed::{ObjectConfig, RecoverReport};
+pub use crate::tier::store::bucket::{ObjectConfig, ObjectService};
 pub use crate::tier::{
     Codec, ContainerKind, ContainerMeta, FileAttrs, FileEntry, FileKind, IndexEntry, JobHold, SegmentEntry, SourceTier,
     StoredSegment, TargetTier, Tier, TierId,

@@ -41,8 +41,8 @@ pub fn format_versions() -> Vec<FormatVersion> {
     #[cfg(feature = "s3")]
     out.extend([
         v("object tier store record", crate::tier::indexed::STORE_VERSION, 1),
-        v("object tier namespace journal", crate::tier::indexed::JOURNAL_VERSION, 1),
-        v("object tier namespace checkpoint", crate::tier::indexed::CHECKPOINT_VERSION, 1),
+        v("object tier namespace journal", crate::tier::store::bucket::records::JOURNAL_VERSION, 1),
+        v("object tier namespace checkpoint", crate::tier::store::bucket::records::CHECKPOINT_VERSION, 1),
     ]);
     out
 }

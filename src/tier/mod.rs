@@ -10,6 +10,7 @@ pub(crate) mod faulty;
 pub(crate) mod indexed;
 pub(crate) mod pack;
 pub(crate) mod read;
+pub(crate) mod store;
 
 use crate::error::Result;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
@@ -17,6 +18,13 @@ use crate::format::fingerprint::{ContainerId, Fingerprint};
 pub use crate::format::entries::{
     Codec, ContainerKind, ContainerMeta, FileAttrs, FileEntry, FileKind, SegmentEntry, StoredSegment,
 };
+
+/// Locks `m`, taking the data of a poisoned lock as it is: every mutex in
+/// the tiers guards a cache or a counter that a panicking holder leaves
+/// consistent (each update is one assignment).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// One index entry: a fingerprint and the container that holds it.
 pub type IndexEntry = (Fingerprint, ContainerId);

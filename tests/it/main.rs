@@ -5,6 +5,10 @@
 // modules that run the `seed` binary need `cli`, and those that crash or
 // hold it at a named point (or read the durability trace) need
 // `crash-points` too. The README's command (`--all-features`) runs all.
+#[cfg(all(feature = "cli", feature = "crash-points"))]
+mod azure;
+#[cfg(all(feature = "cli", feature = "crash-points"))]
+mod bucket;
 #[cfg(feature = "cli")]
 mod cli;
 mod conformance;

@@ -14,8 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use tierseed::{Error, FormatError, IndexedTier, Mode, ObjectConfig, Outcome, Seeder, Selection, Tier, TierError};
+use tierseed::{Error, IndexedTier, Mode, ObjectConfig, ObjectService, Outcome, Seeder, Selection, Tier, TierError};
 
+use crate::bucket::{self, Service, kill_after_copy_commits, ok, restores_all, seed_cmd, uuid_ish};
 use crate::{check_target, prefixed, run_to_end, small_config, synth_source};
 
 const BUCKET: &str = "tierseed-test";
@@ -114,8 +115,7 @@ fn shared(test: &str) -> Option<(&'static Cluster, std::sync::RwLockReadGuard<'s
     Some((c, FAULTS.read().unwrap_or_else(std::sync::PoisonError::into_inner)))
 }
 
-impl Cluster {
-    /// A config for a fresh prefix of the test bucket.
+impl Service for Cluster {
     fn config(&self, name: &str) -> ObjectConfig {
         let mut c = ObjectConfig::new(BUCKET, format!("{name}-{}", uuid_ish()));
         c.endpoint = Some(self.endpoint.clone());
@@ -124,16 +124,18 @@ impl Cluster {
         c
     }
 
-    fn ceph(args: &[&str]) {
-        let st = Command::new("bash").arg(script()).args(args).status().unwrap();
-        assert!(st.success(), "ceph.sh {args:?} failed");
-    }
-
     fn env(&self, c: &mut Command) {
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", ACCESS)
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .env("AWS_REGION", "us-east-1");
+    }
+}
+
+impl Cluster {
+    fn ceph(args: &[&str]) {
+        let st = Command::new("bash").arg(script()).args(args).status().unwrap();
+        assert!(st.success(), "ceph.sh {args:?} failed");
     }
 
     /// Waits until the cluster reports all three OSDs up again.
@@ -154,163 +156,22 @@ impl Cluster {
     }
 }
 
-fn uuid_ish() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    format!("{:x}{:x}", t, std::process::id())
-}
-
-fn seed_cmd(c: &Cluster) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_seed"));
-    cmd.env_remove("TIERSEED_CRASH_AT").env("RUST_LOG", "error");
-    c.env(&mut cmd);
-    cmd
-}
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
-
-/// Runs `seed` with `args` and SIGKILLs it while it is held right after
-/// its `n`-th Copy commit: mid-Copy for certain, however loaded the machine.
-fn kill_after_copy_commits(c: &Cluster, args: &[&str], n: u64) {
-    let mut cmd = seed_cmd(c);
-    cmd.args(args).stdout(Stdio::null());
-    crate::HeldJob::spawn(cmd, "copy.after_commit", n).kill();
-}
-
-fn restores_all(t: &IndexedTier, expected: &BTreeMap<String, Vec<u8>>) {
-    for (path, bytes) in expected {
-        let mut out = Vec::new();
-        t.restore(path, &mut out).unwrap_or_else(|e| panic!("restore {path}: {e}"));
-        assert!(out == *bytes, "{path}: restored bytes differ");
-    }
-}
-
 #[test]
 fn object_tier_seeded_in_copy_and_move_mode_then_recalled() {
     let Some((c, _shared)) = shared("object_tier_seeded_in_copy_and_move_mode_then_recalled") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, all) = synth_source(&dir.path().join("src"), 11, 3, 40, 24 << 10);
-    let cfg = c.config("copymove");
-    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
-
-    // Copy mode: one generation.
-    let first = prefixed(&all, &["gen-000/"]);
-    let mut job =
-        Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap();
-    let r = run_to_end(&mut job);
-    assert_eq!(r.counters.files_selected, first.len() as u64);
-    drop(job);
-    check_target(&cloud, &first);
-
-    // Move mode: the next generation leaves the source.
-    let second = prefixed(&all, &["gen-001/"]);
-    let mut job = Seeder::builder(&src, &cloud, dir.path().join("s2"))
-        .selection(Selection::new().prefix("gen-001"))
-        .mode(Mode::Move)
-        .build()
-        .unwrap();
-    run_to_end(&mut job);
-    drop(job);
-    let mut both = first.clone();
-    both.extend(second.clone());
-    check_target(&cloud, &both);
-    assert!(src.all_files().unwrap().iter().all(|e| !e.path.starts_with("gen-001/")), "moved files left the source");
-
-    // Recall: object tier -> a new local tier, and the data is the same.
-    let back = IndexedTier::create(dir.path().join("back"), small_config()).unwrap();
-    let mut job = Seeder::builder(&cloud, &back, dir.path().join("s3")).selection(Selection::all()).build().unwrap();
-    run_to_end(&mut job);
-    drop(job);
-    check_target(&back, &both);
-
-    // A reopened object tier (and a read-only one) sees the same.
-    drop(cloud);
-    let cloud = IndexedTier::open_object_tier_read_only(dir.path().join("meta"), &cfg).unwrap();
-    restores_all(&cloud, &both);
+    bucket::seeded_in_copy_and_move_mode_then_recalled(c);
 }
 
 #[test]
 fn seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed() {
     let Some((c, _shared)) = shared("seed_cli_on_an_object_tier_sigkilled_mid_copy_then_resumed") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, all) = synth_source(&dir.path().join("src"), 12, 2, 60, 32 << 10);
-    drop(src);
-    let cfg = c.config("sigkill");
-    let url = cfg.url();
-    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let (srcp, meta, state) = (p("src"), p("meta"), p("state"));
-    let args = ["run", "--from", &srcp, "--to", &url, "--meta", &meta, "--state", &state, "--all", "--container-kib", "64"];
-    kill_after_copy_commits(c, &args, 3);
-    let status = Seeder::status(&state).unwrap();
-    assert_eq!(status.next_phase, tierseed::Phase::Copy, "killed in {:?}", status.next_phase);
-
-    let out = ok(seed_cmd(c).args(["resume", "--from", &srcp, "--to", &url, "--meta", &meta, "--state", &state]));
-    assert!(out.contains("copy mode"), "{out}");
-    let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
-    check_target(&cloud, &all);
-    // The CLI reads the object tier too.
-    drop(cloud);
-    let ls = ok(seed_cmd(c).args(["ls", "--tier", &url, "--meta", &meta]));
-    assert_eq!(ls.lines().count(), all.len());
-    ok(seed_cmd(c).args(["verify", "--tier", &url, "--meta", &meta]));
-    let info = ok(seed_cmd(c).args(["info", "--tier", &url, "--meta", &meta]));
-    assert!(info.contains(&format!("files       {}", all.len())), "{info}");
+    bucket::seed_cli_sigkilled_mid_copy_then_resumed(c);
 }
 
 #[test]
 fn lost_metadata_is_recovered_from_the_bucket_alone() {
     let Some((c, _shared)) = shared("lost_metadata_is_recovered_from_the_bucket_alone") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, all) = synth_source(&dir.path().join("src"), 13, 3, 30, 24 << 10);
-    let cfg = c.config("recover");
-    let meta = dir.path().join("meta");
-    let cloud = IndexedTier::create_object_tier(&meta, &cfg, small_config()).unwrap();
-    let mut job = Seeder::builder(&src, &cloud, dir.path().join("s")).selection(Selection::all()).build().unwrap();
-    run_to_end(&mut job);
-    drop(job);
-    // Namespace changes after the seed: a removal and a direct ingest.
-    let removed = cloud.remove(&["gen-000"]).unwrap();
-    assert!(!removed.is_empty());
-    cloud.ingest_reader("direct/new.txt", 7, &b"ingested straight into the cloud tier"[..]).unwrap();
-    // A symlink with its attributes, kept by the journal alone.
-    let link = tierseed::FileAttrs {
-        kind: tierseed::FileKind::Symlink,
-        mode: None,
-        owner: Some((1000, 1000)),
-        mtime_nanos: 999_999_999,
-    };
-    let mut s = cloud.ingest_session();
-    s.add_reader_with("direct/link", -86_400, link, &mut &b"new.txt"[..]).unwrap();
-    s.finish().unwrap();
-    // Space reclaimed in the bucket: containers deleted and compacted.
-    let gc = cloud.gc(tierseed::GcOptions::default().threshold(1.0), &tierseed::SuspendHandle::default()).unwrap();
-    assert!(gc.containers_deleted + gc.containers_compacted > 0, "{gc:?}");
-    let mut expected: BTreeMap<String, Vec<u8>> =
-        all.into_iter().filter(|(p, _)| !removed.iter().any(|e| &e.path == p)).collect();
-    expected.insert("direct/new.txt".into(), b"ingested straight into the cloud tier".to_vec());
-    expected.insert("direct/link".into(), b"new.txt".to_vec());
-    let before = cloud.info().unwrap();
-    drop(cloud);
-
-    std::fs::remove_dir_all(&meta).unwrap();
-    let url = cfg.url();
-    let out = ok(seed_cmd(c).args(["recover", "--tier", &url, "--meta", meta.to_str().unwrap()]));
-    assert!(out.contains(&format!("{} files", expected.len())), "{out}");
-    let cloud = IndexedTier::open_object_tier(&meta, &cfg).unwrap();
-    let after = cloud.info().unwrap();
-    assert_eq!(after, before, "recovered figures differ");
-    check_target(&cloud, &expected);
-    let e = cloud.entry("direct/link").unwrap();
-    assert_eq!((e.mtime, e.attrs), (-86_400, link), "the link as recovered from the journal");
-
-    // Recovering into a directory that holds a tier is refused.
-    drop(cloud);
-    let err = IndexedTier::recover_object_tier(&meta, &cfg).unwrap_err();
-    assert!(err.to_string().contains("already holds a tier"), "{err}");
+    bucket::lost_metadata_is_recovered_from_the_bucket_alone(c);
 }
 
 #[test]
@@ -867,9 +728,11 @@ fn an_object_tier_without_credentials_is_refused_before_any_request() {
     let err = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap_err();
     assert!(err.to_string().contains("give both"), "{err}");
     assert!(ObjectConfig::parse_url("s3://ab/x").is_none(), "a 2-character bucket");
-    assert_eq!(ObjectConfig::parse_url("s3://bucket/a/b/"), Some(("bucket".into(), "a/b".into())));
-    assert_eq!(ObjectConfig::parse_url("s3://bucket"), Some(("bucket".into(), String::new())));
+    assert_eq!(ObjectConfig::parse_url("s3://bucket/a/b/"), Some((ObjectService::S3, "bucket".into(), "a/b".into())));
+    assert_eq!(ObjectConfig::parse_url("s3://bucket"), Some((ObjectService::S3, "bucket".into(), String::new())));
     assert!(ObjectConfig::parse_url("/local/dir").is_none());
+    assert_eq!(ObjectConfig::parse_url("az://container/p/"), Some((ObjectService::Azure, "container".into(), "p".into())));
+    assert!(ObjectConfig::parse_url("gs://bucket/p").is_none(), "a scheme tierseed does not speak");
 }
 
 #[test]
@@ -929,67 +792,14 @@ fn metadata_older_than_its_bucket_deletes_nothing_and_catches_up() {
 
 #[test]
 fn read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly() {
-    use tierseed::{Fault, FaultKind, FaultyTier};
     let Some((c, _shared)) = shared("read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, all) = synth_source(&dir.path().join("src"), 64, 2, 24, 16 << 10);
-    let cfg = c.config("rfault");
-    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
-    run_to_end(&mut Seeder::builder(&src, &cloud, dir.path().join("s0")).selection(Selection::all()).build().unwrap());
-    let mut injected = 0;
-    for (kind, corrupt) in [
-        (FaultKind::ReadMetadata, false),
-        (FaultKind::ReadSegments, false),
-        (FaultKind::ReadSegments, true),
-        (FaultKind::Fingerprints, false),
-        (FaultKind::ListFiles, false),
-    ] {
-        let fault = if corrupt { Fault::corrupt_read(2) } else { Fault::fail(kind, 2) };
-        let faulty = FaultyTier::new(&cloud, vec![fault]);
-        let back = IndexedTier::create(dir.path().join(format!("back-{injected}")), small_config()).unwrap();
-        let st = dir.path().join(format!("st-{injected}"));
-        let mut job = Seeder::builder(&faulty, &back, &st).selection(Selection::all()).build().unwrap();
-        match job.run() {
-            Err(e) if corrupt => assert!(matches!(e.root(), Error::Format(FormatError::CorruptSegment { .. })), "{kind:?}: {e}"),
-            Err(e) => assert!(e.to_string().contains("injected fault"), "{kind:?}: {e}"),
-            Ok(o) => panic!("{kind:?} call 2 failed but the recall returned {o:?}"),
-        }
-        drop(job);
-        // Nothing corrupt reached the target; the same job then completes.
-        run_to_end(&mut Seeder::resume(&st, &cloud, &back).unwrap());
-        check_target(&back, &all);
-        injected += 1;
-    }
-    assert_eq!(injected, 5);
+    bucket::read_faults_on_the_object_tier_as_a_source_fail_a_recall_cleanly(c);
 }
 
 #[test]
 fn two_metadata_directories_writing_one_bucket_never_overwrite_each_other() {
     let Some((c, _shared)) = shared("two_metadata_directories_writing_one_bucket_never_overwrite_each_other") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = c.config("splitbrain");
-    let a = IndexedTier::create_object_tier(dir.path().join("a"), &cfg, small_config()).unwrap();
-    a.ingest_reader("first", 0, &b"written by a"[..]).unwrap();
-    // A second appliance rebuilds its own metadata from the same bucket
-    // while the first is still writing: split brain.
-    let (b, _) = IndexedTier::recover_object_tier(dir.path().join("b"), &cfg).unwrap();
-    a.ingest_reader("from-a", 0, &b"a's second file, a container of its own"[..]).unwrap();
-    // b allocates the same container id and journal number a just used:
-    // the create-only PUT refuses, b fails loudly and stops writing.
-    let err = b.ingest_reader("from-b", 0, &b"b's file, other bytes under the same id"[..]).unwrap_err();
-    assert!(err.to_string().contains("already exists"), "{err}");
-    assert!(b.ingest_reader("again", 0, &b"x"[..]).is_err(), "a poisoned handle kept writing");
-    drop(b);
-    drop(a);
-    // What a wrote is intact, in the bucket and through a fresh recovery.
-    std::fs::remove_dir_all(dir.path().join("a")).unwrap();
-    let (a, _) = IndexedTier::recover_object_tier(dir.path().join("a"), &cfg).unwrap();
-    for (p, want) in [("first", &b"written by a"[..]), ("from-a", &b"a's second file, a container of its own"[..])] {
-        let mut out = Vec::new();
-        a.restore(p, &mut out).unwrap();
-        assert_eq!(out, want);
-    }
-    assert!(a.verify().unwrap().is_clean());
+    bucket::two_metadata_directories_writing_one_bucket_never_overwrite_each_other(c);
 }
 
 #[test]
@@ -1131,28 +941,8 @@ fn gc_of_an_object_source_while_a_recall_is_suspended_keeps_its_snapshot() {
 /// reopened between checks, and a read-only one.
 #[test]
 fn the_object_tier_passes_the_conformance_kit() {
-    struct OnCeph {
-        meta: std::path::PathBuf,
-        cfg: ObjectConfig,
-    }
-    impl tierseed::conformance::Harness for OnCeph {
-        fn open(&self) -> tierseed::Result<Box<dyn tierseed::conformance::Tested + '_>> {
-            Ok(Box::new(IndexedTier::open_object_tier(&self.meta, &self.cfg)?))
-        }
-        fn open_read_only(&self) -> Option<tierseed::Result<Box<dyn tierseed::conformance::Tested + '_>>> {
-            Some(
-                IndexedTier::open_object_tier_read_only(&self.meta, &self.cfg)
-                    .map(|t| Box::new(t) as Box<dyn tierseed::conformance::Tested>),
-            )
-        }
-    }
     let Some((c, _shared)) = shared("the_object_tier_passes_the_conformance_kit") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = c.config("conformance");
-    IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
-    let report = tierseed::conformance::run(&OnCeph { meta: dir.path().join("meta"), cfg });
-    report.assert_ok();
-    assert_eq!(report.passed.len(), 11, "{report:?}");
+    bucket::passes_the_conformance_kit(c);
 }
 
 /// A namespace change larger than one batch (70,000 upserts, then 70,000

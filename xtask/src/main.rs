@@ -3,7 +3,8 @@
 //! ```text
 //! cargo xtask demo [ARGS]   install what the build needs, then run `seed demo`
 //! cargo xtask test [ARGS]   install what the build and the test services need,
-//!                           then run the whole test suite, Ceph tests required
+//!                           then run the whole test suite, Ceph and Azurite
+//!                           tests required
 //! cargo xtask install       install everything both need, and run nothing
 //! cargo xtask check         say what is missing, install nothing
 //! ```
@@ -72,7 +73,35 @@ const SERVICES: &[Need] = &[
         },
         packages: &["python3-boto3"],
     },
+    Need {
+        what: "Node.js and npm (Azurite, the Azure tests' emulator)",
+        present: || on_path("node") && on_path("npm"),
+        packages: &["nodejs", "npm"],
+    },
 ];
+
+/// Azurite itself comes from npm, pinned by `.ci/azurite.sh`, under
+/// `~/.cache/tierseed-azurite`.
+fn azurite(install: bool) -> Result<(), String> {
+    let script = root().join(".ci/azurite.sh");
+    let home = std::env::var_os("TIERSEED_AZURITE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache/tierseed-azurite")));
+    if home.is_some_and(|h| h.join("node_modules/.bin/azurite-blob").exists()) {
+        return Ok(());
+    }
+    if !install {
+        return Err(format!("Azurite is missing: install it with: bash {}", script.display()));
+    }
+    let t = Instant::now();
+    eprintln!("xtask: npm install azurite (half a minute)");
+    let status = Command::new("bash").arg(&script).arg("install").status().map_err(|e| format!("bash: {e}"))?;
+    if !status.success() {
+        return Err(format!("bash {} install failed ({status})", script.display()));
+    }
+    eprintln!("xtask: installed Azurite in {}", elapsed(t));
+    Ok(())
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ sits in the repository root").to_path_buf()
@@ -151,7 +180,7 @@ const USAGE: &str = "usage: cargo xtask <command> [ARGS]
   demo [ARGS]   install what the build needs, then `seed demo` (ARGS go to it)
   test [ARGS]   install what the build and the test services need, then the
                 whole suite (`cargo test --release --all-features`, ARGS appended),
-                with the Ceph tests required, never skipped
+                with the Ceph and Azurite tests required, never skipped
   install       install what both need, and run nothing
   check         say what is missing, install nothing
 
@@ -170,11 +199,20 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         "test" => {
             ensure(&all, true)?;
-            cargo(&["test", "--release", "--all-features"], rest, &[("TIERSEED_REQUIRE_CEPH", "1")])?;
+            azurite(true)?;
+            cargo(
+                &["test", "--release", "--all-features"],
+                rest,
+                &[("TIERSEED_REQUIRE_CEPH", "1"), ("TIERSEED_REQUIRE_AZURITE", "1")],
+            )?;
         }
-        "install" => ensure(&all, true)?,
+        "install" => {
+            ensure(&all, true)?;
+            azurite(true)?;
+        }
         "check" => {
             ensure(&all, false)?;
+            azurite(false)?;
             eprintln!("xtask: everything the build and the tests need is installed");
         }
         "help" | "-h" | "--help" => {

@@ -126,10 +126,10 @@ pub(crate) struct Tiers {
     /// the other.
     #[arg(long, conflicts_with_all = ["from", "to", "state"])]
     pub(crate) job: Option<PathBuf>,
-    /// Source tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// Source tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long, required_unless_present = "job")]
     pub(crate) from: Option<PathBuf>,
-    /// Target tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// Target tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     /// Give it more than once to seed several targets in one pass (the
     /// source is read once). A resume takes the targets still reachable:
     /// one left out is dropped if the job's policy is `drop`.

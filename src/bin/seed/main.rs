@@ -1,5 +1,5 @@
 //! `seed`: the operator's command line for tierseed. A tier is a directory,
-//! or `s3://BUCKET/PREFIX` (an object tier, with `--meta DIR` for its local
+//! or `s3://BUCKET/PREFIX` / `az://CONTAINER/PREFIX` (an object tier, with `--meta DIR` for its local
 //! metadata and the endpoint and credentials from `AWS_*` variables).
 //! `seed --help` lists the commands; `seed demo` shows the whole cycle on
 //! generated data.
@@ -52,10 +52,12 @@ mod ui;
 #[command(name = "seed", version, about = "Crash-safe, resumable seeding of deduplicated data between tiers")]
 struct Cli {
     /// The local metadata directory (index, namespace) of an object tier
-    /// named as s3://BUCKET/PREFIX. Give it once per s3:// tier, in the
-    /// order --from, --to. The endpoint and credentials come from
-    /// AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
-    /// AWS_REGION.
+    /// named as s3://BUCKET/PREFIX or az://CONTAINER/PREFIX. Give it once
+    /// per object tier, in the order --from, --to. The endpoint and
+    /// credentials come from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY and AWS_REGION (s3://), or from
+    /// AZURE_STORAGE_ENDPOINT, AZURE_STORAGE_ACCOUNT_NAME and
+    /// AZURE_STORAGE_ACCOUNT_KEY (az://).
     #[arg(long, global = true, value_name = "DIR")]
     meta: Vec<PathBuf>,
     #[command(subcommand)]
@@ -173,7 +175,7 @@ fn advice(e: &tierseed::Error) -> Option<String> {
             state_dir.display()
         ),
         Error::Tier(TierError::NotATier { reason, .. }) if reason.contains("object-storage tier") => {
-            "name it as s3://BUCKET/PREFIX and give this directory as --meta DIR".into()
+            "name it as s3://BUCKET/PREFIX (or az://CONTAINER/PREFIX) and give this directory as --meta DIR".into()
         }
         _ => return None,
     })

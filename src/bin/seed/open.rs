@@ -1,5 +1,5 @@
-//! Opening the tiers a command names: directories, or s3:// object tiers
-//! with their `--meta` directories.
+//! Opening the tiers a command names: directories, or object tiers
+//! (`s3://` or `az://`) with their `--meta` directories.
 
 use std::path::{Path, PathBuf};
 
@@ -14,13 +14,14 @@ pub(crate) enum How {
     Create(TierConfig),
 }
 
-/// Bucket and prefix if `spec` names an object tier.
+/// The object tier's config (from the URL and the environment) if `spec`
+/// names one.
 pub(crate) fn object_spec(spec: &Path) -> Result<Option<ObjectConfig>> {
-    let Some(text) = spec.to_str().filter(|t| t.starts_with("s3://")) else { return Ok(None) };
-    let Some((bucket, prefix)) = ObjectConfig::parse_url(text) else {
-        bail!("{text}: expected s3://BUCKET/PREFIX, with a bucket name of at least 3 characters")
+    let Some(text) = spec.to_str().filter(|t| t.starts_with("s3://") || t.starts_with("az://")) else { return Ok(None) };
+    let Some((service, bucket, prefix)) = ObjectConfig::parse_url(text) else {
+        bail!("{text}: expected s3://BUCKET/PREFIX or az://CONTAINER/PREFIX, with a name of at least 3 characters")
     };
-    Ok(Some(ObjectConfig::from_env(bucket, prefix)))
+    Ok(Some(ObjectConfig::from_env(service, bucket, prefix)))
 }
 
 /// Opens the tier `spec` names; `meta` is the metadata directory an
@@ -62,7 +63,7 @@ pub(crate) fn metas_for<'a>(specs: &[&Path], metas: &'a [PathBuf]) -> Result<Vec
         out.push(if object_spec(spec)?.is_some() { given.next().map(PathBuf::as_path) } else { None });
     }
     if given.next().is_some() {
-        bail!("more --meta directories than s3:// tiers: give one per object tier, in the order --from, then each --to");
+        bail!("more --meta directories than object tiers: give one per object tier, in the order --from, then each --to");
     }
     Ok(out)
 }

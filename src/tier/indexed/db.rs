@@ -6,11 +6,11 @@ use std::path::Path;
 
 use rocksdb::{ColumnFamily, DB, Options, WriteBatch, WriteOptions};
 
-use super::store::NamespaceOp;
 use super::{Alloc, CF_INDEX, CF_META, CF_NAMESPACE, IndexedTier};
 use crate::error::{Error, Result};
 use crate::format::fingerprint::ContainerId;
 use crate::tier::ContainerMeta;
+use crate::tier::store::NamespaceOp;
 
 /// Block cache shared by every tier a process opens and all their column
 /// families (index and filter blocks included, so they are bounded too).

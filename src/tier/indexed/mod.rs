@@ -19,12 +19,12 @@ mod pins;
 mod reclaim;
 mod restore;
 mod retire;
-pub(crate) mod store;
+
 mod traits;
 
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch};
 
@@ -33,23 +33,23 @@ use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS};
 use crate::format::records::{FileEntryV1, FileEntryV2, decode_entries};
-use crate::tier::{FileEntry, TierId};
+use crate::tier::{FileEntry, TierId, lock};
 
+use crate::tier::store::{ContainerStore, DirStore, NamespaceOp};
 pub(crate) use config::TierRecord;
 use config::{Alloc, AllocV1, TierRecordV1};
 pub use config::{TierConfig, TierInfo};
 use db::{cf, cf_options, decode_container_id, index_table, namespace_batch, scan, shared_memory, synced};
 pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
-pub(crate) use object::{CHECKPOINT_VERSION, JOURNAL_VERSION, STORE_VERSION};
+pub use object::RecoverReport;
 #[cfg(feature = "s3")]
-pub use object::{ObjectConfig, RecoverReport};
+pub(crate) use object::STORE_VERSION;
 pub(crate) use paths::prefix_matches;
 pub use paths::{MAX_PATH_LEN, validate_path};
 pub(crate) use pins::PIN_VERSION;
 pub(crate) use reclaim::{Dead, GcRecord};
 pub use restore::{RestoreStats, VerifyReport};
-use store::{ContainerStore, DirStore, NamespaceOp};
 
 /// Namespace changes committed in one batch, at most (see
 /// `commit_namespace`).
@@ -140,10 +140,6 @@ impl std::fmt::Debug for IndexedTier {
             .field("id", &self.id)
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl IndexedTier {

@@ -5,7 +5,6 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use std::sync::MutexGuard;
 
-use super::store::NamespaceOp;
 use super::{
     Alloc, CF_INDEX, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, META_MAGIC, META_VERSION, NAMESPACE_BATCH, Pin,
     cf, decode_container_id, lock, namespace_batch, scan, synced, validate_path,
@@ -15,6 +14,7 @@ use crate::format::container;
 use crate::format::durable::encode_record;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::layout::container_file;
+use crate::tier::store::NamespaceOp;
 use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
 use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
 

@@ -15,11 +15,11 @@ use crate::ui::human;
 /// Dry run: what a job would copy, find on the target, make reclaimable.
 #[derive(Args)]
 pub(crate) struct Estimate {
-    /// Source tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// Source tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     from: PathBuf,
-    /// Target tier: a directory, or s3://BUCKET/PREFIX (with --meta
-    /// DIR). Repeat for several targets. A target that does not exist
+    /// Target tier: a directory, or s3://BUCKET/PREFIX or
+    /// az://CONTAINER/PREFIX (with --meta DIR). Repeat for several targets. A target that does not exist
     /// yet counts as empty.
     #[arg(long, required = true)]
     to: Vec<PathBuf>,

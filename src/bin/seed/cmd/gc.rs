@@ -15,7 +15,7 @@ use crate::ui::{human, install_ctrlc};
 /// compact mostly dead ones. Resumable; Ctrl-C suspends it.
 #[derive(Args)]
 pub(crate) struct Gc {
-    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// The tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     tier: PathBuf,
     /// Report what would be reclaimed; change nothing.

@@ -13,7 +13,7 @@ use crate::ui::human;
 /// Containers, segments, logical, raw and stored bytes; dedup and compression ratios.
 #[derive(Args)]
 pub(crate) struct Info {
-    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// The tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     tier: PathBuf,
 }

@@ -14,7 +14,7 @@ use crate::ui::human;
 /// Ingest files and directory trees into a tier (created if missing).
 #[derive(Args)]
 pub(crate) struct Ingest {
-    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// The tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     tier: PathBuf,
     /// Target container size in KiB, for a new tier.

@@ -14,7 +14,7 @@ use crate::ui::{escaped, human, mode_string, under, utc};
 /// List the files in a tier's namespace.
 #[derive(Args)]
 pub(crate) struct Ls {
-    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// The tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     tier: PathBuf,
     /// Only files at or under this path (whole components).

@@ -14,7 +14,7 @@ use crate::open::object_spec;
 /// must not exist or be empty) from its bucket alone.
 #[derive(Args)]
 pub(crate) struct Recover {
-    /// The object tier: s3://BUCKET/PREFIX.
+    /// The object tier: s3://BUCKET/PREFIX or az://CONTAINER/PREFIX.
     #[arg(long)]
     tier: PathBuf,
 }
@@ -24,7 +24,7 @@ impl Recover {
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
         let Recover { tier } = self;
         let Some(cfg) = object_spec(&tier)? else {
-            bail!("{}: recover rebuilds an object tier: give s3://BUCKET/PREFIX", tier.display())
+            bail!("{}: recover rebuilds an object tier: give s3://BUCKET/PREFIX or az://CONTAINER/PREFIX", tier.display())
         };
         let [meta] = metas else { bail!("recover needs --meta DIR, the metadata directory to rebuild") };
         let (_, r) = IndexedTier::recover_object_tier(meta, &cfg)?;

@@ -17,7 +17,7 @@ use crate::ui::{human, under};
 /// Restore a file, or a whole directory (every file under a path prefix).
 #[derive(Args)]
 pub(crate) struct Restore {
-    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// The tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     tier: PathBuf,
     /// Namespace path of a file, or a directory / path prefix (all files under it).

@@ -14,7 +14,7 @@ use crate::ui::human;
 /// data stays until space is reclaimed).
 #[derive(Args)]
 pub(crate) struct Rm {
-    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// The tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     tier: PathBuf,
     /// Files or directories (every file under them) to remove.

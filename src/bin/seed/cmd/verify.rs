@@ -13,7 +13,7 @@ use tierseed::TierError;
 /// Scrub a whole tier: every checksum, every fingerprint, every tree.
 #[derive(Args)]
 pub(crate) struct Verify {
-    /// The tier: a directory, or s3://BUCKET/PREFIX (with --meta DIR).
+    /// The tier: a directory, or s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (with --meta DIR).
     #[arg(long)]
     tier: PathBuf,
 }

@@ -14,170 +14,53 @@
 //! namespace: [`IndexedTier::recover_object_tier`] needs nothing but the bucket.
 
 use std::path::Path;
-use std::time::Duration;
 
 use rocksdb::{DB, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-mod s3store;
-
-use s3store::S3Store;
-
-use super::store::ContainerStore;
 use super::{
     Alloc, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, META_MAGIC, META_VERSION, TierRecord,
     TierRecordV1, cf, synced,
 };
 use crate::error::{Error, Result, TierError};
-use crate::format::durable::{decode_record, encode_record};
-use crate::format::records::{FileEntryV1, FileEntryV2};
+use crate::format::durable::{self, encode_record};
 use crate::tier::indexed::TierConfig;
+use crate::tier::store::BucketStore;
+use crate::tier::store::ContainerStore;
+use crate::tier::store::bucket::{ObjectConfig, ObjectService, bucket_url};
 
 const STORE_MAGIC: &[u8; 4] = b"TSST";
-pub(crate) const STORE_VERSION: u16 = 1;
-const JOURNAL_MAGIC: &[u8; 4] = b"TSNJ";
-/// Version 2 journals entries at namespace version 2; version 1 is still read.
-pub(crate) const JOURNAL_VERSION: u16 = 2;
-const CHECKPOINT_MAGIC: &[u8; 4] = b"TSNC";
-/// Version 2 parts hold entries at namespace version 2 (the manifest is
-/// unchanged); version 1 checkpoints are still read.
-pub(crate) const CHECKPOINT_VERSION: u16 = 2;
-/// Namespace entries per checkpoint part object.
-const CHECKPOINT_PART: usize = 1 << 16;
-/// How much of a container the first metadata read asks for: the header
-/// and a table of up to 1,364 entries (a 4 MiB container of 16 KiB chunks
-/// has about 256), so one ranged GET usually reads the whole table.
-const META_PROBE: u64 = 64 << 10;
-/// Headers remembered for segment reads (the caller holds the table, the
-/// store needs the data region's offset); cleared when full.
-const HEADER_CACHE: usize = 1 << 16;
-/// Requests in flight when recovery reads many objects.
-const RECOVER_CONCURRENCY: usize = 16;
-
-/// Where an object tier lives and how to reach it.
-///
-/// [`from_env`](Self::from_env) reads the usual variables:
-/// `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-/// `AWS_REGION` (default `us-east-1`). Requests are path-style (what Ceph
-/// and MinIO expect) and plain `http://` endpoints are allowed.
-#[derive(Clone, Debug)]
-pub struct ObjectConfig {
-    /// The bucket (it must exist).
-    pub bucket: String,
-    /// The key prefix the tier lives under (no leading or trailing `/`;
-    /// empty for the bucket's root).
-    pub prefix: String,
-    /// The S3 endpoint, e.g. `http://127.0.0.1:7480`; `None` for AWS.
-    pub endpoint: Option<String>,
-    /// The region.
-    pub region: String,
-    /// The access key id.
-    pub access_key_id: Option<String>,
-    /// The secret access key.
-    pub secret_access_key: Option<String>,
-    /// Retries of a transient failure (5xx, timeout, refused connection)
-    /// before a request fails; the wait between them grows from 100 ms.
-    pub max_retries: usize,
-    /// No retry starts after this long since the first attempt.
-    pub retry_timeout: Duration,
-    /// One attempt's limit, whole response included.
-    pub request_timeout: Duration,
-    /// The limit on connecting.
-    pub connect_timeout: Duration,
-    /// Every this many namespace commits, the whole namespace is written
-    /// to the bucket as a checkpoint and the journal entries before it are
-    /// deleted, so recovery reads one checkpoint and a short journal
-    /// (default 256; 0: never).
-    pub checkpoint_every: u64,
-}
-
-impl ObjectConfig {
-    /// A tier in `bucket` under `prefix`, with no endpoint or credentials
-    /// (set them, or use [`from_env`](Self::from_env)).
-    pub fn new(bucket: impl Into<String>, prefix: impl Into<String>) -> ObjectConfig {
-        ObjectConfig {
-            bucket: bucket.into(),
-            prefix: prefix.into().trim_matches('/').to_string(),
-            endpoint: None,
-            region: "us-east-1".into(),
-            access_key_id: None,
-            secret_access_key: None,
-            // Rides out a gateway restart of a few seconds; a dead one
-            // fails a request in about 20 s rather than the client's
-            // default of 3 minutes.
-            max_retries: 8,
-            retry_timeout: Duration::from_secs(20),
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(2),
-            checkpoint_every: 256,
-        }
-    }
-
-    /// Like [`new`](Self::new), with the endpoint, credentials and region
-    /// from the environment (and `checkpoint_every` from
-    /// `TIERSEED_CHECKPOINT_EVERY`, if set).
-    pub fn from_env(bucket: impl Into<String>, prefix: impl Into<String>) -> ObjectConfig {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut c = ObjectConfig::new(bucket, prefix);
-        c.endpoint = var("AWS_ENDPOINT_URL");
-        c.access_key_id = var("AWS_ACCESS_KEY_ID");
-        c.secret_access_key = var("AWS_SECRET_ACCESS_KEY");
-        if let Some(r) = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")) {
-            c.region = r;
-        }
-        if let Some(n) = var("TIERSEED_CHECKPOINT_EVERY").and_then(|v| v.parse().ok()) {
-            c.checkpoint_every = n;
-        }
-        c
-    }
-
-    /// Splits `s3://BUCKET/PREFIX` into bucket and prefix; `None` if `url`
-    /// is not of that form.
-    pub fn parse_url(url: &str) -> Option<(String, String)> {
-        let rest = url.strip_prefix("s3://")?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        if bucket.len() < 3 || bucket.contains(['?', '#', ' ']) {
-            return None;
-        }
-        Some((bucket.to_string(), prefix.trim_matches('/').to_string()))
-    }
-
-    /// `s3://bucket/prefix`.
-    pub fn url(&self) -> String {
-        s3_url(&self.bucket, &self.prefix)
-    }
-}
+/// Version 2 names the service (S3 or Azure); version 1, always S3, is
+/// still read.
+pub(crate) const STORE_VERSION: u16 = 2;
 
 /// The store record kept in an object tier's local metadata: which bucket
-/// and prefix it belongs to (version 1).
+/// and prefix it belongs to (version 1: an S3 bucket).
 #[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
 struct StoreRecordV1 {
     bucket: String,
     prefix: String,
 }
 
-/// A checkpoint's manifest (version 1), written after all its parts: a
-/// checkpoint without one is incomplete and ignored.
-#[derive(Serialize, Deserialize)]
-struct CheckpointV1 {
-    /// The journal entry the checkpoint includes, and every one before it.
-    seq: u64,
-    parts: u64,
-    files: u64,
+/// The store record, version 2: the service too
+/// ([`ObjectService::code`]).
+#[derive(Serialize, Deserialize, PartialEq, Eq, Debug)]
+struct StoreRecordV2 {
+    service: u8,
+    bucket: String,
+    prefix: String,
 }
 
-/// One namespace journal object (version 1, still read).
-#[derive(Serialize, Deserialize)]
-enum JournalOpV1 {
-    Put(FileEntryV1),
-    Delete(String),
+impl StoreRecordV2 {
+    fn of(object: &ObjectConfig) -> StoreRecordV2 {
+        StoreRecordV2 { service: object.service.code(), bucket: object.bucket.clone(), prefix: object.prefix.clone() }
+    }
 }
 
-/// One namespace journal object (version 2: entries at namespace version 2).
-#[derive(Serialize, Deserialize)]
-enum JournalOpV2 {
-    Put(FileEntryV2),
-    Delete(String),
+impl From<StoreRecordV1> for StoreRecordV2 {
+    fn from(v1: StoreRecordV1) -> StoreRecordV2 {
+        StoreRecordV2 { service: ObjectService::S3.code(), bucket: v1.bucket, prefix: v1.prefix }
+    }
 }
 
 /// What [`IndexedTier::recover_object_tier`] rebuilt.
@@ -230,13 +113,13 @@ impl IndexedTier {
                 reason: "not empty: the metadata directory of a new tier must be".into(),
             }));
         }
-        let store = S3Store::connect(object)?;
+        let store = BucketStore::connect(object)?;
         let record = TierRecord::new(*uuid::Uuid::new_v4().as_bytes(), config);
         // The bucket first: a crash before the local metadata exists
         // leaves a tier record alone, which `create` (or `recover`)
         // completes when it is called again.
         let bytes = encode_record(META_MAGIC, META_VERSION, &record);
-        let record = match store.put_create(&store.key("tier"), bytes.clone()) {
+        let record = match store.put_tier_record(bytes.clone()) {
             Ok(()) => record,
             Err(Error::Tier(TierError::Object { status: Some(412), .. })) => {
                 // A tier record and nothing else: a creation that stopped
@@ -251,7 +134,7 @@ impl IndexedTier {
                         reason: "already holds a tier: open it with its metadata directory, or rebuild that with recover".into(),
                     }));
                 }
-                let existing = store.tier_record()?;
+                let existing = tier_record(&store)?;
                 log::warn!(
                     "{}: finishing the creation of tier {} (its record is in the bucket, it holds nothing yet)",
                     object.url(),
@@ -289,8 +172,8 @@ impl IndexedTier {
     /// recovered. Then opens the tier.
     pub fn recover_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<(IndexedTier, RecoverReport)> {
         let meta = meta.as_ref();
-        let store = S3Store::connect(object)?;
-        let record = store.tier_record()?;
+        let store = BucketStore::connect(object)?;
+        let record = tier_record(&store)?;
         let mut report = RecoverReport::default();
         IndexedTier::create_meta(meta, &record, Some(store_record(object)), |db, tmp| rebuild(&store, db, tmp, &mut report))?;
         let t = Self::open_object_tier(meta, object)?;
@@ -305,22 +188,29 @@ impl IndexedTier {
                 reason: "it holds a directory tier, not an object tier's metadata: name the directory itself as the tier".into(),
             })
         })?;
-        let have: StoreRecordV1 =
-            decode_record(STORE_MAGIC, STORE_VERSION, &bytes, &|| format!("store record in {}", dbp.display()))?;
-        let want = StoreRecordV1 { bucket: object.bucket.clone(), prefix: object.prefix.clone() };
-        if have != want {
+        let have: StoreRecordV2 =
+            match durable::decode_versioned::<StoreRecordV2, StoreRecordV1>(STORE_MAGIC, STORE_VERSION, &bytes, &|| {
+                format!("store record in {}", dbp.display())
+            })? {
+                durable::Versioned::Current(r) => r,
+                durable::Versioned::V1(r) => r.into(),
+            };
+        if have != StoreRecordV2::of(object) {
+            let service = ObjectService::from_code(have.service).ok_or_else(|| {
+                Error::corrupt_record(format!("store record in {}", dbp.display()), format!("unknown service {}", have.service))
+            })?;
             return Err(Error::Tier(TierError::ForeignBucket {
                 location: object.url(),
                 reason: format!(
                     "the metadata in {} belongs to the tier in {}",
                     meta.display(),
-                    s3_url(&have.bucket, &have.prefix)
+                    bucket_url(service, &have.bucket, &have.prefix)
                 ),
             }));
         }
-        let store = S3Store::connect(object)?;
+        let store = BucketStore::connect(object)?;
         let local: TierRecord = IndexedTier::meta_record::<TierRecord, TierRecordV1>(db, meta, super::KEY_TIER, "tier record")?;
-        let remote = store.tier_record()?;
+        let remote = tier_record(&store)?;
         if remote.id != local.id {
             return Err(Error::Tier(TierError::ForeignBucket {
                 location: object.url(),
@@ -336,16 +226,21 @@ impl IndexedTier {
     }
 }
 
-pub(super) fn s3_url(bucket: &str, prefix: &str) -> String {
-    if prefix.is_empty() { format!("s3://{bucket}") } else { format!("s3://{bucket}/{prefix}") }
+fn store_record(object: &ObjectConfig) -> Vec<u8> {
+    encode_record(STORE_MAGIC, STORE_VERSION, &StoreRecordV2::of(object))
 }
 
-fn store_record(object: &ObjectConfig) -> Vec<u8> {
-    encode_record(STORE_MAGIC, STORE_VERSION, &StoreRecordV1 { bucket: object.bucket.clone(), prefix: object.prefix.clone() })
+/// The tier record in the bucket.
+fn tier_record(store: &BucketStore) -> Result<TierRecord> {
+    let (bytes, what) = store.tier_record_bytes()?;
+    Ok(match durable::decode_versioned::<TierRecord, TierRecordV1>(META_MAGIC, META_VERSION, &bytes, &|| what.clone())? {
+        durable::Versioned::Current(r) => r,
+        durable::Versioned::V1(r) => r.into(),
+    })
 }
 
 /// Fills a fresh metadata database from the bucket (recovery).
-fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> Result<()> {
+fn rebuild(store: &BucketStore, db: &DB, tmp: &Path, report: &mut RecoverReport) -> Result<()> {
     let dbp = tmp.join(crate::format::layout::TIER_DB);
     let dberr = |e: rocksdb::Error| Error::db(&dbp, e);
     let ids = store.list()?;
@@ -408,21 +303,14 @@ fn rebuild(store: &S3Store, db: &DB, tmp: &Path, report: &mut RecoverReport) -> 
     db.flush().map_err(dberr)
 }
 
-/// Decodes `bytes` as each record the object tier keeps in its bucket and
-/// metadata directory (the store record, a journal object, a checkpoint's
-/// manifest and part); for the fuzzers.
+/// Decodes `bytes` as the store record an object tier keeps in its
+/// metadata directory, and as each record its bucket holds; for the
+/// fuzzers. Returns how many decoded.
 #[cfg(feature = "test-util")]
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
+    use crate::format::durable::decode_record;
     let what = || "fuzz input".to_string();
-    [
-        decode_record::<StoreRecordV1>(STORE_MAGIC, STORE_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<JournalOpV1>>(JOURNAL_MAGIC, 1, bytes, &what).is_ok(),
-        decode_record::<Vec<JournalOpV2>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what).is_ok(),
-        decode_record::<CheckpointV1>(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<FileEntryV1>>(CHECKPOINT_MAGIC, 1, bytes, &what).is_ok(),
-        decode_record::<Vec<FileEntryV2>>(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, bytes, &what).is_ok(),
-    ]
-    .into_iter()
-    .filter(|ok| *ok)
-    .count()
+    usize::from(decode_record::<StoreRecordV1>(STORE_MAGIC, 1, bytes, &what).is_ok())
+        + usize::from(decode_record::<StoreRecordV2>(STORE_MAGIC, STORE_VERSION, bytes, &what).is_ok())
+        + crate::tier::store::bucket::records::fuzz_decode(bytes)
 }

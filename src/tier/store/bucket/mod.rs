@@ -1,52 +1,70 @@
-//! The S3 container store: containers as objects (create-only puts,
+//! The bucket store, over S3 or Azure Blob (one `object_store` client
+//! behind `dyn ObjectStore`): containers as objects (create-only puts,
 //! ranged reads with a cache of headers), the namespace journal and its
 //! checkpoints in the bucket, listing and deletion, and recovery's reads.
+
+mod config;
+pub(crate) mod records;
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3Builder;
+#[cfg(feature = "azure")]
+use object_store::azure::MicrosoftAzureBuilder;
 use object_store::path::Path as Key;
 use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
-use super::super::store::{ContainerStore, NamespaceOp};
-use super::super::{META_MAGIC, META_VERSION, TierRecord, TierRecordV1, lock};
-use super::{
-    CHECKPOINT_MAGIC, CHECKPOINT_PART, CHECKPOINT_VERSION, CheckpointV1, HEADER_CACHE, JOURNAL_MAGIC, JOURNAL_VERSION,
-    JournalOpV1, JournalOpV2, META_PROBE, ObjectConfig, RECOVER_CONCURRENCY, s3_url,
-};
+pub(crate) use config::bucket_url;
+pub use config::{ObjectConfig, ObjectService};
+use records::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, CheckpointV1, JOURNAL_MAGIC, JOURNAL_VERSION, JournalOpV1, JournalOpV2};
+
+use super::{ContainerStore, NamespaceOp, NamespacePages};
 use crate::error::{Error, FormatError, Result, TierError};
 use crate::format::container::{self, HEADER_LEN};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
-use crate::tier::{ContainerMeta, FileEntry, SegmentEntry};
+use crate::tier::{ContainerMeta, FileEntry, SegmentEntry, lock};
 
-/// Containers in a bucket, over `object_store`'s S3 client.
-pub(crate) struct S3Store {
-    pub(super) rt: tokio::runtime::Runtime,
-    s3: AmazonS3,
-    pub(super) bucket: String,
-    pub(super) prefix: String,
+/// Namespace entries per checkpoint part object.
+const CHECKPOINT_PART: usize = 1 << 16;
+/// How much of a container the first metadata read asks for: the header
+/// and a table of up to 1,364 entries (a 4 MiB container of 16 KiB chunks
+/// has about 256), so one ranged GET usually reads the whole table.
+const META_PROBE: u64 = 64 << 10;
+/// Headers remembered for segment reads (the caller holds the table, the
+/// store needs the data region's offset); cleared when full.
+const HEADER_CACHE: usize = 1 << 16;
+/// Requests in flight when recovery reads many objects.
+const RECOVER_CONCURRENCY: usize = 16;
+
+/// Containers in a bucket, over `object_store`'s S3 or Azure client.
+pub(crate) struct BucketStore {
+    pub(crate) rt: tokio::runtime::Runtime,
+    client: Arc<dyn ObjectStore>,
+    service: ObjectService,
+    pub(crate) bucket: String,
+    pub(crate) prefix: String,
     /// Data-region offset and length per container, from headers read.
-    pub(super) headers: Mutex<HashMap<u64, (u64, u64)>>,
-    pub(super) checkpoint_every: u64,
+    pub(crate) headers: Mutex<HashMap<u64, (u64, u64)>>,
+    pub(crate) checkpoint_every: u64,
 }
 
-impl std::fmt::Debug for S3Store {
+impl std::fmt::Debug for BucketStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.describe())
     }
 }
 
-impl S3Store {
-    pub(super) fn connect(c: &ObjectConfig) -> Result<S3Store> {
+impl BucketStore {
+    pub(crate) fn connect(c: &ObjectConfig) -> Result<BucketStore> {
         let bad = |m: String| Error::InvalidConfig(format!("object tier {}: {m}", c.url()));
         if c.bucket.len() < 3 {
             return Err(bad("a bucket name has at least 3 characters".into()));
@@ -62,34 +80,57 @@ impl S3Store {
             max_retries: c.max_retries,
             retry_timeout: c.retry_timeout,
         };
-        let mut b = AmazonS3Builder::new()
-            .with_bucket_name(&c.bucket)
-            .with_region(&c.region)
-            .with_client_options(options)
-            .with_retry(retry)
-            .with_virtual_hosted_style_request(false);
-        if let Some(e) = &c.endpoint {
-            b = b.with_endpoint(e);
-        }
-        match (&c.access_key_id, &c.secret_access_key) {
-            (Some(k), Some(s)) => b = b.with_access_key_id(k).with_secret_access_key(s),
+        let (key, secret) = match (&c.access_key_id, &c.secret_access_key) {
+            (Some(k), Some(s)) => (k, s),
             // Without keys the client would ask an instance-metadata
-            // service over the network for some; tierseed never does.
+            // service (or Azure's CLI) over the network for some; tierseed
+            // never does.
             (None, None) => {
-                return Err(bad("no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the config's keys)".into()));
+                return Err(bad(format!("no credentials: set {} (or the config's keys)", credential_vars(c.service))));
             }
-            _ => return Err(bad("give both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into())),
-        }
-        let s3 = b.build().map_err(|e| bad(e.to_string()))?;
+            _ => return Err(bad(format!("give both {}", credential_vars(c.service)))),
+        };
+        let client: Arc<dyn ObjectStore> = match c.service {
+            ObjectService::S3 => {
+                let mut b = AmazonS3Builder::new()
+                    .with_bucket_name(&c.bucket)
+                    .with_region(&c.region)
+                    .with_client_options(options)
+                    .with_retry(retry)
+                    .with_virtual_hosted_style_request(false)
+                    .with_access_key_id(key)
+                    .with_secret_access_key(secret);
+                if let Some(e) = &c.endpoint {
+                    b = b.with_endpoint(e);
+                }
+                Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+            }
+            #[cfg(feature = "azure")]
+            ObjectService::Azure => {
+                let mut b = MicrosoftAzureBuilder::new()
+                    .with_container_name(&c.bucket)
+                    .with_account(key)
+                    .with_access_key(secret)
+                    .with_client_options(options)
+                    .with_retry(retry);
+                if let Some(e) = &c.endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                Arc::new(b.build().map_err(|e| bad(e.to_string()))?)
+            }
+            #[cfg(not(feature = "azure"))]
+            ObjectService::Azure => return Err(bad("this build has no Azure support (feature `azure`)".into())),
+        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("tierseed-s3")
+            .thread_name("tierseed-object")
             .enable_all()
             .build()
             .map_err(|e| bad(format!("cannot start its runtime: {e}")))?;
-        Ok(S3Store {
+        Ok(BucketStore {
             rt,
-            s3,
+            client,
+            service: c.service,
             bucket: c.bucket.clone(),
             prefix: c.prefix.clone(),
             headers: Mutex::new(HashMap::new()),
@@ -97,23 +138,28 @@ impl S3Store {
         })
     }
 
-    pub(super) fn key(&self, rest: &str) -> String {
+    /// `SCHEME://bucket/key`, for messages.
+    fn url_of(&self, key: &str) -> String {
+        format!("{}://{}/{key}", self.service.scheme(), self.bucket)
+    }
+
+    pub(crate) fn key(&self, rest: &str) -> String {
         if self.prefix.is_empty() { rest.to_string() } else { format!("{}/{rest}", self.prefix) }
     }
 
-    pub(super) fn container_key(&self, id: ContainerId) -> String {
+    pub(crate) fn container_key(&self, id: ContainerId) -> String {
         // A multiplicative hash of the id: sequential ids land on
         // different prefixes, which object stores shard by.
         let hh = (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
         self.key(&format!("containers/{hh:02x}/{}", crate::format::layout::container_file(id)))
     }
 
-    pub(super) fn journal_key(&self, seq: u64) -> String {
+    pub(crate) fn journal_key(&self, seq: u64) -> String {
         self.key(&format!("namespace/{seq:016x}"))
     }
 
     /// Runs a request on the store's runtime.
-    pub(super) fn block<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
+    pub(crate) fn block<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InvalidConfig(format!(
                 "object tier {}: called from inside an async runtime; call it from an ordinary thread",
@@ -123,7 +169,7 @@ impl S3Store {
         Ok(self.rt.block_on(f))
     }
 
-    pub(super) fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
+    pub(crate) fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
         use object_store::Error as E;
         let (status, transient) = match &e {
             E::NotFound { .. } => (Some(404), false),
@@ -146,13 +192,13 @@ impl S3Store {
         })
     }
 
-    pub(super) fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+    pub(crate) fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         let path = parse_key(key)?;
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
         // The payload owns the bytes; a clone of it shares them (the
         // client may resend it on a retry, and a refusal compares with it).
         let payload = PutPayload::from(bytes);
-        match self.block(self.s3.put_opts(&path, payload.clone(), opts))? {
+        match self.block(self.client.put_opts(&path, payload.clone(), opts))? {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 // A retry of a PUT whose first attempt landed finds its own
@@ -185,11 +231,11 @@ impl S3Store {
     }
 
     /// The object's bytes (or a range of them), and its whole size.
-    pub(super) fn get_with_size(&self, key: &str, range: Option<Range<u64>>) -> Result<(Vec<u8>, u64)> {
+    pub(crate) fn get_with_size(&self, key: &str, range: Option<Range<u64>>) -> Result<(Vec<u8>, u64)> {
         let path = parse_key(key)?;
         let opts = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
         let r = self.block(async {
-            let res = self.s3.get_opts(&path, opts).await?;
+            let res = self.client.get_opts(&path, opts).await?;
             let size = res.meta.size;
             let bytes = res.bytes().await?;
             Ok::<_, object_store::Error>((bytes.to_vec(), size))
@@ -197,39 +243,39 @@ impl S3Store {
         r.map_err(|e| self.err("GET", key, e))
     }
 
-    pub(super) fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+    pub(crate) fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         self.get_with_size(key, range).map(|(b, _)| b)
     }
 
-    pub(super) fn list_keys(&self, under: &str) -> Result<Vec<String>> {
+    pub(crate) fn list_keys(&self, under: &str) -> Result<Vec<String>> {
         let prefix = self.key(under);
         let path = parse_key(&prefix)?;
-        let r = self.block(self.s3.list(Some(&path)).map_ok(|m| m.location.to_string()).try_collect::<Vec<String>>())?;
+        let r = self.block(self.client.list(Some(&path)).map_ok(|m| m.location.to_string()).try_collect::<Vec<String>>())?;
         r.map_err(|e| self.err("LIST", &prefix, e))
     }
 
-    pub(super) fn tier_record(&self) -> Result<TierRecord> {
+    /// Writes the tier record (create-only): `tier` under the prefix.
+    pub(crate) fn put_tier_record(&self, bytes: Vec<u8>) -> Result<()> {
+        self.put_create(&self.key("tier"), bytes)
+    }
+
+    /// The tier record's bytes, and a name for it in errors; a prefix
+    /// without one holds no tier ([`TierError::ForeignBucket`]).
+    pub(crate) fn tier_record_bytes(&self) -> Result<(Vec<u8>, String)> {
         let key = self.key("tier");
-        let bytes = match self.get(&key, None) {
-            Err(Error::Tier(TierError::Object { status: Some(404), .. })) => {
-                return Err(Error::Tier(TierError::ForeignBucket {
-                    location: self.describe(),
-                    reason: "holds no tier (no tier record): create one, or check the bucket and prefix".into(),
-                }));
-            }
-            r => r?,
-        };
-        let what = || format!("tier record s3://{}/{key}", self.bucket);
-        Ok(match durable::decode_versioned::<TierRecord, TierRecordV1>(META_MAGIC, META_VERSION, &bytes, &what)? {
-            durable::Versioned::Current(r) => r,
-            durable::Versioned::V1(r) => r.into(),
-        })
+        match self.get(&key, None) {
+            Err(Error::Tier(TierError::Object { status: Some(404), .. })) => Err(Error::Tier(TierError::ForeignBucket {
+                location: self.describe(),
+                reason: "holds no tier (no tier record): create one, or check the bucket and prefix".into(),
+            })),
+            r => Ok((r?, format!("tier record {}", self.url_of(&key)))),
+        }
     }
 
     /// Parses a container's header from the first bytes of its object,
     /// and checks the object's size against it (truncation, without
     /// reading the data).
-    pub(super) fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<container::Header> {
+    pub(crate) fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<container::Header> {
         let header = container::parse_header(probe, id, &self.location(id))?;
         if size != header.file_len() {
             return Err(Error::Format(FormatError::CorruptContainer {
@@ -241,7 +287,7 @@ impl S3Store {
         Ok(header)
     }
 
-    pub(super) fn parse_meta(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<ContainerMeta> {
+    pub(crate) fn parse_meta(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<ContainerMeta> {
         let loc = self.location(id);
         let header = self.sized_header(id, probe, size)?;
         let start = header.data_start();
@@ -255,7 +301,7 @@ impl S3Store {
         Ok(meta)
     }
 
-    pub(super) fn remember(&self, id: ContainerId, start: u64, data_len: u64) {
+    pub(crate) fn remember(&self, id: ContainerId, start: u64, data_len: u64) {
         let mut h = lock(&self.headers);
         if h.len() >= HEADER_CACHE {
             h.clear();
@@ -265,13 +311,13 @@ impl S3Store {
 
     /// Several objects (or their first `limit` bytes) and their sizes, with
     /// requests in flight together.
-    pub(super) fn get_many(&self, keys: Vec<String>, limit: Option<u64>) -> Vec<Result<(Vec<u8>, u64)>> {
+    pub(crate) fn get_many(&self, keys: Vec<String>, limit: Option<u64>) -> Vec<Result<(Vec<u8>, u64)>> {
         let n = keys.len();
         let got = self.block(
             futures::stream::iter(keys.into_iter().map(|key| async move {
                 let path = parse_key(&key)?;
                 let opts = GetOptions { range: limit.map(|l| GetRange::Bounded(0..l)), ..GetOptions::default() };
-                let res = self.s3.get_opts(&path, opts).await.map_err(|e| self.err("GET", &key, e))?;
+                let res = self.client.get_opts(&path, opts).await.map_err(|e| self.err("GET", &key, e))?;
                 let size = res.meta.size;
                 let bytes = res.bytes().await.map_err(|e| self.err("GET", &key, e))?;
                 Ok::<_, Error>((bytes.to_vec(), size))
@@ -286,19 +332,19 @@ impl S3Store {
     }
 
     /// Several containers' metadata, with requests in flight together.
-    pub(super) fn read_metas(&self, ids: &[ContainerId]) -> Vec<Result<ContainerMeta>> {
+    pub(crate) fn read_metas(&self, ids: &[ContainerId]) -> Vec<Result<ContainerMeta>> {
         let probes = self.get_many(ids.iter().map(|id| self.container_key(*id)).collect(), Some(META_PROBE));
         ids.iter().zip(probes).map(|(id, r)| r.and_then(|(b, size)| self.parse_meta(*id, &b, size))).collect()
     }
 
-    pub(super) fn journal_seqs(&self) -> Result<Vec<u64>> {
+    pub(crate) fn journal_seqs(&self) -> Result<Vec<u64>> {
         Ok(self.namespace_objects()?.0)
     }
 
     /// The journal entries and the complete checkpoints (by the entry each
     /// includes) under `namespace/`, each ascending; also every checkpoint
     /// key prefix seen, complete or not (for pruning).
-    pub(super) fn namespace_objects(&self) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
+    pub(crate) fn namespace_objects(&self) -> Result<(Vec<u64>, Vec<u64>, Vec<u64>)> {
         let (mut seqs, mut complete, mut any) = (Vec::new(), Vec::new(), Vec::new());
         let base = self.key("namespace/");
         for k in self.list_keys("namespace")? {
@@ -324,13 +370,13 @@ impl S3Store {
         Ok((seqs, complete, any))
     }
 
-    pub(super) fn checkpoint_key(&self, seq: u64, file: &str) -> String {
+    pub(crate) fn checkpoint_key(&self, seq: u64, file: &str) -> String {
         self.key(&format!("namespace/ckpt-{seq:016x}/{file}"))
     }
 
     /// The namespace entries of the complete checkpoint at `seq`.
-    pub(super) fn read_checkpoint(&self, seq: u64) -> Result<Vec<FileEntry>> {
-        let what = |k: &str| format!("namespace checkpoint s3://{}/{k}", self.bucket);
+    pub(crate) fn read_checkpoint(&self, seq: u64) -> Result<Vec<FileEntry>> {
+        let what = |k: &str| format!("namespace checkpoint {}", self.url_of(k));
         let key = self.checkpoint_key(seq, "manifest");
         // The manifest's layout is the same at both versions.
         let m = match durable::decode_versioned::<CheckpointV1, CheckpointV1>(
@@ -365,7 +411,7 @@ impl S3Store {
     }
 
     /// Deletes every object of the checkpoint at `seq`, complete or not.
-    pub(super) fn delete_checkpoint(&self, seq: u64) -> Result<()> {
+    pub(crate) fn delete_checkpoint(&self, seq: u64) -> Result<()> {
         let prefix = format!("namespace/ckpt-{seq:016x}");
         for k in self.list_keys(&prefix)? {
             self.delete_key(&k)?;
@@ -373,9 +419,9 @@ impl S3Store {
         Ok(())
     }
 
-    pub(super) fn decode_journal(&self, seq: u64, bytes: &[u8]) -> Result<Vec<NamespaceOp>> {
+    pub(crate) fn decode_journal(&self, seq: u64, bytes: &[u8]) -> Result<Vec<NamespaceOp>> {
         let key = self.journal_key(seq);
-        let what = || format!("namespace journal s3://{}/{key}", self.bucket);
+        let what = || format!("namespace journal {}", self.url_of(&key));
         Ok(match durable::decode_versioned::<Vec<JournalOpV2>, Vec<JournalOpV1>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what)? {
             durable::Versioned::Current(ops) => ops
                 .into_iter()
@@ -394,23 +440,23 @@ impl S3Store {
         })
     }
 
-    pub(super) fn read_journal(&self, seq: u64) -> Result<Vec<NamespaceOp>> {
+    pub(crate) fn read_journal(&self, seq: u64) -> Result<Vec<NamespaceOp>> {
         let bytes = self.get(&self.journal_key(seq), None)?;
         self.decode_journal(seq, &bytes)
     }
 
-    pub(super) fn read_journals(&self, seqs: &[u64]) -> Vec<Result<Vec<NamespaceOp>>> {
+    pub(crate) fn read_journals(&self, seqs: &[u64]) -> Vec<Result<Vec<NamespaceOp>>> {
         let got = self.get_many(seqs.iter().map(|s| self.journal_key(*s)).collect(), None);
         seqs.iter().zip(got).map(|(s, r)| r.and_then(|(b, _)| self.decode_journal(*s, &b))).collect()
     }
 
     /// Deletes one object (a missing one is not an error on S3).
-    pub(super) fn delete_key(&self, key: &str) -> Result<()> {
+    pub(crate) fn delete_key(&self, key: &str) -> Result<()> {
         let path = parse_key(key)?;
-        self.block(self.s3.delete(&path))?.map_err(|e| self.err("DELETE", key, e))
+        self.block(self.client.delete(&path))?.map_err(|e| self.err("DELETE", key, e))
     }
 
-    pub(super) fn missing(&self, id: ContainerId, e: Error) -> Error {
+    pub(crate) fn missing(&self, id: ContainerId, e: Error) -> Error {
         match e {
             Error::Tier(TierError::Object { status: Some(404), .. }) => Error::Tier(TierError::MissingContainer {
                 id,
@@ -421,16 +467,24 @@ impl S3Store {
     }
 }
 
+/// The environment variables that carry `service`'s credentials.
+fn credential_vars(service: ObjectService) -> &'static str {
+    match service {
+        ObjectService::S3 => "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+        ObjectService::Azure => "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY",
+    }
+}
+
 /// A key built by tierseed, taken as is: `Path::from` would percent-encode
 /// it (twice, if applied again), and a later delete would silently miss.
-pub(super) fn parse_key(key: &str) -> Result<Key> {
+pub(crate) fn parse_key(key: &str) -> Result<Key> {
     Key::parse(key).map_err(|e| Error::InvalidConfig(format!("object key {key:?}: {e}")))
 }
 
 /// The HTTP status an `object_store` error carries in its message chain
 /// ("... status code: 503 Service Unavailable ..."), if any: the client
 /// does not expose its retry error type.
-pub(super) fn status_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
+pub(crate) fn status_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<u16> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         let text = err.to_string();
@@ -445,9 +499,9 @@ pub(super) fn status_in_chain(e: &(dyn std::error::Error + 'static)) -> Option<u
     None
 }
 
-impl ContainerStore for S3Store {
+impl ContainerStore for BucketStore {
     fn location(&self, id: ContainerId) -> PathBuf {
-        PathBuf::from(format!("s3://{}/{}", self.bucket, self.container_key(id)))
+        PathBuf::from(self.url_of(&self.container_key(id)))
     }
 
     fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()> {
@@ -491,7 +545,7 @@ impl ContainerStore for S3Store {
         let key = self.container_key(id);
         let path = parse_key(&key)?;
         // Coalesced by the client into few ranged GETs.
-        let got = self.block(self.s3.get_ranges(&path, &ranges))?.map_err(|e| self.missing(id, self.err("GET", &key, e)))?;
+        let got = self.block(self.client.get_ranges(&path, &ranges))?.map_err(|e| self.missing(id, self.err("GET", &key, e)))?;
         Ok(got.into_iter().map(|b| b.to_vec()).collect())
     }
 
@@ -555,7 +609,7 @@ impl ContainerStore for S3Store {
         self.checkpoint_every > 0 && (seq + 1).is_multiple_of(self.checkpoint_every)
     }
 
-    fn checkpoint(&self, seq: u64, page: &mut super::super::store::NamespacePages<'_>) -> Result<()> {
+    fn checkpoint(&self, seq: u64, page: &mut NamespacePages<'_>) -> Result<()> {
         // Parts first, the manifest last: only a manifest makes it count.
         let mut after: Option<String> = None;
         let (mut parts, mut files) = (0u64, 0u64);
@@ -584,7 +638,7 @@ impl ContainerStore for S3Store {
     }
 
     fn describe(&self) -> String {
-        s3_url(&self.bucket, &self.prefix)
+        bucket_url(self.service, &self.bucket, &self.prefix)
     }
 
     fn remote(&self) -> bool {
