@@ -98,6 +98,35 @@ pub enum FormatError {
     },
 }
 
+/// Which tier a [`TierError`] is about: a job's role for it where the
+/// engine knows it, else the tier's own location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TierName {
+    /// The job's source tier.
+    Source,
+    /// The job's source as its PHF knows it: a fingerprint the source's
+    /// index held when the PHF was built, and no longer does (or never
+    /// did).
+    SourcePhf,
+    /// A tier read through the traits alone, whose location the caller
+    /// does not know.
+    Unnamed,
+    /// The tier at this location: a directory, or `s3://bucket/prefix`.
+    At(String),
+}
+
+impl std::fmt::Display for TierName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TierName::Source => f.write_str("source"),
+            TierName::SourcePhf => f.write_str("source PHF"),
+            TierName::Unnamed => f.write_str("tier"),
+            TierName::At(location) => f.write_str(location),
+        }
+    }
+}
+
 /// A tier (its directory, database, store or an integrator's backend)
 /// could not do what was asked, or broke its contract.
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +155,8 @@ pub enum TierError {
         path: String,
         /// The missing fingerprint.
         fingerprint: Fingerprint,
-        /// Which tier ("source", "target" or a directory).
-        tier: String,
+        /// Which tier's index.
+        tier: TierName,
     },
     /// A container the index or the job expected does not exist.
     #[error("container {id} is missing{context}")]
@@ -143,7 +172,7 @@ pub enum TierError {
         /// The namespace path.
         path: String,
         /// The tier it was looked up in.
-        tier: String,
+        tier: TierName,
     },
     /// A namespace path is not acceptable (absolute, `..`, NUL, empty
     /// component, too long, not UTF-8).

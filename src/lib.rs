@@ -73,7 +73,7 @@ pub use crate::engine::{
     Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder,
     SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, TargetFailure, TargetReport, ThrottleHandle, VerifyLevel,
 };
-pub use crate::error::{Error, FormatError, JobError, Result, TierError};
+pub use crate::error::{Error, FormatError, JobError, Result, TierError, TierName};
 pub use crate::format::container::{decode_container, decode_segment};
 pub use crate::format::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
 pub use crate::format::layout;

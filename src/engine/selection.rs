@@ -3,7 +3,7 @@
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, JobError, Result, TierError};
+use crate::error::{Error, JobError, Result, TierError, TierName};
 use crate::format::records::SelectionV1;
 use crate::tier::{FileEntry, Tier};
 
@@ -157,7 +157,7 @@ pub(crate) fn resolve(source: &dyn Tier, selection: &Selection, now: i64) -> Res
     let explicit = selection.explicit_paths().to_vec();
     for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
         if e.is_none() {
-            return Err(Error::Tier(TierError::FileNotFound { path: p.clone(), tier: "source".into() }));
+            return Err(Error::Tier(TierError::FileNotFound { path: p.clone(), tier: TierName::Source }));
         }
     }
     let (selected, others): (Vec<FileEntry>, Vec<FileEntry>) = source.all_files()?.into_iter().partition(|e| matcher.matches(e));
@@ -182,7 +182,7 @@ pub(crate) fn for_each_selected(
     let explicit = selection.explicit_paths().to_vec();
     for (p, e) in explicit.iter().zip(source.file_entries(&explicit)?) {
         if e.is_none() {
-            return Err(Error::Tier(TierError::FileNotFound { path: p.clone(), tier: "source".into() }));
+            return Err(Error::Tier(TierError::FileNotFound { path: p.clone(), tier: TierName::Source }));
         }
     }
     let mut any = false;

@@ -8,7 +8,7 @@ use super::keys::KeyFile;
 use super::phf::Phf;
 use super::phv::Phv;
 use super::spool::{LOOKUP_BATCH, Spool, fingerprint_at, merge_pays, u64_at};
-use crate::error::{Error, Result, TierError};
+use crate::error::{Error, Result, TierError, TierName};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 pub(crate) use crate::mark::walk::{
@@ -82,7 +82,7 @@ struct MarkSide<'a> {
 
 impl MarkSide<'_> {
     fn missing(&self, fingerprint: Fingerprint, file: u64) -> Error {
-        Error::Tier(TierError::MissingSegment { path: self.names.name(file), fingerprint, tier: "source".into() })
+        Error::Tier(TierError::MissingSegment { path: self.names.name(file), fingerprint, tier: TierName::Source })
     }
 
     /// Confirms the spooled leaves (see [`LeafCheck::Spool`]).
@@ -165,7 +165,7 @@ impl Side for MarkSide<'_> {
         Err(Error::Tier(TierError::MissingSegment {
             path: self.names.name(item.2),
             fingerprint: item.0,
-            tier: "source PHF".into(),
+            tier: TierName::SourcePhf,
         }))
     }
 
@@ -175,7 +175,7 @@ impl Side for MarkSide<'_> {
         let file = items[0].1;
         // `place` errors on anything the source index does not place.
         let cid = cid.ok_or_else(|| {
-            Error::Tier(TierError::MissingSegment { path: self.names.name(file), fingerprint: fps[0], tier: "source".into() })
+            Error::Tier(TierError::MissingSegment { path: self.names.name(file), fingerprint: fps[0], tier: TierName::Source })
         })?;
         let bytes = self
             .tables
@@ -258,7 +258,7 @@ impl Side for AffectedSide<'_> {
     fn recipes(&mut self, level: u8, cid: Option<ContainerId>, items: &[ToExpand]) -> Result<Vec<Option<Recipe>>> {
         let fps: Vec<Fingerprint> = items.iter().map(|i| i.0).collect();
         let cid = cid.ok_or_else(|| {
-            Error::Tier(TierError::MissingSegment { path: self.path.into(), fingerprint: fps[0], tier: "source".into() })
+            Error::Tier(TierError::MissingSegment { path: self.path.into(), fingerprint: fps[0], tier: TierName::Source })
         })?;
         let bytes = self.tables.read(cid, &fps)?.into_iter().collect::<Result<Vec<_>>>()?;
         Ok(decode_recipes(&bytes, &fps, level)?.into_iter().map(Some).collect())

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::error::{Error, FormatError, Result, TierError};
+use crate::error::{Error, FormatError, Result, TierError, TierName};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::tree::Recipe;
 use crate::tier::SourceTier;
@@ -70,7 +70,11 @@ pub(crate) fn fetch_located(
     let mut i = 0;
     while i < fps.len() {
         let Some(cid) = located[i] else {
-            return Err(Error::Tier(TierError::MissingSegment { path: file.into(), fingerprint: fps[i], tier: "tier".into() }));
+            return Err(Error::Tier(TierError::MissingSegment {
+                path: file.into(),
+                fingerprint: fps[i],
+                tier: TierName::Unnamed,
+            }));
         };
         let mut j = i + 1;
         while j < fps.len() && located[j] == Some(cid) {

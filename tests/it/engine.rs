@@ -249,7 +249,10 @@ fn bad_requests_are_clear_errors() {
     Seeder::abandon(&st).unwrap();
     let err =
         Seeder::builder(&src, &dst, &st).selection(Selection::new().path("no/such/file")).build().unwrap().run().unwrap_err();
-    assert!(matches!(err.root(), Error::Tier(TierError::FileNotFound { .. })), "{err}");
+    assert!(
+        matches!(err.root(), Error::Tier(TierError::FileNotFound { tier: tierseed::TierName::Source, path }) if path == "no/such/file"),
+        "{err}"
+    );
     Seeder::abandon(&st).unwrap();
     assert!(matches!(
         Seeder::builder(&src, &dst, &st).selection(Selection::all()).gamma(1.0).build().err().unwrap(),

@@ -358,3 +358,16 @@ fn two_creators_of_one_tier_leave_one_whole_tier() {
         assert_eq!(crate::namespace(&t).len(), 50, "round {round}");
     }
 }
+
+/// A missing file is named with the tier it was looked up in (its
+/// location, typed), and so is a file a job's source lacks.
+#[test]
+fn a_missing_file_names_the_tier_it_was_looked_up_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path().join("t");
+    let t = IndexedTier::create(&at, small_config()).unwrap();
+    let err = t.restore("absent", &mut Vec::new()).unwrap_err();
+    let want = tierseed::TierName::At(at.display().to_string());
+    assert!(matches!(&err, Error::Tier(TierError::FileNotFound { path, tier }) if path == "absent" && *tier == want), "{err}");
+    assert!(err.to_string().contains(&at.display().to_string()), "{err}");
+}

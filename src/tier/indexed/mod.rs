@@ -28,7 +28,7 @@ use std::sync::{Mutex, OnceLock};
 
 use rocksdb::{DB, IteratorMode, Options, WriteBatch};
 
-use crate::error::{Error, Result, TierError};
+use crate::error::{Error, Result, TierError, TierName};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS};
@@ -429,6 +429,11 @@ impl IndexedTier {
         &self.dir
     }
 
+    /// The tier's name in errors: its directory, or its bucket's URL.
+    fn name(&self) -> TierName {
+        TierName::At(if self.store.remote() { self.store.describe() } else { self.dir.display().to_string() })
+    }
+
     /// Where the tier's containers are: its `containers` directory, or
     /// `s3://bucket/prefix` for an object tier.
     pub fn store_location(&self) -> String {
@@ -526,10 +531,7 @@ impl IndexedTier {
             Ok(())
         })?;
         if let Some(i) = hit.iter().position(|h| !h) {
-            return Err(Error::Tier(TierError::FileNotFound {
-                path: prefixes[i].to_string(),
-                tier: self.dir.display().to_string(),
-            }));
+            return Err(Error::Tier(TierError::FileNotFound { path: prefixes[i].to_string(), tier: self.name() }));
         }
         self.commit_namespace(|| Ok(gone.iter().map(|e| NamespaceOp::Delete(e.path.clone())).collect()))?;
         Ok(gone)

@@ -74,7 +74,7 @@ impl IndexedTier {
         self.file_entries(&[path.to_string()])?
             .pop()
             .flatten()
-            .ok_or_else(|| Error::Tier(TierError::FileNotFound { path: path.into(), tier: self.dir.display().to_string() }))
+            .ok_or_else(|| Error::Tier(TierError::FileNotFound { path: path.into(), tier: self.name() }))
     }
 
     /// Writes the file at namespace `path` to `out` (for a symlink, its
@@ -161,7 +161,7 @@ impl IndexedTier {
             Ok(())
         })?;
         if entries.is_empty() && links.is_empty() {
-            return Err(Error::Tier(TierError::FileNotFound { path: prefix.into(), tier: self.dir.display().to_string() }));
+            return Err(Error::Tier(TierError::FileNotFound { path: prefix.into(), tier: self.name() }));
         }
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let pool = rayon::ThreadPoolBuilder::new()
