@@ -17,7 +17,7 @@ use crate::format::entries::{Codec, ContainerKind, ContainerMeta, SegmentEntry, 
 use crate::error::{Error, FormatError, Result};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
 
-pub(crate) const MAGIC: &[u8; 4] = b"TSCN";
+pub(crate) const MAGIC: &[u8; 4] = crate::format::magic::CONTAINER;
 /// The version this build writes.
 pub(crate) const VERSION: u16 = 2;
 /// The first version, still read.

@@ -11,6 +11,7 @@ pub(crate) mod durable;
 pub(crate) mod entries;
 pub(crate) mod fingerprint;
 pub mod layout;
+pub(crate) mod magic;
 pub(crate) mod phase;
 pub(crate) mod records;
 pub(crate) mod tree;

@@ -7,8 +7,8 @@
 
 use crate::error::{Error, Result, TierError};
 use crate::format::fingerprint::Fingerprint;
+use crate::format::magic;
 
-const RECIPE_MAGIC: &[u8; 3] = b"TSR";
 const RECIPE_VERSION: u8 = 1;
 const RECIPE_HEADER: usize = 9;
 const CHILD_LEN: usize = 40;
@@ -36,7 +36,7 @@ pub(crate) struct Recipe {
 impl Recipe {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(RECIPE_HEADER + CHILD_LEN * self.children.len());
-        out.extend_from_slice(RECIPE_MAGIC);
+        out.extend_from_slice(magic::RECIPE);
         out.push(RECIPE_VERSION);
         out.push(self.level);
         out.extend_from_slice(&(self.children.len() as u32).to_le_bytes());
@@ -52,7 +52,7 @@ impl Recipe {
     /// a recipe that claims another level is rejected as corrupt.
     pub(crate) fn decode(bytes: &[u8], fp: &Fingerprint, expected_level: u8) -> Result<Recipe> {
         let bad = |reason: &str| Error::corrupt_record(format!("recipe segment {fp}"), reason.to_string());
-        if bytes.len() < RECIPE_HEADER || &bytes[..3] != RECIPE_MAGIC {
+        if bytes.len() < RECIPE_HEADER || &bytes[..3] != magic::RECIPE {
             return Err(bad("not a recipe segment"));
         }
         if bytes[3] != RECIPE_VERSION {

@@ -23,9 +23,9 @@ use crate::error::{Error, FormatError, Result};
 use crate::format::durable::DurableFile;
 use crate::format::entries::SegmentEntry;
 use crate::format::fingerprint::{ContainerId, Fingerprint, PhfKey};
+use crate::format::magic;
 use crate::tier::SourceTier;
 
-const MAGIC: &[u8; 4] = b"TSKY";
 pub(crate) const VERSION: u16 = 1;
 /// The footer before the hash.
 const FOOTER: u64 = 16;
@@ -83,7 +83,7 @@ pub(crate) fn write_where(
         out.write(&page_bytes)
     })?;
     let mut tail = Vec::with_capacity((FOOTER + TRAILER) as usize);
-    tail.extend_from_slice(MAGIC);
+    tail.extend_from_slice(magic::KEYS);
     tail.extend_from_slice(&VERSION.to_le_bytes());
     tail.extend_from_slice(&u16::from(sorted).to_le_bytes());
     tail.extend_from_slice(&keys.to_le_bytes());
@@ -142,7 +142,7 @@ impl KeyFile {
         if hash.finalize().as_bytes() != &tail[FOOTER as usize..] {
             return Err(Error::corrupt_record(what(), "checksum mismatch"));
         }
-        if &tail[..4] != MAGIC {
+        if &tail[..4] != magic::KEYS {
             return Err(Error::corrupt_record(what(), "bad magic"));
         }
         let version = u16::from_le_bytes([tail[4], tail[5]]);

@@ -16,9 +16,9 @@ use crate::error::{Error, JobError, Result};
 use crate::format::durable::{encode_record, write_durable};
 use crate::format::fingerprint::PhfKey;
 use crate::format::fingerprint::{ContainerId, Fingerprint};
+use crate::format::magic;
 use crate::tier::SourceTier;
 
-const PHF_MAGIC: &[u8; 4] = b"TSPH";
 /// Version 1 blobs hold a boomphf function (and are still what a boomphf
 /// job writes); version 2 blobs say which kind they hold.
 pub(crate) const PHF_VERSION: u16 = 2;
@@ -199,14 +199,14 @@ impl Phf {
         let bytes = match &self.func {
             Func::Boom(m) => {
                 let blob = PhfBlob { boomphf_version: BOOMPHF_VERSION.into(), gamma, keys: self.keys, mphf: m.clone() };
-                encode_record(PHF_MAGIC, 1, &blob)
+                encode_record(magic::PHF, 1, &blob)
             }
             Func::Compact(f) => {
                 let mut out = Vec::with_capacity(f.write_bytes());
                 f.write(&mut out).map_err(|e| Error::io(path, e))?;
                 let blob =
                     PhfBlobV2 { kind: PhfKind::Compact.code(), function: COMPACT_FUNCTION.into(), keys: self.keys, bytes: out };
-                encode_record(PHF_MAGIC, PHF_VERSION, &blob)
+                encode_record(magic::PHF, PHF_VERSION, &blob)
             }
         };
         write_durable(path, &bytes, false)
@@ -240,7 +240,7 @@ impl Phf {
     /// Checks and decodes blob bytes.
     pub(crate) fn decode(bytes: &[u8], name: &str, expected_keys: u64) -> Result<Phf> {
         let what = || format!("PHF blob {name}");
-        let blob = match crate::format::durable::decode_versioned::<PhfBlobV2, PhfBlob>(PHF_MAGIC, PHF_VERSION, bytes, &what)? {
+        let blob = match crate::format::durable::decode_versioned::<PhfBlobV2, PhfBlob>(magic::PHF, PHF_VERSION, bytes, &what)? {
             crate::format::durable::Versioned::V1(b) => b,
             crate::format::durable::Versioned::Current(b) => return Self::decode_v2(b, &what, expected_keys),
         };

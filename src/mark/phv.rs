@@ -5,6 +5,7 @@ use bitvec::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::format::durable::{open_envelope, seal_envelope};
+use crate::format::magic;
 
 /// Words per persisted chunk (128 bytes). PHF slots are random with
 /// respect to container order, so clearing one container's worth of
@@ -13,7 +14,6 @@ use crate::format::durable::{open_envelope, seal_envelope};
 /// 135 KB with 64-word chunks), at the price of more keys (12.5 MB of PHV at
 /// 100M slots is 98K chunks, loaded in one scan at resume).
 pub(crate) const CHUNK_WORDS: usize = 16;
-const PHV_MAGIC: &[u8; 4] = b"TSPV";
 pub(crate) const PHV_VERSION: u16 = 1;
 
 #[derive(Clone)]
@@ -87,13 +87,13 @@ impl Phv {
         for w in &words[i * CHUNK_WORDS..end] {
             payload.extend_from_slice(&w.to_le_bytes());
         }
-        seal_envelope(PHV_MAGIC, PHV_VERSION, &payload)
+        seal_envelope(magic::PHV, PHV_VERSION, &payload)
     }
 
     /// Loads chunk `i` from its encoded bytes.
     pub(crate) fn load_chunk(&mut self, i: usize, bytes: &[u8]) -> Result<()> {
         let what = || format!("PHV chunk {i}");
-        let payload = open_envelope(PHV_MAGIC, PHV_VERSION, bytes, &what)?;
+        let payload = open_envelope(magic::PHV, PHV_VERSION, bytes, &what)?;
         let words = self.bits.as_raw_slice().len();
         let start = i * CHUNK_WORDS;
         let expected = words.saturating_sub(start).min(CHUNK_WORDS);

@@ -15,6 +15,7 @@ use crate::error::{Error, JobError, Result, TierError};
 use crate::format::durable::{Versioned, decode_record, decode_versioned, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{JOB_CONTEXT, JOB_CONTEXT_CREATING, JOB_LOCK, is_phf_file, is_scratch};
+use crate::format::magic;
 use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
 use crate::mark::phv::Phv;
 use crate::tier::FileEntry;
@@ -26,7 +27,6 @@ pub(crate) use records::{
 };
 use records::{JobV1, LaneV1, ProgressV1, ProgressV2, ReportV1, ReportV2, TargetsV1, Upgrade};
 
-const CTX_MAGIC: &[u8; 4] = b"TSCX";
 /// Version of the job, snapshot, PHF, mark-sum and target records.
 pub(crate) const CTX_VERSION: u16 = 1;
 /// Version of the file chunks: 2 holds namespace entries at version 2
@@ -82,59 +82,59 @@ pub(crate) struct Commit {
 impl Commit {
     /// The progress record and every target's share of it, in one batch.
     pub(crate) fn progress(&mut self, p: &ProgressRecord) -> &mut Self {
-        self.batch.put(K_PROGRESS, encode_record(CTX_MAGIC, PROGRESS_VERSION, &ProgressV2::from(p)));
+        self.batch.put(K_PROGRESS, encode_record(magic::CONTEXT, PROGRESS_VERSION, &ProgressV2::from(p)));
         if let Some(floor) = p.lanes.first().and_then(|l| l.floor) {
             self.target(&TargetRecord { floor });
         }
         for (i, lane) in p.lanes.iter().enumerate().skip(1) {
             let v1 =
                 LaneV1 { floor: lane.floor.unwrap_or(0), switch_cursor: lane.switch_cursor, counters: (&lane.counters).into() };
-            self.batch.put(format!("{K_LANE}{i}"), encode_record(CTX_MAGIC, CTX_VERSION, &v1));
+            self.batch.put(format!("{K_LANE}{i}"), encode_record(magic::CONTEXT, CTX_VERSION, &v1));
         }
         let dropped: Vec<(u32, String)> =
             p.lanes.iter().enumerate().filter_map(|(i, l)| l.dropped.clone().map(|d| (i as u32, d))).collect();
         if !dropped.is_empty() {
-            self.batch.put(K_DROPPED, encode_record(CTX_MAGIC, CTX_VERSION, &dropped));
+            self.batch.put(K_DROPPED, encode_record(magic::CONTEXT, CTX_VERSION, &dropped));
         }
         self
     }
     pub(crate) fn mark_sum(&mut self, m: &MarkSumRecord) -> &mut Self {
-        self.batch.put(K_MARK_SUM, encode_record(CTX_MAGIC, CTX_VERSION, m));
+        self.batch.put(K_MARK_SUM, encode_record(magic::CONTEXT, CTX_VERSION, m));
         self
     }
     pub(crate) fn gate(&mut self, stage: &str, g: &GateRecord) -> &mut Self {
-        self.batch.put(format!("{K_GATE}{stage}"), encode_record(CTX_MAGIC, CTX_VERSION, g));
+        self.batch.put(format!("{K_GATE}{stage}"), encode_record(magic::CONTEXT, CTX_VERSION, g));
         self
     }
     pub(crate) fn target(&mut self, t: &TargetRecord) -> &mut Self {
-        self.batch.put(K_TARGET, encode_record(CTX_MAGIC, CTX_VERSION, t));
+        self.batch.put(K_TARGET, encode_record(magic::CONTEXT, CTX_VERSION, t));
         self
     }
     pub(crate) fn job(&mut self, j: &JobRecord) -> &mut Self {
-        self.batch.put(K_JOB, encode_record(CTX_MAGIC, CTX_VERSION, &JobV1::from(j)));
+        self.batch.put(K_JOB, encode_record(magic::CONTEXT, CTX_VERSION, &JobV1::from(j)));
         if j.phf != crate::mark::phf::PhfKind::Boomphf {
-            self.batch.put(K_PHF_KIND, encode_record(CTX_MAGIC, CTX_VERSION, &j.phf.code()));
+            self.batch.put(K_PHF_KIND, encode_record(magic::CONTEXT, CTX_VERSION, &j.phf.code()));
         }
         if !j.more_targets.is_empty() || j.on_failure != TargetFailure::Fail {
             let t = TargetsV1 { more: j.more_targets.clone(), policy: j.on_failure.code() };
-            self.batch.put(K_TARGETS, encode_record(CTX_MAGIC, CTX_VERSION, &t));
+            self.batch.put(K_TARGETS, encode_record(magic::CONTEXT, CTX_VERSION, &t));
         }
         self
     }
     pub(crate) fn snapshot(&mut self, s: &[ContainerId]) -> &mut Self {
         let raw: Vec<u64> = s.iter().map(|c| c.0).collect();
-        self.batch.put(K_SNAPSHOT, encode_record(CTX_MAGIC, CTX_VERSION, &raw));
+        self.batch.put(K_SNAPSHOT, encode_record(magic::CONTEXT, CTX_VERSION, &raw));
         self
     }
     /// For each snapshot container, how many source index entries point
     /// to it (BuildPhf counts them; Copy trusts a container whose table is
     /// exactly that long and lists no fingerprint twice).
     pub(crate) fn homed(&mut self, counts: &[u32]) -> &mut Self {
-        self.batch.put(K_HOMED, encode_record(CTX_MAGIC, CTX_VERSION, &counts.to_vec()));
+        self.batch.put(K_HOMED, encode_record(magic::CONTEXT, CTX_VERSION, &counts.to_vec()));
         self
     }
     pub(crate) fn phf(&mut self, r: &PhfRef) -> &mut Self {
-        self.batch.put(K_PHF, encode_record(CTX_MAGIC, CTX_VERSION, r));
+        self.batch.put(K_PHF, encode_record(magic::CONTEXT, CTX_VERSION, r));
         self
     }
     /// The changed words of target `lane`'s PHV.
@@ -147,7 +147,7 @@ impl Commit {
     pub(crate) fn report(&mut self, r: &Report) -> &mut Self {
         let v2 =
             ReportV2 { job_id: r.job_id.clone(), mode: mode_code(r.mode), counters: (&r.counters).into(), resumes: r.resumes };
-        self.batch.put(K_REPORT, encode_record(CTX_MAGIC, PROGRESS_VERSION, &v2));
+        self.batch.put(K_REPORT, encode_record(magic::CONTEXT, PROGRESS_VERSION, &v2));
         self
     }
 }
@@ -158,23 +158,23 @@ impl Commit {
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     let what = || "fuzz input".to_string();
     [
-        decode_record::<JobV1>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<ProgressV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
-        decode_record::<ProgressV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
-        decode_record::<MarkSumRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<TargetRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<TargetsV1>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<LaneV1>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<(u32, String)>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<OptionsRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<GateRecord>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<PhfRef>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<u64>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<u32>>(CTX_MAGIC, CTX_VERSION, bytes, &what).is_ok(),
-        decode_record::<Vec<FileEntryV1>>(CTX_MAGIC, 1, bytes, &what).is_ok(),
-        decode_record::<Vec<FileEntryV2>>(CTX_MAGIC, FILES_VERSION, bytes, &what).is_ok(),
-        decode_record::<ReportV1>(CTX_MAGIC, 1, bytes, &what).is_ok(),
-        decode_record::<ReportV2>(CTX_MAGIC, PROGRESS_VERSION, bytes, &what).is_ok(),
+        decode_record::<JobV1>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<ProgressV1>(magic::CONTEXT, 1, bytes, &what).is_ok(),
+        decode_record::<ProgressV2>(magic::CONTEXT, PROGRESS_VERSION, bytes, &what).is_ok(),
+        decode_record::<MarkSumRecord>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<TargetRecord>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<TargetsV1>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<LaneV1>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<(u32, String)>>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<OptionsRecord>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<GateRecord>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<PhfRef>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<u64>>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<u32>>(magic::CONTEXT, CTX_VERSION, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV1>>(magic::CONTEXT, 1, bytes, &what).is_ok(),
+        decode_record::<Vec<FileEntryV2>>(magic::CONTEXT, FILES_VERSION, bytes, &what).is_ok(),
+        decode_record::<ReportV1>(magic::CONTEXT, 1, bytes, &what).is_ok(),
+        decode_record::<ReportV2>(magic::CONTEXT, PROGRESS_VERSION, bytes, &what).is_ok(),
     ]
     .into_iter()
     .filter(|ok| *ok)
@@ -276,9 +276,9 @@ impl Context {
             let db = Self::open_db(tmp, true)?;
             let mut c = Commit::default();
             c.job(job).progress(progress);
-            c.batch.put(K_OPTIONS, encode_record(CTX_MAGIC, CTX_VERSION, options));
+            c.batch.put(K_OPTIONS, encode_record(magic::CONTEXT, CTX_VERSION, options));
             if let Some(o) = origin {
-                c.batch.put(K_ORIGIN, encode_record(CTX_MAGIC, CTX_VERSION, &o.to_string()));
+                c.batch.put(K_ORIGIN, encode_record(magic::CONTEXT, CTX_VERSION, &o.to_string()));
             }
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
@@ -355,7 +355,7 @@ impl Context {
             return Err(Error::Tier(TierError::Poisoned { what: format!("job {}", self.dir.display()), cause: cause.clone() }));
         }
         let records: Vec<FileEntryV2> = files.iter().map(FileEntryV2::from).collect();
-        self.db.put(files_key(i), encode_record(CTX_MAGIC, FILES_VERSION, &records)).map_err(|e| {
+        self.db.put(files_key(i), encode_record(magic::CONTEXT, FILES_VERSION, &records)).map_err(|e| {
             let err = Error::db(self.dir.join(JOB_CONTEXT), e);
             self.poisoned = Some(err.to_string());
             err
@@ -457,7 +457,7 @@ impl Reader<'_> {
         let path = self.dir.join(JOB_CONTEXT);
         match self.db.get(key).map_err(|e| Error::db(&path, e))? {
             None => Ok(None),
-            Some(v) => decode_record(CTX_MAGIC, CTX_VERSION, &v, &|| {
+            Some(v) => decode_record(magic::CONTEXT, CTX_VERSION, &v, &|| {
                 format!("context record {:?} in {}", String::from_utf8_lossy(key), path.display())
             })
             .map(Some),
@@ -474,7 +474,7 @@ impl Reader<'_> {
         let path = self.dir.join(JOB_CONTEXT);
         let Some(v) = self.db.get(key).map_err(|e| Error::db(&path, e))? else { return Ok(None) };
         let what = || format!("context record {:?} in {}", String::from_utf8_lossy(key), path.display());
-        match decode_versioned::<V2, V1>(CTX_MAGIC, PROGRESS_VERSION, &v, &what)? {
+        match decode_versioned::<V2, V1>(magic::CONTEXT, PROGRESS_VERSION, &v, &what)? {
             Versioned::Current(r) => r.upgrade(&what).map(Some),
             Versioned::V1(r) => r.upgrade(&what).map(Some),
         }
@@ -578,7 +578,9 @@ impl Reader<'_> {
         let path = self.dir.join(JOB_CONTEXT);
         let bytes = self.db.get(&key).map_err(|e| Error::db(&path, e))?.ok_or_else(|| self.missing(&key))?;
         let Entries(files) =
-            decode_entries::<Entries, Vec<FileEntryV2>, Vec<FileEntryV1>>(CTX_MAGIC, FILES_VERSION, &bytes, &|| self.what(&key))?;
+            decode_entries::<Entries, Vec<FileEntryV2>, Vec<FileEntryV1>>(magic::CONTEXT, FILES_VERSION, &bytes, &|| {
+                self.what(&key)
+            })?;
         Ok(files)
     }
 

@@ -89,11 +89,11 @@ fn a_version_1_file_chunk_reads_with_default_attributes() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let ctx = create(dir.path());
     let v1: Vec<FileEntryV1> = Vec::new();
-    ctx.db.put(files_key(0), encode_record(CTX_MAGIC, 1, &v1)).expect("a raw put");
+    ctx.db.put(files_key(0), encode_record(crate::format::magic::CONTEXT, 1, &v1)).expect("a raw put");
     assert!(ctx.reader().file_chunk(0).expect("an empty v1 chunk").is_empty());
     // A v1 record of a real entry, through the record type's own layout.
     let fixture = (String::from("a/b"), 3u64, -7i64, [9u8; 32], 1u8);
-    ctx.db.put(files_key(1), encode_record(CTX_MAGIC, 1, &vec![fixture])).expect("a raw put");
+    ctx.db.put(files_key(1), encode_record(crate::format::magic::CONTEXT, 1, &vec![fixture])).expect("a raw put");
     let got = ctx.reader().file_chunk(1).expect("a v1 chunk");
     assert_eq!(got.len(), 1);
     assert_eq!((got[0].path.as_str(), got[0].size, got[0].mtime, got[0].height), ("a/b", 3, -7, 1));

@@ -32,6 +32,7 @@ use crate::error::{Error, Result, TierError, TierName};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{CREATING_SUFFIX, TIER_CONTAINERS, TIER_DB, TIER_LOCK, TIER_READERS};
+use crate::format::magic;
 use crate::format::records::{FileEntryV1, FileEntryV2, decode_entries};
 use crate::tier::{FileEntry, TierId, lock};
 
@@ -64,8 +65,8 @@ const KEY_NS_SEQ: &[u8] = b"nsseq";
 /// Present only in the metadata of a tier whose containers are in an
 /// object store: names the bucket, so a plain `open` refuses it.
 pub(crate) const KEY_STORE: &[u8] = b"store";
-const META_MAGIC: &[u8; 4] = b"TSMT";
-const NS_MAGIC: &[u8; 4] = b"TSNS";
+const META_MAGIC: &[u8; 4] = magic::TIER_META;
+const NS_MAGIC: &[u8; 4] = magic::NAMESPACE;
 /// Version of the namespace entries: 2 added the kind (file or symlink),
 /// mode, owner and the mtime's nanoseconds. Version 1 entries are still
 /// read.

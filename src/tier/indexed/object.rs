@@ -24,12 +24,12 @@ use super::{
 };
 use crate::error::{Error, Result, TierError};
 use crate::format::durable::{self, encode_record};
+use crate::format::magic;
 use crate::tier::indexed::TierConfig;
 use crate::tier::store::BucketStore;
 use crate::tier::store::ContainerStore;
 use crate::tier::store::bucket::{ObjectConfig, ObjectService, bucket_url};
 
-const STORE_MAGIC: &[u8; 4] = b"TSST";
 /// Version 2 names the service (S3 or Azure); version 1, always S3, is
 /// still read.
 pub(crate) const STORE_VERSION: u16 = 2;
@@ -189,7 +189,7 @@ impl IndexedTier {
             })
         })?;
         let have: StoreRecordV2 =
-            match durable::decode_versioned::<StoreRecordV2, StoreRecordV1>(STORE_MAGIC, STORE_VERSION, &bytes, &|| {
+            match durable::decode_versioned::<StoreRecordV2, StoreRecordV1>(magic::STORE, STORE_VERSION, &bytes, &|| {
                 format!("store record in {}", dbp.display())
             })? {
                 durable::Versioned::Current(r) => r,
@@ -227,7 +227,7 @@ impl IndexedTier {
 }
 
 fn store_record(object: &ObjectConfig) -> Vec<u8> {
-    encode_record(STORE_MAGIC, STORE_VERSION, &StoreRecordV2::of(object))
+    encode_record(magic::STORE, STORE_VERSION, &StoreRecordV2::of(object))
 }
 
 /// The tier record in the bucket.
@@ -310,7 +310,7 @@ fn rebuild(store: &BucketStore, db: &DB, tmp: &Path, report: &mut RecoverReport)
 pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     use crate::format::durable::decode_record;
     let what = || "fuzz input".to_string();
-    usize::from(decode_record::<StoreRecordV1>(STORE_MAGIC, 1, bytes, &what).is_ok())
-        + usize::from(decode_record::<StoreRecordV2>(STORE_MAGIC, STORE_VERSION, bytes, &what).is_ok())
+    usize::from(decode_record::<StoreRecordV1>(magic::STORE, 1, bytes, &what).is_ok())
+        + usize::from(decode_record::<StoreRecordV2>(magic::STORE, STORE_VERSION, bytes, &what).is_ok())
         + crate::tier::store::bucket::records::fuzz_decode(bytes)
 }

@@ -4,12 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::format::magic;
 use crate::format::records::{FileEntryV1, FileEntryV2};
 
-pub(crate) const JOURNAL_MAGIC: &[u8; 4] = b"TSNJ";
+pub(crate) const JOURNAL_MAGIC: &[u8; 4] = magic::JOURNAL;
 /// Version 2 journals entries at namespace version 2; version 1 is still read.
 pub(crate) const JOURNAL_VERSION: u16 = 2;
-pub(crate) const CHECKPOINT_MAGIC: &[u8; 4] = b"TSNC";
+pub(crate) const CHECKPOINT_MAGIC: &[u8; 4] = magic::CHECKPOINT;
 /// Version 2 parts hold entries at namespace version 2 (the manifest is
 /// unchanged); version 1 checkpoints are still read.
 pub(crate) const CHECKPOINT_VERSION: u16 = 2;
