@@ -73,6 +73,7 @@ pub struct GcReport {
 }
 
 /// One container's entries, split into live and dead.
+#[derive(Debug)]
 struct Sorted {
     live: Vec<crate::tier::SegmentEntry>,
     /// Dead segments whose index home is this container, whose entries go:
@@ -371,3 +372,6 @@ fn sort(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;
