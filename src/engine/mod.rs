@@ -5,6 +5,7 @@ mod codes;
 pub(crate) mod context;
 mod copy;
 mod estimate;
+mod pace;
 mod prove;
 mod run;
 pub(crate) mod selection;
