@@ -87,7 +87,7 @@ pub use crate::testing::conformance;
 pub use crate::testing::crashpoint::CRASH_POINTS;
 #[cfg(feature = "crash-points")]
 pub use crate::testing::crashpoint::trace;
-#[cfg(feature = "test-util")]
+#[cfg(feature = "synth")]
 pub use crate::testing::synth;
 #[cfg(feature = "test-util")]
 #[doc(hidden)]
