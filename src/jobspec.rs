@@ -10,7 +10,8 @@
 //! state = "/var/lib/seed/nightly"
 //! mode = "move"
 //! verify = "full"
-//! limit_mib_per_sec = 200.0
+//! limit_mib_per_sec = 200.0   # or by time of day (not both):
+//! # limit = "mon-fri 08:00-18:00=20, *=200"
 //! phf = "compact"        # optional: boomphf (default) or compact
 //!
 //! [selection]
@@ -23,7 +24,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::selection::Selection;
-use crate::engine::{Mode, VerifyLevel};
+use crate::engine::{LimitSchedule, Mode, VerifyLevel};
 use crate::error::{Error, JobError, Result};
 
 /// A job as kept in a file. Unknown fields are an error, so a misspelt
@@ -51,6 +52,11 @@ pub struct JobSpec {
     /// Bandwidth limit on target writes, MiB/s (none by default).
     #[serde(default)]
     pub limit_mib_per_sec: Option<f64>,
+    /// Bandwidth limit on target writes by local time of day, as a
+    /// [`LimitSchedule`] (e.g. `"mon-fri 08:00-18:00=20, *=200"`); not with
+    /// `limit_mib_per_sec`.
+    #[serde(default)]
+    pub limit: Option<String>,
     /// Worker threads (default: all cores).
     #[serde(default)]
     pub threads: Option<usize>,
@@ -185,6 +191,14 @@ impl JobSpec {
         {
             return bad(format!("limit_mib_per_sec: {l} is not a positive number"));
         }
+        if self.limit.is_some() && self.limit_mib_per_sec.is_some() {
+            return bad("limit and limit_mib_per_sec: give one of them".into());
+        }
+        if let Some(l) = &self.limit
+            && let Err(e) = l.parse::<LimitSchedule>()
+        {
+            return bad(format!("limit: {e}"));
+        }
         if self.threads == Some(0) {
             return bad("threads: must be at least 1".into());
         }
@@ -214,9 +228,21 @@ impl JobSpec {
         }
     }
 
-    /// The bandwidth limit in bytes per second (0: none).
+    /// The bandwidth limit in bytes per second (0: none), of
+    /// `limit_mib_per_sec`; see [`limit_schedule`](Self::limit_schedule)
+    /// for either field.
     pub fn limit_bytes_per_sec(&self) -> u64 {
         self.limit_mib_per_sec.map_or(0, |l| (l * 1_048_576.0).round().max(1.0) as u64)
+    }
+
+    /// The bandwidth limit, from `limit` or `limit_mib_per_sec` (`None`:
+    /// no limit).
+    pub fn limit_schedule(&self) -> Result<Option<LimitSchedule>> {
+        match (&self.limit, self.limit_mib_per_sec) {
+            (Some(text), _) => text.parse().map(Some),
+            (None, Some(_)) => Ok(Some(LimitSchedule::constant(self.limit_bytes_per_sec()))),
+            (None, None) => Ok(None),
+        }
     }
 }
 

@@ -70,8 +70,9 @@ mod versions;
 
 pub use crate::engine::selection::Selection;
 pub use crate::engine::{
-    Counters, Estimate, Event, GateAnswer, Mode, Observer, Outcome, Phase, Progress, Report, Seeder, SeederBuilder,
-    SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, TargetFailure, TargetReport, ThrottleHandle, VerifyLevel,
+    Clock, Counters, Estimate, Event, GateAnswer, LimitSchedule, LocalClock, Mode, Observer, Outcome, Phase, Progress, Report,
+    Seeder, SeederBuilder, SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, TargetFailure, TargetReport, ThrottleHandle,
+    VerifyLevel, WallTime,
 };
 pub use crate::error::{Error, FormatError, JobError, Result, TierError, TierName};
 pub use crate::format::container::{decode_container, decode_segment};

@@ -8,6 +8,7 @@ mod estimate;
 mod pace;
 mod prove;
 mod run;
+mod schedule;
 pub(crate) mod selection;
 mod types;
 mod verify;
@@ -24,6 +25,7 @@ use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
 
 pub use crate::format::phase::Phase;
 pub use estimate::Estimate;
+pub use schedule::{Clock, LimitSchedule, LocalClock, WallTime};
 pub use types::{
     Counters, Event, GateAnswer, Mode, Observer, Outcome, Progress, Report, SuspendHandle, SwitchGate, SwitchRequest,
     SwitchStage, TargetFailure, TargetReport, ThrottleHandle,
@@ -42,7 +44,7 @@ pub struct SeederBuilder<'a> {
     gamma: f64,
     phf: PhfKind,
     verify: VerifyLevel,
-    limit: u64,
+    limit: Option<LimitSchedule>,
     origin: Option<String>,
     gate: Option<Arc<dyn SwitchGate + 'a>>,
     observer: Option<Arc<dyn Observer + 'a>>,
@@ -95,7 +97,17 @@ impl<'a> SeederBuilder<'a> {
     /// [`Seeder::throttle_handle`].
     #[must_use]
     pub fn limit_bytes_per_sec(mut self, bytes_per_sec: u64) -> Self {
-        self.limit = bytes_per_sec;
+        self.limit = (bytes_per_sec > 0).then(|| LimitSchedule::constant(bytes_per_sec));
+        self
+    }
+    /// Limits the bytes written to the target by a schedule of the local
+    /// time of day (see [`LimitSchedule`]): the limit switches as the
+    /// clock crosses a window while the job runs. The job keeps it: a
+    /// resume without a limit of its own follows it too, and
+    /// [`Seeder::status`] shows it.
+    #[must_use]
+    pub fn limit_schedule(mut self, schedule: LimitSchedule) -> Self {
+        self.limit = Some(schedule);
         self
     }
     /// Asks `gate` before Switch and before source removal (default:
@@ -171,11 +183,14 @@ impl<'a> SeederBuilder<'a> {
         };
         let options = OptionsRecord { verify: self.verify.code() };
         let progress = ProgressRecord::new(ids.len());
-        let ctx = Context::create(&self.state_dir, &job, &progress, &options, self.origin.as_deref())?;
+        let limit = self.limit.as_ref().map(ToString::to_string);
+        let ctx = Context::create(&self.state_dir, &job, &progress, &options, self.origin.as_deref(), limit.as_deref())?;
         let targets = self.targets.into_iter().map(Some).collect();
         let mut s = Seeder::assemble(self.source, targets, ctx, job, self.threads, self.observer, false);
         s.verify = self.verify;
-        s.throttle.set_bytes_per_sec(self.limit);
+        if let Some(l) = self.limit {
+            s.throttle.set_schedule(l);
+        }
         s.gate = self.gate;
         Ok(s)
     }
@@ -240,7 +255,7 @@ impl<'a> Seeder<'a> {
             gamma: 1.7,
             phf: PhfKind::Boomphf,
             verify: VerifyLevel::default(),
-            limit: 0,
+            limit: None,
             origin: None,
             gate: None,
             observer: None,
@@ -353,8 +368,18 @@ impl<'a> Seeder<'a> {
                 Error::corrupt_record(format!("context in {}", dir.display()), format!("unknown verify level {}", o.verify))
             })?,
         };
+        let limit = ctx.reader().limit()?;
         let mut s = Seeder::assemble(source, lanes, ctx, job, default_threads(), None, true);
         s.verify = verify;
+        if let Some(text) = limit {
+            // Written by this crate from a parsed schedule; one that no
+            // longer parses is a damaged record, not a reason to run
+            // unlimited.
+            let schedule = text.parse::<LimitSchedule>().map_err(|e| {
+                Error::corrupt_record(format!("context in {}", dir.display()), format!("bandwidth limit {text:?}: {e}"))
+            })?;
+            s.throttle.set_schedule(schedule);
+        }
         Ok(s)
     }
 
@@ -412,11 +437,21 @@ impl<'a> Seeder<'a> {
         self.throttle.clone()
     }
 
-    /// Sets the bandwidth limit (for a resumed job; 0: none).
-    #[must_use]
-    pub fn with_limit_bytes_per_sec(self, bytes_per_sec: u64) -> Self {
-        self.throttle.set_bytes_per_sec(bytes_per_sec);
-        self
+    /// Sets the bandwidth limit (for a resumed job; 0: none), in place of
+    /// the one the job was built or last resumed with, and keeps it.
+    pub fn with_limit_bytes_per_sec(self, bytes_per_sec: u64) -> Result<Self> {
+        self.with_limit_schedule(LimitSchedule::constant(bytes_per_sec))
+    }
+
+    /// Sets the bandwidth limit to follow `schedule` (for a resumed job),
+    /// in place of the one the job was built or last resumed with, and
+    /// keeps it in the job's state.
+    pub fn with_limit_schedule(mut self, schedule: LimitSchedule) -> Result<Self> {
+        let mut c = context::Commit::default();
+        c.limit(&schedule.to_string());
+        self.ctx.commit(c)?;
+        self.throttle.set_schedule(schedule);
+        Ok(self)
     }
 
     /// A handle that suspends this job from any thread.
@@ -464,7 +499,10 @@ impl<'a> Seeder<'a> {
         let db = Context::read_only(dir)?;
         let r = db.reader();
         let job = r.job()?.ok_or_else(|| Error::Job(JobError::NoJob { state_dir: dir.to_path_buf() }))?;
-        Ok(progress_of(&job, &r.progress()?))
+        let mut p = progress_of(&job, &r.progress()?);
+        // "0" is a limit lifted on a resume: none.
+        p.limit = r.limit()?.filter(|l| l != "0");
+        Ok(p)
     }
 }
 
@@ -494,6 +532,7 @@ pub(crate) fn progress_of(job: &JobRecord, p: &ProgressRecord) -> Progress {
         targets: targets_report(job, p),
         percent: if next == Phase::Done { 100.0 } else { done + within * WEIGHTS[next as usize] },
         deferred: None,
+        limit: None,
     }
 }
 

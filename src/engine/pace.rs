@@ -78,4 +78,45 @@ mod tests {
         let last = pace.wait(mib, later);
         assert!(last >= Duration::from_secs(18), "the 41st MiB after the stall waits only {last:?}");
     }
+
+    /// A clock the test moves.
+    #[derive(Debug)]
+    struct TestClock(std::sync::Mutex<crate::engine::WallTime>);
+
+    impl crate::engine::Clock for TestClock {
+        fn now(&self) -> crate::engine::WallTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    /// A schedule switches the limit as its clock crosses a window, with
+    /// no restart, and the switch is no occasion for a burst: the pace
+    /// starts over at the new limit.
+    #[test]
+    fn a_schedule_switches_limits_as_the_clock_crosses_a_window() {
+        let mib = 1u64 << 20;
+        let clock =
+            std::sync::Arc::new(TestClock(std::sync::Mutex::new(crate::engine::WallTime { weekday: 0, minute: 7 * 60 + 59 })));
+        let limit = ThrottleHandle::default();
+        let schedule = "mon-fri 08:00-18:00=1, *=100".parse().unwrap();
+        limit.set_schedule_with_clock(schedule, clock.clone());
+        assert_eq!(limit.bytes_per_sec(), 100 * mib, "07:59 on a Monday: off hours");
+        let mut pace = Pace::new(limit.clone());
+        let t0 = Instant::now();
+        // 50 MiB in half a second fit 100 MiB/s.
+        let waited: Duration = (0..50).map(|i| pace.wait(mib, t0 + Duration::from_millis(10 * i))).sum();
+        assert!(waited < Duration::from_millis(50), "off hours waited {waited:?}");
+        // 08:00: office hours, 1 MiB/s, picked up at the next write.
+        clock.0.lock().unwrap().minute = 8 * 60;
+        assert_eq!(limit.bytes_per_sec(), mib);
+        let t1 = t0 + Duration::from_millis(500);
+        assert_eq!(pace.wait(mib, t1), Duration::ZERO, "the first write at the new limit");
+        let next = pace.wait(mib, t1);
+        assert!(next >= Duration::from_millis(990), "the second MiB at 1 MiB/s waited only {next:?}");
+        // An operator's override holds until the clock enters another window.
+        limit.set_bytes_per_sec(5 * mib);
+        assert_eq!(limit.bytes_per_sec(), 5 * mib);
+        clock.0.lock().unwrap().minute = 18 * 60;
+        assert_eq!(limit.bytes_per_sec(), 100 * mib, "18:00: off hours again");
+    }
 }

@@ -3,6 +3,7 @@
 //! the events an observer sees, and the handles that suspend and throttle
 //! a running job.
 
+use super::schedule::{Clock, LimitSchedule, LocalClock, Scheduled};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -129,6 +130,11 @@ pub struct Progress {
     pub percent: f64,
     /// Why the job is waiting, when a switch gate deferred it.
     pub deferred: Option<String>,
+    /// The bandwidth limit the job keeps, as its schedule's text (parse
+    /// it into a [`LimitSchedule`] for the limit in force at a time);
+    /// `None`: no limit. Filled by [`Seeder::status`](super::Seeder::status).
+    #[serde(default)]
+    pub limit: Option<String>,
 }
 
 /// The step a [`SwitchGate`] is asked about.
@@ -340,18 +346,54 @@ impl SuspendHandle {
 
 /// Sets a running job's bandwidth limit on bytes written to the target,
 /// from any thread; the writer picks up a change before its next container.
-/// Clone it freely.
+/// A limit may follow a [`LimitSchedule`]: the limit then switches as the
+/// clock crosses a window, with no restart. Clone it freely.
 #[derive(Clone, Debug, Default)]
-pub struct ThrottleHandle(Arc<std::sync::atomic::AtomicU64>);
+pub struct ThrottleHandle(Arc<Throttle>);
+
+#[derive(Debug, Default)]
+struct Throttle {
+    bytes_per_sec: std::sync::atomic::AtomicU64,
+    /// The schedule, its clock, and the limit it last applied.
+    scheduled: std::sync::Mutex<Option<(Scheduled, u64)>>,
+}
 
 impl ThrottleHandle {
-    /// Limits writes to `bytes_per_sec` (0: no limit).
+    /// Limits writes to `bytes_per_sec` (0: no limit). Under a schedule,
+    /// this holds until the clock enters a window with another limit.
     pub fn set_bytes_per_sec(&self, bytes_per_sec: u64) {
-        self.0.store(bytes_per_sec, Ordering::SeqCst);
+        self.0.bytes_per_sec.store(bytes_per_sec, Ordering::SeqCst);
     }
 
-    /// The limit now (0: none).
+    /// Follows `schedule` on the machine's local time from now on.
+    pub fn set_schedule(&self, schedule: LimitSchedule) {
+        self.set_schedule_with_clock(schedule, Arc::new(LocalClock));
+    }
+
+    /// Follows `schedule` on `clock` (tests inject one).
+    pub fn set_schedule_with_clock(&self, schedule: LimitSchedule, clock: Arc<dyn Clock>) {
+        let now = schedule.bytes_per_sec_at(clock.now());
+        self.set_bytes_per_sec(now);
+        *self.0.scheduled.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Scheduled { schedule, clock }, now));
+    }
+
+    /// The schedule the limit follows, if any.
+    pub fn schedule(&self) -> Option<LimitSchedule> {
+        let s = self.0.scheduled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.as_ref().map(|(s, _)| s.schedule.clone())
+    }
+
+    /// The limit now (0: none), after applying the schedule's limit if the
+    /// clock entered another window since it last did.
     pub fn bytes_per_sec(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        let mut s = self.0.scheduled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((scheduled, applied)) = s.as_mut() {
+            let now = scheduled.schedule.bytes_per_sec_at(scheduled.clock.now());
+            if now != *applied {
+                *applied = now;
+                self.0.bytes_per_sec.store(now, Ordering::SeqCst);
+            }
+        }
+        self.0.bytes_per_sec.load(Ordering::SeqCst)
     }
 }

@@ -403,3 +403,46 @@ fn seed_ls_escapes_control_characters_and_null_and_json_are_exact() {
     let both = seed().args(["ls", "-0", "--long", "--tier"]).arg(&tdir).output().unwrap();
     assert_eq!(both.status.code(), Some(2), "-0 with --long is a usage error");
 }
+
+/// `--limit` takes a schedule by time of day; the job keeps it, and
+/// `seed status` shows it with the limit in force; a malformed one is
+/// refused before anything runs, naming the rule.
+#[test]
+fn seed_run_limit_by_time_of_day_is_kept_and_shown_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, d, st) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
+    drop(tier_of(&s, 40));
+    let schedule = "sat-sun 00:00-06:00=300, *=400";
+    let o = seed()
+        .args(["run", "--all", "--from"])
+        .arg(&s)
+        .arg("--to")
+        .arg(&d)
+        .arg("--state")
+        .arg(&st)
+        .args(["--limit", schedule])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = seed().args(["status", "--state"]).arg(&st).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains(&format!("(schedule {schedule})")), "{text}");
+    assert!(text.contains("MiB/s now"), "{text}");
+    let o = seed().args(["status", "--json", "--state"]).arg(&st).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["limit"], schedule);
+
+    let o = seed()
+        .args(["run", "--all", "--from"])
+        .arg(&s)
+        .arg("--to")
+        .arg(&d)
+        .arg("--state")
+        .arg(dir.path().join("st2"))
+        .args(["--limit", "mon-fri 8-18=20"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("not a time HH:MM") && err.contains("mon-fri 8-18"), "{err}");
+    assert!(!dir.path().join("st2").exists(), "a refused limit left a job behind");
+}

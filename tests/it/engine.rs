@@ -611,3 +611,28 @@ fn a_switch_gate_can_approve_defer_or_reject_and_a_resume_asks_again() {
         ]
     );
 }
+
+/// A job keeps its bandwidth schedule: a resume without a limit of its own
+/// follows it, one with a limit replaces it for good, and a lifted limit
+/// ("0") shows as none.
+#[test]
+fn a_resumed_job_keeps_its_limit_schedule_until_given_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 71, 1, 10, 8 << 10);
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
+    let st = dir.path().join("st");
+    let schedule: tierseed::LimitSchedule = "mon-fri 08:00-18:00=20, *=200".parse().unwrap();
+    let job = Seeder::builder(&src, &dst, &st).selection(Selection::all()).limit_schedule(schedule.clone()).build().unwrap();
+    assert_eq!(job.throttle_handle().schedule(), Some(schedule.clone()));
+    drop(job);
+    assert_eq!(Seeder::status(&st).unwrap().limit.as_deref(), Some("mon-fri 08:00-18:00=20, *=200"));
+    let job = Seeder::resume(&st, &src, &dst).unwrap();
+    assert_eq!(job.throttle_handle().schedule(), Some(schedule), "a resume without a limit follows the job's");
+    let job = job.with_limit_bytes_per_sec(3 << 20).unwrap();
+    drop(job);
+    let job = Seeder::resume(&st, &src, &dst).unwrap();
+    assert_eq!(job.throttle_handle().bytes_per_sec(), 3 << 20, "the replacement was kept");
+    let mut job = job.with_limit_bytes_per_sec(0).unwrap();
+    assert_eq!(Seeder::status(&st).unwrap().limit, None, "a lifted limit is none");
+    run_to_end(&mut job);
+}

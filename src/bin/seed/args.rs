@@ -16,9 +16,12 @@ pub(crate) struct RunOpts {
     /// Worker threads (default: all cores; 1 is fine).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
-    /// Limit the bytes written to the target, in MiB/s.
-    #[arg(long, value_name = "MIB_PER_SEC")]
-    pub(crate) limit: Option<f64>,
+    /// Limit the bytes written to the target, in MiB/s, or by local time
+    /// of day: e.g. "mon-fri 08:00-18:00=20, *=200" (the first rule that
+    /// holds wins; none holding: no limit). The job keeps it: a resume
+    /// without --limit follows it too.
+    #[arg(long, value_name = "MIB_PER_SEC|SCHEDULE")]
+    pub(crate) limit: Option<String>,
     /// Print the outcome as JSON.
     #[arg(long)]
     pub(crate) json: bool,
@@ -237,11 +240,11 @@ impl SelectionArgs {
 
 /// `println!` that returns the write error instead of panicking, so that a
 /// closed pipe (`seed ls | head`) ends the command quietly.
-/// `--limit` in MiB/s as bytes per second (0: none).
-pub(crate) fn mib_per_sec(limit: Option<f64>) -> Result<u64> {
-    match limit {
-        None => Ok(0),
-        Some(l) if l.is_finite() && l > 0.0 => Ok((l * 1_048_576.0).round().max(1.0) as u64),
-        Some(l) => bail!("--limit {l}: expected a positive number of MiB/s"),
+/// `--limit`: a number of MiB/s or a schedule of them.
+pub(crate) fn limit_schedule(limit: Option<&str>) -> Result<Option<tierseed::LimitSchedule>> {
+    let Some(text) = limit else { return Ok(None) };
+    if text.trim().parse::<f64>().is_ok_and(|l| l <= 0.0) {
+        bail!("--limit {text}: expected a positive number of MiB/s, or a schedule such as \"mon-fri 08:00-18:00=20, *=200\"");
     }
+    Ok(Some(text.parse().map_err(|e| anyhow::anyhow!("--limit: {e}"))?))
 }

@@ -208,6 +208,18 @@ pub(crate) fn print_progress(p: &Progress) -> Result<()> {
             say!("target {}   {}: {state}", i + 1, t.tier_id);
         }
     }
+    if let Some(text) = &p.limit {
+        // The limit in force by this machine's clock, as the job reads it.
+        let now = text.parse::<tierseed::LimitSchedule>().map(|s| {
+            use tierseed::Clock;
+            s.bytes_per_sec_at(tierseed::LocalClock.now())
+        });
+        match now {
+            Ok(0) => say!("limit      none now (schedule {text})"),
+            Ok(b) => say!("limit      {}/s now (schedule {text})", human(b)),
+            Err(_) => say!("limit      {text} (unreadable)"),
+        }
+    }
     say!("done       {:.1}%", p.percent);
     Ok(())
 }

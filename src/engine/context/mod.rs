@@ -45,6 +45,9 @@ const K_MARK_SUM: &[u8] = b"marksum";
 const K_TARGET: &[u8] = b"target";
 const K_OPTIONS: &[u8] = b"options";
 const K_ORIGIN: &[u8] = b"origin";
+/// The job's bandwidth limit as given (a `LimitSchedule`'s text), so a
+/// resume without one keeps it and `seed status` shows it.
+const K_LIMIT: &[u8] = b"limit";
 /// The PHF kind's code, written only for a kind other than boomphf (a
 /// context without it, every earlier one included, is a boomphf job).
 const K_PHF_KIND: &[u8] = b"phfkind";
@@ -96,6 +99,11 @@ impl Commit {
         if !dropped.is_empty() {
             self.batch.put(K_DROPPED, encode_record(magic::CONTEXT, CTX_VERSION, &dropped));
         }
+        self
+    }
+    /// The job's bandwidth limit, as the text of its schedule.
+    pub(crate) fn limit(&mut self, schedule: &str) -> &mut Self {
+        self.batch.put(K_LIMIT, encode_record(magic::CONTEXT, CTX_VERSION, &schedule.to_string()));
         self
     }
     pub(crate) fn mark_sum(&mut self, m: &MarkSumRecord) -> &mut Self {
@@ -261,6 +269,7 @@ impl Context {
         progress: &ProgressRecord,
         options: &OptionsRecord,
         origin: Option<&str>,
+        limit: Option<&str>,
     ) -> Result<Context> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let lock = Self::lock(dir)?;
@@ -279,6 +288,9 @@ impl Context {
             c.batch.put(K_OPTIONS, encode_record(magic::CONTEXT, CTX_VERSION, options));
             if let Some(o) = origin {
                 c.batch.put(K_ORIGIN, encode_record(magic::CONTEXT, CTX_VERSION, &o.to_string()));
+            }
+            if let Some(l) = limit {
+                c.limit(l);
             }
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
@@ -547,6 +559,9 @@ impl Reader<'_> {
     }
     pub(crate) fn origin(&self) -> Result<Option<String>> {
         self.get(K_ORIGIN)
+    }
+    pub(crate) fn limit(&self) -> Result<Option<String>> {
+        self.get(K_LIMIT)
     }
     pub(crate) fn options(&self) -> Result<Option<OptionsRecord>> {
         self.get(K_OPTIONS)

@@ -39,8 +39,15 @@ fn entry(i: u64) -> FileEntry {
 }
 
 fn create(dir: &Path) -> Context {
-    Context::create(dir, &job(), &ProgressRecord::new(1), &OptionsRecord { verify: 1 }, Some("origin"))
-        .expect("a fresh state directory takes a job")
+    Context::create(
+        dir,
+        &job(),
+        &ProgressRecord::new(1),
+        &OptionsRecord { verify: 1 },
+        Some("origin"),
+        Some("mon 08:00-18:00=2, *=0"),
+    )
+    .expect("a fresh state directory takes a job")
 }
 
 #[test]
@@ -63,6 +70,7 @@ fn records_committed_read_back_after_a_reopen() {
     assert_eq!(r.snapshot().expect("snapshot"), vec![ContainerId(3), ContainerId(9)]);
     assert_eq!(r.homed().expect("homed"), Some(vec![4, 2]));
     assert_eq!(r.origin().expect("origin").as_deref(), Some("origin"));
+    assert_eq!(r.limit().expect("limit").as_deref(), Some("mon 08:00-18:00=2, *=0"));
     assert_eq!(r.options().expect("options").map(|o| o.verify), Some(1));
     let j = r.job().expect("job").expect("a job record");
     assert_eq!((j.job_id, j.mode, j.created), ([1; 16], Mode::Move, 5));
@@ -76,7 +84,7 @@ fn records_committed_read_back_after_a_reopen() {
 fn a_second_job_in_the_same_state_directory_is_refused() {
     let dir = tempfile::tempdir().expect("a temp dir");
     drop(create(dir.path()));
-    let err = Context::create(dir.path(), &job(), &ProgressRecord::new(1), &OptionsRecord { verify: 0 }, None)
+    let err = Context::create(dir.path(), &job(), &ProgressRecord::new(1), &OptionsRecord { verify: 0 }, None, None)
         .err()
         .expect("a second job is refused");
     assert!(matches!(err, Error::Job(JobError::JobExists { .. })), "{err}");

@@ -7,7 +7,7 @@ use clap::Args;
 use tierseed::{Event, Seeder};
 
 use crate::Exit;
-use crate::args::{RunOpts, Tiers, cli_gate, mib_per_sec};
+use crate::args::{RunOpts, Tiers, cli_gate, limit_schedule};
 use crate::cmd::run::{drive, specs, target_names};
 use crate::open::{How, metas_for, open_tier};
 use crate::ui::Ui;
@@ -80,7 +80,9 @@ impl Resume {
         if let Some(v) = verify {
             job = job.with_verify(v);
         }
-        job = job.with_limit_bytes_per_sec(mib_per_sec(limit)?);
+        if let Some(l) = limit_schedule(limit.as_deref())? {
+            job = job.with_limit_schedule(l)?;
+        }
         if let Some(g) = gate {
             job = job.with_switch_gate(move |r: &tierseed::SwitchRequest| g.decide(r));
         }

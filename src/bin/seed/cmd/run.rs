@@ -8,7 +8,7 @@ use clap::Args;
 use tierseed::{Event, Mode, Outcome, Seeder, Tier, TierConfig};
 
 use crate::Exit;
-use crate::args::{Resolved, RunOpts, SelectionArgs, Tiers, cli_gate, mib_per_sec};
+use crate::args::{Resolved, RunOpts, SelectionArgs, Tiers, cli_gate, limit_schedule};
 use crate::open::{How, metas_for, open_tier};
 use crate::ui::{Ui, install_ctrlc, print_progress, print_report};
 
@@ -61,7 +61,7 @@ impl Run {
                 spec.selection()?,
                 spec.mode(),
                 spec.verify_level(),
-                spec.limit_bytes_per_sec(),
+                spec.limit_schedule()?,
                 spec.threads,
                 tierseed::PhfKind::from(spec.phf),
                 spec.on_target_failure,
@@ -70,7 +70,7 @@ impl Run {
                 sel.selection()?,
                 if move_mode { Mode::Move } else { Mode::Copy },
                 verify,
-                mib_per_sec(limit)?,
+                limit_schedule(limit.as_deref())?,
                 threads,
                 phf,
                 on_target_failure,
@@ -90,13 +90,15 @@ impl Run {
             .verify(verify)
             .phf(phf)
             .on_target_failure(policy)
-            .limit_bytes_per_sec(limit)
             .observer(|e: &Event| ui.event(e));
         for d in &dsts[1..] {
             b = b.also_to(d);
         }
         if let Some(n) = threads {
             b = b.threads(n);
+        }
+        if let Some(l) = limit {
+            b = b.limit_schedule(l);
         }
         if let Some(o) = &r.origin {
             b = b.origin(o.clone());
