@@ -71,8 +71,8 @@ mod versions;
 pub use crate::engine::selection::Selection;
 pub use crate::engine::{
     Clock, Counters, Estimate, Event, GateAnswer, LimitSchedule, LocalClock, Mode, Observer, Outcome, Phase, Progress, Report,
-    Seeder, SeederBuilder, SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, TargetFailure, TargetReport, ThrottleHandle,
-    VerifyLevel, WallTime,
+    RequestEstimate, Seeder, SeederBuilder, SuspendHandle, SwitchGate, SwitchRequest, SwitchStage, TargetFailure, TargetReport,
+    ThrottleHandle, VerifyLevel, WallTime,
 };
 pub use crate::error::{Error, FormatError, JobError, Result, TierError, TierName};
 pub use crate::format::container::{decode_container, decode_segment};
@@ -102,7 +102,7 @@ pub use crate::tier::indexed::{
 #[cfg(feature = "s3")]
 pub use crate::tier::store::bucket::{ObjectConfig, ObjectService};
 pub use crate::tier::{
-    Codec, ContainerKind, ContainerMeta, FileAttrs, FileEntry, FileKind, IndexEntry, JobHold, SegmentEntry, SourceTier,
-    StoredSegment, TargetTier, Tier, TierId,
+    Codec, ContainerKind, ContainerMeta, FileAttrs, FileEntry, FileKind, IndexEntry, JobHold, RequestCounts, SegmentEntry,
+    SourceTier, StoredSegment, TargetTier, Tier, TierId,
 };
 pub use crate::versions::{FormatVersion, format_versions};

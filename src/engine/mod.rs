@@ -24,7 +24,7 @@ use crate::mark::phf::PhfKind;
 use context::{Context, JobRecord, OptionsRecord, ProgressRecord};
 
 pub use crate::format::phase::Phase;
-pub use estimate::Estimate;
+pub use estimate::{Estimate, RequestEstimate};
 pub use schedule::{Clock, LimitSchedule, LocalClock, WallTime};
 pub use types::{
     Counters, Event, GateAnswer, Mode, Observer, Outcome, Progress, Report, SuspendHandle, SwitchGate, SwitchRequest,

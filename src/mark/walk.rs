@@ -200,6 +200,10 @@ pub(crate) struct Walked {
     pub(crate) distinct: u64,
     /// Their [`SetSum`].
     pub(crate) sum: SetSum,
+    /// Recipe reads: groups of recipes of one level in one container,
+    /// each one `read_segments` call of the tier (what an estimate of an
+    /// object source's requests counts).
+    pub(crate) recipe_reads: u64,
 }
 
 /// How a walk remembers what it reached and which recipes it expanded.
@@ -306,7 +310,7 @@ pub(crate) fn walk_in(
     progress: &mut dyn FnMut(u64),
     scratch: &std::path::Path,
 ) -> Result<Walked> {
-    let mut out = Walked { distinct: 0, sum: SetSum::default() };
+    let mut out = Walked { distinct: 0, sum: SetSum::default(), recipe_reads: 0 };
     let mut pass = 0u32;
     let mut frontier: Spool<41> = Spool::new(&scratch.join(format!("nodes-{pass}")));
     while let Some((first, window)) = files.next_window()? {
@@ -338,6 +342,7 @@ pub(crate) fn walk_in(
                 at = end;
                 let (level, cid) = group;
                 let recipes = side.recipes(level, cid, &items)?;
+                out.recipe_reads += 1;
                 for (r, &(_, file, _)) in recipes.into_iter().zip(&items) {
                     let Some(r) = r else { continue };
                     for c in &r.children {

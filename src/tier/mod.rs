@@ -26,6 +26,32 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Requests made to an object store, by kind, and the bytes they carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestCounts {
+    /// PUT requests (create-only writes of containers, journal entries,
+    /// checkpoints and the tier record).
+    pub puts: u64,
+    /// GET requests, whole or ranged (each ranged read the client sends
+    /// counts once).
+    pub gets: u64,
+    /// LIST requests (pages of a listing).
+    pub lists: u64,
+    /// DELETE requests.
+    pub deletes: u64,
+    /// Bytes sent in PUT bodies.
+    pub bytes_up: u64,
+    /// Bytes received in GET bodies.
+    pub bytes_down: u64,
+}
+
+impl RequestCounts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.puts + self.gets + self.lists + self.deletes
+    }
+}
+
 /// One index entry: a fingerprint and the container that holds it.
 pub type IndexEntry = (Fingerprint, ContainerId);
 

@@ -46,6 +46,7 @@ mod cmd {
 }
 mod demo;
 mod open;
+mod price;
 mod ui;
 
 #[derive(Parser)]

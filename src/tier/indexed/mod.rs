@@ -430,6 +430,13 @@ impl IndexedTier {
         &self.dir
     }
 
+    /// The requests this handle has made to its bucket since it was opened
+    /// (`None` for a directory tier): what a job cost, and what
+    /// `seed estimate`'s request counts are checked against.
+    pub fn requests(&self) -> Option<crate::tier::RequestCounts> {
+        self.store.requests()
+    }
+
     /// The tier's name in errors: its directory, or its bucket's URL.
     fn name(&self) -> TierName {
         TierName::At(if self.store.remote() { self.store.describe() } else { self.dir.display().to_string() })

@@ -119,6 +119,12 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// The requests this store has made since it was opened, if it makes
+    /// any (an object store; a directory makes none).
+    fn requests(&self) -> Option<crate::tier::RequestCounts> {
+        None
+    }
+
     /// The store's name for logs: a directory or `s3://bucket/prefix`.
     fn describe(&self) -> String;
 }

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use clap::Args;
-use tierseed::{IndexedTier, Seeder, TierConfig};
+use tierseed::{IndexedTier, RequestCounts, Seeder, TierConfig};
 
 use crate::Exit;
 use crate::args::SelectionArgs;
 use crate::open::{How, metas_for, object_spec, open_tier};
+use crate::price::Prices;
 use crate::ui::human;
 
 /// Dry run: what a job would copy, find on the target, make reclaimable.
@@ -25,6 +26,20 @@ pub(crate) struct Estimate {
     to: Vec<PathBuf>,
     #[command(flatten)]
     sel: SelectionArgs,
+    /// Target container size in KiB, for a target that does not exist yet
+    /// (as `seed run --container-kib` would create it).
+    #[arg(long, default_value_t = 4096)]
+    container_kib: u64,
+    /// The verify level the job would run with (it changes what is read
+    /// back from an object target).
+    #[arg(long, default_value = "metadata")]
+    verify: tierseed::VerifyLevel,
+    /// Turn the request counts of object tiers into a cost with this price
+    /// file (TOML: put_per_1000, get_per_1000, list_per_1000,
+    /// delete_per_1000, upload_per_gib, download_per_gib,
+    /// storage_per_gib_month, currency; examples/prices/).
+    #[arg(long, value_name = "FILE")]
+    price: Option<PathBuf>,
     /// Print the estimate as JSON.
     #[arg(long)]
     json: bool,
@@ -33,8 +48,10 @@ pub(crate) struct Estimate {
 impl Estimate {
     /// Runs the command; `metas` are the global `--meta` directories.
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
-        let Estimate { from, to, sel, json } = self;
+        let Estimate { from, to, sel, container_kib, verify, price, json } = self;
         let selection = sel.selection()?;
+        let prices = price.as_deref().map(Prices::load).transpose()?;
+        let source_is_object = object_spec(&from)?.is_some();
         let all: Vec<&Path> = std::iter::once(from.as_path()).chain(to.iter().map(PathBuf::as_path)).collect();
         let m = metas_for(&all, metas)?;
         let src = open_tier(&from, m[0], How::Read)?;
@@ -53,24 +70,57 @@ impl Estimate {
             } else {
                 Seeder::estimate(
                     &src,
-                    &IndexedTier::create(scratch.path().join(format!("t{k}")), TierConfig::default())?,
+                    &IndexedTier::create(
+                        scratch.path().join(format!("t{k}")),
+                        TierConfig { container_size: container_kib * 1024, ..TierConfig::default() },
+                    )?,
                     &selection,
                 )?
             };
-            estimates.push((target, exists, e));
+            let target_is_object = object_spec(target)?.is_some();
+            let r = e.requests(verify);
+            // Only the object tiers' requests are billed.
+            let mut side = RequestCounts::default();
+            for (object, counts) in [(target_is_object, r.target), (source_is_object, r.source)] {
+                if object {
+                    side = add(side, counts);
+                }
+            }
+            let objects = target_is_object || source_is_object;
+            estimates.push((target, exists, e, objects.then_some(side), target_is_object));
         }
         if json {
-            let v: Vec<_> = estimates.iter().map(|(t, _, e)| serde_json::json!({ "target": t, "estimate": e })).collect();
+            let json_of = |e: &tierseed::Estimate, r: &Option<RequestCounts>, to_object: bool| -> Result<serde_json::Value> {
+                let mut v = serde_json::to_value(e)?;
+                if let Some(r) = r {
+                    v["requests"] = serde_json::to_value(r)?;
+                    if let Some(p) = &prices {
+                        let c = p.cost(r, if to_object { e.target_container_bytes } else { 0 });
+                        v["cost"] = serde_json::json!({
+                            "currency": p.currency,
+                            "requests": c.requests,
+                            "transfer": c.transfer,
+                            "total": c.requests + c.transfer,
+                            "storage_per_month": c.storage_per_month,
+                        });
+                    }
+                }
+                Ok(v)
+            };
+            let mut v = Vec::new();
+            for (t, _, e, r, to_object) in &estimates {
+                v.push(serde_json::json!({ "target": t, "estimate": json_of(e, r, *to_object)? }));
+            }
             say!(
                 "{}",
                 serde_json::to_string_pretty(&if v.len() == 1 {
-                    serde_json::to_value(estimates[0].2)?
+                    json_of(&estimates[0].2, &estimates[0].3, estimates[0].4)?
                 } else {
                     serde_json::Value::Array(v)
                 })?
             );
         } else {
-            for (target, exists, e) in &estimates {
+            for (target, exists, e, requests, to_object) in &estimates {
                 if estimates.len() > 1 || !exists {
                     say!("into {}{}", target.display(), if *exists { "" } else { " (does not exist yet: empty)" });
                 }
@@ -80,8 +130,43 @@ impl Estimate {
                 say!("already on target   {} segments, {}", e.segments_on_target, human(e.bytes_on_target));
                 say!("reclaimable (move)  {}", human(e.bytes_reclaimable));
                 say!("containers touched  {} of {}", e.containers_touched, e.containers_total);
+                if let Some(r) = requests {
+                    say!(
+                        "requests            {} PUT, {} GET, {} LIST, {} DELETE ({} in all)",
+                        r.puts,
+                        r.gets,
+                        r.lists,
+                        r.deletes,
+                        r.total()
+                    );
+                    say!("transfer            {} up, {} down", human(r.bytes_up), human(r.bytes_down));
+                    if let Some(p) = &prices {
+                        let c = p.cost(r, if *to_object { e.target_container_bytes } else { 0 });
+                        let cur = &p.currency;
+                        say!(
+                            "cost                {:.4} {cur} ({:.4} requests + {:.4} transfer), then {:.4} {cur} a month to store",
+                            c.requests + c.transfer,
+                            c.requests,
+                            c.transfer,
+                            c.storage_per_month
+                        );
+                    }
+                } else if prices.is_some() {
+                    say!("cost                none: neither tier is an object tier");
+                }
             }
         }
         Ok(Exit::Done)
+    }
+}
+
+fn add(a: RequestCounts, b: RequestCounts) -> RequestCounts {
+    RequestCounts {
+        puts: a.puts + b.puts,
+        gets: a.gets + b.gets,
+        lists: a.lists + b.lists,
+        deletes: a.deletes + b.deletes,
+        bytes_up: a.bytes_up + b.bytes_up,
+        bytes_down: a.bytes_down + b.bytes_down,
     }
 }

@@ -4,6 +4,7 @@
 //! checkpoints in the bucket, listing and deletion, and recovery's reads.
 
 mod config;
+mod counted;
 pub(crate) mod records;
 
 use std::collections::HashMap;
@@ -23,6 +24,7 @@ use object_store::{
 
 pub(crate) use config::bucket_url;
 pub use config::{ObjectConfig, ObjectService};
+use counted::{Counted, Counters};
 use records::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, CheckpointV1, JOURNAL_MAGIC, JOURNAL_VERSION, JournalOpV1, JournalOpV2};
 
 use super::{ContainerStore, NamespaceOp, NamespacePages};
@@ -31,7 +33,7 @@ use crate::format::container::{self, HEADER_LEN};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
-use crate::tier::{ContainerMeta, FileEntry, SegmentEntry, lock};
+use crate::tier::{ContainerMeta, FileEntry, RequestCounts, SegmentEntry, lock};
 
 /// Namespace entries per checkpoint part object.
 const CHECKPOINT_PART: usize = 1 << 16;
@@ -50,6 +52,8 @@ pub(crate) struct BucketStore {
     pub(crate) rt: tokio::runtime::Runtime,
     client: Arc<dyn ObjectStore>,
     service: ObjectService,
+    /// What `client` (a [`Counted`] decorator) was asked to send.
+    counts: Arc<Counters>,
     pub(crate) bucket: String,
     pub(crate) prefix: String,
     /// Data-region offset and length per container, from headers read.
@@ -121,6 +125,12 @@ impl BucketStore {
             #[cfg(not(feature = "azure"))]
             ObjectService::Azure => return Err(bad("this build has no Azure support (feature `azure`)".into())),
         };
+        let counts = Arc::new(Counters::default());
+        let page = match c.service {
+            ObjectService::S3 => 1000,
+            ObjectService::Azure => 5000,
+        };
+        let client: Arc<dyn ObjectStore> = Arc::new(Counted { inner: client, counts: counts.clone(), page });
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("tierseed-object")
@@ -131,6 +141,7 @@ impl BucketStore {
             rt,
             client,
             service: c.service,
+            counts,
             bucket: c.bucket.clone(),
             prefix: c.prefix.clone(),
             headers: Mutex::new(HashMap::new()),
@@ -643,6 +654,10 @@ impl ContainerStore for BucketStore {
 
     fn remote(&self) -> bool {
         true
+    }
+
+    fn requests(&self) -> Option<RequestCounts> {
+        Some(self.counts.snapshot())
     }
 
     fn journal_since(&self, seq: u64, dir: &Path) -> Result<Vec<(u64, Vec<NamespaceOp>)>> {
