@@ -154,3 +154,15 @@ fn azure_metadata_refuses_an_s3_config_of_the_same_name() {
     assert!(matches!(err, tierseed::Error::Tier(tierseed::TierError::ForeignBucket { .. })), "{err}");
     assert!(err.to_string().contains(&format!("az://{CONTAINER}/")), "{err}");
 }
+
+#[test]
+fn estimated_requests_match_what_a_seed_and_a_recall_make_on_azure() {
+    let Some(a) = azurite("estimated_requests_match_what_a_seed_and_a_recall_make_on_azure") else { return };
+    bucket::estimated_requests_match_what_a_seed_and_a_recall_make(a);
+}
+
+#[test]
+fn seed_estimate_prices_the_requests_of_an_azure_target() {
+    let Some(a) = azurite("seed_estimate_prices_the_requests_of_an_azure_target") else { return };
+    bucket::seed_estimate_prices_the_requests_of_an_object_target(a);
+}

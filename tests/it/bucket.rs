@@ -3,6 +3,7 @@
 //! Blob API (`azure.rs`), each given the service to run on.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use tierseed::{Error, FormatError, IndexedTier, Mode, ObjectConfig, Seeder, Selection, Tier};
@@ -256,4 +257,103 @@ pub fn passes_the_conformance_kit(c: &dyn Service) {
     let report = tierseed::conformance::run(&OnService { meta: dir.path().join("meta"), cfg });
     report.assert_ok();
     assert_eq!(report.passed.len(), 11, "{report:?}");
+}
+
+/// `Estimate::requests` foresees what a seed into the bucket and a recall
+/// out of it then ask of the store, within 5 % of the requests the store
+/// counted (and of the bytes each way), at 1 MiB containers, with either
+/// verify level.
+pub fn estimated_requests_match_what_a_seed_and_a_recall_make(c: &dyn Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _all) = synth_source(&dir.path().join("src"), 5, 2, 1500, 24 << 10);
+    let config = tierseed::TierConfig { container_size: 1 << 20, ..small_config() };
+    let within = |what: &str, est: u64, real: u64| {
+        let off = (est as f64 - real as f64).abs() / (real.max(1) as f64);
+        eprintln!("{what}: estimated {est}, made {real} ({:.1} % off)", off * 100.0);
+        assert!(off <= 0.05, "{what}: estimated {est}, the job made {real}");
+    };
+    let mut clouds = Vec::new();
+    for (name, verify) in [("seed", tierseed::VerifyLevel::Metadata), ("seed-full", tierseed::VerifyLevel::Full)] {
+        let cloud = IndexedTier::create_object_tier(dir.path().join(format!("meta-{name}")), &c.config(name), config).unwrap();
+        let est = Seeder::estimate(&src, &cloud, &Selection::all()).unwrap();
+        let want = est.requests(verify).target;
+        let before = cloud.requests().unwrap();
+        let mut job =
+            Seeder::builder(&src, &cloud, dir.path().join(name)).selection(Selection::all()).verify(verify).build().unwrap();
+        let r = run_to_end(&mut job);
+        drop(job);
+        let after = cloud.requests().unwrap();
+        eprintln!("{name}: {est:?}\n{want:?}\nmade {before:?} -> {after:?}; wrote {} containers", r.counters.target_containers);
+        within(&format!("{name} requests"), want.total(), after.total() - before.total());
+        within(&format!("{name} PUTs"), want.puts, after.puts - before.puts);
+        within(&format!("{name} GETs"), want.gets, after.gets - before.gets);
+        within(&format!("{name} bytes up"), want.bytes_up, after.bytes_up - before.bytes_up);
+        within(&format!("{name} bytes down"), want.bytes_down, after.bytes_down - before.bytes_down);
+        clouds.push(cloud);
+    }
+    let cloud = &clouds[0];
+    // A recall of half the files: the source side.
+    let back = IndexedTier::create(dir.path().join("back"), small_config()).unwrap();
+    let sel = Selection::new().prefix("gen-001");
+    let est = Seeder::estimate(cloud, &back, &sel).unwrap();
+    let want = est.requests(tierseed::VerifyLevel::Metadata).source;
+    let before = cloud.requests().unwrap();
+    let mut job = Seeder::builder(cloud, &back, dir.path().join("recall")).selection(sel).build().unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    let after = cloud.requests().unwrap();
+    eprintln!("recall: {est:?}\n{want:?}\nmade {before:?} -> {after:?}");
+    within("recall requests", want.total(), after.total() - before.total());
+    within("recall GETs", want.gets, after.gets - before.gets);
+    within("recall bytes down", want.bytes_down, after.bytes_down - before.bytes_down);
+}
+
+/// `seed estimate` into a bucket says the requests and transfer the job
+/// would make, and with `--price` what they cost; a price file with a
+/// negative price is refused, naming it.
+pub fn seed_estimate_prices_the_requests_of_an_object_target(c: &dyn Service) {
+    let dir = tempfile::tempdir().unwrap();
+    drop(synth_source(&dir.path().join("src"), 21, 1, 40, 16 << 10));
+    let url = c.config("price").url();
+    let prices = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/prices/aws-s3-standard.toml");
+    let base = |cmd: &mut Command| {
+        cmd.arg("estimate")
+            .arg("--from")
+            .arg(dir.path().join("src"))
+            .args(["--to", &url, "--meta"])
+            .arg(dir.path().join("meta"))
+            .arg("--all");
+    };
+    let mut cmd = seed_cmd(c);
+    base(&mut cmd);
+    let out = ok(cmd.arg("--price").arg(&prices));
+    assert!(out.contains("does not exist yet"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("requests")).unwrap_or_else(|| panic!("no requests line: {out}"));
+    assert!(line.contains("PUT") && line.contains("GET"), "{line}");
+    assert!(out.lines().any(|l| l.starts_with("cost") && l.contains("USD")), "{out}");
+
+    let mut cmd = seed_cmd(c);
+    base(&mut cmd);
+    let json: serde_json::Value = serde_json::from_str(&ok(cmd.arg("--json").arg("--price").arg(&prices))).unwrap();
+    let puts = json["requests"]["puts"].as_u64().unwrap();
+    assert!(puts > json["target_containers"].as_u64().unwrap() && puts > 1, "a PUT per container and the journal: {json}");
+    let cost = &json["cost"];
+    let (r, t, total) = (cost["requests"].as_f64().unwrap(), cost["transfer"].as_f64().unwrap(), cost["total"].as_f64().unwrap());
+    assert!(r > 0.0 && (r + t - total).abs() < 1e-12, "{cost}");
+    assert!(
+        (r - puts as f64 / 1000.0 * 0.005
+            - json["requests"]["gets"].as_f64().unwrap() / 1000.0 * 0.0004
+            - json["requests"]["lists"].as_f64().unwrap() / 1000.0 * 0.005)
+            .abs()
+            < 1e-12,
+        "{cost}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "currency = \"USD\"\nget_per_1000 = -1.0\n").unwrap();
+    let mut cmd = seed_cmd(c);
+    base(&mut cmd);
+    let o = cmd.arg("--price").arg(&bad).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("get_per_1000") && err.contains("not a price"), "{err}");
 }
