@@ -12,7 +12,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -40,25 +40,17 @@ fn script() -> PathBuf {
 const NOT_INSTALLED: &str = "Azurite is not installed";
 
 fn start() -> Result<Azurite, String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let dir = std::env::temp_dir().join(format!("tierseed-azurite-{}", std::process::id()));
     let t0 = Instant::now();
-    let out = Command::new("bash")
-        .arg(script())
-        .args(["start", dir.to_str().unwrap(), &port.to_string(), &std::process::id().to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() {
-        if stderr.contains("Azurite is not installed") {
-            return Err(format!(
+    let (port, _dir) = bucket::start_service(&script(), "azurite").map_err(|out| {
+        if out.contains(NOT_INSTALLED) {
+            format!(
                 "{NOT_INSTALLED}, and TIERSEED_REQUIRE_AZURITE is set: the Azure tests run against it. \
                  `cargo xtask test` installs it (or `bash .ci/azurite.sh install`, which needs npm)"
-            ));
+            )
+        } else {
+            format!("starting Azurite failed: {out}")
         }
-        return Err(format!("starting Azurite failed: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
-    }
+    })?;
     let _ =
         writeln!(std::io::stderr(), "azurite: blob service on 127.0.0.1:{port} started in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(Azurite { endpoint: format!("http://127.0.0.1:{port}/{ACCOUNT}") })

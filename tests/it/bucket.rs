@@ -10,6 +10,25 @@ use tierseed::{Error, FormatError, IndexedTier, Mode, ObjectConfig, Seeder, Sele
 
 use crate::{check_target, prefixed, run_to_end, small_config, synth_source};
 
+/// Starts a service with `script start DIR PORT OWNER_PID` on a free
+/// loopback port, in a temp directory named after `name` and this process
+/// (the script's watcher stops it when this process exits). Returns the
+/// port and directory, or the script's output as the error.
+pub fn start_service(script: &Path, name: &str) -> Result<(u16, std::path::PathBuf), String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+    let dir = std::env::temp_dir().join(format!("tierseed-{name}-{}", std::process::id()));
+    let out = Command::new("bash")
+        .arg(script)
+        .args(["start", dir.to_str().unwrap(), &port.to_string(), &std::process::id().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok((port, dir))
+}
+
 /// A running bucket service the tests can use.
 pub trait Service: Sync {
     /// A config for a fresh prefix of the test bucket (or container).

@@ -413,16 +413,19 @@ fn seed_run_limit_by_time_of_day_is_kept_and_shown_by_status() {
     let (s, d, st) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("state"));
     drop(tier_of(&s, 40));
     let schedule = "sat-sun 00:00-06:00=300, *=400";
-    let o = seed()
-        .args(["run", "--all", "--from"])
-        .arg(&s)
-        .arg("--to")
-        .arg(&d)
-        .arg("--state")
-        .arg(&st)
-        .args(["--limit", schedule])
-        .output()
-        .unwrap();
+    let run = |state: &std::path::Path, limit: &str| {
+        seed()
+            .args(["run", "--all", "--from"])
+            .arg(&s)
+            .arg("--to")
+            .arg(&d)
+            .arg("--state")
+            .arg(state)
+            .args(["--limit", limit])
+            .output()
+            .unwrap()
+    };
+    let o = run(&st, schedule);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = seed().args(["status", "--state"]).arg(&st).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
@@ -432,16 +435,7 @@ fn seed_run_limit_by_time_of_day_is_kept_and_shown_by_status() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["limit"], schedule);
 
-    let o = seed()
-        .args(["run", "--all", "--from"])
-        .arg(&s)
-        .arg("--to")
-        .arg(&d)
-        .arg("--state")
-        .arg(dir.path().join("st2"))
-        .args(["--limit", "mon-fri 8-18=20"])
-        .output()
-        .unwrap();
+    let o = run(&dir.path().join("st2"), "mon-fri 8-18=20");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("not a time HH:MM") && err.contains("mon-fri 8-18"), "{err}");
     assert!(!dir.path().join("st2").exists(), "a refused limit left a job behind");

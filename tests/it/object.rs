@@ -58,22 +58,9 @@ fn start_cluster() -> Result<Cluster, String> {
             missing.join(", ")
         ));
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-    let dir = std::env::temp_dir().join(format!("tierseed-ceph-{}", std::process::id()));
     let t0 = Instant::now();
-    let out = Command::new("bash")
-        .arg(script())
-        .args(["start", dir.to_str().unwrap(), &port.to_string(), &std::process::id().to_string()])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "starting the Ceph cluster failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let (port, dir) =
+        bucket::start_service(&script(), "ceph").map_err(|out| format!("starting the Ceph cluster failed: {out}"))?;
     let _ = writeln!(
         std::io::stderr(),
         "ceph: 3-OSD cluster with radosgw on 127.0.0.1:{port} started in {:.1} s",
