@@ -49,16 +49,16 @@ const RECOVER_CONCURRENCY: usize = 16;
 
 /// Containers in a bucket, over `object_store`'s S3 or Azure client.
 pub(crate) struct BucketStore {
-    pub(crate) rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
     client: Arc<dyn ObjectStore>,
     service: ObjectService,
     /// What `client` (a [`Counted`] decorator) was asked to send.
     counts: Arc<Counters>,
-    pub(crate) bucket: String,
-    pub(crate) prefix: String,
+    bucket: String,
+    prefix: String,
     /// Data-region offset and length per container, from headers read.
-    pub(crate) headers: Mutex<HashMap<u64, (u64, u64)>>,
-    pub(crate) checkpoint_every: u64,
+    headers: Mutex<HashMap<u64, (u64, u64)>>,
+    checkpoint_every: u64,
 }
 
 impl std::fmt::Debug for BucketStore {
@@ -154,23 +154,23 @@ impl BucketStore {
         format!("{}://{}/{key}", self.service.scheme(), self.bucket)
     }
 
-    pub(crate) fn key(&self, rest: &str) -> String {
+    fn key(&self, rest: &str) -> String {
         if self.prefix.is_empty() { rest.to_string() } else { format!("{}/{rest}", self.prefix) }
     }
 
-    pub(crate) fn container_key(&self, id: ContainerId) -> String {
+    fn container_key(&self, id: ContainerId) -> String {
         // A multiplicative hash of the id: sequential ids land on
         // different prefixes, which object stores shard by.
         let hh = (id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as u8;
         self.key(&format!("containers/{hh:02x}/{}", crate::format::layout::container_file(id)))
     }
 
-    pub(crate) fn journal_key(&self, seq: u64) -> String {
+    fn journal_key(&self, seq: u64) -> String {
         self.key(&format!("namespace/{seq:016x}"))
     }
 
     /// Runs a request on the store's runtime.
-    pub(crate) fn block<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
+    fn block<F: std::future::Future>(&self, f: F) -> Result<F::Output> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::InvalidConfig(format!(
                 "object tier {}: called from inside an async runtime; call it from an ordinary thread",
@@ -180,7 +180,7 @@ impl BucketStore {
         Ok(self.rt.block_on(f))
     }
 
-    pub(crate) fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
+    fn err(&self, op: &'static str, key: &str, e: object_store::Error) -> Error {
         use object_store::Error as E;
         let (status, transient) = match &e {
             E::NotFound { .. } => (Some(404), false),
@@ -203,7 +203,7 @@ impl BucketStore {
         })
     }
 
-    pub(crate) fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
+    fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
         let path = parse_key(key)?;
         let opts = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
         // The payload owns the bytes; a clone of it shares them (the
@@ -242,7 +242,7 @@ impl BucketStore {
     }
 
     /// The object's bytes (or a range of them), and its whole size.
-    pub(crate) fn get_with_size(&self, key: &str, range: Option<Range<u64>>) -> Result<(Vec<u8>, u64)> {
+    fn get_with_size(&self, key: &str, range: Option<Range<u64>>) -> Result<(Vec<u8>, u64)> {
         let path = parse_key(key)?;
         let opts = GetOptions { range: range.map(GetRange::Bounded), ..GetOptions::default() };
         let r = self.block(async {
@@ -254,11 +254,11 @@ impl BucketStore {
         r.map_err(|e| self.err("GET", key, e))
     }
 
-    pub(crate) fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+    fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<Vec<u8>> {
         self.get_with_size(key, range).map(|(b, _)| b)
     }
 
-    pub(crate) fn list_keys(&self, under: &str) -> Result<Vec<String>> {
+    fn list_keys(&self, under: &str) -> Result<Vec<String>> {
         let prefix = self.key(under);
         let path = parse_key(&prefix)?;
         let r = self.block(self.client.list(Some(&path)).map_ok(|m| m.location.to_string()).try_collect::<Vec<String>>())?;
@@ -286,7 +286,7 @@ impl BucketStore {
     /// Parses a container's header from the first bytes of its object,
     /// and checks the object's size against it (truncation, without
     /// reading the data).
-    pub(crate) fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<container::Header> {
+    fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<container::Header> {
         let header = container::parse_header(probe, id, &self.location(id))?;
         if size != header.file_len() {
             return Err(Error::Format(FormatError::CorruptContainer {
@@ -298,7 +298,7 @@ impl BucketStore {
         Ok(header)
     }
 
-    pub(crate) fn parse_meta(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<ContainerMeta> {
+    fn parse_meta(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<ContainerMeta> {
         let loc = self.location(id);
         let header = self.sized_header(id, probe, size)?;
         let start = header.data_start();
@@ -312,7 +312,7 @@ impl BucketStore {
         Ok(meta)
     }
 
-    pub(crate) fn remember(&self, id: ContainerId, start: u64, data_len: u64) {
+    fn remember(&self, id: ContainerId, start: u64, data_len: u64) {
         let mut h = lock(&self.headers);
         if h.len() >= HEADER_CACHE {
             h.clear();
@@ -322,7 +322,7 @@ impl BucketStore {
 
     /// Several objects (or their first `limit` bytes) and their sizes, with
     /// requests in flight together.
-    pub(crate) fn get_many(&self, keys: Vec<String>, limit: Option<u64>) -> Vec<Result<(Vec<u8>, u64)>> {
+    fn get_many(&self, keys: Vec<String>, limit: Option<u64>) -> Vec<Result<(Vec<u8>, u64)>> {
         let n = keys.len();
         let got = self.block(
             futures::stream::iter(keys.into_iter().map(|key| async move {
@@ -381,7 +381,7 @@ impl BucketStore {
         Ok((seqs, complete, any))
     }
 
-    pub(crate) fn checkpoint_key(&self, seq: u64, file: &str) -> String {
+    fn checkpoint_key(&self, seq: u64, file: &str) -> String {
         self.key(&format!("namespace/ckpt-{seq:016x}/{file}"))
     }
 
@@ -422,7 +422,7 @@ impl BucketStore {
     }
 
     /// Deletes every object of the checkpoint at `seq`, complete or not.
-    pub(crate) fn delete_checkpoint(&self, seq: u64) -> Result<()> {
+    fn delete_checkpoint(&self, seq: u64) -> Result<()> {
         let prefix = format!("namespace/ckpt-{seq:016x}");
         for k in self.list_keys(&prefix)? {
             self.delete_key(&k)?;
@@ -430,7 +430,7 @@ impl BucketStore {
         Ok(())
     }
 
-    pub(crate) fn decode_journal(&self, seq: u64, bytes: &[u8]) -> Result<Vec<NamespaceOp>> {
+    fn decode_journal(&self, seq: u64, bytes: &[u8]) -> Result<Vec<NamespaceOp>> {
         let key = self.journal_key(seq);
         let what = || format!("namespace journal {}", self.url_of(&key));
         Ok(match durable::decode_versioned::<Vec<JournalOpV2>, Vec<JournalOpV1>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what)? {
@@ -451,7 +451,7 @@ impl BucketStore {
         })
     }
 
-    pub(crate) fn read_journal(&self, seq: u64) -> Result<Vec<NamespaceOp>> {
+    fn read_journal(&self, seq: u64) -> Result<Vec<NamespaceOp>> {
         let bytes = self.get(&self.journal_key(seq), None)?;
         self.decode_journal(seq, &bytes)
     }
@@ -462,12 +462,12 @@ impl BucketStore {
     }
 
     /// Deletes one object (a missing one is not an error on S3).
-    pub(crate) fn delete_key(&self, key: &str) -> Result<()> {
+    fn delete_key(&self, key: &str) -> Result<()> {
         let path = parse_key(key)?;
         self.block(self.client.delete(&path))?.map_err(|e| self.err("DELETE", key, e))
     }
 
-    pub(crate) fn missing(&self, id: ContainerId, e: Error) -> Error {
+    fn missing(&self, id: ContainerId, e: Error) -> Error {
         match e {
             Error::Tier(TierError::Object { status: Some(404), .. }) => Error::Tier(TierError::MissingContainer {
                 id,
