@@ -1,5 +1,5 @@
-//! The object-storage tier: containers are write-once objects in an S3
-//! bucket; the index, namespace and counters live in a local RocksDB (the
+//! The object-storage tier: containers are write-once objects in an S3 or
+//! Azure bucket; the index, namespace and counters live in a local RocksDB (the
 //! tier's metadata directory), as in a backup appliance's cloud tier.
 //!
 //! Bucket layout under the tier's prefix (docs/FORMAT.md):
@@ -188,13 +188,7 @@ impl IndexedTier {
                 reason: "it holds a directory tier, not an object tier's metadata: name the directory itself as the tier".into(),
             })
         })?;
-        let have: StoreRecordV2 =
-            match durable::decode_versioned::<StoreRecordV2, StoreRecordV1>(magic::STORE, STORE_VERSION, &bytes, &|| {
-                format!("store record in {}", dbp.display())
-            })? {
-                durable::Versioned::Current(r) => r,
-                durable::Versioned::V1(r) => r.into(),
-            };
+        let have = decode_store_record(&bytes, &|| format!("store record in {}", dbp.display()))?;
         if have != StoreRecordV2::of(object) {
             let service = ObjectService::from_code(have.service).ok_or_else(|| {
                 Error::corrupt_record(format!("store record in {}", dbp.display()), format!("unknown service {}", have.service))
@@ -224,6 +218,14 @@ impl IndexedTier {
         }
         Ok(Box::new(store))
     }
+}
+
+/// The store record in `bytes`, at either version (v1 is an S3 bucket's).
+fn decode_store_record(bytes: &[u8], what: &dyn Fn() -> String) -> Result<StoreRecordV2> {
+    Ok(match durable::decode_versioned::<StoreRecordV2, StoreRecordV1>(magic::STORE, STORE_VERSION, bytes, what)? {
+        durable::Versioned::Current(r) => r,
+        durable::Versioned::V1(r) => r.into(),
+    })
 }
 
 fn store_record(object: &ObjectConfig) -> Vec<u8> {
@@ -313,4 +315,25 @@ pub(crate) fn fuzz_decode(bytes: &[u8]) -> usize {
     usize::from(decode_record::<StoreRecordV1>(magic::STORE, 1, bytes, &what).is_ok())
         + usize::from(decode_record::<StoreRecordV2>(magic::STORE, STORE_VERSION, bytes, &what).is_ok())
         + crate::tier::store::bucket::records::fuzz_decode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metadata written before Azure existed (store record v1) opens as an
+    /// S3 bucket's; a v2 record reads back as written; an unknown service
+    /// code is not taken for either.
+    #[test]
+    fn a_v1_store_record_reads_as_an_s3_bucket() {
+        let what = || "test".to_string();
+        let v1 = encode_record(magic::STORE, 1, &StoreRecordV1 { bucket: "b-one".into(), prefix: "p".into() });
+        let r = decode_store_record(&v1, &what).expect("v1 decodes");
+        assert_eq!(r, StoreRecordV2::of(&ObjectConfig::new("b-one", "p")));
+        let az = ObjectConfig::for_service(ObjectService::Azure, "c-two", "q");
+        let v2 = store_record(&az);
+        assert_eq!(decode_store_record(&v2, &what).expect("v2 decodes"), StoreRecordV2::of(&az));
+        assert_ne!(decode_store_record(&v2, &what).expect("v2 decodes"), StoreRecordV2::of(&ObjectConfig::new("c-two", "q")));
+        assert_eq!(ObjectService::from_code(9), None);
+    }
 }
