@@ -221,7 +221,9 @@ impl Estimate {
         }
         let source = RequestCounts {
             puts: 0,
-            gets: self.containers_touched + self.source_range_reads + self.recipe_reads,
+            // Mark reads each recipe container's table, then its recipes;
+            // Copy reads each touched container's table, then its data.
+            gets: self.containers_touched + self.source_range_reads + self.source_meta_containers_touched + self.recipe_reads,
             lists: 1,
             deletes: 0,
             bytes_up: 0,
