@@ -19,6 +19,12 @@ pub(crate) struct OwnedSegment {
     pub(crate) codec: Codec,
 }
 
+impl OwnedSegment {
+    fn stored(&self) -> StoredSegment<'_> {
+        StoredSegment { fingerprint: self.fingerprint, bytes: &self.bytes, raw_len: self.raw_len, codec: self.codec }
+    }
+}
+
 /// What a sealed container held, reported to the caller.
 pub(crate) struct Sealed {
     pub(crate) id: ContainerId,
@@ -26,23 +32,10 @@ pub(crate) struct Sealed {
     pub(crate) bytes: u64,
 }
 
-/// One segment's place in a batch's buffer.
-struct Packed {
-    fingerprint: Fingerprint,
-    start: usize,
-    len: usize,
-    raw_len: u32,
-    codec: Codec,
-}
-
-/// One container's worth of segments of one kind, ready to be written:
-/// their stored bytes back to back in one buffer (one allocation per
-/// container, not one per segment: at 16-byte segments a `Vec` each cost
-/// three times the bytes it held).
+/// One container's worth of segments of one kind, ready to be written.
 pub(crate) struct Batch {
     pub(crate) kind: ContainerKind,
-    data: Vec<u8>,
-    entries: Vec<Packed>,
+    pub(crate) segments: Vec<OwnedSegment>,
     /// Stored bytes.
     pub(crate) bytes: u64,
     /// The smallest tag of its segments (the engine tags segments with
@@ -53,46 +46,29 @@ pub(crate) struct Batch {
 impl Batch {
     /// Writes the batch as one container; durable and indexed on return.
     pub(crate) fn write(self, target: &dyn TargetTier) -> Result<Sealed> {
-        let refs: Vec<StoredSegment<'_>> = self
-            .entries
-            .iter()
-            .map(|e| StoredSegment {
-                fingerprint: e.fingerprint,
-                bytes: &self.data[e.start..e.start + e.len],
-                raw_len: e.raw_len,
-                codec: e.codec,
-            })
-            .collect();
+        let refs: Vec<StoredSegment<'_>> = self.segments.iter().map(OwnedSegment::stored).collect();
         let id = target.write_container(self.kind, &refs)?;
-        Ok(Sealed { id, fingerprints: self.fingerprints().collect(), bytes: self.bytes })
+        Ok(Sealed { id, fingerprints: self.segments.iter().map(|s| s.fingerprint).collect(), bytes: self.bytes })
     }
 
     pub(crate) fn fingerprints(&self) -> impl Iterator<Item = Fingerprint> + '_ {
-        self.entries.iter().map(|e| e.fingerprint)
+        self.segments.iter().map(|s| s.fingerprint)
     }
 }
 
-/// Gathers segments of one kind until adding the next would pass the
-/// target size.
+/// Accumulates segments of one kind up to the target size.
 pub(crate) struct Packer {
     kind: ContainerKind,
     target_size: u64,
-    data: Vec<u8>,
-    entries: Vec<Packed>,
+    segments: Vec<OwnedSegment>,
+    bytes: u64,
     pending: HashSet<Fingerprint>,
     first_tag: Option<u64>,
 }
 
 impl Packer {
     pub(crate) fn new(kind: ContainerKind, target_size: u64) -> Self {
-        Packer {
-            kind,
-            target_size: target_size.max(1),
-            data: Vec::new(),
-            entries: Vec::new(),
-            pending: HashSet::new(),
-            first_tag: None,
-        }
+        Packer { kind, target_size: target_size.max(1), segments: Vec::new(), bytes: 0, pending: HashSet::new(), first_tag: None }
     }
 
     /// Whether `fp` is already waiting in this packer.
@@ -111,43 +87,28 @@ impl Packer {
         if self.pending.contains(&seg.fingerprint) {
             return None;
         }
-        let full = if !self.entries.is_empty() && (self.data.len() + seg.bytes.len()) as u64 > self.target_size {
-            self.take()
-        } else {
-            None
-        };
-        if self.data.capacity() == 0 {
-            // The whole container's buffer at once (bounded: a container
-            // never exceeds its target size but by its last segment).
-            self.data.reserve(self.target_size.min(64 << 20) as usize);
-        }
-        self.entries.push(Packed {
-            fingerprint: seg.fingerprint,
-            start: self.data.len(),
-            len: seg.bytes.len(),
-            raw_len: seg.raw_len,
-            codec: seg.codec,
-        });
-        self.data.extend_from_slice(&seg.bytes);
+        let full =
+            if !self.segments.is_empty() && self.bytes + seg.bytes.len() as u64 > self.target_size { self.take() } else { None };
+        self.bytes += seg.bytes.len() as u64;
         self.pending.insert(seg.fingerprint);
         self.first_tag.get_or_insert(tag);
+        self.segments.push(seg);
         full
     }
 
     /// Whatever is pending, as a batch (nothing if empty).
     pub(crate) fn take(&mut self) -> Option<Batch> {
-        if self.entries.is_empty() {
+        if self.segments.is_empty() {
             return None;
         }
-        let bytes = self.data.len() as u64;
         let batch = Batch {
             kind: self.kind,
-            data: std::mem::take(&mut self.data),
-            entries: std::mem::take(&mut self.entries),
-            bytes,
+            segments: std::mem::take(&mut self.segments),
+            bytes: self.bytes,
             first_tag: self.first_tag.take(),
         };
         self.pending.clear();
+        self.bytes = 0;
         Some(batch)
     }
 }
