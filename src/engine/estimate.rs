@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::run::target_has;
 use super::{Seeder, now_secs};
-use crate::engine::VerifyLevel;
 use crate::engine::selection::Selection;
+use crate::engine::{Mode, VerifyLevel};
 use crate::error::Result;
 use crate::format::container::{ENTRY_LEN, HEADER_LEN};
 use crate::format::fingerprint::{ContainerId, Fingerprint};
@@ -191,12 +191,15 @@ impl Seeder<'_> {
 impl Estimate {
     /// The requests the job would make of its object tiers: the target's
     /// if it is one (seeding into a bucket), the source's if it is one (a
-    /// recall), with `verify` as the job's verify level. Counted as the
+    /// recall), with `verify` as the job's verify level and `mode` its
+    /// mode (a move removes the files from the source: one journal entry
+    /// per 1,024 files, and reads back what the target already held to
+    /// prove it). Counted as the
     /// bucket store sends them (ranged reads less than 1 MiB apart merged,
     /// listings by page), from this estimate's packing of the target's
     /// containers; namespace journal entries are one per 1,024 files
     /// switched. Client retries are not foreseen.
-    pub fn requests(&self, verify: VerifyLevel) -> RequestEstimate {
+    pub fn requests(&self, verify: VerifyLevel, mode: Mode) -> RequestEstimate {
         let data_containers = self.target_containers - self.target_meta_containers;
         let avg = self.target_container_bytes.checked_div(self.target_containers).unwrap_or(0);
         let journal = self.files.div_ceil(crate::engine::context::FILES_PER_CHUNK as u64);
@@ -219,7 +222,11 @@ impl Estimate {
             target.gets += data_containers;
             target.bytes_down += self.bytes_to_copy;
         }
-        let source = RequestCounts {
+        if mode == Mode::Move {
+            target.gets += self.target_containers_checked;
+            target.bytes_down += self.bytes_on_target;
+        }
+        let mut source = RequestCounts {
             puts: 0,
             // Mark reads each recipe container's table, then its recipes;
             // Copy reads each touched container's table, then its data.
@@ -229,6 +236,12 @@ impl Estimate {
             bytes_up: 0,
             bytes_down: self.source_table_bytes + self.source_bytes_read + self.source_recipe_bytes,
         };
+        if mode == Mode::Move {
+            // A removal journals each path with two bytes of framing (the
+            // operation's tag and the path's length).
+            source.puts += journal;
+            source.bytes_up += self.namespace_bytes.saturating_sub(62 * self.files);
+        }
         RequestEstimate { target, source }
     }
 }

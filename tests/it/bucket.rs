@@ -295,7 +295,7 @@ pub fn estimated_requests_match_what_a_seed_and_a_recall_make(c: &dyn Service) {
     for (name, verify) in [("seed", tierseed::VerifyLevel::Metadata), ("seed-full", tierseed::VerifyLevel::Full)] {
         let cloud = IndexedTier::create_object_tier(dir.path().join(format!("meta-{name}")), &c.config(name), config).unwrap();
         let est = Seeder::estimate(&src, &cloud, &Selection::all()).unwrap();
-        let want = est.requests(verify).target;
+        let want = est.requests(verify, Mode::Copy).target;
         let before = cloud.requests().unwrap();
         let mut job =
             Seeder::builder(&src, &cloud, dir.path().join(name)).selection(Selection::all()).verify(verify).build().unwrap();
@@ -315,7 +315,7 @@ pub fn estimated_requests_match_what_a_seed_and_a_recall_make(c: &dyn Service) {
     let back = IndexedTier::create(dir.path().join("back"), small_config()).unwrap();
     let sel = Selection::new().prefix("gen-001");
     let est = Seeder::estimate(cloud, &back, &sel).unwrap();
-    let want = est.requests(tierseed::VerifyLevel::Metadata).source;
+    let want = est.requests(tierseed::VerifyLevel::Metadata, Mode::Copy).source;
     let before = cloud.requests().unwrap();
     let mut job = Seeder::builder(cloud, &back, dir.path().join("recall")).selection(sel).build().unwrap();
     run_to_end(&mut job);
@@ -325,6 +325,21 @@ pub fn estimated_requests_match_what_a_seed_and_a_recall_make(c: &dyn Service) {
     within("recall requests", want.total(), after.total() - before.total());
     within("recall GETs", want.gets, after.gets - before.gets);
     within("recall bytes down", want.bytes_down, after.bytes_down - before.bytes_down);
+
+    // A recall in move mode: the files leave the bucket's namespace too.
+    let back = IndexedTier::create(dir.path().join("back-move"), small_config()).unwrap();
+    let sel = Selection::new().prefix("gen-000");
+    let est = Seeder::estimate(cloud, &back, &sel).unwrap();
+    let want = est.requests(tierseed::VerifyLevel::Metadata, Mode::Move).source;
+    let before = cloud.requests().unwrap();
+    let mut job = Seeder::builder(cloud, &back, dir.path().join("recall-move")).selection(sel).mode(Mode::Move).build().unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    let after = cloud.requests().unwrap();
+    eprintln!("move recall: {want:?}\nmade {before:?} -> {after:?}");
+    within("move recall requests", want.total(), after.total() - before.total());
+    within("move recall PUTs", want.puts, after.puts - before.puts);
+    within("move recall bytes up", want.bytes_up, after.bytes_up - before.bytes_up);
 }
 
 /// `seed estimate` into a bucket says the requests and transfer the job

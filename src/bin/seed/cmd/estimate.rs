@@ -26,6 +26,10 @@ pub(crate) struct Estimate {
     to: Vec<PathBuf>,
     #[command(flatten)]
     sel: SelectionArgs,
+    /// Estimate a move (what `seed run --move` would do): the source's
+    /// requests include removing the files from its namespace.
+    #[arg(long = "move")]
+    move_mode: bool,
     /// Target container size in KiB, for a target that does not exist yet
     /// (as `seed run --container-kib` would create it).
     #[arg(long, default_value_t = 4096)]
@@ -48,7 +52,7 @@ pub(crate) struct Estimate {
 impl Estimate {
     /// Runs the command; `metas` are the global `--meta` directories.
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
-        let Estimate { from, to, sel, container_kib, verify, price, json } = self;
+        let Estimate { from, to, sel, move_mode, container_kib, verify, price, json } = self;
         let selection = sel.selection()?;
         let prices = price.as_deref().map(Prices::load).transpose()?;
         let source_is_object = object_spec(&from)?.is_some();
@@ -78,7 +82,7 @@ impl Estimate {
                 )?
             };
             let target_is_object = object_spec(target)?.is_some();
-            let r = e.requests(verify);
+            let r = e.requests(verify, if move_mode { tierseed::Mode::Move } else { tierseed::Mode::Copy });
             // Only the object tiers' requests are billed.
             let mut side = RequestCounts::default();
             for (object, counts) in [(target_is_object, r.target), (source_is_object, r.source)] {
