@@ -387,7 +387,8 @@ impl ThrottleHandle {
     /// clock entered another window since it last did.
     pub fn bytes_per_sec(&self) -> u64 {
         let mut s = self.0.scheduled.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((scheduled, applied)) = s.as_mut() {
+        // One limit at all times (a plain `--limit N`) needs no clock.
+        if let Some((scheduled, applied)) = s.as_mut().filter(|(sc, _)| !sc.schedule.is_constant()) {
             let now = scheduled.schedule.bytes_per_sec_at(scheduled.clock.now());
             if now != *applied {
                 *applied = now;

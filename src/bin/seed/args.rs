@@ -11,6 +11,24 @@ use tierseed::{JobError, Selection};
 use crate::ui::{human, utc};
 
 /// Options of a run, new or resumed.
+/// What a job does with what it copies, shared by `run` and `estimate`
+/// (which foresees the same job).
+#[derive(Args)]
+pub(crate) struct JobShape {
+    /// Remove the files from the source namespace once switched (for
+    /// `estimate`: count what that removal asks of an object source).
+    #[arg(long = "move")]
+    pub(crate) move_mode: bool,
+    /// Target container size in KiB, if the target tier is created.
+    #[arg(long, default_value_t = 4096)]
+    pub(crate) container_kib: u64,
+    /// What Verify reads from the target before anything is switched:
+    /// `metadata` (recipes, index and container tables) or `full`
+    /// (also every segment's bytes, hashed).
+    #[arg(long, default_value = "metadata")]
+    pub(crate) verify: tierseed::VerifyLevel,
+}
+
 #[derive(Args)]
 pub(crate) struct RunOpts {
     /// Worker threads (default: all cores; 1 is fine).

@@ -229,15 +229,18 @@ impl IndexedTier {
         Self::open_writer(dir, |db| Self::dir_store(db, dir))
     }
 
+    /// Refuses a directory that holds no tier (no database).
+    fn require_tier(dir: &Path) -> Result<()> {
+        if dir.join(TIER_DB).is_dir() {
+            return Ok(());
+        }
+        Err(Error::Tier(TierError::NotATier { path: dir.to_path_buf(), reason: "no tier here (no db/ directory)".into() }))
+    }
+
     /// Opens a tier for writing over the store `store` makes from the
     /// opened database, then recovers from a crash.
     pub(crate) fn open_writer(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
-        if !dir.join(TIER_DB).is_dir() {
-            return Err(Error::Tier(TierError::NotATier {
-                path: dir.to_path_buf(),
-                reason: "no tier here (no db/ directory)".into(),
-            }));
-        }
+        Self::require_tier(dir)?;
         let guard = Self::take_lock(dir)?;
         let db = Self::open_db(dir, false)?;
         let store = store(&db)?;
@@ -329,12 +332,7 @@ impl IndexedTier {
     }
 
     pub(crate) fn open_reader(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
-        if !dir.join(TIER_DB).is_dir() {
-            return Err(Error::Tier(TierError::NotATier {
-                path: dir.to_path_buf(),
-                reason: "no tier here (no db/ directory)".into(),
-            }));
-        }
+        Self::require_tier(dir)?;
         // A shared lock on the readers' lock file for the handle's life:
         // space reclamation in any process takes it exclusively, so it never
         // deletes a container from under an open reader.

@@ -8,7 +8,7 @@ use clap::Args;
 use tierseed::{IndexedTier, RequestCounts, Seeder, TierConfig};
 
 use crate::Exit;
-use crate::args::SelectionArgs;
+use crate::args::{JobShape, SelectionArgs};
 use crate::open::{How, metas_for, object_spec, open_tier};
 use crate::price::Prices;
 use crate::ui::human;
@@ -26,18 +26,8 @@ pub(crate) struct Estimate {
     to: Vec<PathBuf>,
     #[command(flatten)]
     sel: SelectionArgs,
-    /// Estimate a move (what `seed run --move` would do): the source's
-    /// requests include removing the files from its namespace.
-    #[arg(long = "move")]
-    move_mode: bool,
-    /// Target container size in KiB, for a target that does not exist yet
-    /// (as `seed run --container-kib` would create it).
-    #[arg(long, default_value_t = 4096)]
-    container_kib: u64,
-    /// The verify level the job would run with (it changes what is read
-    /// back from an object target).
-    #[arg(long, default_value = "metadata")]
-    verify: tierseed::VerifyLevel,
+    #[command(flatten)]
+    shape: JobShape,
     /// Turn the request counts of object tiers into a cost with this price
     /// file (TOML: put_per_1000, get_per_1000, list_per_1000,
     /// delete_per_1000, upload_per_gib, download_per_gib,
@@ -52,7 +42,7 @@ pub(crate) struct Estimate {
 impl Estimate {
     /// Runs the command; `metas` are the global `--meta` directories.
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
-        let Estimate { from, to, sel, move_mode, container_kib, verify, price, json } = self;
+        let Estimate { from, to, sel, shape: JobShape { move_mode, container_kib, verify }, price, json } = self;
         let selection = sel.selection()?;
         let prices = price.as_deref().map(Prices::load).transpose()?;
         let source_is_object = object_spec(&from)?.is_some();

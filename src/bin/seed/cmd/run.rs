@@ -8,7 +8,7 @@ use clap::Args;
 use tierseed::{Event, Mode, Outcome, Seeder, Tier, TierConfig};
 
 use crate::Exit;
-use crate::args::{Resolved, RunOpts, SelectionArgs, Tiers, cli_gate, limit_schedule};
+use crate::args::{JobShape, Resolved, RunOpts, SelectionArgs, Tiers, cli_gate, limit_schedule};
 use crate::open::{How, metas_for, open_tier};
 use crate::ui::{Ui, install_ctrlc, print_progress, print_report};
 
@@ -19,17 +19,8 @@ pub(crate) struct Run {
     tiers: Tiers,
     #[command(flatten)]
     sel: SelectionArgs,
-    /// Remove the files from the source namespace once switched.
-    #[arg(long = "move")]
-    move_mode: bool,
-    /// Target container size in KiB, if the target tier is created.
-    #[arg(long, default_value_t = 4096)]
-    container_kib: u64,
-    /// What Verify reads from the target before anything is switched:
-    /// `metadata` (recipes, index and container tables) or `full`
-    /// (also every segment's bytes, hashed).
-    #[arg(long, default_value = "metadata")]
-    verify: tierseed::VerifyLevel,
+    #[command(flatten)]
+    shape: JobShape,
     /// The perfect hash function over the source index: `boomphf`
     /// (about 3.4 bits per fingerprint) or `compact` (about 2.2 bits,
     /// several times slower to build). With --job, the file's `phf`.
@@ -48,7 +39,7 @@ pub(crate) struct Run {
 impl Run {
     /// Runs the command; `metas` are the global `--meta` directories.
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
-        let Run { tiers, sel, move_mode, container_kib, verify, phf, on_target_failure, opts } = self;
+        let Run { tiers, sel, shape: JobShape { move_mode, container_kib, verify }, phf, on_target_failure, opts } = self;
         let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
         let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
         let r = tiers.resolve()?;
