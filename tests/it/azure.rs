@@ -86,6 +86,27 @@ impl Service for Azurite {
         c
     }
 
+    fn rot(&self, key: &str, at: usize) {
+        let home = std::env::var_os("TIERSEED_AZURITE_HOME").map_or_else(
+            || Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/tierseed-azurite"),
+            PathBuf::from,
+        );
+        let script = r#"
+            const { BlobServiceClient, StorageSharedKeyCredential } = require("@azure/storage-blob");
+            const [url, account, key, container, blob, at] = process.argv.slice(1);
+            const b = new BlobServiceClient(url, new StorageSharedKeyCredential(account, key))
+                .getContainerClient(container).getBlockBlobClient(blob);
+            (async () => { const buf = await b.downloadToBuffer(); buf[Number(at)] ^= 1; await b.uploadData(buf); })()
+                .catch((e) => { console.error(e.message); process.exit(1); });
+        "#;
+        let st = Command::new("node")
+            .env("NODE_PATH", home.join("node_modules"))
+            .args(["-e", script, &self.endpoint, ACCOUNT, KEY, CONTAINER, key, &at.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "rotting {key} in Azurite failed");
+    }
+
     fn env(&self, c: &mut Command) {
         c.env("AZURE_STORAGE_ENDPOINT", &self.endpoint)
             .env("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT)
@@ -157,4 +178,10 @@ fn estimated_requests_match_what_a_seed_and_a_recall_make_on_azure() {
 fn seed_estimate_prices_the_requests_of_an_azure_target() {
     let Some(a) = azurite("seed_estimate_prices_the_requests_of_an_azure_target") else { return };
     bucket::seed_estimate_prices_the_requests_of_an_object_target(a);
+}
+
+#[test]
+fn rot_in_an_azure_object_never_lets_a_move_delete_the_only_good_copy() {
+    let Some(a) = azurite("rot_in_an_azure_object_never_lets_a_move_delete_the_only_good_copy") else { return };
+    bucket::rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy(a);
 }

@@ -33,6 +33,9 @@ pub fn start_service(script: &Path, name: &str) -> Result<(u16, std::path::PathB
 pub trait Service: Sync {
     /// A config for a fresh prefix of the test bucket (or container).
     fn config(&self, name: &str) -> ObjectConfig;
+    /// Flips one bit at byte `at` of the object under `key`, behind the
+    /// tier's back (the service's own client rewrites it): rot.
+    fn rot(&self, key: &str, at: usize);
     /// Sets the endpoint and credentials on a `seed` command, as an
     /// operator sets them: environment variables.
     fn env(&self, cmd: &mut Command);
@@ -390,4 +393,36 @@ pub fn seed_estimate_prices_the_requests_of_an_object_target(c: &dyn Service) {
     let o = cmd.arg("--price").arg(&bad).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("get_per_1000") && err.contains("not a price"), "{err}");
+}
+
+/// Issue 18 on the object tier: rot in a bucket object must not let a move
+/// delete the only good copy; the move reads back what the bucket had,
+/// retires the rotten copy and writes good bytes.
+pub fn rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy(c: &dyn Service) {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 61, 2, 30, 20 << 10);
+    let cfg = c.config("rot");
+    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
+    run_to_end(
+        &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
+    let id = Tier::container_ids(&cloud)
+        .unwrap()
+        .into_iter()
+        .find(|id| cloud.read_metadata(*id).unwrap().kind == tierseed::ContainerKind::Data)
+        .unwrap();
+    let meta = cloud.read_metadata(id).unwrap();
+    let victim = *meta.segments.iter().find(|s| s.codec == tierseed::Codec::Raw).expect("random data is stored raw");
+    let url = cloud.container_path(id).to_string_lossy().into_owned();
+    // SCHEME://BUCKET/KEY
+    let key = url.splitn(4, '/').nth(3).expect("a container's URL names its key").to_string();
+    c.rot(&key, 48 + 48 * meta.segments.len() + victim.offset as usize + victim.len as usize / 2);
+    let mut job =
+        Seeder::builder(&src, &cloud, dir.path().join("s2")).selection(Selection::all()).mode(Mode::Move).build().unwrap();
+    run_to_end(&mut job);
+    drop(job);
+    assert!(src.all_files().unwrap().is_empty(), "the move left files in the source");
+    let home = cloud.locate(&[victim.fingerprint]).unwrap()[0];
+    assert!(home.is_some_and(|h| h != id), "{home:?}");
+    restores_all(&cloud, &all);
 }

@@ -111,6 +111,16 @@ impl Service for Cluster {
         c
     }
 
+    fn rot(&self, key: &str, at: usize) {
+        boto(
+            self,
+            "o=s3.get_object(Bucket=sys.argv[1],Key=sys.argv[2])['Body'].read()\n\
+             i=int(sys.argv[3]);b=bytearray(o);b[i]^=1\n\
+             s3.put_object(Bucket=sys.argv[1],Key=sys.argv[2],Body=bytes(b))",
+            &[BUCKET, key, &at.to_string()],
+        );
+    }
+
     fn env(&self, c: &mut Command) {
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", ACCESS)
@@ -855,48 +865,13 @@ fn resume_skipping_an_object_target_takes_its_meta_with_it() {
     restores_all(&archive, &all);
 }
 
-/// Flips one byte, at `at`, of the bucket object `key`.
-fn rot_object(c: &Cluster, key: &str, at: usize) {
-    boto(
-        c,
-        "o=s3.get_object(Bucket=sys.argv[1],Key=sys.argv[2])['Body'].read()\n\
-         i=int(sys.argv[3]);b=bytearray(o);b[i]^=1\n\
-         s3.put_object(Bucket=sys.argv[1],Key=sys.argv[2],Body=bytes(b))",
-        &[BUCKET, key, &at.to_string()],
-    );
-}
-
 /// Issue 18 on the object tier: rot in a bucket object must not let a move
 /// delete the only good copy; the move reads back what the bucket had,
 /// retires the rotten copy and writes good bytes.
 #[test]
 fn rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy() {
     let Some((c, _shared)) = shared("rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy") else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let (src, all) = synth_source(&dir.path().join("src"), 61, 2, 30, 20 << 10);
-    let cfg = c.config("rot");
-    let cloud = IndexedTier::create_object_tier(dir.path().join("meta"), &cfg, small_config()).unwrap();
-    run_to_end(
-        &mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
-    );
-    let id = Tier::container_ids(&cloud)
-        .unwrap()
-        .into_iter()
-        .find(|id| cloud.read_metadata(*id).unwrap().kind == tierseed::ContainerKind::Data)
-        .unwrap();
-    let meta = cloud.read_metadata(id).unwrap();
-    let victim = *meta.segments.iter().find(|s| s.codec == tierseed::Codec::Raw).expect("random data is stored raw");
-    let url = cloud.container_path(id).to_string_lossy().into_owned();
-    let key = url.strip_prefix(&format!("s3://{BUCKET}/")).unwrap().to_string();
-    rot_object(c, &key, 48 + 48 * meta.segments.len() + victim.offset as usize + victim.len as usize / 2);
-    let mut job =
-        Seeder::builder(&src, &cloud, dir.path().join("s2")).selection(Selection::all()).mode(Mode::Move).build().unwrap();
-    run_to_end(&mut job);
-    drop(job);
-    assert!(src.all_files().unwrap().is_empty(), "the move left files in the source");
-    let home = cloud.locate(&[victim.fingerprint]).unwrap()[0];
-    assert!(home.is_some_and(|h| h != id), "{home:?}");
-    restores_all(&cloud, &all);
+    bucket::rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy(c);
 }
 
 /// Issue 18 on an object source: a suspended recall job's snapshot is
