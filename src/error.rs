@@ -264,6 +264,40 @@ pub enum TierError {
         /// What does not match.
         reason: String,
     },
+    /// The tier is encrypted and was opened without a key: open it with
+    /// one of its credentials (`IndexedTier::open_with_key` and siblings).
+    #[error("{location} is encrypted: open it with its key (a passphrase or key file)")]
+    KeyRequired {
+        /// The tier's directory or bucket URL.
+        location: String,
+    },
+    /// No key slot of the tier opens with the credential given. Reported
+    /// at open, before any container is read.
+    #[error("{location}: the key given opens none of its {tried} {kind} key slot(s)")]
+    WrongKey {
+        /// The tier's directory or bucket URL.
+        location: String,
+        /// The slots of that kind tried.
+        tried: usize,
+        /// `passphrase` or `key file`.
+        kind: &'static str,
+    },
+    /// A key was given for a tier that is not encrypted, or a key
+    /// operation asked of one.
+    #[error("{location} is not encrypted: open it without a key")]
+    NotEncrypted {
+        /// The tier's directory or bucket URL.
+        location: String,
+    },
+    /// The tier's key slots are missing, damaged, foreign, or the change
+    /// asked of them is refused (removing the last slot).
+    #[error("{location}: key slots: {reason}")]
+    Keys {
+        /// The tier's directory or bucket URL.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A tier broke its contract: a batch call answered the wrong number
     /// of items, or an answer the trait's documentation rules out. Always
     /// a bug in that tier's implementation, never a fault of the data, so

@@ -77,6 +77,7 @@ pub use crate::engine::{
 pub use crate::error::{Error, FormatError, JobError, Result, TierError, TierName};
 pub use crate::format::container::{decode_container, decode_segment};
 pub use crate::format::fingerprint::{ContainerId, Fingerprint, ParseFingerprintError};
+pub use crate::format::keyslots::{Credential, KeyKind, KeySlot};
 pub use crate::format::layout;
 pub use crate::gc::{GcOptions, GcReport};
 #[cfg(feature = "jobfile")]

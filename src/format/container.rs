@@ -288,17 +288,6 @@ pub(crate) fn read_header(file: &File, expected: ContainerId, path: &Path) -> Re
     Ok(header)
 }
 
-/// Reads only the header and table of the container file at `path`, after
-/// checking that the file has exactly the length the header promises
-/// (which detects truncation without reading the data).
-pub(crate) fn read_meta(file: &File, expected: ContainerId, path: &Path) -> Result<ContainerMeta> {
-    let header = read_header(file, expected, path)?;
-    let io = |e| Error::io(path, e);
-    let mut table = vec![0u8; header.entry_len() * header.count as usize];
-    file.read_exact_at(&mut table, HEADER_LEN as u64).map_err(io)?;
-    parse_table(&header, &table, path)
-}
-
 fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
@@ -313,7 +302,19 @@ fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usi
 /// Reads the bytes of the chosen segments, coalescing adjacent ranges into
 /// one read each. Bytes are not verified here: callers hash them.
 pub(crate) fn read_segments(file: &File, header: &Header, which: &[SegmentEntry], path: &Path) -> Result<Vec<Vec<u8>>> {
-    let data_start = header.data_start();
+    read_ranges(file, header.data_start(), header.data_len, header.id, which, path)
+}
+
+/// Reads the chosen segments of the data region at `data_start` (of
+/// `data_len` bytes), coalescing adjacent ranges into one read each.
+pub(crate) fn read_ranges(
+    file: &File,
+    data_start: u64,
+    data_len: u64,
+    id: ContainerId,
+    which: &[SegmentEntry],
+    path: &Path,
+) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(which.len());
     let mut i = 0;
     while i < which.len() {
@@ -325,9 +326,9 @@ pub(crate) fn read_segments(file: &File, header: &Header, which: &[SegmentEntry]
             end += u64::from(which[j].len);
             j += 1;
         }
-        if end > header.data_len {
+        if end > data_len {
             return Err(Error::Format(FormatError::CorruptContainer {
-                id: header.id,
+                id,
                 path: Some(path.to_path_buf()),
                 reason: format!("segment range {start}..{end} is past the data region"),
             }));
@@ -378,11 +379,13 @@ pub fn decode_container(bytes: &[u8], expected: ContainerId) -> Result<(Containe
     Ok((meta, segs))
 }
 
-/// Reads a whole container file and checks every checksum (scrub).
-pub(crate) fn scrub_file(path: &Path, expected: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {
+/// A whole container file's bytes, refused past the largest container a
+/// tier writes (so a corrupt or foreign file never drives a huge read).
+pub(crate) fn read_capped(path: &Path, expected: ContainerId) -> Result<Vec<u8>> {
     let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len > MAX_DATA_LEN + (HEADER_LEN + ENTRY_LEN * MAX_SEGMENTS as usize) as u64 {
+    // The sealed format's entries are the largest (64 bytes).
+    if len > MAX_DATA_LEN + (64 + 64 * MAX_SEGMENTS as usize + 32) as u64 {
         return Err(Error::Format(FormatError::CorruptContainer {
             id: expected,
             path: Some(path.to_path_buf()),
@@ -391,12 +394,7 @@ pub(crate) fn scrub_file(path: &Path, expected: ContainerId) -> Result<(Containe
     }
     let mut bytes = Vec::with_capacity(len as usize);
     f.read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
-    decode_container(&bytes, expected).map_err(|e| match e {
-        Error::Format(FormatError::CorruptContainer { id, reason, .. }) => {
-            Error::Format(FormatError::CorruptContainer { id, path: Some(path.to_path_buf()), reason })
-        }
-        e => e,
-    })
+    Ok(bytes)
 }
 
 #[cfg(test)]

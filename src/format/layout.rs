@@ -10,6 +10,8 @@ use crate::format::fingerprint::ContainerId;
 pub const TIER_DB: &str = "db";
 /// A local tier's directory of sealed container files.
 pub const TIER_CONTAINERS: &str = "containers";
+/// An encrypted tier's key slots (docs/FORMAT.md), beside `containers`.
+pub const TIER_KEYS: &str = "keys";
 /// The lock file held while a tier is open for writing.
 pub const TIER_LOCK: &str = "tier.lock";
 /// The lock file read-only handles hold shared, and space reclamation

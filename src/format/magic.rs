@@ -34,6 +34,14 @@ pub(crate) const PHV: &[u8; 4] = b"TSPV";
 /// A job's snapshot key file (the source's PHF keys, read by every PHF
 /// level and by Mark's merge).
 pub(crate) const KEYS: &[u8; 4] = b"TSKY";
+/// An encrypted tier's key slots (the data key, wrapped once per
+/// passphrase or key file), in the store beside the containers.
+pub(crate) const KEY_SLOTS: &[u8; 4] = b"TSKS";
+/// A whole object sealed under the tier's key (an encrypted bucket's
+/// journal entries and checkpoint parts).
+// Used by the object tier (feature `s3`) and the seal's own tests.
+#[cfg_attr(not(any(feature = "s3", test)), allow(dead_code))]
+pub(crate) const SEALED_OBJECT: &[u8; 4] = b"TSSO";
 
 #[cfg(test)]
 mod tests {
@@ -52,6 +60,8 @@ mod tests {
             super::PHF,
             super::PHV,
             super::KEYS,
+            super::KEY_SLOTS,
+            super::SEALED_OBJECT,
         ];
         for (i, a) in four.iter().enumerate() {
             assert!(!a.starts_with(super::RECIPE), "{a:?} starts like a recipe");

@@ -12,6 +12,7 @@ mod apply;
 mod config;
 mod db;
 mod ingest;
+mod keys;
 #[cfg(feature = "s3")]
 mod object;
 mod paths;
@@ -127,6 +128,8 @@ pub struct IndexedTier {
     /// segment it finds dead is deduplicated against meanwhile.
     gate: std::sync::RwLock<()>,
     poisoned: OnceLock<String>,
+    /// An encrypted tier's data key (`None`: a plain tier).
+    crypt: Option<std::sync::Arc<keys::Unlocked>>,
     /// The writer's lock; `None` for a read-only handle.
     _lock: Option<File>,
     /// A read-only handle's shared lock on the readers' lock file.
@@ -226,7 +229,7 @@ impl IndexedTier {
     /// indexed) are removed, with a log line naming each.
     pub fn open(dir: impl AsRef<Path>) -> Result<IndexedTier> {
         let dir = dir.as_ref();
-        Self::open_writer(dir, |db| Self::dir_store(db, dir))
+        Self::open_writer(dir, None, |db| Self::dir_store(db, dir))
     }
 
     /// Refuses a directory that holds no tier (no database).
@@ -239,12 +242,18 @@ impl IndexedTier {
 
     /// Opens a tier for writing over the store `store` makes from the
     /// opened database, then recovers from a crash.
-    pub(crate) fn open_writer(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
+    pub(crate) fn open_writer(
+        dir: &Path,
+        cred: Option<&crate::Credential>,
+        store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>,
+    ) -> Result<IndexedTier> {
         Self::require_tier(dir)?;
         let guard = Self::take_lock(dir)?;
         let db = Self::open_db(dir, false)?;
-        let store = store(&db)?;
-        let tier = Self::assemble(dir, db, Some(guard), store)?;
+        let mut store = store(&db)?;
+        // Before recovery, which reads containers.
+        let crypt = keys::unlock(&db, dir, store.as_mut(), cred)?;
+        let tier = Self::assemble(dir, db, Some(guard), store, crypt)?;
         let next = lock(&tier.alloc).next_container;
         for id in tier.store.recover(next)? {
             tier.adopt(id)?;
@@ -328,10 +337,14 @@ impl IndexedTier {
     /// every write with [`TierError::ReadOnly`].
     pub fn open_read_only(dir: impl AsRef<Path>) -> Result<IndexedTier> {
         let dir = dir.as_ref();
-        Self::open_reader(dir, |db| Self::dir_store(db, dir))
+        Self::open_reader(dir, None, |db| Self::dir_store(db, dir))
     }
 
-    pub(crate) fn open_reader(dir: &Path, store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>) -> Result<IndexedTier> {
+    pub(crate) fn open_reader(
+        dir: &Path,
+        cred: Option<&crate::Credential>,
+        store: impl FnOnce(&DB) -> Result<Box<dyn ContainerStore>>,
+    ) -> Result<IndexedTier> {
         Self::require_tier(dir)?;
         // A shared lock on the readers' lock file for the handle's life:
         // space reclamation in any process takes it exclusively, so it never
@@ -347,8 +360,9 @@ impl IndexedTier {
         let path = dir.join(TIER_DB);
         let db = DB::open_cf_with_opts_for_read_only(&Options::default(), &path, cf_options(), false)
             .map_err(|e| Error::db(&path, e))?;
-        let store = store(&db)?;
-        let mut tier = Self::assemble(dir, db, None, store)?;
+        let mut store = store(&db)?;
+        let crypt = keys::unlock(&db, dir, store.as_mut(), cred)?;
+        let mut tier = Self::assemble(dir, db, None, store, crypt)?;
         tier._readers = Some(readers);
         Ok(tier)
     }
@@ -358,7 +372,13 @@ impl IndexedTier {
         self._lock.is_none()
     }
 
-    fn assemble(dir: &Path, db: DB, lock: Option<File>, store: Box<dyn ContainerStore>) -> Result<IndexedTier> {
+    fn assemble(
+        dir: &Path,
+        db: DB,
+        lock: Option<File>,
+        store: Box<dyn ContainerStore>,
+        crypt: Option<std::sync::Arc<keys::Unlocked>>,
+    ) -> Result<IndexedTier> {
         let record: TierRecord = Self::meta_record::<TierRecord, TierRecordV1>(&db, dir, KEY_TIER, "tier record")?;
         let alloc: Alloc = Self::meta_record::<Alloc, AllocV1>(&db, dir, KEY_ALLOC, "allocation record")?;
         let ns_seq = match db.get_cf(cf(&db, CF_META), KEY_NS_SEQ).map_err(|e| Error::db(dir.join(TIER_DB), e))? {
@@ -383,6 +403,7 @@ impl IndexedTier {
             gate: std::sync::RwLock::new(()),
             _readers: None,
             poisoned: OnceLock::new(),
+            crypt,
             _lock: lock,
         })
     }

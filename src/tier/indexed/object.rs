@@ -18,12 +18,14 @@ use std::path::Path;
 use rocksdb::{DB, WriteBatch};
 use serde::{Deserialize, Serialize};
 
+use super::keys::{KEY_SEALED, SealMarkerV1};
 use super::{
     Alloc, CF_META, CF_NAMESPACE, IndexedTier, KEY_ALLOC, KEY_NS_SEQ, KEY_STORE, META_MAGIC, META_VERSION, TierRecord,
     TierRecordV1, cf, synced,
 };
 use crate::error::{Error, Result, TierError};
 use crate::format::durable::{self, encode_record};
+use crate::format::keyslots::{Credential, KeySlots};
 use crate::format::magic;
 use crate::tier::indexed::TierConfig;
 use crate::tier::store::BucketStore;
@@ -105,8 +107,26 @@ impl IndexedTier {
     /// (which must not exist, or be an empty directory). The bucket's
     /// prefix must hold no tier.
     pub fn create_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig, config: TierConfig) -> Result<IndexedTier> {
+        Self::create_object(meta.as_ref(), object, config, None)
+    }
+
+    /// Creates a new, empty, encrypted object tier (as
+    /// [`create_object_tier`](Self::create_object_tier) and
+    /// [`create_encrypted`](Self::create_encrypted)): containers, journal
+    /// entries and checkpoints in the bucket are sealed, and the key slots
+    /// are the object `keys` beside them, so the bucket and a credential
+    /// alone recover the tier.
+    pub fn create_object_tier_encrypted(
+        meta: impl AsRef<Path>,
+        object: &ObjectConfig,
+        config: TierConfig,
+        cred: &Credential,
+    ) -> Result<IndexedTier> {
+        Self::create_object(meta.as_ref(), object, config, Some(cred))
+    }
+
+    fn create_object(meta: &Path, object: &ObjectConfig, config: TierConfig, cred: Option<&Credential>) -> Result<IndexedTier> {
         config.check()?;
-        let meta = meta.as_ref();
         if IndexedTier::exists(meta) || std::fs::read_dir(meta).is_ok_and(|mut d| d.next().is_some()) {
             return Err(Error::Tier(TierError::NotATier {
                 path: meta.to_path_buf(),
@@ -144,8 +164,23 @@ impl IndexedTier {
             }
             Err(e) => return Err(e),
         };
-        IndexedTier::create_meta(meta, &record, Some(store_record(object)), |_, _| Ok(()))?;
-        Self::open_object_tier(meta, object)
+        let marker = match cred {
+            Some(cred) => Some(bucket_key_slots(&store, &record, cred)?),
+            None if store.key_slots()?.is_some() => {
+                return Err(Error::Tier(TierError::KeyRequired { location: object.url() }));
+            }
+            None => None,
+        };
+        IndexedTier::create_meta(meta, &record, Some(store_record(object)), |db, tmp| match &marker {
+            Some(m) => db
+                .put_cf_opt(cf(db, CF_META), KEY_SEALED, m, &synced())
+                .map_err(|e| Error::db(tmp.join(crate::format::layout::TIER_DB), e)),
+            None => Ok(()),
+        })?;
+        match cred {
+            Some(c) => Self::open_object_tier_with_key(meta, object, c),
+            None => Self::open_object_tier(meta, object),
+        }
     }
 
     /// Opens the tier whose metadata is in `meta` and containers in the
@@ -153,14 +188,31 @@ impl IndexedTier {
     /// another tier's bucket is refused with [`TierError::ForeignBucket`].
     pub fn open_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<IndexedTier> {
         let meta = meta.as_ref();
-        IndexedTier::open_writer(meta, |db| Self::store_for(db, meta, object))
+        IndexedTier::open_writer(meta, None, |db| Self::store_for(db, meta, object))
+    }
+
+    /// Opens an encrypted object tier for writing with one of its
+    /// credentials (see [`open_with_key`](Self::open_with_key)).
+    pub fn open_object_tier_with_key(meta: impl AsRef<Path>, object: &ObjectConfig, cred: &Credential) -> Result<IndexedTier> {
+        let meta = meta.as_ref();
+        IndexedTier::open_writer(meta, Some(cred), |db| Self::store_for(db, meta, object))
+    }
+
+    /// Opens an encrypted object tier read-only with one of its credentials.
+    pub fn open_object_tier_read_only_with_key(
+        meta: impl AsRef<Path>,
+        object: &ObjectConfig,
+        cred: &Credential,
+    ) -> Result<IndexedTier> {
+        let meta = meta.as_ref();
+        IndexedTier::open_reader(meta, Some(cred), |db| Self::store_for(db, meta, object))
     }
 
     /// Opens the object tier for reading only (see
     /// [`IndexedTier::open_read_only`]).
     pub fn open_object_tier_read_only(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<IndexedTier> {
         let meta = meta.as_ref();
-        IndexedTier::open_reader(meta, |db| Self::store_for(db, meta, object))
+        IndexedTier::open_reader(meta, None, |db| Self::store_for(db, meta, object))
     }
 
     /// Rebuilds a lost metadata directory from the bucket alone: the tier
@@ -171,12 +223,48 @@ impl IndexedTier {
     /// directory and renamed into place, so a crash leaves nothing half
     /// recovered. Then opens the tier.
     pub fn recover_object_tier(meta: impl AsRef<Path>, object: &ObjectConfig) -> Result<(IndexedTier, RecoverReport)> {
-        let meta = meta.as_ref();
-        let store = BucketStore::connect(object)?;
+        Self::recover_object(meta.as_ref(), object, None)
+    }
+
+    /// Rebuilds a lost metadata directory of an encrypted object tier from
+    /// the bucket and one of its credentials (see
+    /// [`recover_object_tier`](Self::recover_object_tier)).
+    pub fn recover_object_tier_with_key(
+        meta: impl AsRef<Path>,
+        object: &ObjectConfig,
+        cred: &Credential,
+    ) -> Result<(IndexedTier, RecoverReport)> {
+        Self::recover_object(meta.as_ref(), object, Some(cred))
+    }
+
+    fn recover_object(meta: &Path, object: &ObjectConfig, cred: Option<&Credential>) -> Result<(IndexedTier, RecoverReport)> {
+        let mut store = BucketStore::connect(object)?;
         let record = tier_record(&store)?;
+        // The bucket is all there is: its key slots are trusted as found
+        // (the credential must open them) and become the local marker.
+        let marker = match (store.key_slots()?, cred) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(Error::Tier(TierError::NotEncrypted { location: object.url() })),
+            (Some(_), None) => return Err(Error::Tier(TierError::KeyRequired { location: object.url() })),
+            (Some(_), Some(cred)) => {
+                let slots = super::keys::read_slots(&store, &object.url(), record.id, None)?;
+                let (key, _) = slots.unlock(cred, &object.url())?;
+                store.set_sealer(std::sync::Arc::new(crate::format::seal::Sealer::new(&key, record.id)));
+                Some(SealMarkerV1::of(&slots))
+            }
+        };
         let mut report = RecoverReport::default();
-        IndexedTier::create_meta(meta, &record, Some(store_record(object)), |db, tmp| rebuild(&store, db, tmp, &mut report))?;
-        let t = Self::open_object_tier(meta, object)?;
+        IndexedTier::create_meta(meta, &record, Some(store_record(object)), |db, tmp| {
+            if let Some(m) = &marker {
+                db.put_cf_opt(cf(db, CF_META), KEY_SEALED, m, &synced())
+                    .map_err(|e| Error::db(tmp.join(crate::format::layout::TIER_DB), e))?;
+            }
+            rebuild(&store, db, tmp, &mut report)
+        })?;
+        let t = match cred {
+            Some(c) => Self::open_object_tier_with_key(meta, object, c)?,
+            None => Self::open_object_tier(meta, object)?,
+        };
         Ok((t, report))
     }
 
@@ -217,6 +305,23 @@ impl IndexedTier {
             }));
         }
         Ok(Box::new(store))
+    }
+}
+
+/// The key slots of a new encrypted object tier: written create-only, or,
+/// when another creator's are already there (two processes creating one
+/// tier), theirs, which `cred` must open. Returns the seal marker.
+fn bucket_key_slots(store: &BucketStore, record: &TierRecord, cred: &Credential) -> Result<Vec<u8>> {
+    let location = store.describe();
+    let (slots, _key) = KeySlots::create(record.id, cred, "created with the tier")?;
+    match store.put_key_slots(&slots.encode(), true) {
+        Ok(()) => Ok(SealMarkerV1::of(&slots)),
+        Err(Error::Tier(TierError::Object { status: Some(412), .. })) => {
+            let theirs = super::keys::read_slots(store, &location, record.id, None)?;
+            theirs.unlock(cred, &location)?;
+            Ok(SealMarkerV1::of(&theirs))
+        }
+        Err(e) => Err(e),
     }
 }
 

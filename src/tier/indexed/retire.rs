@@ -216,7 +216,7 @@ impl IndexedTier {
     }
 
     /// Refuses retirement on a read-only or poisoned handle.
-    fn writable(&self) -> Result<()> {
+    pub(super) fn writable(&self) -> Result<()> {
         if self.is_read_only() {
             return Err(Error::Tier(TierError::ReadOnly { path: self.dir.clone() }));
         }

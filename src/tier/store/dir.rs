@@ -2,24 +2,37 @@
 
 use std::fs::{self, File};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::ContainerStore;
 use crate::error::{Error, Result, TierError};
-use crate::format::container;
 use crate::format::durable::{self, TEMP_SUFFIX};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{container_file, parse_container_file};
+use crate::format::open;
+use crate::format::seal::Sealer;
 use crate::tier::{ContainerMeta, SegmentEntry};
 
-/// Containers as files in a directory (`containers/<id:016x>.tsc`).
+/// Containers as files in a directory (`containers/<id:016x>.tsc`); an
+/// encrypted tier's key slots in the file `keys` beside that directory.
 #[derive(Debug)]
 pub(crate) struct DirStore {
     dir: PathBuf,
+    sealer: Option<Arc<Sealer>>,
+}
+
+/// The key slots file of the tier whose containers are in `containers`.
+pub(crate) fn keys_path(containers: &std::path::Path) -> PathBuf {
+    containers.with_file_name(crate::format::layout::TIER_KEYS)
 }
 
 impl DirStore {
     pub(crate) fn new(dir: PathBuf) -> DirStore {
-        DirStore { dir }
+        DirStore { dir, sealer: None }
+    }
+
+    fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_deref()
     }
 
     fn open(&self, id: ContainerId) -> Result<(File, PathBuf)> {
@@ -40,23 +53,31 @@ impl ContainerStore for DirStore {
     }
 
     fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()> {
+        let bytes = match self.sealer() {
+            Some(s) => crate::format::seal::seal_container(s, &bytes, id)?,
+            None => bytes,
+        };
         durable::write_durable(&self.location(id), &bytes, true)
     }
 
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta> {
         let (f, path) = self.open(id)?;
-        container::read_meta(&f, id, &path)
+        Ok(open::read_table(&f, id, &path, self.sealer())?.1.meta)
     }
 
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
-        // Only the header: the caller already holds the table.
+        // Only the header (and for a sealed container its table, which
+        // holds the segments' tags): the caller already holds the table.
         let (f, path) = self.open(id)?;
-        let header = container::read_header(&f, id, &path)?;
-        container::read_segments(&f, &header, which, &path)
+        open::read_segments(&f, id, which, &path, self.sealer())
     }
 
     fn scrub(&self, id: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {
-        container::scrub_file(&self.location(id), id)
+        let path = self.location(id);
+        if !path.exists() {
+            self.open(id)?;
+        }
+        open::scrub_file(&path, id, self.sealer())
     }
 
     fn list(&self) -> Result<Vec<ContainerId>> {
@@ -119,5 +140,25 @@ impl ContainerStore for DirStore {
 
     fn describe(&self) -> String {
         self.dir.display().to_string()
+    }
+
+    fn set_sealer(&mut self, sealer: Arc<Sealer>) {
+        self.sealer = Some(sealer);
+    }
+
+    fn key_slots(&self) -> Result<Option<Vec<u8>>> {
+        let path = keys_path(&self.dir);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn put_key_slots(&self, bytes: &[u8], _create: bool) -> Result<()> {
+        // A directory tier's first record is written inside the tier's
+        // creation (its temp directory is renamed into place whole), so
+        // no second creator can race it here.
+        durable::write_durable(&keys_path(&self.dir), bytes, true)
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod bucket;
 mod dir;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[cfg(feature = "s3")]
 pub(crate) use bucket::BucketStore;
@@ -20,6 +21,7 @@ pub(crate) use dir::DirStore;
 
 use crate::error::Result;
 use crate::format::fingerprint::ContainerId;
+use crate::format::seal::Sealer;
 use crate::tier::{ContainerMeta, SegmentEntry};
 
 /// One namespace change, as journaled to a store that keeps a copy of the
@@ -124,6 +126,21 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
     fn requests(&self) -> Option<crate::tier::RequestCounts> {
         None
     }
+
+    /// Seals every container (and journal entry and checkpoint) written
+    /// from now on under `sealer`, and opens only sealed ones: the tier is
+    /// encrypted. Called once, right after the store is made.
+    fn set_sealer(&mut self, sealer: Arc<Sealer>);
+
+    /// The tier's key slots record, if the store holds one (an encrypted
+    /// tier's).
+    fn key_slots(&self) -> Result<Option<Vec<u8>>>;
+
+    /// Writes the key slots record, durably and atomically (a crash leaves
+    /// the old record or the new one): create-only when `create` (a second
+    /// creator of one tier finds the first's record and is refused),
+    /// replacing the old one otherwise.
+    fn put_key_slots(&self, bytes: &[u8], create: bool) -> Result<()>;
 
     /// The store's name for logs: a directory or `s3://bucket/prefix`.
     fn describe(&self) -> String;

@@ -29,10 +29,11 @@ use records::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, CheckpointV1, JOURNAL_MAGIC,
 
 use super::{ContainerStore, NamespaceOp, NamespacePages};
 use crate::error::{Error, FormatError, Result, TierError};
-use crate::format::container::{self, HEADER_LEN};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
+use crate::format::open::{self, AnyHeader, PROBE_HEADER};
 use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
+use crate::format::seal::{self, OpenTable, Sealer};
 use crate::tier::{ContainerMeta, FileEntry, RequestCounts, SegmentEntry, lock};
 
 /// Namespace entries per checkpoint part object.
@@ -44,6 +45,12 @@ const META_PROBE: u64 = 64 << 10;
 /// Headers remembered for segment reads (the caller holds the table, the
 /// store needs the data region's offset); cleared when full.
 const HEADER_CACHE: usize = 1 << 16;
+/// Opened tables of sealed containers remembered for segment reads (their
+/// tags); cleared when full. A sealed table of a 4 MiB container is about
+/// 16 KiB, so this holds at most some 16 MiB.
+const SEALED_TABLE_CACHE: usize = 1024;
+/// The key slots object of an encrypted tier, under the prefix.
+const KEYS_OBJECT: &str = "keys";
 /// Requests in flight when recovery reads many objects.
 const RECOVER_CONCURRENCY: usize = 16;
 
@@ -58,7 +65,12 @@ pub(crate) struct BucketStore {
     prefix: String,
     /// Data-region offset and length per container, from headers read.
     headers: Mutex<HashMap<u64, (u64, u64)>>,
+    /// An encrypted tier's opened tables, per container.
+    tables: Mutex<HashMap<u64, Arc<OpenTable>>>,
     checkpoint_every: u64,
+    /// An encrypted tier's key: containers, journal entries and
+    /// checkpoints are sealed under it.
+    sealer: Option<Arc<Sealer>>,
 }
 
 impl std::fmt::Debug for BucketStore {
@@ -145,7 +157,9 @@ impl BucketStore {
             bucket: c.bucket.clone(),
             prefix: c.prefix.clone(),
             headers: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
             checkpoint_every: c.checkpoint_every,
+            sealer: None,
         })
     }
 
@@ -286,8 +300,8 @@ impl BucketStore {
     /// Parses a container's header from the first bytes of its object,
     /// and checks the object's size against it (truncation, without
     /// reading the data).
-    fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<container::Header> {
-        let header = container::parse_header(probe, id, &self.location(id))?;
+    fn sized_header(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<AnyHeader> {
+        let header = open::parse_header(probe, id, &self.location(id), self.sealer.as_deref())?;
         if size != header.file_len() {
             return Err(Error::Format(FormatError::CorruptContainer {
                 id,
@@ -301,15 +315,22 @@ impl BucketStore {
     fn parse_meta(&self, id: ContainerId, probe: &[u8], size: u64) -> Result<ContainerMeta> {
         let loc = self.location(id);
         let header = self.sized_header(id, probe, size)?;
-        let start = header.data_start();
+        let (table_start, start) = (header.table_start(), header.data_start());
         let table = if start <= probe.len() as u64 {
-            probe[HEADER_LEN..start as usize].to_vec()
+            probe[table_start as usize..start as usize].to_vec()
         } else {
-            self.get(&self.container_key(id), Some(HEADER_LEN as u64..start))?
+            self.get(&self.container_key(id), Some(table_start..start))?
         };
-        let meta = container::parse_table(&header, &table, &loc)?;
-        self.remember(id, start, header.data_len);
-        Ok(meta)
+        let table = open::parse_table(&header, &table, &loc, self.sealer.as_deref())?;
+        self.remember(id, start, header.data_len());
+        if let Some(t) = table.sealed {
+            let mut cache = lock(&self.tables);
+            if cache.len() >= SEALED_TABLE_CACHE {
+                cache.clear();
+            }
+            cache.insert(id.0, Arc::new(t));
+        }
+        Ok(table.meta)
     }
 
     fn remember(&self, id: ContainerId, start: u64, data_len: u64) {
@@ -318,6 +339,27 @@ impl BucketStore {
             h.clear();
         }
         h.insert(id.0, (start, data_len));
+    }
+
+    /// Seals a journal entry or checkpoint part of an encrypted tier,
+    /// bound to its key under the prefix.
+    fn seal_record(&self, key: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        match &self.sealer {
+            Some(s) => seal::seal_object(s, self.relative(key), &bytes),
+            None => Ok(bytes),
+        }
+    }
+
+    /// Opens what [`seal_record`](Self::seal_record) sealed.
+    fn open_record(&self, key: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+        match &self.sealer {
+            Some(s) => seal::open_object(s, self.relative(key), &bytes, &|| format!("sealed object {}", self.url_of(key))),
+            None => Ok(bytes),
+        }
+    }
+
+    fn relative<'k>(&self, key: &'k str) -> &'k str {
+        key.strip_prefix(&self.prefix).map_or(key, |k| k.trim_start_matches('/'))
     }
 
     /// Several objects (or their first `limit` bytes) and their sizes, with
@@ -393,7 +435,7 @@ impl BucketStore {
         let m = match durable::decode_versioned::<CheckpointV1, CheckpointV1>(
             CHECKPOINT_MAGIC,
             CHECKPOINT_VERSION,
-            &self.get(&key, None)?,
+            &self.open_record(&key, self.get(&key, None)?)?,
             &|| what(&key),
         )? {
             durable::Versioned::Current(m) | durable::Versioned::V1(m) => m,
@@ -407,7 +449,7 @@ impl BucketStore {
             let Entries(entries) = decode_entries::<Entries, Vec<FileEntryV2>, Vec<FileEntryV1>>(
                 CHECKPOINT_MAGIC,
                 CHECKPOINT_VERSION,
-                &self.get(&key, None)?,
+                &self.open_record(&key, self.get(&key, None)?)?,
                 &|| what(&key),
             )?;
             out.extend(entries);
@@ -430,35 +472,39 @@ impl BucketStore {
         Ok(())
     }
 
-    fn decode_journal(&self, seq: u64, bytes: &[u8]) -> Result<Vec<NamespaceOp>> {
+    fn decode_journal(&self, seq: u64, bytes: Vec<u8>) -> Result<Vec<NamespaceOp>> {
         let key = self.journal_key(seq);
         let what = || format!("namespace journal {}", self.url_of(&key));
-        Ok(match durable::decode_versioned::<Vec<JournalOpV2>, Vec<JournalOpV1>>(JOURNAL_MAGIC, JOURNAL_VERSION, bytes, &what)? {
-            durable::Versioned::Current(ops) => ops
-                .into_iter()
-                .map(|op| match op {
-                    JournalOpV2::Put(e) => NamespaceOp::Put(FileEntry::from(e)),
-                    JournalOpV2::Delete(p) => NamespaceOp::Delete(p),
-                })
-                .collect(),
-            durable::Versioned::V1(ops) => ops
-                .into_iter()
-                .map(|op| match op {
-                    JournalOpV1::Put(e) => NamespaceOp::Put(FileEntry::from(e)),
-                    JournalOpV1::Delete(p) => NamespaceOp::Delete(p),
-                })
-                .collect(),
-        })
+        let bytes = self.open_record(&key, bytes)?;
+        Ok(
+            match durable::decode_versioned::<Vec<JournalOpV2>, Vec<JournalOpV1>>(JOURNAL_MAGIC, JOURNAL_VERSION, &bytes, &what)?
+            {
+                durable::Versioned::Current(ops) => ops
+                    .into_iter()
+                    .map(|op| match op {
+                        JournalOpV2::Put(e) => NamespaceOp::Put(FileEntry::from(e)),
+                        JournalOpV2::Delete(p) => NamespaceOp::Delete(p),
+                    })
+                    .collect(),
+                durable::Versioned::V1(ops) => ops
+                    .into_iter()
+                    .map(|op| match op {
+                        JournalOpV1::Put(e) => NamespaceOp::Put(FileEntry::from(e)),
+                        JournalOpV1::Delete(p) => NamespaceOp::Delete(p),
+                    })
+                    .collect(),
+            },
+        )
     }
 
     fn read_journal(&self, seq: u64) -> Result<Vec<NamespaceOp>> {
         let bytes = self.get(&self.journal_key(seq), None)?;
-        self.decode_journal(seq, &bytes)
+        self.decode_journal(seq, bytes)
     }
 
     pub(crate) fn read_journals(&self, seqs: &[u64]) -> Vec<Result<Vec<NamespaceOp>>> {
         let got = self.get_many(seqs.iter().map(|s| self.journal_key(*s)).collect(), None);
-        seqs.iter().zip(got).map(|(s, r)| r.and_then(|(b, _)| self.decode_journal(*s, &b))).collect()
+        seqs.iter().zip(got).map(|(s, r)| r.and_then(|(b, _)| self.decode_journal(*s, b))).collect()
     }
 
     /// Deletes one object (a missing one is not an error on S3).
@@ -516,6 +562,10 @@ impl ContainerStore for BucketStore {
     }
 
     fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()> {
+        let bytes = match &self.sealer {
+            Some(s) => seal::seal_container(s, &bytes, id)?,
+            None => bytes,
+        };
         self.put_create(&self.container_key(id), bytes)?;
         crate::testing::crashpoint::step("put", &crate::format::layout::container_file(id));
         Ok(())
@@ -531,15 +581,27 @@ impl ContainerStore for BucketStore {
     }
 
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
+        let sealed = match &self.sealer {
+            Some(_) => {
+                // The segments' tags are in the table: read it unless an
+                // earlier read left it here.
+                if !lock(&self.tables).contains_key(&id.0) {
+                    self.read_meta(id)?;
+                }
+                lock(&self.tables).get(&id.0).cloned()
+            }
+            None => None,
+        };
         let cached = lock(&self.headers).get(&id.0).copied();
-        let (start, data_len) = if let Some(h) = cached {
-            h
-        } else {
-            let (probe, size) =
-                self.get_with_size(&self.container_key(id), Some(0..HEADER_LEN as u64)).map_err(|e| self.missing(id, e))?;
-            let header = self.sized_header(id, &probe, size)?;
-            self.remember(id, header.data_start(), header.data_len);
-            (header.data_start(), header.data_len)
+        let (start, data_len) = match cached {
+            Some(h) => h,
+            None => {
+                let (probe, size) =
+                    self.get_with_size(&self.container_key(id), Some(0..PROBE_HEADER as u64)).map_err(|e| self.missing(id, e))?;
+                let header = self.sized_header(id, &probe, size)?;
+                self.remember(id, header.data_start(), header.data_len());
+                (header.data_start(), header.data_len())
+            }
         };
         let mut ranges = Vec::with_capacity(which.len());
         for e in which {
@@ -557,17 +619,16 @@ impl ContainerStore for BucketStore {
         let path = parse_key(&key)?;
         // Coalesced by the client into few ranged GETs.
         let got = self.block(self.client.get_ranges(&path, &ranges))?.map_err(|e| self.missing(id, self.err("GET", &key, e)))?;
-        Ok(got.into_iter().map(|b| b.to_vec()).collect())
+        let mut got: Vec<Vec<u8>> = got.into_iter().map(|b| b.to_vec()).collect();
+        if let (Some(s), Some(t)) = (&self.sealer, sealed) {
+            t.open_segments(s, which, &mut got, &self.location(id))?;
+        }
+        Ok(got)
     }
 
     fn scrub(&self, id: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {
         let bytes = self.get(&self.container_key(id), None).map_err(|e| self.missing(id, e))?;
-        container::decode_container(&bytes, id).map_err(|e| match e {
-            Error::Format(FormatError::CorruptContainer { id, reason, .. }) => {
-                Error::Format(FormatError::CorruptContainer { id, path: Some(self.location(id)), reason })
-            }
-            e => e,
-        })
+        open::decode(&bytes, id, &self.location(id), self.sealer.as_deref())
     }
 
     fn list(&self) -> Result<Vec<ContainerId>> {
@@ -607,7 +668,8 @@ impl ContainerStore for BucketStore {
                 NamespaceOp::Delete(p) => JournalOpV2::Delete(p.clone()),
             })
             .collect();
-        self.put_create(&self.journal_key(seq), encode_record(JOURNAL_MAGIC, JOURNAL_VERSION, &record))?;
+        let key = self.journal_key(seq);
+        self.put_create(&key, self.seal_record(&key, encode_record(JOURNAL_MAGIC, JOURNAL_VERSION, &record))?)?;
         crate::testing::crashpoint::hit("object.journaled_not_committed");
         Ok(())
     }
@@ -631,12 +693,13 @@ impl ContainerStore for BucketStore {
             files += entries.len() as u64;
             let record: Vec<FileEntryV2> = entries.iter().map(FileEntryV2::from).collect();
             let key = self.checkpoint_key(seq, &format!("part-{parts:08x}"));
-            self.put_create(&key, encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &record))?;
+            self.put_create(&key, self.seal_record(&key, encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &record))?)?;
             parts += 1;
         }
         crate::testing::crashpoint::hit("object.checkpoint_before_manifest");
         let manifest = CheckpointV1 { seq, parts, files };
-        self.put_create(&self.checkpoint_key(seq, "manifest"), encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &manifest))?;
+        let key = self.checkpoint_key(seq, "manifest");
+        self.put_create(&key, self.seal_record(&key, encode_record(CHECKPOINT_MAGIC, CHECKPOINT_VERSION, &manifest))?)?;
         // Now the entries it includes, and older checkpoints, are redundant.
         let (seqs, _, checkpoints) = self.namespace_objects()?;
         for s in seqs.into_iter().filter(|s| *s <= seq) {
@@ -654,6 +717,29 @@ impl ContainerStore for BucketStore {
 
     fn remote(&self) -> bool {
         true
+    }
+
+    fn set_sealer(&mut self, sealer: Arc<Sealer>) {
+        self.sealer = Some(sealer);
+    }
+
+    fn key_slots(&self) -> Result<Option<Vec<u8>>> {
+        match self.get(&self.key(KEYS_OBJECT), None) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::Tier(TierError::Object { status: Some(404), .. })) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_key_slots(&self, bytes: &[u8], create: bool) -> Result<()> {
+        let key = self.key(KEYS_OBJECT);
+        if create {
+            return self.put_create(&key, bytes.to_vec());
+        }
+        // The one object that is replaced: a PUT is atomic, readers see
+        // the old record or the new one.
+        let path = parse_key(&key)?;
+        self.block(self.client.put(&path, PutPayload::from(bytes.to_vec())))?.map(|_| ()).map_err(|e| self.err("PUT", &key, e))
     }
 
     fn requests(&self) -> Option<RequestCounts> {
