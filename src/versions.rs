@@ -26,6 +26,8 @@ pub fn format_versions() -> Vec<FormatVersion> {
     #[cfg_attr(not(feature = "s3"), allow(unused_mut))]
     let mut out = vec![
         v("container file", crate::format::container::VERSION, 1),
+        v("sealed container file (encrypted tier)", crate::format::seal::VERSION, 3),
+        v("key slots (encrypted tier)", crate::format::keyslots::VERSION, 1),
         v("tier namespace entry", crate::tier::indexed::FORMAT_VERSION, 1),
         v("tier record and allocation counters", crate::tier::indexed::META_VERSION, 1),
         v("tier job hold", crate::tier::indexed::PIN_VERSION, 1),
@@ -43,6 +45,7 @@ pub fn format_versions() -> Vec<FormatVersion> {
         v("object tier store record", crate::tier::indexed::STORE_VERSION, 1),
         v("object tier namespace journal", crate::tier::store::bucket::records::JOURNAL_VERSION, 1),
         v("object tier namespace checkpoint", crate::tier::store::bucket::records::CHECKPOINT_VERSION, 1),
+        v("sealed object (encrypted bucket)", crate::format::seal::OBJECT_VERSION, 1),
     ]);
     out
 }

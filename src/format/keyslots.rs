@@ -21,7 +21,7 @@ use crate::format::seal::random;
 /// A tier's data key, wiped from memory when dropped.
 pub(crate) type DataKey = Zeroizing<[u8; 32]>;
 
-const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 1;
 /// argon2id's cost for a new passphrase slot: 64 MiB, 3 passes, 1 lane
 /// (RFC 9106's second recommended setting, with one lane for a 2-core
 /// appliance); recorded in the slot, so a later build may raise it.

@@ -38,7 +38,7 @@ pub(crate) const TAG_LEN: usize = 16;
 /// The sealed table's plaintext prefix: kind, three zero bytes, count.
 const TABLE_PREFIX: usize = 8;
 /// A sealed object's envelope version.
-const OBJECT_VERSION: u16 = 1;
+pub(crate) const OBJECT_VERSION: u16 = 1;
 /// A sealed object's envelope: magic, version, nonce.
 const OBJECT_HEADER: usize = 4 + 2 + 24;
 

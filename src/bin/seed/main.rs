@@ -34,6 +34,7 @@ mod cmd {
     pub(crate) mod gc;
     pub(crate) mod info;
     pub(crate) mod ingest;
+    pub(crate) mod key;
     pub(crate) mod ls;
     pub(crate) mod man;
     pub(crate) mod recover;
@@ -45,6 +46,7 @@ mod cmd {
     pub(crate) mod verify;
 }
 mod demo;
+mod keys;
 mod open;
 mod price;
 mod ui;
@@ -61,6 +63,8 @@ struct Cli {
     /// AZURE_STORAGE_ACCOUNT_KEY (az://).
     #[arg(long, global = true, value_name = "DIR")]
     meta: Vec<PathBuf>,
+    #[command(flatten)]
+    keys: keys::KeyArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -102,6 +106,8 @@ enum Cmd {
     /// Generate backup generations, seed a subset with a suspend and a
     /// resume, restore and compare every seeded file, print a summary.
     Demo(cmd::demo::Demo),
+    /// An encrypted tier's key slots: list, add, remove; generate a key file.
+    Key(cmd::key::Key),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(cmd::completions::Completions),
     /// Print the manual page (roff).
@@ -194,6 +200,7 @@ fn long_version() -> String {
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<Exit> {
+    cli.keys.install()?;
     match cli.cmd {
         Cmd::Ingest(c) => c.run(&cli.meta),
         Cmd::Ls(c) => c.run(&cli.meta),
@@ -210,6 +217,7 @@ fn real_main(cli: Cli) -> anyhow::Result<Exit> {
         Cmd::Recover(c) => c.run(&cli.meta),
         Cmd::Abandon(c) => c.run(),
         Cmd::Demo(c) => c.run(),
+        Cmd::Key(c) => c.run(&cli.meta),
         Cmd::Completions(c) => c.run(),
         Cmd::Man(c) => c.run(),
     }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use tierseed::{IndexedTier, ObjectConfig, TierConfig, TierError};
 
+use crate::keys::{encrypt_with, with_credentials};
+
 #[derive(Clone, Copy)]
 pub(crate) enum How {
     Read,
@@ -25,33 +27,59 @@ pub(crate) fn object_spec(spec: &Path) -> Result<Option<ObjectConfig>> {
 }
 
 /// Opens the tier `spec` names; `meta` is the metadata directory an
-/// object tier needs.
+/// object tier needs. An encrypted tier is opened with the credentials the
+/// command was given; a new one is encrypted when `--encrypt` asks.
 pub(crate) fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<IndexedTier> {
+    let what = spec.display().to_string();
     let Some(cfg) = object_spec(spec)? else {
-        return Ok(match how {
-            How::Read => IndexedTier::open_read_only(spec)?,
+        let open_write = || with_credentials(&what, || IndexedTier::open(spec), |c| IndexedTier::open_with_key(spec, c));
+        return match how {
+            How::Read => {
+                with_credentials(&what, || IndexedTier::open_read_only(spec), |c| IndexedTier::open_read_only_with_key(spec, c))
+            }
             // Another process may create it first: then it is opened (and
             // refused as locked while that process has it open).
-            How::Create(c) if !IndexedTier::exists(spec) => match IndexedTier::create(spec, c) {
-                Err(tierseed::Error::Tier(TierError::NotATier { .. })) if IndexedTier::exists(spec) => IndexedTier::open(spec)?,
-                r => r?,
-            },
-            How::Write | How::Create(_) => IndexedTier::open(spec)?,
-        });
+            How::Create(c) if !IndexedTier::exists(spec) => {
+                let made = match encrypt_with() {
+                    Some(key) => IndexedTier::create_encrypted(spec, c, key),
+                    None => IndexedTier::create(spec, c),
+                };
+                match made {
+                    Err(tierseed::Error::Tier(TierError::NotATier { .. })) if IndexedTier::exists(spec) => open_write(),
+                    r => Ok(r?),
+                }
+            }
+            How::Write | How::Create(_) => open_write(),
+        };
     };
     let Some(meta) = meta else {
         bail!("{}: an object tier needs --meta DIR, the directory of its local index and namespace", spec.display())
     };
-    Ok(match how {
-        How::Read => IndexedTier::open_object_tier_read_only(meta, &cfg)?,
-        How::Create(c) if !IndexedTier::exists(meta) => match IndexedTier::create_object_tier(meta, &cfg, c) {
-            Err(tierseed::Error::Tier(TierError::NotATier { .. })) if IndexedTier::exists(meta) => {
-                IndexedTier::open_object_tier(meta, &cfg)?
+    let open_write = || {
+        with_credentials(
+            &what,
+            || IndexedTier::open_object_tier(meta, &cfg),
+            |c| IndexedTier::open_object_tier_with_key(meta, &cfg, c),
+        )
+    };
+    match how {
+        How::Read => with_credentials(
+            &what,
+            || IndexedTier::open_object_tier_read_only(meta, &cfg),
+            |c| IndexedTier::open_object_tier_read_only_with_key(meta, &cfg, c),
+        ),
+        How::Create(c) if !IndexedTier::exists(meta) => {
+            let made = match encrypt_with() {
+                Some(key) => IndexedTier::create_object_tier_encrypted(meta, &cfg, c, key),
+                None => IndexedTier::create_object_tier(meta, &cfg, c),
+            };
+            match made {
+                Err(tierseed::Error::Tier(TierError::NotATier { .. })) if IndexedTier::exists(meta) => open_write(),
+                r => Ok(r?),
             }
-            r => r?,
-        },
-        How::Write | How::Create(_) => IndexedTier::open_object_tier(meta, &cfg)?,
-    })
+        }
+        How::Write | How::Create(_) => open_write(),
+    }
 }
 
 /// Hands the `--meta` directories to the object tiers among `specs`, in

@@ -27,7 +27,11 @@ impl Recover {
             bail!("{}: recover rebuilds an object tier: give s3://BUCKET/PREFIX or az://CONTAINER/PREFIX", tier.display())
         };
         let [meta] = metas else { bail!("recover needs --meta DIR, the metadata directory to rebuild") };
-        let (_, r) = IndexedTier::recover_object_tier(meta, &cfg)?;
+        let (_, r) = crate::keys::with_credentials(
+            &tier.display().to_string(),
+            || IndexedTier::recover_object_tier(meta, &cfg),
+            |c| IndexedTier::recover_object_tier_with_key(meta, &cfg, c),
+        )?;
         say!(
             "recovered {} into {}: {} containers, {} segments indexed; {} files from {} journal entries",
             cfg.url(),
