@@ -15,6 +15,7 @@ mod conformance;
 #[cfg(all(feature = "cli", feature = "crash-points"))]
 mod crash;
 mod defects;
+mod encrypt;
 mod engine;
 mod faults;
 mod fixtures;
