@@ -1529,7 +1529,44 @@ mod cloud {
         drop(job);
         let recall_rate = mib_s(r2.counters.bytes_copied, recall_secs);
         let ok = back.info()?.files == files;
+
+        // Encrypted vs plain: the same seed into new encrypted and plain
+        // object tiers, in the order encrypted, plain, encrypted (with the
+        // plain seed above: ABBA), so drift on this shared machine falls
+        // on both alike.
+        let key = tierseed::Credential::generate_key_file(dir.join("cloud-key"))?;
+        let mut sealed_secs = 0.0;
+        let mut plain_secs = seed_secs;
+        for (i, encrypted) in [true, false, true].into_iter().enumerate() {
+            let cfg = config(&ep, &format!("{run}-tier-{i}"));
+            let meta = dir.join(format!("cloud-meta-{i}"));
+            let tier = if encrypted {
+                IndexedTier::create_object_tier_encrypted(&meta, &cfg, TierConfig::default(), &key)?
+            } else {
+                IndexedTier::create_object_tier(&meta, &cfg, TierConfig::default())?
+            };
+            let t = Instant::now();
+            let mut job =
+                Seeder::builder(&src, &tier, dir.join(format!("cloud-state-{i}"))).selection(Selection::all()).build()?;
+            let Outcome::Completed(_) = job.run()? else { bail!("the seed suspended") };
+            let secs = t.elapsed().as_secs_f64();
+            if encrypted {
+                sealed_secs += secs;
+            } else {
+                plain_secs += secs;
+            }
+        }
+        let (sealed_rate, plain_rate) =
+            (mib_s(2 * r.counters.bytes_copied, sealed_secs), mib_s(2 * r.counters.bytes_copied, plain_secs));
         Ok(vec![
+            Row::rate(
+                "seed directory tier -> encrypted object tier vs the same seed into a plain one (ABBA, 2 each)",
+                sealed_rate,
+                plain_rate,
+                ">= 0.9x",
+                sealed_rate >= 0.9 * plain_rate,
+                format!("{sealed_secs:.1} s encrypted vs {plain_secs:.1} s plain for 2 x {} MiB", r.counters.bytes_copied >> 20),
+            ),
             Row::rate(
                 "seed directory tier -> object tier (3-replica Ceph), whole job vs raw PUT of the same objects (2 in flight)",
                 seed_rate,

@@ -77,6 +77,19 @@ fn azurite(test: &str) -> Option<&'static Azurite> {
     }
 }
 
+impl Azurite {
+    /// `node -e SCRIPT` with the Azure SDK the harness installed.
+    fn node(&self, script: &str) -> Command {
+        let home = std::env::var_os("TIERSEED_AZURITE_HOME").map_or_else(
+            || Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/tierseed-azurite"),
+            PathBuf::from,
+        );
+        let mut c = Command::new("node");
+        c.env("NODE_PATH", home.join("node_modules")).args(["-e", script]);
+        c
+    }
+}
+
 impl Service for Azurite {
     fn config(&self, name: &str) -> ObjectConfig {
         let mut c = ObjectConfig::for_service(ObjectService::Azure, CONTAINER, format!("{name}-{}", uuid_ish()));
@@ -87,10 +100,6 @@ impl Service for Azurite {
     }
 
     fn rot(&self, key: &str, at: usize) {
-        let home = std::env::var_os("TIERSEED_AZURITE_HOME").map_or_else(
-            || Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/tierseed-azurite"),
-            PathBuf::from,
-        );
         let script = r#"
             const { BlobServiceClient, StorageSharedKeyCredential } = require("@azure/storage-blob");
             const [url, account, key, container, blob, at] = process.argv.slice(1);
@@ -99,12 +108,44 @@ impl Service for Azurite {
             (async () => { const buf = await b.downloadToBuffer(); buf[Number(at)] ^= 1; await b.uploadData(buf); })()
                 .catch((e) => { console.error(e.message); process.exit(1); });
         "#;
-        let st = Command::new("node")
-            .env("NODE_PATH", home.join("node_modules"))
-            .args(["-e", script, &self.endpoint, ACCOUNT, KEY, CONTAINER, key, &at.to_string()])
-            .status()
-            .unwrap();
+        let st = self.node(script).args([&self.endpoint, ACCOUNT, KEY, CONTAINER, key, &at.to_string()]).status().unwrap();
         assert!(st.success(), "rotting {key} in Azurite failed");
+    }
+
+    fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let script = r#"
+            const { BlobServiceClient, StorageSharedKeyCredential } = require("@azure/storage-blob");
+            const [url, account, key, container, prefix] = process.argv.slice(1);
+            const c = new BlobServiceClient(url, new StorageSharedKeyCredential(account, key)).getContainerClient(container);
+            (async () => {
+                for await (const b of c.listBlobsFlat({ prefix: prefix + "/" })) {
+                    const buf = await c.getBlockBlobClient(b.name).downloadToBuffer();
+                    process.stdout.write(b.name + "\t" + buf.toString("hex") + "\n");
+                }
+            })().catch((e) => { console.error(e.message); process.exit(1); });
+        "#;
+        let out = self.node(script).args([&self.endpoint, ACCOUNT, KEY, CONTAINER, prefix]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        bucket::parse_dump(&out.stdout)
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        use std::io::Write;
+        let script = r#"
+            const { BlobServiceClient, StorageSharedKeyCredential } = require("@azure/storage-blob");
+            const [url, account, key, container, blob] = process.argv.slice(1);
+            const b = new BlobServiceClient(url, new StorageSharedKeyCredential(account, key))
+                .getContainerClient(container).getBlockBlobClient(blob);
+            b.uploadData(require("fs").readFileSync(0)).catch((e) => { console.error(e.message); process.exit(1); });
+        "#;
+        let mut child = self
+            .node(script)
+            .args([&self.endpoint, ACCOUNT, KEY, CONTAINER, key])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        assert!(child.wait().unwrap().success(), "putting {key} in Azurite failed");
     }
 
     fn env(&self, c: &mut Command) {
@@ -184,4 +225,12 @@ fn seed_estimate_prices_the_requests_of_an_azure_target() {
 fn rot_in_an_azure_object_never_lets_a_move_delete_the_only_good_copy() {
     let Some(a) = azurite("rot_in_an_azure_object_never_lets_a_move_delete_the_only_good_copy") else { return };
     bucket::rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy(a);
+}
+
+#[test]
+fn an_encrypted_azure_container_holds_no_name_byte_or_fingerprint_and_tampering_is_caught() {
+    let Some(a) = azurite("an_encrypted_azure_container_holds_no_name_byte_or_fingerprint_and_tampering_is_caught") else {
+        return;
+    };
+    bucket::an_encrypted_bucket_holds_no_name_byte_or_fingerprint_and_tampering_is_caught(a);
 }

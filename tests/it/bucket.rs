@@ -39,6 +39,24 @@ pub trait Service: Sync {
     /// Sets the endpoint and credentials on a `seed` command, as an
     /// operator sets them: environment variables.
     fn env(&self, cmd: &mut Command);
+    /// Every object under `prefix/`, with its bytes (the service's own
+    /// client reads them, as anyone with the bucket's credentials could).
+    fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)>;
+    /// Writes `bytes` under `key`, replacing what is there, behind the
+    /// tier's back (an attacker with write access).
+    fn put(&self, key: &str, bytes: &[u8]);
+}
+
+/// Parses `KEY<TAB>HEX` lines, as the services' dump scripts print them.
+pub fn parse_dump(out: &[u8]) -> Vec<(String, Vec<u8>)> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, hex)| {
+            let bytes = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+            (k.to_string(), bytes)
+        })
+        .collect()
 }
 
 pub fn uuid_ish() -> String {
@@ -425,4 +443,109 @@ pub fn rot_in_a_bucket_object_never_lets_a_move_delete_the_only_good_copy(c: &dy
     let home = cloud.locate(&[victim.fingerprint]).unwrap()[0];
     assert!(home.is_some_and(|h| h != id), "{home:?}");
     restores_all(&cloud, &all);
+}
+
+/// The key of an object under its bucket, from the URL a tier names it by
+/// (`SCHEME://BUCKET/KEY`).
+fn key_of(url: &std::path::Path) -> String {
+    url.to_string_lossy().splitn(4, '/').nth(3).expect("an object's URL names its key").to_string()
+}
+
+pub fn an_encrypted_bucket_holds_no_name_byte_or_fingerprint_and_tampering_is_caught(c: &dyn Service) {
+    use tierseed::{Credential, TierError};
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 71, 2, 30, 20 << 10);
+    let key = Credential::generate_key_file(dir.path().join("key")).unwrap();
+    let mut cfg = c.config("sealed");
+    cfg.checkpoint_every = 3;
+    let meta = dir.path().join("meta");
+    let cloud = IndexedTier::create_object_tier_encrypted(&meta, &cfg, small_config(), &key).unwrap();
+    run_to_end(&mut Seeder::builder(&src, &cloud, dir.path().join("s1")).selection(Selection::all()).build().unwrap());
+    // Namespace changes until a checkpoint and at least two journal
+    // entries after it are in the bucket.
+    let mut expected = all.clone();
+    let journal_keys = |objs: &[(String, Vec<u8>)]| -> Vec<String> {
+        objs.iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| k.rsplit('/').next().is_some_and(|n| n.len() == 16) && k.contains("/namespace/"))
+            .collect()
+    };
+    let mut objs = c.objects(&cfg.prefix);
+    while journal_keys(&objs).len() < 2 || !objs.iter().any(|(k, _)| k.ends_with("/manifest")) {
+        let victim = expected.keys().next().unwrap().clone();
+        cloud.remove(&[victim.as_str()]).unwrap();
+        expected.remove(&victim);
+        objs = c.objects(&cfg.prefix);
+    }
+    check_target(&cloud, &expected);
+
+    // The same data in a plaintext bucket: the grep finds names, bytes
+    // and fingerprints there, so it can find them at all.
+    let plain_cfg = c.config("plainctl");
+    let plain = IndexedTier::create_object_tier(dir.path().join("plainmeta"), &plain_cfg, small_config()).unwrap();
+    run_to_end(&mut Seeder::builder(&src, &plain, dir.path().join("s2")).selection(Selection::all()).build().unwrap());
+    let needles = crate::encrypt::needles(&src, &all);
+    let seen = crate::encrypt::found(&c.objects(&plain_cfg.prefix), &needles);
+    for kind in ["file name", "bytes of", "fingerprint"] {
+        assert!(seen.iter().any(|s| s.starts_with(kind)), "the control grep found no {kind}: {seen:?}");
+    }
+    // In the encrypted bucket: containers, journal entries, a checkpoint,
+    // the key slots and the tier record, and none of them.
+    for part in ["/containers/", "/manifest", "/part-", "/keys", "/tier"] {
+        assert!(
+            objs.iter().any(|(k, _)| k.contains(part)),
+            "no {part} object in {:?}",
+            objs.iter().map(|o| &o.0).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(crate::encrypt::found(&objs, &needles), Vec::<String>::new());
+
+    // Opened only with its key; a wrong one is refused before any
+    // container is read.
+    drop(cloud);
+    let e = IndexedTier::open_object_tier(&meta, &cfg).unwrap_err();
+    assert!(matches!(e, Error::Tier(TierError::KeyRequired { .. })), "{e}");
+    let wrong = Credential::generate_key_file(dir.path().join("wrong")).unwrap();
+    let e = IndexedTier::open_object_tier_read_only_with_key(&meta, &cfg, &wrong).unwrap_err();
+    assert!(matches!(e, Error::Tier(TierError::WrongKey { .. })), "{e}");
+    // The bucket and the key alone rebuild the tier.
+    let (rebuilt, report) = IndexedTier::recover_object_tier_with_key(dir.path().join("meta2"), &cfg, &key).unwrap();
+    assert!(report.checkpoint.is_some() && report.journal_entries >= 2, "{report:?}");
+    check_target(&rebuilt, &expected);
+    assert!(matches!(
+        IndexedTier::recover_object_tier(dir.path().join("meta3"), &cfg),
+        Err(Error::Tier(TierError::KeyRequired { .. }))
+    ));
+
+    // An older journal entry replayed under a later entry's key: caught
+    // and named, never applied.
+    let journal = journal_keys(&objs);
+    let (older, later) = (&journal[journal.len() - 2], &journal[journal.len() - 1]);
+    let older_bytes = &objs.iter().find(|(k, _)| k == older).unwrap().1;
+    c.put(later, older_bytes);
+    let e = IndexedTier::recover_object_tier_with_key(dir.path().join("meta4"), &cfg, &key).unwrap_err();
+    let later_name = later.rsplit('/').next().unwrap();
+    assert!(e.to_string().contains(later_name) && e.to_string().contains("fails authentication"), "{e}");
+
+    // One container's object in place of another's: caught and named.
+    let ids = Tier::container_ids(&rebuilt).unwrap();
+    let (a, b) = (ids[0], ids[1]);
+    let a_bytes = &objs.iter().find(|(k, _)| *k == key_of(&rebuilt.container_path(a))).unwrap().1;
+    c.put(&key_of(&rebuilt.container_path(b)), a_bytes);
+    let e = rebuilt.read_metadata(b).unwrap_err();
+    assert!(matches!(e, Error::Format(FormatError::CorruptContainer { id, .. }) if id == b), "{e}");
+    // A flipped bit in a container's data region: the scrub names it, and
+    // no file restores wrong bytes.
+    let c_id = ids[ids.len() - 1];
+    let c_key = key_of(&rebuilt.container_path(c_id));
+    let size = objs.iter().find(|(k, _)| *k == c_key).unwrap().1.len();
+    c.rot(&c_key, size - 10);
+    let report = rebuilt.verify().unwrap();
+    assert!(report.problems.iter().any(|p| p.contains(&c_id.to_string())), "{:?}", report.problems);
+    for (path, bytes) in &expected {
+        let mut out = Vec::new();
+        if rebuilt.restore(path, &mut out).is_ok() {
+            assert!(out == *bytes, "{path} restored wrong bytes");
+        }
+    }
 }

@@ -105,7 +105,7 @@ fn every_corrupt_fixture_is_detected_naming_the_container() {
 }
 
 /// A scratch copy of `fixtures/<name>` (tests write to the tiers they open).
-fn copy_of_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+pub fn copy_of_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
     let dir = tempfile::tempdir().unwrap();
     let status = std::process::Command::new("cp").arg("-a").arg(&fixture).arg(dir.path().join(name)).status().unwrap();

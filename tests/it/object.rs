@@ -121,6 +121,36 @@ impl Service for Cluster {
         );
     }
 
+    fn objects(&self, prefix: &str) -> Vec<(String, Vec<u8>)> {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(format!(
+                "{}pg=s3.get_paginator('list_objects_v2')\n\
+                 for page in pg.paginate(Bucket=sys.argv[1],Prefix=sys.argv[2]+'/'):\n\
+                 \tfor o in page.get('Contents',[]):\n\
+                 \t\tprint(o['Key']+'\\t'+s3.get_object(Bucket=sys.argv[1],Key=o['Key'])['Body'].read().hex())",
+                self.boto_prelude()
+            ))
+            .args([BUCKET, prefix])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        bucket::parse_dump(&out.stdout)
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) {
+        use std::io::Write;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(format!("{}s3.put_object(Bucket=sys.argv[1],Key=sys.argv[2],Body=sys.stdin.buffer.read())", self.boto_prelude()))
+            .args([BUCKET, key])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        assert!(child.wait().unwrap().success(), "putting {key} failed");
+    }
+
     fn env(&self, c: &mut Command) {
         c.env("AWS_ENDPOINT_URL", &self.endpoint)
             .env("AWS_ACCESS_KEY_ID", ACCESS)
@@ -130,6 +160,15 @@ impl Service for Cluster {
 }
 
 impl Cluster {
+    /// Python that makes a boto3 client `s3` for this cluster.
+    fn boto_prelude(&self) -> String {
+        format!(
+            "import sys,boto3,botocore\ns3=boto3.client('s3',endpoint_url='{}',aws_access_key_id='{ACCESS}',\
+             aws_secret_access_key='{SECRET}',region_name='us-east-1',config=botocore.config.Config(s3={{'addressing_style':'path'}}))\n",
+            self.endpoint
+        )
+    }
+
     fn ceph(args: &[&str]) {
         let st = Command::new("bash").arg(script()).args(args).status().unwrap();
         assert!(st.success(), "ceph.sh {args:?} failed");
@@ -216,12 +255,7 @@ fn a_bucket_of_another_tier_is_refused() {
 /// cluster (the test's own client, beside the tier's), with `args` as
 /// `sys.argv[1:]`.
 fn boto(c: &Cluster, script: &str, args: &[&str]) {
-    let prelude = format!(
-        "import sys,boto3,botocore\ns3=boto3.client('s3',endpoint_url='{}',aws_access_key_id='{ACCESS}',\
-         aws_secret_access_key='{SECRET}',region_name='us-east-1',config=botocore.config.Config(s3={{'addressing_style':'path'}}))\n",
-        c.endpoint
-    );
-    let out = Command::new("python3").arg("-c").arg(format!("{prelude}{script}")).args(args).output().unwrap();
+    let out = Command::new("python3").arg("-c").arg(format!("{}{script}", c.boto_prelude())).args(args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -956,4 +990,12 @@ fn estimated_requests_match_what_a_seed_and_a_recall_make() {
 fn seed_estimate_prices_the_requests_of_an_object_target() {
     let Some((c, _shared)) = shared("seed_estimate_prices_the_requests_of_an_object_target") else { return };
     bucket::seed_estimate_prices_the_requests_of_an_object_target(c);
+}
+
+#[test]
+fn an_encrypted_bucket_holds_no_name_byte_or_fingerprint_and_tampering_is_caught() {
+    let Some((c, _shared)) = shared("an_encrypted_bucket_holds_no_name_byte_or_fingerprint_and_tampering_is_caught") else {
+        return;
+    };
+    bucket::an_encrypted_bucket_holds_no_name_byte_or_fingerprint_and_tampering_is_caught(c);
 }
