@@ -33,6 +33,8 @@ const LANES: u32 = 1;
 const KEY_FILE_MIN: usize = 32;
 const KEY_FILE_MAX: u64 = 4096;
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 const KIND_PASSPHRASE: u8 = 1;
 const KIND_KEY_FILE: u8 = 2;
 
@@ -77,7 +79,8 @@ impl Credential {
         let bytes: [u8; 32] = random()?;
         let mut text = Zeroizing::new(String::with_capacity(65));
         for b in bytes {
-            text.push_str(&format!("{b:02x}"));
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 15)]));
         }
         text.push('\n');
         let mut f =

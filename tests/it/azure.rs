@@ -79,7 +79,7 @@ fn azurite(test: &str) -> Option<&'static Azurite> {
 
 impl Azurite {
     /// `node -e SCRIPT` with the Azure SDK the harness installed.
-    fn node(&self, script: &str) -> Command {
+    fn node(script: &str) -> Command {
         let home = std::env::var_os("TIERSEED_AZURITE_HOME").map_or_else(
             || Path::new(&std::env::var_os("HOME").expect("HOME is set")).join(".cache/tierseed-azurite"),
             PathBuf::from,
@@ -108,7 +108,7 @@ impl Service for Azurite {
             (async () => { const buf = await b.downloadToBuffer(); buf[Number(at)] ^= 1; await b.uploadData(buf); })()
                 .catch((e) => { console.error(e.message); process.exit(1); });
         "#;
-        let st = self.node(script).args([&self.endpoint, ACCOUNT, KEY, CONTAINER, key, &at.to_string()]).status().unwrap();
+        let st = Self::node(script).args([&self.endpoint, ACCOUNT, KEY, CONTAINER, key, &at.to_string()]).status().unwrap();
         assert!(st.success(), "rotting {key} in Azurite failed");
     }
 
@@ -124,7 +124,7 @@ impl Service for Azurite {
                 }
             })().catch((e) => { console.error(e.message); process.exit(1); });
         "#;
-        let out = self.node(script).args([&self.endpoint, ACCOUNT, KEY, CONTAINER, prefix]).output().unwrap();
+        let out = Self::node(script).args([&self.endpoint, ACCOUNT, KEY, CONTAINER, prefix]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         bucket::parse_dump(&out.stdout)
     }
@@ -138,8 +138,7 @@ impl Service for Azurite {
                 .getContainerClient(container).getBlockBlobClient(blob);
             b.uploadData(require("fs").readFileSync(0)).catch((e) => { console.error(e.message); process.exit(1); });
         "#;
-        let mut child = self
-            .node(script)
+        let mut child = Self::node(script)
             .args([&self.endpoint, ACCOUNT, KEY, CONTAINER, key])
             .stdin(std::process::Stdio::piped())
             .spawn()

@@ -593,15 +593,14 @@ impl ContainerStore for BucketStore {
             None => None,
         };
         let cached = lock(&self.headers).get(&id.0).copied();
-        let (start, data_len) = match cached {
-            Some(h) => h,
-            None => {
-                let (probe, size) =
-                    self.get_with_size(&self.container_key(id), Some(0..PROBE_HEADER as u64)).map_err(|e| self.missing(id, e))?;
-                let header = self.sized_header(id, &probe, size)?;
-                self.remember(id, header.data_start(), header.data_len());
-                (header.data_start(), header.data_len())
-            }
+        let (start, data_len) = if let Some(h) = cached {
+            h
+        } else {
+            let (probe, size) =
+                self.get_with_size(&self.container_key(id), Some(0..PROBE_HEADER as u64)).map_err(|e| self.missing(id, e))?;
+            let header = self.sized_header(id, &probe, size)?;
+            self.remember(id, header.data_start(), header.data_len());
+            (header.data_start(), header.data_len())
         };
         let mut ranges = Vec::with_capacity(which.len());
         for e in which {
