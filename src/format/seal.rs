@@ -134,11 +134,13 @@ pub(crate) fn seal_container(s: &Sealer, plain: &[u8], id: ContainerId) -> Resul
     let path = Path::new("<container being sealed>");
     let header = container::parse_header(plain, id, path)?;
     let start = header.data_start() as usize;
-    if plain.len() as u64 != header.file_len() {
+    if header.version != container::VERSION || plain.len() as u64 != header.file_len() {
         return Err(Error::internal(format!(
-            "container {id} to seal is {} bytes, its header says {}",
+            "container {id} to seal: {} bytes at format version {}, where its header implies {} bytes and only version {} is sealed",
             plain.len(),
-            header.file_len()
+            header.version,
+            header.file_len(),
+            container::VERSION
         )));
     }
     let meta = container::parse_table(&header, &plain[HEADER_LEN..start], path)?;
@@ -159,9 +161,11 @@ pub(crate) fn seal_container(s: &Sealer, plain: &[u8], id: ContainerId) -> Resul
         h[60..64].copy_from_slice(&crc.to_le_bytes());
     }
     let table_aad = s.table_aad(&out[..HEADER_LEN_SEALED]);
-    // The data region, sealed segment by segment in place; the tags go to
-    // the table.
-    let mut data = plain[start..].to_vec();
+    // The data region is copied once, into its place after the table, and
+    // sealed there segment by segment; the tags go to the table.
+    let data_start = HEADER_LEN_SEALED + table_len;
+    out.resize(data_start, 0);
+    out.extend_from_slice(&plain[start..]);
     let mut table = Vec::with_capacity(table_len);
     table.push(match meta.kind {
         ContainerKind::Data => 0,
@@ -170,16 +174,15 @@ pub(crate) fn seal_container(s: &Sealer, plain: &[u8], id: ContainerId) -> Resul
     table.extend_from_slice(&[0, 0, 0]);
     table.extend_from_slice(&(count as u32).to_le_bytes());
     for (k, e) in meta.segments.iter().enumerate() {
-        let range = e.offset as usize..e.offset as usize + e.len as usize;
-        let tag = s.seal(&nonce(&base, k as u64 + 1), &s.segment_aad(id, k, e), &mut data[range]);
+        let range = data_start + e.offset as usize..data_start + e.offset as usize + e.len as usize;
+        let tag = s.seal(&nonce(&base, k as u64 + 1), &s.segment_aad(id, k, e), &mut out[range]);
         let at = HEADER_LEN + ENTRY_LEN * k;
         table.extend_from_slice(&plain[at..at + ENTRY_LEN]);
         table.extend_from_slice(&tag);
     }
     let tag = s.seal(&nonce(&base, 0), &table_aad, &mut table);
     table.extend_from_slice(&tag);
-    out.extend_from_slice(&table);
-    out.extend_from_slice(&data);
+    out[HEADER_LEN_SEALED..data_start].copy_from_slice(&table);
     Ok(out)
 }
 

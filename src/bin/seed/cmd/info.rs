@@ -26,6 +26,12 @@ impl Info {
         let i = t.info()?;
         say!("tier        {}", i.id);
         say!("store       {}", t.store_location());
+        if t.is_encrypted() {
+            let slots = t.key_slots()?.len();
+            say!("encrypted   XChaCha20-Poly1305, {slots} key slot(s) (seed key list)");
+        } else {
+            say!("encrypted   no");
+        }
         say!("containers  {}", i.containers);
         say!("segments    {}", i.segments);
         say!("files       {}", i.files);
