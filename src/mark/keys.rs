@@ -166,6 +166,12 @@ impl KeyFile {
         Ok(KeyFile { path: path.to_path_buf(), keys, sorted })
     }
 
+    /// The directory the key file is in (where the compact PHF's build
+    /// keeps its scratch files).
+    pub(crate) fn dir(&self) -> &Path {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    }
+
     /// A reader of the keys from the first, in order.
     pub(crate) fn reader(&self) -> Result<KeyReader> {
         let f = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;

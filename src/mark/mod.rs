@@ -10,6 +10,7 @@ pub(crate) mod keys;
 pub(crate) mod marks;
 pub(crate) mod phf;
 pub(crate) mod phv;
+mod ptr;
 mod scrub;
 pub(crate) mod spool;
 pub(crate) mod walk;

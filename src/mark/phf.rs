@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use boomphf::Mphf;
-use ph::fmph::keyset::CachedKeySet;
-use ph::fmph::{GOBuildConf, GOConf, GOFunction, TwoToPowerBitsStatic};
+use ph::fmph::{GOFunction, TwoToPowerBitsStatic};
 use ph::seedable_hash::BuildWyHash;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyFile, KeyReader};
+use super::ptr::Bucketed;
 use crate::error::{Error, JobError, Result};
 use crate::format::durable::{encode_record, write_durable};
 use crate::format::fingerprint::PhfKey;
@@ -22,17 +22,10 @@ use crate::tier::SourceTier;
 /// Version 1 blobs hold a boomphf function (and are still what a boomphf
 /// job writes); version 2 blobs say which kind they hold.
 pub(crate) const PHF_VERSION: u16 = 2;
-/// The `ph` release and function a compact blob was built with (pinned in
-/// Cargo.toml, like boomphf): group-optimized FMPH, 4-bit seeds, 16-bit
-/// groups, wyhash of the 16-byte key.
+/// The `ph` release and function the compact blobs of jobs begun before
+/// 2026-12 were built with (still read, no longer built): group-optimized
+/// FMPH, 4-bit seeds, 16-bit groups, wyhash of the 16-byte key.
 pub(crate) const COMPACT_FUNCTION: &str = "ph 0.11.0 GOFunction bps4 bpg16 wyhash";
-/// Keys the compact build keeps in memory once that few remain to place
-/// (16 MiB); until then each level re-reads them from the tier.
-const COMPACT_CACHE_KEYS: usize = 1 << 20;
-/// Levels with fewer keys than this cache their keys' hashes (8 bytes
-/// each, so at most 64 MiB). The library's default, 128M, would hold 800
-/// MiB at 100M keys: more than the function saves over boomphf.
-const COMPACT_HASH_CACHE_KEYS: usize = 8 << 20;
 /// The boomphf release the blob was built with (pinned in Cargo.toml). A
 /// blob from another release is refused rather than trusted.
 pub(crate) const BOOMPHF_VERSION: &str = "0.6.0";
@@ -48,8 +41,9 @@ pub enum PhfKind {
     /// boomphf (the default): about 3.4 bits per fingerprint, fast to build.
     #[default]
     Boomphf,
-    /// The `ph` crate's group-optimized fingerprinting MPHF: about 2.2
-    /// bits per fingerprint, several times slower to build.
+    /// PtrHash (the `ptr_hash` crate): about 2.2 bits per fingerprint,
+    /// built shard by shard in bounded memory. A job begun with the earlier
+    /// compact function (`ph`'s) resumes with it.
     Compact,
 }
 
@@ -57,13 +51,12 @@ crate::format::records::named_codes!(PhfKind, "PHF kind", { Boomphf => ("boomphf
 
 type CompactFn = GOFunction<TwoToPowerBitsStatic<4>, TwoToPowerBitsStatic<2>, BuildWyHash>;
 
-fn compact_conf() -> GOConf<TwoToPowerBitsStatic<4>, TwoToPowerBitsStatic<2>, BuildWyHash> {
-    GOConf::hash_bps_bpg(BuildWyHash, TwoToPowerBitsStatic::<2>, TwoToPowerBitsStatic::<4>)
-}
-
 enum Func {
     Boom(Mphf<PhfKey>),
+    /// `ph`'s function, read from the blob of a job begun before.
     Compact(CompactFn),
+    /// PtrHash per bucket of keys (`mark/ptr.rs`).
+    Ptr(Box<Bucketed>),
 }
 
 /// The PHF plus what it was built over.
@@ -99,10 +92,15 @@ impl Phf {
     /// non-member the answer is arbitrary (or `None`): callers confirm
     /// membership through the source index before trusting a slot.
     pub(crate) fn slot(&self, fp: &Fingerprint) -> Option<u64> {
-        let key = fp.phf_key();
+        self.slot_of_key(&fp.phf_key())
+    }
+
+    fn slot_of_key(&self, key: &PhfKey) -> Option<u64> {
+        let key = *key;
         match &self.func {
             Func::Boom(m) => m.try_hash(&key),
             Func::Compact(f) => f.get(&key),
+            Func::Ptr(f) => Some(f.index(&key.0)),
         }
         .filter(|s| *s < self.keys)
     }
@@ -111,7 +109,7 @@ impl Phf {
     pub(crate) fn kind(&self) -> PhfKind {
         match self.func {
             Func::Boom(_) => PhfKind::Boomphf,
-            Func::Compact(_) => PhfKind::Compact,
+            Func::Compact(_) | Func::Ptr(_) => PhfKind::Compact,
         }
     }
 
@@ -145,10 +143,10 @@ impl Phf {
         if keys == 0 {
             return Ok(Phf { func: Func::Boom(Mphf::new(gamma, &[])), keys: 0 });
         }
-        let stream = KeyStream { file, keys, failure: Mutex::new(None) };
         if kind == PhfKind::Compact {
-            return Self::build_compact(&stream, threads);
+            return Self::build_ptr(file, threads);
         }
+        let stream = KeyStream { file, keys, failure: Mutex::new(None) };
         // The stream never makes boomphf panic (see `KeyStream`); anything
         // else that does (its own assertions) is caught and reported as a
         // failed build rather than unwinding into the caller.
@@ -165,32 +163,16 @@ impl Phf {
         }
     }
 
-    /// The compact build: the key stream re-read from the tier for each
-    /// level until few enough keys remain to cache, on a pool of `threads`.
-    fn build_compact(stream: &KeyStream<'_>, threads: usize) -> Result<Phf> {
-        let keys = stream.keys;
+    /// The compact build: PtrHash per bucket of keys (see `mark/ptr.rs`),
+    /// its scratch files beside the key file, on a pool of `threads`.
+    fn build_ptr(file: &KeyFile, threads: usize) -> Result<Phf> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("tierseed-phf-{i}"))
             .build()
             .map_err(|e| Error::Job(JobError::ThreadPool { threads: threads.max(1), source: e }))?;
-        let built = catch_unwind(AssertUnwindSafe(|| {
-            pool.install(|| {
-                let set = CachedKeySet::dynamic_with_len(|| stream.into_iter().flatten(), keys as usize, COMPACT_CACHE_KEYS);
-                CompactFn::with_conf(
-                    set,
-                    GOBuildConf::with_lsize_ct_mt(compact_conf(), 100, COMPACT_HASH_CACHE_KEYS, threads > 1),
-                )
-            })
-        }));
-        let failure = stream.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        match (built, failure) {
-            (_, Some(e)) => Err(e),
-            (Ok(f), None) => Ok(Phf { func: Func::Compact(f), keys }),
-            (Err(_), None) => {
-                Err(Error::Job(JobError::PhfBuild { reason: "the compact PHF build failed inside the ph crate".into() }))
-            }
-        }
+        let f = Bucketed::build(file, file.dir(), &pool)?;
+        Ok(Phf { func: Func::Ptr(Box::new(f)), keys: file.keys })
     }
 
     /// Writes the blob durably to `path`: version 1 for boomphf (the
@@ -208,6 +190,15 @@ impl Phf {
                     PhfBlobV2 { kind: PhfKind::Compact.code(), function: COMPACT_FUNCTION.into(), keys: self.keys, bytes: out };
                 encode_record(magic::PHF, PHF_VERSION, &blob)
             }
+            Func::Ptr(f) => {
+                let blob = PhfBlobV2 {
+                    kind: PhfKind::Compact.code(),
+                    function: super::ptr::FUNCTION.into(),
+                    keys: self.keys,
+                    bytes: f.to_bytes()?,
+                };
+                encode_record(magic::PHF, PHF_VERSION, &blob)
+            }
         };
         write_durable(path, &bytes, false)
     }
@@ -223,7 +214,7 @@ impl Phf {
     pub(crate) fn serialize_inner<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match &self.func {
             Func::Boom(m) => serde::Serialize::serialize(m, s),
-            Func::Compact(_) => s.serialize_unit(),
+            Func::Compact(_) | Func::Ptr(_) => s.serialize_unit(),
         }
     }
 
@@ -234,6 +225,7 @@ impl Phf {
         match &self.func {
             Func::Boom(_) => None,
             Func::Compact(f) => Some(f.write_bytes() as u64),
+            Func::Ptr(f) => f.to_bytes().ok().map(|b| b.len() as u64),
         }
     }
 
@@ -258,13 +250,18 @@ impl Phf {
         if PhfKind::from_code(blob.kind) != Some(PhfKind::Compact) {
             return Err(Error::corrupt_record(what(), format!("unknown PHF kind {}", blob.kind)));
         }
+        check_keys(blob.keys, expected_keys, what)?;
+        if blob.function == super::ptr::FUNCTION {
+            let f = Bucketed::from_bytes(&blob.bytes, blob.keys)
+                .map_err(|reason| Error::corrupt_record(what(), format!("compact function: {reason}")))?;
+            return Ok(Phf { func: Func::Ptr(Box::new(f)), keys: blob.keys });
+        }
         if blob.function != COMPACT_FUNCTION {
             return Err(Error::corrupt_record(
                 what(),
-                format!("built as {:?}, this build uses {COMPACT_FUNCTION:?}", blob.function),
+                format!("built as {:?}, this build reads {:?} and {COMPACT_FUNCTION:?}", blob.function, super::ptr::FUNCTION),
             ));
         }
-        check_keys(blob.keys, expected_keys, what)?;
         // The envelope's checksum held, so the bytes are what was written;
         // the library's reader still checks its own lengths.
         let f = CompactFn::read_with_hasher(&mut &blob.bytes[..], BuildWyHash)
@@ -399,5 +396,31 @@ impl Iterator for Pages<'_, '_> {
                 self.fillers()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A compact blob written by a build before 2026-12 (`ph`'s function)
+    /// still loads and answers for its keys: a job suspended after its
+    /// BuildPhf resumes with the function it built.
+    #[test]
+    fn a_compact_blob_of_the_earlier_function_still_loads() {
+        let keys: Vec<PhfKey> = (0..5_000u64).map(filler).collect();
+        let conf = ph::fmph::GOConf::hash_bps_bpg(BuildWyHash, TwoToPowerBitsStatic::<2>, TwoToPowerBitsStatic::<4>);
+        let f = CompactFn::from_slice_with_conf(&keys, ph::fmph::GOBuildConf::new(conf));
+        let old = Phf { func: Func::Compact(f), keys: keys.len() as u64 };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phf");
+        old.persist(&path, 1.7).unwrap();
+        let loaded = Phf::load(&path, keys.len() as u64).unwrap();
+        assert!(matches!(loaded.func, Func::Compact(_)));
+        let mut seen = std::collections::HashSet::new();
+        for k in &keys {
+            assert!(seen.insert(loaded.slot_of_key(k).unwrap()));
+        }
+        assert_eq!(loaded.kind(), PhfKind::Compact);
     }
 }
