@@ -3,7 +3,9 @@
 //! Builds its datasets, runs each case against its baseline in the same
 //! run, and prints one table with the targets from issue 5. Options:
 //! `--data-mib N` (default 2048), `--phf-keys N` (default 100000000),
-//! `--dir DIR` (default: a temporary directory).
+//! `--dir DIR` (default: a temporary directory). `BENCH_PHF=compact` in
+//! the environment makes the whole-job rows (`--only-scale` among them)
+//! build the compact PHF instead of boomphf.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -688,6 +690,10 @@ fn child_job(a: &[String]) -> Result<()> {
             .verify(verify)
             .limit_bytes_per_sec(limit)
             .mode(mode);
+        // BENCH_PHF=compact: the compact PHF instead of boomphf.
+        if std::env::var("BENCH_PHF").as_deref() == Ok("compact") {
+            b = b.phf(PhfKind::Compact);
+        }
         if let Some(a) = &also {
             b = b.also_to(a);
         }

@@ -288,7 +288,9 @@ pub(crate) fn read_header(file: &File, expected: ContainerId, path: &Path) -> Re
     Ok(header)
 }
 
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+/// Reads into `buf` from `offset` until it is full or the file ends;
+/// returns how much was read.
+pub(crate) fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut done = 0;
     while done < buf.len() {
         match file.read_at(&mut buf[done..], offset + done as u64)? {

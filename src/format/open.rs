@@ -101,7 +101,7 @@ pub(crate) fn read_header(file: &File, id: ContainerId, path: &Path, sealer: Opt
     let io = |e| Error::io(path, e);
     let file_len = file.metadata().map_err(io)?.len();
     let mut buf = [0u8; PROBE_HEADER];
-    let n = read_at_most(file, &mut buf, 0).map_err(io)?;
+    let n = container::read_at_most(file, &mut buf, 0).map_err(io)?;
     let header = parse_header(&buf[..n], id, path, sealer)?;
     if file_len != header.file_len() {
         return Err(Error::Format(FormatError::CorruptContainer {
@@ -121,17 +121,6 @@ pub(crate) fn read_table(file: &File, id: ContainerId, path: &Path, sealer: Opti
     file.read_exact_at(&mut table, start).map_err(|e| Error::io(path, e))?;
     let t = parse_table(&header, &table, path, sealer)?;
     Ok((header, t))
-}
-
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64)? {
-            0 => break,
-            n => done += n,
-        }
-    }
-    Ok(done)
 }
 
 /// Reads the chosen segments of a container file as stored (opened, for

@@ -277,18 +277,7 @@ fn regenerate_encrypted_fixture() {
     s.finish().unwrap();
     t.add_key(&Credential::passphrase(FIXTURE_PASSPHRASE), "fixture").unwrap();
     drop(t);
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "find {} -name 'LOG*' -delete && rm -rf {} && cp -a {} {}",
-            root.display(),
-            out.display(),
-            root.display(),
-            out.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    crate::fixtures::install_fixture(&root, &out);
 }
 
 /// An encrypted tier as this format's first build wrote it (sealed

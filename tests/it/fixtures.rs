@@ -211,7 +211,12 @@ fn regenerate_v2_fixture() {
     let job = crate::run_until(job, &root.join("state"), &src, &dst, tierseed::Phase::Verify);
     drop(job);
     drop((src, dst));
-    // RocksDB's own logs are neither needed nor stable.
+    install_fixture(&root, &out);
+}
+
+/// Replaces the committed fixture `out` with the one built in `root`,
+/// without RocksDB's own logs (neither needed nor stable).
+pub fn install_fixture(root: &Path, out: &Path) {
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
