@@ -123,29 +123,59 @@ pub(crate) fn read_table(file: &File, id: ContainerId, path: &Path, sealer: Opti
     Ok((header, t))
 }
 
+/// What reading a sealed container's segments needs from its header and
+/// table, kept by a store between reads (containers are immutable).
+pub(crate) struct SealedLayout {
+    data_start: u64,
+    data_len: u64,
+    file_len: u64,
+    table: Table,
+}
+
 /// Reads the chosen segments of a container file as stored (opened, for
-/// a sealed one: the bytes its codec wrote).
+/// a sealed one: the bytes its codec wrote). A sealed container's layout
+/// comes from `cached` when the store kept it (the file's length is still
+/// checked against it), else from its header and table, and is returned
+/// for the store to keep.
 pub(crate) fn read_segments(
     file: &File,
     id: ContainerId,
     which: &[SegmentEntry],
     path: &Path,
     sealer: Option<&Sealer>,
-) -> Result<Vec<Vec<u8>>> {
-    match sealer {
-        None => {
-            let header = container::read_header(file, id, path)?;
-            container::read_segments(file, &header, which, path)
+    cached: Option<std::sync::Arc<SealedLayout>>,
+) -> Result<(Vec<Vec<u8>>, Option<std::sync::Arc<SealedLayout>>)> {
+    let Some(s) = sealer else {
+        let header = container::read_header(file, id, path)?;
+        return Ok((container::read_segments(file, &header, which, path)?, None));
+    };
+    let layout = match cached {
+        Some(l) => {
+            let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+            if len != l.file_len {
+                return Err(Error::Format(FormatError::CorruptContainer {
+                    id,
+                    path: Some(path.to_path_buf()),
+                    reason: format!("file is {len} bytes, its header implied {}", l.file_len),
+                }));
+            }
+            l
         }
-        Some(s) => {
+        None => {
             // The tags are in the table: read it too (a few KiB beside the
             // segments, from the same file).
             let (header, table) = read_table(file, id, path, sealer)?;
-            let mut got = container::read_ranges(file, header.data_start(), header.data_len(), id, which, path)?;
-            open_read(s, &table, which, &mut got, path)?;
-            Ok(got)
+            std::sync::Arc::new(SealedLayout {
+                data_start: header.data_start(),
+                data_len: header.data_len(),
+                file_len: header.file_len(),
+                table,
+            })
         }
-    }
+    };
+    let mut got = container::read_ranges(file, layout.data_start, layout.data_len, id, which, path)?;
+    open_read(s, &layout.table, which, &mut got, path)?;
+    Ok((got, Some(layout)))
 }
 
 /// Opens segments read from a sealed container (nothing to do for a

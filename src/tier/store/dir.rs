@@ -1,25 +1,39 @@
 //! The directory store: sealed containers as files in one directory.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::ContainerStore;
 use crate::error::{Error, Result, TierError};
 use crate::format::durable::{self, TEMP_SUFFIX};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{container_file, parse_container_file};
-use crate::format::open;
+use crate::format::open::{self, SealedLayout};
 use crate::format::seal::Sealer;
-use crate::tier::{ContainerMeta, SegmentEntry};
+use crate::tier::{ContainerMeta, SegmentEntry, lock};
 
 /// Containers as files in a directory (`containers/<id:016x>.tsc`); an
 /// encrypted tier's key slots in the file `keys` beside that directory.
-#[derive(Debug)]
 pub(crate) struct DirStore {
     dir: PathBuf,
     sealer: Option<Arc<Sealer>>,
+    /// An encrypted tier's opened tables (the segments' tags), per
+    /// container, for segment reads: a restore of many small files reads
+    /// one container many times. Cleared when full.
+    layouts: Mutex<HashMap<u64, Arc<SealedLayout>>>,
 }
+
+impl std::fmt::Debug for DirStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirStore").field("dir", &self.dir).field("sealed", &self.sealer.is_some()).finish()
+    }
+}
+
+/// Sealed layouts a directory store keeps (a 4 MiB container's is about
+/// 16 KiB: at most some 16 MiB).
+const LAYOUT_CACHE: usize = 1024;
 
 /// The key slots file of the tier whose containers are in `containers`.
 pub(crate) fn keys_path(containers: &std::path::Path) -> PathBuf {
@@ -28,7 +42,7 @@ pub(crate) fn keys_path(containers: &std::path::Path) -> PathBuf {
 
 impl DirStore {
     pub(crate) fn new(dir: PathBuf) -> DirStore {
-        DirStore { dir, sealer: None }
+        DirStore { dir, sealer: None, layouts: Mutex::new(HashMap::new()) }
     }
 
     fn sealer(&self) -> Option<&Sealer> {
@@ -69,7 +83,17 @@ impl ContainerStore for DirStore {
         // Only the header (and for a sealed container its table, which
         // holds the segments' tags): the caller already holds the table.
         let (f, path) = self.open(id)?;
-        open::read_segments(&f, id, which, &path, self.sealer())
+        let cached = self.sealer.as_ref().and_then(|_| lock(&self.layouts).get(&id.0).cloned());
+        let hit = cached.is_some();
+        let (got, layout) = open::read_segments(&f, id, which, &path, self.sealer(), cached)?;
+        if let (Some(l), false) = (layout, hit) {
+            let mut m = lock(&self.layouts);
+            if m.len() >= LAYOUT_CACHE {
+                m.clear();
+            }
+            m.insert(id.0, l);
+        }
+        Ok(got)
     }
 
     fn scrub(&self, id: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {
