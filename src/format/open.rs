@@ -123,6 +123,9 @@ pub(crate) fn read_table(file: &File, id: ContainerId, path: &Path, sealer: Opti
     Ok((header, t))
 }
 
+/// Segments as stored, and the sealed layout a store may keep.
+pub(crate) type SegmentsRead = (Vec<Vec<u8>>, Option<std::sync::Arc<SealedLayout>>);
+
 /// What reading a sealed container's segments needs from its header and
 /// table, kept by a store between reads (containers are immutable).
 pub(crate) struct SealedLayout {
@@ -144,34 +147,31 @@ pub(crate) fn read_segments(
     path: &Path,
     sealer: Option<&Sealer>,
     cached: Option<std::sync::Arc<SealedLayout>>,
-) -> Result<(Vec<Vec<u8>>, Option<std::sync::Arc<SealedLayout>>)> {
+) -> Result<SegmentsRead> {
     let Some(s) = sealer else {
         let header = container::read_header(file, id, path)?;
         return Ok((container::read_segments(file, &header, which, path)?, None));
     };
-    let layout = match cached {
-        Some(l) => {
-            let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-            if len != l.file_len {
-                return Err(Error::Format(FormatError::CorruptContainer {
-                    id,
-                    path: Some(path.to_path_buf()),
-                    reason: format!("file is {len} bytes, its header implied {}", l.file_len),
-                }));
-            }
-            l
+    let layout = if let Some(l) = cached {
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len != l.file_len {
+            return Err(Error::Format(FormatError::CorruptContainer {
+                id,
+                path: Some(path.to_path_buf()),
+                reason: format!("file is {len} bytes, its header implied {}", l.file_len),
+            }));
         }
-        None => {
-            // The tags are in the table: read it too (a few KiB beside the
-            // segments, from the same file).
-            let (header, table) = read_table(file, id, path, sealer)?;
-            std::sync::Arc::new(SealedLayout {
-                data_start: header.data_start(),
-                data_len: header.data_len(),
-                file_len: header.file_len(),
-                table,
-            })
-        }
+        l
+    } else {
+        // The tags are in the table: read it too (a few KiB beside the
+        // segments, from the same file).
+        let (header, table) = read_table(file, id, path, sealer)?;
+        std::sync::Arc::new(SealedLayout {
+            data_start: header.data_start(),
+            data_len: header.data_len(),
+            file_len: header.file_len(),
+            table,
+        })
     };
     let mut got = container::read_ranges(file, layout.data_start, layout.data_len, id, which, path)?;
     open_read(s, &layout.table, which, &mut got, path)?;
