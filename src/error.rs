@@ -284,7 +284,7 @@ pub enum TierError {
     },
     /// A key was given for a tier that is not encrypted, or a key
     /// operation asked of one.
-    #[error("{location} is not encrypted: open it without a key")]
+    #[error("{location} is not encrypted: it has no key slots and opens without a key")]
     NotEncrypted {
         /// The tier's directory or bucket URL.
         location: String,

@@ -440,3 +440,32 @@ fn seed_run_limit_by_time_of_day_is_kept_and_shown_by_status() {
     assert!(!o.status.success() && err.contains("not a time HH:MM") && err.contains("mon-fri 8-18"), "{err}");
     assert!(!dir.path().join("st2").exists(), "a refused limit left a job behind");
 }
+
+/// `--encrypt` on a target that already exists in plaintext is refused (it
+/// used to be opened and written in plaintext), and a key operation on a
+/// plain tier says it has no keys.
+#[test]
+fn seed_encrypt_refuses_an_existing_plain_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, d, key) = (dir.path().join("src"), dir.path().join("dst"), dir.path().join("key"));
+    drop(tier_of(&s, 10));
+    drop(tier_of(&d, 5));
+    assert!(seed().args(["key", "generate"]).arg(&key).status().unwrap().success());
+    let out = seed()
+        .args(["run", "--all", "--encrypt", "--from"])
+        .arg(&s)
+        .arg("--to")
+        .arg(&d)
+        .arg("--state")
+        .arg(dir.path().join("state"))
+        .arg("--key-file")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("exists and is not encrypted"), "{err}");
+    assert!(!dir.path().join("state").exists() || tierseed::Seeder::status(dir.path().join("state")).is_err());
+    let out = seed().args(["key", "list", "--tier"]).arg(&d).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("is not encrypted"), "{err}");
+}

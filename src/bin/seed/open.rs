@@ -30,6 +30,16 @@ pub(crate) fn object_spec(spec: &Path) -> Result<Option<ObjectConfig>> {
 /// object tier needs. An encrypted tier is opened with the credentials the
 /// command was given; a new one is encrypted when `--encrypt` asks.
 pub(crate) fn open_tier(spec: &Path, meta: Option<&Path>, how: How) -> Result<IndexedTier> {
+    let t = open_tier_as_is(spec, meta, how)?;
+    // `--encrypt` asks for an encrypted tier: one that exists and is not
+    // is refused rather than silently written in plaintext.
+    if matches!(how, How::Create(_)) && encrypt_with().is_some() && !t.is_encrypted() {
+        bail!("{}: --encrypt, but this tier exists and is not encrypted (a tier is encrypted from its creation)", spec.display());
+    }
+    Ok(t)
+}
+
+fn open_tier_as_is(spec: &Path, meta: Option<&Path>, how: How) -> Result<IndexedTier> {
     let what = spec.display().to_string();
     let Some(cfg) = object_spec(spec)? else {
         let open_write = || with_credentials(&what, || IndexedTier::open(spec), |c| IndexedTier::open_with_key(spec, c));
