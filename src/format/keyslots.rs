@@ -122,14 +122,19 @@ impl Credential {
                     .map_err(|e| Error::InvalidConfig(format!("key slot {}: argon2: {e}", slot.number)))?;
             }
             Inner::KeyFile(path) => {
-                let len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-                if len > KEY_FILE_MAX {
+                // At most one byte past the cap is read, so a device or a
+                // pipe named as a key file (/dev/zero) is refused, not read
+                // forever.
+                use std::io::Read;
+                let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+                let mut bytes = Zeroizing::new(Vec::with_capacity(KEY_FILE_MAX as usize + 1));
+                f.take(KEY_FILE_MAX + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+                if bytes.len() as u64 > KEY_FILE_MAX {
                     return Err(Error::InvalidConfig(format!(
-                        "key file {}: {len} bytes, more than a key file holds ({KEY_FILE_MAX})",
+                        "key file {}: more than the {KEY_FILE_MAX} bytes a key file holds",
                         path.display()
                     )));
                 }
-                let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| Error::io(path, e))?);
                 let key = bytes.trim_ascii_end();
                 if key.len() < KEY_FILE_MIN {
                     return Err(Error::InvalidConfig(format!(
@@ -378,5 +383,8 @@ mod tests {
         std::fs::write(dir.path().join("short"), "0123456789\n").unwrap();
         let e = slots.add(&key, &Credential::key_file(dir.path().join("short")), "").unwrap_err();
         assert!(e.to_string().contains("fewer than"), "{e}");
+        // A device is refused after one read past the cap, never read on.
+        let e = slots.add(&key, &Credential::key_file("/dev/zero"), "").unwrap_err();
+        assert!(e.to_string().contains("more than the 4096 bytes"), "{e}");
     }
 }

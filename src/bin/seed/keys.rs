@@ -53,9 +53,15 @@ pub(crate) fn first_line(text: &str, from: &str) -> Result<Credential> {
 
 /// Reads one passphrase from a file or descriptor; the text is wiped.
 pub(crate) fn read_passphrase(path: &std::path::Path, from: &str) -> Result<Credential> {
-    let text =
-        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{from}: cannot read it: {e}"))?);
-    first_line(&text, from)
+    use std::io::BufRead;
+    // The first line only, and at most 4 KiB of it: a descriptor whose
+    // writer keeps it open, or a device, is not read forever.
+    let f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{from}: cannot read it: {e}"))?;
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::BufReader::new(std::io::Read::take(f, 4096))
+        .read_line(&mut line)
+        .map_err(|e| anyhow::anyhow!("{from}: cannot read it: {e}"))?;
+    first_line(&line, from)
 }
 
 impl KeyArgs {
