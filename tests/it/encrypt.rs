@@ -369,3 +369,32 @@ fn a_container_truncated_after_its_table_was_kept_is_still_caught_as_corrupt() {
     let e = dst.read_segments(c, &segments).expect_err("a truncated container read");
     assert!(matches!(e, Error::Format(FormatError::CorruptContainer { id, .. }) if id == c), "{e}");
 }
+
+/// The bug "a byte of rot on the target let a move delete the only good
+/// copy", on an encrypted target: a flipped byte in a sealed segment fails
+/// its authentication, the move copies good bytes again before it removes
+/// anything from the source, and every file restores.
+#[test]
+fn rot_on_an_encrypted_target_never_lets_a_move_delete_the_only_good_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, all) = synth_source(&dir.path().join("src"), 67, 3, 30, 20_000);
+    let key = key_file(dir.path(), "key");
+    let dst = IndexedTier::create_encrypted(dir.path().join("dst"), small_config(), &key).unwrap();
+    run_to_end(
+        &mut Seeder::builder(&src, &dst, dir.path().join("j0")).selection(Selection::new().prefix("gen-000")).build().unwrap(),
+    );
+    let c = largest_data_container(&dst);
+    // The last segment of the data region (the sealed layout keeps the
+    // plaintext offsets, after the header and the sealed table).
+    let meta = dst.read_metadata(c).unwrap();
+    let victim = *meta.segments.iter().max_by_key(|s| s.offset).unwrap();
+    let len = std::fs::metadata(dst.container_path(c)).unwrap().len() as usize;
+    tamper(&dst, c, |b| b[len - 1 - victim.len as usize / 2] ^= 0x01);
+    let report = seed_all(&src, &dst, &dir.path().join("j1"), Mode::Move);
+    assert!(report.counters.segments_deduplicated > 0, "the target held part of the data: {:?}", report.counters);
+    assert!(namespace(&src).is_empty(), "the move removed every file from the source");
+    let home = dst.locate(&[victim.fingerprint]).unwrap()[0];
+    assert!(home.is_some_and(|h| h != c), "segment {} still indexed in rotten container {c}: {home:?}", victim.fingerprint);
+    dst.gc(GcOptions::default().threshold(1.0), &SuspendHandle::default()).unwrap();
+    check_target(&dst, &all);
+}

@@ -1,18 +1,17 @@
 //! The directory store: sealed containers as files in one directory.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use super::ContainerStore;
+use super::{ContainerStore, Kept};
 use crate::error::{Error, Result, TierError};
 use crate::format::durable::{self, TEMP_SUFFIX};
 use crate::format::fingerprint::ContainerId;
 use crate::format::layout::{container_file, parse_container_file};
 use crate::format::open::{self, SealedLayout};
 use crate::format::seal::Sealer;
-use crate::tier::{ContainerMeta, SegmentEntry, lock};
+use crate::tier::{ContainerMeta, SegmentEntry};
 
 /// Containers as files in a directory (`containers/<id:016x>.tsc`); an
 /// encrypted tier's key slots in the file `keys` beside that directory.
@@ -22,7 +21,7 @@ pub(crate) struct DirStore {
     /// An encrypted tier's opened tables (the segments' tags), per
     /// container, for segment reads: a restore of many small files reads
     /// one container many times. Cleared when full.
-    layouts: Mutex<HashMap<u64, Arc<SealedLayout>>>,
+    layouts: Kept<Arc<SealedLayout>>,
 }
 
 impl std::fmt::Debug for DirStore {
@@ -42,7 +41,7 @@ pub(crate) fn keys_path(containers: &std::path::Path) -> PathBuf {
 
 impl DirStore {
     pub(crate) fn new(dir: PathBuf) -> DirStore {
-        DirStore { dir, sealer: None, layouts: Mutex::new(HashMap::new()) }
+        DirStore { dir, sealer: None, layouts: Kept::new(LAYOUT_CACHE) }
     }
 
     fn sealer(&self) -> Option<&Sealer> {
@@ -83,15 +82,11 @@ impl ContainerStore for DirStore {
         // Only the header (and for a sealed container its table, which
         // holds the segments' tags): the caller already holds the table.
         let (f, path) = self.open(id)?;
-        let cached = self.sealer.as_ref().and_then(|_| lock(&self.layouts).get(&id.0).cloned());
+        let cached = self.sealer.as_ref().and_then(|_| self.layouts.get(id));
         let hit = cached.is_some();
         let (got, layout) = open::read_segments(&f, id, which, &path, self.sealer(), cached)?;
         if let (Some(l), false) = (layout, hit) {
-            let mut m = lock(&self.layouts);
-            if m.len() >= LAYOUT_CACHE {
-                m.clear();
-            }
-            m.insert(id.0, l);
+            self.layouts.keep(id, l);
         }
         Ok(got)
     }

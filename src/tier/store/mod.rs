@@ -24,6 +24,40 @@ use crate::format::fingerprint::ContainerId;
 use crate::format::seal::Sealer;
 use crate::tier::{ContainerMeta, SegmentEntry};
 
+/// What a store learned of its containers between calls (headers, opened
+/// tables), by container id, at most `cap` entries: cleared when full.
+/// Containers are immutable and ids are never reused, so an entry never
+/// goes stale; a store forgets one it deletes.
+pub(crate) struct Kept<T> {
+    map: std::sync::Mutex<std::collections::HashMap<u64, T>>,
+    cap: usize,
+}
+
+impl<T: Clone> Kept<T> {
+    pub(crate) fn new(cap: usize) -> Kept<T> {
+        Kept { map: std::sync::Mutex::new(std::collections::HashMap::new()), cap }
+    }
+
+    pub(crate) fn get(&self, id: ContainerId) -> Option<T> {
+        crate::tier::lock(&self.map).get(&id.0).cloned()
+    }
+
+    pub(crate) fn keep(&self, id: ContainerId, value: T) {
+        let mut m = crate::tier::lock(&self.map);
+        if m.len() >= self.cap {
+            m.clear();
+        }
+        m.insert(id.0, value);
+    }
+
+    // A directory store never forgets: it keeps sealed tables only, and a
+    // deleted container's id is never asked for again.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) fn forget(&self, id: ContainerId) {
+        crate::tier::lock(&self.map).remove(&id.0);
+    }
+}
+
 /// One namespace change, as journaled to a store that keeps a copy of the
 /// namespace (the object tier's bucket).
 #[derive(Clone, Debug)]

@@ -7,10 +7,9 @@ mod config;
 mod counted;
 pub(crate) mod records;
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -27,14 +26,14 @@ pub use config::{ObjectConfig, ObjectService};
 use counted::{Counted, Counters};
 use records::{CHECKPOINT_MAGIC, CHECKPOINT_VERSION, CheckpointV1, JOURNAL_MAGIC, JOURNAL_VERSION, JournalOpV1, JournalOpV2};
 
-use super::{ContainerStore, NamespaceOp, NamespacePages};
+use super::{ContainerStore, Kept, NamespaceOp, NamespacePages};
 use crate::error::{Error, FormatError, Result, TierError};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
 use crate::format::open::{self, AnyHeader, PROBE_HEADER};
 use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
 use crate::format::seal::{self, OpenTable, Sealer};
-use crate::tier::{ContainerMeta, FileEntry, RequestCounts, SegmentEntry, lock};
+use crate::tier::{ContainerMeta, FileEntry, RequestCounts, SegmentEntry};
 
 /// Namespace entries per checkpoint part object.
 const CHECKPOINT_PART: usize = 1 << 16;
@@ -64,9 +63,9 @@ pub(crate) struct BucketStore {
     bucket: String,
     prefix: String,
     /// Data-region offset and length per container, from headers read.
-    headers: Mutex<HashMap<u64, (u64, u64)>>,
+    headers: Kept<(u64, u64)>,
     /// An encrypted tier's opened tables, per container.
-    tables: Mutex<HashMap<u64, Arc<OpenTable>>>,
+    tables: Kept<Arc<OpenTable>>,
     checkpoint_every: u64,
     /// An encrypted tier's key: containers, journal entries and
     /// checkpoints are sealed under it.
@@ -156,8 +155,8 @@ impl BucketStore {
             counts,
             bucket: c.bucket.clone(),
             prefix: c.prefix.clone(),
-            headers: Mutex::new(HashMap::new()),
-            tables: Mutex::new(HashMap::new()),
+            headers: Kept::new(HEADER_CACHE),
+            tables: Kept::new(SEALED_TABLE_CACHE),
             checkpoint_every: c.checkpoint_every,
             sealer: None,
         })
@@ -322,23 +321,11 @@ impl BucketStore {
             self.get(&self.container_key(id), Some(table_start..start))?
         };
         let table = open::parse_table(&header, &table, &loc, self.sealer.as_deref())?;
-        self.remember(id, start, header.data_len());
+        self.headers.keep(id, (start, header.data_len()));
         if let Some(t) = table.sealed {
-            let mut cache = lock(&self.tables);
-            if cache.len() >= SEALED_TABLE_CACHE {
-                cache.clear();
-            }
-            cache.insert(id.0, Arc::new(t));
+            self.tables.keep(id, Arc::new(t));
         }
         Ok(table.meta)
-    }
-
-    fn remember(&self, id: ContainerId, start: u64, data_len: u64) {
-        let mut h = lock(&self.headers);
-        if h.len() >= HEADER_CACHE {
-            h.clear();
-        }
-        h.insert(id.0, (start, data_len));
     }
 
     /// Seals a journal entry or checkpoint part of an encrypted tier,
@@ -585,21 +572,21 @@ impl ContainerStore for BucketStore {
             Some(_) => {
                 // The segments' tags are in the table: read it unless an
                 // earlier read left it here.
-                if !lock(&self.tables).contains_key(&id.0) {
+                if self.tables.get(id).is_none() {
                     self.read_meta(id)?;
                 }
-                lock(&self.tables).get(&id.0).cloned()
+                self.tables.get(id)
             }
             None => None,
         };
-        let cached = lock(&self.headers).get(&id.0).copied();
+        let cached = self.headers.get(id);
         let (start, data_len) = if let Some(h) = cached {
             h
         } else {
             let (probe, size) =
                 self.get_with_size(&self.container_key(id), Some(0..PROBE_HEADER as u64)).map_err(|e| self.missing(id, e))?;
             let header = self.sized_header(id, &probe, size)?;
-            self.remember(id, header.data_start(), header.data_len());
+            self.headers.keep(id, (header.data_start(), header.data_len()));
             (header.data_start(), header.data_len())
         };
         let mut ranges = Vec::with_capacity(which.len());
@@ -646,7 +633,8 @@ impl ContainerStore for BucketStore {
     }
 
     fn delete(&self, id: ContainerId) -> Result<()> {
-        lock(&self.headers).remove(&id.0);
+        self.headers.forget(id);
+        self.tables.forget(id);
         self.delete_key(&self.container_key(id))
     }
 
