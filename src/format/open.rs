@@ -78,20 +78,26 @@ pub(crate) fn parse_header(bytes: &[u8], id: ContainerId, path: &Path, sealer: O
 }
 
 /// A container's table, opened: the metadata, and for a sealed container
-/// what opening its segments needs.
-pub(crate) struct Table {
-    pub(crate) meta: ContainerMeta,
-    pub(crate) sealed: Option<OpenTable>,
+/// what opening its segments needs (its metadata included).
+pub(crate) enum Table {
+    Plain(ContainerMeta),
+    Sealed(OpenTable),
+}
+
+impl Table {
+    pub(crate) fn into_meta(self) -> ContainerMeta {
+        match self {
+            Table::Plain(m) => m,
+            Table::Sealed(t) => t.meta,
+        }
+    }
 }
 
 /// Parses (or opens) the table that follows `header`.
 pub(crate) fn parse_table(header: &AnyHeader, table: &[u8], path: &Path, sealer: Option<&Sealer>) -> Result<Table> {
     match (header, sealer) {
-        (AnyHeader::Plain(h), _) => Ok(Table { meta: container::parse_table(h, table, path)?, sealed: None }),
-        (AnyHeader::Sealed(h), Some(s)) => {
-            let t = seal::open_table(s, h, table, path)?;
-            Ok(Table { meta: t.meta.clone(), sealed: Some(t) })
-        }
+        (AnyHeader::Plain(h), _) => Ok(Table::Plain(container::parse_table(h, table, path)?)),
+        (AnyHeader::Sealed(h), Some(s)) => Ok(Table::Sealed(seal::open_table(s, h, table, path)?)),
         (AnyHeader::Sealed(h), None) => Err(wrong_kind(h.id, path, true)),
     }
 }
@@ -181,9 +187,9 @@ pub(crate) fn read_segments(
 /// Opens segments read from a sealed container (nothing to do for a
 /// plaintext one).
 pub(crate) fn open_read(s: &Sealer, table: &Table, which: &[SegmentEntry], got: &mut [Vec<u8>], path: &Path) -> Result<()> {
-    match &table.sealed {
-        Some(t) => t.open_segments(s, which, got, path),
-        None => Ok(()),
+    match table {
+        Table::Sealed(t) => t.open_segments(s, which, got, path),
+        Table::Plain(_) => Ok(()),
     }
 }
 

@@ -75,7 +75,7 @@ impl ContainerStore for DirStore {
 
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta> {
         let (f, path) = self.open(id)?;
-        Ok(open::read_table(&f, id, &path, self.sealer())?.1.meta)
+        Ok(open::read_table(&f, id, &path, self.sealer())?.1.into_meta())
     }
 
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {

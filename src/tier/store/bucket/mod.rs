@@ -30,7 +30,7 @@ use super::{ContainerStore, Kept, NamespaceOp, NamespacePages};
 use crate::error::{Error, FormatError, Result, TierError};
 use crate::format::durable::{self, encode_record};
 use crate::format::fingerprint::ContainerId;
-use crate::format::open::{self, AnyHeader, PROBE_HEADER};
+use crate::format::open::{self, AnyHeader, PROBE_HEADER, Table};
 use crate::format::records::{Entries, FileEntryV1, FileEntryV2, decode_entries};
 use crate::format::seal::{self, OpenTable, Sealer};
 use crate::tier::{ContainerMeta, FileEntry, RequestCounts, SegmentEntry};
@@ -322,10 +322,14 @@ impl BucketStore {
         };
         let table = open::parse_table(&header, &table, &loc, self.sealer.as_deref())?;
         self.headers.keep(id, (start, header.data_len()));
-        if let Some(t) = table.sealed {
-            self.tables.keep(id, Arc::new(t));
-        }
-        Ok(table.meta)
+        Ok(match table {
+            Table::Plain(m) => m,
+            Table::Sealed(t) => {
+                let meta = t.meta.clone();
+                self.tables.keep(id, Arc::new(t));
+                meta
+            }
+        })
     }
 
     /// Seals a journal entry or checkpoint part of an encrypted tier,
