@@ -67,6 +67,22 @@ fn seed_all(src: &IndexedTier, dst: &IndexedTier, state: &Path, mode: Mode) -> t
     run_to_end(&mut job)
 }
 
+/// A source of synthetic generations, and an encrypted directory target
+/// (under a new key file) holding a copy of all of it.
+fn sealed_copy(
+    dir: &Path,
+    seed: u64,
+    generations: usize,
+    files: usize,
+    avg: usize,
+) -> (IndexedTier, BTreeMap<String, Vec<u8>>, Credential, IndexedTier) {
+    let (src, all) = synth_source(&dir.join("src"), seed, generations, files, avg);
+    let key = key_file(dir, "key");
+    let dst = IndexedTier::create_encrypted(dir.join("dst"), small_config(), &key).unwrap();
+    seed_all(&src, &dst, &dir.join("j"), Mode::Copy);
+    (src, all, key, dst)
+}
+
 #[test]
 fn an_encrypted_target_holds_no_name_byte_or_fingerprint_and_restores_everything() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,10 +121,7 @@ fn an_encrypted_target_holds_no_name_byte_or_fingerprint_and_restores_everything
 #[test]
 fn tampering_with_an_encrypted_tier_is_caught_and_named_never_restored() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, all) = synth_source(&dir.path().join("src"), 62, 1, 30, 20_000);
-    let key = key_file(dir.path(), "key");
-    let dst = IndexedTier::create_encrypted(dir.path().join("dst"), small_config(), &key).unwrap();
-    seed_all(&src, &dst, &dir.path().join("j"), Mode::Copy);
+    let (src, all, _key, dst) = sealed_copy(dir.path(), 62, 1, 30, 20_000);
     let ids = dst.container_ids().unwrap();
     let data: Vec<ContainerId> =
         ids.iter().copied().filter(|c| dst.read_metadata(*c).unwrap().kind == ContainerKind::Data).collect();
@@ -354,10 +367,7 @@ fn seed_run_encrypt_sigkilled_mid_copy_resumes_with_its_key() {
 #[test]
 fn a_container_truncated_after_its_table_was_kept_is_still_caught_as_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    let (src, all) = synth_source(&dir.path().join("src"), 66, 1, 20, 12_000);
-    let key = key_file(dir.path(), "key");
-    let dst = IndexedTier::create_encrypted(dir.path().join("dst"), small_config(), &key).unwrap();
-    seed_all(&src, &dst, &dir.path().join("j"), Mode::Copy);
+    let (_src, all, _key, dst) = sealed_copy(dir.path(), 66, 1, 20, 12_000);
     for (path, bytes) in &all {
         let mut out = Vec::new();
         dst.restore(path, &mut out).unwrap();
