@@ -8,6 +8,7 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 
+use bytes::Bytes;
 use rayon::prelude::*;
 
 use super::context::Commit;
@@ -41,8 +42,9 @@ struct Loaded {
     index: u64,
     id: ContainerId,
     kind: ContainerKind,
-    /// Marked segments: table entry, slot, verified bytes as stored.
-    segments: Vec<(SegmentEntry, u64, Vec<u8>)>,
+    /// Marked segments: table entry, slot, verified bytes as stored (slices
+    /// of the buffers their runs were read into).
+    segments: Vec<(SegmentEntry, u64, Bytes)>,
     bytes: u64,
     /// Nothing was marked: the data was not read.
     skipped: bool,
@@ -263,7 +265,7 @@ impl<'a> Seeder<'a> {
         // waiting in a packer of either kind or in a container being
         // written (a segment can sit in two source containers, and the same
         // bytes can be data and a recipe).
-        let wanted: Vec<(SegmentEntry, u64, Vec<u8>)> = {
+        let wanted: Vec<(SegmentEntry, u64, Bytes)> = {
             let bits = read(lane.pipe.phv);
             loaded
                 .segments
@@ -283,8 +285,9 @@ impl<'a> Seeder<'a> {
         // has read it back and hashed it (see `prove`); a copy trusts the
         // target's index and tables, as Verify's `metadata` level does.
         let prove = self.job.mode == Mode::Move;
-        let mut to_prove: Vec<(SegmentEntry, u64, Vec<u8>, ContainerId)> = Vec::new();
-        let mut sealed = false;
+        let mut to_prove: Vec<(SegmentEntry, u64, Bytes, ContainerId)> = Vec::new();
+        // What this target gets written, packed once the rest is known.
+        let mut packing: Vec<(SegmentEntry, Bytes)> = Vec::new();
         for ((entry, slot, bytes), present) in wanted.into_iter().zip(on_target) {
             // An index entry counts only if its container is there: a
             // target that lost a container (or was replaced by an older
@@ -317,7 +320,7 @@ impl<'a> Seeder<'a> {
                 }
                 continue;
             }
-            sealed |= self.pack(st, lane, k, entry, bytes, index)?;
+            packing.push((entry, bytes));
         }
         if !to_prove.is_empty() {
             let items: Vec<(Fingerprint, ContainerId)> = to_prove.iter().map(|p| (p.0.fingerprint, p.3)).collect();
@@ -331,9 +334,21 @@ impl<'a> Seeder<'a> {
                 } else {
                     // Not proven (rotten, or not where the index says):
                     // the source's verified bytes are written again.
-                    sealed |= self.pack(st, lane, k, entry, bytes, index)?;
+                    packing.push((entry, bytes));
                 }
             }
+        }
+        // The packed segments are slices of the source runs Copy read, and
+        // hold them while they wait. When this target takes the whole of
+        // what was read from the container, that is no more than what it
+        // writes; when it takes only part (the rest deduplicated), the
+        // part is copied out, so a packer filling with one segment from
+        // each of many containers never holds all of their runs.
+        let detach = packing.len() < loaded.segments.len();
+        let mut sealed = false;
+        for (entry, bytes) in packing {
+            let bytes = if detach { Bytes::copy_from_slice(&bytes) } else { bytes };
+            sealed |= self.pack(st, lane, k, entry, bytes, index)?;
         }
         Ok(sealed)
     }
@@ -347,7 +362,7 @@ impl<'a> Seeder<'a> {
         lane: &mut Lane<'a, '_>,
         k: usize,
         entry: SegmentEntry,
-        bytes: Vec<u8>,
+        bytes: Bytes,
         index: u64,
     ) -> Result<bool> {
         // The stored bytes move as they are: no recompression.
@@ -642,7 +657,7 @@ impl SourceReader<'_> {
                 .collect()
         };
         let which: Vec<SegmentEntry> = members.iter().map(|m| m.0).collect();
-        let bytes = source.read_segments(id, &which)?;
+        let bytes = source.read_segments_shared(id, &which)?;
         if bytes.len() != which.len() {
             return Err(Error::contract(
                 format!("read_segments of container {id}"),
@@ -652,7 +667,7 @@ impl SourceReader<'_> {
         // Every segment is checked against its fingerprint before it can be
         // written on: compressed ones are decompressed (in parallel) and
         // hashed, and kept in their stored form.
-        let segments: Vec<(SegmentEntry, u64, Vec<u8>)> = pool.install(|| {
+        let segments: Vec<(SegmentEntry, u64, Bytes)> = pool.install(|| {
             members
                 .into_par_iter()
                 .zip(bytes)

@@ -54,9 +54,22 @@ fn codec_code(c: Codec) -> u8 {
 /// Encodes a container (format version 2). Segment bytes are laid out in
 /// the given order, as stored.
 pub(crate) fn encode(id: ContainerId, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Vec<u8> {
+    let mut out = encode_head(id, kind, segments);
+    out.reserve_exact(segments.iter().map(|s| s.bytes.len()).sum());
+    for s in segments {
+        out.extend_from_slice(s.bytes);
+    }
+    out
+}
+
+/// A container's header and table (format version 2): what precedes the
+/// segments' bytes, which follow back to back in the given order. With
+/// them appended it is [`encode`]'s container; a writer that has the
+/// segments in place writes the two without joining them first.
+pub(crate) fn encode_head(id: ContainerId, kind: ContainerKind, segments: &[StoredSegment<'_>]) -> Vec<u8> {
     let data_len: usize = segments.iter().map(|s| s.bytes.len()).sum();
     let table_len = ENTRY_LEN * segments.len();
-    let mut out = Vec::with_capacity(HEADER_LEN + table_len + data_len);
+    let mut out = Vec::with_capacity(HEADER_LEN + table_len);
     out.resize(HEADER_LEN, 0);
     let mut offset = 0u32;
     for s in segments {
@@ -71,7 +84,6 @@ pub(crate) fn encode(id: ContainerId, kind: ContainerKind, segments: &[StoredSeg
     let table_crc = crc32fast::hash(&out[HEADER_LEN..]);
     let mut data_hasher = crc32fast::Hasher::new();
     for s in segments {
-        out.extend_from_slice(s.bytes);
         data_hasher.update(s.bytes);
     }
     let h = &mut out[..HEADER_LEN];
@@ -318,13 +330,61 @@ pub(crate) fn read_ranges(
     path: &Path,
 ) -> Result<Vec<Vec<u8>>> {
     let mut out = Vec::with_capacity(which.len());
+    read_runs(file, data_start, data_len, id, which, path, |run, lens| {
+        let mut at = 0usize;
+        for len in lens {
+            out.push(run[at..at + len].to_vec());
+            at += len;
+        }
+    })?;
+    Ok(out)
+}
+
+/// As [`read_ranges`], without copying: each segment is a slice of the
+/// buffer its run was read into, so the caller holds a run's buffer for as
+/// long as it holds any of its segments.
+pub(crate) fn read_ranges_shared(
+    file: &File,
+    data_start: u64,
+    data_len: u64,
+    id: ContainerId,
+    which: &[SegmentEntry],
+    path: &Path,
+) -> Result<Vec<bytes::Bytes>> {
+    let mut out = Vec::with_capacity(which.len());
+    read_runs(file, data_start, data_len, id, which, path, |run, lens| {
+        let run = bytes::Bytes::from(run);
+        let mut at = 0usize;
+        for len in lens {
+            out.push(run.slice(at..at + len));
+            at += len;
+        }
+    })?;
+    Ok(out)
+}
+
+/// Largest run of adjacent segments read at once.
+const MAX_RUN: u64 = 8 << 20;
+
+/// Reads the chosen segments in runs of adjacent ones (at most
+/// [`MAX_RUN`] bytes each, bounds-checked against the data region) and
+/// hands each run's buffer to `take` with the lengths of its segments.
+fn read_runs(
+    file: &File,
+    data_start: u64,
+    data_len: u64,
+    id: ContainerId,
+    which: &[SegmentEntry],
+    path: &Path,
+    mut take: impl FnMut(Vec<u8>, &mut dyn Iterator<Item = usize>),
+) -> Result<()> {
     let mut i = 0;
     while i < which.len() {
         // Extend a run while the next wanted segment starts where this ends.
         let start = which[i].offset;
         let mut end = u64::from(start) + u64::from(which[i].len);
         let mut j = i + 1;
-        while j < which.len() && u64::from(which[j].offset) == end && end - u64::from(start) < 8 << 20 {
+        while j < which.len() && u64::from(which[j].offset) == end && end - u64::from(start) < MAX_RUN {
             end += u64::from(which[j].len);
             j += 1;
         }
@@ -337,14 +397,10 @@ pub(crate) fn read_ranges(
         }
         let mut buf = vec![0u8; (end - u64::from(start)) as usize];
         file.read_exact_at(&mut buf, data_start + u64::from(start)).map_err(|e| Error::io(path, e))?;
-        let mut at = 0usize;
-        for e in &which[i..j] {
-            out.push(buf[at..at + e.len as usize].to_vec());
-            at += e.len as usize;
-        }
+        take(buf, &mut which[i..j].iter().map(|e| e.len as usize));
         i = j;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The raw bytes of one stored segment of container `container` (as

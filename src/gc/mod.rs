@@ -191,7 +191,7 @@ fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<G
                     if crate::format::container::check_stored(e, &b, id).is_err() {
                         rotten.push((e.fingerprint, id));
                     }
-                    segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b, raw_len: e.raw_len, codec: e.codec });
+                    segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b.into(), raw_len: e.raw_len, codec: e.codec });
                 }
                 if !rotten.is_empty() {
                     // Never moved on, never trusted again: retired, and the

@@ -208,6 +208,17 @@ fn read_back(h: &dyn Harness, n: &Nonce) -> Check {
             return Err(format!("read_segments({id}) answered other bytes for {} (answers out of order?)", e.fingerprint));
         }
     }
+    // The shared form answers the same, in table order too (where a tier
+    // reads adjacent segments as one run and answers slices of it).
+    let mut in_order = which.clone();
+    in_order.reverse();
+    for asked in [&which, &in_order] {
+        let shared = t.read_segments_shared(id, asked).map_err(|e| format!("read_segments_shared({id}): {e}"))?;
+        let plain = t.read_segments(id, asked).map_err(|e| format!("read_segments({id}): {e}"))?;
+        if shared.len() != plain.len() || shared.iter().zip(&plain).any(|(a, b)| a[..] != b[..]) {
+            return Err(format!("read_segments_shared({id}) answered other bytes than read_segments"));
+        }
+    }
     Ok(())
 }
 

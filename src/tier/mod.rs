@@ -114,6 +114,16 @@ pub trait Tier: Send + Sync {
     /// decodes and verifies them.
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>>;
 
+    /// The same answer as [`read_segments`](Self::read_segments), as shared
+    /// byte slices: a tier that reads a run of adjacent segments into one
+    /// buffer answers slices of it, with no copy per segment. Copy reads
+    /// source containers this way and hands the slices to the target's
+    /// writer as they are. The default wraps `read_segments`' vectors
+    /// (no copy either); a tier overrides it only to save that copy.
+    fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<bytes::Bytes>> {
+        Ok(self.read_segments(id, which)?.into_iter().map(bytes::Bytes::from).collect())
+    }
+
     /// Keeps containers `ids` (and, with `and_after`, every container from
     /// that id on) from being reclaimed until [`unpin`](Self::unpin) is
     /// called with the returned token. A running job pins its snapshot on
@@ -296,6 +306,9 @@ impl<T: Tier + ?Sized> Tier for &T {
     }
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
         (**self).read_segments(id, which)
+    }
+    fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<bytes::Bytes>> {
+        (**self).read_segments_shared(id, which)
     }
 }
 

@@ -14,7 +14,9 @@ use crate::tier::{Codec, ContainerKind, StoredSegment, TargetTier};
 /// A segment as stored, owned: what a packer holds until it seals.
 pub(crate) struct OwnedSegment {
     pub(crate) fingerprint: Fingerprint,
-    pub(crate) bytes: Vec<u8>,
+    /// Possibly a slice of a larger buffer (a source run Copy read whole):
+    /// held, it holds that buffer.
+    pub(crate) bytes: bytes::Bytes,
     pub(crate) raw_len: u32,
     pub(crate) codec: Codec,
 }

@@ -105,7 +105,7 @@ impl<'a> Ingest<'a> {
             .into_par_iter()
             .map(|(fingerprint, raw)| {
                 let (bytes, codec) = compress(&raw, level);
-                OwnedSegment { fingerprint, bytes, raw_len: raw.len() as u32, codec }
+                OwnedSegment { fingerprint, bytes: bytes.into(), raw_len: raw.len() as u32, codec }
             })
             .collect();
         for seg in stored {

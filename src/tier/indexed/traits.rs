@@ -109,6 +109,10 @@ impl Tier for IndexedTier {
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>> {
         self.store.read_segments(id, which)
     }
+
+    fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<bytes::Bytes>> {
+        self.store.read_segments_shared(id, which)
+    }
 }
 
 /// Container reads in flight from an object store (see
@@ -220,8 +224,9 @@ impl TargetTier for IndexedTier {
             *r += 1;
             id
         };
-        let bytes = container::encode(id, kind, segments);
-        let r = self.store.put(id, bytes);
+        let head = container::encode_head(id, kind, segments);
+        let data: Vec<&[u8]> = segments.iter().map(|s| s.bytes).collect();
+        let r = self.store.put_parts(id, head, &data);
         if r.is_err() {
             // Later writers wait for this id's turn: wake them to see the poison.
             let r = self.poison(r);

@@ -73,6 +73,23 @@ impl ContainerStore for DirStore {
         durable::write_durable(&self.location(id), &bytes, true)
     }
 
+    fn put_parts(&self, id: ContainerId, head: Vec<u8>, data: &[&[u8]]) -> Result<()> {
+        if self.sealer.is_some() {
+            // Sealing reads the whole plaintext container and writes anew.
+            let mut bytes = head;
+            for d in data {
+                bytes.extend_from_slice(d);
+            }
+            return self.put(id, bytes);
+        }
+        // The segments go to the file from where Copy's reader left them:
+        // no second copy in user space.
+        let mut w = durable::DurableFile::create(&self.location(id))?;
+        w.write(&head)?;
+        w.write_parts(data)?;
+        w.finish(true)
+    }
+
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta> {
         let (f, path) = self.open(id)?;
         Ok(open::read_table(&f, id, &path, self.sealer())?.1.into_meta())
@@ -89,6 +106,16 @@ impl ContainerStore for DirStore {
             self.layouts.keep(id, l);
         }
         Ok(got)
+    }
+
+    fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<bytes::Bytes>> {
+        if self.sealer.is_some() {
+            // Opened segment by segment, each into its own vector.
+            return Ok(self.read_segments(id, which)?.into_iter().map(bytes::Bytes::from).collect());
+        }
+        let (f, path) = self.open(id)?;
+        let header = crate::format::container::read_header(&f, id, &path)?;
+        crate::format::container::read_ranges_shared(&f, header.data_start(), header.data_len, id, which, &path)
     }
 
     fn scrub(&self, id: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {

@@ -83,11 +83,30 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
     /// existing container of that id is never overwritten.
     fn put(&self, id: ContainerId, bytes: Vec<u8>) -> Result<()>;
 
+    /// As [`put`](Self::put), for the container whose bytes are `head`
+    /// (its header and table) followed by `data` in order: a store that can
+    /// write the pieces where they lie does not join them first. The
+    /// default joins them.
+    fn put_parts(&self, id: ContainerId, mut head: Vec<u8>, data: &[&[u8]]) -> Result<()> {
+        head.reserve_exact(data.iter().map(|d| d.len()).sum());
+        for d in data {
+            head.extend_from_slice(d);
+        }
+        self.put(id, head)
+    }
+
     /// The container's header and table, checked, reading no segment bytes.
     fn read_meta(&self, id: ContainerId) -> Result<ContainerMeta>;
 
     /// The chosen segments' stored bytes, in the order asked.
     fn read_segments(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Vec<u8>>>;
+
+    /// As [`read_segments`](Self::read_segments), as shared slices: a store
+    /// that reads runs of segments into one buffer hands out slices of it.
+    /// The default wraps `read_segments`' vectors (no copy either way).
+    fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<bytes::Bytes>> {
+        Ok(self.read_segments(id, which)?.into_iter().map(bytes::Bytes::from).collect())
+    }
 
     /// The whole container, every checksum checked (scrub).
     fn scrub(&self, id: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)>;

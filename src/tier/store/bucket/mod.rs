@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 #[cfg(feature = "azure")]
@@ -214,6 +215,38 @@ impl BucketStore {
             transient,
             source: Box::new(e),
         })
+    }
+
+    /// The chosen segments' bytes as stored in container `id` (still
+    /// sealed in an encrypted tier), from the header's data region, by
+    /// ranged GETs the client coalesces.
+    fn fetch_ranges(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Bytes>> {
+        let cached = self.headers.get(id);
+        let (start, data_len) = if let Some(h) = cached {
+            h
+        } else {
+            let (probe, size) =
+                self.get_with_size(&self.container_key(id), Some(0..PROBE_HEADER as u64)).map_err(|e| self.missing(id, e))?;
+            let header = self.sized_header(id, &probe, size)?;
+            self.headers.keep(id, (header.data_start(), header.data_len()));
+            (header.data_start(), header.data_len())
+        };
+        let mut ranges = Vec::with_capacity(which.len());
+        for e in which {
+            let end = u64::from(e.offset) + u64::from(e.len);
+            if end > data_len {
+                return Err(Error::Format(FormatError::CorruptContainer {
+                    id,
+                    path: Some(self.location(id)),
+                    reason: format!("segment {} ends at {end}, past the data region ({data_len} bytes)", e.fingerprint),
+                }));
+            }
+            ranges.push(start + u64::from(e.offset)..start + end);
+        }
+        let key = self.container_key(id);
+        let path = parse_key(&key)?;
+        // Coalesced by the client into few ranged GETs.
+        self.block(self.client.get_ranges(&path, &ranges))?.map_err(|e| self.missing(id, self.err("GET", &key, e)))
     }
 
     fn put_create(&self, key: &str, bytes: Vec<u8>) -> Result<()> {
@@ -583,37 +616,20 @@ impl ContainerStore for BucketStore {
             }
             None => None,
         };
-        let cached = self.headers.get(id);
-        let (start, data_len) = if let Some(h) = cached {
-            h
-        } else {
-            let (probe, size) =
-                self.get_with_size(&self.container_key(id), Some(0..PROBE_HEADER as u64)).map_err(|e| self.missing(id, e))?;
-            let header = self.sized_header(id, &probe, size)?;
-            self.headers.keep(id, (header.data_start(), header.data_len()));
-            (header.data_start(), header.data_len())
-        };
-        let mut ranges = Vec::with_capacity(which.len());
-        for e in which {
-            let end = u64::from(e.offset) + u64::from(e.len);
-            if end > data_len {
-                return Err(Error::Format(FormatError::CorruptContainer {
-                    id,
-                    path: Some(self.location(id)),
-                    reason: format!("segment {} ends at {end}, past the data region ({data_len} bytes)", e.fingerprint),
-                }));
-            }
-            ranges.push(start + u64::from(e.offset)..start + end);
-        }
-        let key = self.container_key(id);
-        let path = parse_key(&key)?;
-        // Coalesced by the client into few ranged GETs.
-        let got = self.block(self.client.get_ranges(&path, &ranges))?.map_err(|e| self.missing(id, self.err("GET", &key, e)))?;
-        let mut got: Vec<Vec<u8>> = got.into_iter().map(|b| b.to_vec()).collect();
+        let mut got: Vec<Vec<u8>> = self.fetch_ranges(id, which)?.into_iter().map(|b| b.to_vec()).collect();
         if let (Some(s), Some(t)) = (&self.sealer, sealed) {
             t.open_segments(s, which, &mut got, &self.location(id))?;
         }
         Ok(got)
+    }
+
+    fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Bytes>> {
+        if self.sealer.is_some() {
+            // Opened segment by segment, each into its own vector.
+            return Ok(self.read_segments(id, which)?.into_iter().map(Bytes::from).collect());
+        }
+        // The client's answers are slices of the bodies it received.
+        self.fetch_ranges(id, which)
     }
 
     fn scrub(&self, id: ContainerId) -> Result<(ContainerMeta, Vec<Vec<u8>>)> {
