@@ -1559,10 +1559,24 @@ mod cloud {
         // The recall: object tier -> a new local tier.
         let back = IndexedTier::create(dir.join("cloud-back"), TierConfig::default())?;
         let t = Instant::now();
-        let mut job = Seeder::builder(&cloud, &back, dir.join("cloud-state2")).selection(Selection::all()).build()?;
+        let phases = std::sync::Mutex::new(Vec::new());
+        let mut job = Seeder::builder(&cloud, &back, dir.join("cloud-state2"))
+            .selection(Selection::all())
+            .observer(|e: &tierseed::Event| {
+                if let tierseed::Event::PhaseStarted(ph) = e {
+                    phases.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((*ph, Instant::now()));
+                }
+            })
+            .build()?;
         let Outcome::Completed(r2) = job.run()? else { bail!("the recall suspended") };
         let recall_secs = t.elapsed().as_secs_f64();
         drop(job);
+        // Where the recall's time goes, phase by phase (each runs until the next starts).
+        let mut marks = phases.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        marks.push((tierseed::Phase::Done, Instant::now()));
+        let split: Vec<String> =
+            marks.windows(2).map(|w| format!("{}={:.2}s", w[0].0, (w[1].1 - w[0].1).as_secs_f64())).collect();
+        eprintln!("bench: recall per phase: {}", split.join(" "));
         let recall_rate = mib_s(r2.counters.bytes_copied, recall_secs);
         let ok = back.info()?.files == files;
         // The cluster's OSDs keep every object in memory (three copies):
