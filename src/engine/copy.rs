@@ -31,11 +31,14 @@ use crate::tier::{ContainerKind, SegmentEntry};
 const COMMIT_EVERY_CONTAINERS: u64 = 64;
 /// Source containers read ahead of the one being written.
 const READ_AHEAD: usize = 2;
-/// Target containers written at once by Copy's writer threads. On this
-/// project's disk one sequential fsync per 4 MiB container caps writes at
-/// about 330 MiB/s; two in flight reach its full 1.4 GiB/s. A crash redoes
-/// at most what is in flight plus the container filling.
-const WRITERS: usize = 2;
+/// Target containers written at once by Copy's writer threads, unless the
+/// job says otherwise (`SeederBuilder::writers`). On this project's disk
+/// one sequential fsync per 4 MiB container caps writes at about 330
+/// MiB/s; two in flight reach its full 1.4 GiB/s. A crash redoes at most
+/// what is in flight plus the container filling.
+pub(super) const DEFAULT_WRITERS: usize = 2;
+/// The most containers in flight per target a job may ask for.
+pub(super) const MAX_WRITERS: usize = 16;
 /// One source container's worth of work handed from the reader thread to
 /// the writer.
 struct Loaded {
@@ -110,7 +113,7 @@ impl<'a> Seeder<'a> {
             let mut lanes = Vec::new();
             for no in st.prog.live().collect::<Vec<_>>() {
                 let target = self.target_of(no)?;
-                let pipe = spawn_writers(s, target, self.throttle.clone(), phf, &phvs[no]);
+                let pipe = spawn_writers(s, target, self.writers, self.throttle.clone(), phf, &phvs[no]);
                 let size = target.container_target_size();
                 lanes.push(Lane {
                     no,
@@ -374,13 +377,13 @@ impl<'a> Seeder<'a> {
     }
 
     /// Hands a full batch to one of the target's writers, first waiting
-    /// for a slot if [`WRITERS`] containers are in flight. True when a
+    /// for a slot if the job's writers all have a container in flight. True when a
     /// container was sealed while waiting.
     pub(super) fn submit(&mut self, st: &mut State, lane: &mut Lane<'a, '_>, batch: Batch) -> Result<bool> {
         // The batch is neither in a packer nor in flight while this waits;
         // nothing commits until it is in flight (the caller commits).
         let mut sealed = false;
-        while lane.pipe.in_flight.len() >= WRITERS {
+        while lane.pipe.in_flight.len() >= self.writers {
             self.await_one(st, lane)?;
             sealed = true;
         }
@@ -527,21 +530,22 @@ pub(super) struct Lane<'a, 'p> {
     floor: Option<u64>,
 }
 
-/// Starts [`WRITERS`] writer threads for `target` in scope `s`, with their
+/// Starts `writers` writer threads for `target` in scope `s`, with their
 /// own pace (a bandwidth limit holds per target), and returns the pipe to
 /// them.
 fn spawn_writers<'scope, 'p: 'scope>(
     s: &'scope std::thread::Scope<'scope, '_>,
     target: &'p dyn TargetTier,
+    writers: usize,
     limit: ThrottleHandle,
     phf: &'p Phf,
     phv: &'p RwLock<Phv>,
 ) -> Pipe<'p> {
     let (wtx, wrx) = sync_channel::<(u64, Batch)>(0);
-    let (dtx, drx) = sync_channel::<(u64, Result<Sealed>)>(WRITERS);
+    let (dtx, drx) = sync_channel::<(u64, Result<Sealed>)>(writers);
     let wrx = std::sync::Arc::new(std::sync::Mutex::new(wrx));
     let pace = std::sync::Arc::new(std::sync::Mutex::new(Pace::new(limit)));
-    for _ in 0..WRITERS {
+    for _ in 0..writers {
         let (dtx, wrx, pace) = (dtx.clone(), wrx.clone(), pace.clone());
         let trace = crashpoint::inherit();
         s.spawn(move || {

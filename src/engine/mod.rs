@@ -41,6 +41,7 @@ pub struct SeederBuilder<'a> {
     selection: Selection,
     mode: Mode,
     threads: usize,
+    writers: usize,
     gamma: f64,
     phf: PhfKind,
     verify: VerifyLevel,
@@ -83,6 +84,19 @@ impl<'a> SeederBuilder<'a> {
     #[must_use]
     pub fn threads(mut self, n: usize) -> Self {
         self.threads = n;
+        self
+    }
+    /// Target containers each target writes at once in the Copy phase
+    /// (default 2, at most 16): each writer writes, fsyncs and renames
+    /// its container while the next fills, and one context commit counts
+    /// every container written since the last. This is the redo bound: a
+    /// crash redoes at most this many containers plus the one filling
+    /// (and a few source containers re-read). More helps a disk or store
+    /// whose single fsync or PUT leaves it idle; not recorded in the job
+    /// (a resume takes its own, [`Seeder::with_writers`]).
+    #[must_use]
+    pub fn writers(mut self, n: usize) -> Self {
+        self.writers = n;
         self
     }
     /// How much the Verify phase reads from the target (default
@@ -154,6 +168,13 @@ impl<'a> SeederBuilder<'a> {
         if self.threads == 0 {
             return Err(Error::InvalidConfig("threads must be at least 1".into()));
         }
+        if !(1..=copy::MAX_WRITERS).contains(&self.writers) {
+            return Err(Error::InvalidConfig(format!(
+                "writers must be 1 to {} (got {}): containers in flight per target",
+                copy::MAX_WRITERS,
+                self.writers
+            )));
+        }
         let source = *self.source.tier_id()?.as_bytes();
         let mut ids = Vec::with_capacity(self.targets.len());
         for t in &self.targets {
@@ -188,6 +209,7 @@ impl<'a> SeederBuilder<'a> {
         let targets = self.targets.into_iter().map(Some).collect();
         let mut s = Seeder::assemble(self.source, targets, ctx, job, self.threads, self.observer, false);
         s.verify = self.verify;
+        s.writers = self.writers;
         if let Some(l) = self.limit {
             s.throttle.set_schedule(l);
         }
@@ -230,6 +252,8 @@ pub struct Seeder<'a> {
     ctx: Context,
     job: JobRecord,
     threads: usize,
+    /// Target containers in flight per target in Copy.
+    writers: usize,
     observer: Option<Arc<dyn Observer + 'a>>,
     suspend: SuspendHandle,
     resumed: bool,
@@ -252,6 +276,7 @@ impl<'a> Seeder<'a> {
             selection: Selection::new(),
             mode: Mode::Copy,
             threads: default_threads(),
+            writers: copy::DEFAULT_WRITERS,
             gamma: 1.7,
             phf: PhfKind::Boomphf,
             verify: VerifyLevel::default(),
@@ -277,6 +302,7 @@ impl<'a> Seeder<'a> {
             ctx,
             job,
             threads,
+            writers: copy::DEFAULT_WRITERS,
             observer,
             suspend: SuspendHandle::default(),
             resumed,
@@ -407,6 +433,15 @@ impl<'a> Seeder<'a> {
     #[must_use]
     pub fn with_threads(mut self, n: usize) -> Self {
         self.threads = n.max(1);
+        self
+    }
+
+    /// Sets how many target containers each target writes at once in Copy
+    /// (for a resumed job; see [`SeederBuilder::writers`]), clamped to 1
+    /// to 16.
+    #[must_use]
+    pub fn with_writers(mut self, n: usize) -> Self {
+        self.writers = n.clamp(1, copy::MAX_WRITERS);
         self
     }
 

@@ -432,7 +432,7 @@ fn finish(src: &str, targets: &[String], state: &str, mv: bool) {
 /// One crash-then-resume trial of a job with `n` targets (`dst0`, ...);
 /// returns whether the process really crashed. Every target must then hold every selected
 /// file exactly once.
-fn crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -> bool {
+fn crash_trial(ds: &Dataset, dir: &Path, n: usize, writers: &str, point: &str, at: u64) -> bool {
     let mv = point.starts_with("switch");
     std::fs::create_dir_all(dir).unwrap();
     let src = dir.join("src");
@@ -441,7 +441,9 @@ fn crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -> bool
     let (s, st) = (src.to_str().unwrap(), dir.join("state"));
     let st = st.to_str().unwrap();
     let spec = format!("{point}:{at}");
-    let o = seed(&run_args(s, &targets, st, mv), Some(&spec)).output().unwrap();
+    let mut args = run_args(s, &targets, st, mv);
+    args.extend(["--writers", writers]);
+    let o = seed(&args, Some(&spec)).output().unwrap();
     let crashed = !o.status.success();
     if crashed {
         assert!(String::from_utf8_lossy(&o.stderr).contains("crash point"), "{spec}: failed without crashing: {}", text(&o));
@@ -460,17 +462,17 @@ fn crash_trial(ds: &Dataset, dir: &Path, n: usize, point: &str, at: u64) -> bool
 /// at every arrival at the points where the targets' cursors and writers
 /// interleave (every other with three targets, for time), until a run
 /// completes without reaching the point; at a few arrivals elsewhere.
-fn sweep_crash_points(ds: &Dataset, base: &Path, n: usize) {
+fn sweep_crash_points(ds: &Dataset, base: &Path, n: usize, writers: &str) {
     let mut aborted: BTreeMap<&str, u64> = BTreeMap::new();
     let mut trials = 0;
     for point in CRASH_POINTS {
-        let dir = |at: u64| base.join(format!("{n}-{}-{at}", point.replace('.', "_")));
+        let dir = |at: u64| base.join(format!("{n}-{writers}-{}-{at}", point.replace('.', "_")));
         if point.starts_with("copy.") || *point == "tier.sealed_not_indexed" {
             let step = if n < 3 { 1 } else { 2 };
             let mut at = 1;
             while at <= MAX_SWEEP {
                 trials += 1;
-                if !crash_trial(ds, &dir(at), n, point, at) {
+                if !crash_trial(ds, &dir(at), n, writers, point, at) {
                     break;
                 }
                 *aborted.entry(point).or_insert(0) += 1;
@@ -479,7 +481,7 @@ fn sweep_crash_points(ds: &Dataset, base: &Path, n: usize) {
         } else {
             for at in [1u64, 2, 7] {
                 trials += 1;
-                if crash_trial(ds, &dir(at), n, point, at) {
+                if crash_trial(ds, &dir(at), n, writers, point, at) {
                     *aborted.entry(point).or_insert(0) += 1;
                 }
             }
@@ -490,13 +492,13 @@ fn sweep_crash_points(ds: &Dataset, base: &Path, n: usize) {
     for point in CRASH_POINTS {
         assert!(
             aborted.get(point).copied().unwrap_or(0) > 0,
-            "{n} target(s): crash point {point} was never reached (aborted: {aborted:?}); if nothing aborted, the seed \
+            "{n} target(s), {writers} writer(s): crash point {point} was never reached (aborted: {aborted:?}); if nothing aborted, the seed \
              example was built without `--features crash-points`: run the whole suite with `cargo test --release --features \
              crash-points`"
         );
     }
     eprintln!(
-        "crash points, {n} target(s): {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost on any target",
+        "crash points, {n} target(s), {writers} writer(s): {trials} trials, {} crashes ({aborted:?}), all resumed with nothing lost on any target",
         aborted.values().sum::<u64>()
     );
 }
@@ -505,7 +507,19 @@ fn sweep_crash_points(ds: &Dataset, base: &Path, n: usize) {
 fn abort_at_every_crash_point_then_resume() {
     let base = tempfile::tempdir().unwrap();
     let ds = dataset(base.path(), 16, 32_000);
-    sweep_crash_points(&ds, base.path(), 1);
+    sweep_crash_points(&ds, base.path(), 1, "2");
+}
+
+/// The same sweep with one container in flight, and with eight (more than
+/// a commit's worth: one commit then counts several containers, and a
+/// crash leaves up to eight written but never counted).
+#[test]
+fn abort_at_every_crash_point_with_one_and_eight_writers_then_resume() {
+    let base = tempfile::tempdir().unwrap();
+    let ds = dataset(base.path(), 16, 32_000);
+    for writers in ["1", "8"] {
+        sweep_crash_points(&ds, base.path(), 1, writers);
+    }
 }
 
 #[test]
@@ -513,7 +527,7 @@ fn abort_at_every_crash_point_with_two_and_three_targets_then_resume() {
     let base = tempfile::tempdir().unwrap();
     let ds = dataset(base.path(), 16, 32_000);
     for n in [2usize, 3] {
-        sweep_crash_points(&ds, base.path(), n);
+        sweep_crash_points(&ds, base.path(), n, "2");
     }
 }
 

@@ -380,10 +380,36 @@ fn estimate_and_run_resolve_a_selection_differently() {
 #[test]
 #[cfg(feature = "crash-points")] // reads the durability trace
 fn the_commit_path_fsyncs_renames_and_indexes_each_container_before_the_commit_that_counts_it() {
+    // With one writer, the default two, and more containers in flight
+    // than the job has (one commit may count several at once).
+    for writers in [1, 2, 4, 16] {
+        commit_path_order(writers);
+    }
+}
+
+/// A job asks for 1 to 16 containers in flight per target; anything else
+/// is refused when the job is built, naming the range, not clamped.
+#[test]
+fn writers_outside_one_to_sixteen_are_refused_when_the_job_is_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, _) = synth_source(&dir.path().join("src"), 43, 1, 4, 8_000);
+    let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
+    for bad in [0, 17, usize::MAX] {
+        let Err(e) =
+            Seeder::builder(&src, &dst, dir.path().join(format!("state{bad}"))).selection(Selection::all()).writers(bad).build()
+        else {
+            panic!("writers({bad}) was accepted");
+        };
+        assert!(e.to_string().contains("writers must be 1 to 16"), "writers({bad}): {e}");
+    }
+}
+
+fn commit_path_order(writers: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (src, _) = synth_source(&dir.path().join("src"), 41, 2, 20, 20_000);
     let dst = IndexedTier::create(dir.path().join("dst"), small_config()).unwrap();
-    let mut job = Seeder::builder(&src, &dst, dir.path().join("state")).selection(Selection::all()).build().unwrap();
+    let mut job =
+        Seeder::builder(&src, &dst, dir.path().join("state")).selection(Selection::all()).writers(writers).build().unwrap();
     tierseed::trace::start();
     let r = run_to_end(&mut job);
     let trace = tierseed::trace::take();

@@ -34,6 +34,11 @@ pub(crate) struct RunOpts {
     /// Worker threads (default: all cores; 1 is fine).
     #[arg(long)]
     pub(crate) threads: Option<usize>,
+    /// Target containers written at once per target in the Copy phase (1
+    /// to 16, default 2): a crash redoes at most these plus the one
+    /// filling. More can help a store whose single write leaves it idle.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub(crate) writers: Option<u16>,
     /// Limit the bytes written to the target, in MiB/s, or by local time
     /// of day: e.g. "mon-fri 08:00-18:00=20, *=200" (the first rule that
     /// holds wins; none holding: no limit). The job keeps it: a resume

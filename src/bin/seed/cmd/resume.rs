@@ -34,7 +34,7 @@ impl Resume {
     /// Runs the command; `metas` are the global `--meta` directories.
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
         let Resume { tiers, verify, skip_target, opts } = self;
-        let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
+        let RunOpts { threads, writers, limit, json, log_events, confirm_switch, switch_after } = opts;
         let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
         let mut r = tiers.resolve()?;
         // `--meta` goes with the tiers as given; a skipped target takes
@@ -76,6 +76,9 @@ impl Resume {
         }
         if let Some(n) = threads {
             job = job.with_threads(n);
+        }
+        if let Some(n) = writers {
+            job = job.with_writers(usize::from(n));
         }
         if let Some(v) = verify {
             job = job.with_verify(v);

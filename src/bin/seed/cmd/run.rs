@@ -40,7 +40,7 @@ impl Run {
     /// Runs the command; `metas` are the global `--meta` directories.
     pub(crate) fn run(self, metas: &[PathBuf]) -> Result<Exit> {
         let Run { tiers, sel, shape: JobShape { move_mode, container_kib, verify }, phf, on_target_failure, opts } = self;
-        let RunOpts { threads, limit, json, log_events, confirm_switch, switch_after } = opts;
+        let RunOpts { threads, writers, limit, json, log_events, confirm_switch, switch_after } = opts;
         let gate = cli_gate(confirm_switch, switch_after.as_deref())?;
         let r = tiers.resolve()?;
         let flags = sel.all || !sel.include.is_empty() || !sel.prefix.is_empty() || !sel.path.is_empty();
@@ -87,6 +87,9 @@ impl Run {
         }
         if let Some(n) = threads {
             b = b.threads(n);
+        }
+        if let Some(n) = writers {
+            b = b.writers(usize::from(n));
         }
         if let Some(l) = limit {
             b = b.limit_schedule(l);
