@@ -34,9 +34,11 @@ const READ_AHEAD: usize = 2;
 /// Target containers written at once by Copy's writer threads, unless the
 /// job says otherwise (`SeederBuilder::writers`). On this project's disk
 /// one sequential fsync per 4 MiB container caps writes at about 330
-/// MiB/s; two in flight reach its full 1.4 GiB/s. A crash redoes at most
-/// what is in flight plus the container filling.
-pub(super) const DEFAULT_WRITERS: usize = 2;
+/// MiB/s; with four in flight a warm 2 GiB seed took 3.4-3.8 s against
+/// 4.0-4.5 s with two and 5.6-9.3 s with one (BENCHMARKS.md), and eight
+/// gained nothing over four. A crash redoes at most what is in flight
+/// plus the container filling: 20 MiB at the default container size.
+pub(super) const DEFAULT_WRITERS: usize = 4;
 /// The most containers in flight per target a job may ask for.
 pub(super) const MAX_WRITERS: usize = 16;
 /// One source container's worth of work handed from the reader thread to

@@ -87,7 +87,7 @@ impl<'a> SeederBuilder<'a> {
         self
     }
     /// Target containers each target writes at once in the Copy phase
-    /// (default 2, at most 16): each writer writes, fsyncs and renames
+    /// (default 4, at most 16): each writer writes, fsyncs and renames
     /// its container while the next fills, and one context commit counts
     /// every container written since the last. This is the redo bound: a
     /// crash redoes at most this many containers plus the one filling

@@ -35,7 +35,7 @@ pub(crate) struct RunOpts {
     #[arg(long)]
     pub(crate) threads: Option<usize>,
     /// Target containers written at once per target in the Copy phase (1
-    /// to 16, default 2): a crash redoes at most these plus the one
+    /// to 16, default 4): a crash redoes at most these plus the one
     /// filling. More can help a store whose single write leaves it idle.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub(crate) writers: Option<u16>,
