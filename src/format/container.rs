@@ -320,7 +320,8 @@ pub(crate) fn read_segments(file: &File, header: &Header, which: &[SegmentEntry]
 }
 
 /// Reads the chosen segments of the data region at `data_start` (of
-/// `data_len` bytes), coalescing adjacent ranges into one read each.
+/// `data_len` bytes), coalescing adjacent ranges into one read each, each
+/// segment in a vector of its own.
 pub(crate) fn read_ranges(
     file: &File,
     data_start: u64,
@@ -329,20 +330,13 @@ pub(crate) fn read_ranges(
     which: &[SegmentEntry],
     path: &Path,
 ) -> Result<Vec<Vec<u8>>> {
-    let mut out = Vec::with_capacity(which.len());
-    read_runs(file, data_start, data_len, id, which, path, |run, lens| {
-        let mut at = 0usize;
-        for len in lens {
-            out.push(run[at..at + len].to_vec());
-            at += len;
-        }
-    })?;
-    Ok(out)
+    Ok(read_ranges_shared(file, data_start, data_len, id, which, path)?.iter().map(|b| b.to_vec()).collect())
 }
 
 /// As [`read_ranges`], without copying: each segment is a slice of the
-/// buffer its run was read into, so the caller holds a run's buffer for as
-/// long as it holds any of its segments.
+/// buffer its run was read into (at most [`MAX_RUN`] bytes), so the
+/// caller holds a run's buffer for as long as it holds any of its
+/// segments.
 pub(crate) fn read_ranges_shared(
     file: &File,
     data_start: u64,
@@ -352,32 +346,6 @@ pub(crate) fn read_ranges_shared(
     path: &Path,
 ) -> Result<Vec<bytes::Bytes>> {
     let mut out = Vec::with_capacity(which.len());
-    read_runs(file, data_start, data_len, id, which, path, |run, lens| {
-        let run = bytes::Bytes::from(run);
-        let mut at = 0usize;
-        for len in lens {
-            out.push(run.slice(at..at + len));
-            at += len;
-        }
-    })?;
-    Ok(out)
-}
-
-/// Largest run of adjacent segments read at once.
-const MAX_RUN: u64 = 8 << 20;
-
-/// Reads the chosen segments in runs of adjacent ones (at most
-/// [`MAX_RUN`] bytes each, bounds-checked against the data region) and
-/// hands each run's buffer to `take` with the lengths of its segments.
-fn read_runs(
-    file: &File,
-    data_start: u64,
-    data_len: u64,
-    id: ContainerId,
-    which: &[SegmentEntry],
-    path: &Path,
-    mut take: impl FnMut(Vec<u8>, &mut dyn Iterator<Item = usize>),
-) -> Result<()> {
     let mut i = 0;
     while i < which.len() {
         // Extend a run while the next wanted segment starts where this ends.
@@ -397,11 +365,19 @@ fn read_runs(
         }
         let mut buf = vec![0u8; (end - u64::from(start)) as usize];
         file.read_exact_at(&mut buf, data_start + u64::from(start)).map_err(|e| Error::io(path, e))?;
-        take(buf, &mut which[i..j].iter().map(|e| e.len as usize));
+        let run = bytes::Bytes::from(buf);
+        let mut at = 0usize;
+        for e in &which[i..j] {
+            out.push(run.slice(at..at + e.len as usize));
+            at += e.len as usize;
+        }
         i = j;
     }
-    Ok(())
+    Ok(out)
 }
+
+/// Largest run of adjacent segments read at once.
+const MAX_RUN: u64 = 8 << 20;
 
 /// The raw bytes of one stored segment of container `container` (as
 /// [`decode_container`] or [`Tier::read_segments`](crate::Tier::read_segments)
