@@ -76,11 +76,7 @@ impl ContainerStore for DirStore {
     fn put_parts(&self, id: ContainerId, head: Vec<u8>, data: &[&[u8]]) -> Result<()> {
         if self.sealer.is_some() {
             // Sealing reads the whole plaintext container and writes anew.
-            let mut bytes = head;
-            for d in data {
-                bytes.extend_from_slice(d);
-            }
-            return self.put(id, bytes);
+            return self.put(id, super::joined(head, data));
         }
         // The segments go to the file from where Copy's reader left them:
         // no second copy in user space.
@@ -111,7 +107,7 @@ impl ContainerStore for DirStore {
     fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<bytes::Bytes>> {
         if self.sealer.is_some() {
             // Opened segment by segment, each into its own vector.
-            return Ok(self.read_segments(id, which)?.into_iter().map(bytes::Bytes::from).collect());
+            return Ok(super::shared(self.read_segments(id, which)?));
         }
         let (f, path) = self.open(id)?;
         let header = crate::format::container::read_header(&f, id, &path)?;

@@ -72,6 +72,20 @@ pub(crate) enum NamespaceOp {
 /// order after `after` (empty at the end).
 pub(crate) type NamespacePages<'a> = dyn FnMut(Option<&str>, usize) -> Result<Vec<crate::tier::FileEntry>> + 'a;
 
+/// A container's head followed by its data pieces, in one buffer.
+pub(crate) fn joined(mut head: Vec<u8>, data: &[&[u8]]) -> Vec<u8> {
+    head.reserve_exact(data.iter().map(|d| d.len()).sum());
+    for d in data {
+        head.extend_from_slice(d);
+    }
+    head
+}
+
+/// Segments read into vectors of their own, as shared slices (no copy).
+pub(crate) fn shared(segments: Vec<Vec<u8>>) -> Vec<bytes::Bytes> {
+    segments.into_iter().map(bytes::Bytes::from).collect()
+}
+
 /// The container bytes of one tier. Every method's durability is the
 /// tier's: when `put` or `delete` returns `Ok`, the change survives a
 /// crash (or, for a bucket, is acknowledged by the store).
@@ -87,12 +101,8 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
     /// (its header and table) followed by `data` in order: a store that can
     /// write the pieces where they lie does not join them first. The
     /// default joins them.
-    fn put_parts(&self, id: ContainerId, mut head: Vec<u8>, data: &[&[u8]]) -> Result<()> {
-        head.reserve_exact(data.iter().map(|d| d.len()).sum());
-        for d in data {
-            head.extend_from_slice(d);
-        }
-        self.put(id, head)
+    fn put_parts(&self, id: ContainerId, head: Vec<u8>, data: &[&[u8]]) -> Result<()> {
+        self.put(id, joined(head, data))
     }
 
     /// The container's header and table, checked, reading no segment bytes.
@@ -105,7 +115,7 @@ pub(crate) trait ContainerStore: Send + Sync + std::fmt::Debug {
     /// that reads runs of segments into one buffer hands out slices of it.
     /// The default wraps `read_segments`' vectors (no copy either way).
     fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<bytes::Bytes>> {
-        Ok(self.read_segments(id, which)?.into_iter().map(bytes::Bytes::from).collect())
+        Ok(shared(self.read_segments(id, which)?))
     }
 
     /// The whole container, every checksum checked (scrub).

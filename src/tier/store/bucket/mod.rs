@@ -626,7 +626,7 @@ impl ContainerStore for BucketStore {
     fn read_segments_shared(&self, id: ContainerId, which: &[SegmentEntry]) -> Result<Vec<Bytes>> {
         if self.sealer.is_some() {
             // Opened segment by segment, each into its own vector.
-            return Ok(self.read_segments(id, which)?.into_iter().map(Bytes::from).collect());
+            return Ok(super::shared(self.read_segments(id, which)?));
         }
         // The client's answers are slices of the bodies it received.
         self.fetch_ranges(id, which)
