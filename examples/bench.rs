@@ -5,9 +5,17 @@
 //! `--data-mib N` (default 2048), `--phf-keys N` (default 100000000),
 //! `--dir DIR` (default: a temporary directory). `BENCH_PHF=compact` in
 //! the environment makes the whole-job rows (`--only-scale` among them)
-//! build the compact PHF instead of boomphf.
+//! build the compact PHF instead of boomphf. With the `jemalloc` feature
+//! (which `cli` turns on) the bench and its job children allocate as
+//! `seed` does.
 
 use std::path::{Path, PathBuf};
+
+/// The allocator `seed` links (the `jemalloc` feature), so that the peak
+/// RSS rows measure what an operator's job holds.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -62,9 +70,11 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map_or_else(|| vec![1_000_000], |v| v.split(',').filter_map(|x| x.parse().ok()).collect());
     if args.iter().any(|a| a == "--only-scale") {
+        let mut peaks = Vec::new();
         for n in scale_sizes {
-            rows.extend(scale_rows(&dir, n)?);
+            rows.extend(scale_rows(&dir, n, &mut peaks)?);
         }
+        rows.extend(memory_growth_row(&peaks));
         print_rows(&rows);
         return Ok(());
     }
@@ -1194,7 +1204,32 @@ fn make_scale_tier(dir: &Path, leaves: u64) -> Result<u64> {
 /// One whole job over the appliance-scale source into an empty tier, in a
 /// child process with a cold cache: every phase's time and rate, and the
 /// peak RSS (issue 19's table).
-fn scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
+/// Bits per fingerprint a job holds that grow with it: the PHF (boomphf,
+/// 3.44 bits, the PHF row's figure), Copy's PHV and Verify's (1 bit each).
+const HELD_BITS_PER_FINGERPRINT: f64 = 5.44;
+
+/// Issue 19's memory claim: between the smallest and the largest scale job
+/// run, peak RSS may grow by no more than what the PHF and PHVs grow.
+fn memory_growth_row(peaks: &[(u64, u64, u64)]) -> Option<Row> {
+    let small = peaks.iter().min_by_key(|p| p.0)?;
+    let large = peaks.iter().max_by_key(|p| p.0)?;
+    if small.0 == large.0 {
+        return None;
+    }
+    let grown_kb = large.2 as i64 - small.2 as i64;
+    let allowed_kb = ((large.0 - small.0) as f64 * HELD_BITS_PER_FINGERPRINT / 8.0 / 1024.0) as i64;
+    Some(Row::plain(
+        &format!("peak RSS growth, {}k -> {}k files", small.1 / 1000, large.1 / 1000),
+        format!("{:+} MiB ({} -> {} MiB)", grown_kb >> 10, small.2 >> 10, large.2 >> 10),
+        &format!("<= {} MiB (PHF + PHVs)", allowed_kb >> 10),
+        grown_kb <= allowed_kb,
+        format!("{HELD_BITS_PER_FINGERPRINT} bits per added fingerprint"),
+    ))
+}
+
+/// One whole job over the scale source of `leaves` leaves; its size and
+/// peak RSS (fingerprints, files, KiB) are added to `peaks`.
+fn scale_rows(dir: &Path, leaves: u64, peaks: &mut Vec<(u64, u64, u64)>) -> Result<Vec<Row>> {
     let src = dir.join(format!("scale-src-{leaves}"));
     // BENCH_SCALE_KEEP=1 keeps the source for the next run (building 10M
     // leaves takes minutes); a kept one is reused only whole.
@@ -1215,6 +1250,7 @@ fn scale_rows(dir: &Path, leaves: u64) -> Result<Vec<Row>> {
         let _ = std::fs::remove_dir_all(&src);
     }
     let fps = leaves + files;
+    peaks.push((fps, files, run.hwm_kb));
     let rate = |phase: &str| -> String {
         run.phases
             .split_whitespace()

@@ -216,7 +216,9 @@ pub trait SourceTier: Tier {
 
 /// A tier data is written to.
 pub trait TargetTier: Tier {
-    /// The size, in bytes, that the engine should pack target containers to.
+    /// The size, in bytes, that the engine should pack target containers
+    /// to: their segments' stored bytes plus a table entry each, so a
+    /// container of tiny segments holds as few as its file size says.
     fn container_target_size(&self) -> u64;
 
     /// Writes one container of the given kind holding these segments, as

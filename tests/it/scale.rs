@@ -416,3 +416,33 @@ fn verify_names_the_file_whose_tree_reaches_a_segment_the_index_lacks() {
     let p = &report.problems[0];
     assert!(p.starts_with("file \"b/broken\": ") && p.contains(&missing.to_string()), "{p}");
 }
+
+/// The bug: the packer counted a segment's bytes but not its table entry,
+/// so a target container of 16-byte segments held four times the segments
+/// its size allowed (a 4 MiB container was a 16.6 MiB file), and every
+/// container in flight held that many records at once (the 11M-segment
+/// job peaked at 958 MiB of RSS with four writers).
+#[test]
+fn containers_of_tiny_segments_are_no_larger_than_the_target_size() {
+    let d = tempfile::tempdir().unwrap();
+    let src = IndexedTier::create(d.path().join("src"), small_config()).unwrap();
+    let fps = write_tiny_leaves(&src, 20_000, b"tinysegs", 4096);
+    src.upsert_files(&leaf_entries(&fps, |i| format!("leaf{i:05}"))).unwrap();
+    let size = 64u64 << 10;
+    let dst = IndexedTier::create(d.path().join("dst"), tierseed::TierConfig { container_size: size, ..small_config() }).unwrap();
+    let mut job = Seeder::builder(&src, &dst, d.path().join("state")).selection(Selection::all()).build().unwrap();
+    let report = run_to_end(&mut job);
+    assert_eq!(report.counters.segments_copied, 20_000);
+    let dir = dst.dir().join(tierseed::layout::TIER_CONTAINERS);
+    let mut containers = 0;
+    for f in fs::read_dir(&dir).unwrap() {
+        let len = f.unwrap().metadata().unwrap().len();
+        // The file: its header and checksum trailer beside the table and
+        // the data the target size bounds.
+        assert!(len <= size + 128, "a {len}-byte container for a {size}-byte target size");
+        containers += 1;
+    }
+    // 20,000 segments of 16 bytes and a 48-byte entry each: 20 containers
+    // of 1,024, where counting bytes alone packed 5.
+    assert!(containers >= 20, "{containers} containers");
+}
