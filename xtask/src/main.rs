@@ -53,6 +53,9 @@ const BUILD: &[Need] = &[
     Need { what: "clang (RocksDB's bindings)", present: || on_path("clang"), packages: &["clang"] },
     Need { what: "libclang (RocksDB's bindings)", present: libclang, packages: &["libclang-dev"] },
     Need { what: "a C++ compiler (RocksDB)", present: || on_path("c++") || on_path("g++"), packages: &["g++"] },
+    // jemalloc's build (the `jemalloc` feature, on with `cli`) runs its
+    // configure script and make.
+    Need { what: "make (jemalloc, seed's allocator)", present: || on_path("make"), packages: &["make"] },
 ];
 
 /// What the object-tier tests need: a real Ceph cluster with an S3
