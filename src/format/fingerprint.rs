@@ -10,8 +10,37 @@ use serde::{Deserialize, Serialize};
 ///
 /// With serde it is a lowercase hex string in human-readable formats
 /// (JSON) and the 32 raw bytes in binary ones.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint(pub [u8; 32]);
+
+/// Byte order (a fingerprint's order is its bytes' lexicographic order,
+/// which RocksDB's index and every sorted file use), compared eight bytes
+/// at a time: the derived order called `memcmp` for every comparison, 10 %
+/// of Copy's samples at 11M segments, where each container's keys are
+/// sorted before their lookups.
+impl Ord for Fingerprint {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.be_words().cmp(&other.be_words())
+    }
+}
+
+impl PartialOrd for Fingerprint {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Hashes the first eight bytes only (the derived hash fed all 32 and a
+/// length prefix). Equal fingerprints have equal first bytes, so this
+/// agrees with `Eq`; the bytes are a BLAKE3 output, and sets keyed by
+/// fingerprints use a randomly keyed hasher, so flooding one bucket would
+/// need many fingerprints sharing 64 bits: about 2^60 hashes for sixteen.
+/// Nothing persisted depends on this hash (the PHF hashes [`PhfKey`]).
+impl Hash for Fingerprint {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.be_words()[0]);
+    }
+}
 
 impl Serialize for Fingerprint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -50,6 +79,16 @@ impl Fingerprint {
     /// Builds a fingerprint from a 32-byte slice; `None` if the length is wrong.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         <[u8; 32]>::try_from(bytes).ok().map(Fingerprint)
+    }
+
+    /// The bytes as four big-endian words: their order is the bytes' order.
+    fn be_words(&self) -> [u64; 4] {
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(b)
+        };
+        [w(0), w(1), w(2), w(3)]
     }
 
     /// The key the perfect hash function is built over: see [`PhfKey`].
@@ -161,6 +200,16 @@ mod tests {
         assert_eq!(json, format!("\"{fp}\""));
         assert_eq!(serde_json::from_str::<Fingerprint>(&json).expect("decodes"), fp);
         assert!(serde_json::from_str::<Fingerprint>("\"zz\"").is_err());
+    }
+
+    proptest::proptest! {
+        /// The word-wise order is the bytes' lexicographic order (RocksDB's
+        /// and every sorted file's), ties included.
+        #[test]
+        fn order_is_the_bytes_order(a in proptest::array::uniform32(0u8..4), b in proptest::array::uniform32(0u8..4)) {
+            proptest::prop_assert_eq!(Fingerprint(a).cmp(&Fingerprint(b)), a.cmp(&b));
+            proptest::prop_assert_eq!(Fingerprint(a) == Fingerprint(b), a == b);
+        }
     }
 
     #[test]
