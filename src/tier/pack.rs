@@ -102,7 +102,7 @@ impl Packer {
     /// alone made a 4 MiB container of 16-byte segments hold 262,144 of
     /// them (a 16.6 MiB file), and each of the containers in flight held
     /// that many per-segment records, set entries and index lookups at
-    /// once (the 11M-segment job peaked at 958 MiB with four writers).
+    /// once (the 11M-segment job peaked at 936 MiB with four writers).
     pub(crate) fn add(&mut self, seg: OwnedSegment, tag: u64) -> Option<Batch> {
         if self.pending.contains(&seg.fingerprint) {
             return None;

@@ -421,7 +421,7 @@ fn verify_names_the_file_whose_tree_reaches_a_segment_the_index_lacks() {
 /// so a target container of 16-byte segments held four times the segments
 /// its size allowed (a 4 MiB container was a 16.6 MiB file), and every
 /// container in flight held that many records at once (the 11M-segment
-/// job peaked at 958 MiB of RSS with four writers).
+/// job peaked at 936 MiB of RSS with four writers).
 #[test]
 fn containers_of_tiny_segments_are_no_larger_than_the_target_size() {
     let d = tempfile::tempdir().unwrap();
