@@ -529,15 +529,13 @@ fn job_child(
     if v.len() < 4 {
         bail!("job child printed {line:?}");
     }
-    let phf_bytes = std::fs::read_dir(&state)
-        .map(|r| {
-            r.flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("phf-"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let phf_bytes = std::fs::read_dir(&state).map_or(0, |r| {
+        r.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("phf-"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
+    });
     // The target is not needed again: free the disk.
     let _ = std::fs::remove_dir_all(&dst);
     let _ = std::fs::remove_dir_all(&state);
