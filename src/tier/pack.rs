@@ -66,23 +66,13 @@ pub(crate) struct Packer {
     segments: Vec<OwnedSegment>,
     /// Stored bytes pending.
     bytes: u64,
-    /// What the pending segments take in a container: bytes and table entries.
-    footprint: u64,
     pending: HashSet<Fingerprint>,
     first_tag: Option<u64>,
 }
 
 impl Packer {
     pub(crate) fn new(kind: ContainerKind, target_size: u64) -> Self {
-        Packer {
-            kind,
-            target_size: target_size.max(1),
-            segments: Vec::new(),
-            bytes: 0,
-            footprint: 0,
-            pending: HashSet::new(),
-            first_tag: None,
-        }
+        Packer { kind, target_size: target_size.max(1), segments: Vec::new(), bytes: 0, pending: HashSet::new(), first_tag: None }
     }
 
     /// Whether `fp` is already waiting in this packer.
@@ -107,9 +97,9 @@ impl Packer {
         if self.pending.contains(&seg.fingerprint) {
             return None;
         }
-        let cost = seg.bytes.len() as u64 + ENTRY_LEN as u64;
-        let full = if !self.segments.is_empty() && self.footprint + cost > self.target_size { self.take() } else { None };
-        self.footprint += cost;
+        // What the pending segments take in a container, with this one.
+        let footprint = self.bytes + seg.bytes.len() as u64 + (self.segments.len() as u64 + 1) * ENTRY_LEN as u64;
+        let full = if !self.segments.is_empty() && footprint > self.target_size { self.take() } else { None };
         self.bytes += seg.bytes.len() as u64;
         self.pending.insert(seg.fingerprint);
         self.first_tag.get_or_insert(tag);
@@ -130,7 +120,6 @@ impl Packer {
         };
         self.pending.clear();
         self.bytes = 0;
-        self.footprint = 0;
         Some(batch)
     }
 }

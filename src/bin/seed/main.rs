@@ -12,14 +12,14 @@
 
 use std::path::PathBuf;
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tierseed::JobError;
+
 /// jemalloc for the whole process (see the `jemalloc` feature): glibc's
-/// per-thread arenas kept a third of a large job's peak RSS as free memory.
+/// per-thread arenas kept a quarter of a large job's peak RSS as freed memory (591 against 441 MiB at 11M segments).
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use tierseed::JobError;
 
 /// Prints a line to stdout, returning the error (a closed pipe ends the
 /// command quietly instead of panicking as `println!` would).
