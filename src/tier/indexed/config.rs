@@ -13,7 +13,8 @@ use crate::tier::TierId;
 /// Settings fixed when a tier is created.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierConfig {
-    /// Target container size in bytes (default 4 MiB).
+    /// Target container size in bytes (default 4 MiB): segments' stored
+    /// bytes plus their 48-byte table entries.
     pub container_size: u64,
     /// FastCDC minimum chunk size (default 4 KiB).
     pub chunk_min: u32,
