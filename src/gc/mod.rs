@@ -15,7 +15,7 @@ use crate::mark::phf::Phf;
 use crate::mark::phv::Phv;
 use crate::tier::indexed::{Dead, GcRecord, IndexedTier};
 use crate::tier::pack::OwnedSegment;
-use crate::tier::{ContainerMeta, JobHold, Tier};
+use crate::tier::{JobHold, Tier};
 
 /// How a reclamation runs.
 #[derive(Clone, Copy, Debug)]
@@ -73,7 +73,7 @@ pub struct GcReport {
 }
 
 /// One container's entries, split into live and dead.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Sorted {
     live: Vec<crate::tier::SegmentEntry>,
     /// Dead segments whose index home is this container, whose entries go:
@@ -110,40 +110,135 @@ fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<G
     let marked = mark_live(tier, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     let Marked { phf, live, ids, homed } = marked.inspect_err(|e| tier.retire_after(e))?;
+    let sweep_started = std::time::Instant::now();
     let next = tier.container_ids()?.last().map_or(0, |c| c.0 + 1);
     let mut record = match tier.gc_record()? {
         Some(r) if !opts.dry_run => r,
         _ => GcRecord { end: next, ..GcRecord::default() },
     };
+    let first = record.cursor;
+    // Reading and sorting a container's table (a read, a checksum and a
+    // PHF lookup per entry) overlaps with dropping the containers before
+    // it (index deletions and syncs). Only reads happen ahead: every
+    // change is made in order, by this thread.
+    let report = std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(EXAMINED_AHEAD);
+        let (phf, live, ids, homed, holds) = (&phf, &live, &ids, &homed, &holds);
+        let range = record.cursor..record.end;
+        s.spawn(move || {
+            for raw in range {
+                let step = examine(tier, phf, live, ids, homed, holds, ContainerId(raw));
+                let failed = step.is_err();
+                // The sweep stopped (done, suspended or failed): so do we.
+                if tx.send(step).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        sweep(tier, opts, suspend, holds, &rx, &mut record)
+    })?;
+    log::info!("gc: swept containers {first}..{} in {:.1} s", record.end, sweep_started.elapsed().as_secs_f64());
+    Ok(report)
+}
+
+/// Containers examined ahead of the sweep, at most (each holds its sorted
+/// table: about 100 bytes per entry).
+const EXAMINED_AHEAD: usize = 1;
+
+/// What examining a container found, before the sweep decides.
+enum Examined {
+    /// Pinned by a running job or reader: kept, not read.
+    Pinned(ContainerId),
+    /// Deleted already (a resumed run), or never there.
+    Missing(ContainerId),
+    /// Its table failed its checks: to be retired, and removed.
+    Rotten(ContainerId, Error),
+    /// Retired whole earlier: nothing in it can be read, it goes.
+    Retired(ContainerId),
+    /// Read and sorted.
+    Read { id: ContainerId, kind: crate::tier::ContainerKind, data_len: u64, sorted: Sorted },
+}
+
+impl Examined {
+    fn id(&self) -> ContainerId {
+        match self {
+            Examined::Pinned(id)
+            | Examined::Missing(id)
+            | Examined::Rotten(id, _)
+            | Examined::Retired(id)
+            | Examined::Read { id, .. } => *id,
+        }
+    }
+}
+
+/// Reads container `id`'s table and sorts its entries (read-only: the
+/// sweep makes every change).
+fn examine(
+    tier: &IndexedTier,
+    phf: &Phf,
+    live: &Phv,
+    ids: &[ContainerId],
+    homed: &[u32],
+    holds: &[JobHold],
+    id: ContainerId,
+) -> Result<Examined> {
+    if tier.pinned(id) || holds.iter().any(|h| h.holds(id)) {
+        return Ok(Examined::Pinned(id));
+    }
+    if tier.is_retired(id)? {
+        return Ok(Examined::Retired(id));
+    }
+    match tier.read_metadata(id) {
+        Err(Error::Tier(TierError::MissingContainer { .. })) => Ok(Examined::Missing(id)),
+        Err(e) if e.is_rot() => Ok(Examined::Rotten(id, e)),
+        Err(e) => Err(e),
+        Ok(meta) => {
+            let homed_here = ids.binary_search(&id).ok().and_then(|i| homed.get(i)).copied();
+            let sorted = sort(tier, phf, live, id, homed_here, &meta.segments)?;
+            Ok(Examined::Read { id, kind: meta.kind, data_len: meta.data_len, sorted })
+        }
+    }
+}
+
+/// The sweep: takes each examined container in id order and deletes it,
+/// compacts it or keeps it, committing the cursor with each change.
+fn sweep(
+    tier: &IndexedTier,
+    opts: GcOptions,
+    suspend: &SuspendHandle,
+    holds: &[JobHold],
+    examined: &std::sync::mpsc::Receiver<Result<Examined>>,
+    record: &mut GcRecord,
+) -> Result<GcReport> {
     let mut report = GcReport { dry_run: opts.dry_run, ..GcReport::default() };
     let mut since_commit = 0u32;
     // Dead containers waiting to be dropped together (see `flush`).
     let mut pending: Vec<(ContainerId, Vec<Dead>)> = Vec::new();
-    for raw in record.cursor..record.end {
-        let id = ContainerId(raw);
+    while record.cursor < record.end {
+        let raw = record.cursor;
         if suspend.is_requested() {
             suspend.0.store(false, std::sync::atomic::Ordering::SeqCst);
             if !opts.dry_run {
-                flush(tier, &mut pending, &record)?;
-                tier.gc_commit(Some(&record))?;
+                flush(tier, &mut pending, record)?;
+                tier.gc_commit(Some(record))?;
             }
             report.suspended = true;
-            return Ok(add(report, &record));
+            return Ok(add(report, record));
+        }
+        let step = examined.recv().map_err(|_| Error::internal("gc: the examining thread stopped early"))??;
+        let id = step.id();
+        if id.0 != raw {
+            return Err(Error::internal(format!("gc: container {id} examined in the place of {raw}")));
         }
         record.cursor = raw + 1;
-        if tier.pinned(id) || holds.iter().any(|h| h.holds(id)) {
+        // A pin taken since the container was examined keeps it too.
+        if matches!(step, Examined::Pinned(_)) || tier.pinned(id) || holds.iter().any(|h| h.holds(id)) {
             report.containers_pinned += 1;
             continue;
         }
-        // A container retired whole (its table failed its checks) has no
-        // index entry left: nothing in it can be read, it goes. Its size is
-        // unknown without a table, so it adds no reclaimed bytes.
-        let retired = tier.is_retired(id)?;
-        let read = match tier.read_metadata(id) {
-            // Deleted already (a resumed run), or never there.
-            Err(Error::Tier(TierError::MissingContainer { .. })) => continue,
-            Ok(m) if !retired => Some(m),
-            Err(e) if !retired && e.is_rot() => {
+        let (kind, total, sorted) = match step {
+            Examined::Pinned(_) | Examined::Missing(_) => continue,
+            Examined::Rotten(_, e) => {
                 if !opts.dry_run {
                     log::warn!("gc: container {id} is unreadable ({e}); retired, and removed");
                     tier.retire_table(id);
@@ -151,24 +246,20 @@ fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<G
                         return Err(e);
                     }
                 }
-                None
+                // Its size is unknown without a table: it adds no
+                // reclaimed bytes.
+                (crate::tier::ContainerKind::Data, 0, Sorted::default())
             }
-            Err(e) if !retired => return Err(e),
-            // Retired: nothing in it is read.
-            _ => None,
+            Examined::Retired(_) => (crate::tier::ContainerKind::Data, 0, Sorted::default()),
+            Examined::Read { kind, data_len, sorted, .. } => (kind, data_len, sorted),
         };
-        let meta =
-            read.unwrap_or(ContainerMeta { id, kind: crate::tier::ContainerKind::Data, segments: Vec::new(), data_len: 0 });
-        let homed_here = ids.binary_search(&id).ok().and_then(|i| homed.get(i)).copied();
-        let sorted = sort(tier, &phf, &live, id, homed_here, &meta.segments)?;
-        let total = meta.data_len;
         if sorted.live.is_empty() {
             record.containers_deleted += 1;
             record.bytes_reclaimed += total;
             if !opts.dry_run {
                 pending.push((id, sorted.dead));
                 if pending.len() >= DROP_GROUP || pending.iter().map(|p| p.1.len()).sum::<usize>() >= DROP_GROUP_ENTRIES {
-                    flush(tier, &mut pending, &record)?;
+                    flush(tier, &mut pending, record)?;
                 }
                 since_commit = 0;
             }
@@ -176,38 +267,10 @@ fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<G
             if !opts.dry_run {
                 // The drops before this container go first, under a cursor
                 // that does not yet pass it.
-                flush(tier, &mut pending, &GcRecord { cursor: raw, ..record })?;
-                let stored = tier.read_segments(id, &sorted.live)?;
-                if stored.len() != sorted.live.len() {
-                    return Err(Error::contract(
-                        format!("read_segments of container {id}"),
-                        format!("answered {} segments for {} asked", stored.len(), sorted.live.len()),
-                    ));
-                }
-                let mut segs = Vec::with_capacity(stored.len());
-                let mut rotten = Vec::new();
-                for (e, b) in sorted.live.iter().zip(stored) {
-                    // Moved bytes are verified like copied ones.
-                    if crate::format::container::check_stored(e, &b, id).is_err() {
-                        rotten.push((e.fingerprint, id));
-                    }
-                    segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b.into(), raw_len: e.raw_len, codec: e.codec });
-                }
-                if !rotten.is_empty() {
-                    // Never moved on, never trusted again: retired, and the
-                    // container kept this round (the next run finds the
-                    // rotten copies dead and compacts the rest).
-                    log::warn!("gc: {} live segment(s) of container {id} are rotten; retired, container kept", rotten.len());
-                    tier.retire(&rotten)?;
+                flush(tier, &mut pending, &GcRecord { cursor: raw, ..*record })?;
+                if !compact(tier, id, kind, total, &sorted, record)? {
                     continue;
                 }
-                tier.gc_move(id, meta.kind, &segs, &sorted.dead, &{
-                    let mut r = record;
-                    r.containers_compacted += 1;
-                    r.bytes_reclaimed += total - sorted.live_bytes;
-                    r.segments_moved += sorted.live.len() as u64;
-                    r
-                })?;
                 since_commit = 0;
             }
             record.containers_compacted += 1;
@@ -218,19 +281,63 @@ fn run(tier: &IndexedTier, opts: GcOptions, suspend: &SuspendHandle) -> Result<G
             if since_commit >= 64 {
                 // A cursor past a pending drop is never committed without it.
                 if pending.is_empty() {
-                    tier.gc_commit(Some(&record))?;
+                    tier.gc_commit(Some(record))?;
                 } else {
-                    flush(tier, &mut pending, &record)?;
+                    flush(tier, &mut pending, record)?;
                 }
                 since_commit = 0;
             }
         }
     }
     if !opts.dry_run {
-        flush(tier, &mut pending, &record)?;
+        flush(tier, &mut pending, record)?;
         tier.gc_commit(None)?;
     }
-    Ok(add(report, &record))
+    Ok(add(report, record))
+}
+
+/// Moves container `id`'s live segments into a new container and drops
+/// it, committing `record` as it will be after. False when some live
+/// segment was rotten: those are retired and the container is kept this
+/// round (the next run finds the rotten copies dead and compacts the rest).
+fn compact(
+    tier: &IndexedTier,
+    id: ContainerId,
+    kind: crate::tier::ContainerKind,
+    total: u64,
+    sorted: &Sorted,
+    record: &GcRecord,
+) -> Result<bool> {
+    let stored = tier.read_segments(id, &sorted.live)?;
+    if stored.len() != sorted.live.len() {
+        return Err(Error::contract(
+            format!("read_segments of container {id}"),
+            format!("answered {} segments for {} asked", stored.len(), sorted.live.len()),
+        ));
+    }
+    let mut segs = Vec::with_capacity(stored.len());
+    let mut rotten = Vec::new();
+    for (e, b) in sorted.live.iter().zip(stored) {
+        // Moved bytes are verified like copied ones.
+        if crate::format::container::check_stored(e, &b, id).is_err() {
+            rotten.push((e.fingerprint, id));
+        }
+        segs.push(OwnedSegment { fingerprint: e.fingerprint, bytes: b.into(), raw_len: e.raw_len, codec: e.codec });
+    }
+    if !rotten.is_empty() {
+        // Never moved on, never trusted again.
+        log::warn!("gc: {} live segment(s) of container {id} are rotten; retired, container kept", rotten.len());
+        tier.retire(&rotten)?;
+        return Ok(false);
+    }
+    tier.gc_move(id, kind, &segs, &sorted.dead, &{
+        let mut r = *record;
+        r.containers_compacted += 1;
+        r.bytes_reclaimed += total - sorted.live_bytes;
+        r.segments_moved += sorted.live.len() as u64;
+        r
+    })?;
+    Ok(true)
 }
 
 /// Dead containers dropped in one synced batch, at most: each drop's two
@@ -307,8 +414,13 @@ fn mark_live(tier: &IndexedTier, scratch: &std::path::Path) -> Result<Marked> {
     std::fs::create_dir_all(scratch).map_err(|e| Error::io(scratch, e))?;
     let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     let ids = tier.container_ids()?;
+    let t = std::time::Instant::now();
     let written = crate::mark::keys::write(tier, &ids, &scratch.join("keys.bin"))?;
+    log::info!("gc: scanned the index of {} containers in {:.1} s", ids.len(), t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     let phf = Phf::build(&written.file, crate::mark::phf::PhfKind::Boomphf, 1.7, threads)?;
+    log::info!("gc: built the PHF over {} fingerprints in {:.1} s", phf.keys, t.elapsed().as_secs_f64());
+    let t = std::time::Instant::now();
     let mut live = Phv::zeroed(phf.keys);
     let names = crate::mark::walk::Listed::new(tier);
     crate::mark::marks::mark(
@@ -321,6 +433,7 @@ fn mark_live(tier: &IndexedTier, scratch: &std::path::Path) -> Result<Marked> {
         crate::mark::marks::LeafCheck::Spool { scratch: &scratch.join("mark"), keys: Some(&written.file) },
         &mut |_| {},
     )?;
+    log::info!("gc: marked what the namespace reaches in {:.1} s", t.elapsed().as_secs_f64());
     Ok(Marked { phf, live, ids, homed: written.homed })
 }
 
