@@ -418,7 +418,7 @@ fn mark_live(tier: &IndexedTier, scratch: &std::path::Path) -> Result<Marked> {
     let written = crate::mark::keys::write(tier, &ids, &scratch.join("keys.bin"))?;
     log::info!("gc: scanned the index of {} containers in {:.1} s", ids.len(), t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
-    let phf = Phf::build(&written.file, crate::mark::phf::PhfKind::Boomphf, 1.7, threads)?;
+    let phf = Phf::build(&written.file, crate::mark::phf::PhfKind::Compact, 1.7, threads)?;
     log::info!("gc: built the PHF over {} fingerprints in {:.1} s", phf.keys, t.elapsed().as_secs_f64());
     let t = std::time::Instant::now();
     let mut live = Phv::zeroed(phf.keys);
@@ -483,6 +483,9 @@ fn sort(
         // A second copy of a segment the index places elsewhere is dead
         // too, and goes with the container; its entry is not this one's.
     }
+    // Sorted here, on the examining thread: the drop then only merges
+    // the lists of its group (see `IndexedTier::unindex`).
+    out.dead.sort_unstable_by_key(|d| d.0);
     Ok(out)
 }
 

@@ -4,8 +4,6 @@
 //! containers a running job or reader needs. Which segments are live is
 //! decided elsewhere (`crate::gc`); this module never sees a PHF.
 
-use std::collections::HashSet;
-
 use rocksdb::WriteBatch;
 use serde::{Deserialize, Serialize};
 
@@ -165,14 +163,18 @@ impl IndexedTier {
     fn unindex(&self, batch: &mut WriteBatch, mut dead: Vec<&Dead>, containers: u64, alloc: &Alloc) -> Alloc {
         let index = cf(&self.db, CF_INDEX);
         let mut next = *alloc;
-        let mut seen = HashSet::new();
         // In key order, as ingest's inserts: the memtable's skiplist then
         // finds each delete's place from the previous one's (unordered,
         // the deletes of a sweep at 11M segments were a quarter of its
-        // time).
-        dead.sort_unstable_by_key(|d| d.0);
+        // time). The sweep hands each container's list sorted, so a
+        // stable sort only merges the runs; a fingerprint listed twice
+        // (only a damaged index can home one in two containers) is then
+        // adjacent, and counted once.
+        dead.sort_by_key(|d| d.0);
+        let mut last = None;
         for (fp, stored, raw) in dead {
-            if seen.insert(*fp) {
+            if last != Some(fp) {
+                last = Some(fp);
                 batch.delete_cf(index, fp.0);
                 next.segments = next.segments.saturating_sub(1);
                 next.stored_bytes = next.stored_bytes.saturating_sub(*stored);

@@ -16,7 +16,7 @@ use crate::format::fingerprint::{ContainerId, Fingerprint};
 use crate::format::layout::container_file;
 use crate::tier::store::NamespaceOp;
 use crate::tier::{ContainerKind, ContainerMeta, SegmentEntry, StoredSegment};
-use crate::tier::{FileEntry, SourceTier, TargetTier, Tier, TierId};
+use crate::tier::{FileEntry, IndexEntry, SourceTier, TargetTier, Tier, TierId};
 
 impl Tier for IndexedTier {
     fn tier_id(&self) -> Result<TierId> {
@@ -120,6 +120,19 @@ impl Tier for IndexedTier {
 /// round trip of tens of milliseconds at the gateway's bandwidth.
 const REMOTE_READS: usize = 8;
 
+impl IndexedTier {
+    /// One index entry, decoded (a malformed one is a corrupt record).
+    fn index_entry(&self, k: &[u8], v: &[u8]) -> Result<IndexEntry> {
+        let bad = || {
+            Error::corrupt_record(
+                format!("index entry {:02x?} in {}", &k[..k.len().min(32)], self.db_path().display()),
+                "malformed key or value",
+            )
+        };
+        Ok((Fingerprint::from_slice(k).ok_or_else(bad)?, decode_container_id(v).ok_or_else(bad)?))
+    }
+}
+
 impl SourceTier for IndexedTier {
     fn fingerprint_count(&self) -> Result<u64> {
         Ok(lock(&self.alloc).segments)
@@ -132,30 +145,48 @@ impl SourceTier for IndexedTier {
     }
 
     fn fingerprints(&self, after: Option<&Fingerprint>, limit: usize) -> Result<Vec<(Fingerprint, ContainerId)>> {
-        let index = cf(&self.db, CF_INDEX);
-        let mode = match after {
-            Some(a) => IteratorMode::From(&a.0[..], Direction::Forward),
-            None => IteratorMode::Start,
-        };
         let mut out = Vec::with_capacity(limit.min(1 << 16));
-        for item in self.db.iterator_cf_opt(index, scan(), mode) {
-            let (k, v) = item.map_err(|e| self.dberr(e))?;
-            let bad = || {
-                Error::corrupt_record(
-                    format!("index entry {:02x?} in {}", &k[..k.len().min(32)], self.db_path().display()),
-                    "malformed key or value",
-                )
-            };
-            let fp = Fingerprint::from_slice(&k).ok_or_else(bad)?;
-            if after == Some(&fp) {
-                continue;
-            }
-            out.push((fp, decode_container_id(&v).ok_or_else(bad)?));
-            if out.len() >= limit {
-                break;
-            }
+        let mut it = self.db.raw_iterator_cf_opt(cf(&self.db, CF_INDEX), scan());
+        match after {
+            Some(a) => it.seek(a.0),
+            None => it.seek_to_first(),
         }
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let entry = self.index_entry(k, v)?;
+            if after != Some(&entry.0) {
+                out.push(entry);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+            it.next();
+        }
+        it.status().map_err(|e| self.dberr(e))?;
         Ok(out)
+    }
+
+    fn for_each_index_page(&self, page: usize, f: &mut dyn FnMut(&[IndexEntry]) -> Result<()>) -> Result<()> {
+        // One iterator for the whole scan, over slices of RocksDB's blocks:
+        // paging through `fingerprints` seeks again per page, and the
+        // owning iterator allocates a key and a value per entry (at 11M
+        // entries, 22M allocations).
+        let page = page.max(1);
+        let mut buf = Vec::with_capacity(page.min(1 << 16));
+        let mut it = self.db.raw_iterator_cf_opt(cf(&self.db, CF_INDEX), scan());
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            buf.push(self.index_entry(k, v)?);
+            if buf.len() >= page {
+                f(&buf)?;
+                buf.clear();
+            }
+            it.next();
+        }
+        it.status().map_err(|e| self.dberr(e))?;
+        if !buf.is_empty() {
+            f(&buf)?;
+        }
+        Ok(())
     }
 
     fn remove_files(&self, entries: &[FileEntry]) -> Result<Vec<bool>> {
