@@ -98,7 +98,7 @@ pub use crate::tier::faulty::{Fault, FaultKind, FaultyTier};
 #[cfg(feature = "s3")]
 pub use crate::tier::indexed::RecoverReport;
 pub use crate::tier::indexed::{
-    IndexedTier, Ingest, IngestStats, MAX_PATH_LEN, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
+    IndexedTier, Ingest, IngestStats, MAX_PATH_LEN, MemoryUsage, RestoreStats, TierConfig, TierInfo, VerifyReport, validate_path,
 };
 #[cfg(feature = "s3")]
 pub use crate::tier::store::bucket::{ObjectConfig, ObjectService};

@@ -446,3 +446,20 @@ fn containers_of_tiny_segments_are_no_larger_than_the_target_size() {
     // of 1,024, where counting bytes alone packed 5.
     assert!(containers >= 20, "{containers} containers");
 }
+
+/// `IndexedTier::memory_usage` sees the memtables a write fills, and the
+/// table readers of an index that reached its table files (RocksDB writes
+/// the recovered log to a table file when the tier is opened again).
+#[test]
+fn memory_usage_reports_memtables_and_table_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t");
+    let t = IndexedTier::create(&path, small_config()).unwrap();
+    write_tiny_leaves(&t, 20_000, b"memusage", 4096);
+    let u = t.memory_usage().unwrap();
+    assert!(u.memtables > 0, "{u:?}");
+    drop(t);
+    let t = IndexedTier::open(&path).unwrap();
+    let u = t.memory_usage().unwrap();
+    assert!(u.table_readers > 0, "an index of 20,000 entries in table files has table readers: {u:?}");
+}

@@ -192,3 +192,24 @@ impl TierInfo {
         if self.stored_bytes == 0 { 1.0 } else { self.logical_bytes as f64 / self.stored_bytes as f64 }
     }
 }
+
+/// What a tier's RocksDB holds in memory now, in bytes (see
+/// [`IndexedTier::memory_usage`](super::IndexedTier::memory_usage)). The
+/// block cache and the memtable budget are shared by every tier the
+/// process opens (64 MiB each), so those two figures are the process's;
+/// the table readers are this tier's and grow with its index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryUsage {
+    /// The process's block cache in use (at most its 64 MiB, plus pinned
+    /// blocks beyond it).
+    pub block_cache: u64,
+    /// Of which pinned (in use by an iterator or a table reader).
+    pub block_cache_pinned: u64,
+    /// The process's memtables, all tiers together.
+    pub memtables: u64,
+    /// This tier's table readers outside the block cache (RocksDB's
+    /// estimate: one per table file, with what it keeps of that file's
+    /// index and filter).
+    pub table_readers: u64,
+}

@@ -33,6 +33,32 @@ pub(super) fn shared_memory() -> &'static (rocksdb::Cache, rocksdb::WriteBufferM
     })
 }
 
+impl IndexedTier {
+    /// What this tier's RocksDB holds in memory now (see [`MemoryUsage`]):
+    /// for an embedder watching a long job, and for the bench's account of
+    /// what grows with a tier's size.
+    ///
+    /// [`MemoryUsage`]: super::MemoryUsage
+    pub fn memory_usage(&self) -> Result<super::MemoryUsage> {
+        let (cache, buffers) = shared_memory();
+        let mut table_readers = 0u64;
+        for name in [CF_INDEX, CF_NAMESPACE, CF_META] {
+            let v = self
+                .db
+                .property_int_value_cf(cf(&self.db, name), "rocksdb.estimate-table-readers-mem")
+                .map_err(|e| self.dberr(e))?;
+            // RocksDB answers None only for a property it does not know.
+            table_readers += v.ok_or_else(|| Error::internal("RocksDB lacks rocksdb.estimate-table-readers-mem"))?;
+        }
+        Ok(super::MemoryUsage {
+            block_cache: cache.get_usage() as u64,
+            block_cache_pinned: cache.get_pinned_usage() as u64,
+            memtables: buffers.get_usage() as u64,
+            table_readers,
+        })
+    }
+}
+
 /// Options of each column family. RocksDB's defaults (which `open_cf`
 /// gives every family whatever the database options say) keep no bloom
 /// filters, so every lookup of a fingerprint the tier lacks (most of

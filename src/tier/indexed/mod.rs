@@ -40,7 +40,7 @@ use crate::tier::{FileEntry, TierId, lock};
 use crate::tier::store::{ContainerStore, DirStore, NamespaceOp};
 pub(crate) use config::TierRecord;
 use config::{Alloc, AllocV1, TierRecordV1};
-pub use config::{TierConfig, TierInfo};
+pub use config::{MemoryUsage, TierConfig, TierInfo};
 use db::{cf, cf_options, decode_container_id, index_table, namespace_batch, scan, shared_memory, synced};
 pub use ingest::{Ingest, IngestStats};
 #[cfg(feature = "s3")]
