@@ -35,7 +35,7 @@ impl PartialOrd for Fingerprint {
 /// agrees with `Eq`; the bytes are a BLAKE3 output, and sets keyed by
 /// fingerprints use a randomly keyed hasher, so flooding one bucket would
 /// need many fingerprints sharing 64 bits: about 2^60 hashes for sixteen.
-/// Nothing persisted depends on this hash (the PHF hashes [`PhfKey`]).
+/// Nothing persisted depends on this hash (the PHF hashes `PhfKey`).
 impl Hash for Fingerprint {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.be_words()[0]);
