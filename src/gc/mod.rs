@@ -171,6 +171,12 @@ impl Examined {
     }
 }
 
+/// Whether a running job or reader pins `id`, or a job's durable hold
+/// covers it.
+fn held(tier: &IndexedTier, holds: &[JobHold], id: ContainerId) -> bool {
+    tier.pinned(id) || holds.iter().any(|h| h.holds(id))
+}
+
 /// Reads container `id`'s table and sorts its entries (read-only: the
 /// sweep makes every change).
 fn examine(
@@ -182,7 +188,7 @@ fn examine(
     holds: &[JobHold],
     id: ContainerId,
 ) -> Result<Examined> {
-    if tier.pinned(id) || holds.iter().any(|h| h.holds(id)) {
+    if held(tier, holds, id) {
         return Ok(Examined::Pinned(id));
     }
     if tier.is_retired(id)? {
@@ -232,7 +238,7 @@ fn sweep(
         }
         record.cursor = raw + 1;
         // A pin taken since the container was examined keeps it too.
-        if matches!(step, Examined::Pinned(_)) || tier.pinned(id) || holds.iter().any(|h| h.holds(id)) {
+        if matches!(step, Examined::Pinned(_)) || held(tier, holds, id) {
             report.containers_pinned += 1;
             continue;
         }
